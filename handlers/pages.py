@@ -1,0 +1,71 @@
+"""Page handlers: the HTML demo pages, the health check and the error pages."""
+
+import time
+from typing import Any, Optional
+
+import tornado.web
+
+from realtime.hub import Hub
+
+# No inline script or style anywhere: every script comes from /static, so an injected
+# <script> in user text could not run even if it ever reached the DOM as HTML.
+CONTENT_SECURITY_POLICY = "; ".join([
+    "default-src 'self'",
+    "script-src 'self'",
+    "style-src 'self'",
+    "img-src 'self' data:",
+    "connect-src 'self'",
+    "object-src 'none'",
+    "base-uri 'none'",
+    "form-action 'self'",
+    "frame-ancestors 'none'",
+])
+
+
+class BaseHandler(tornado.web.RequestHandler):
+    """Security headers on every response, and error pages that never show a traceback."""
+
+    def set_default_headers(self) -> None:
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Referrer-Policy", "same-origin")
+        self.set_header("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        reason = self._reason
+        self.render("error.html", status_code=status_code, reason=reason)
+
+
+class PageHandler(BaseHandler):
+    """A page rendered from one template with no arguments."""
+
+    def initialize(self, template: str) -> None:
+        self.template = template
+
+    def get(self) -> None:
+        self.render(self.template)
+
+
+class NotFoundPageHandler(BaseHandler):
+    """Every unknown path: a 404 page."""
+
+    def prepare(self) -> None:
+        raise tornado.web.HTTPError(404)
+
+
+class HealthHandler(BaseHandler):
+    """``GET /healthz``: 200 with a small JSON status while the server can serve."""
+
+    def initialize(self, hub: Hub, started: Optional[float] = None) -> None:
+        self.hub = hub
+        self.started = started if started is not None else time.time()
+
+    def get(self) -> None:
+        broker_ok = self.hub.broker.healthy()
+        self.set_status(200 if broker_ok else 503)
+        self.set_header("Cache-Control", "no-store")
+        self.write({
+            "status": "ok" if broker_ok else "degraded",
+            "broker": {"name": self.hub.broker.name, "ok": broker_ok},
+            "connections": len(self.hub.connections),
+            "uptime_s": round(time.time() - self.started, 1),
+        })

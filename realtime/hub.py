@@ -1,0 +1,180 @@
+"""The in-process pub/sub hub: who listens to which topic, and fan-out with flow control.
+
+Every WebSocket connection of the process is registered here while it is open. The hub
+
+* serializes a published message **once** and hands the same ``str`` to every subscriber;
+* counts, per connection, the bytes written but not yet flushed to its socket, and drops a
+  connection whose backlog passes ``max_pending_bytes`` (a client that stopped reading),
+  closing it with 1008 and removing it from every topic at once, so one stalled reader can
+  neither grow the server's memory nor hold up the others;
+* hands payloads to a broker (``realtime.brokers``) and takes them back through
+  ``deliver``, so several processes can share topics without the handlers knowing.
+
+Topics are lowercase dotted names, endpoint first: ``chat.lobby``, ``vote.demo``.
+"""
+
+import asyncio
+import logging
+from functools import partial
+from typing import Any, Awaitable, Optional, Protocol, Union
+
+from tornado.websocket import WebSocketClosedError
+
+from realtime.brokers import Broker, LocalBroker, Payload
+from realtime.closecodes import CloseCode
+from realtime.messages import Message, encode
+
+log = logging.getLogger("realtime.hub")
+
+DEFAULT_MAX_PENDING_BYTES = 1024 * 1024
+
+
+class Subscriber(Protocol):
+    """What the hub needs of a connection; ``tornado.websocket.WebSocketHandler`` has it."""
+
+    def write_message(self, message: Union[str, bytes], binary: bool = False) -> Awaitable[None]:
+        """Queue a frame; the awaitable completes once it is flushed to the socket."""
+
+    def close(self, code: Optional[int] = None, reason: Optional[str] = None) -> None:
+        """Start the closing handshake."""
+
+
+class Hub:
+    """Topics, connections and their unflushed bytes; see the module docstring.
+
+    Args:
+        broker: carries payloads between processes; default: this process only.
+        max_pending_bytes: unflushed bytes a connection may have before it is dropped.
+    """
+
+    def __init__(
+        self,
+        broker: Optional[Broker] = None,
+        max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
+    ) -> None:
+        self.broker: Broker = broker if broker is not None else LocalBroker()
+        self.max_pending_bytes = max_pending_bytes
+        self._topics: dict[str, set[Subscriber]] = {}  # topic -> its local subscribers
+        self._pending: dict[Subscriber, int] = {}  # open connection -> unflushed bytes
+        self._subscriptions: dict[Subscriber, set[str]] = {}  # connection -> its topics
+        self.published = 0  # messages published from this process
+        self.sent = 0  # frames written to connections
+        self.dropped = 0  # connections dropped for not reading
+        self.broker.attach(self.deliver)
+
+    # Connections
+
+    def register(self, subscriber: Subscriber) -> None:
+        """Start tracking an open connection (done by the socket base class)."""
+        self._pending.setdefault(subscriber, 0)
+
+    def forget(self, subscriber: Subscriber) -> None:
+        """Drop every trace of a connection: its topics and its byte count."""
+        for topic in self._subscriptions.pop(subscriber, ()):
+            self._remove(topic, subscriber)
+        self._pending.pop(subscriber, None)
+
+    @property
+    def connections(self) -> list[Subscriber]:
+        """The open connections, in the order they registered."""
+        return list(self._pending)
+
+    def pending_bytes(self, subscriber: Subscriber) -> int:
+        """Bytes written to ``subscriber`` and not yet flushed to its socket."""
+        return self._pending.get(subscriber, 0)
+
+    # Topics
+
+    def subscribe(self, topic: str, subscriber: Subscriber) -> None:
+        """Deliver what is published on ``topic`` to ``subscriber`` from now on."""
+        self.register(subscriber)
+        self._topics.setdefault(topic, set()).add(subscriber)
+        self._subscriptions.setdefault(subscriber, set()).add(topic)
+
+    def unsubscribe(self, topic: str, subscriber: Subscriber) -> None:
+        """Stop delivering ``topic`` to ``subscriber``; unknown pairs are ignored."""
+        topics = self._subscriptions.get(subscriber)
+        if topics is not None:
+            topics.discard(topic)
+        self._remove(topic, subscriber)
+
+    def subscribers(self, topic: str) -> set[Subscriber]:
+        """The local subscribers of ``topic`` (a copy)."""
+        return set(self._topics.get(topic, ()))
+
+    def topics(self, subscriber: Subscriber) -> set[str]:
+        """The topics ``subscriber`` listens to (a copy)."""
+        return set(self._subscriptions.get(subscriber, ()))
+
+    def _remove(self, topic: str, subscriber: Subscriber) -> None:
+        members = self._topics.get(topic)
+        if members is None:
+            return
+        members.discard(subscriber)
+        if not members:
+            del self._topics[topic]
+
+    # Sending
+
+    def publish(self, topic: str, message: Union[Message, Payload]) -> Payload:
+        """Send ``message`` to every subscriber of ``topic``, in every process.
+
+        A dict is serialized to JSON once; ``str`` and ``bytes`` go as they are (text and
+        binary frames). Returns the payload that was sent.
+        """
+        payload = message if isinstance(message, (str, bytes)) else encode(message)
+        self.published += 1
+        self.broker.publish(topic, payload)
+        return payload
+
+    def deliver(self, topic: str, payload: Payload) -> None:
+        """Write ``payload`` to this process's subscribers of ``topic`` (the broker calls it)."""
+        for subscriber in self.subscribers(topic):
+            self.send(subscriber, payload)
+
+    def send(self, subscriber: Subscriber, payload: Payload) -> bool:
+        """Write one frame to one connection, within its backlog bound.
+
+        Returns False if the connection is closed or was dropped for its backlog.
+        """
+        try:
+            flushed = subscriber.write_message(payload, binary=isinstance(payload, bytes))
+        except WebSocketClosedError:
+            self.forget(subscriber)
+            return False
+        self.sent += 1
+        size = len(payload)
+        backlog = self._pending.get(subscriber, 0) + size
+        self._pending[subscriber] = backlog
+        asyncio.ensure_future(flushed).add_done_callback(partial(self._flushed, subscriber, size))
+        if backlog > self.max_pending_bytes:
+            self.drop(subscriber)
+            return False
+        return True
+
+    def _flushed(self, subscriber: Subscriber, size: int, future: "asyncio.Future[Any]") -> None:
+        # Retrieving the exception of a write to a vanished client keeps asyncio from
+        # logging "Future exception was never retrieved"; the close is handled elsewhere.
+        if not future.cancelled():
+            future.exception()
+        if subscriber in self._pending:
+            self._pending[subscriber] -= size
+
+    def drop(self, subscriber: Subscriber) -> None:
+        """Remove a connection that stopped reading from every topic and close it with 1008."""
+        log.warning(
+            "dropping slow consumer %r: %d bytes unflushed (bound %d)",
+            subscriber, self._pending.get(subscriber, 0), self.max_pending_bytes,
+        )
+        self.forget(subscriber)
+        self.dropped += 1
+        subscriber.close(CloseCode.POLICY_VIOLATION, "slow consumer: messages were not read")
+
+    def close_all(self, code: int, reason: str) -> None:
+        """Close every open connection with ``code`` (server shutdown)."""
+        for subscriber in self.connections:
+            subscriber.close(code, reason)
+
+    def topic_count(self) -> int:
+        """How many topics have local subscribers."""
+        return len(self._topics)

@@ -1,0 +1,78 @@
+"""The JSON message format every JSON WebSocket endpoint speaks.
+
+A client frame is a JSON object with a ``"type"`` string. Anything else is answered with an
+error frame ``{"type": "error", "code": ..., "message": ...}``: ``code`` is for programs,
+``message`` for people. Parsing is pure (text in, dict or ClientError out) so it is tested
+without a server.
+"""
+
+import json
+from typing import Any
+
+Message = dict[str, Any]
+
+# Longest piece of client text quoted back in an error message.
+_QUOTE_LIMIT = 40
+
+
+class ClientError(Exception):
+    """A request the client got wrong: it becomes an error frame and the connection stays open.
+
+    Args:
+        code: machine-readable snake_case code, e.g. ``"nick_taken"``.
+        message: a sentence for people.
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def encode(message: Message) -> str:
+    """Serialize a message to the compact JSON text sent on the wire."""
+    return json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+
+
+def error_frame(code: str, message: str) -> Message:
+    """Build the error frame for ``code`` with a human ``message``."""
+    return {"type": "error", "code": code, "message": message}
+
+
+def quote(value: str) -> str:
+    """Quote client-supplied text for an error message, cut short if long."""
+    if len(value) > _QUOTE_LIMIT:
+        value = value[:_QUOTE_LIMIT] + "…"
+    return json.dumps(value, ensure_ascii=False)
+
+
+def parse(text: str) -> Message:
+    """Parse one client text frame into a message with a ``type``.
+
+    Raises:
+        ClientError: ``bad_json`` if the text is not JSON, ``bad_message`` if it is not an
+            object with a non-empty ``"type"`` string.
+    """
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        # RecursionError: nesting deeper than the interpreter's stack, e.g. "[[[[...".
+        raise ClientError("bad_json", "The frame is not valid JSON.") from None
+    if not isinstance(value, dict):
+        raise ClientError("bad_message", "A message must be a JSON object.")
+    kind = value.get("type")
+    if not isinstance(kind, str) or not kind:
+        raise ClientError("bad_message", 'A message needs a "type" field holding a string.')
+    return value
+
+
+def require_str(message: Message, field: str) -> str:
+    """Return ``message[field]`` if it is a string.
+
+    Raises:
+        ClientError: ``bad_message`` if the field is missing or not a string.
+    """
+    value = message.get(field)
+    if not isinstance(value, str):
+        raise ClientError("bad_message", f'The "{field}" field must be a string.')
+    return value

@@ -1,0 +1,111 @@
+"""The real-time server: options, ``make_app(...)`` and ``main()``.
+
+Run ``python server.py --help`` for the options. ``make_app`` builds the Tornado application
+from a ``Config`` and never reads the global options, so tests build a fresh app each time.
+"""
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+from typing import Optional
+
+import tornado.httpserver
+import tornado.options
+import tornado.web
+from tornado.options import define, options
+from tornado.web import url
+
+from handlers.echo import EchoSocketHandler
+from handlers.pages import HealthHandler, NotFoundPageHandler, PageHandler
+from realtime.closecodes import CloseCode
+from realtime.hub import DEFAULT_MAX_PENDING_BYTES, Hub
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+log = logging.getLogger("realtime.server")
+
+
+@dataclass
+class Config:
+    """Everything ``make_app`` needs; ``main()`` fills it from the command line."""
+
+    debug: bool = False
+    max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES
+    hub: Optional[Hub] = field(default=None, repr=False)  # a ready hub, e.g. a test's
+
+
+def make_app(config: Optional[Config] = None) -> tornado.web.Application:
+    """Build the application: pages, health check and WebSocket endpoints on one hub."""
+    config = config or Config()
+    hub = config.hub or Hub(max_pending_bytes=config.max_pending_bytes)
+    sockets = dict(hub=hub)
+    routes = [
+        url(r"/", PageHandler, dict(template="index.html"), name="index"),
+        url(r"/echo", PageHandler, dict(template="echo.html"), name="echo"),
+        url(r"/healthz", HealthHandler, dict(hub=hub), name="healthz"),
+        url(r"/ws/echo", EchoSocketHandler, sockets, name="ws_echo"),
+    ]
+    app = tornado.web.Application(
+        routes,
+        template_path=os.path.join(HERE, "templates"),
+        static_path=os.path.join(HERE, "static"),
+        default_handler_class=NotFoundPageHandler,
+        debug=config.debug,
+        xsrf_cookies=False,  # no HTML form posts back to us; the JSON API is checked apart
+    )
+    app.settings["hub"] = hub  # for main()'s shutdown; handlers get it through initialize()
+    return app
+
+
+define("port", default=8888, type=int, help="TCP port to listen on")
+define("address", default="127.0.0.1", help="address to bind; 0.0.0.0 for every interface")
+define("debug", default=False, type=bool, help="reload on code change, show tracebacks in pages")
+define("max_pending_bytes", default=DEFAULT_MAX_PENDING_BYTES, type=int,
+       help="unflushed bytes a WebSocket may have before it is dropped as a slow consumer")
+
+
+async def serve() -> None:
+    """Serve until SIGINT or SIGTERM, then close every socket with 1001 and return."""
+    app = make_app(Config(debug=options.debug, max_pending_bytes=options.max_pending_bytes))
+    server = tornado.httpserver.HTTPServer(app)
+    server.listen(options.port, options.address)
+    host = "127.0.0.1" if options.address in ("", "0.0.0.0", "::") else options.address
+    log.info("serving on http://%s:%d/ (Ctrl-C to stop)", host, options.port)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+
+    log.info("shutting down")
+    server.stop()
+    app.settings["hub"].close_all(CloseCode.GOING_AWAY, "server shutting down")
+    await server.close_all_connections()
+
+
+def join_option_values(argv: list[str]) -> list[str]:
+    """Turn ``--port 9000`` into ``--port=9000``: tornado.options only takes the second form."""
+    joined: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        name = arg[2:].replace("-", "_")
+        takes_value = name in options and not isinstance(getattr(options, name), bool)
+        if arg.startswith("--") and "=" not in arg and takes_value:
+            value = next(args, None)
+            joined.append(arg if value is None else f"{arg}={value}")
+        else:
+            joined.append(arg)
+    return joined
+
+
+def main() -> None:
+    """Parse the command line and serve."""
+    tornado.options.parse_command_line(join_option_values(sys.argv))
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+// The one WebSocket client every page uses: it reconnects by itself (with backoff and
+// jitter, at once when the network or the tab comes back) and reports its state.
+
+const MIN_DELAY_MS = 500;
+const MAX_DELAY_MS = 10000;
+
+// Absolute ws:// or wss:// URL for a path on this server.
+export function socketUrl(path) {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  return `${scheme}//${location.host}${path}`;
+}
+
+// A WebSocket that comes back after every close until stop() is called.
+// Events: "state" (detail: "connecting" | "open" | "closed"), "open", "message"
+// (detail: the data), "close" (detail: {code, reason}).
+// `url` is a string or a function returning one, called before every attempt, so a page
+// can put what it has already seen into the URL (e.g. ?since=).
+export class ReconnectingSocket extends EventTarget {
+  constructor(url, { binaryType = "arraybuffer" } = {}) {
+    super();
+    this.url = url;
+    this.binaryType = binaryType;
+    this.state = "closed";
+    this.ws = null;
+    this.attempts = 0;
+    this.timer = null;
+    this.stopped = false;
+    this.retryNow = () => { if (this.state === "closed" && !this.stopped) this.connect(); };
+    window.addEventListener("online", this.retryNow);
+    document.addEventListener("visibilitychange", () => {
+      if (document.visibilityState === "visible") this.retryNow();
+    });
+  }
+
+  connect() {
+    clearTimeout(this.timer);
+    this.stopped = false;
+    const url = typeof this.url === "function" ? this.url() : this.url;
+    this.setState("connecting");
+    const ws = new WebSocket(url);
+    ws.binaryType = this.binaryType;
+    this.ws = ws;
+    ws.onopen = () => {
+      this.attempts = 0;
+      this.setState("open");
+      this.dispatchEvent(new Event("open"));
+    };
+    ws.onmessage = (event) => {
+      this.dispatchEvent(new CustomEvent("message", { detail: event.data }));
+    };
+    ws.onclose = (event) => {
+      if (this.ws !== ws) return;
+      this.ws = null;
+      this.setState("closed");
+      this.dispatchEvent(new CustomEvent("close", { detail: { code: event.code, reason: event.reason } }));
+      if (!this.stopped) this.scheduleRetry();
+    };
+    return this;
+  }
+
+  scheduleRetry() {
+    const ceiling = Math.min(MAX_DELAY_MS, MIN_DELAY_MS * 2 ** this.attempts);
+    this.attempts += 1;
+    const delay = ceiling / 2 + Math.random() * ceiling / 2;
+    this.timer = setTimeout(() => this.connect(), delay);
+  }
+
+  // Send if open; returns false (and sends nothing) otherwise, so callers never lose
+  // a message silently.
+  send(data) {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
+    this.ws.send(data);
+    return true;
+  }
+
+  sendJson(message) {
+    return this.send(JSON.stringify(message));
+  }
+
+  stop() {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    if (this.ws) this.ws.close(1000);
+  }
+
+  setState(state) {
+    this.state = state;
+    this.dispatchEvent(new CustomEvent("state", { detail: state }));
+  }
+}
+
+const STATE_LABELS = { connecting: "connecting…", open: "connected", closed: "disconnected — retrying" };
+
+// Mirror a socket's state into the header badge (#conn-state).
+export function showState(socket, element = document.getElementById("conn-state")) {
+  if (!element) return;
+  socket.addEventListener("state", (event) => {
+    element.dataset.state = event.detail;
+    element.textContent = STATE_LABELS[event.detail] || event.detail;
+  });
+}
+
+// Build an element with text content only: user text never becomes HTML.
+export function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined && text !== null) node.textContent = text;
+  return node;
+}
+
+// "14:03:07" for a millisecond timestamp, in the reader's time zone.
+export function clock(ms) {
+  return new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+}

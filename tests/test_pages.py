@@ -1,0 +1,67 @@
+"""The HTML pages, the health check and the error pages."""
+
+import json
+import re
+
+import pytest
+
+
+@pytest.mark.parametrize("path", ["/", "/echo"])
+async def test_page_is_served_as_html(http_server_client, path):
+    """Each demo page answers 200 with HTML."""
+    response = await http_server_client.fetch(path)
+    assert response.code == 200
+    assert response.headers["Content-Type"].startswith("text/html")
+    assert b"<!doctype html>" in response.body
+
+
+async def test_index_links_every_demo(http_server_client):
+    """The index page links to the echo demo."""
+    body = (await http_server_client.fetch("/")).body.decode()
+    assert 'href="/echo"' in body
+
+
+async def test_pages_are_readable_on_a_phone(http_server_client):
+    """Pages declare a device-width viewport."""
+    body = (await http_server_client.fetch("/echo")).body.decode()
+    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in body
+
+
+async def test_every_static_file_a_page_uses_is_served(http_server_client):
+    """Every stylesheet and script a page references answers 200."""
+    for page in ["/", "/echo"]:
+        body = (await http_server_client.fetch(page)).body.decode()
+        for asset in re.findall(r'(?:href|src)="(/static/[^"]+)"', body):
+            response = await http_server_client.fetch(asset)
+            assert response.code == 200, asset
+
+
+async def test_pages_carry_security_headers(http_server_client):
+    """Pages forbid inline script and content sniffing."""
+    headers = (await http_server_client.fetch("/echo")).headers
+    assert "script-src 'self'" in headers["Content-Security-Policy"]
+    assert "unsafe-inline" not in headers["Content-Security-Policy"]
+    assert headers["X-Content-Type-Options"] == "nosniff"
+
+
+async def test_pages_have_no_inline_script(http_server_client):
+    """No page carries a <script> without a src, which the policy would block anyway."""
+    for page in ["/", "/echo"]:
+        body = (await http_server_client.fetch(page)).body.decode()
+        assert re.findall(r"<script(?![^>]*\bsrc=)[^>]*>", body) == []
+
+
+async def test_healthz_answers_json(http_server_client):
+    """/healthz answers 200 with status ok and the broker's state."""
+    response = await http_server_client.fetch("/healthz")
+    assert response.code == 200
+    body = json.loads(response.body)
+    assert body["status"] == "ok"
+    assert body["broker"] == {"name": "local", "ok": True}
+
+
+async def test_unknown_path_is_a_404_page(http_server_client):
+    """An unknown path answers 404 with an HTML page and no traceback."""
+    response = await http_server_client.fetch("/no/such/page", raise_error=False)
+    assert response.code == 404
+    assert b"404" in response.body and b"Traceback" not in response.body
