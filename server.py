@@ -18,8 +18,10 @@ import tornado.web
 from tornado.options import define, options
 from tornado.web import url
 
+from handlers.chat import ChatPageHandler, ChatSocketHandler
 from handlers.echo import EchoSocketHandler
 from handlers.pages import HealthHandler, NotFoundPageHandler, PageHandler
+from realtime import chat
 from realtime.closecodes import CloseCode
 from realtime.hub import DEFAULT_MAX_PENDING_BYTES, Hub
 
@@ -33,6 +35,9 @@ class Config:
 
     debug: bool = False
     max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES
+    chat_history: int = chat.DEFAULT_HISTORY
+    chat_replay: int = chat.DEFAULT_REPLAY
+    chat_max_rooms: int = chat.DEFAULT_MAX_ROOMS
     hub: Optional[Hub] = field(default=None, repr=False)  # a ready hub, e.g. a test's
 
 
@@ -40,12 +45,16 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
     """Build the application: pages, health check and WebSocket endpoints on one hub."""
     config = config or Config()
     hub = config.hub or Hub(max_pending_bytes=config.max_pending_bytes)
+    rooms = chat.Rooms(config.chat_history, config.chat_replay, config.chat_max_rooms)
     sockets = dict(hub=hub)
     routes = [
         url(r"/", PageHandler, dict(template="index.html"), name="index"),
         url(r"/echo", PageHandler, dict(template="echo.html"), name="echo"),
+        url(r"/chat", ChatPageHandler, dict(template="chat.html"), name="chat"),
         url(r"/healthz", HealthHandler, dict(hub=hub), name="healthz"),
         url(r"/ws/echo", EchoSocketHandler, sockets, name="ws_echo"),
+        url(rf"/ws/chat/({chat.ROOM_PATTERN})", ChatSocketHandler, dict(sockets, rooms=rooms),
+            name="ws_chat"),
     ]
     app = tornado.web.Application(
         routes,
@@ -64,11 +73,23 @@ define("address", default="127.0.0.1", help="address to bind; 0.0.0.0 for every 
 define("debug", default=False, type=bool, help="reload on code change, show tracebacks in pages")
 define("max_pending_bytes", default=DEFAULT_MAX_PENDING_BYTES, type=int,
        help="unflushed bytes a WebSocket may have before it is dropped as a slow consumer")
+define("chat_history", default=chat.DEFAULT_HISTORY, type=int,
+       help="chat messages a newcomer is shown")
+define("chat_replay", default=chat.DEFAULT_REPLAY, type=int,
+       help="chat messages each room keeps for clients that reconnect with ?since=")
+define("chat_max_rooms", default=chat.DEFAULT_MAX_ROOMS, type=int,
+       help="chat rooms held at once; idle empty rooms are forgotten first past it")
 
 
 async def serve() -> None:
     """Serve until SIGINT or SIGTERM, then close every socket with 1001 and return."""
-    app = make_app(Config(debug=options.debug, max_pending_bytes=options.max_pending_bytes))
+    app = make_app(Config(
+        debug=options.debug,
+        max_pending_bytes=options.max_pending_bytes,
+        chat_history=options.chat_history,
+        chat_replay=options.chat_replay,
+        chat_max_rooms=options.chat_max_rooms,
+    ))
     server = tornado.httpserver.HTTPServer(app)
     server.listen(options.port, options.address)
     host = "127.0.0.1" if options.address in ("", "0.0.0.0", "::") else options.address

@@ -2,7 +2,8 @@
 
 Every WebSocket connection of the process is registered here while it is open. The hub
 
-* serializes a published message **once** and hands the same ``str`` to every subscriber;
+* serializes a published message **once**, to JSON and then to UTF-8, and hands the same
+  bytes to every subscriber;
 * counts, per connection, the bytes written but not yet flushed to its socket, and drops a
   connection whose backlog passes ``max_pending_bytes`` (a client that stopped reading),
   closing it with 1008 and removing it from every topic at once, so one stalled reader can
@@ -37,6 +38,13 @@ class Subscriber(Protocol):
 
     def close(self, code: Optional[int] = None, reason: Optional[str] = None) -> None:
         """Start the closing handshake."""
+
+
+def wire(payload: Payload) -> tuple[bytes, bool]:
+    """The bytes of a frame and whether it is binary: ``str`` is a text frame in UTF-8."""
+    if isinstance(payload, bytes):
+        return payload, True
+    return payload.encode("utf-8"), False
 
 
 class Hub:
@@ -129,21 +137,27 @@ class Hub:
 
     def deliver(self, topic: str, payload: Payload) -> None:
         """Write ``payload`` to this process's subscribers of ``topic`` (the broker calls it)."""
+        data, binary = wire(payload)
         for subscriber in self.subscribers(topic):
-            self.send(subscriber, payload)
+            self._write(subscriber, data, binary)
 
     def send(self, subscriber: Subscriber, payload: Payload) -> bool:
         """Write one frame to one connection, within its backlog bound.
 
         Returns False if the connection is closed or was dropped for its backlog.
         """
+        return self._write(subscriber, *wire(payload))
+
+    def _write(self, subscriber: Subscriber, data: bytes, binary: bool) -> bool:
         try:
-            flushed = subscriber.write_message(payload, binary=isinstance(payload, bytes))
+            # Tornado sends bytes as they are, so a text payload encoded once in deliver()
+            # is not encoded again for every subscriber.
+            flushed = subscriber.write_message(data, binary=binary)
         except WebSocketClosedError:
             self.forget(subscriber)
             return False
         self.sent += 1
-        size = len(payload)
+        size = len(data)
         backlog = self._pending.get(subscriber, 0) + size
         self._pending[subscriber] = backlog
         asyncio.ensure_future(flushed).add_done_callback(partial(self._flushed, subscriber, size))

@@ -60,10 +60,30 @@ def parse(text: str) -> Message:
         raise ClientError("bad_json", "The frame is not valid JSON.") from None
     if not isinstance(value, dict):
         raise ClientError("bad_message", "A message must be a JSON object.")
+    if "\\u" in text and _has_lone_surrogate(value):
+        # Legal JSON ("\udc00"), but no UTF-8 encoding exists to send it on to anyone.
+        raise ClientError("bad_message", "The message holds a lone surrogate, which is not text.")
     kind = value.get("type")
     if not isinstance(kind, str) or not kind:
         raise ClientError("bad_message", 'A message needs a "type" field holding a string.')
     return value
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    pending = [value]  # a loop, not recursion: nesting depth is the client's choice
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
 
 
 def require_str(message: Message, field: str) -> str:

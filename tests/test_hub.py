@@ -58,8 +58,9 @@ async def test_one_publish_to_1000_subscribers_serializes_once(monkeypatch):
     payload = hub.publish("chat.lobby", {"type": "message", "text": "hi"})
 
     assert len(calls) == 1
-    assert all(len(s.frames) == 1 and s.frames[0] is payload for s in subscribers)
-    assert payload == '{"type":"message","text":"hi"}'
+    first = subscribers[0].frames[0]
+    assert all(len(s.frames) == 1 and s.frames[0] is first for s in subscribers)
+    assert first == payload.encode() == b'{"type":"message","text":"hi"}'
 
 
 async def test_publish_reaches_only_subscribers_of_that_topic():
@@ -71,7 +72,7 @@ async def test_publish_reaches_only_subscribers_of_that_topic():
 
     hub.publish("chat.lobby", "hello")
 
-    assert lobby.frames == ["hello"]
+    assert lobby.frames == [b"hello"]
     assert other.frames == []
 
 
@@ -84,7 +85,7 @@ async def test_unsubscribe_stops_delivery():
     hub.unsubscribe("vote.demo", connection)
     hub.publish("vote.demo", "two")
 
-    assert connection.frames == ["one"]
+    assert connection.frames == [b"one"]
     assert hub.subscribers("vote.demo") == set()
 
 
@@ -132,7 +133,7 @@ async def test_slow_subscriber_is_dropped_with_1008_and_others_get_everything():
     assert hub.dropped == 1
     assert sum(len(f) for f in stalled.frames) <= 64 * 1024 + 1024
     for reader in readers:
-        assert [f[:4] for f in reader.frames] == [f"{n:04d}" for n in range(count)]
+        assert [f[:4] for f in reader.frames] == [b"%04d" % n for n in range(count)]
 
 
 async def test_a_subscriber_that_keeps_up_is_never_dropped():
@@ -161,7 +162,7 @@ async def test_write_to_a_closed_connection_forgets_it():
     hub.publish("chat.lobby", "hello")
 
     assert hub.subscribers("chat.lobby") == {alive}
-    assert alive.frames == ["hello"]
+    assert alive.frames == [b"hello"]
 
 
 async def test_failed_write_leaves_no_unretrieved_exception():
@@ -218,4 +219,4 @@ async def test_publish_goes_through_the_broker():
     assert connection.frames == []
     broker.flush()
 
-    assert connection.frames == ['{"type":"message"}']
+    assert connection.frames == [b'{"type":"message"}']
