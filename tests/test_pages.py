@@ -5,8 +5,10 @@ import re
 
 import pytest
 
+PAGES = ["/", "/echo", "/chat"]
 
-@pytest.mark.parametrize("path", ["/", "/echo"])
+
+@pytest.mark.parametrize("path", PAGES)
 async def test_page_is_served_as_html(http_server_client, path):
     """Each demo page answers 200 with HTML."""
     response = await http_server_client.fetch(path)
@@ -16,9 +18,10 @@ async def test_page_is_served_as_html(http_server_client, path):
 
 
 async def test_index_links_every_demo(http_server_client):
-    """The index page links to the echo demo."""
+    """The index page links to every demo."""
     body = (await http_server_client.fetch("/")).body.decode()
-    assert 'href="/echo"' in body
+    for page in PAGES[1:]:
+        assert f'href="{page}"' in body
 
 
 async def test_pages_are_readable_on_a_phone(http_server_client):
@@ -29,7 +32,7 @@ async def test_pages_are_readable_on_a_phone(http_server_client):
 
 async def test_every_static_file_a_page_uses_is_served(http_server_client):
     """Every stylesheet and script a page references answers 200."""
-    for page in ["/", "/echo"]:
+    for page in PAGES:
         body = (await http_server_client.fetch(page)).body.decode()
         for asset in re.findall(r'(?:href|src)="(/static/[^"]+)"', body):
             response = await http_server_client.fetch(asset)
@@ -46,7 +49,7 @@ async def test_pages_carry_security_headers(http_server_client):
 
 async def test_pages_have_no_inline_script(http_server_client):
     """No page carries a <script> without a src, which the policy would block anyway."""
-    for page in ["/", "/echo"]:
+    for page in PAGES:
         body = (await http_server_client.fetch(page)).body.decode()
         assert re.findall(r"<script(?![^>]*\bsrc=)[^>]*>", body) == []
 
@@ -65,3 +68,16 @@ async def test_unknown_path_is_a_404_page(http_server_client):
     response = await http_server_client.fetch("/no/such/page", raise_error=False)
     assert response.code == 404
     assert b"404" in response.body and b"Traceback" not in response.body
+
+
+async def test_chat_page_gives_the_browser_a_chat_cookie(http_server_client):
+    """/chat sets an HttpOnly, SameSite=Lax chat_id cookie when the browser has none."""
+    response = await http_server_client.fetch("/chat")
+    cookie = response.headers["Set-Cookie"]
+    assert cookie.startswith("chat_id=") and "HttpOnly" in cookie and "SameSite=Lax" in cookie
+
+
+async def test_chat_page_keeps_an_existing_chat_cookie(http_server_client):
+    """A browser that already has a chat cookie keeps it."""
+    response = await http_server_client.fetch("/chat", headers={"Cookie": "chat_id=" + "k" * 32})
+    assert "Set-Cookie" not in response.headers
