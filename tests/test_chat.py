@@ -329,3 +329,24 @@ async def test_wire_format_is_json_objects(ws_connect):
     await say(conn, "y")
     raw = await conn.read_message()
     assert isinstance(json.loads(raw), dict)
+
+
+async def test_markup_in_a_nickname_is_delivered_as_text(ws_connect):
+    """A nickname that looks like a script tag is stored and shown exactly as typed."""
+    nick = "<script>x</script>"
+    watcher, _ = await join_room(ws_connect)
+    conn, welcome = await join_room(ws_connect, nick=nick)
+    assert welcome["nick"] == nick
+    assert (await receive_json(watcher))["nick"] == nick
+    await say(conn, "hi")
+    assert (await receive_type(watcher, "message"))["from"] == nick
+
+
+async def test_lone_surrogate_in_text_is_refused(ws_connect):
+    """Text holding an escaped lone surrogate (not encodable) is bad_message; others unharmed."""
+    sender, _ = await join_room(ws_connect)
+    listener, _ = await join_room(ws_connect)
+    await sender.write_message('{"type": "message", "text": "bad \\udc00 text"}')
+    assert (await receive_json(sender))["code"] == "bad_message"
+    await say(sender, "good text")
+    assert (await receive_json(listener))["text"] == "good text"
