@@ -115,11 +115,12 @@ class PollStore:
         """
         return await self._run(self._vote, poll_id, option_id, voter_id)
 
-    async def voted(self, poll_id: str, voter_id: Optional[str]) -> Optional[str]:
-        """The option ``voter_id`` voted for in a one-vote poll, or None."""
-        if voter_id is None:
-            return None
-        return await self._run(self._voted, poll_id, voter_id)
+    async def snapshot(
+        self, poll_id: str, voter_id: Optional[str]
+    ) -> Optional[tuple[Poll, Optional[str]]]:
+        """The poll with its counts and the option ``voter_id`` chose in it (None if it has
+        not voted, or the poll counts every click), read in one job; None if no such poll."""
+        return await self._run(self._snapshot, poll_id, voter_id)
 
     def close(self) -> None:
         """Finish the queued jobs and close the database (blocks; call at shutdown).
@@ -231,12 +232,20 @@ class PollStore:
             ).fetchall())
         return Tally(poll_id, votes)
 
-    def _voted(self, poll_id: str, voter_id: str) -> Optional[str]:
-        row = self._db().execute(
-            "SELECT option_id FROM ballots WHERE poll_id = ? AND voter_id = ?",
-            (poll_id, voter_id),
-        ).fetchone()
-        return None if row is None else row[0]
+    def _snapshot(
+        self, poll_id: str, voter_id: Optional[str]
+    ) -> Optional[tuple[Poll, Optional[str]]]:
+        conn = self._db()
+        poll = load_poll(conn, poll_id)
+        if poll is None:
+            return None
+        row = None
+        if voter_id is not None:
+            row = conn.execute(
+                "SELECT option_id FROM ballots WHERE poll_id = ? AND voter_id = ?",
+                (poll_id, voter_id),
+            ).fetchone()
+        return poll, None if row is None else row[0]
 
 
 @contextmanager

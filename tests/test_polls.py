@@ -86,7 +86,7 @@ async def test_one_vote_poll_counts_a_voter_once(store):
     poll = await store.create(ONE_VOTE)
     await store.vote(poll.id, "1", "alice")
     assert await vote_error(store, poll.id, "2", "alice") == "already_voted"
-    assert await store.voted(poll.id, "alice") == "1"
+    assert (await store.snapshot(poll.id, "alice"))[1] == "1"
     assert (await store.get(poll.id)).total == 1
 
 
