@@ -3,6 +3,7 @@
 import asyncio
 import os
 import sqlite3
+import time
 
 import pytest
 
@@ -149,3 +150,25 @@ async def test_memory_store_writes_no_file(tmp_path):
     finally:
         store.close()
     assert os.listdir(tmp_path) == []
+
+
+async def test_votes_do_not_block_the_event_loop(store):
+    """While 300 votes are committed one by one to disk the event loop never stalls 100 ms."""
+    await store.start()
+    gaps: list[float] = []
+    done = asyncio.Event()
+
+    async def ticker() -> None:  # how late the loop gets back to a 1 ms timer
+        last = time.perf_counter()
+        while not done.is_set():
+            await asyncio.sleep(0.001)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    ticking = asyncio.ensure_future(ticker())
+    await asyncio.gather(*(store.vote(DEMO_ID, "1", None) for _ in range(300)))
+    done.set()
+    await ticking
+    assert (await store.get(DEMO_ID)).total == 300
+    assert len(gaps) > 10 and max(gaps) < 0.1
