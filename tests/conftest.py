@@ -1,5 +1,6 @@
 """Fixtures shared by every test: a fresh hub and a fresh application per test."""
 
+from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterator, Optional
 
 import pytest
@@ -18,9 +19,17 @@ def hub() -> Hub:
 
 
 @pytest.fixture
-def app(hub: Hub) -> tornado.web.Application:
-    """The application as ``server.py`` builds it, on the test's hub."""
-    return make_app(Config(hub=hub))
+def config(hub: Hub, tmp_path: Path) -> Config:
+    """The test application's settings: the test's hub and a fresh data directory."""
+    return Config(hub=hub, data_dir=str(tmp_path / "data"))
+
+
+@pytest.fixture
+def app(config: Config) -> Iterator[tornado.web.Application]:
+    """The application as ``server.py`` builds it, from the test's config."""
+    app = make_app(config)
+    yield app
+    app.settings["polls"].close()
 
 
 @pytest.fixture

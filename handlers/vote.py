@@ -1,0 +1,225 @@
+"""Live voting: the poll pages, the JSON API and the ``/ws/vote/<id>`` socket.
+
+Votes go through ``PollStore`` (``realtime/polls.py``), which commits each one to disk before
+its tally is published on the topic ``vote.<poll id>``. The voter is a random id in a signed
+cookie, issued by the vote pages, the same for every poll; only one-vote polls need it.
+"""
+
+import json
+import secrets
+from typing import Any, Optional
+
+import tornado.web
+
+from handlers.base import JsonSocketHandler
+from handlers.pages import BaseHandler
+from realtime.messages import ClientError, Message, require_str
+from realtime.polls import PollStore
+from realtime.pollspec import POLL_ID_MAX, Poll, validate_new_poll
+from realtime.ratelimit import KeyedLimiter, retry_after_header
+
+VOTER_COOKIE = "voter"
+VOTER_COOKIE_DAYS = 365
+MAX_BODY_BYTES = 64 * 1024  # a poll at its largest is well under half of this
+
+
+def topic(poll_id: str) -> str:
+    """The hub topic of one poll's tallies."""
+    return f"vote.{poll_id}"
+
+
+def voter_id(handler: tornado.web.RequestHandler) -> Optional[str]:
+    """The voter id of the request's signed cookie, or None if it has none that is valid."""
+    value = handler.get_signed_cookie(VOTER_COOKIE, max_age_days=VOTER_COOKIE_DAYS)
+    return value.decode("ascii", "replace") if value else None
+
+
+def issue_voter_cookie(handler: tornado.web.RequestHandler) -> None:
+    """Give the browser a voter id unless it already has a valid one."""
+    if voter_id(handler) is not None:
+        return
+    handler.set_signed_cookie(
+        VOTER_COOKIE, secrets.token_urlsafe(18), expires_days=VOTER_COOKIE_DAYS,
+        httponly=True, samesite="Lax", secure=handler.request.protocol == "https",
+    )
+
+
+async def find_poll(store: PollStore, poll_id: str) -> Optional[Poll]:
+    """The poll with that id, or None; absurdly long ids are not looked up."""
+    return await store.get(poll_id) if len(poll_id) <= POLL_ID_MAX else None
+
+
+class VoteSocketHandler(JsonSocketHandler):
+    """``/ws/vote/<id>``: a ``poll`` snapshot first, then every ``tally`` of the poll.
+
+    A client sends ``{"type": "vote", "option": "<option id>"}``; once the vote is committed
+    every client of the poll gets the full counts, and the voter then gets ``voted``.
+    """
+
+    store: PollStore
+    poll: Poll  # as of the handshake; options never change, counts come from the store
+    voter: Optional[str]
+
+    def initialize(self, store: PollStore, **base: Any) -> None:
+        """Take the store besides the base class's dependencies."""
+        super().initialize(**base)
+        self.store = store
+
+    async def prepare(self) -> None:
+        # Unknown poll: a 404 at the handshake, before anything is upgraded.
+        poll = await find_poll(self.store, self.path_args[0])
+        if poll is None:
+            raise tornado.web.HTTPError(404)
+        self.poll = poll
+        self.voter = voter_id(self)
+
+    async def connected(self, poll_id: str) -> None:
+        # The snapshot is read, then the topic joined, with no await in between. The store
+        # runs jobs one at a time and hands back results in order, so every vote committed
+        # before this read has already published its tally (it is in the snapshot) and every
+        # later one publishes after we subscribe (we get its tally): the poll frame comes
+        # first and no tally is missed.
+        snapshot = await self.store.snapshot(poll_id, self.voter)
+        if snapshot is None:
+            raise ClientError("no_such_poll", "This poll no longer exists.")
+        poll, voted = snapshot
+        self.subscribe(topic(poll_id))
+        self.send({"type": "poll", "poll": poll.to_json(), "voted": voted})
+
+    async def handle_vote(self, message: Message) -> None:
+        """Count a vote, publish the poll's counts, then tell the voter it counted."""
+        option = require_str(message, "option")
+        # Cheap refusals before the database; the store checks the same again.
+        if option not in self.poll.option_ids():
+            raise ClientError("no_such_option", "This poll has no such option.")
+        tally = await self.store.vote(self.poll.id, option, self.voter)
+        self.publish(topic(self.poll.id), tally.to_json())
+        self.send({"type": "voted", "option": option})
+
+
+class ApiError(tornado.web.HTTPError):
+    """An API failure answered as ``{"error": {"code": ..., "message": ...}}``."""
+
+    def __init__(
+        self, status: int, code: str, message: str, headers: Optional[dict[str, str]] = None
+    ) -> None:
+        super().__init__(status)
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+
+class ApiHandler(BaseHandler):
+    """Base of the JSON API: JSON errors, no caching."""
+
+    store: PollStore
+
+    def initialize(self, store: PollStore) -> None:
+        self.store = store
+
+    def set_default_headers(self) -> None:
+        super().set_default_headers()
+        self.set_header("Cache-Control", "no-store")
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        error = kwargs.get("exc_info", (None, None))[1]
+        if isinstance(error, ApiError):
+            code, message = error.code, error.message
+            for name, value in error.headers.items():
+                self.set_header(name, value)
+        else:
+            code = (self._reason or "error").lower().replace(" ", "_")
+            message = self._reason
+        self.write({"error": {"code": code, "message": message}})
+
+
+@tornado.web.stream_request_body
+class PollsApiHandler(ApiHandler):
+    """``GET /api/polls`` lists the newest polls; ``POST /api/polls`` creates one.
+
+    The body is streamed so an oversized one is refused before it is read into memory.
+    """
+
+    limiter: KeyedLimiter
+
+    def initialize(self, store: PollStore, limiter: KeyedLimiter) -> None:  # type: ignore[override]
+        super().initialize(store)
+        self.limiter = limiter
+        self.chunks: list[bytes] = []
+
+    def prepare(self) -> None:
+        if self.request.method != "POST":
+            return
+        # A cross-site HTML form can only send form or text bodies; demanding JSON means no
+        # other site can create polls in a visitor's name (and fetch() from another origin
+        # would need a CORS preflight, which we never grant).
+        content_type = self.request.headers.get("Content-Type", "")
+        if content_type.split(";")[0].strip().lower() != "application/json":
+            raise ApiError(415, "unsupported_media_type", "Send the body as application/json.")
+        length = self.request.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
+            raise ApiError(413, "too_large", f"The body may be {MAX_BODY_BYTES} bytes at most.")
+        self.request.connection.set_max_body_size(MAX_BODY_BYTES)  # chunked bodies too
+
+    def data_received(self, chunk: bytes) -> None:
+        self.chunks.append(chunk)
+
+    async def get(self) -> None:
+        polls = await self.store.recent()
+        self.write({"polls": [poll.to_json() for poll in polls]})
+
+    async def post(self) -> None:
+        try:
+            body = json.loads(b"".join(self.chunks))
+        except (ValueError, RecursionError):
+            raise ApiError(400, "bad_json", "The body is not valid JSON.") from None
+        try:
+            new = validate_new_poll(body)
+        except ClientError as error:
+            raise ApiError(400, error.code, error.message) from None
+        ip = self.request.remote_ip
+        if not self.limiter.take(ip):
+            wait = retry_after_header(self.limiter.retry_after(ip))
+            raise ApiError(
+                429, "rate_limited", f"Too many new polls; try again in {wait} s.",
+                {"Retry-After": wait},
+            )
+        poll = await self.store.create(new)
+        self.set_status(201)
+        self.set_header("Location", self.reverse_url("api_poll", poll.id))
+        self.write(poll.to_json())
+
+
+class PollApiHandler(ApiHandler):
+    """``GET /api/polls/<id>``: one poll with its counts."""
+
+    async def get(self, poll_id: str) -> None:
+        poll = await find_poll(self.store, poll_id)
+        if poll is None:
+            raise ApiError(404, "no_such_poll", "There is no poll with this id.")
+        self.write(poll.to_json())
+
+
+class VotePageHandler(BaseHandler):
+    """``/vote``: create a poll, and the list of polls."""
+
+    def initialize(self, store: PollStore) -> None:
+        self.store = store
+
+    async def get(self) -> None:
+        issue_voter_cookie(self)
+        self.render("polls.html", polls=await self.store.recent())
+
+
+class PollPageHandler(BaseHandler):
+    """``/vote/<id>``: one poll's live chart; a 404 page for an unknown id."""
+
+    def initialize(self, store: PollStore) -> None:
+        self.store = store
+
+    async def get(self, poll_id: str) -> None:
+        poll = await find_poll(self.store, poll_id)
+        if poll is None:
+            raise tornado.web.HTTPError(404)
+        issue_voter_cookie(self)
+        self.render("vote.html", poll=poll)

@@ -1,0 +1,207 @@
+"""The /ws/vote/<id> endpoint over real sockets: snapshot, tallies, errors, one vote each."""
+
+import asyncio
+import json
+import threading
+
+import pytest
+from tornado.httpclient import HTTPClientError
+
+from handlers.vote import VoteSocketHandler
+from realtime.polls import PollStore
+from tests.support import TIMEOUT, receive_json, receive_type, send_json
+
+ONE_VOTE = {"title": "Pick one", "options": ["a", "b"], "one_vote_per_voter": True}
+
+
+async def create_poll(client, body) -> str:
+    response = await client.fetch(
+        "/api/polls", method="POST", body=json.dumps(body),
+        headers={"Content-Type": "application/json"},
+    )
+    return json.loads(response.body)["id"]
+
+
+async def voter_cookie(client, poll_id: str) -> dict[str, str]:
+    """Load the poll page like a browser and return the Cookie header it would send."""
+    response = await client.fetch(f"/vote/{poll_id}")
+    return {"Cookie": response.headers["Set-Cookie"].split(";")[0]}
+
+
+async def open_poll(ws_connect, poll_id: str, headers=None):
+    """Connect to a poll and read its snapshot."""
+    conn = await ws_connect(f"/ws/vote/{poll_id}", headers)
+    first = await receive_json(conn)
+    assert first["type"] == "poll"
+    return conn, first
+
+
+async def test_first_frame_is_the_poll_snapshot(ws_connect):
+    """A new connection first gets the poll with its counts."""
+    _, first = await open_poll(ws_connect, "demo")
+    assert first["poll"]["id"] == "demo"
+    assert [o["label"] for o in first["poll"]["options"]] == ["钢弹", "铁锤", "贝贝"]
+    assert first["voted"] is None
+
+
+async def test_snapshot_includes_earlier_votes(ws_connect):
+    """A client connecting after votes sees them counted."""
+    voter, _ = await open_poll(ws_connect, "demo")
+    await send_json(voter, {"type": "vote", "option": "3"})
+    await receive_type(voter, "tally")
+    _, first = await open_poll(ws_connect, "demo")
+    assert first["poll"]["options"][2]["votes"] == 1 and first["poll"]["total"] == 1
+
+
+async def test_vote_sends_the_tally_to_every_client(ws_connect):
+    """After a vote every client of the poll, the voter included, gets the full counts."""
+    voter, _ = await open_poll(ws_connect, "demo")
+    watchers = [(await open_poll(ws_connect, "demo"))[0] for _ in range(2)]
+    await send_json(voter, {"type": "vote", "option": "2"})
+    expected = {"type": "tally", "poll": "demo", "votes": {"1": 0, "2": 1, "3": 0}, "total": 1}
+    for conn in [voter, *watchers]:
+        assert await receive_json(conn) == expected
+
+
+async def test_voter_gets_voted_after_its_tally(ws_connect):
+    """The voter's tally is followed by a voted frame naming its option."""
+    voter, _ = await open_poll(ws_connect, "demo")
+    await send_json(voter, {"type": "vote", "option": "1"})
+    assert (await receive_json(voter))["type"] == "tally"
+    assert await receive_json(voter) == {"type": "voted", "option": "1"}
+
+
+async def test_tally_does_not_reach_other_polls(ws_connect, http_server_client):
+    """A vote in one poll sends nothing to the clients of another."""
+    other_id = await create_poll(http_server_client, {"title": "Other", "options": ["x", "y"]})
+    other, _ = await open_poll(ws_connect, other_id)
+    voter, _ = await open_poll(ws_connect, "demo")
+    await send_json(voter, {"type": "vote", "option": "1"})
+    await receive_type(voter, "voted")
+    await send_json(other, {"type": "vote", "option": "2"})
+    tally = await receive_json(other)
+    assert tally["poll"] == other_id and tally["total"] == 1
+
+
+@pytest.mark.parametrize("option", ["9", "", "1 ", "label"])
+async def test_unknown_option_gets_no_such_option(ws_connect, option):
+    """A vote for an option the poll does not have is refused and the socket stays."""
+    conn, _ = await open_poll(ws_connect, "demo")
+    await send_json(conn, {"type": "vote", "option": option})
+    assert (await receive_json(conn))["code"] == "no_such_option"
+    await send_json(conn, {"type": "vote", "option": "1"})
+    assert (await receive_json(conn))["total"] == 1
+
+
+@pytest.mark.parametrize("option", [None, 1, ["1"]])
+async def test_option_that_is_not_a_string_gets_bad_message(ws_connect, option):
+    """A vote whose option is missing or not a string is bad_message."""
+    conn, _ = await open_poll(ws_connect, "demo")
+    await send_json(conn, {"type": "vote", "option": option})
+    assert (await receive_json(conn))["code"] == "bad_message"
+
+
+@pytest.mark.parametrize("path", ["/ws/vote/nope", "/ws/vote/" + "x" * 500])
+async def test_unknown_poll_is_a_404_at_the_handshake(ws_connect, path):
+    """Connecting to a poll that does not exist fails with 404 before any frame."""
+    with pytest.raises(HTTPClientError) as caught:
+        await ws_connect(path)
+    assert caught.value.code == 404
+
+
+async def test_one_vote_poll_without_cookie_gets_no_voter_id(ws_connect, http_server_client):
+    """A one-vote poll refuses a vote from a connection without a voter cookie."""
+    poll_id = await create_poll(http_server_client, ONE_VOTE)
+    conn, _ = await open_poll(ws_connect, poll_id)
+    await send_json(conn, {"type": "vote", "option": "1"})
+    assert (await receive_json(conn))["code"] == "no_voter_id"
+
+
+async def test_forged_cookie_gets_no_voter_id(ws_connect, http_server_client):
+    """A voter cookie that is not signed by this server does not count as a voter."""
+    poll_id = await create_poll(http_server_client, ONE_VOTE)
+    conn, _ = await open_poll(ws_connect, poll_id, {"Cookie": "voter=alice"})
+    await send_json(conn, {"type": "vote", "option": "1"})
+    assert (await receive_json(conn))["code"] == "no_voter_id"
+
+
+async def test_one_vote_poll_refuses_a_second_vote_of_the_same_cookie(
+    ws_connect, http_server_client
+):
+    """The same voter cookie votes once, even from a new connection, and the snapshot says so."""
+    poll_id = await create_poll(http_server_client, ONE_VOTE)
+    cookie = await voter_cookie(http_server_client, poll_id)
+    conn, _ = await open_poll(ws_connect, poll_id, cookie)
+    await send_json(conn, {"type": "vote", "option": "1"})
+    await receive_type(conn, "voted")
+
+    again, first = await open_poll(ws_connect, poll_id, cookie)
+    assert first["voted"] == "1"
+    await send_json(again, {"type": "vote", "option": "2"})
+    assert (await receive_json(again))["code"] == "already_voted"
+
+
+async def test_concurrent_votes_of_one_cookie_count_once(ws_connect, http_server_client):
+    """Two connections with one cookie voting at the same instant: one counts, one is refused."""
+    poll_id = await create_poll(http_server_client, ONE_VOTE)
+    cookie = await voter_cookie(http_server_client, poll_id)
+    tabs = [(await open_poll(ws_connect, poll_id, cookie))[0] for _ in range(2)]
+    await asyncio.gather(*(send_json(tab, {"type": "vote", "option": "1"}) for tab in tabs))
+
+    async def outcome(tab) -> str:
+        while True:
+            message = await receive_json(tab)
+            if message["type"] in ("voted", "error"):
+                return message.get("code", "voted")
+
+    assert sorted(await asyncio.gather(*map(outcome, tabs))) == ["already_voted", "voted"]
+    poll = json.loads((await http_server_client.fetch(f"/api/polls/{poll_id}")).body)
+    assert poll["total"] == 1
+
+
+async def test_one_vote_poll_counts_two_different_cookies(ws_connect, http_server_client):
+    """Two browsers (two cookies) each get their vote counted."""
+    poll_id = await create_poll(http_server_client, ONE_VOTE)
+    for option in ["1", "2"]:
+        cookie = await voter_cookie(http_server_client, poll_id)
+        conn, _ = await open_poll(ws_connect, poll_id, cookie)
+        await send_json(conn, {"type": "vote", "option": option})
+        await receive_type(conn, "voted")
+    poll = json.loads((await http_server_client.fetch(f"/api/polls/{poll_id}")).body)
+    assert [o["votes"] for o in poll["options"]] == [1, 1]
+
+
+async def test_vote_committed_while_a_client_joins_is_in_its_snapshot_not_a_tally(
+    ws_connect, monkeypatch
+):
+    """A vote in flight as a client joins shows in its poll frame, which still comes first."""
+    voter, _ = await open_poll(ws_connect, "demo")
+    hold, held = threading.Event(), threading.Event()
+    commit, take_snapshot = PollStore._vote, PollStore.snapshot
+    join = VoteSocketHandler.connected
+
+    def held_vote(self, *args):
+        held.set()
+        hold.wait(TIMEOUT)  # the worker thread sits inside this vote's job
+        return commit(self, *args)
+
+    async def connected_during_a_vote(self, poll_id):
+        monkeypatch.setattr(PollStore, "_vote", held_vote)
+        await send_json(voter, {"type": "vote", "option": "1"})
+        await asyncio.to_thread(held.wait, TIMEOUT)
+        monkeypatch.setattr(PollStore, "_vote", commit)
+        await join(self, poll_id)
+
+    async def snapshot_then_release(self, *args):
+        pending = asyncio.ensure_future(take_snapshot(self, *args))
+        await asyncio.sleep(0)  # its job is now queued behind the held vote
+        hold.set()
+        return await pending
+
+    monkeypatch.setattr(VoteSocketHandler, "connected", connected_during_a_vote)
+    monkeypatch.setattr(PollStore, "snapshot", snapshot_then_release)
+    joiner, first = await open_poll(ws_connect, "demo")  # asserts the first frame is "poll"
+    assert first["poll"]["total"] == 1
+
+    await send_json(voter, {"type": "vote", "option": "2"})
+    assert (await receive_json(joiner))["total"] == 2
