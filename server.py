@@ -71,8 +71,9 @@ class Config:
 def make_app(config: Optional[Config] = None) -> tornado.web.Application:
     """Build the application: pages, health, metrics and WebSocket endpoints on one hub.
 
-    ``app.settings`` carries ``hub``, ``metrics`` and ``lifecycle`` for ``serve()``: register
-    async closers with ``lifecycle.on_shutdown(...)`` where a component is built here.
+    ``app.settings`` carries ``hub``, ``metrics`` and ``lifecycle`` for ``serve()`` (register
+    async closers with ``lifecycle.on_shutdown(...)`` where a component is built here) and
+    ``sockets``, the dependencies of every socket route, for routes added afterwards.
     """
     config = config or Config()
     hub = config.hub or Hub(max_pending_bytes=config.max_pending_bytes)
@@ -108,8 +109,9 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
         websocket_ping_timeout=config.ping_timeout or None,
         websocket_max_message_size=config.max_message_size,
     )
-    # For serve(); handlers get their dependencies through initialize().
-    app.settings.update(hub=hub, metrics=metrics, lifecycle=lifecycle)
+    # For serve() and for routes added later (tests); handlers get their dependencies
+    # through initialize().
+    app.settings.update(hub=hub, metrics=metrics, lifecycle=lifecycle, sockets=sockets)
     return app
 
 

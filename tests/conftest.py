@@ -3,6 +3,8 @@
 from typing import Any, Awaitable, Callable, Iterator, Optional
 
 import pytest
+import tornado.httpserver
+import tornado.netutil
 import tornado.web
 from tornado.websocket import WebSocketClientConnection as Client
 
@@ -18,9 +20,15 @@ def hub() -> Hub:
 
 
 @pytest.fixture
-def app(hub: Hub) -> tornado.web.Application:
-    """The application as ``server.py`` builds it, on the test's hub."""
-    return make_app(Config(hub=hub))
+def config(hub: Hub) -> Config:
+    """The configuration of the test's application; modules override it to change limits."""
+    return Config(hub=hub)
+
+
+@pytest.fixture
+def app(config: Config) -> tornado.web.Application:
+    """The application as ``server.py`` builds it, from the test's config."""
+    return make_app(config)
 
 
 @pytest.fixture
@@ -36,3 +44,22 @@ def ws_connect(http_server_client: Any) -> Iterator[Callable[..., Awaitable[Clie
     yield open_socket
     for conn in opened:
         conn.close()
+
+
+@pytest.fixture
+def start_server(io_loop: Any) -> Iterator[Callable[..., int]]:
+    """``start_server(app, **server_options)`` serves ``app`` on a free loopback port and
+    returns the port; for tests that need HTTPServer options (``xheaders``). Stopped after."""
+    servers: list[tornado.httpserver.HTTPServer] = []
+
+    def start(app: tornado.web.Application, **server_options: Any) -> int:
+        sockets = tornado.netutil.bind_sockets(0, "127.0.0.1", backlog=1024)
+        server = tornado.httpserver.HTTPServer(app, **server_options)
+        server.add_sockets(sockets)
+        servers.append(server)
+        return int(sockets[0].getsockname()[1])
+
+    yield start
+    for server in servers:
+        server.stop()
+        io_loop.run_sync(server.close_all_connections, timeout=10)
