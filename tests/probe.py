@@ -45,7 +45,7 @@ def add_probe(
     app: tornado.web.Application, closed: "Optional[asyncio.Queue[Any]]" = None
 ) -> None:
     """Add ``/ws/probe`` to an application built by ``make_app``."""
-    routes = [url(r"/ws/probe", ProbeSocketHandler,
-                  dict(app.settings["sockets"], closed=closed), name="ws_probe")]
-    name_socket_endpoints(routes)
-    app.add_handlers(r".*", routes)
+    app.add_handlers(r".*", name_socket_endpoints([
+        url(r"/ws/probe", ProbeSocketHandler, dict(app.settings["sockets"], closed=closed),
+            name="ws_probe"),
+    ]))
