@@ -178,3 +178,20 @@ def rss_bytes(pid: Union[int, str] = "self") -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise RuntimeError("no VmRSS in /proc status")
+
+
+def accepts(host: str, port: int) -> bool:
+    """Whether something accepts TCP connections on host:port right now."""
+    try:
+        socket.create_connection((host, port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+async def wait_listening(host: str, port: int, process: Any, timeout: float = 10.0) -> None:
+    """Wait until ``process`` (a Popen) accepts connections on host:port; fail if it exits."""
+    def ready() -> bool:
+        assert process.poll() is None, f"process exited with {process.returncode}"
+        return accepts(host, port)
+    await poll_until(ready, timeout)
