@@ -105,8 +105,12 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:  # type:
     yield start
     for process in processes:
         if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
 
 
 @pytest.fixture
