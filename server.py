@@ -188,6 +188,12 @@ def config_from_options() -> Config:
 
 async def serve(config: Config) -> int:
     """Serve until SIGINT or SIGTERM, then shut down gracefully; return the exit status."""
+    # Signals first: a SIGTERM arriving as soon as the port accepts is already graceful.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+
     app = make_app(config)
     server = tornado.httpserver.HTTPServer(app, xheaders=config.xheaders)
     server.add_sockets(
@@ -195,11 +201,6 @@ async def serve(config: Config) -> int:
     )
     host = "127.0.0.1" if config.address in ("", "0.0.0.0", "::") else config.address
     log.info("serving on http://%s:%d/ (Ctrl-C to stop)", host, config.port)
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     return await shutdown(server, app, config.shutdown_timeout)
 

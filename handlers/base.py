@@ -250,14 +250,27 @@ class JsonSocketHandler(SocketHandler):
             if name.startswith(HANDLER_PREFIX) and callable(getattr(cls, name))
         }
 
-    def received(self, frame: Frame) -> Optional[Awaitable[None]]:
+    @classmethod
+    def resolve(cls, frame: Frame) -> tuple[str, Message]:
+        """The name of the ``handle_`` method for one frame, and the parsed message.
+
+        Pure (no socket), so the parsing and dispatch rules are tested on their own.
+
+        Raises:
+            ClientError: ``bad_message`` for a binary frame and whatever ``messages.parse``
+                raises; ``unknown_type`` if the class has no method for the type.
+        """
         if isinstance(frame, bytes):
             raise ClientError("bad_message", "This endpoint takes JSON text frames, not binary.")
         message = messages.parse(frame)
-        name = self._dispatch.get(message["type"])
+        name = cls._dispatch.get(message["type"])
         if name is None:
             raise ClientError(
                 "unknown_type", f"Unknown message type {messages.quote(message['type'])}."
             )
+        return name, message
+
+    def received(self, frame: Frame) -> Optional[Awaitable[None]]:
+        name, message = self.resolve(frame)
         handler: Callable[[Message], Optional[Awaitable[None]]] = getattr(self, name)
         return handler(message)

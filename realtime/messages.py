@@ -51,19 +51,33 @@ def parse(text: str) -> Message:
 
     Raises:
         ClientError: ``bad_json`` if the text is not JSON, ``bad_message`` if it is not an
-            object with a non-empty ``"type"`` string.
+            object with a non-empty ``"type"`` string, or if a string in it holds an unpaired
+            surrogate escape such as ``"\\ud800"`` (not a character: it could never be sent
+            on, and quoting it back in an error frame would fail).
     """
     try:
         value = json.loads(text)
     except (ValueError, RecursionError):
         # RecursionError: nesting deeper than the interpreter's stack, e.g. "[[[[...".
         raise ClientError("bad_json", "The frame is not valid JSON.") from None
+    # A text frame is valid UTF-8, so a surrogate can only come from a \u escape: only
+    # frames with one pay for the check.
+    if "\\u" in text and not _is_valid_unicode(value):
+        raise ClientError("bad_message", "A string holds an unpaired surrogate escape.")
     if not isinstance(value, dict):
         raise ClientError("bad_message", "A message must be a JSON object.")
     kind = value.get("type")
     if not isinstance(kind, str) or not kind:
         raise ClientError("bad_message", 'A message needs a "type" field holding a string.')
     return value
+
+
+def _is_valid_unicode(value: Any) -> bool:
+    try:
+        encode(value).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def require_str(message: Message, field: str) -> str:

@@ -69,27 +69,97 @@ async def send_json(conn: WebSocketClientConnection, message: Any) -> None:
     await conn.write_message(json.dumps(message))
 
 
+class RawReader(asyncio.Protocol):
+    """The reading side of a raw test socket.
+
+    Unlike ``asyncio.StreamReader`` it hands out every byte that arrived before a connection
+    reset: a server closing a socket with unread input (as Tornado does after a 1009) makes
+    the kernel send a reset right behind the close frame, and the test must still see it.
+    Like ``StreamReader`` it stops reading the socket once ``limit`` bytes wait unread, so a
+    client that never reads fills the kernel's buffers and stalls the sender.
+    """
+
+    def __init__(self, limit: int = 256 * 1024) -> None:
+        self.limit = limit
+        self.buffer = bytearray()
+        self.transport: Optional[asyncio.Transport] = None
+        self.ended = False
+        self._changed = asyncio.Event()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer.extend(data)
+        if len(self.buffer) > self.limit and self.transport is not None:
+            self.transport.pause_reading()
+        self._changed.set()
+
+    def eof_received(self) -> None:
+        self.ended = True
+        self._changed.set()
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        self.ended = True
+        self._changed.set()
+
+    async def _wait_for(self, ready: Callable[[], bool]) -> None:
+        while not ready() and not self.ended:
+            self._changed.clear()
+            if self.transport is not None and len(self.buffer) <= self.limit:
+                self.transport.resume_reading()
+            await self._changed.wait()
+
+    def _take(self, n: int) -> bytes:
+        data = bytes(self.buffer[:n])
+        del self.buffer[:n]
+        return data
+
+    async def readexactly(self, n: int) -> bytes:
+        """``n`` bytes; raises ``asyncio.IncompleteReadError`` if the connection ends first."""
+        await self._wait_for(lambda: len(self.buffer) >= n)
+        if len(self.buffer) < n:
+            raise asyncio.IncompleteReadError(self._take(len(self.buffer)), n)
+        return self._take(n)
+
+    async def readuntil(self, separator: bytes) -> bytes:
+        """Everything up to and including ``separator``."""
+        await self._wait_for(lambda: separator in self.buffer)
+        end = self.buffer.find(separator)
+        if end < 0:
+            raise asyncio.IncompleteReadError(self._take(len(self.buffer)), None)
+        return self._take(end + len(separator))
+
+    async def read(self, n: int) -> bytes:
+        """Up to ``n`` bytes, b"" once the connection has ended."""
+        await self._wait_for(lambda: bool(self.buffer))
+        return self._take(min(n, len(self.buffer)))
+
+
 async def raw_handshake(
     port: int, path: str, receive_buffer: int = 4096, extra_headers: str = "",
     upgrade: bool = True,
-) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
-    """Open a TCP socket, do a WebSocket handshake by hand, and return the streams and the
-    response head. The caller decides whether it ever reads again: this is a client that
-    can stall. ``receive_buffer`` shrinks the kernel's buffer so a stall shows quickly."""
+) -> tuple[RawReader, asyncio.Transport, bytes]:
+    """Open a TCP socket, do a WebSocket handshake by hand, and return a reader, the
+    transport to write to, and the response head. The caller decides whether it ever reads
+    again: this is a client that can stall. ``receive_buffer`` shrinks the kernel's buffer so
+    a stall shows quickly."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
     sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-    reader, writer = await asyncio.open_connection(sock=sock)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, ("127.0.0.1", port))
+    transport, reader = await loop.create_connection(RawReader, sock=sock)
     key = base64.b64encode(os.urandom(16)).decode()
     upgrade_headers = "Upgrade: websocket\r\nConnection: Upgrade\r\n" if upgrade else ""
-    writer.write(
+    transport.write(
         f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{upgrade_headers}"
         f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
         f"{extra_headers}\r\n".encode()
     )
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
-    return reader, writer, head
+    return reader, transport, head
 
 
 def port_of(http_server_client: Any) -> int:
@@ -117,7 +187,7 @@ def client_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
     return head + mask + masked
 
 
-async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+async def read_frame(reader: RawReader) -> tuple[int, bytes]:
     """The next (unmasked) server frame as (opcode, payload).
 
     Raises:
@@ -135,7 +205,7 @@ async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return first & 0x0F, await read(length)
 
 
-async def raw_close_code(reader: asyncio.StreamReader) -> Optional[int]:
+async def raw_close_code(reader: RawReader) -> Optional[int]:
     """Read frames until the server's close frame; its code, or None if TCP ended first."""
     try:
         while True:
@@ -146,7 +216,7 @@ async def raw_close_code(reader: asyncio.StreamReader) -> Optional[int]:
         return None
 
 
-async def eof(reader: asyncio.StreamReader) -> bool:
+async def eof(reader: RawReader) -> bool:
     """Read and discard until the server ends the TCP connection; True once it has."""
     while await asyncio.wait_for(reader.read(65536), TIMEOUT):
         pass

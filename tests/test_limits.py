@@ -14,7 +14,7 @@ from realtime.hub import Hub
 from server import Config, make_app
 from tests.probe import add_probe
 from tests.support import (
-    OP_CONTINUATION, OP_TEXT, closed, client_frame, port_of, raw_close_code, raw_handshake,
+    OP_CONTINUATION, OP_TEXT, closed, client_frame, port_of, raw_handshake,
     read_frame, receive, receive_json, receive_type, send_json,
 )
 
@@ -70,18 +70,6 @@ async def test_message_one_byte_over_the_limit_closes_with_1009(ws_connect):
     conn = await ws_connect("/ws/echo")
     await conn.write_message("x" * (LIMIT + 1))
     assert await closed(conn) == CloseCode.MESSAGE_TOO_BIG
-
-
-@pytest.mark.parametrize("path", ["/ws/echo", *JSON_ENDPOINTS])
-async def test_fragmented_message_over_the_limit_closes_with_1009(http_server_client, path):
-    """Fragments that each fit but together pass the limit close the socket with 1009."""
-    reader, writer, head = await raw_handshake(port_of(http_server_client), path)
-    assert head.startswith(b"HTTP/1.1 101")
-    writer.write(client_frame(OP_TEXT, b"x" * (LIMIT // 2), fin=False))
-    writer.write(client_frame(OP_CONTINUATION, b"x" * (LIMIT // 2), fin=False))
-    writer.write(client_frame(OP_CONTINUATION, b"x", fin=True))
-    assert await raw_close_code(reader) == CloseCode.MESSAGE_TOO_BIG
-    writer.close()
 
 
 async def test_fragmented_message_within_the_limit_is_one_message(http_server_client):
