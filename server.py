@@ -186,15 +186,16 @@ def config_from_options() -> Config:
     )
 
 
-async def serve(config: Config) -> int:
-    """Serve until SIGINT or SIGTERM, then shut down gracefully; return the exit status."""
+async def serve(config: Config, app: Optional[tornado.web.Application] = None) -> int:
+    """Serve ``app`` (default: ``make_app(config)``) until SIGINT or SIGTERM, then shut down
+    gracefully; return the exit status."""
     # Signals first: a SIGTERM arriving as soon as the port accepts is already graceful.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
 
-    app = make_app(config)
+    app = app or make_app(config)
     server = tornado.httpserver.HTTPServer(app, xheaders=config.xheaders)
     server.add_sockets(
         tornado.netutil.bind_sockets(config.port, config.address, backlog=LISTEN_BACKLOG)
