@@ -1,8 +1,11 @@
 """Base classes for WebSocket endpoints.
 
-``SocketHandler`` is the base of every socket: it registers the connection with the hub,
-writes through the hub's flow control, turns a ``ClientError`` into an error frame and any
-other exception into a logged traceback and a 1011 close, and undoes subscriptions on close.
+``SocketHandler`` is the base of every socket: it refuses handshakes from foreign origins
+(403) and from addresses over their connection cap (429), registers the connection with the
+hub, applies the per-connection rate limit to every incoming frame, writes through the hub's
+flow control, turns a ``ClientError`` into an error frame and any other exception into a
+logged traceback and a 1011 close, undoes subscriptions on close, and logs one line per
+connect and disconnect (never a message body) and keeps the metrics.
 
 ``JsonSocketHandler`` adds the JSON message format: each text frame is parsed as an object
 with a ``"type"`` and dispatched to the method ``handle_<type>``. Adding an endpoint is a
@@ -15,6 +18,7 @@ subclass with one ``handle_...`` method per message type::
 
 import inspect
 import logging
+import time
 from typing import Any, Awaitable, Callable, ClassVar, Optional, Union
 
 import tornado.websocket
@@ -22,9 +26,14 @@ import tornado.websocket
 from realtime import messages
 from realtime.closecodes import CloseCode
 from realtime.hub import Hub
+from realtime.limits import UNLIMITED, IPConnections, RateLimit
+from realtime.logfmt import logfmt
 from realtime.messages import ClientError, Message
+from realtime.metrics import Registry, ServerMetrics
+from realtime.origins import SAME_HOST, OriginPolicy
 
 log = logging.getLogger("realtime.handlers")
+events = logging.getLogger("realtime.events")  # one line per connect, disconnect, refusal
 
 Frame = Union[str, bytes]
 HANDLER_PREFIX = "handle_"
@@ -40,13 +49,43 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
     * ``disconnected()``: the connection is closed; subscriptions are already undone.
 
     Raise ``ClientError(code, message)`` from a hook to answer with an error frame.
+
+    Subclasses taking more dependencies accept ``**base`` and call
+    ``super().initialize(**base)``, so the keys ``make_app`` gives every socket route reach
+    this class unchanged.
     """
 
     hub: Hub
 
-    def initialize(self, hub: Hub) -> None:
-        """Take the dependencies of the route (``make_app`` passes the hub)."""
+    def initialize(
+        self,
+        hub: Hub,
+        origins: OriginPolicy = SAME_HOST,
+        rate_limit: RateLimit = UNLIMITED,
+        ip_connections: Optional[IPConnections] = None,
+        metrics: Optional[ServerMetrics] = None,
+        endpoint: str = "",
+    ) -> None:
+        """Take the dependencies of the route.
+
+        Args:
+            hub: the pub/sub hub; every connection registers with it.
+            origins: which ``Origin`` headers may open a socket (default: same host only).
+            rate_limit: the per-connection frame rate (default: none).
+            ip_connections: the per-client-IP connection cap, shared by every route.
+            metrics: where connections, frames and errors are counted.
+            endpoint: the name in logs and metric labels; ``make_app`` sets the route name.
+        """
         self.hub = hub
+        self.origins = origins
+        self.rate_limit = rate_limit
+        self.ip_connections = ip_connections
+        self.metrics = metrics if metrics is not None else ServerMetrics(Registry())
+        self.endpoint = endpoint or type(self).__name__
+        self._bucket = rate_limit.bucket()  # this connection's tokens, None if unlimited
+        self._strikes = 0  # frames refused in a row for the rate limit
+        self._opened_at: Optional[float] = None  # monotonic time of open(), None before
+        self._close_sent: Optional[int] = None  # the close code we sent, if we closed first
 
     # Hooks for subclasses.
 
@@ -73,6 +112,7 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
 
     def send_error_frame(self, code: str, message: str) -> bool:
         """Write an error frame: ``{"type": "error", "code": code, "message": message}``."""
+        self.metrics.errors.labels(code=code).inc()
         return self.send(messages.error_frame(code, message))
 
     def subscribe(self, topic: str) -> None:
@@ -87,21 +127,95 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
         """Send ``message`` to every subscriber of ``topic``, this connection too if it is one."""
         self.hub.publish(topic, message)
 
+    def close(self, code: Optional[int] = None, reason: Optional[str] = None) -> None:
+        """Start the closing handshake with ``code`` (remembered for the disconnect log)."""
+        if self._close_sent is None and self.ws_connection is not None:
+            self._close_sent = code if code is not None else CloseCode.NORMAL
+        super().close(code, reason)
+
+    # The handshake: connection cap and origin policy.
+
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        # Tornado's get() lasts as long as the WebSocket does, so the slot taken here is
+        # given back in one place, whatever way the connection ends.
+        ip = self.request.remote_ip
+        if self.ip_connections is not None and not self.ip_connections.acquire(ip):
+            self.metrics.refused.labels(reason="ip_limit").inc()
+            events.warning(logfmt(event="refused", reason="ip_limit", endpoint=self.endpoint,
+                                  ip=ip, origin=self.request.headers.get("Origin")))
+            self.set_status(429)
+            self.finish("Too many connections from your address.")
+            return
+        try:
+            await super().get(*args, **kwargs)
+        finally:
+            if self.ip_connections is not None:
+                self.ip_connections.release(ip)
+
+    def check_origin(self, origin: str) -> bool:
+        """Allow same-host pages and the ``--allowed-origins`` list (``realtime.origins``)."""
+        if self.origins.allows(origin, self.request.headers.get("Host")):
+            return True
+        self.metrics.refused.labels(reason="origin").inc()
+        events.warning(logfmt(event="refused", reason="origin", endpoint=self.endpoint,
+                              ip=self.request.remote_ip, origin=origin))
+        return False
+
     # Tornado's callbacks: the one error boundary around the hooks.
 
     async def open(self, *path_args: str) -> None:
+        self._opened_at = time.monotonic()
         self.hub.register(self)
+        self.metrics.connections.labels(endpoint=self.endpoint).inc()
+        self.metrics.connections_total.labels(endpoint=self.endpoint).inc()
+        events.info(logfmt(event="connect", endpoint=self.endpoint, ip=self.request.remote_ip,
+                           origin=self.request.headers.get("Origin")))
         await self._guarded(self.connected, *path_args)
 
     async def on_message(self, message: Frame) -> None:
+        if self._close_sent is not None:
+            return  # frames still in flight after we closed
+        self.metrics.messages_in.labels(endpoint=self.endpoint).inc()
+        if self._bucket is not None and not self._bucket.take():
+            self._over_rate_limit()
+            return
+        self._strikes = 0
         await self._guarded(self.received, message)
 
     def on_close(self) -> None:
+        if self._opened_at is None:
+            return  # the client went away during the handshake
         self.hub.forget(self)
+        self.metrics.connections.labels(endpoint=self.endpoint).dec()
+        if self._close_sent is not None:
+            code, by = self._close_sent, "server"
+        elif self.close_code is not None:
+            code, by = self.close_code, "client"
+        else:
+            code, by = CloseCode.ABNORMAL, "network"  # no close frame: dropped or aborted
+        events.info(logfmt(
+            event="disconnect", endpoint=self.endpoint, ip=self.request.remote_ip,
+            origin=self.request.headers.get("Origin"), code=int(code), by=by,
+            duration_s=time.monotonic() - self._opened_at,
+        ))
         try:
             self.disconnected()
         except Exception:
             log.exception("%s.disconnected failed", type(self).__name__)
+
+    def _over_rate_limit(self) -> None:
+        self.metrics.rate_limited.labels(endpoint=self.endpoint).inc()
+        self._strikes += 1
+        if self._strikes > self.rate_limit.strikes:
+            events.warning(logfmt(event="rate_limit_close", endpoint=self.endpoint,
+                                  ip=self.request.remote_ip))
+            self.close(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
+            return
+        assert self._bucket is not None
+        self.send_error_frame("rate_limited", (
+            f"Too many messages; this one was dropped. Send again in "
+            f"{self._bucket.retry_after():.2f} s or less often."
+        ))
 
     async def _guarded(self, hook: Callable[..., Any], *args: Any) -> None:
         try:
@@ -114,6 +228,7 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
             # Tornado's own default is to log and drop the TCP connection without a close
             # frame; a 1011 tells the client it was our fault and that it may retry.
             log.exception("%s.%s failed; closing with 1011", type(self).__name__, hook.__name__)
+            self.metrics.internal_errors.inc()
             self.close(CloseCode.INTERNAL_ERROR, "internal server error")
 
 
@@ -135,14 +250,27 @@ class JsonSocketHandler(SocketHandler):
             if name.startswith(HANDLER_PREFIX) and callable(getattr(cls, name))
         }
 
-    def received(self, frame: Frame) -> Optional[Awaitable[None]]:
+    @classmethod
+    def resolve(cls, frame: Frame) -> tuple[str, Message]:
+        """The name of the ``handle_`` method for one frame, and the parsed message.
+
+        Pure (no socket), so the parsing and dispatch rules are tested on their own.
+
+        Raises:
+            ClientError: ``bad_message`` for a binary frame and whatever ``messages.parse``
+                raises; ``unknown_type`` if the class has no method for the type.
+        """
         if isinstance(frame, bytes):
             raise ClientError("bad_message", "This endpoint takes JSON text frames, not binary.")
         message = messages.parse(frame)
-        name = self._dispatch.get(message["type"])
+        name = cls._dispatch.get(message["type"])
         if name is None:
             raise ClientError(
                 "unknown_type", f"Unknown message type {messages.quote(message['type'])}."
             )
+        return name, message
+
+    def received(self, frame: Frame) -> Optional[Awaitable[None]]:
+        name, message = self.resolve(frame)
         handler: Callable[[Message], Optional[Awaitable[None]]] = getattr(self, name)
         return handler(message)

@@ -1,4 +1,4 @@
-"""Page handlers: the HTML demo pages, the health check and the error pages."""
+"""Page handlers: the HTML demo pages, the health check, the metrics and the error pages."""
 
 import time
 from typing import Any, Optional
@@ -6,6 +6,7 @@ from typing import Any, Optional
 import tornado.web
 
 from realtime.hub import Hub
+from realtime.metrics import CONTENT_TYPE, Registry
 
 # No inline script or style anywhere: every script comes from /static, so an injected
 # <script> in user text could not run even if it ever reached the DOM as HTML.
@@ -69,3 +70,15 @@ class HealthHandler(BaseHandler):
             "connections": len(self.hub.connections),
             "uptime_s": round(time.time() - self.started, 1),
         })
+
+
+class MetricsHandler(tornado.web.RequestHandler):
+    """``GET /metrics``: every metric in Prometheus text format 0.0.4."""
+
+    def initialize(self, registry: Registry) -> None:
+        self.registry = registry
+
+    def get(self) -> None:
+        self.set_header("Content-Type", CONTENT_TYPE)
+        self.set_header("Cache-Control", "no-store")
+        self.write(self.registry.render())

@@ -93,6 +93,7 @@ class VoteSocketHandler(JsonSocketHandler):
         if option not in self.poll.option_ids():
             raise ClientError("no_such_option", "This poll has no such option.")
         tally = await self.store.vote(self.poll.id, option, self.voter)
+        self.metrics.votes.inc()
         self.publish(topic(self.poll.id), tally.to_json())
         self.send({"type": "voted", "option": option})
 

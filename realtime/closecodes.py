@@ -9,7 +9,9 @@ class CloseCode(IntEnum):
     NORMAL = 1000
     GOING_AWAY = 1001  # the server is shutting down
     UNSUPPORTED_DATA = 1003  # a frame of a kind the endpoint does not take
-    POLICY_VIOLATION = 1008  # slow consumer, flooding: the client broke a rule
-    MESSAGE_TOO_BIG = 1009
+    POLICY_VIOLATION = 1008  # slow consumer, rate-limit flooding: the client broke a rule
+    MESSAGE_TOO_BIG = 1009  # a message over --max-message-size (sent by Tornado)
     INTERNAL_ERROR = 1011  # a bug on our side; the traceback is in the server log
     TRY_AGAIN_LATER = 1013
+    # Never sent on the wire: what a close without a close frame is called (in our logs).
+    ABNORMAL = 1006

@@ -51,7 +51,9 @@ def parse(text: str) -> Message:
 
     Raises:
         ClientError: ``bad_json`` if the text is not JSON, ``bad_message`` if it is not an
-            object with a non-empty ``"type"`` string.
+            object with a non-empty ``"type"`` string, or if a string in it holds an unpaired
+            surrogate escape such as ``"\\ud800"`` (not a character: it could never be sent
+            on, and quoting it back in an error frame would fail).
     """
     try:
         value = json.loads(text)
@@ -62,7 +64,7 @@ def parse(text: str) -> Message:
         raise ClientError("bad_message", "A message must be a JSON object.")
     if "\\u" in text and _has_lone_surrogate(value):
         # Legal JSON ("\udc00"), but no UTF-8 encoding exists to send it on to anyone.
-        raise ClientError("bad_message", "The message holds a lone surrogate, which is not text.")
+        raise ClientError("bad_message", "A string holds an unpaired surrogate escape.")
     kind = value.get("type")
     if not isinstance(kind, str) or not kind:
         raise ClientError("bad_message", 'A message needs a "type" field holding a string.')

@@ -132,6 +132,10 @@ class PollStore:
         self._closed = True
         self._executor.shutdown(wait=True)
 
+    async def aclose(self) -> None:
+        """``close`` without blocking the event loop: the shutdown closer."""
+        await asyncio.get_running_loop().run_in_executor(None, self.close)
+
     async def _run(self, job: Callable[..., T], *args: Any) -> T:
         self._used = True
         return await asyncio.get_running_loop().run_in_executor(self._executor, job, *args)

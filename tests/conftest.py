@@ -1,15 +1,20 @@
 """Fixtures shared by every test: a fresh hub and a fresh application per test."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterator, Optional
 
 import pytest
+import tornado.httpserver
+import tornado.netutil
 import tornado.web
 from tornado.websocket import WebSocketClientConnection as Client
 
 from realtime.hub import Hub
 from server import Config, make_app
-from tests.support import connect
+from tests.support import connect_url, ws_url
 
 
 @pytest.fixture
@@ -33,15 +38,84 @@ def app(config: Config) -> Iterator[tornado.web.Application]:
 
 
 @pytest.fixture
-def ws_connect(http_server_client: Any) -> Iterator[Callable[..., Awaitable[Client]]]:
-    """``await ws_connect(path)`` opens a real WebSocket to the test server; all close after."""
+def ws_open() -> Iterator[Callable[..., Awaitable[Client]]]:
+    """``await ws_open(url, headers, source_ip)`` opens a real WebSocket to any ws:// URL
+    (a server process, nginx); every one is closed after the test."""
     opened: list[Client] = []
 
-    async def open_socket(path: str, headers: Optional[dict[str, str]] = None) -> Client:
-        conn = await connect(http_server_client, path, headers)
+    async def open_socket(url: str, headers: Optional[dict[str, str]] = None,
+                          source_ip: Optional[str] = None) -> Client:
+        conn = await connect_url(url, headers, source_ip)
         opened.append(conn)
         return conn
 
     yield open_socket
     for conn in opened:
         conn.close()
+
+
+@pytest.fixture
+def ws_connect(
+    http_server_client: Any, ws_open: Callable[..., Awaitable[Client]]
+) -> Callable[..., Awaitable[Client]]:
+    """``await ws_connect(path)`` opens a real WebSocket to the test server; all close after."""
+
+    async def open_socket(path: str, headers: Optional[dict[str, str]] = None) -> Client:
+        return await ws_open(ws_url(http_server_client, path), headers)
+
+    return open_socket
+
+
+@pytest.fixture
+def start_server(io_loop: Any) -> Iterator[Callable[..., int]]:
+    """``start_server(app, **server_options)`` serves ``app`` on a free loopback port and
+    returns the port; for tests that need HTTPServer options (``xheaders``). Stopped after."""
+    servers: list[tornado.httpserver.HTTPServer] = []
+
+    def start(app: tornado.web.Application, **server_options: Any) -> int:
+        sockets = tornado.netutil.bind_sockets(0, "127.0.0.1", backlog=1024)
+        server = tornado.httpserver.HTTPServer(app, **server_options)
+        server.add_sockets(sockets)
+        servers.append(server)
+        return int(sockets[0].getsockname()[1])
+
+    yield start
+    for server in servers:
+        server.stop()
+        io_loop.run_sync(server.close_all_connections, timeout=10)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:  # type: ignore[type-arg]
+    """``spawn(name, argv)`` starts a process in the repository root, its stdout and stderr
+    going to ``tmp_path/<name>.log``; every process still running is killed after the test."""
+    processes: list[subprocess.Popen] = []  # type: ignore[type-arg]
+
+    def start(name: str, argv: list[str], env: Optional[dict[str, str]] = None) -> Any:
+        log = open(tmp_path / f"{name}.log", "wb")
+        process = subprocess.Popen(
+            argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})),
+        )
+        log.close()
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+
+
+@pytest.fixture
+def python() -> str:
+    """The interpreter running the tests, for subprocesses."""
+    return sys.executable

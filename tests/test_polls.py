@@ -153,7 +153,8 @@ async def test_memory_store_writes_no_file(tmp_path):
 
 
 async def test_votes_do_not_block_the_event_loop(store):
-    """While 300 votes are committed one by one to disk the event loop never stalls 100 ms."""
+    """While 300 votes are committed to disk the event loop keeps turning: no stall comes
+    near the time the votes take (done on the loop, one stall would be all of it)."""
     await store.start()
     gaps: list[float] = []
     done = asyncio.Event()
@@ -167,8 +168,10 @@ async def test_votes_do_not_block_the_event_loop(store):
             last = now
 
     ticking = asyncio.ensure_future(ticker())
+    started = time.perf_counter()
     await asyncio.gather(*(store.vote(DEMO_ID, "1", None) for _ in range(300)))
+    took = time.perf_counter() - started
     done.set()
     await ticking
     assert (await store.get(DEMO_ID)).total == 300
-    assert len(gaps) > 10 and max(gaps) < 0.1
+    assert len(gaps) > 10 and max(gaps) < took / 2

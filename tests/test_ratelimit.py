@@ -39,6 +39,17 @@ def test_bucket_never_holds_more_than_burst():
     assert [bucket.take() for _ in range(3)] == [True, True, False]
 
 
+def test_refused_take_costs_nothing():
+    """Refused takes do not push the next token further away."""
+    clock = FakeClock()
+    bucket = TokenBucket(rate=1, burst=1, clock=clock)
+    assert bucket.take()
+    for _ in range(100):
+        assert not bucket.take()
+    clock.now += 1.0
+    assert bucket.take()
+
+
 def test_retry_after_says_when_the_next_token_comes():
     """retry_after is 0 with a token, then the time to the next one."""
     clock = FakeClock()

@@ -1,0 +1,171 @@
+"""The shipped deploy/nginx.conf, run by a real nginx in front of the real server process.
+
+nginx listens on 127.0.0.2 and the test client connects from 127.0.0.3, while nginx reaches
+the server from 127.0.0.1: an IP of 127.0.0.3 in the server's log can only come from the
+X-Real-IP header nginx adds. The test rewrites three values of the shipped file (listen,
+upstream, proxy_read_timeout) and nothing else.
+"""
+
+import asyncio
+import json
+import os
+import pwd
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+
+from tests.conftest import ROOT
+from tests.support import closed, free_port, poll_until, receive, wait_listening
+
+NGINX_HOST = "127.0.0.2"
+CLIENT_IP = "127.0.0.3"
+READ_TIMEOUT = 1  # seconds: nginx's proxy_read_timeout, shortened from 75
+PING_INTERVAL = 0.25  # the server's pings, well inside READ_TIMEOUT
+
+
+def nginx_path() -> str:
+    """nginx from $NGINX or the PATH (Debian puts it in /usr/sbin). Missing fails under CI."""
+    path = os.environ.get("NGINX") or shutil.which("nginx") or shutil.which("/usr/sbin/nginx")
+    if path:
+        return path
+    message = "nginx is not installed (apt-get install nginx, or set $NGINX)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def render_site(nginx_port: int, server_port: int, read_timeout: int) -> str:
+    """deploy/nginx.conf with the test's addresses and timeout; every rewrite must match."""
+    text = (ROOT / "deploy" / "nginx.conf").read_text()
+    for pattern, value in [
+        (r"listen 80;", f"listen {NGINX_HOST}:{nginx_port};"),
+        (r"server 127\.0\.0\.1:8888;", f"server 127.0.0.1:{server_port};"),
+        (r"proxy_read_timeout 75s;", f"proxy_read_timeout {read_timeout}s;"),
+    ]:
+        text, count = re.subn(pattern, value, text)
+        assert count == 1, f"deploy/nginx.conf no longer has exactly one {pattern!r}"
+    return text
+
+
+def main_config(prefix: Path, site: Path) -> str:
+    """The nginx.conf a host would have, but everything in the test's directory."""
+    user = f"user {pwd.getpwuid(os.getuid()).pw_name};" if os.getuid() == 0 else ""
+    temp = "\n".join(f"    {kind}_temp_path {prefix / kind};"
+                     for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    return f"""
+daemon off;
+master_process off;
+{user}
+pid {prefix / "nginx.pid"};
+error_log stderr warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log {prefix / "access.log"};
+{temp}
+    include {site};
+}}
+"""
+
+
+@pytest.fixture
+def stack(spawn, python, tmp_path):
+    """Start the server and nginx with the shipped config; return an async starter."""
+    async def start(ping_interval: float = PING_INTERVAL) -> int:
+        nginx = nginx_path()
+        server_port, nginx_port = free_port(), free_port(NGINX_HOST)
+        server = spawn("server", [
+            python, "server.py", "--port", str(server_port), "--xheaders",
+            "--ping-interval", str(ping_interval), "--ping-timeout", str(ping_interval),
+            "--allowed-origins", f"http://{NGINX_HOST}:{nginx_port}",
+        ])
+        site = tmp_path / "realtime.conf"
+        site.write_text(render_site(nginx_port, server_port, READ_TIMEOUT))
+        conf = tmp_path / "nginx.conf"
+        conf.write_text(main_config(tmp_path, site))
+        proxy = spawn("nginx", [nginx, "-e", "stderr", "-p", str(tmp_path), "-c", str(conf)])
+        await wait_listening("127.0.0.1", server_port, server)
+        await wait_listening(NGINX_HOST, nginx_port, proxy)
+        return nginx_port
+    return start
+
+
+async def fetch(port: int, path: str, **kwargs):
+    """GET through nginx from CLIENT_IP."""
+    request = HTTPRequest(f"http://{NGINX_HOST}:{port}{path}", network_interface=CLIENT_IP,
+                          **kwargs)
+    return await AsyncHTTPClient().fetch(request, raise_error=False)
+
+
+def server_log(tmp_path: Path) -> str:
+    return (tmp_path / "server.log").read_text()
+
+
+async def test_pages_and_static_files_load_through_nginx(stack):
+    """The echo page, its script and the health check answer 200 through nginx."""
+    port = await stack()
+    page = await fetch(port, "/echo")
+    assert page.code == 200 and b"<!doctype html>" in page.body
+    assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+    script = re.search(rb'src="(/static/js/echo\.js[^"]*)"', page.body)
+    assert script and (await fetch(port, script.group(1).decode())).code == 200
+    health = await fetch(port, "/healthz")
+    assert health.code == 200 and json.loads(health.body)["status"] == "ok"
+
+
+async def test_echo_websocket_works_through_nginx(stack, ws_open):
+    """A same-site page's socket (Origin = nginx's address) is upgraded and echoes."""
+    port = await stack()
+    conn = await ws_open(f"ws://{NGINX_HOST}:{port}/ws/echo",
+                         {"Origin": f"http://{NGINX_HOST}:{port}"}, CLIENT_IP)
+    await conn.write_message("through nginx")
+    assert await receive(conn) == "through nginx"
+
+
+async def test_cross_origin_socket_is_refused_through_nginx(stack, ws_open):
+    """A foreign Origin still gets 403 behind the proxy."""
+    port = await stack()
+    with pytest.raises(HTTPClientError) as refused:
+        await ws_open(f"ws://{NGINX_HOST}:{port}/ws/echo",
+                      {"Origin": "https://evil.example"}, CLIENT_IP)
+    assert refused.value.code == 403
+
+
+async def test_server_logs_the_real_client_ip(stack, ws_open, tmp_path):
+    """The server logs the client's address from X-Real-IP, not nginx's."""
+    port = await stack()
+    await fetch(port, "/healthz")
+    conn = await ws_open(f"ws://{NGINX_HOST}:{port}/ws/echo", None, CLIENT_IP)
+    await conn.write_message("hi")
+    await receive(conn)
+    await poll_until(lambda: "event=connect" in server_log(tmp_path))
+    log = server_log(tmp_path)
+    assert re.search(rf"event=connect endpoint=ws_echo ip={re.escape(CLIENT_IP)} ", log)
+    assert re.search(rf"path=/healthz status=200 .*ip={re.escape(CLIENT_IP)}", log)
+    assert "ip=127.0.0.1" not in log
+
+
+async def test_metrics_are_not_served_to_the_outside(stack):
+    """nginx refuses /metrics to anyone but the machine itself."""
+    port = await stack()
+    assert (await fetch(port, "/metrics")).code == 403
+
+
+async def test_idle_socket_outlives_the_read_timeout_thanks_to_pings(stack, ws_open):
+    """A socket idle for three nginx read timeouts is still open: the pings kept it alive."""
+    port = await stack()
+    conn = await ws_open(f"ws://{NGINX_HOST}:{port}/ws/echo", None, CLIENT_IP)
+    await asyncio.sleep(3 * READ_TIMEOUT)  # the idle period is what is being tested
+    await conn.write_message("still here")
+    assert await receive(conn) == "still here"
+
+
+async def test_without_pings_nginx_cuts_the_idle_socket(stack, ws_open):
+    """The control: with pings off, nginx closes an idle socket after its read timeout."""
+    port = await stack(ping_interval=0)
+    conn = await ws_open(f"ws://{NGINX_HOST}:{port}/ws/echo", None, CLIENT_IP)
+    started = asyncio.get_running_loop().time()
+    assert await closed(conn) in (None, 1006)
+    assert asyncio.get_running_loop().time() - started >= READ_TIMEOUT * 0.9

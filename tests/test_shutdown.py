@@ -1,0 +1,83 @@
+"""Graceful shutdown of the real process: SIGTERM/SIGINT -> 1001 to every socket, closers
+run after the server stopped accepting, exit 0 within 5 seconds."""
+
+import signal
+import time
+
+import pytest
+
+from realtime.closecodes import CloseCode
+from tests.support import (
+    accepts, closed, free_port, poll_until, raw_handshake, receive, wait_listening,
+)
+
+DEADLINE = 5.0  # seconds from the signal to the exit, as the deployment promises
+
+
+async def start(spawn, argv, port):
+    process = spawn("server", argv)
+    await wait_listening("127.0.0.1", port, process)
+    return process
+
+
+async def exit_status(process, timeout: float = DEADLINE) -> int:
+    """Wait for the process to exit (failing past ``timeout``) and return its status."""
+    started = time.monotonic()
+    await poll_until(lambda: process.poll() is not None, timeout)
+    assert time.monotonic() - started < timeout
+    return process.returncode
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_signal_closes_every_socket_with_1001_and_exits_0(
+    spawn, python, ws_open, signum
+):
+    """On SIGTERM or SIGINT every client gets close 1001 and the process exits 0 in time."""
+    port = free_port()
+    process = await start(spawn, [python, "server.py", "--port", str(port)], port)
+    clients = [await ws_open(f"ws://127.0.0.1:{port}/ws/echo") for _ in range(5)]
+    for conn in clients:
+        await conn.write_message("before")
+        assert await receive(conn) == "before"
+
+    process.send_signal(signum)
+    for conn in clients:
+        assert await closed(conn) == CloseCode.GOING_AWAY
+    assert await exit_status(process) == 0
+
+
+async def test_closers_run_after_accepting_stopped_and_sockets_closed(
+    spawn, python, ws_open, tmp_path
+):
+    """A registered closer runs once the server refuses connections and no socket is open."""
+    port = free_port()
+    process = await start(spawn, [python, "tests/closer_server.py", str(port)], port)
+    conn = await ws_open(f"ws://127.0.0.1:{port}/ws/echo")
+    process.send_signal(signal.SIGTERM)
+    assert await closed(conn) == CloseCode.GOING_AWAY
+    assert await exit_status(process) == 0
+    output = (tmp_path / "server.log").read_text()
+    assert "closer ran: accepting=no open_sockets=0" in output
+
+
+async def test_client_that_never_answers_the_close_does_not_delay_exit(spawn, python):
+    """A client that stopped reading cannot hold the shutdown past the deadline."""
+    port = free_port()
+    process = await start(spawn, [python, "server.py", "--port", str(port)], port)
+    _, writer, head = await raw_handshake(port, "/ws/echo")
+    assert head.startswith(b"HTTP/1.1 101")
+    process.send_signal(signal.SIGTERM)
+    assert await exit_status(process) == 0
+    writer.close()
+
+
+async def test_hanging_closer_is_cut_at_the_deadline(spawn, python, tmp_path):
+    """A closer that never finishes is cancelled at the deadline and the exit status is 1;
+    meanwhile the port already refuses connections."""
+    port = free_port()
+    process = await start(spawn, [python, "tests/closer_server.py", str(port), "hang"], port)
+    process.send_signal(signal.SIGTERM)
+    await poll_until(lambda: not accepts("127.0.0.1", port))
+    assert process.poll() is None  # still in its hanging closer, yet no longer accepting
+    assert await exit_status(process) == 1
+    assert "did not finish in time" in (tmp_path / "server.log").read_text()
