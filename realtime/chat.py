@@ -69,7 +69,9 @@ def check_text(raw: Any) -> str:
         ClientError: ``bad_message`` if it is not a string or is blank, ``too_long`` past
             4,000 code points.
     """
-    if not isinstance(raw, str) or not raw.strip():
+    if not isinstance(raw, str):
+        raise ClientError("bad_message", 'The "text" field must be a string.')
+    if not raw.strip():
         raise ClientError("bad_message", 'A message needs a non-empty "text" string.')
     if len(raw) > MAX_TEXT_LENGTH:
         raise ClientError("too_long", f"A message has at most {MAX_TEXT_LENGTH} characters.")

@@ -1,9 +1,10 @@
 """The hostile-input suite: each case asserts the server's exact answer, then that the
 server still serves a client that was connected before the attack.
 
-Cases run on every endpoint they apply to. Today that is the echo endpoint and the test-only
-JSON endpoint ``/ws/probe`` (built like chat and vote, ``tests/probe.py``); chat and vote
-join by adding a ``JsonEndpoint`` to ``JSON_ENDPOINTS``. Related cases live next door:
+Cases run on every endpoint they apply to: echo, chat, vote and the test-only JSON endpoint
+``/ws/probe`` (``tests/probe.py``), whose clients serve as bystanders connected before each
+attack. A new JSON endpoint joins by adding a ``JsonEndpoint`` to ``JSON_ENDPOINTS``.
+Related cases live next door:
 ``test_keepalive.py`` (half-open client), ``test_limits.py`` (limit mechanics),
 ``test_handshake.py`` (origin policy details), ``test_parser_property.py`` (hypothesis).
 """
@@ -13,7 +14,7 @@ import gc
 import itertools
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 import tornado.netutil
@@ -39,10 +40,20 @@ class JsonEndpoint:
     greeting: str  # the type of the frame every new connection gets first
     say: str = "say"  # a message type that is broadcast to every client of the path
     field: str = "text"  # the string field of that message
+    hears: str = ""  # the type of the broadcast a say causes; default: the say type itself
+    valid: str = ""  # a value of the field that is always accepted; default: any new text
+
+    @property
+    def heard(self) -> str:
+        return self.hears or self.say
 
 
 PROBE = JsonEndpoint("/ws/probe", greeting="welcome")
-JSON_ENDPOINTS = [PROBE]
+CHAT = JsonEndpoint("/ws/chat/lobby", greeting="welcome", say="message")
+VOTE = JsonEndpoint("/ws/vote/demo", greeting="poll", say="vote", field="option",
+                    hears="tally", valid="1")
+JSON_ENDPOINTS = [PROBE, CHAT, VOTE]
+BY_PATH = {endpoint.path: endpoint for endpoint in JSON_ENDPOINTS}
 ALL_PATHS = ["/ws/echo", *(endpoint.path for endpoint in JSON_ENDPOINTS)]
 LIMIT = 64 * 1024
 _unique = itertools.count()
@@ -61,10 +72,11 @@ def config(hub: Hub) -> Config:
 
 
 @pytest.fixture
-def app(config: Config) -> tornado.web.Application:
+def app(config: Config) -> Iterator[tornado.web.Application]:
     app = make_app(config)
     add_probe(app)
-    return app
+    yield app
+    app.settings["polls"].close()
 
 
 async def join(ws_connect, endpoint: JsonEndpoint):
@@ -75,12 +87,14 @@ async def join(ws_connect, endpoint: JsonEndpoint):
 
 
 async def assert_serving(conn, endpoint: JsonEndpoint = PROBE) -> None:
-    """``conn`` can still broadcast and hear its own message."""
-    text = f"still served {next(_unique)}"
+    """``conn`` can still broadcast and hear its own message (or, for a vote, its tally)."""
+    text = endpoint.valid or f"still served {next(_unique)}"
     await send_json(conn, {"type": endpoint.say, endpoint.field: text})
     while True:
         frame = await receive_json(conn)
-        if frame.get("type") == endpoint.say and frame.get(endpoint.field) == text:
+        if frame.get("type") == endpoint.heard and (
+            endpoint.valid or frame.get(endpoint.field) == text
+        ):
             return
 
 
@@ -219,8 +233,9 @@ async def test_flood_of_10000_messages_is_rate_limited_then_closed(
     ws_connect, http_server_client, path
 ):
     """10,000 frames at once: the burst passes, then rate_limited errors, then close 1008;
-    a second client keeps chatting."""
-    bystander = await join(ws_connect, PROBE)  # connected before the attack
+    a second client of the same endpoint keeps chatting."""
+    bystander_endpoint = BY_PATH.get(path, PROBE)  # echo has no broadcast: use the probe's
+    bystander = await join(ws_connect, bystander_endpoint)  # connected before the attack
     reader, writer = await raw_join(port_of(http_server_client), path)
     payload = json.dumps({"type": "say", "text": "flood"}).encode()
     writer.write(client_frame(OP_TEXT, payload) * 10_000)
@@ -239,7 +254,7 @@ async def test_flood_of_10000_messages_is_rate_limited_then_closed(
     assert limited >= Config.rate_limit_strikes
     assert passed < 10_000 // 10  # the burst and what the rate refilled, not the flood
     writer.close()
-    await assert_serving(bystander)
+    await assert_serving(bystander, bystander_endpoint)
 
 
 async def test_reader_that_never_reads_is_dropped_and_memory_stays_bounded(
@@ -312,8 +327,8 @@ async def test_connections_over_the_per_ip_cap_are_refused(start_server, ws_open
             await conn.write_message("ok")
             assert await receive(conn) == "ok"
         else:
-            await receive_type(conn, PROBE.greeting)
-            await assert_serving(conn)
+            await receive_type(conn, BY_PATH[path].greeting)
+            await assert_serving(conn, BY_PATH[path])
 
 
 @pytest.mark.parametrize("endpoint", JSON_ENDPOINTS, ids=lambda e: e.path)
@@ -339,15 +354,40 @@ async def test_500_clients_reconnecting_at_once_are_all_served(http_server_clien
 
 # Markup in user text is data.
 
-@pytest.mark.parametrize("endpoint", JSON_ENDPOINTS, ids=lambda e: e.path)
+@pytest.mark.parametrize("endpoint", [PROBE, CHAT], ids=lambda e: e.path)
 async def test_script_tags_are_delivered_as_text(ws_connect, endpoint):
     """<script> in a message reaches everyone byte for byte, as a JSON string."""
-    bystander = await join(ws_connect, PROBE)  # connected before the attack
+    listener = await join(ws_connect, endpoint)  # connected before the message
     conn = await join(ws_connect, endpoint)
     text = '<script>alert("x")</script><img src=x onerror=alert(1)>&amp;'
     await send_json(conn, {"type": endpoint.say, endpoint.field: text})
-    heard = await receive_type(bystander, endpoint.say)
+    heard = await receive_type(listener, endpoint.say)
     assert heard[endpoint.field] == text
+
+
+async def test_script_tags_in_a_nickname_are_delivered_as_text(ws_connect):
+    """A <script> nickname is announced and shown as the sender exactly as typed."""
+    nick = "<script>alert(1)</script>"
+    listener = await join(ws_connect, CHAT)
+    conn = await ws_connect(f"{CHAT.path}?nick=%3Cscript%3Ealert(1)%3C%2Fscript%3E")
+    assert (await receive_type(conn, "welcome"))["nick"] == nick
+    assert (await receive_type(listener, "joined"))["nick"] == nick
+    await send_json(conn, {"type": "message", "text": "hi"})
+    assert (await receive_type(listener, "message"))["from"] == nick
+
+
+async def test_script_tags_in_a_poll_title_are_delivered_as_text(ws_connect, http_server_client):
+    """A poll whose title and options are markup comes back in the poll frame unchanged."""
+    title, option = "<script>alert(1)</script>", "<img src=x onerror=alert(2)>"
+    response = await http_server_client.fetch(
+        "/api/polls", method="POST", headers={"Content-Type": "application/json"},
+        body=json.dumps({"title": title, "options": [option, "&amp;"]}),
+    )
+    poll_id = json.loads(response.body)["id"]
+    conn = await ws_connect(f"/ws/vote/{poll_id}")
+    poll = (await receive_type(conn, "poll"))["poll"]
+    assert poll["title"] == title
+    assert [o["label"] for o in poll["options"]] == [option, "&amp;"]
 
 
 async def test_script_tags_are_echoed_unchanged(ws_connect):

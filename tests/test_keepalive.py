@@ -1,6 +1,7 @@
 """Server pings: live clients stay open, a half-open client is closed and its slot freed."""
 
 import asyncio
+import json
 import struct
 
 import pytest
@@ -11,6 +12,7 @@ from server import Config, make_app
 from tests.probe import add_probe
 from tests.support import (
     OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, client_frame, port_of, raw_handshake, read_frame,
+    receive_json, receive_type,
 )
 
 INTERVAL = 0.2
@@ -63,4 +65,24 @@ async def test_half_open_client_is_closed_and_forgotten(http_server_client, hub,
     await asyncio.wait_for(closed_queue.get(), 10)
     assert hub.connections == []
     assert app.settings["sockets"]["ip_connections"].count("127.0.0.1") == 0
+    writer.close()
+
+
+async def test_half_open_chat_client_frees_its_nickname(http_server_client, ws_connect):
+    """A chat client that stops answering pings is closed, the room gets left, and its
+    nickname can be taken again."""
+    watcher = await ws_connect("/ws/chat/lobby")
+    assert (await receive_json(watcher))["type"] == "welcome"
+    port = port_of(http_server_client)
+    reader, writer, _ = await raw_handshake(port, "/ws/chat/lobby?nick=ghost")
+    await read_frame(reader)  # the welcome; from now on this client answers nothing
+    assert await receive_type(watcher, "joined") == {
+        "type": "joined", "room": "lobby", "nick": "ghost"}
+
+    # Ping interval + timeout for the close frame, then Tornado's 5 s closing handshake:
+    # longer than one read's default timeout, so read without it.
+    left = json.loads(await asyncio.wait_for(watcher.read_message(), 10))
+    assert left == {"type": "left", "room": "lobby", "nick": "ghost"}
+    again = await ws_connect("/ws/chat/lobby?nick=ghost")
+    assert (await receive_json(again))["nick"] == "ghost"
     writer.close()
