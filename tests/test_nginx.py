@@ -18,7 +18,9 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from tests.conftest import ROOT
-from tests.support import closed, free_port, poll_until, receive, wait_listening
+from tests.support import (
+    closed, free_port, poll_until, receive, receive_json, receive_type, send_json, wait_listening,
+)
 
 NGINX_HOST = "127.0.0.2"
 CLIENT_IP = "127.0.0.3"
@@ -78,6 +80,7 @@ def stack(spawn, python, tmp_path):
         server_port, nginx_port = free_port(), free_port(NGINX_HOST)
         server = spawn("server", [
             python, "server.py", "--port", str(server_port), "--xheaders",
+            "--data-dir", str(tmp_path / "data"),
             "--ping-interval", str(ping_interval), "--ping-timeout", str(ping_interval),
             "--allowed-origins", f"http://{NGINX_HOST}:{nginx_port}",
         ])
@@ -97,6 +100,12 @@ async def fetch(port: int, path: str, **kwargs):
     request = HTTPRequest(f"http://{NGINX_HOST}:{port}{path}", network_interface=CLIENT_IP,
                           **kwargs)
     return await AsyncHTTPClient().fetch(request, raise_error=False)
+
+
+async def open_socket(ws_open, port: int, path: str):
+    """A WebSocket to ``path`` through nginx, from CLIENT_IP, as a page of the site opens it."""
+    return await ws_open(f"ws://{NGINX_HOST}:{port}{path}",
+                         {"Origin": f"http://{NGINX_HOST}:{port}"}, CLIENT_IP)
 
 
 def server_log(tmp_path: Path) -> str:
@@ -122,6 +131,42 @@ async def test_echo_websocket_works_through_nginx(stack, ws_open):
                          {"Origin": f"http://{NGINX_HOST}:{port}"}, CLIENT_IP)
     await conn.write_message("through nginx")
     assert await receive(conn) == "through nginx"
+
+
+@pytest.mark.parametrize("path, script", [("/chat", "chat"), ("/vote/demo", "vote")])
+async def test_chat_and_vote_pages_load_through_nginx(stack, path, script):
+    """The chat page and the demo poll's page, and their scripts, answer 200 through nginx."""
+    port = await stack()
+    page = await fetch(port, path)
+    assert page.code == 200 and b"<!doctype html>" in page.body
+    src = re.search(rb'src="(/static/js/%s\.js[^"]*)"' % script.encode(), page.body)
+    assert src and (await fetch(port, src.group(1).decode())).code == 200
+
+
+async def test_chat_message_reaches_the_other_client_through_nginx(stack, ws_open):
+    """Two clients in one room through nginx: what alice says, bob receives."""
+    port = await stack()
+    alice = await open_socket(ws_open, port, "/ws/chat/lobby?nick=alice")
+    assert (await receive_type(alice, "welcome"))["nick"] == "alice"
+    bob = await open_socket(ws_open, port, "/ws/chat/lobby?nick=bob")
+    assert (await receive_type(bob, "welcome"))["online"] == ["alice", "bob"]
+    await send_json(alice, {"type": "message", "text": "through nginx"})
+    message = await receive_type(bob, "message")
+    assert (message["from"], message["text"]) == ("alice", "through nginx")
+
+
+async def test_vote_counts_through_nginx(stack, ws_open):
+    """Through nginx the vote socket sends the poll, takes a vote and sends its tally."""
+    port = await stack()
+    conn = await open_socket(ws_open, port, "/ws/vote/demo")
+    first = await receive_json(conn)
+    assert first["type"] == "poll" and first["poll"]["id"] == "demo"
+    before = first["poll"]["total"]
+    await send_json(conn, {"type": "vote", "option": "2"})
+    tally = await receive_type(conn, "tally")
+    assert tally["poll"] == "demo" and tally["total"] == before + 1
+    assert tally["votes"]["2"] == first["poll"]["options"][1]["votes"] + 1
+    assert await receive_json(conn) == {"type": "voted", "option": "2"}
 
 
 async def test_cross_origin_socket_is_refused_through_nginx(stack, ws_open):

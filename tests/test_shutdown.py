@@ -1,21 +1,32 @@
 """Graceful shutdown of the real process: SIGTERM/SIGINT -> 1001 to every socket, closers
-run after the server stopped accepting, exit 0 within 5 seconds."""
+run after the server stopped accepting, pending votes are committed, exit 0 within 5 seconds."""
 
+import json
 import signal
 import time
+from pathlib import Path
 
 import pytest
+from tornado.httpclient import AsyncHTTPClient
 
 from realtime.closecodes import CloseCode
 from tests.support import (
-    accepts, closed, free_port, poll_until, raw_handshake, receive, wait_listening,
+    accepts, closed, free_port, poll_until, raw_handshake, receive, receive_type,
+    send_json, wait_listening,
 )
 
 DEADLINE = 5.0  # seconds from the signal to the exit, as the deployment promises
+BURST = 50  # votes sent at once, none waiting for its tally
 
 
-async def start(spawn, argv, port):
-    process = spawn("server", argv)
+def server_argv(python: str, port: int, tmp_path: Path) -> list[str]:
+    """``server.py`` on ``port`` with its data in the test's directory, never the repo's."""
+    return [python, "server.py", "--port", str(port), "--data-dir", str(tmp_path / "data")]
+
+
+async def start(spawn, argv, port, name: str = "server"):
+    """Spawn ``argv`` (its output in ``tmp_path/<name>.log``) and wait until it listens."""
+    process = spawn(name, argv)
     await wait_listening("127.0.0.1", port, process)
     return process
 
@@ -30,11 +41,11 @@ async def exit_status(process, timeout: float = DEADLINE) -> int:
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 async def test_signal_closes_every_socket_with_1001_and_exits_0(
-    spawn, python, ws_open, signum
+    spawn, python, ws_open, tmp_path, signum
 ):
     """On SIGTERM or SIGINT every client gets close 1001 and the process exits 0 in time."""
     port = free_port()
-    process = await start(spawn, [python, "server.py", "--port", str(port)], port)
+    process = await start(spawn, server_argv(python, port, tmp_path), port)
     clients = [await ws_open(f"ws://127.0.0.1:{port}/ws/echo") for _ in range(5)]
     for conn in clients:
         await conn.write_message("before")
@@ -44,6 +55,35 @@ async def test_signal_closes_every_socket_with_1001_and_exits_0(
     for conn in clients:
         assert await closed(conn) == CloseCode.GOING_AWAY
     assert await exit_status(process) == 0
+
+
+async def test_sigterm_during_a_vote_burst_keeps_every_acknowledged_vote(
+    spawn, python, ws_open, tmp_path
+):
+    """SIGTERM amid a burst of votes: close 1001, exit 0 in time, every acked vote on disk."""
+    port = free_port()
+    process = await start(spawn, server_argv(python, port, tmp_path), port)
+    conn = await ws_open(f"ws://127.0.0.1:{port}/ws/vote/demo")
+    before = (await receive_type(conn, "poll"))["poll"]["total"]
+    for n in range(BURST):
+        await send_json(conn, {"type": "vote", "option": str(n % 3 + 1)})
+    # Signal once the first vote is acknowledged, the rest of the burst still pending, so the
+    # check below always covers at least one acknowledged vote.
+    await receive_type(conn, "voted")
+    process.send_signal(signal.SIGTERM)
+
+    acknowledged = 1
+    while (frame := await receive(conn)) is not None:
+        acknowledged += json.loads(frame)["type"] == "voted"
+    assert conn.close_code == CloseCode.GOING_AWAY
+    assert await exit_status(process) == 0
+    assert "Traceback" not in (tmp_path / "server.log").read_text()
+
+    port = free_port()
+    await start(spawn, server_argv(python, port, tmp_path), port, "restarted")
+    poll = json.loads((await AsyncHTTPClient().fetch(
+        f"http://127.0.0.1:{port}/api/polls/demo")).body)
+    assert before + acknowledged <= poll["total"] <= before + BURST
 
 
 async def test_closers_run_after_accepting_stopped_and_sockets_closed(
@@ -60,10 +100,12 @@ async def test_closers_run_after_accepting_stopped_and_sockets_closed(
     assert "closer ran: accepting=no open_sockets=0" in output
 
 
-async def test_client_that_never_answers_the_close_does_not_delay_exit(spawn, python):
+async def test_client_that_never_answers_the_close_does_not_delay_exit(
+    spawn, python, tmp_path
+):
     """A client that stopped reading cannot hold the shutdown past the deadline."""
     port = free_port()
-    process = await start(spawn, [python, "server.py", "--port", str(port)], port)
+    process = await start(spawn, server_argv(python, port, tmp_path), port)
     _, writer, head = await raw_handshake(port, "/ws/echo")
     assert head.startswith(b"HTTP/1.1 101")
     process.send_signal(signal.SIGTERM)
