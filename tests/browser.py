@@ -1,12 +1,11 @@
 """A real headless Chromium (Debian's package) driven by Playwright, for page tests."""
 
-import os
-import shutil
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
-import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, async_playwright
+
+from tests.support import find_program
 
 # Without the background-networking switches Chromium keeps dialling Google's hosts,
 # which this closed network refuses; --no-sandbox because tests may run as root.
@@ -24,13 +23,7 @@ CHROMIUM_ARGS = [
 
 def chromium_path() -> str:
     """The Chromium binary: $CHROMIUM, or Debian's. Missing it fails under CI, skips elsewhere."""
-    path = os.environ.get("CHROMIUM") or shutil.which("chromium")
-    if path:
-        return path
-    message = "Chromium is not installed (apt-get install chromium, or set $CHROMIUM)"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
+    return find_program("CHROMIUM", "chromium")
 
 
 @asynccontextmanager

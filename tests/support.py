@@ -4,11 +4,13 @@ import asyncio
 import base64
 import json
 import os
+import shutil
 import socket
 import struct
 import time
 from typing import Any, Callable, Optional, Union
 
+import pytest
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
@@ -265,3 +267,16 @@ async def wait_listening(host: str, port: int, process: Any, timeout: float = 10
         assert process.poll() is None, f"process exited with {process.returncode}"
         return accepts(host, port)
     await poll_until(ready, timeout)
+
+
+def find_program(env_var: str, *names: str) -> str:
+    """A program the tests drive for real: ``$env_var``, else the first of ``names`` found on
+    the PATH (or given as a path). Missing, it fails the test under CI and skips it elsewhere,
+    so CI never passes by silently skipping."""
+    found = os.environ.get(env_var) or next(filter(None, map(shutil.which, names)), None)
+    if found:
+        return found
+    message = f"{names[0]} is not installed (apt-get install {names[0]}, or set ${env_var})"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)

@@ -11,7 +11,6 @@ import json
 import os
 import pwd
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,8 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from tests.conftest import ROOT
 from tests.support import (
-    closed, free_port, poll_until, receive, receive_json, receive_type, send_json, wait_listening,
+    closed, find_program, free_port, poll_until, receive, receive_json, receive_type, send_json,
+    wait_listening,
 )
 
 NGINX_HOST = "127.0.0.2"
@@ -30,13 +30,7 @@ PING_INTERVAL = 0.25  # the server's pings, well inside READ_TIMEOUT
 
 def nginx_path() -> str:
     """nginx from $NGINX or the PATH (Debian puts it in /usr/sbin). Missing fails under CI."""
-    path = os.environ.get("NGINX") or shutil.which("nginx") or shutil.which("/usr/sbin/nginx")
-    if path:
-        return path
-    message = "nginx is not installed (apt-get install nginx, or set $NGINX)"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
+    return find_program("NGINX", "nginx", "/usr/sbin/nginx")
 
 
 def render_site(nginx_port: int, server_port: int, read_timeout: int) -> str:
