@@ -212,15 +212,7 @@ function enter(newRoom, nick) {
   socket.addEventListener("state", (event) => {
     sendButton.disabled = event.detail !== "open";
   });
-  socket.addEventListener("message", (event) => {
-    let frame;
-    try {
-      frame = JSON.parse(event.detail);
-    } catch {
-      return;
-    }
-    onFrame(frame);
-  });
+  socket.addEventListener("json", (event) => onFrame(event.detail));
   socket.connect();
 }
 

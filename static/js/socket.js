@@ -10,9 +10,21 @@ export function socketUrl(path) {
   return `${scheme}//${location.host}${path}`;
 }
 
+// A JSON object from a text frame, or null for binary data, bad JSON or a non-object.
+function parseObject(data) {
+  if (typeof data !== "string") return null;
+  try {
+    const value = JSON.parse(data);
+    return value !== null && typeof value === "object" && !Array.isArray(value) ? value : null;
+  } catch {
+    return null;
+  }
+}
+
 // A WebSocket that comes back after every close until stop() is called.
 // Events: "state" (detail: "connecting" | "open" | "closed"), "open", "message"
-// (detail: the data), "close" (detail: {code, reason}).
+// (detail: the data), "json" (detail: a text frame parsed as a JSON object; frames that
+// are not one are left to "message"), "close" (detail: {code, reason}).
 // `url` is a string or a function returning one, called before every attempt, so a page
 // can put what it has already seen into the URL (e.g. ?since=).
 export class ReconnectingSocket extends EventTarget {
@@ -47,6 +59,8 @@ export class ReconnectingSocket extends EventTarget {
     };
     ws.onmessage = (event) => {
       this.dispatchEvent(new CustomEvent("message", { detail: event.data }));
+      const message = parseObject(event.data);
+      if (message) this.dispatchEvent(new CustomEvent("json", { detail: message }));
     };
     ws.onclose = (event) => {
       if (this.ws !== ws) return;

@@ -116,16 +116,7 @@ function onMessage(message) {
   }
 }
 
-socket.addEventListener("message", (event) => {
-  if (typeof event.detail !== "string") return;
-  let message;
-  try {
-    message = JSON.parse(event.detail);
-  } catch {
-    return;
-  }
-  onMessage(message);
-});
+socket.addEventListener("json", (event) => onMessage(event.detail));
 
 socket.addEventListener("state", (event) => {
   if (event.detail !== "open") waiting = false;
