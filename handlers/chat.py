@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 from handlers.base import JsonSocketHandler
 from handlers.pages import PageHandler
-from realtime.chat import Room, Rooms, nick_key
+from realtime.chat import Joined, Room, Rooms, nick_key
 from realtime.messages import ClientError, Message
 
 CHAT_COOKIE = "chat_id"
@@ -122,7 +122,7 @@ class ChatSocketHandler(JsonSocketHandler):
         if left is not None:
             self.publish(room_topic(self.room.name), self._presence("left", left))
 
-    def _announce_join(self, joined: Any) -> None:
+    def _announce_join(self, joined: Joined) -> None:
         frame = self._presence("joined", joined.nick)
         if joined.gained:
             self.publish(room_topic(self._room().name), frame)

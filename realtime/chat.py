@@ -9,7 +9,7 @@ room's sequence starts at the current time in microseconds, so a room created af
 restart never reuses an id handed out before it, and an old ``since`` is recognised as
 belonging to an earlier run.
 
-Owners: a nickname is held by the browser that took it, known by its chat cookie, or by the
+Cookies: a nickname is held by the browser that took it, known by its chat cookie, or by the
 one connection that took it when it sent no cookie. Connections with the same cookie share a
 nickname (two tabs, or a reconnect while the old socket has not timed out yet); anyone else
 gets ``nick_taken``.
@@ -30,7 +30,7 @@ DEFAULT_HISTORY = 50  # messages in a welcome without ``since``
 DEFAULT_REPLAY = 1000  # messages a room keeps for reconnecting clients
 DEFAULT_MAX_ROOMS = 1000  # rooms held at once; the idle, empty ones are forgotten first
 
-Owner = Hashable
+Cookie = str  # a browser's chat cookie
 Connection = Hashable
 
 
@@ -83,7 +83,7 @@ class Member:
     """A nickname in a room and the connections that speak under it."""
 
     nick: str
-    cookie: Optional[Owner]  # the chat cookie of the browser holding it; None: one connection
+    cookie: Optional[Cookie]  # of the browser holding it; None: held by one connection
     connections: set[Connection] = field(default_factory=set)
 
 
@@ -102,14 +102,14 @@ class Stored:
     """A message as kept for history: its frame, and for a private one who may see it."""
 
     frame: Message
-    # nick key -> owner of that nick when sent; None for a public message.
-    parties: Optional[dict[str, Optional[Owner]]] = None
+    # nick key -> the cookie holding that nick when sent; None for a public message.
+    parties: Optional[dict[str, Optional[Cookie]]] = None
 
     @property
     def id(self) -> int:
         return int(self.frame["id"])
 
-    def visible_to(self, key: Optional[str], owner: Optional[Owner]) -> bool:
+    def visible_to(self, key: Optional[str], cookie: Optional[Cookie]) -> bool:
         """Public messages are for everyone; a private one for its two nicks, and only for
         the browser that held the nick then (when it had a chat cookie)."""
         if self.parties is None:
@@ -117,7 +117,7 @@ class Stored:
         if key is None or key not in self.parties:
             return False
         held_by = self.parties[key]
-        return held_by is None or held_by == owner
+        return held_by is None or held_by == cookie
 
 
 class Room:
@@ -137,15 +137,15 @@ class Room:
         self._messages: deque[Stored] = deque(maxlen=max(replay, history))
         self._members: dict[str, Member] = {}  # nick key -> member
         self._nick_of: dict[Connection, str] = {}  # connection -> nick key
-        self._owner_of: dict[Connection, Optional[Owner]] = {}  # connection -> its cookie owner
+        self._cookie_of: dict[Connection, Optional[Cookie]] = {}  # connection -> its chat cookie
         self._connections: set[Connection] = set()
 
     # Who is here.
 
-    def enter(self, connection: Connection, owner: Optional[Owner]) -> None:
+    def enter(self, connection: Connection, cookie: Optional[Cookie]) -> None:
         """A connection opened on this room (anonymous until it joins)."""
         self._connections.add(connection)
-        self._owner_of[connection] = owner
+        self._cookie_of[connection] = cookie
 
     def join(self, connection: Connection, raw_nick: Any) -> "Joined":
         """Give ``connection`` a nickname; one that had another leaves the old one.
@@ -158,7 +158,7 @@ class Room:
         member = self._members.get(key)
         if member is not None and self._nick_of.get(connection) == key:
             return Joined(member.nick, gained=False, left=None)
-        cookie = self._owner_of.get(connection)
+        cookie = self._cookie_of.get(connection)
         if member is not None and (cookie is None or cookie != member.cookie):
             raise ClientError("nick_taken", f"The nickname {nick} is taken in this room.")
         left = self.leave(connection)
@@ -185,9 +185,9 @@ class Room:
         return member.nick
 
     def close(self, connection: Connection) -> Optional[str]:
-        """A connection closed: it leaves, and its owner record goes too."""
+        """A connection closed: it leaves, and its cookie is forgotten."""
         left = self.leave(connection)
-        self._owner_of.pop(connection, None)
+        self._cookie_of.pop(connection, None)
         return left
 
     def nick(self, connection: Connection) -> Optional[str]:
@@ -268,8 +268,8 @@ class Room:
         else the newest messages and False (too old, or from before a restart).
         """
         key = self._nick_of.get(connection)
-        owner = self._owner_of.get(connection)
-        visible = [m.frame for m in self._messages if m.visible_to(key, owner)]
+        cookie = self._cookie_of.get(connection)
+        visible = [m.frame for m in self._messages if m.visible_to(key, cookie)]
         if since is None:
             return visible[-self.history_size:], None
         first_held = self._messages[0].id if self._messages else self._next_id
