@@ -20,7 +20,7 @@ import tornado.httpserver
 import tornado.netutil
 import tornado.options
 import tornado.web
-from tornado.options import define, options
+from tornado.options import options
 from tornado.web import url
 
 from handlers.base import SocketHandler
@@ -36,13 +36,25 @@ from realtime.hub import DEFAULT_MAX_PENDING_BYTES, Hub
 from realtime.lifecycle import Lifecycle
 from realtime.limits import IPConnections, RateLimit
 from realtime.logfmt import logfmt
-from realtime.metrics import Registry, ServerMetrics
+from realtime.metrics import ServerMetrics
+from realtime.options import (
+    define_options, environment_args, join_option_values, option, values_from,
+)
 from realtime.origins import OriginPolicy
 from realtime.polls import DB_FILENAME, PollStore
 from realtime.ratelimit import Clock, KeyedLimiter
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ENV_PREFIX = "REALTIME_"
+
+
+def resource_dir() -> str:
+    """Where ``templates/`` and ``static/`` are: beside this file in a checkout, or where
+    ``pip install .`` puts them (``<prefix>/share/tornado-realtime``)."""
+    if os.path.isdir(os.path.join(HERE, "templates")):
+        return HERE
+    return os.path.join(sys.prefix, "share", "tornado-realtime")
+
+
 # Pending connections the kernel queues for us: room for every client of a restarted
 # server reconnecting at once (the kernel caps it at net.core.somaxconn).
 LISTEN_BACKLOG = 1024
@@ -53,31 +65,75 @@ access_log = logging.getLogger("realtime.access")
 
 @dataclass
 class Config:
-    """Everything ``make_app`` and ``serve`` need; ``main()`` fills it from the options."""
+    """Everything ``make_app`` and ``serve`` need, and the one declaration of every option.
 
-    port: int = 8888
-    address: str = "127.0.0.1"
-    debug: bool = False
-    xheaders: bool = False  # trust X-Real-IP / X-Forwarded-* (only behind a proxy)
-    allowed_origins: tuple[str, ...] = ()  # besides the same host; exact scheme://host[:port]
-    ping_interval: float = 25.0  # seconds between server pings; 0: never ping
-    ping_timeout: float = 10.0  # seconds to wait for the pong before closing
-    max_message_size: int = 64 * 1024  # bytes of one incoming message; more closes with 1009
-    rate_limit: float = limits.DEFAULT_RATE  # frames per second per connection; 0: no limit
-    rate_burst: int = limits.DEFAULT_BURST
-    rate_limit_strikes: int = limits.DEFAULT_STRIKES
-    max_connections_per_ip: int = limits.DEFAULT_MAX_CONNECTIONS_PER_IP  # 0: no limit
-    max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES
-    shutdown_timeout: float = 4.0  # seconds from SIGTERM to exit, closers included
-    chat_history: int = chat.DEFAULT_HISTORY
-    chat_replay: int = chat.DEFAULT_REPLAY
-    chat_max_rooms: int = chat.DEFAULT_MAX_ROOMS
+    Each ``option(...)`` field is a command-line flag, a ``REALTIME_*`` variable and a row of
+    the README's options table (``realtime.options``); ``main()`` fills it from them.
+    """
+
+    port: int = option(8888, "TCP port to listen on")
+    address: str = option(
+        "127.0.0.1", "address to bind; `0.0.0.0` for every interface")
+    debug: bool = option(
+        False, "reload on code changes, tracebacks in error pages (never in production)")
+    xheaders: bool = option(
+        False, "trust `X-Real-IP` / `X-Forwarded-For` / `X-Forwarded-Proto` for the client's "
+        "address and scheme; only behind a proxy that sets them, with the server unreachable "
+        "except through it")
+    allowed_origins: tuple[str, ...] = option(
+        (), "comma-separated exact origins (`https://app.example.com`, "
+        "`http://localhost:3000`) whose pages may open WebSockets, besides pages of the same "
+        "host (see Origins)", shown="none (same host only)")
+    ping_interval: float = option(
+        25.0, "seconds between WebSocket pings, so proxies with a 60 s idle timeout keep the "
+        "connection and dead clients are found; `0` turns pings off")
+    ping_timeout: float = option(
+        10.0, "seconds to wait for the pong; no pong, the socket is closed (at most "
+        "`--ping-interval`)")
+    max_message_size: int = option(
+        64 * 1024, "bytes in one incoming WebSocket message (all fragments together); a "
+        "message of exactly this size passes, a larger one closes the socket with 1009")
+    rate_limit: float = option(
+        limits.DEFAULT_RATE, "frames per second each WebSocket may send, sustained (token "
+        "bucket); `0` turns the limit off")
+    rate_burst: int = option(
+        limits.DEFAULT_BURST, "frames a WebSocket may send at once after a pause")
+    rate_limit_strikes: int = option(
+        limits.DEFAULT_STRIKES, "frames refused in a row (each answered with `rate_limited`) "
+        "before the socket is closed with 1008")
+    max_connections_per_ip: int = option(
+        limits.DEFAULT_MAX_CONNECTIONS_PER_IP, "open WebSockets per client address; the next "
+        "handshake is refused with HTTP 429; `0` for no limit. Behind a proxy it needs "
+        "`--xheaders`, or every client counts as the proxy's address")
+    max_pending_bytes: int = option(
+        DEFAULT_MAX_PENDING_BYTES, "bytes written to a WebSocket and not yet flushed before "
+        "it is dropped as a slow consumer (close 1008)")
+    chat_history: int = option(
+        chat.DEFAULT_HISTORY, "chat messages a newcomer gets in its welcome")
+    chat_replay: int = option(
+        chat.DEFAULT_REPLAY, "chat messages each room keeps for clients that reconnect with "
+        "`?since=`")
+    chat_max_rooms: int = option(
+        chat.DEFAULT_MAX_ROOMS, "chat rooms held at once; past it, idle empty rooms (and "
+        "their history) are forgotten first")
     # Where the poll database and the generated cookie secret live; None keeps polls in
-    # memory and draws a new cookie secret (tests, throwaway servers). main() always sets it.
-    data_dir: Optional[str] = None
+    # memory and draws a new cookie secret (tests, throwaway servers).
+    data_dir: Optional[str] = option(
+        None, "where the poll database (`polls.sqlite3`, WAL mode) and the generated cookie "
+        "secret live; relative to the working directory", served="data", shown="`./data`")
+    cookie_secret_file: Optional[str] = option(
+        None, "file holding the secret that signs voter cookies; generated (mode 0600) if "
+        "missing. Keep it: a new secret makes every browser a new voter",
+        shown="`<data-dir>/cookie_secret`")
+    polls_per_hour: float = option(
+        60.0, "polls one client IP may create per hour, on average")
+    poll_burst: int = option(
+        10, "polls one client IP may create at once before the hourly rate applies (then 429)")
+    shutdown_timeout: float = option(
+        4.0, "seconds from SIGTERM/SIGINT to exit, closing sockets and shutdown closers "
+        "included")
+    # Not options: objects and secrets handed in by code (tests, embedders).
     cookie_secret: Optional[str] = field(default=None, repr=False)  # None: see data_dir
-    polls_per_hour: float = 60.0  # polls one client IP may create per hour, on average
-    poll_burst: int = 10  # polls one client IP may create at once
     hub: Optional[Hub] = field(default=None, repr=False)  # a ready hub, e.g. a test's
     lifecycle: Optional[Lifecycle] = field(default=None, repr=False)  # a ready one, for tests
     clock: Optional[Clock] = field(default=None, repr=False)  # rate-limit clock, for tests
@@ -113,8 +169,7 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
     config = config or Config()
     hub = config.hub or Hub(max_pending_bytes=config.max_pending_bytes)
     lifecycle = config.lifecycle or Lifecycle()
-    registry = Registry()
-    metrics = ServerMetrics(registry, hub)
+    metrics = ServerMetrics(hub=hub)
     # What every socket route gets; routes with more dependencies pass dict(sockets, ...).
     sockets = dict(
         hub=hub,
@@ -126,6 +181,8 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
     )
     rooms = chat.Rooms(config.chat_history, config.chat_replay, config.chat_max_rooms)
     cookie_secret = config.cookie_secret
+    if cookie_secret is None and config.cookie_secret_file:
+        cookie_secret = load_cookie_secret(config.cookie_secret_file)
     db_path = None
     if config.data_dir is not None:
         os.makedirs(config.data_dir, exist_ok=True)
@@ -147,16 +204,17 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
         url(r"/api/polls", PollsApiHandler, dict(votes, limiter=poll_limiter), name="api_polls"),
         url(r"/api/polls/([^/]+)", PollApiHandler, votes, name="api_poll"),
         url(r"/healthz", HealthHandler, dict(hub=hub), name="healthz"),
-        url(r"/metrics", MetricsHandler, dict(registry=registry), name="metrics"),
+        url(r"/metrics", MetricsHandler, dict(registry=metrics.registry), name="metrics"),
         url(r"/ws/echo", EchoSocketHandler, sockets, name="ws_echo"),
         url(rf"/ws/chat/({chat.ROOM_PATTERN})", ChatSocketHandler, dict(sockets, rooms=rooms),
             name="ws_chat"),
         url(r"/ws/vote/([^/]+)", VoteSocketHandler, dict(sockets, store=store), name="ws_vote"),
     ])
+    resources = resource_dir()
     app = tornado.web.Application(
         routes,
-        template_path=os.path.join(HERE, "templates"),
-        static_path=os.path.join(HERE, "static"),
+        template_path=os.path.join(resources, "templates"),
+        static_path=os.path.join(resources, "static"),
         default_handler_class=NotFoundPageHandler,
         debug=config.debug,
         xsrf_cookies=False,  # no HTML form posts back to us; the JSON API is checked apart
@@ -198,75 +256,12 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
     ))
 
 
-define("port", default=8888, type=int, help="TCP port to listen on")
-define("address", default="127.0.0.1", help="address to bind; 0.0.0.0 for every interface")
-define("debug", default=False, type=bool, help="reload on code change, show tracebacks in pages")
-define("xheaders", default=False, type=bool,
-       help="trust X-Real-IP / X-Forwarded-For / X-Forwarded-Proto (only behind a proxy)")
-define("allowed_origins", default=[], type=str, multiple=True,
-       help="comma-separated origins (scheme://host[:port]) that may open WebSockets, "
-            "besides pages of the same host")
-define("ping_interval", default=25.0, type=float,
-       help="seconds between WebSocket pings (keeps proxies from cutting idle sockets); 0: off")
-define("ping_timeout", default=10.0, type=float,
-       help="seconds to wait for a pong before closing the socket (at most --ping-interval)")
-define("max_message_size", default=64 * 1024, type=int,
-       help="largest incoming WebSocket message in bytes; larger closes with 1009")
-define("rate_limit", default=limits.DEFAULT_RATE, type=float,
-       help="frames per second each WebSocket may send, sustained; 0: no limit")
-define("rate_burst", default=limits.DEFAULT_BURST, type=int,
-       help="frames a WebSocket may send at once after a pause")
-define("rate_limit_strikes", default=limits.DEFAULT_STRIKES, type=int,
-       help="rate-limited frames in a row after which the socket is closed with 1008")
-define("max_connections_per_ip", default=limits.DEFAULT_MAX_CONNECTIONS_PER_IP, type=int,
-       help="open WebSockets per client address; more are refused with 429; 0: no limit")
-define("max_pending_bytes", default=DEFAULT_MAX_PENDING_BYTES, type=int,
-       help="unflushed bytes a WebSocket may have before it is dropped as a slow consumer")
-define("shutdown_timeout", default=4.0, type=float,
-       help="seconds from SIGTERM/SIGINT to exit, closing sockets and closers included")
-define("chat_history", default=chat.DEFAULT_HISTORY, type=int,
-       help="chat messages a newcomer is shown")
-define("chat_replay", default=chat.DEFAULT_REPLAY, type=int,
-       help="chat messages each room keeps for clients that reconnect with ?since=")
-define("chat_max_rooms", default=chat.DEFAULT_MAX_ROOMS, type=int,
-       help="chat rooms held at once; idle empty rooms are forgotten first past it")
-define("data_dir", default=os.path.join(HERE, "data"),
-       help="directory of the poll database and the generated cookie secret")
-define("cookie_secret_file", default="",
-       help="file holding the secret that signs voter cookies; generated if missing "
-       "(default: cookie_secret in data_dir)")
-define("polls_per_hour", default=60.0, type=float,
-       help="polls one client IP may create per hour, on average")
-define("poll_burst", default=10, type=int, help="polls one client IP may create at once")
+define_options(Config, options, group="tornado-realtime (each also a REALTIME_<OPTION> variable)")
 
 
 def config_from_options() -> Config:
     """The Config the parsed command line (and environment) describes."""
-    return Config(
-        port=options.port,
-        address=options.address,
-        debug=options.debug,
-        xheaders=options.xheaders,
-        allowed_origins=tuple(options.allowed_origins),
-        ping_interval=options.ping_interval,
-        ping_timeout=options.ping_timeout,
-        max_message_size=options.max_message_size,
-        rate_limit=options.rate_limit,
-        rate_burst=options.rate_burst,
-        rate_limit_strikes=options.rate_limit_strikes,
-        max_connections_per_ip=options.max_connections_per_ip,
-        max_pending_bytes=options.max_pending_bytes,
-        shutdown_timeout=options.shutdown_timeout,
-        chat_history=options.chat_history,
-        chat_replay=options.chat_replay,
-        chat_max_rooms=options.chat_max_rooms,
-        data_dir=options.data_dir,
-        cookie_secret=(
-            load_cookie_secret(options.cookie_secret_file) if options.cookie_secret_file else None
-        ),
-        polls_per_hour=options.polls_per_hour,
-        poll_burst=options.poll_burst,
-    )
+    return Config(**values_from(Config, options))
 
 
 async def serve(config: Config, app: Optional[tornado.web.Application] = None) -> int:
@@ -325,35 +320,10 @@ async def wait_until(condition: Callable[[], bool], deadline: float) -> bool:
     return True
 
 
-def join_option_values(argv: list[str]) -> list[str]:
-    """Turn ``--port 9000`` into ``--port=9000``: tornado.options only takes the second form."""
-    joined: list[str] = []
-    args = iter(argv)
-    for arg in args:
-        name = arg[2:].replace("-", "_")
-        takes_value = name in options and not isinstance(getattr(options, name), bool)
-        if arg.startswith("--") and "=" not in arg and takes_value:
-            value = next(args, None)
-            joined.append(arg if value is None else f"{arg}={value}")
-        else:
-            joined.append(arg)
-    return joined
-
-
-def environment_args(environ: dict[str, str]) -> list[str]:
-    """``REALTIME_PORT=9000`` as ``--port=9000``, for every defined option set in ``environ``."""
-    args = []
-    for name in sorted(options.as_dict()):
-        value = environ.get(ENV_PREFIX + name.upper().replace("-", "_"))
-        if value is not None:
-            args.append(f"--{name}={value}")
-    return args
-
-
 def main() -> None:
     """Parse the environment and the command line (which wins), serve, exit with the status."""
-    argv = [sys.argv[0], *environment_args(dict(os.environ)),
-            *join_option_values(sys.argv[1:])]
+    argv = [sys.argv[0], *environment_args(Config, os.environ),
+            *join_option_values(sys.argv[1:], options)]
     tornado.options.parse_command_line(argv)
     sys.exit(asyncio.run(serve(config_from_options())))
 

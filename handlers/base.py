@@ -29,7 +29,7 @@ from realtime.hub import Hub
 from realtime.limits import UNLIMITED, IPConnections, RateLimit
 from realtime.logfmt import logfmt
 from realtime.messages import ClientError, Message
-from realtime.metrics import Registry, ServerMetrics
+from realtime.metrics import ServerMetrics
 from realtime.origins import SAME_HOST, OriginPolicy
 
 log = logging.getLogger("realtime.handlers")
@@ -80,7 +80,7 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
         self.origins = origins
         self.rate_limit = rate_limit
         self.ip_connections = ip_connections
-        self.metrics = metrics if metrics is not None else ServerMetrics(Registry())
+        self.metrics = metrics if metrics is not None else ServerMetrics()
         self.endpoint = endpoint or type(self).__name__
         self._bucket = rate_limit.bucket()  # this connection's tokens, None if unlimited
         self._strikes = 0  # frames refused in a row for the rate limit

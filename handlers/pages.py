@@ -6,7 +6,9 @@ from typing import Any, Optional
 import tornado.web
 
 from realtime.hub import Hub
-from realtime.metrics import CONTENT_TYPE, Registry
+from prometheus_client import CollectorRegistry
+
+from realtime.metrics import render
 
 # No inline script or style anywhere: every script comes from /static, so an injected
 # <script> in user text could not run even if it ever reached the DOM as HTML.
@@ -73,12 +75,14 @@ class HealthHandler(BaseHandler):
 
 
 class MetricsHandler(tornado.web.RequestHandler):
-    """``GET /metrics``: every metric in Prometheus text format 0.0.4."""
+    """``GET /metrics``: every metric, in the Prometheus text format or OpenMetrics, as the
+    scraper's ``Accept`` header asks."""
 
-    def initialize(self, registry: Registry) -> None:
+    def initialize(self, registry: CollectorRegistry) -> None:
         self.registry = registry
 
     def get(self) -> None:
-        self.set_header("Content-Type", CONTENT_TYPE)
+        body, content_type = render(self.registry, self.request.headers.get("Accept"))
+        self.set_header("Content-Type", content_type)
         self.set_header("Cache-Control", "no-store")
-        self.write(self.registry.render())
+        self.write(body)

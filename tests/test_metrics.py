@@ -29,7 +29,7 @@ def app(config: Config) -> tornado.web.Application:
 async def scrape(http_server_client) -> dict[str, float]:
     """Fetch /metrics, check every line's syntax, and return {sample: value}."""
     response = await http_server_client.fetch("/metrics")
-    assert response.headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+    assert response.headers["Content-Type"].startswith("text/plain; version=")
     samples = {}
     for line in response.body.decode().splitlines():
         if line.startswith("#"):
@@ -74,7 +74,7 @@ async def test_open_connections_are_counted_by_endpoint(ws_connect, http_server_
     await receive_type(probe, "pong")
     samples = await scrape(http_server_client)
     assert samples['realtime_connections{endpoint="ws_echo"}'] == 0
-    assert samples['realtime_connections_total{endpoint="ws_echo"}'] == 1
+    assert samples['realtime_connections_opened_total{endpoint="ws_echo"}'] == 1
 
 
 async def test_messages_and_errors_are_counted(ws_connect, http_server_client):

@@ -1,28 +1,30 @@
-"""Options reach the Config from flags and REALTIME_* environment variables."""
+"""Options reach the Config from flags and REALTIME_* variables, all declared once."""
 
-import os
+from pathlib import Path
 
 import tornado.options
 
 import server
+from realtime.options import (
+    environment_args, join_option_values, markdown_table, option_fields, replace_table,
+)
+
+README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def parse(argv: list[str], environ: dict[str, str]) -> server.Config:
-    args = ["server.py", *server.environment_args(environ), *server.join_option_values(argv)]
-    saved = {name: getattr(server.options, name) for name in server.options.as_dict()}
-    try:
-        tornado.options.parse_command_line(args, final=False)
-        return server.config_from_options()
-    finally:
-        for name, value in saved.items():
-            setattr(server.options, name, value)
+    parser = tornado.options.OptionParser()
+    server.define_options(server.Config, parser)
+    args = ["server.py", *environment_args(server.Config, environ),
+            *join_option_values(argv, parser)]
+    parser.parse_command_line(args, final=False)
+    return server.Config(**server.values_from(server.Config, parser))
 
 
 def test_defaults_match_the_config_defaults():
     """With no flags and no environment, the options give Config's own defaults, except the
-    data directory: a served process keeps its data in data/ beside server.py."""
-    config = parse([], {})
-    assert config == server.Config(data_dir=os.path.join(server.HERE, "data"))
+    data directory: a served process keeps its data in ./data."""
+    assert parse([], {}) == server.Config(data_dir="data")
 
 
 def test_environment_variable_sets_an_option():
@@ -46,3 +48,18 @@ def test_boolean_flag_and_variable():
     """--xheaders alone turns it on; REALTIME_XHEADERS=false leaves it off."""
     assert parse(["--xheaders"], {}).xheaders is True
     assert parse([], {"REALTIME_XHEADERS": "false"}).xheaders is False
+
+
+def test_an_empty_optional_path_is_none():
+    """No --cookie-secret-file leaves it None, so the data directory's secret is used."""
+    assert parse([], {}).cookie_secret_file is None
+    assert parse(["--cookie-secret-file", "/tmp/s"], {}).cookie_secret_file == "/tmp/s"
+
+
+def test_every_option_has_a_flag_a_variable_and_a_readme_row():
+    """Each Config option is a row of the README table, exactly as generated from Config
+    (run scripts/readme-options after changing an option)."""
+    readme = README.read_text(encoding="utf-8")
+    assert replace_table(readme, markdown_table(server.Config)) == readme
+    for f in option_fields(server.Config):
+        assert f"`--{f.name.replace('_', '-')}`" in readme
