@@ -5,8 +5,8 @@ closers in the order they were registered, all within one time budget, and exits
 with work to finish (a store with pending writes, a broker connection) registers itself
 where ``make_app`` builds it::
 
-    store = VoteStore(config.data_dir)
-    lifecycle.on_shutdown(store.close)   # async def close(self) -> None
+    store = PollStore(os.path.join(config.data_dir, DB_FILENAME))
+    lifecycle.on_shutdown(store.aclose, "poll store")  # async def aclose(self) -> None
 
 A closer that fails is logged with its traceback and the next one still runs; a closer
 still running when the budget is spent is cancelled and logged.

@@ -2,8 +2,18 @@
 
 import asyncio
 import logging
+import os
+import textwrap
+from pathlib import Path
 
+import pytest
+
+import realtime.lifecycle as lifecycle_module
 from realtime.lifecycle import Lifecycle
+from realtime.polls import DB_FILENAME, PollStore
+from server import Config
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 async def test_closers_run_in_registration_order():
@@ -70,3 +80,25 @@ def test_closer_names_are_listed_in_order():
     lifecycle.on_shutdown(flush, name="second flush")
     assert lifecycle.closers == ["test_closer_names_are_listed_in_order.<locals>.flush",
                                  "second flush"]
+
+
+def registration_snippets() -> list[str]:
+    """The code that shows how a part registers its closer: in the README and in the
+    module's docstring."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = readme.index("registers where `make_app` builds it:")
+    block = readme[readme.index("```python\n", start) + len("```python\n"):]
+    docstring = textwrap.dedent(lifecycle_module.__doc__.split("::\n", 1)[1].split("\n\n")[0])
+    return [block[:block.index("```")], docstring]
+
+
+@pytest.mark.parametrize("where", ["README", "docstring"])
+async def test_registration_example_runs(where, tmp_path):
+    """The documented example of registering a closer is real code: it runs as written and
+    its closer runs at shutdown."""
+    snippet = registration_snippets()[["README", "docstring"].index(where)]
+    names = dict(os=os, config=Config(data_dir=str(tmp_path)), lifecycle=Lifecycle(),
+                 PollStore=PollStore, DB_FILENAME=DB_FILENAME)
+    exec(snippet, names)
+    assert await names["lifecycle"].shutdown(5) is True
+    assert names["lifecycle"].closers == ["poll store"]

@@ -141,8 +141,10 @@ async def test_counts_agree_with_ballots(store, path):
     assert ballots == counted == (3,)
 
 
-async def test_memory_store_writes_no_file(tmp_path):
-    """A store without a path keeps everything in memory."""
+async def test_memory_store_writes_no_file(tmp_path, monkeypatch):
+    """A store without a path keeps everything in memory: nothing is written to the working
+    directory, where a relative database file would land."""
+    monkeypatch.chdir(tmp_path)
     store = PollStore(None)
     try:
         await store.vote(DEMO_ID, "1", None)
