@@ -80,7 +80,8 @@ class Config:
     poll_burst: int = 10  # polls one client IP may create at once
     hub: Optional[Hub] = field(default=None, repr=False)  # a ready hub, e.g. a test's
     lifecycle: Optional[Lifecycle] = field(default=None, repr=False)  # a ready one, for tests
-    clock: Optional[Clock] = field(default=None, repr=False)  # rate-limit clock, for tests
+    # Monotonic clock of rate limits and /healthz uptime; None: time.monotonic. For tests.
+    clock: Optional[Clock] = field(default=None, repr=False)
 
 
 COOKIE_SECRET_FILENAME = "cookie_secret"
@@ -113,6 +114,7 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
     config = config or Config()
     hub = config.hub or Hub(max_pending_bytes=config.max_pending_bytes)
     lifecycle = config.lifecycle or Lifecycle()
+    clock = config.clock or time.monotonic
     registry = Registry()
     metrics = ServerMetrics(registry, hub)
     # What every socket route gets; routes with more dependencies pass dict(sockets, ...).
@@ -146,7 +148,8 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
         url(r"/vote/([^/]+)", PollPageHandler, votes, name="vote_poll"),
         url(r"/api/polls", PollsApiHandler, dict(votes, limiter=poll_limiter), name="api_polls"),
         url(r"/api/polls/([^/]+)", PollApiHandler, votes, name="api_poll"),
-        url(r"/healthz", HealthHandler, dict(hub=hub), name="healthz"),
+        url(r"/healthz", HealthHandler, dict(hub=hub, started=clock(), clock=clock),
+            name="healthz"),
         url(r"/metrics", MetricsHandler, dict(registry=registry), name="metrics"),
         url(r"/ws/echo", EchoSocketHandler, sockets, name="ws_echo"),
         url(rf"/ws/chat/({chat.ROOM_PATTERN})", ChatSocketHandler, dict(sockets, rooms=rooms),
