@@ -32,6 +32,7 @@ from handlers.vote import (
 )
 from realtime import chat, limits
 from realtime.closecodes import CloseCode
+from realtime.fdlimit import raise_open_files_limit
 from realtime.hub import DEFAULT_MAX_PENDING_BYTES, Hub
 from realtime.lifecycle import Lifecycle
 from realtime.limits import IPConnections, RateLimit
@@ -284,6 +285,8 @@ async def serve(config: Config, app: Optional[tornado.web.Application] = None) -
     app = app or make_app(config)
     # A database that cannot open stops us here, not at the first vote.
     await app.settings["polls"].start()
+    before, soft, hard = raise_open_files_limit()
+    log.info(logfmt(event="open_files_limit", before=before, soft=soft, hard=hard))
     server = tornado.httpserver.HTTPServer(app, xheaders=config.xheaders)
     server.add_sockets(
         tornado.netutil.bind_sockets(config.port, config.address, backlog=LISTEN_BACKLOG)
