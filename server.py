@@ -70,6 +70,11 @@ class Config:
     max_connections_per_ip: int = limits.DEFAULT_MAX_CONNECTIONS_PER_IP  # 0: no limit
     max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES
     shutdown_timeout: float = 4.0  # seconds from SIGTERM to exit, closers included
+    # HTTP connection hygiene (serve()). Seconds a connection may wait for a request head,
+    # idle keep-alive included (one timer in Tornado); above nginx's upstream keepalive_timeout
+    # (60 s) so the proxy, not us, ends idle upstream connections.
+    idle_connection_timeout: float = 75.0
+    body_timeout: float = 30.0  # seconds to receive a whole request body (ours are small)
     chat_history: int = chat.DEFAULT_HISTORY
     chat_replay: int = chat.DEFAULT_REPLAY
     chat_max_rooms: int = chat.DEFAULT_MAX_ROOMS
@@ -228,6 +233,11 @@ define("max_pending_bytes", default=DEFAULT_MAX_PENDING_BYTES, type=int,
        help="unflushed bytes a WebSocket may have before it is dropped as a slow consumer")
 define("shutdown_timeout", default=4.0, type=float,
        help="seconds from SIGTERM/SIGINT to exit, closing sockets and closers included")
+define("idle_connection_timeout", default=75.0, type=float,
+       help="seconds an HTTP connection may go without a complete request head (idle "
+            "keep-alive or slow headers) before it is closed; WebSockets are not affected")
+define("body_timeout", default=30.0, type=float,
+       help="seconds to receive a whole HTTP request body before the connection is closed")
 define("chat_history", default=chat.DEFAULT_HISTORY, type=int,
        help="chat messages a newcomer is shown")
 define("chat_replay", default=chat.DEFAULT_REPLAY, type=int,
@@ -261,6 +271,8 @@ def config_from_options() -> Config:
         max_connections_per_ip=options.max_connections_per_ip,
         max_pending_bytes=options.max_pending_bytes,
         shutdown_timeout=options.shutdown_timeout,
+        idle_connection_timeout=options.idle_connection_timeout,
+        body_timeout=options.body_timeout,
         chat_history=options.chat_history,
         chat_replay=options.chat_replay,
         chat_max_rooms=options.chat_max_rooms,
@@ -287,7 +299,11 @@ async def serve(config: Config, app: Optional[tornado.web.Application] = None) -
     await app.settings["polls"].start()
     before, soft, hard = raise_open_files_limit()
     log.info(logfmt(event="open_files_limit", before=before, soft=soft, hard=hard))
-    server = tornado.httpserver.HTTPServer(app, xheaders=config.xheaders)
+    server = tornado.httpserver.HTTPServer(
+        app, xheaders=config.xheaders,
+        idle_connection_timeout=config.idle_connection_timeout,
+        body_timeout=config.body_timeout,
+    )
     server.add_sockets(
         tornado.netutil.bind_sockets(config.port, config.address, backlog=LISTEN_BACKLOG)
     )
