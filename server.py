@@ -31,6 +31,7 @@ from handlers.vote import (
     PollApiHandler, PollPageHandler, PollsApiHandler, VotePageHandler, VoteSocketHandler,
 )
 from realtime import chat, limits
+from realtime.accept import HTTPServer as AcceptingHTTPServer
 from realtime.closecodes import CloseCode
 from realtime.fdlimit import raise_open_files_limit
 from realtime.hub import DEFAULT_MAX_PENDING_BYTES, Hub
@@ -299,7 +300,9 @@ async def serve(config: Config, app: Optional[tornado.web.Application] = None) -
     await app.settings["polls"].start()
     before, soft, hard = raise_open_files_limit()
     log.info(logfmt(event="open_files_limit", before=before, soft=soft, hard=hard))
-    server = tornado.httpserver.HTTPServer(
+    # Tornado's HTTPServer with an accept loop that pauses, instead of spinning, when the
+    # process runs out of descriptors (realtime/accept.py).
+    server = AcceptingHTTPServer(
         app, xheaders=config.xheaders,
         idle_connection_timeout=config.idle_connection_timeout,
         body_timeout=config.body_timeout,
