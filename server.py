@@ -31,7 +31,9 @@ from handlers.vote import (
     PollApiHandler, PollPageHandler, PollsApiHandler, VotePageHandler, VoteSocketHandler,
 )
 from realtime import chat, limits
+from realtime.accept import HTTPServer as AcceptingHTTPServer
 from realtime.closecodes import CloseCode
+from realtime.fdlimit import raise_open_files_limit
 from realtime.hub import DEFAULT_MAX_PENDING_BYTES, Hub
 from realtime.lifecycle import Lifecycle
 from realtime.limits import IPConnections, RateLimit
@@ -132,11 +134,20 @@ class Config:
     shutdown_timeout: float = option(
         4.0, "seconds from SIGTERM/SIGINT to exit, closing sockets and shutdown closers "
         "included")
+    # HTTP connection hygiene (serve()): Tornado has one timer for an idle keep-alive
+    # connection and a slow request head; above nginx's upstream keepalive_timeout (60 s) so
+    # the proxy, not us, ends idle upstream connections.
+    idle_connection_timeout: float = option(
+        75.0, "seconds an HTTP connection may go without a complete request head (idle "
+        "keep-alive or slow headers) before it is closed; WebSockets are not affected")
+    body_timeout: float = option(
+        30.0, "seconds to receive a whole HTTP request body before the connection is closed")
     # Not options: objects and secrets handed in by code (tests, embedders).
     cookie_secret: Optional[str] = field(default=None, repr=False)  # None: see data_dir
     hub: Optional[Hub] = field(default=None, repr=False)  # a ready hub, e.g. a test's
     lifecycle: Optional[Lifecycle] = field(default=None, repr=False)  # a ready one, for tests
-    clock: Optional[Clock] = field(default=None, repr=False)  # rate-limit clock, for tests
+    # Monotonic clock of rate limits and /healthz uptime; None: time.monotonic. For tests.
+    clock: Optional[Clock] = field(default=None, repr=False)
 
 
 COOKIE_SECRET_FILENAME = "cookie_secret"
@@ -169,6 +180,7 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
     config = config or Config()
     hub = config.hub or Hub(max_pending_bytes=config.max_pending_bytes)
     lifecycle = config.lifecycle or Lifecycle()
+    clock = config.clock or time.monotonic
     metrics = ServerMetrics(hub=hub)
     # What every socket route gets; routes with more dependencies pass dict(sockets, ...).
     sockets = dict(
@@ -203,7 +215,8 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
         url(r"/vote/([^/]+)", PollPageHandler, votes, name="vote_poll"),
         url(r"/api/polls", PollsApiHandler, dict(votes, limiter=poll_limiter), name="api_polls"),
         url(r"/api/polls/([^/]+)", PollApiHandler, votes, name="api_poll"),
-        url(r"/healthz", HealthHandler, dict(hub=hub), name="healthz"),
+        url(r"/healthz", HealthHandler, dict(hub=hub, started=clock(), clock=clock),
+            name="healthz"),
         url(r"/metrics", MetricsHandler, dict(registry=metrics.registry), name="metrics"),
         url(r"/ws/echo", EchoSocketHandler, sockets, name="ws_echo"),
         url(rf"/ws/chat/({chat.ROOM_PATTERN})", ChatSocketHandler, dict(sockets, rooms=rooms),
@@ -276,7 +289,15 @@ async def serve(config: Config, app: Optional[tornado.web.Application] = None) -
     app = app or make_app(config)
     # A database that cannot open stops us here, not at the first vote.
     await app.settings["polls"].start()
-    server = tornado.httpserver.HTTPServer(app, xheaders=config.xheaders)
+    before, soft, hard = raise_open_files_limit()
+    log.info(logfmt(event="open_files_limit", before=before, soft=soft, hard=hard))
+    # Tornado's HTTPServer with an accept loop that pauses, instead of spinning, when the
+    # process runs out of descriptors (realtime/accept.py).
+    server = AcceptingHTTPServer(
+        app, xheaders=config.xheaders,
+        idle_connection_timeout=config.idle_connection_timeout,
+        body_timeout=config.body_timeout,
+    )
     server.add_sockets(
         tornado.netutil.bind_sockets(config.port, config.address, backlog=LISTEN_BACKLOG)
     )

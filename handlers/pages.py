@@ -1,7 +1,7 @@
 """Page handlers: the HTML demo pages, the health check, the metrics and the error pages."""
 
 import time
-from typing import Any, Optional
+from typing import Any, Callable
 
 import tornado.web
 
@@ -58,9 +58,14 @@ class NotFoundPageHandler(BaseHandler):
 class HealthHandler(BaseHandler):
     """``GET /healthz``: 200 with a small JSON status while the server can serve."""
 
-    def initialize(self, hub: Hub, started: Optional[float] = None) -> None:
+    def initialize(
+        self, hub: Hub, started: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        """``started`` is ``clock()`` when the application was built: ``initialize`` runs
+        once per request, so a start time taken here would always be a moment ago."""
         self.hub = hub
-        self.started = started if started is not None else time.time()
+        self.started = started
+        self.clock = clock
 
     def get(self) -> None:
         broker_ok = self.hub.broker.healthy()
@@ -70,7 +75,7 @@ class HealthHandler(BaseHandler):
             "status": "ok" if broker_ok else "degraded",
             "broker": {"name": self.hub.broker.name, "ok": broker_ok},
             "connections": len(self.hub.connections),
-            "uptime_s": round(time.time() - self.started, 1),
+            "uptime_s": round(self.clock() - self.started, 1),
         })
 
 

@@ -4,6 +4,9 @@ import json
 import re
 
 import pytest
+from tornado.httpclient import AsyncHTTPClient
+
+from server import Config, make_app
 
 PAGES = ["/", "/echo", "/chat", "/vote", "/vote/demo"]
 
@@ -55,12 +58,29 @@ async def test_pages_have_no_inline_script(http_server_client):
 
 
 async def test_healthz_answers_json(http_server_client):
-    """/healthz answers 200 with status ok and the broker's state."""
+    """/healthz answers 200 with every field the README shows, each of its type."""
     response = await http_server_client.fetch("/healthz")
     assert response.code == 200
     body = json.loads(response.body)
+    assert set(body) == {"status", "broker", "connections", "uptime_s"}
     assert body["status"] == "ok"
     assert body["broker"] == {"name": "local", "ok": True}
+    assert body["connections"] == 0
+    assert isinstance(body["uptime_s"], float) and body["uptime_s"] >= 0
+
+
+async def test_healthz_uptime_counts_from_the_start_of_the_application(start_server, tmp_path):
+    """uptime_s is the time since the application was built, not since the request began."""
+    now = [1_000.0]
+    app = make_app(Config(data_dir=str(tmp_path / "data"), clock=lambda: now[0]))
+    try:
+        port = start_server(app)
+        url = f"http://127.0.0.1:{port}/healthz"
+        assert json.loads((await AsyncHTTPClient().fetch(url)).body)["uptime_s"] == 0.0
+        now[0] += 42.0
+        assert json.loads((await AsyncHTTPClient().fetch(url)).body)["uptime_s"] == 42.0
+    finally:
+        app.settings["polls"].close()
 
 
 async def test_unknown_path_is_a_404_page(http_server_client):
