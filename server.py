@@ -72,6 +72,8 @@ class Config:
     chat_history: int = chat.DEFAULT_HISTORY
     chat_replay: int = chat.DEFAULT_REPLAY
     chat_max_rooms: int = chat.DEFAULT_MAX_ROOMS
+    chat_room_history_bytes: int = chat.DEFAULT_ROOM_HISTORY_BYTES  # per room, as JSON
+    chat_history_bytes: int = chat.DEFAULT_HISTORY_BYTES  # every room together, as JSON
     # Where the poll database and the generated cookie secret live; None keeps polls in
     # memory and draws a new cookie secret (tests, throwaway servers). main() always sets it.
     data_dir: Optional[str] = None
@@ -124,7 +126,13 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
         ip_connections=IPConnections(config.max_connections_per_ip),
         metrics=metrics,
     )
-    rooms = chat.Rooms(config.chat_history, config.chat_replay, config.chat_max_rooms)
+    rooms = chat.Rooms(
+        config.chat_history, config.chat_replay, config.chat_max_rooms,
+        room_history_bytes=config.chat_room_history_bytes,
+        history_bytes=config.chat_history_bytes,
+        # A welcome must never be what gets a reader dropped as a slow consumer.
+        welcome_bytes=min(config.chat_room_history_bytes, config.max_pending_bytes // 2),
+    )
     cookie_secret = config.cookie_secret
     db_path = None
     if config.data_dir is not None:
@@ -230,6 +238,10 @@ define("chat_replay", default=chat.DEFAULT_REPLAY, type=int,
        help="chat messages each room keeps for clients that reconnect with ?since=")
 define("chat_max_rooms", default=chat.DEFAULT_MAX_ROOMS, type=int,
        help="chat rooms held at once; idle empty rooms are forgotten first past it")
+define("chat_room_history_bytes", default=chat.DEFAULT_ROOM_HISTORY_BYTES, type=int,
+       help="bytes of chat messages (as JSON) each room keeps; also the most a welcome holds")
+define("chat_history_bytes", default=chat.DEFAULT_HISTORY_BYTES, type=int,
+       help="bytes of chat messages (as JSON) all rooms together keep; the oldest go first")
 define("data_dir", default=os.path.join(HERE, "data"),
        help="directory of the poll database and the generated cookie secret")
 define("cookie_secret_file", default="",
@@ -260,6 +272,8 @@ def config_from_options() -> Config:
         chat_history=options.chat_history,
         chat_replay=options.chat_replay,
         chat_max_rooms=options.chat_max_rooms,
+        chat_room_history_bytes=options.chat_room_history_bytes,
+        chat_history_bytes=options.chat_history_bytes,
         data_dir=options.data_dir,
         cookie_secret=(
             load_cookie_secret(options.cookie_secret_file) if options.cookie_secret_file else None
