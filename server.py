@@ -241,7 +241,7 @@ define("chat_max_rooms", default=chat.DEFAULT_MAX_ROOMS, type=int,
 define("chat_room_history_bytes", default=chat.DEFAULT_ROOM_HISTORY_BYTES, type=int,
        help="bytes of chat messages (as JSON) each room keeps; also the most a welcome holds")
 define("chat_history_bytes", default=chat.DEFAULT_HISTORY_BYTES, type=int,
-       help="bytes of chat messages (as JSON) all rooms together keep; the oldest go first")
+       help="bytes of chat messages (as JSON, +512 each) all rooms keep; the oldest go first")
 define("data_dir", default=os.path.join(HERE, "data"),
        help="directory of the poll database and the generated cookie secret")
 define("cookie_secret_file", default="",

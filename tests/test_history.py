@@ -46,7 +46,7 @@ def test_entry_larger_than_the_bound_is_not_held():
 
 def test_budget_drops_the_oldest_entry_of_any_history():
     """Over the shared budget, the entry stored first goes, whichever history holds it."""
-    budget = Budget(max_bytes=300)
+    budget = Budget(max_bytes=300, entry_overhead=0)
     quiet = History(max_count=100, max_bytes=1000, budget=budget)
     busy = History(max_count=100, max_bytes=1000, budget=budget)
     quiet.append(Item("q0", 100))
@@ -58,11 +58,11 @@ def test_budget_drops_the_oldest_entry_of_any_history():
 
 def test_budget_counts_only_what_is_held():
     """Entries a history drops by its own bounds give their bytes back to the budget."""
-    budget = Budget(max_bytes=10_000)
+    budget = Budget(max_bytes=10_000, entry_overhead=10)
     history = History(max_count=2, max_bytes=10_000, budget=budget)
     for n in range(10):
         history.append(Item(str(n), 100))
-    assert budget.bytes == 200
+    assert budget.bytes == 2 * (100 + 10)
 
 
 def test_budget_queue_stays_bounded_when_histories_drop_their_own():
@@ -76,7 +76,7 @@ def test_budget_queue_stays_bounded_when_histories_drop_their_own():
 
 def test_clear_gives_every_byte_back():
     """Clearing a history frees its bytes in the budget."""
-    budget = Budget(max_bytes=1000)
+    budget = Budget(max_bytes=10_000)
     history = History(max_count=10, max_bytes=1000, budget=budget)
     for n in range(3):
         history.append(Item(str(n), 100))
