@@ -118,6 +118,14 @@ class Config:
     chat_max_rooms: int = option(
         chat.DEFAULT_MAX_ROOMS, "chat rooms held at once; past it, idle empty rooms (and "
         "their history) are forgotten first")
+    chat_room_history_bytes: int = option(
+        chat.DEFAULT_ROOM_HISTORY_BYTES, "bytes of messages, measured as JSON, one chat room "
+        "keeps; also the most a welcome's history holds (and at most half of "
+        "`--max-pending-bytes`)")
+    chat_history_bytes: int = option(
+        chat.DEFAULT_HISTORY_BYTES, "bytes of messages all chat rooms keep together, each "
+        "message counting its JSON size plus 512 for its bookkeeping; past it the oldest "
+        "message of any room goes first")
     # Where the poll database and the generated cookie secret live; None keeps polls in
     # memory and draws a new cookie secret (tests, throwaway servers).
     data_dir: Optional[str] = option(
@@ -191,7 +199,13 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
         ip_connections=IPConnections(config.max_connections_per_ip),
         metrics=metrics,
     )
-    rooms = chat.Rooms(config.chat_history, config.chat_replay, config.chat_max_rooms)
+    rooms = chat.Rooms(
+        config.chat_history, config.chat_replay, config.chat_max_rooms,
+        room_history_bytes=config.chat_room_history_bytes,
+        history_bytes=config.chat_history_bytes,
+        # A welcome must never be what gets a reader dropped as a slow consumer.
+        welcome_bytes=min(config.chat_room_history_bytes, config.max_pending_bytes // 2),
+    )
     cookie_secret = config.cookie_secret
     if cookie_secret is None and config.cookie_secret_file:
         cookie_secret = load_cookie_secret(config.cookie_secret_file)

@@ -9,19 +9,28 @@ room's sequence starts at the current time in microseconds, so a room created af
 restart never reuses an id handed out before it, and an old ``since`` is recognised as
 belonging to an earlier run.
 
-Cookies: a nickname is held by the browser that took it, known by its chat cookie, or by the
-one connection that took it when it sent no cookie. Connections with the same cookie share a
-nickname (two tabs, or a reconnect while the old socket has not timed out yet); anyone else
-gets ``nick_taken``.
+Holders: a nickname is held by the browser that took it, known by its chat cookie, or by the
+one connection that took it when it sent no cookie (known by a serial number the room gives
+each connection). Connections with the same cookie share a nickname (two tabs, or a
+reconnect while the old socket has not timed out yet); anyone else gets ``nick_taken``. A
+private message is kept for the holders of its two nicknames when it was sent, so it is
+replayed to that browser, or to that one connection, and never to whoever takes the
+nickname later.
+
+History is bounded by count and by bytes, per room and across rooms (``realtime.history``);
+a welcome's history is bounded by bytes too, so it always fits what the hub lets a
+connection have unflushed. Empty rooms whose history is gone are forgotten at once.
 """
 
+import itertools
 import time
 import unicodedata
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Optional
+from typing import Any, Callable, Hashable, Optional, Union
 
-from realtime.messages import ClientError, Message
+from realtime.history import Budget, History
+from realtime.messages import ClientError, Message, encode
 
 ROOM_PATTERN = r"[A-Za-z0-9_-]{1,64}"
 MAX_NICK_LENGTH = 32
@@ -29,8 +38,13 @@ MAX_TEXT_LENGTH = 4000
 DEFAULT_HISTORY = 50  # messages in a welcome without ``since``
 DEFAULT_REPLAY = 1000  # messages a room keeps for reconnecting clients
 DEFAULT_MAX_ROOMS = 1000  # rooms held at once; the idle, empty ones are forgotten first
+DEFAULT_ROOM_HISTORY_BYTES = 256 * 1024  # bytes of messages (as JSON) one room keeps
+DEFAULT_HISTORY_BYTES = 64 * 1024 * 1024  # bytes of messages every room together keeps
 
 Cookie = str  # a browser's chat cookie
+# Who holds a nickname: a browser's cookie (str), or for a connection without one the serial
+# number its room gave it (int), which no cookie can equal.
+Holder = Union[Cookie, int]
 Connection = Hashable
 
 
@@ -83,7 +97,7 @@ class Member:
     """A nickname in a room and the connections that speak under it."""
 
     nick: str
-    cookie: Optional[Cookie]  # of the browser holding it; None: held by one connection
+    holder: Holder  # the browser's cookie, or the serial of the one connection holding it
     connections: set[Connection] = field(default_factory=set)
 
 
@@ -97,27 +111,31 @@ class Joined:
     left: Optional[str]
 
 
-@dataclass
+@dataclass(eq=False)
 class Stored:
-    """A message as kept for history: its frame, and for a private one who may see it."""
+    """A message as kept for history: its frame, its size, and for a private one who may
+    see it."""
 
     frame: Message
-    # nick key -> the cookie holding that nick when sent; None for a public message.
-    parties: Optional[dict[str, Optional[Cookie]]] = None
+    # nick key -> the holder of that nick when sent; None for a public message.
+    parties: Optional[dict[str, Holder]] = None
+    size: int = 0  # bytes of the frame as JSON (UTF-8); measured on creation
+    held: bool = False  # whether the room's history still holds it
+
+    def __post_init__(self) -> None:
+        self.size = len(encode(self.frame).encode("utf-8"))
 
     @property
     def id(self) -> int:
         return int(self.frame["id"])
 
-    def visible_to(self, key: Optional[str], cookie: Optional[Cookie]) -> bool:
-        """Public messages are for everyone; a private one for its two nicks, and only for
-        the browser that held the nick then (when it had a chat cookie)."""
+    def visible_to(self, key: Optional[str], holder: Optional[Holder]) -> bool:
+        """Public messages are for everyone; a private one only for a connection holding one
+        of its two nicknames for the holder that held it when it was sent: the same browser
+        (cookie), or the very same connection (no cookie)."""
         if self.parties is None:
             return True
-        if key is None or key not in self.parties:
-            return False
-        held_by = self.parties[key]
-        return held_by is None or held_by == cookie
+        return key is not None and holder is not None and self.parties.get(key) == holder
 
 
 class Room:
@@ -129,23 +147,57 @@ class Room:
         history: int = DEFAULT_HISTORY,
         replay: int = DEFAULT_REPLAY,
         clock: Callable[[], float] = time.time,
+        history_bytes: int = DEFAULT_ROOM_HISTORY_BYTES,
+        welcome_bytes: Optional[int] = None,
+        budget: Optional[Budget] = None,
+        first_id: int = 0,
+        on_idle: Optional[Callable[["Room"], None]] = None,
     ) -> None:
+        """Args:
+            history: messages in a welcome without ``since``.
+            replay: messages the room keeps for replay.
+            history_bytes: bytes of messages (as JSON) the room keeps.
+            welcome_bytes: bytes of messages a welcome holds at most; default
+                ``history_bytes``.
+            budget: the byte bound shared with every other room, if any.
+            first_id: the lowest id to hand out (above any a forgotten room of this name
+                gave); the clock in microseconds, if higher, wins.
+            on_idle: called when the room has no connection and no message left.
+        """
         self.name = name
         self.history_size = history
+        self.welcome_bytes = history_bytes if welcome_bytes is None else welcome_bytes
         self._clock = clock
-        self._next_id = int(clock() * 1_000_000)
-        self._messages: deque[Stored] = deque(maxlen=max(replay, history))
+        self._on_idle = on_idle
+        self._next_id = max(int(clock() * 1_000_000), first_id)
+        # The newest id no longer held (dropped, or never held); a since below it missed
+        # something. Ids before the room's first are from a forgotten room or an earlier run.
+        self._lost_through = self._next_id - 1
+        self._messages: History[Stored] = History(
+            max(replay, history), history_bytes, budget, on_drop=self._dropped
+        )
         self._members: dict[str, Member] = {}  # nick key -> member
         self._nick_of: dict[Connection, str] = {}  # connection -> nick key
-        self._cookie_of: dict[Connection, Optional[Cookie]] = {}  # connection -> its chat cookie
+        self._holder_of: dict[Connection, Holder] = {}  # connection -> its cookie or serial
         self._connections: set[Connection] = set()
+        self._serials = itertools.count(1)  # for connections without a cookie
+
+    @property
+    def next_id(self) -> int:
+        """The id the next message will take."""
+        return self._next_id
+
+    @property
+    def history_bytes(self) -> int:
+        """Bytes of the messages the room holds now."""
+        return self._messages.bytes
 
     # Who is here.
 
     def enter(self, connection: Connection, cookie: Optional[Cookie]) -> None:
         """A connection opened on this room (anonymous until it joins)."""
         self._connections.add(connection)
-        self._cookie_of[connection] = cookie
+        self._holder_of[connection] = cookie if cookie is not None else next(self._serials)
 
     def join(self, connection: Connection, raw_nick: Any) -> "Joined":
         """Give ``connection`` a nickname; one that had another leaves the old one.
@@ -158,14 +210,18 @@ class Room:
         member = self._members.get(key)
         if member is not None and self._nick_of.get(connection) == key:
             return Joined(member.nick, gained=False, left=None)
-        cookie = self._cookie_of.get(connection)
-        if member is not None and (cookie is None or cookie != member.cookie):
+        holder = self._holder_of.get(connection)
+        if holder is None:
+            holder = self._holder_of[connection] = next(self._serials)  # join before enter
+        # Another connection with the same cookie may share the nickname; a serial is one
+        # connection's own, so a cookie-less holder never shares.
+        if member is not None and holder != member.holder:
             raise ClientError("nick_taken", f"The nickname {nick} is taken in this room.")
         left = self.leave(connection)
         self._connections.add(connection)
         gained = member is None
         if member is None:
-            member = self._members[key] = Member(nick, cookie)
+            member = self._members[key] = Member(nick, holder)
         member.connections.add(connection)
         self._nick_of[connection] = key
         return Joined(member.nick, gained, left)
@@ -185,9 +241,11 @@ class Room:
         return member.nick
 
     def close(self, connection: Connection) -> Optional[str]:
-        """A connection closed: it leaves, and its cookie is forgotten."""
+        """A connection closed: it leaves, and its cookie is forgotten. The last one to
+        close a room without messages makes it idle."""
         left = self.leave(connection)
-        self._cookie_of.pop(connection, None)
+        self._holder_of.pop(connection, None)
+        self._check_idle()
         return left
 
     def nick(self, connection: Connection) -> Optional[str]:
@@ -244,9 +302,21 @@ class Room:
             )
         sender = self._members[sender_key]
         frame = self._frame("private", sender.nick, text, to=recipient.nick)
-        parties = {sender_key: sender.cookie, nick_key(recipient.nick): recipient.cookie}
+        parties = {sender_key: sender.holder, nick_key(recipient.nick): recipient.holder}
         self._messages.append(Stored(frame, parties))
         return frame, recipient
+
+    def forget_history(self) -> None:
+        """Drop every message (the room is being forgotten), freeing the shared budget."""
+        self._messages.clear()
+
+    def _dropped(self, message: Stored) -> None:
+        self._lost_through = max(self._lost_through, message.id)
+        self._check_idle()
+
+    def _check_idle(self) -> None:
+        if self._on_idle is not None and not self._connections and not self._messages:
+            self._on_idle(self)
 
     def _frame(self, kind: str, sender: Optional[str], text: str, **extra: Any) -> Message:
         frame: Message = {"type": kind, "id": self._next_id, "room": self.name, "from": sender}
@@ -264,51 +334,108 @@ class Room:
         """What a (re)connecting client should be shown, oldest first, and ``recovered``.
 
         Without ``since``: the newest messages it may see (up to the history size) and None.
-        With ``since``: every message after it and True if the room still holds all of them;
-        else the newest messages and False (too old, or from before a restart).
+        With ``since``: every message after it that it may see, and True, if the room still
+        holds all of them and they fit in ``welcome_bytes``; else the newest messages and
+        False (too old, cut by a bound, or from before a restart). Either way the messages,
+        as JSON, take at most ``welcome_bytes`` (the oldest are left out).
         """
         key = self._nick_of.get(connection)
-        cookie = self._cookie_of.get(connection)
-        visible = [m.frame for m in self._messages if m.visible_to(key, cookie)]
-        if since is None:
-            return visible[-self.history_size:], None
-        first_held = self._messages[0].id if self._messages else self._next_id
-        if first_held - 1 <= since < self._next_id:
-            return [frame for frame in visible if frame["id"] > since], True
-        return visible[-self.history_size:], False
+        holder = self._holder_of.get(connection)
+        visible = [m for m in self._messages if m.visible_to(key, holder)]
+        if since is not None:
+            if self._lost_through <= since < self._next_id:
+                missed = [m for m in visible if m.id > since]
+                fitting = self._newest_fitting(missed, len(missed))
+                if len(fitting) == len(missed):
+                    return fitting, True
+        newest = self._newest_fitting(visible, self.history_size)
+        return newest, None if since is None else False
+
+    def _newest_fitting(self, messages: list[Stored], count: int) -> list[Message]:
+        """The frames of the newest ``count`` messages that fit in ``welcome_bytes``
+        (a comma between two), oldest first."""
+        taken: list[Message] = []
+        room_left = self.welcome_bytes
+        for message in reversed(messages[-count:] if count > 0 else []):
+            room_left -= message.size + 1
+            if room_left < 0:
+                break
+            taken.append(message.frame)
+        taken.reverse()
+        return taken
 
 
 class Rooms:
-    """Every room of the process, created on first use; idle empty rooms are forgotten
-    first once more than ``max_rooms`` exist, so memory stays bounded."""
+    """Every room of the process, created on first use, sharing one history byte budget.
+
+    A room with no connection and no message left is forgotten at once; past
+    ``max_rooms``, empty rooms are forgotten least recently used first, history and all.
+    A room created again under a forgotten one's name starts its ids above the ones that
+    room handed out, so a client's ``since`` is never mistaken for the new room's.
+
+    Args:
+        history, replay: messages in a welcome, and kept per room for replay.
+        max_rooms: rooms held at once (more only while every room has a connection).
+        room_history_bytes: bytes of messages (as JSON) one room keeps.
+        history_bytes: bytes of messages every room together keeps; past it the oldest
+            message of any room goes first.
+        welcome_bytes: bytes of messages one welcome holds at most; default
+            ``room_history_bytes``.
+        clock: the rooms' clock, for tests.
+    """
 
     def __init__(
         self,
         history: int = DEFAULT_HISTORY,
         replay: int = DEFAULT_REPLAY,
         max_rooms: int = DEFAULT_MAX_ROOMS,
+        room_history_bytes: int = DEFAULT_ROOM_HISTORY_BYTES,
+        history_bytes: int = DEFAULT_HISTORY_BYTES,
+        welcome_bytes: Optional[int] = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.history = history
         self.replay = replay
         self.max_rooms = max_rooms
+        self.room_history_bytes = room_history_bytes
+        self.welcome_bytes = welcome_bytes
+        self.budget = Budget(history_bytes)
+        self._clock = clock
         self._rooms: OrderedDict[str, Room] = OrderedDict()  # least recently used first
+        self._id_floor = 0  # above every id a forgotten room handed out
 
     def get(self, name: str) -> Room:
         """The room called ``name``, created if new."""
         room = self._rooms.get(name)
         if room is None:
-            room = self._rooms[name] = Room(name, self.history, self.replay)
-            self._evict()
+            room = Room(
+                name, self.history, self.replay, self._clock, history_bytes=self.room_history_bytes,
+                welcome_bytes=self.welcome_bytes, budget=self.budget, first_id=self._id_floor,
+                on_idle=self._forget,
+            )
+            self._evict()  # before adding: the new room is not one to forget
+            self._rooms[name] = room
         self._rooms.move_to_end(name)
         return room
 
     def __len__(self) -> int:
         return len(self._rooms)
 
+    def __contains__(self, name: object) -> bool:
+        return name in self._rooms
+
+    def _forget(self, room: Room) -> None:
+        if self._rooms.get(room.name) is not room:
+            return  # already forgotten
+        del self._rooms[room.name]
+        self._id_floor = max(self._id_floor, room.next_id)
+        room.forget_history()
+
     def _evict(self) -> None:
-        if len(self._rooms) <= self.max_rooms:
+        # Called with one room about to be added: make space for it if an empty room can go.
+        if len(self._rooms) < self.max_rooms:
             return
-        for name in [n for n, room in self._rooms.items() if room.empty]:
-            del self._rooms[name]
-            if len(self._rooms) <= self.max_rooms:
-                return
+        # The least recently used empty room; none: every room is in use, so go over.
+        victim = next((room for room in self._rooms.values() if room.empty), None)
+        if victim is not None:
+            self._forget(victim)

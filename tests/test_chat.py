@@ -6,9 +6,10 @@ from urllib.parse import quote
 import pytest
 from tornado.httpclient import HTTPClientError
 
+from realtime import chat
 from realtime.hub import Hub
 from server import Config, make_app
-from tests.support import receive_json, receive_type, send_json
+from tests.support import receive, receive_json, receive_type, send_json
 
 
 async def join_room(ws_connect, room="lobby", nick=None, since=None, cookie=None):
@@ -350,3 +351,55 @@ async def test_lone_surrogate_in_text_is_refused(ws_connect):
     assert (await receive_json(sender))["code"] == "bad_message"
     await say(sender, "good text")
     assert (await receive_json(listener))["text"] == "good text"
+
+
+# One message as heavy as the wire allows: 4,000 control characters, each escaped to six
+# bytes of JSON ("\u0001"), about 24 KB a frame.
+HEAVY = "\x01" * 4000
+
+
+async def test_heavy_history_gives_a_welcome_within_the_room_bound(ws_connect):
+    """After 50 messages of 4,000 control characters a newcomer gets a welcome of at most
+    --chat-room-history-bytes and stays connected."""
+    writer, _ = await join_room(ws_connect)
+    for _ in range(50):
+        await say(writer, HEAVY)
+        await receive_type(writer, "message")
+    newcomer = await ws_connect("/ws/chat/lobby")
+    raw = await receive(newcomer)
+    assert len(raw.encode("utf-8")) <= chat.DEFAULT_ROOM_HISTORY_BYTES
+    assert json.loads(raw)["history"][-1]["text"] == HEAVY
+    await say(newcomer, "still here")
+    assert (await receive_type(newcomer, "message"))["text"] == "still here"
+
+
+async def test_replay_past_the_room_bound_is_not_recovered(ws_connect):
+    """A since older than what the byte bound kept gets recovered false, within the bound."""
+    reader, _ = await join_room(ws_connect)
+    writer, _ = await join_room(ws_connect)
+    await say(writer, "seen")
+    last_seen = (await receive_type(reader, "message"))["id"]
+    reader.close()
+    for _ in range(20):  # ~480 KB: more than the room keeps
+        await say(writer, HEAVY)
+    for _ in range(21):
+        await receive_type(writer, "message")
+    conn = await ws_connect(f"/ws/chat/lobby?since={last_seen}")
+    raw = await receive(conn)
+    welcome = json.loads(raw)
+    assert welcome["recovered"] is False
+    assert len(raw.encode("utf-8")) <= chat.DEFAULT_ROOM_HISTORY_BYTES
+
+
+async def test_private_history_of_a_cookieless_nick_does_not_pass_to_its_next_holder(ws_connect):
+    """Bob whispers to cookie-less alice; alice leaves; eve taking ?nick=alice never sees it."""
+    watcher, _ = await join_room(ws_connect)
+    alice, _ = await join_room(ws_connect, nick="alice")
+    bob, _ = await join_room(ws_connect, nick="bob")
+    await say(bob, "the secret", to="alice")
+    await receive_type(alice, "private")
+    alice.close()
+    await receive_type(watcher, "left")
+    _, welcome = await join_room(ws_connect, nick="alice")
+    assert welcome["nick"] == "alice"
+    assert "the secret" not in json.dumps(welcome)

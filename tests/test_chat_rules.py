@@ -1,9 +1,11 @@
 """Chat rules without a server: nicknames, text, ids, history and replay."""
 
+import tracemalloc
+
 import pytest
 
 from realtime.chat import Room, Rooms, check_text, nick_key, normalize_nick
-from realtime.messages import ClientError
+from realtime.messages import ClientError, encode
 
 
 def code_of(call, *args):
@@ -165,3 +167,177 @@ def test_rooms_forget_idle_empty_rooms_past_the_limit():
     for n in range(100):
         rooms.get(f"room{n}")
     assert len(rooms) <= 10
+
+
+# About 24 KB as a JSON frame: every control character is escaped to six bytes.
+HEAVY = "\x01" * 4000
+
+
+def frame_bytes(frames):
+    """Bytes the frames take inside a welcome's history list."""
+    return sum(len(encode(frame).encode("utf-8")) + 1 for frame in frames)
+
+
+def speaker_in(room, cookie=None):
+    """A new connection entered in ``room``."""
+    connection = object()
+    room.enter(connection, cookie)
+    return connection
+
+
+def test_room_keeps_at_most_its_history_bytes():
+    """A room keeps only the newest messages that fit its byte bound, whatever their count."""
+    room = Room("lobby", replay=1000, history_bytes=100_000)
+    speaker = speaker_in(room)
+    for _ in range(50):
+        room.say(speaker, HEAVY)
+    assert 75_000 < room.history_bytes <= 100_000
+
+
+def test_welcome_history_fits_the_welcome_bytes():
+    """A newcomer's history is the newest messages that fit in welcome_bytes."""
+    room = Room("lobby", history=50, welcome_bytes=60_000)
+    speaker = speaker_in(room)
+    last = [room.say(speaker, HEAVY) for _ in range(10)][-1]
+    history, _ = room.history(speaker_in(room))
+    assert history[-1] == last and len(history) == 2 and frame_bytes(history) <= 60_000
+
+
+def test_replay_cut_by_the_welcome_bytes_is_not_recovered():
+    """When everything after since is held but too big for a welcome: newest, recovered false."""
+    room = Room("lobby", history=50, welcome_bytes=60_000)
+    speaker = speaker_in(room)
+    since = room.say(speaker, "seen")["id"]
+    for _ in range(5):
+        room.say(speaker, HEAVY)
+    history, recovered = room.history(speaker_in(room), since)
+    assert recovered is False and len(history) == 2
+
+
+def test_replay_after_a_message_too_big_to_keep_is_not_recovered():
+    """A message larger than the room's bound is never held, so a since before it is not
+    recovered even though older messages are held."""
+    room = Room("lobby", history_bytes=10_000)
+    speaker = speaker_in(room)
+    since = room.say(speaker, "seen")["id"]
+    room.say(speaker, HEAVY)
+    room.say(speaker, "after")
+    history, recovered = room.history(speaker_in(room), since)
+    assert recovered is False and [m["text"] for m in history] == ["seen", "after"]
+
+
+def test_replay_counts_only_what_the_connection_may_see():
+    """A replay holding every message after since that the connection may see is recovered."""
+    room = Room("lobby")
+    alice, bob, carol = speaker_in(room), speaker_in(room), speaker_in(room)
+    for conn, nick in [(alice, "alice"), (bob, "bob"), (carol, "carol")]:
+        room.join(conn, nick)
+    since = room.say(alice, "seen")["id"]
+    room.whisper(alice, "bob", "secret")
+    room.say(alice, "public")
+    history, recovered = room.history(carol, since)
+    assert recovered is True and [m["text"] for m in history] == ["public"]
+
+
+def test_rooms_share_one_byte_budget_oldest_first():
+    """Across rooms, past history_bytes the oldest messages of any room go first."""
+    rooms = Rooms(room_history_bytes=10**6, history_bytes=120_000)
+    quiet, busy = rooms.get("quiet"), rooms.get("busy")
+    first = quiet.say(speaker_in(quiet), "first")
+    writer = speaker_in(busy)
+    for _ in range(10):
+        busy.say(writer, HEAVY)
+    assert rooms.budget.bytes <= 120_000
+    assert first not in quiet.history(speaker_in(quiet))[0]
+    assert len(busy.history(speaker_in(busy))[0]) == 4
+
+
+def test_empty_room_without_messages_is_forgotten_when_its_last_connection_closes():
+    """A room nobody is in and with no history goes at once."""
+    rooms = Rooms()
+    room = rooms.get("lobby")
+    connection = speaker_in(room)
+    room.close(connection)
+    assert "lobby" not in rooms and len(rooms) == 0
+
+
+def test_empty_room_is_forgotten_once_the_budget_takes_its_history():
+    """An empty room whose last message the shared budget dropped is forgotten."""
+    rooms = Rooms(room_history_bytes=10**6, history_bytes=120_000)
+    old = rooms.get("old")
+    visitor = speaker_in(old)
+    old.say(visitor, HEAVY)
+    old.close(visitor)
+    assert "old" in rooms  # its history is still worth replaying
+    busy = rooms.get("busy")
+    writer = speaker_in(busy)
+    for _ in range(10):
+        busy.say(writer, HEAVY)
+    assert "old" not in rooms and rooms.budget.bytes <= 120_000
+
+
+def test_room_created_again_never_reuses_the_ids_of_the_forgotten_one():
+    """A room forgotten and created again starts above every id the first one handed out,
+    even when the clock has not moved."""
+    rooms = Rooms(clock=lambda: 1_000.0)
+    room = rooms.get("lobby")
+    connection = speaker_in(room)
+    last = [room.say(connection, "x")["id"] for _ in range(10)][-1]
+    room.forget_history()
+    room.close(connection)
+    again = rooms.get("lobby")
+    assert again is not room and again.next_id > last
+
+
+def test_a_new_room_when_every_room_is_in_use_is_still_given():
+    """With max_rooms rooms all in use, a new room is created anyway (none can go)."""
+    rooms = Rooms(max_rooms=1)
+    speaker_in(rooms.get("a"))
+    assert rooms.get("b").name == "b" and len(rooms) == 2
+
+
+def test_private_history_of_a_cookieless_nick_is_for_that_connection_only():
+    """A cookie-less alice's private message is replayed to her connection, and to nobody
+    who takes the nickname after her."""
+    room = Room("lobby")
+    alice, bob = speaker_in(room), speaker_in(room)
+    room.join(alice, "alice")
+    room.join(bob, "bob")
+    room.whisper(bob, "alice", "secret")
+    assert [m["text"] for m in room.history(alice)[0]] == ["secret"]
+    room.close(alice)
+    eve = speaker_in(room)
+    room.join(eve, "alice")
+    assert room.history(eve)[0] == []
+
+
+def test_a_cookie_cannot_pass_for_a_cookieless_connection():
+    """A browser whose cookie looks like a connection's serial does not hold its nickname."""
+    room = Room("lobby")
+    alice, bob = speaker_in(room), speaker_in(room)
+    room.join(alice, "alice")
+    room.join(bob, "bob")
+    room.whisper(bob, "alice", "secret")
+    room.close(alice)
+    eve = speaker_in(room, cookie="1")
+    room.join(eve, "alice")
+    assert room.history(eve)[0] == []
+
+
+def test_history_memory_stays_within_the_budget():
+    """Ten rooms written full of 4,000-emoji messages hold about the budget in memory, not
+    what was written (the review's 193 MiB)."""
+    rooms = Rooms(history_bytes=2 * 1024 * 1024)
+    tracemalloc.start()
+    try:
+        for n in range(10):
+            room = rooms.get(f"room{n}")
+            writer = speaker_in(room)
+            for _ in range(100):  # 1.6 MB a room
+                room.say(writer, "🙂" * 4000)
+            room.close(writer)
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert rooms.budget.bytes <= 2 * 1024 * 1024
+    assert held < 3 * 1024 * 1024

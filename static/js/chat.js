@@ -1,6 +1,9 @@
 // The chat page: a room, an optional nickname, public and private messages, who is online.
 // Nothing typed is lost: a message stays "pending" until the server sends it back, and a
 // reconnect (with ?since=<last id seen>) re-sends whatever the replay shows never arrived.
+// A private draft never turns public by itself: when its recipient leaves, the composer
+// stays addressed to them (marked "not here") until the user removes the tag, and sending
+// gets the server's no_such_user, shown above the log.
 import { ReconnectingSocket, socketUrl, showState, el, clock } from "./socket.js";
 
 const $ = (id) => document.getElementById(id);
@@ -14,18 +17,23 @@ const textInput = $("chat-text");
 const sendButton = $("chat-send");
 const toChip = $("chat-to");
 const toName = $("chat-to-name");
+const toAway = $("chat-to-away");
 const onlineList = $("chat-online");
 const onlineCount = $("chat-count");
 
 const ROOM_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 // Errors that answer one message we sent: that message will not come back.
 const MESSAGE_ERRORS = new Set(["bad_message", "too_long", "no_such_user", "nick_required", "rate_limited"]);
+// Closes that a retry with the same ?since= would likely earn again (a welcome too big for
+// us, a rule broken): the next attempt asks for the newest history instead of a replay.
+const DROP_SINCE_CLOSES = new Set([1008, 1009]);
 
 let room = null;
 let socket = null;
 let myNick = null; // the nickname the server gave us
 let wantedNick = ""; // the nickname asked for, until the server confirms it
 let lastId = null; // highest message id seen in this room
+let replayDropped = false; // the last reconnect left ?since= out: messages may be missing
 let seen = new Set(); // ids already on screen
 let online = [];
 let privateTo = null;
@@ -49,9 +57,9 @@ function addLine(node) {
 }
 
 function renderMessage(frame) {
+  lastId = lastId === null ? frame.id : Math.max(lastId, frame.id);
   if (seen.has(frame.id)) return;
   seen.add(frame.id);
-  lastId = lastId === null ? frame.id : Math.max(lastId, frame.id);
   const mine = frame.from !== null && frame.from === myNick;
   const item = el("li", `entry msg${mine ? " mine" : ""}${frame.type === "private" ? " private" : ""}`);
   item.dataset.id = frame.id;
@@ -69,6 +77,7 @@ function renderPresence(kind, nick) {
 }
 
 function renderOnline() {
+  showRecipientHere();
   onlineList.replaceChildren();
   for (const nick of online) {
     const item = el("li");
@@ -87,7 +96,16 @@ function setPrivate(nick) {
   toChip.hidden = !nick;
   toName.textContent = nick ?? "";
   textInput.placeholder = nick ? `Private message to ${nick}` : "Message";
+  showRecipientHere();
   textInput.focus();
+}
+
+// Mark the private recipient "not here" while their nickname is not online; the draft
+// stays addressed to them either way.
+function showRecipientHere() {
+  const away = privateTo !== null && !online.includes(privateTo);
+  toAway.hidden = !away;
+  toChip.classList.toggle("away", away);
 }
 
 function sameMessage(frame, entry) {
@@ -115,11 +133,15 @@ function onWelcome(frame) {
   }
   online = frame.online;
   renderOnline();
-  if (frame.recovered === false) {
+  if (frame.recovered === false || (replayDropped && frame.recovered === undefined)) {
     addLine(el("li", "event warn", "Reconnected, but some messages may be missing: only the newest are shown."));
+    // The replay could not be given: ask from what this welcome holds from now on, never
+    // again from the old id.
+    lastId = null;
   } else if (frame.recovered === true && frame.history.length) {
     addLine(el("li", "event", `Reconnected: ${frame.history.length} missed message(s) below.`));
   }
+  replayDropped = false;
   for (const message of frame.history) {
     renderMessage(message);
     settlePending(message);
@@ -159,7 +181,6 @@ function onFrame(frame) {
       break;
     case "left":
       online = online.filter((nick) => nick !== frame.nick);
-      if (privateTo === frame.nick) setPrivate(null);
       renderPresence("left", frame.nick);
       renderOnline();
       break;
@@ -196,6 +217,7 @@ function enter(newRoom, nick) {
   myNick = null;
   wantedNick = nick;
   lastId = null;
+  replayDropped = false;
   seen = new Set();
   online = [];
   pending = [];
@@ -213,6 +235,12 @@ function enter(newRoom, nick) {
     sendButton.disabled = event.detail !== "open";
   });
   socket.addEventListener("json", (event) => onFrame(event.detail));
+  socket.addEventListener("close", (event) => {
+    if (DROP_SINCE_CLOSES.has(event.detail.code) && lastId !== null) {
+      lastId = null;
+      replayDropped = true;
+    }
+  });
   socket.connect();
 }
 

@@ -3,6 +3,9 @@
 
 const MIN_DELAY_MS = 500;
 const MAX_DELAY_MS = 10000;
+// A connection must stay open this long before the backoff starts again from the shortest
+// delay: one the server accepts and closes at once keeps backing off instead of looping.
+const STABLE_MS = 5000;
 
 // Absolute ws:// or wss:// URL for a path on this server.
 export function socketUrl(path) {
@@ -52,8 +55,9 @@ export class ReconnectingSocket extends EventTarget {
     const ws = new WebSocket(url);
     ws.binaryType = this.binaryType;
     this.ws = ws;
+    let openedAt = null;
     ws.onopen = () => {
-      this.attempts = 0;
+      openedAt = Date.now();
       this.setState("open");
       this.dispatchEvent(new Event("open"));
     };
@@ -65,6 +69,7 @@ export class ReconnectingSocket extends EventTarget {
     ws.onclose = (event) => {
       if (this.ws !== ws) return;
       this.ws = null;
+      if (openedAt !== null && Date.now() - openedAt >= STABLE_MS) this.attempts = 0;
       this.setState("closed");
       this.dispatchEvent(new CustomEvent("close", { detail: { code: event.code, reason: event.reason } }));
       if (!this.stopped) this.scheduleRetry();
