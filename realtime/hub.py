@@ -171,7 +171,10 @@ class Hub:
         # client stopped reading and this frame would only add to a backlog it never takes;
         # within it, the frame goes out whatever its size.
         if self._unflushed(subscriber) > self.max_pending_bytes:
-            self.drop(subscriber)
+            # A dropped connection is forgotten at once but its stream lives on until the
+            # closing handshake ends; frames still due to it then are refused quietly.
+            if subscriber in self._connections:
+                self.drop(subscriber)
             return False
         try:
             # Tornado sends bytes as they are, so a text payload encoded once in deliver()

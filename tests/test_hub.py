@@ -168,6 +168,22 @@ async def test_a_frame_larger_than_the_bound_goes_out_and_the_next_waits_for_it(
     assert connection.frames[-1][:1] == b"y"
 
 
+async def test_a_dropped_connection_is_dropped_once():
+    """Frames due to a connection already dropped are refused without closing it again."""
+    hub = make_hub(max_pending_bytes=100)
+    stalled = FakeConnection(flushes=False)
+    hub.subscribe("chat.lobby", stalled)
+    hub.publish("chat.lobby", "x" * 101)
+    hub.publish("chat.lobby", "dropped here")
+    closes: list[Optional[int]] = []
+    stalled.close = lambda code=None, reason=None: closes.append(code)  # type: ignore
+
+    assert hub.send(stalled, "an error frame, say") is False
+
+    assert hub.dropped == 1 and closes == []
+    assert stalled.frames == [b"x" * 101]
+
+
 async def test_write_to_a_closed_connection_forgets_it():
     """A connection that is already closed is forgotten without an error."""
     hub = make_hub()
