@@ -108,8 +108,11 @@ class Config:
         "handshake is refused with HTTP 429; `0` for no limit. Behind a proxy it needs "
         "`--xheaders`, or every client counts as the proxy's address")
     max_pending_bytes: int = option(
-        DEFAULT_MAX_PENDING_BYTES, "bytes written to a WebSocket and not yet flushed before "
-        "it is dropped as a slow consumer (close 1008)")
+        DEFAULT_MAX_PENDING_BYTES, "bytes (frame headers included) that Tornado may still "
+        "hold for a WebSocket, not yet taken by the kernel, when a new frame is due; past it "
+        "the frame is not written and the socket is dropped as a slow consumer (close 1008). "
+        "A stalled client costs at most this plus one frame; bytes the kernel took do not "
+        "count, so a reading client may get a burst, or a single frame, larger than this")
     chat_history: int = option(
         chat.DEFAULT_HISTORY, "chat messages a newcomer gets in its welcome")
     chat_replay: int = option(

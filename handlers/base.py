@@ -164,6 +164,11 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
     # Tornado's callbacks: the one error boundary around the hooks.
 
     async def open(self, *path_args: str) -> None:
+        if self.ws_connection is None or self.ws_connection.is_closing():
+            # The client went away before the upgrade (during an async prepare(), say), yet
+            # Tornado still calls open(). Its on_close has run already, or will run before
+            # anything was counted, and never runs again: count and register nothing.
+            return
         self._opened_at = time.monotonic()
         self.hub.register(self)
         self.metrics.connections.labels(endpoint=self.endpoint).inc()

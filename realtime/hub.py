@@ -4,10 +4,14 @@ Every WebSocket connection of the process is registered here while it is open. T
 
 * serializes a published message **once**, to JSON and then to UTF-8, and hands the same
   bytes to every subscriber;
-* counts, per connection, the bytes written but not yet flushed to its socket, and drops a
-  connection whose backlog passes ``max_pending_bytes`` (a client that stopped reading),
-  closing it with 1008 and removing it from every topic at once, so one stalled reader can
-  neither grow the server's memory nor hold up the others;
+* bounds, per connection, what Tornado still holds for it. Before each frame it asks the
+  connection's stream how many bytes the kernel has not taken yet (``realtime.streams``,
+  frame headers included); if that is already over ``max_pending_bytes`` the client has
+  stopped reading, so instead of writing the frame the hub removes the connection from
+  every topic at once and closes it with 1008. A stalled reader thus costs the server at
+  most the bound plus one frame, and never holds up the others. Bytes the kernel took do
+  not count, so a client that keeps reading is not dropped for a burst larger than the
+  bound, nor for one frame larger than the bound;
 * hands payloads to a broker (``realtime.brokers``) and takes them back through
   ``deliver``, so several processes can share topics without the handlers knowing.
 
@@ -16,14 +20,14 @@ Topics are lowercase dotted names, endpoint first: ``chat.lobby``, ``vote.demo``
 
 import asyncio
 import logging
-from functools import partial
-from typing import Any, Awaitable, Optional, Protocol, Union
+from typing import Any, Awaitable, Callable, Optional, Protocol, Union
 
 from tornado.websocket import WebSocketClosedError
 
 from realtime.brokers import Broker, LocalBroker, Payload
 from realtime.closecodes import CloseCode
 from realtime.messages import Message, encode
+from realtime.streams import unflushed_bytes
 
 log = logging.getLogger("realtime.hub")
 
@@ -47,23 +51,36 @@ def wire(payload: Payload) -> tuple[bytes, bool]:
     return payload.encode("utf-8"), False
 
 
+def _retrieve(written: "asyncio.Future[Any]") -> None:
+    # A write to a client that vanished fails once its stream closes; nobody awaits it (the
+    # close is handled by the socket), so retrieving the error here keeps asyncio from
+    # logging "Task exception was never retrieved".
+    if not written.cancelled():
+        written.exception()
+
+
 class Hub:
-    """Topics, connections and their unflushed bytes; see the module docstring.
+    """Topics, connections and flow control; see the module docstring.
 
     Args:
         broker: carries payloads between processes; default: this process only.
-        max_pending_bytes: unflushed bytes a connection may have before it is dropped.
+        max_pending_bytes: a connection holding more unflushed bytes than this when a new
+            frame is due is dropped instead.
+        unflushed: how many bytes a connection's stream still holds; default: ask Tornado
+            (``realtime.streams.unflushed_bytes``). Tests without sockets pass their own.
     """
 
     def __init__(
         self,
         broker: Optional[Broker] = None,
         max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
+        unflushed: Callable[[Any], int] = unflushed_bytes,
     ) -> None:
         self.broker: Broker = broker if broker is not None else LocalBroker()
         self.max_pending_bytes = max_pending_bytes
+        self._unflushed = unflushed
         self._topics: dict[str, set[Subscriber]] = {}  # topic -> its local subscribers
-        self._pending: dict[Subscriber, int] = {}  # open connection -> unflushed bytes
+        self._connections: dict[Subscriber, None] = {}  # open connections, in order (a set)
         self._subscriptions: dict[Subscriber, set[str]] = {}  # connection -> its topics
         self.published = 0  # messages published from this process
         self.sent = 0  # frames written to connections
@@ -74,22 +91,22 @@ class Hub:
 
     def register(self, subscriber: Subscriber) -> None:
         """Start tracking an open connection (done by the socket base class)."""
-        self._pending.setdefault(subscriber, 0)
+        self._connections.setdefault(subscriber, None)
 
     def forget(self, subscriber: Subscriber) -> None:
-        """Drop every trace of a connection: its topics and its byte count."""
+        """Drop every trace of a connection: it and its topics."""
         for topic in self._subscriptions.pop(subscriber, ()):
             self._remove(topic, subscriber)
-        self._pending.pop(subscriber, None)
+        self._connections.pop(subscriber, None)
 
     @property
     def connections(self) -> list[Subscriber]:
         """The open connections, in the order they registered."""
-        return list(self._pending)
+        return list(self._connections)
 
     def pending_bytes(self, subscriber: Subscriber) -> int:
-        """Bytes written to ``subscriber`` and not yet flushed to its socket."""
-        return self._pending.get(subscriber, 0)
+        """Bytes written to ``subscriber`` that its socket has not taken yet, headers included."""
+        return self._unflushed(subscriber)
 
     # Topics
 
@@ -149,36 +166,32 @@ class Hub:
         return self._write(subscriber, *wire(payload))
 
     def _write(self, subscriber: Subscriber, data: bytes, binary: bool) -> bool:
+        # Checked before writing, not after: Tornado hands each frame to the kernel at once,
+        # so what it still holds now is what the client has not read. Over the bound, the
+        # client stopped reading and this frame would only add to a backlog it never takes;
+        # within it, the frame goes out whatever its size.
+        if self._unflushed(subscriber) > self.max_pending_bytes:
+            # A dropped connection is forgotten at once but its stream lives on until the
+            # closing handshake ends; frames still due to it then are refused quietly.
+            if subscriber in self._connections:
+                self.drop(subscriber)
+            return False
         try:
             # Tornado sends bytes as they are, so a text payload encoded once in deliver()
             # is not encoded again for every subscriber.
-            flushed = subscriber.write_message(data, binary=binary)
+            written = subscriber.write_message(data, binary=binary)
         except WebSocketClosedError:
             self.forget(subscriber)
             return False
+        asyncio.ensure_future(written).add_done_callback(_retrieve)
         self.sent += 1
-        size = len(data)
-        backlog = self._pending.get(subscriber, 0) + size
-        self._pending[subscriber] = backlog
-        asyncio.ensure_future(flushed).add_done_callback(partial(self._flushed, subscriber, size))
-        if backlog > self.max_pending_bytes:
-            self.drop(subscriber)
-            return False
         return True
-
-    def _flushed(self, subscriber: Subscriber, size: int, future: "asyncio.Future[Any]") -> None:
-        # Retrieving the exception of a write to a vanished client keeps asyncio from
-        # logging "Future exception was never retrieved"; the close is handled elsewhere.
-        if not future.cancelled():
-            future.exception()
-        if subscriber in self._pending:
-            self._pending[subscriber] -= size
 
     def drop(self, subscriber: Subscriber) -> None:
         """Remove a connection that stopped reading from every topic and close it with 1008."""
         log.warning(
             "dropping slow consumer %r: %d bytes unflushed (bound %d)",
-            subscriber, self._pending.get(subscriber, 0), self.max_pending_bytes,
+            subscriber, self._unflushed(subscriber), self.max_pending_bytes,
         )
         self.forget(subscriber)
         self.dropped += 1

@@ -1,7 +1,11 @@
 """The /ws/vote/<id> endpoint over real sockets: snapshot, tallies, errors, one vote each."""
 
 import asyncio
+import base64
 import json
+import os
+import socket
+import struct
 import threading
 
 import pytest
@@ -9,7 +13,7 @@ from tornado.httpclient import HTTPClientError
 
 from handlers.vote import VoteSocketHandler
 from realtime.polls import PollStore
-from tests.support import TIMEOUT, receive_json, receive_type, send_json
+from tests.support import TIMEOUT, port_of, receive_json, receive_type, send_json
 
 ONE_VOTE = {"title": "Pick one", "options": ["a", "b"], "one_vote_per_voter": True}
 
@@ -205,3 +209,54 @@ async def test_vote_committed_while_a_client_joins_is_in_its_snapshot_not_a_tall
 
     await send_json(voter, {"type": "vote", "option": "2"})
     assert (await receive_json(joiner))["total"] == 2
+
+
+async def reset_during_lookup(port: int, looking_up: "asyncio.Queue[str]") -> None:
+    """Ask for /ws/vote/demo, then reset the connection (RST) while the poll is looked up."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, ("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    await loop.sock_sendall(sock, (
+        f"GET /ws/vote/demo HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode())
+    await asyncio.wait_for(looking_up.get(), TIMEOUT)
+    sock.close()  # SO_LINGER 0: a reset, not a FIN
+
+
+async def test_clients_that_reset_during_the_handshake_are_not_counted(
+    app, ws_connect, http_server_client, monkeypatch
+):
+    """Clients that reset while prepare() looks the poll up leave the connections gauge exact."""
+    store, look_up = app.settings["polls"], app.settings["polls"].get
+    looking_up: asyncio.Queue[str] = asyncio.Queue()
+    answer = asyncio.Event()
+
+    async def held_lookup(poll_id: str):
+        looking_up.put_nowait(poll_id)
+        await answer.wait()
+        return await look_up(poll_id)
+
+    noticed: asyncio.Queue[VoteSocketHandler] = asyncio.Queue()
+    connection_closed = VoteSocketHandler.on_connection_close
+
+    def notice(self):
+        noticed.put_nowait(self)
+        connection_closed(self)
+
+    monkeypatch.setattr(store, "get", held_lookup)
+    monkeypatch.setattr(VoteSocketHandler, "on_connection_close", notice)
+    for _ in range(3):
+        await reset_during_lookup(port_of(http_server_client), looking_up)
+        await asyncio.wait_for(noticed.get(), TIMEOUT)  # the server saw the reset
+    answer.set()
+    # The store answers in order, so by this client's snapshot the three handshakes have
+    # gone on past open().
+    await open_poll(ws_connect, "demo")
+
+    metrics = (await http_server_client.fetch("/metrics")).body.decode().splitlines()
+    samples = dict(line.rsplit(" ", 1) for line in metrics if not line.startswith("#"))
+    assert float(samples['realtime_connections{endpoint="ws_vote"}']) == 1
