@@ -16,6 +16,7 @@ subclass with one ``handle_...`` method per message type::
             self.send({"type": "pong"})
 """
 
+import asyncio
 import inspect
 import logging
 import time
@@ -23,8 +24,9 @@ from typing import Any, Awaitable, Callable, ClassVar, Optional, Union
 
 import tornado.websocket
 
-from realtime import messages
+from realtime import messages, streams
 from realtime.closecodes import CloseCode
+from realtime.envelope import Envelope
 from realtime.hub import Hub
 from realtime.limits import UNLIMITED, IPConnections, RateLimit
 from realtime.logfmt import logfmt
@@ -37,6 +39,14 @@ events = logging.getLogger("realtime.events")  # one line per connect, disconnec
 
 Frame = Union[str, bytes]
 HANDLER_PREFIX = "handle_"
+
+
+def _retrieve(written: "asyncio.Future[Any]") -> None:
+    # A write to a client that vanished fails once its stream closes; nobody awaits it (the
+    # close is handled by on_close), so retrieving the error here keeps asyncio from
+    # logging "Task exception was never retrieved".
+    if not written.cancelled():
+        written.exception()
 
 
 class SocketHandler(tornado.websocket.WebSocketHandler):
@@ -108,7 +118,29 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
 
     def send(self, message: Message) -> bool:
         """Write one JSON message."""
-        return self.send_frame(messages.encode(message))
+        return self.hub.send(self, Envelope.of(message))
+
+    def write_envelope(self, envelope: Envelope, max_pending: int) -> int:
+        """How the hub writes to this connection (``realtime.hub.Subscriber``).
+
+        This is the general path, through ``write_message``; ``open()`` replaces it with the
+        prebuilt-frame writer of ``realtime.streams`` wherever that applies.
+        """
+        connection = self.ws_connection
+        if connection is None or connection.is_closing():
+            return streams.CLOSED
+        if streams.unflushed_bytes(self) > max_pending:
+            return streams.STALLED
+        try:
+            written = self.write_message(envelope.data, binary=envelope.binary)
+        except tornado.websocket.WebSocketClosedError:
+            return streams.CLOSED
+        written.add_done_callback(_retrieve)
+        return streams.WRITTEN
+
+    def unflushed_bytes(self) -> int:
+        """Bytes written to this connection that the kernel has not taken yet."""
+        return streams.unflushed_bytes(self)
 
     def send_error_frame(self, code: str, message: str) -> bool:
         """Write an error frame: ``{"type": "error", "code": code, "message": message}``."""
@@ -170,6 +202,12 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
             # anything was counted, and never runs again: count and register nothing.
             return
         self._opened_at = time.monotonic()
+        stream = streams.fast_stream(self)
+        if stream is not None:
+            # Per connection, once: the hub then calls the writer with no detour.
+            writer = streams.FrameWriter(self, stream)
+            self.write_envelope = writer.write  # type: ignore[method-assign]
+            self.unflushed_bytes = writer.unflushed  # type: ignore[method-assign]
         self.hub.register(self)
         self.metrics.connections.labels(endpoint=self.endpoint).inc()
         self.metrics.connections_total.labels(endpoint=self.endpoint).inc()

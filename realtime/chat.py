@@ -123,7 +123,7 @@ class Stored:
     held: bool = False  # whether the room's history still holds it
 
     def __post_init__(self) -> None:
-        self.size = len(encode(self.frame).encode("utf-8"))
+        self.size = len(encode(self.frame))
 
     @property
     def id(self) -> int:

@@ -5,7 +5,7 @@ it drops its oldest. A ``Budget`` bounds the bytes of every history of the proce
 together: once they pass it, it drops the oldest message of all (the one stored first,
 whichever room holds it), so a busy room cannot push memory past the bound and a quiet room
 keeps its messages until they are the oldest anywhere. A message's size is what the caller
-measured (chat: its frame encoded as JSON, ``len(encode(frame).encode())``), so a message of
+measured (chat: its frame encoded as JSON, ``len(encode(frame))``), so a message of
 4,000 control characters, escaped to 24 KB, counts as 24 KB. The budget, which bounds
 memory, adds a fixed ``entry_overhead`` to each: a short chat message takes about 110
 bytes as JSON but some 580 bytes of Python objects (measured with tracemalloc, CPython 3.11).

@@ -1,87 +1,89 @@
 """The in-process pub/sub hub: who listens to which topic, and fan-out with flow control.
 
-Every WebSocket connection of the process is registered here while it is open. The hub
+Every connection of the process is registered here while it is open. The hub
 
-* serializes a published message **once**, to JSON and then to UTF-8, and hands the same
-  bytes to every subscriber;
-* bounds, per connection, what Tornado still holds for it. Before each frame it asks the
-  connection's stream how many bytes the kernel has not taken yet (``realtime.streams``,
-  frame headers included); if that is already over ``max_pending_bytes`` the client has
-  stopped reading, so instead of writing the frame the hub removes the connection from
-  every topic at once and closes it with 1008. A stalled reader thus costs the server at
-  most the bound plus one frame, and never holds up the others. Bytes the kernel took do
-  not count, so a client that keeps reading is not dropped for a burst larger than the
-  bound, nor for one frame larger than the bound;
-* hands payloads to a broker (``realtime.brokers``) and takes them back through
-  ``deliver``, so several processes can share topics without the handlers knowing.
+* wraps a published message in one ``Envelope`` (``realtime.envelope``): serialized once,
+  and each wire form (the WebSocket frame) built once, for every subscriber of every kind;
+* hands the envelope to each subscriber's ``write_envelope``: an uncompressed WebSocket
+  puts the prebuilt frame straight into its stream (``realtime.streams``), with no Task,
+  Future, header or copy per subscriber; others fall back to Tornado's ``write_message``;
+* bounds, per connection, what is still unsent. Before each frame the subscriber checks
+  how many bytes the kernel has not taken yet (frame headers included); if that is already
+  over ``max_pending_bytes`` the client has stopped reading, so instead of writing the
+  frame the hub removes the connection from every topic at once and closes it with 1008.
+  A stalled reader thus costs the server at most the bound plus one frame, and never holds
+  up the others. Bytes the kernel took do not count, so a client that keeps reading is not
+  dropped for a burst larger than the bound, nor for one frame larger than the bound;
+* never holds the loop long: a fan-out of more than ``slice_size`` writes is delivered in
+  slices, the loop serving other clients in between; later publishes and sends queue
+  behind it, so every connection still gets its frames in publish order;
+* hands envelopes to a broker (``realtime.brokers``) and takes them back through
+  ``deliver``, so several processes can share topics without the handlers knowing; the
+  broker hears when a topic gets its first local subscriber and loses its last.
 
 Topics are lowercase dotted names, endpoint first: ``chat.lobby``, ``vote.demo``.
 """
 
 import asyncio
 import logging
-from typing import Any, Awaitable, Callable, Optional, Protocol, Union
+from collections import deque
+from typing import Optional, Protocol, Union
 
-from tornado.websocket import WebSocketClosedError
-
-from realtime.brokers import Broker, LocalBroker, Payload
+from realtime.brokers import Broker, LocalBroker
 from realtime.closecodes import CloseCode
-from realtime.messages import Message, encode
-from realtime.streams import unflushed_bytes
+from realtime.envelope import Envelope
+from realtime.messages import Message
+from realtime.streams import CLOSED, STALLED
 
 log = logging.getLogger("realtime.hub")
 
 DEFAULT_MAX_PENDING_BYTES = 1024 * 1024
+# Writes per turn of the loop: a few milliseconds of work, so a publish to ten thousand
+# sockets lets the loop serve everyone else a few times while it goes out.
+DEFAULT_SLICE_SIZE = 1000
+
+Publishable = Union[Envelope, Message, str, bytes]
 
 
 class Subscriber(Protocol):
-    """What the hub needs of a connection; ``tornado.websocket.WebSocketHandler`` has it."""
+    """What the hub needs of a connection (``handlers.base.SocketHandler`` has it)."""
 
-    def write_message(self, message: Union[str, bytes], binary: bool = False) -> Awaitable[None]:
-        """Queue a frame; the awaitable completes once it is flushed to the socket."""
+    def write_envelope(self, envelope: Envelope, max_pending: int) -> int:
+        """Write the envelope's wire form unless the connection is closed (``CLOSED``) or
+        holds more than ``max_pending`` unsent bytes (``STALLED``); else ``WRITTEN``."""
+
+    def unflushed_bytes(self) -> int:
+        """Bytes written and not yet taken by the kernel."""
 
     def close(self, code: Optional[int] = None, reason: Optional[str] = None) -> None:
         """Start the closing handshake."""
-
-
-def wire(payload: Payload) -> tuple[bytes, bool]:
-    """The bytes of a frame and whether it is binary: ``str`` is a text frame in UTF-8."""
-    if isinstance(payload, bytes):
-        return payload, True
-    return payload.encode("utf-8"), False
-
-
-def _retrieve(written: "asyncio.Future[Any]") -> None:
-    # A write to a client that vanished fails once its stream closes; nobody awaits it (the
-    # close is handled by the socket), so retrieving the error here keeps asyncio from
-    # logging "Task exception was never retrieved".
-    if not written.cancelled():
-        written.exception()
 
 
 class Hub:
     """Topics, connections and flow control; see the module docstring.
 
     Args:
-        broker: carries payloads between processes; default: this process only.
-        max_pending_bytes: a connection holding more unflushed bytes than this when a new
+        broker: carries envelopes between processes; default: this process only.
+        max_pending_bytes: a connection holding more unsent bytes than this when a new
             frame is due is dropped instead.
-        unflushed: how many bytes a connection's stream still holds; default: ask Tornado
-            (``realtime.streams.unflushed_bytes``). Tests without sockets pass their own.
+        slice_size: the most writes one turn of the loop makes before yielding.
     """
 
     def __init__(
         self,
         broker: Optional[Broker] = None,
         max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
-        unflushed: Callable[[Any], int] = unflushed_bytes,
+        slice_size: int = DEFAULT_SLICE_SIZE,
     ) -> None:
         self.broker: Broker = broker if broker is not None else LocalBroker()
         self.max_pending_bytes = max_pending_bytes
-        self._unflushed = unflushed
+        self.slice_size = slice_size
         self._topics: dict[str, set[Subscriber]] = {}  # topic -> its local subscribers
         self._connections: dict[Subscriber, None] = {}  # open connections, in order (a set)
         self._subscriptions: dict[Subscriber, set[str]] = {}  # connection -> its topics
+        # Fan-outs not yet fully written: (envelope, its subscribers, how many are done).
+        self._queue: deque[tuple[Envelope, tuple[Subscriber, ...], int]] = deque()
+        self._draining = False  # a drain is scheduled on the loop
         self.published = 0  # messages published from this process
         self.sent = 0  # frames written to connections
         self.dropped = 0  # connections dropped for not reading
@@ -106,14 +108,18 @@ class Hub:
 
     def pending_bytes(self, subscriber: Subscriber) -> int:
         """Bytes written to ``subscriber`` that its socket has not taken yet, headers included."""
-        return self._unflushed(subscriber)
+        return subscriber.unflushed_bytes()
 
     # Topics
 
     def subscribe(self, topic: str, subscriber: Subscriber) -> None:
         """Deliver what is published on ``topic`` to ``subscriber`` from now on."""
         self.register(subscriber)
-        self._topics.setdefault(topic, set()).add(subscriber)
+        members = self._topics.get(topic)
+        if members is None:
+            members = self._topics[topic] = set()
+            self.broker.subscribe(topic)
+        members.add(subscriber)
         self._subscriptions.setdefault(subscriber, set()).add(topic)
 
     def unsubscribe(self, topic: str, subscriber: Subscriber) -> None:
@@ -138,60 +144,94 @@ class Hub:
         members.discard(subscriber)
         if not members:
             del self._topics[topic]
+            self.broker.unsubscribe(topic)
 
     # Sending
 
-    def publish(self, topic: str, message: Union[Message, Payload]) -> Payload:
+    def publish(self, topic: str, message: Publishable) -> Envelope:
         """Send ``message`` to every subscriber of ``topic``, in every process.
 
-        A dict is serialized to JSON once; ``str`` and ``bytes`` go as they are (text and
-        binary frames). Returns the payload that was sent.
+        A dict goes as JSON text, ``str`` as text, ``bytes`` as binary, an ``Envelope`` as
+        it says. Returns the envelope, to publish the same bytes on another topic.
         """
-        payload = message if isinstance(message, (str, bytes)) else encode(message)
+        envelope = Envelope.of(message)
         self.published += 1
-        self.broker.publish(topic, payload)
-        return payload
+        self.broker.publish(topic, envelope)
+        return envelope
 
-    def deliver(self, topic: str, payload: Payload) -> None:
-        """Write ``payload`` to this process's subscribers of ``topic`` (the broker calls it)."""
-        data, binary = wire(payload)
-        for subscriber in self.subscribers(topic):
-            self._write(subscriber, data, binary)
+    def deliver(self, topic: str, envelope: Envelope) -> None:
+        """Write ``envelope`` to this process's subscribers of ``topic`` (the broker calls
+        it): at once if it is small and nothing waits, else queued behind what waits."""
+        members = self._topics.get(topic)
+        if not members:
+            return
+        if self._queue or len(members) > self.slice_size:
+            self._enqueue(envelope, tuple(members))
+            return
+        for subscriber in tuple(members):  # a drop may change the set
+            self._write(subscriber, envelope)
 
-    def send(self, subscriber: Subscriber, payload: Payload) -> bool:
-        """Write one frame to one connection, within its backlog bound.
+    def send(self, subscriber: Subscriber, message: Publishable) -> bool:
+        """Write one frame to one connection, after any fan-out still going out.
 
         Returns False if the connection is closed or was dropped for its backlog.
         """
-        return self._write(subscriber, *wire(payload))
+        envelope = Envelope.of(message)
+        if self._queue:
+            self._enqueue(envelope, (subscriber,))
+            return subscriber in self._connections
+        return self._write(subscriber, envelope)
 
-    def _write(self, subscriber: Subscriber, data: bytes, binary: bool) -> bool:
-        # Checked before writing, not after: Tornado hands each frame to the kernel at once,
-        # so what it still holds now is what the client has not read. Over the bound, the
-        # client stopped reading and this frame would only add to a backlog it never takes;
-        # within it, the frame goes out whatever its size.
-        if self._unflushed(subscriber) > self.max_pending_bytes:
+    def _write(self, subscriber: Subscriber, envelope: Envelope) -> bool:
+        outcome = subscriber.write_envelope(envelope, self.max_pending_bytes)
+        if not outcome:  # WRITTEN
+            self.sent += 1
+            return True
+        if outcome == STALLED:
             # A dropped connection is forgotten at once but its stream lives on until the
             # closing handshake ends; frames still due to it then are refused quietly.
             if subscriber in self._connections:
                 self.drop(subscriber)
-            return False
-        try:
-            # Tornado sends bytes as they are, so a text payload encoded once in deliver()
-            # is not encoded again for every subscriber.
-            written = subscriber.write_message(data, binary=binary)
-        except WebSocketClosedError:
+        elif outcome == CLOSED:
             self.forget(subscriber)
-            return False
-        asyncio.ensure_future(written).add_done_callback(_retrieve)
-        self.sent += 1
-        return True
+        return False
+
+    def _enqueue(self, envelope: Envelope, subscribers: tuple[Subscriber, ...]) -> None:
+        self._queue.append((envelope, subscribers, 0))
+        if not self._draining:
+            self._draining = True
+            asyncio.get_running_loop().call_soon(self._drain)
+
+    def _drain(self) -> None:
+        """Write up to ``slice_size`` queued frames, oldest fan-out first; come back on the
+        next turn of the loop if any are left."""
+        budget = self.slice_size
+        queue = self._queue
+        while queue and budget > 0:
+            envelope, subscribers, done = queue[0]
+            end = min(len(subscribers), done + budget)
+            for index in range(done, end):
+                self._write(subscribers[index], envelope)
+            budget -= end - done
+            if end == len(subscribers):
+                queue.popleft()
+            else:
+                queue[0] = (envelope, subscribers, end)
+        if queue:
+            asyncio.get_running_loop().call_soon(self._drain)
+        else:
+            self._draining = False
+
+    @property
+    def queued(self) -> int:
+        """Writes waiting for a later turn of the loop."""
+        return sum(len(subscribers) - done for _, subscribers, done in self._queue)
 
     def drop(self, subscriber: Subscriber) -> None:
         """Remove a connection that stopped reading from every topic and close it with 1008."""
         log.warning(
             "dropping slow consumer %r: %d bytes unflushed (bound %d)",
-            subscriber, self._unflushed(subscriber), self.max_pending_bytes,
+            subscriber, subscriber.unflushed_bytes(), self.max_pending_bytes,
         )
         self.forget(subscriber)
         self.dropped += 1

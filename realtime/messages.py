@@ -9,6 +9,8 @@ without a server.
 import json
 from typing import Any
 
+import orjson
+
 Message = dict[str, Any]
 
 # Longest piece of client text quoted back in an error message.
@@ -29,9 +31,13 @@ class ClientError(Exception):
         self.message = message
 
 
-def encode(message: Message) -> str:
-    """Serialize a message to the compact JSON text sent on the wire."""
-    return json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+def encode(message: Message) -> bytes:
+    """Serialize a message to the compact JSON sent on the wire, as UTF-8 bytes.
+
+    ``orjson``: several times faster than the standard library, and straight to the bytes a
+    frame carries, with no separate UTF-8 step.
+    """
+    return orjson.dumps(message)
 
 
 def error_frame(code: str, message: str) -> Message:
@@ -56,19 +62,30 @@ def parse(text: str) -> Message:
             on, and quoting it back in an error frame would fail).
     """
     try:
-        value = json.loads(text)
-    except (ValueError, RecursionError):
-        # RecursionError: nesting deeper than the interpreter's stack, e.g. "[[[[...".
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        # orjson refuses an unpaired surrogate escape ("\udc00") like broken JSON; it is
+        # legal JSON, only no UTF-8 encoding exists to send it on, and the client is told so.
+        if "\\u" in text and _has_lone_surrogate(_stdlib_loads(text)):
+            raise ClientError(
+                "bad_message", "A string holds an unpaired surrogate escape.") from None
         raise ClientError("bad_json", "The frame is not valid JSON.") from None
     if not isinstance(value, dict):
         raise ClientError("bad_message", "A message must be a JSON object.")
-    if "\\u" in text and _has_lone_surrogate(value):
-        # Legal JSON ("\udc00"), but no UTF-8 encoding exists to send it on to anyone.
-        raise ClientError("bad_message", "A string holds an unpaired surrogate escape.")
     kind = value.get("type")
     if not isinstance(kind, str) or not kind:
         raise ClientError("bad_message", 'A message needs a "type" field holding a string.')
     return value
+
+
+def _stdlib_loads(text: str) -> Any:
+    """The standard library's reading of ``text``, or None where it fails too (only on the
+    error path, to tell a lone surrogate from broken JSON)."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        # RecursionError: nesting deeper than the interpreter's stack, e.g. "[[[[...".
+        return None
 
 
 def _has_lone_surrogate(value: Any) -> bool:

@@ -175,7 +175,7 @@ HEAVY = "\x01" * 4000
 
 def frame_bytes(frames):
     """Bytes the frames take inside a welcome's history list."""
-    return sum(len(encode(frame).encode("utf-8")) + 1 for frame in frames)
+    return sum(len(encode(frame)) + 1 for frame in frames)
 
 
 def speaker_in(room, cookie=None):

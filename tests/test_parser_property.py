@@ -14,7 +14,9 @@ from tests.probe import ProbeSocketHandler
 CODES = {"bad_json", "bad_message", "unknown_type"}
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    # Numbers as JSON carries them: 64-bit integers and finite doubles.
+    st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
     lambda children: st.lists(children, max_size=4)
     | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=12,
@@ -57,12 +59,12 @@ def test_any_frame_gets_a_dispatch_or_a_sendable_error_frame(frame):
     kind, result = answer(frame)
     if kind == "error":
         assert result["code"] in CODES
-        messages.encode(result).encode("utf-8")
+        messages.encode(result)
     else:
         name, message = result
         assert name == "handle_" + message["type"]
         assert callable(getattr(ProbeSocketHandler, name))
-        messages.encode(message).encode("utf-8")  # anything parsed can be sent on
+        messages.encode(message)  # anything parsed can be sent on
 
 
 @settings(max_examples=100, deadline=None)
@@ -96,3 +98,12 @@ def test_deep_nesting_is_bad_json_or_bad_message_not_a_crash(depth):
         messages.parse("[" * depth + "]" * depth)
     except ClientError as error:
         assert error.code in {"bad_json", "bad_message"}
+
+
+def test_numbers_json_cannot_carry_are_bad_json():
+    """NaN, Infinity and numbers past a double's range are not JSON: bad_json, as for any
+    broken frame."""
+    for text in ['{"type":"say","n":NaN}', '{"type":"say","n":Infinity}',
+                 '{"type":"say","n":1e400}']:
+        kind, frame = answer(text)
+        assert (kind, frame["code"]) == ("error", "bad_json"), text
