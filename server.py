@@ -66,6 +66,10 @@ class Config:
     rate_limit: float = limits.DEFAULT_RATE  # frames per second per connection; 0: no limit
     rate_burst: int = limits.DEFAULT_BURST
     rate_limit_strikes: int = limits.DEFAULT_STRIKES
+    ip_rate_limit: float = limits.DEFAULT_IP_RATE  # frames/s per client address; 0: no limit
+    ip_rate_burst: int = limits.DEFAULT_IP_BURST
+    room_rate_limit: float = limits.DEFAULT_ROOM_RATE  # deliveries/s per chat room; 0: none
+    room_rate_burst: int = limits.DEFAULT_ROOM_BURST
     max_connections_per_ip: int = limits.DEFAULT_MAX_CONNECTIONS_PER_IP  # 0: no limit
     max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES
     shutdown_timeout: float = 4.0  # seconds from SIGTERM to exit, closers included
@@ -123,7 +127,9 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
                              clock=config.clock),
         ip_connections=IPConnections(config.max_connections_per_ip),
         metrics=metrics,
+        ip_rate=keyed_limiter(config.ip_rate_limit, config.ip_rate_burst, config.clock),
     )
+    room_rate = keyed_limiter(config.room_rate_limit, config.room_rate_burst, config.clock)
     rooms = chat.Rooms(config.chat_history, config.chat_replay, config.chat_max_rooms)
     cookie_secret = config.cookie_secret
     db_path = None
@@ -149,8 +155,8 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
         url(r"/healthz", HealthHandler, dict(hub=hub), name="healthz"),
         url(r"/metrics", MetricsHandler, dict(registry=registry), name="metrics"),
         url(r"/ws/echo", EchoSocketHandler, sockets, name="ws_echo"),
-        url(rf"/ws/chat/({chat.ROOM_PATTERN})", ChatSocketHandler, dict(sockets, rooms=rooms),
-            name="ws_chat"),
+        url(rf"/ws/chat/({chat.ROOM_PATTERN})", ChatSocketHandler,
+            dict(sockets, rooms=rooms, room_rate=room_rate), name="ws_chat"),
         url(r"/ws/vote/([^/]+)", VoteSocketHandler, dict(sockets, store=store), name="ws_vote"),
     ])
     app = tornado.web.Application(
@@ -172,6 +178,13 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
         hub=hub, metrics=metrics, lifecycle=lifecycle, sockets=sockets, polls=store
     )
     return app
+
+
+def keyed_limiter(rate: float, burst: int, clock: Optional[Clock]) -> Optional[KeyedLimiter]:
+    """A ``KeyedLimiter`` for a budget option, or None when its rate is 0 (no limit)."""
+    if rate <= 0:
+        return None
+    return KeyedLimiter(rate, burst, clock=clock or time.monotonic)
 
 
 def name_socket_endpoints(routes: list[tornado.web.URLSpec]) -> list[tornado.web.URLSpec]:
@@ -218,6 +231,15 @@ define("rate_burst", default=limits.DEFAULT_BURST, type=int,
        help="frames a WebSocket may send at once after a pause")
 define("rate_limit_strikes", default=limits.DEFAULT_STRIKES, type=int,
        help="rate-limited frames in a row after which the socket is closed with 1008")
+define("ip_rate_limit", default=limits.DEFAULT_IP_RATE, type=float,
+       help="frames per second one client address may send over all its WebSockets; 0: no limit")
+define("ip_rate_burst", default=limits.DEFAULT_IP_BURST, type=int,
+       help="frames one client address may send at once after a pause")
+define("room_rate_limit", default=limits.DEFAULT_ROOM_RATE, type=float,
+       help="deliveries per second one chat room may cause (a message to N listeners costs N); "
+            "0: no limit")
+define("room_rate_burst", default=limits.DEFAULT_ROOM_BURST, type=int,
+       help="deliveries one chat room may cause at once after a pause")
 define("max_connections_per_ip", default=limits.DEFAULT_MAX_CONNECTIONS_PER_IP, type=int,
        help="open WebSockets per client address; more are refused with 429; 0: no limit")
 define("max_pending_bytes", default=DEFAULT_MAX_PENDING_BYTES, type=int,
@@ -254,6 +276,10 @@ def config_from_options() -> Config:
         rate_limit=options.rate_limit,
         rate_burst=options.rate_burst,
         rate_limit_strikes=options.rate_limit_strikes,
+        ip_rate_limit=options.ip_rate_limit,
+        ip_rate_burst=options.ip_rate_burst,
+        room_rate_limit=options.room_rate_limit,
+        room_rate_burst=options.room_rate_burst,
         max_connections_per_ip=options.max_connections_per_ip,
         max_pending_bytes=options.max_pending_bytes,
         shutdown_timeout=options.shutdown_timeout,
