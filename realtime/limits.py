@@ -26,12 +26,13 @@ DEFAULT_MAX_CONNECTIONS_PER_IP = 100
 DEFAULT_IP_RATE = 50.0  # frames per second per client address, sustained
 DEFAULT_IP_BURST = 200
 # One chat room, everyone in it together, weighed in deliveries: a public message to N
-# listeners costs N, since its cost to the server is its fan-out (~30 us per delivery,
-# bench/fanout.py). 5,000/s is a sixth of what one process delivers at full CPU: a room of
-# 100 may carry 50 messages a second, a room of 1,000 five, and a flooded room leaves the
-# rest of the server most of its time.
-DEFAULT_ROOM_RATE = 5000.0  # deliveries per second per chat room, sustained
-DEFAULT_ROOM_BURST = 10_000
+# listeners costs N, since its cost to the server is its fan-out (~30-40 us per delivery,
+# bench/fanout.py: one process delivers ~30,000 a second on a full core). 2,000/s keeps a
+# flooded room under a tenth of that core, so a bystander's latency stays near idle
+# (bench/fairness.py), yet a room of 100 may carry 20 messages a second, more than people
+# read, and a room of 1,000 two; the burst is twice that.
+DEFAULT_ROOM_RATE = 2000.0  # deliveries per second per chat room, sustained
+DEFAULT_ROOM_BURST = 4000
 
 
 @dataclass(frozen=True)

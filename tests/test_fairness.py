@@ -159,6 +159,6 @@ def test_budget_defaults_and_zero_turns_them_off():
     """The documented defaults; a rate of 0 gives no budget at all."""
     config = Config()
     assert (config.ip_rate_limit, config.ip_rate_burst) == (50.0, 200)
-    assert (config.room_rate_limit, config.room_rate_burst) == (5000.0, 10_000)
+    assert (config.room_rate_limit, config.room_rate_burst) == (2000.0, 4000)
     assert keyed_limiter(0, 200, None) is None
     assert keyed_limiter(50, 200, None) is not None
