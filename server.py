@@ -103,6 +103,17 @@ class Config:
     rate_limit_strikes: int = option(
         limits.DEFAULT_STRIKES, "frames refused in a row (each answered with `rate_limited`) "
         "before the socket is closed with 1008")
+    ip_rate_limit: float = option(
+        limits.DEFAULT_IP_RATE, "frames per second one client address may send over all its "
+        "WebSockets (every frame counts, as for `--rate-limit`); `0` turns it off")
+    ip_rate_burst: int = option(
+        limits.DEFAULT_IP_BURST, "frames one client address may send at once after a pause")
+    room_rate_limit: float = option(
+        limits.DEFAULT_ROOM_RATE, "deliveries per second one chat room's public messages and "
+        "joins may cause (a message to N listeners costs N); over it the sender gets "
+        "`rate_limited` and nothing is published; `0` turns it off")
+    room_rate_burst: int = option(
+        limits.DEFAULT_ROOM_BURST, "deliveries one chat room may cause at once after a pause")
     max_connections_per_ip: int = option(
         limits.DEFAULT_MAX_CONNECTIONS_PER_IP, "open WebSockets per client address; the next "
         "handshake is refused with HTTP 429; `0` for no limit. Behind a proxy it needs "
@@ -201,7 +212,9 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
                              clock=config.clock),
         ip_connections=IPConnections(config.max_connections_per_ip),
         metrics=metrics,
+        ip_rate=keyed_limiter(config.ip_rate_limit, config.ip_rate_burst, config.clock),
     )
+    room_rate = keyed_limiter(config.room_rate_limit, config.room_rate_burst, config.clock)
     rooms = chat.Rooms(
         config.chat_history, config.chat_replay, config.chat_max_rooms,
         room_history_bytes=config.chat_room_history_bytes,
@@ -236,8 +249,8 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
             name="healthz"),
         url(r"/metrics", MetricsHandler, dict(registry=metrics.registry), name="metrics"),
         url(r"/ws/echo", EchoSocketHandler, sockets, name="ws_echo"),
-        url(rf"/ws/chat/({chat.ROOM_PATTERN})", ChatSocketHandler, dict(sockets, rooms=rooms),
-            name="ws_chat"),
+        url(rf"/ws/chat/({chat.ROOM_PATTERN})", ChatSocketHandler,
+            dict(sockets, rooms=rooms, room_rate=room_rate), name="ws_chat"),
         url(r"/ws/vote/([^/]+)", VoteSocketHandler, dict(sockets, store=store), name="ws_vote"),
     ])
     resources = resource_dir()
@@ -260,6 +273,13 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
         hub=hub, metrics=metrics, lifecycle=lifecycle, sockets=sockets, polls=store
     )
     return app
+
+
+def keyed_limiter(rate: float, burst: int, clock: Optional[Clock]) -> Optional[KeyedLimiter]:
+    """A ``KeyedLimiter`` for a budget option, or None when its rate is 0 (no limit)."""
+    if rate <= 0:
+        return None
+    return KeyedLimiter(rate, burst, clock=clock or time.monotonic)
 
 
 def name_socket_endpoints(routes: list[tornado.web.URLSpec]) -> list[tornado.web.URLSpec]:

@@ -2,7 +2,8 @@
 
 ``SocketHandler`` is the base of every socket: it refuses handshakes from foreign origins
 (403) and from addresses over their connection cap (429), registers the connection with the
-hub, applies the per-connection rate limit to every incoming frame, writes through the hub's
+hub, applies the per-connection and per-address rate limits to every incoming frame
+(fragments, pings and pongs too: ``handlers.frames``), writes through the hub's
 flow control, turns a ``ClientError`` into an error frame and any other exception into a
 logged traceback and a 1011 close, undoes subscriptions on close, and logs one line per
 connect and disconnect (never a message body) and keeps the metrics.
@@ -24,6 +25,7 @@ from typing import Any, Awaitable, Callable, ClassVar, Optional, Union
 
 import tornado.websocket
 
+from handlers import frames
 from realtime import messages, streams
 from realtime.closecodes import CloseCode
 from realtime.envelope import Envelope
@@ -33,6 +35,7 @@ from realtime.logfmt import logfmt
 from realtime.messages import ClientError, Message
 from realtime.metrics import ServerMetrics
 from realtime.origins import SAME_HOST, OriginPolicy
+from realtime.ratelimit import KeyedLimiter
 
 log = logging.getLogger("realtime.handlers")
 events = logging.getLogger("realtime.events")  # one line per connect, disconnect, refusal
@@ -66,6 +69,10 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
     """
 
     hub: Hub
+    # Whether a refused frame is answered with a ``rate_limited`` error frame. A raw
+    # endpoint (echo) sets it False: anything it writes must be what the client sent, so
+    # it drops refused frames silently and only closes (1008) after the strikes.
+    error_frames: ClassVar[bool] = True
 
     def initialize(
         self,
@@ -75,6 +82,7 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
         ip_connections: Optional[IPConnections] = None,
         metrics: Optional[ServerMetrics] = None,
         endpoint: str = "",
+        ip_rate: Optional[KeyedLimiter] = None,
     ) -> None:
         """Take the dependencies of the route.
 
@@ -85,6 +93,8 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
             ip_connections: the per-client-IP connection cap, shared by every route.
             metrics: where connections, frames and errors are counted.
             endpoint: the name in logs and metric labels; ``make_app`` sets the route name.
+            ip_rate: the frame budget per client address, shared by all its connections
+                on every route (default: none).
         """
         self.hub = hub
         self.origins = origins
@@ -93,7 +103,10 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
         self.metrics = metrics if metrics is not None else ServerMetrics()
         self.endpoint = endpoint or type(self).__name__
         self._bucket = rate_limit.bucket()  # this connection's tokens, None if unlimited
+        self.ip_rate = ip_rate
         self._strikes = 0  # frames refused in a row for the rate limit
+        self.frames_counted = 0  # incoming frames charged so far (handlers.frames reads it)
+        self._message_refused = False  # a fragment of the message being received was refused
         self._opened_at: Optional[float] = None  # monotonic time of open(), None before
         self._close_sent: Optional[int] = None  # the close code we sent, if we closed first
 
@@ -216,14 +229,30 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
         await self._guarded(self.connected, *path_args)
 
     async def on_message(self, message: Frame) -> None:
+        accepted = self._frame_allowed()  # the frame that ended the message
+        refused_before, self._message_refused = self._message_refused, False
         if self._close_sent is not None:
             return  # frames still in flight after we closed
         self.metrics.messages_in.labels(endpoint=self.endpoint).inc()
-        if self._bucket is not None and not self._bucket.take():
-            self._over_rate_limit()
-            return
-        self._strikes = 0
-        await self._guarded(self.received, message)
+        if accepted and not refused_before:  # a message is dropped whole
+            await self._guarded(self.received, message)
+
+    # Every other frame is charged like a message; Tornado has already answered a ping.
+
+    def on_ping(self, data: bytes) -> None:
+        self._frame_allowed()
+
+    def on_pong(self, data: bytes) -> None:
+        self._frame_allowed()
+
+    def on_fragment(self) -> None:
+        """A data frame that does not end its message (``handlers.frames``)."""
+        if not self._frame_allowed():
+            self._message_refused = True
+
+    def get_websocket_protocol(self) -> Optional[tornado.websocket.WebSocketProtocol]:
+        # Tornado's protocol, made to report the fragments it has no public hook for.
+        return frames.counting(super().get_websocket_protocol())
 
     def on_close(self) -> None:
         if self._opened_at is None:
@@ -246,7 +275,24 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
         except Exception:
             log.exception("%s.disconnected failed", type(self).__name__)
 
-    def _over_rate_limit(self) -> None:
+    def _frame_allowed(self) -> bool:
+        """Charge one incoming frame to this connection's budget, then to its address's;
+        False (after the strike policy has answered it) if either is spent."""
+        self.frames_counted += 1
+        if self._close_sent is not None:
+            return False
+        if self._bucket is not None and not self._bucket.take():
+            self._over_rate_limit("Too many messages", self._bucket.retry_after())
+            return False
+        ip = self.request.remote_ip
+        if self.ip_rate is not None and not self.ip_rate.take(ip):
+            self._over_rate_limit("Too many messages from your address (all its connections "
+                                  "together)", self.ip_rate.retry_after(ip))
+            return False
+        self._strikes = 0
+        return True
+
+    def _over_rate_limit(self, why: str, retry_after: float) -> None:
         self.metrics.rate_limited.labels(endpoint=self.endpoint).inc()
         self._strikes += 1
         if self._strikes > self.rate_limit.strikes:
@@ -254,11 +300,11 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
                                   ip=self.request.remote_ip))
             self.close(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
             return
-        assert self._bucket is not None
-        self.send_error_frame("rate_limited", (
-            f"Too many messages; this one was dropped. Send again in "
-            f"{self._bucket.retry_after():.2f} s or less often."
-        ))
+        if self.error_frames:
+            self.send_error_frame("rate_limited", (
+                f"{why}; this one was dropped. Send again in {retry_after:.2f} s or less "
+                f"often."
+            ))
 
     async def _guarded(self, hook: Callable[..., Any], *args: Any) -> None:
         try:

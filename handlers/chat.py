@@ -3,6 +3,12 @@
 The rules live in ``realtime/chat.py``; this handler reads the URL, turns frames into calls
 on the room and publishes what they return. Topics: ``chat.<room>`` for everyone in a room,
 ``chat.<room>.nick.<nick key>`` for the connections of one nickname (private messages).
+
+Each room has a publish budget (``--room-rate-limit``) weighed in deliveries: a public
+message or a join costs one per listener of the room, because what a publish costs the
+server is its fan-out. Counting publishes instead would let a room of 1,000 take the whole
+process at a rate that is harmless in a room of 10. Over the budget, the request gets
+``rate_limited`` and nothing is published or changed.
 """
 
 import re
@@ -13,6 +19,7 @@ from handlers.base import JsonSocketHandler
 from handlers.pages import PageHandler
 from realtime.chat import Joined, Room, Rooms, nick_key
 from realtime.messages import ClientError, Message
+from realtime.ratelimit import KeyedLimiter
 
 CHAT_COOKIE = "chat_id"
 _COOKIE_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,64}")
@@ -50,9 +57,12 @@ class ChatSocketHandler(JsonSocketHandler):
 
     room: Optional[Room] = None
 
-    def initialize(self, rooms: Rooms, **base: Any) -> None:
+    def initialize(
+        self, rooms: Rooms, room_rate: Optional[KeyedLimiter] = None, **base: Any
+    ) -> None:
         super().initialize(**base)
         self.rooms = rooms
+        self.room_rate = room_rate  # deliveries per second per room; None: no budget
 
     def connected(self, room_name: str) -> None:
         room = self.room = self.rooms.get(room_name)
@@ -93,6 +103,7 @@ class ChatSocketHandler(JsonSocketHandler):
     def handle_join(self, message: Message) -> None:
         """``{"type": "join", "nick": ...}``: take a nickname (or change it)."""
         room = self._room()
+        self._charge_room(room)
         old = room.nick(self)
         joined = room.join(self, message.get("nick"))
         if old is not None and nick_key(old) != nick_key(joined.nick):
@@ -107,6 +118,7 @@ class ChatSocketHandler(JsonSocketHandler):
         room = self._room()
         to = message.get("to")
         if to is None:
+            self._charge_room(room)
             self.publish(room_topic(room.name), room.say(self, message.get("text")))
             return
         frame, recipient = room.whisper(self, to, message.get("text"))
@@ -121,6 +133,22 @@ class ChatSocketHandler(JsonSocketHandler):
         left = self.room.close(self)
         if left is not None:
             self.publish(room_topic(self.room.name), self._presence("left", left))
+
+    def _charge_room(self, room: Room) -> None:
+        """Spend one publish to the whole room from its budget, before anything changes.
+
+        Raises:
+            ClientError: ``rate_limited`` if the room's budget is spent.
+        """
+        if self.room_rate is None:
+            return
+        listeners = max(1, len(self.hub.subscribers(room_topic(room.name))))
+        if not self.room_rate.take(room.name, listeners):
+            wait = self.room_rate.retry_after(room.name, listeners)
+            raise ClientError("rate_limited", (
+                f"This room is getting more messages than it can deliver; yours was not "
+                f"sent. Send again in {wait:.2f} s."
+            ))
 
     def _announce_join(self, joined: Joined) -> None:
         frame = self._presence("joined", joined.nick)

@@ -4,7 +4,14 @@ from handlers.base import Frame, SocketHandler
 
 
 class EchoSocketHandler(SocketHandler):
-    """``/ws/echo``: sends each frame back to its sender as it came."""
+    """``/ws/echo``: sends each frame back to its sender as it came.
+
+    Nothing else is ever written: a frame over the rate limit is dropped without an error
+    frame (a raw client could not tell one from an echo), and a client that keeps sending
+    past the limit is closed with 1008 after the strikes.
+    """
+
+    error_frames = False
 
     def received(self, frame: Frame) -> None:
         self.send_frame(frame)

@@ -1,10 +1,12 @@
-"""Per-connection message rate policy and the per-client-IP connection cap.
+"""Per-connection message rate policy, the per-client-IP connection cap, and the defaults
+of the budgets shared by several connections.
 
 ``RateLimit`` is the policy every socket applies to incoming frames (one ``TokenBucket`` per
 connection, plus how many refused frames in a row end the connection). ``IPConnections``
 counts open sockets per client address so one address cannot take every file descriptor.
 Both are plain objects with no I/O; ``make_app`` builds one of each and hands them to every
-socket route.
+socket route, with two ``KeyedLimiter`` budgets: one per client address (every frame of all
+its sockets) and one per chat room (what its public messages cost to deliver).
 """
 
 from dataclasses import dataclass, field
@@ -16,6 +18,21 @@ DEFAULT_RATE = 20.0  # messages per second, sustained
 DEFAULT_BURST = 100  # messages at once after a pause
 DEFAULT_STRIKES = 20  # refused frames in a row before the connection is closed (1008)
 DEFAULT_MAX_CONNECTIONS_PER_IP = 100
+# One address, all its sockets together. The per-connection limit alone lets one address
+# send 100 x 20 = 2,000 frames/s, each of which may fan out to a whole room: that took the
+# server to 100% CPU. 50/s is two and a half connections at full speed, or 50 people behind
+# one NAT each sending a message a second, with room for the pongs of 100 sockets (one per
+# --ping-interval each); the burst lets two sockets spend their whole burst at once.
+DEFAULT_IP_RATE = 50.0  # frames per second per client address, sustained
+DEFAULT_IP_BURST = 200
+# One chat room, everyone in it together, weighed in deliveries: a public message to N
+# listeners costs N, since its cost to the server is its fan-out (~30-40 us per delivery,
+# bench/fanout.py: one process delivers ~30,000 a second on a full core). 2,000/s keeps a
+# flooded room under a tenth of that core, so a bystander's latency stays near idle
+# (bench/fairness.py), yet a room of 100 may carry 20 messages a second, more than people
+# read, and a room of 1,000 two; the burst is twice that.
+DEFAULT_ROOM_RATE = 2000.0  # deliveries per second per chat room, sustained
+DEFAULT_ROOM_BURST = 4000
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ DEFAULT_MAX_KEYS = 10_000
 
 
 class TokenBucket:
-    """``burst`` tokens at most, refilled at ``rate`` tokens per second; one action per token.
+    """``burst`` tokens at most, refilled at ``rate`` tokens per second; an action
+    costs one token, or ``cost`` tokens when it weighs more (a publish to N listeners).
 
     Args:
         rate: tokens added per second (> 0).
@@ -44,18 +45,25 @@ class TokenBucket:
         self._stamp = now
         return now
 
-    def take(self) -> bool:
-        """Spend one token if there is one; False means the action is over the limit."""
+    def take(self, cost: float = 1) -> bool:
+        """Spend ``cost`` tokens if there are that many; False means the action is over the
+        limit (and costs nothing).
+
+        A cost above ``burst`` is charged as ``burst``: such an action is still possible,
+        once the bucket is full, rather than never.
+        """
+        cost = min(cost, self.burst)
         self._refill()
-        if self._tokens >= 1:
-            self._tokens -= 1
+        if self._tokens >= cost:
+            self._tokens -= cost
             return True
         return False
 
-    def retry_after(self) -> float:
-        """Seconds until ``take()`` can succeed again; 0 if it can now."""
+    def retry_after(self, cost: float = 1) -> float:
+        """Seconds until ``take(cost)`` can succeed again; 0 if it can now."""
+        cost = min(cost, self.burst)
         self._refill()
-        return max(0.0, (1 - self._tokens) / self.rate)
+        return max(0.0, (cost - self._tokens) / self.rate)
 
     def idle_for(self) -> float:
         """Seconds since the bucket was last used."""
@@ -88,14 +96,14 @@ class KeyedLimiter:
         self._clock = clock
         self._buckets: OrderedDict[Hashable, TokenBucket] = OrderedDict()  # least recent first
 
-    def take(self, key: Hashable) -> bool:
-        """Spend one of ``key``'s tokens; False means ``key`` is over the limit."""
-        return self._bucket(key).take()
+    def take(self, key: Hashable, cost: float = 1) -> bool:
+        """Spend ``cost`` of ``key``'s tokens; False means ``key`` is over the limit."""
+        return self._bucket(key).take(cost)
 
-    def retry_after(self, key: Hashable) -> float:
-        """Seconds until ``key`` may act again; 0 if it may now."""
+    def retry_after(self, key: Hashable, cost: float = 1) -> float:
+        """Seconds until ``key`` may act again (at ``cost``); 0 if it may now."""
         bucket = self._buckets.get(key)
-        return 0.0 if bucket is None else bucket.retry_after()
+        return 0.0 if bucket is None else bucket.retry_after(cost)
 
     def __len__(self) -> int:
         return len(self._buckets)

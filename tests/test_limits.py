@@ -82,12 +82,11 @@ async def test_fragmented_message_within_the_limit_is_one_message(http_server_cl
     writer.close()
 
 
-@pytest.mark.parametrize("path", ["/ws/echo", *JSON_ENDPOINTS])
+@pytest.mark.parametrize("path", JSON_ENDPOINTS)
 async def test_over_the_rate_frames_get_rate_limited_then_1008(ws_connect, path):
     """After the burst each frame gets rate_limited; one more than the strikes closes 1008."""
     conn = await ws_connect(path)
-    if path != "/ws/echo":
-        await receive_type(conn, "welcome")
+    await receive_type(conn, "welcome")
     for n in range(BURST):
         await conn.write_message(json.dumps({"type": "ping", "n": n}))
         assert await receive(conn) is not None
@@ -101,17 +100,18 @@ async def test_over_the_rate_frames_get_rate_limited_then_1008(ws_connect, path)
 
 async def test_an_accepted_frame_resets_the_strikes(ws_connect, clock):
     """Strikes count refusals in a row: a frame accepted in between starts the count over."""
-    conn = await ws_connect("/ws/echo")
+    conn = await ws_connect("/ws/probe")
+    await receive_type(conn, "welcome")
     for _ in range(BURST):
-        await conn.write_message("burst")
-        assert await receive(conn) == "burst"
+        await send_json(conn, {"type": "ping"})
+        assert await receive_json(conn) == {"type": "pong"}
     for _ in range(3):
         for _ in range(STRIKES):
-            await conn.write_message("too fast")
-            assert json.loads(await receive(conn))["code"] == "rate_limited"
+            await send_json(conn, {"type": "ping"})
+            assert (await receive_json(conn))["code"] == "rate_limited"
         clock.now += 0.06  # 1.2 tokens at the default 20/s: one frame more
-        await conn.write_message("slower now")
-        assert await receive(conn) == "slower now"
+        await send_json(conn, {"type": "ping"})
+        assert await receive_json(conn) == {"type": "pong"}
 
 
 async def test_rate_limit_is_per_connection(ws_connect):
@@ -127,10 +127,25 @@ async def test_rate_limit_is_per_connection(ws_connect):
 
 async def test_rate_limited_error_says_when_to_retry(ws_connect):
     """The rate_limited message tells people how long to wait."""
-    conn = await ws_connect("/ws/echo")
+    conn = await ws_connect("/ws/probe")
+    await receive_type(conn, "welcome")
     for _ in range(BURST + 1):
-        await conn.write_message("x")
+        await send_json(conn, {"type": "ping"})
     for _ in range(BURST):
-        await receive(conn)
-    error = json.loads(await receive(conn))
+        await receive_json(conn)
+    error = await receive_json(conn)
     assert error["code"] == "rate_limited" and " s " in error["message"]
+
+
+async def test_echo_flood_gets_only_echoes_then_1008(ws_connect):
+    """Raw echo past its limit writes nothing but echoes of what was sent, then closes 1008."""
+    conn = await ws_connect("/ws/echo")
+    sent = [f"frame {n}" for n in range(BURST + STRIKES + 1)] + [b"\x00binary"]
+    for frame in sent:
+        await conn.write_message(frame, binary=isinstance(frame, bytes))
+    echoed = []
+    while (frame := await receive(conn)) is not None:
+        echoed.append(frame)
+    assert conn.close_code == CloseCode.POLICY_VIOLATION
+    assert conn.close_reason == "rate limit exceeded"
+    assert echoed == sent[:BURST]  # the burst, in order; the refused frames vanish

@@ -94,12 +94,13 @@ async def test_messages_and_errors_are_counted(ws_connect, http_server_client):
 
 async def test_rate_limit_hits_are_counted(ws_connect, http_server_client):
     """Every frame refused by the rate limit counts, and its error code too."""
-    conn = await ws_connect("/ws/echo")
+    conn = await ws_connect("/ws/probe")
+    await receive_type(conn, "welcome")
     for _ in range(4):  # burst 2, one strike, then closed
-        await conn.write_message("x")
+        await send_json(conn, {"type": "ping"})
     await closed(conn)
     samples = await scrape(http_server_client)
-    assert samples['realtime_rate_limited_total{endpoint="ws_echo"}'] == 2
+    assert samples['realtime_rate_limited_total{endpoint="ws_probe"}'] == 2
     assert samples['realtime_errors_total{code="rate_limited"}'] == 1
 
 

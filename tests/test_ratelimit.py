@@ -101,3 +101,25 @@ def test_key_count_is_capped():
 def test_retry_after_header_rounds_up(seconds, header):
     """Retry-After is whole seconds, rounded up, never 0."""
     assert retry_after_header(seconds) == header
+
+
+def test_an_action_may_cost_several_tokens():
+    """take(cost) spends cost tokens, and a refused take(cost) spends none."""
+    clock = FakeClock()
+    bucket = TokenBucket(rate=10, burst=10, clock=clock)
+    assert bucket.take(7)
+    assert not bucket.take(4)
+    assert bucket.retry_after(4) == pytest.approx(0.1)
+    assert bucket.take(3)
+    assert not bucket.take()
+
+
+def test_a_cost_above_the_burst_is_charged_as_the_burst():
+    """An action dearer than the whole bucket still happens, once the bucket is full."""
+    clock = FakeClock()
+    limiter = KeyedLimiter(rate=10, burst=10, clock=clock)
+    assert limiter.take("room", cost=500)
+    assert not limiter.take("room", cost=500)
+    assert limiter.retry_after("room", cost=500) == pytest.approx(1.0)
+    clock.now += 1.0
+    assert limiter.take("room", cost=500)
