@@ -235,6 +235,8 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
             )
     store = PollStore(db_path)
     lifecycle.on_shutdown(store.aclose, "poll store")  # pending votes are committed first
+    lifecycle.on_shutdown(hub.broker.close, "broker")
+    lifecycle.on_shutdown(metrics.loop_lag.aclose, "loop lag sampling")
     votes = dict(store=store)
     poll_limiter = KeyedLimiter(rate=config.polls_per_hour / 3600, burst=config.poll_burst)
     routes = name_socket_endpoints([
@@ -326,6 +328,9 @@ async def serve(config: Config, app: Optional[tornado.web.Application] = None) -
     app = app or make_app(config)
     # A database that cannot open stops us here, not at the first vote.
     await app.settings["polls"].start()
+    # Likewise a broker that cannot connect, before any client is told it is served.
+    await app.settings["hub"].broker.start()
+    app.settings["metrics"].loop_lag.start()
     before, soft, hard = raise_open_files_limit()
     log.info(logfmt(event="open_files_limit", before=before, soft=soft, hard=hard))
     # Tornado's HTTPServer with an accept loop that pauses, instead of spinning, when the

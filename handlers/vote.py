@@ -87,15 +87,20 @@ class VoteSocketHandler(JsonSocketHandler):
         self.send({"type": "poll", "poll": poll.to_json(), "voted": voted})
 
     async def handle_vote(self, message: Message) -> None:
-        """Count a vote, publish the poll's counts, then tell the voter it counted."""
+        """Count a vote, publish the poll's counts, then tell the voter it counted, with the
+        counts that include it."""
         option = require_str(message, "option")
         # Cheap refusals before the database; the store checks the same again.
         if option not in self.poll.option_ids():
             raise ClientError("no_such_option", "This poll has no such option.")
         tally = await self.store.vote(self.poll.id, option, self.voter)
         self.metrics.votes.inc()
-        self.publish(topic(self.poll.id), tally.to_json())
-        self.send({"type": "voted", "option": option})
+        counts = tally.to_json()
+        self.publish(topic(self.poll.id), counts)
+        # The acknowledgement carries the counts with this vote in them, so what it means
+        # does not hang on how the broadcast travels: through another process it may come
+        # before or after this frame.
+        self.send({"type": "voted", "option": option, "tally": counts})
 
 
 class ApiError(tornado.web.HTTPError):

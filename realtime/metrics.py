@@ -13,13 +13,14 @@ counters are read at scrape time by a collector, so the hub does not know this m
 from typing import Iterable, Optional
 
 from prometheus_client import (
-    CollectorRegistry, Counter, Gauge, GCCollector, PlatformCollector, ProcessCollector,
-    disable_created_metrics,
+    CollectorRegistry, Counter, Gauge, GCCollector, Histogram, PlatformCollector,
+    ProcessCollector, disable_created_metrics,
 )
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from realtime import looplag
 from realtime.hub import Hub
 
 # A `*_created` timestamp beside every counter doubles the series for nothing a dashboard of
@@ -93,6 +94,15 @@ class ServerMetrics:
             "realtime_internal_errors", "Connections closed with 1011 after a server bug.",
             registry=registry)
         self.votes = Counter("realtime_votes", "Votes cast.", registry=registry)
+        lag = Histogram(
+            "realtime_event_loop_lag_seconds",
+            "How much later than asked the event loop ran a callback (sampled every 50 ms).",
+            buckets=looplag.BUCKETS, registry=registry)
+        # Sampling starts with the server (serve()), or wherever a test calls start().
+        self.loop_lag = looplag.LoopLag(observe=lag.observe)
+        Gauge("realtime_event_loop_lag_max_seconds",
+              "The longest event loop delay of the last minute.",
+              registry=registry).set_function(self.loop_lag.worst)
         if hub is not None:
             registry.register(HubCollector(hub))
         ProcessCollector(registry=registry)

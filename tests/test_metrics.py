@@ -33,7 +33,7 @@ async def scrape(http_server_client) -> dict[str, float]:
     samples = {}
     for line in response.body.decode().splitlines():
         if line.startswith("#"):
-            assert re.match(r"^# (HELP \S+ .*|TYPE \S+ (counter|gauge))$", line), line
+            assert re.match(r"^# (HELP \S+ .*|TYPE \S+ (counter|gauge|histogram))$", line), line
             continue
         assert SAMPLE.match(line), line
         name, value = line.rsplit(" ", 1)

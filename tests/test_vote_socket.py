@@ -12,7 +12,11 @@ import pytest
 from tornado.httpclient import HTTPClientError
 
 from handlers.vote import VoteSocketHandler
+from realtime.brokers import LocalBroker
+from realtime.envelope import Envelope
+from realtime.hub import Hub
 from realtime.polls import PollStore
+from server import Config, make_app
 from tests.support import TIMEOUT, port_of, receive_json, receive_type, send_json
 
 ONE_VOTE = {"title": "Pick one", "options": ["a", "b"], "one_vote_per_voter": True}
@@ -67,12 +71,43 @@ async def test_vote_sends_the_tally_to_every_client(ws_connect):
         assert await receive_json(conn) == expected
 
 
-async def test_voter_gets_voted_after_its_tally(ws_connect):
-    """The voter's tally is followed by a voted frame naming its option."""
-    voter, _ = await open_poll(ws_connect, "demo")
+async def test_voter_gets_voted_with_the_tally_that_counts_it(ws_connect):
+    """The voter gets a voted frame naming its option and carrying the counts with its
+    vote in them."""
+    voter, first = await open_poll(ws_connect, "demo")
     await send_json(voter, {"type": "vote", "option": "1"})
-    assert (await receive_json(voter))["type"] == "tally"
-    assert await receive_json(voter) == {"type": "voted", "option": "1"}
+    voted = await receive_type(voter, "voted")
+    assert voted["option"] == "1"
+    assert voted["tally"]["type"] == "tally" and voted["tally"]["poll"] == "demo"
+    assert voted["tally"]["total"] == first["poll"]["total"] + 1
+
+
+class HeldBroker(LocalBroker):
+    """A broker whose deliveries wait until the test lets them go, as a networked one may."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[tuple[str, Envelope]] = []
+
+    def publish(self, topic: str, envelope: Envelope) -> None:
+        self.held.append((topic, envelope))
+
+
+async def test_the_acknowledgement_does_not_wait_for_the_broadcast(start_server, ws_open):
+    """With the broadcast tally still on its way, the voter is already told its vote counted,
+    with the counts that include it."""
+    broker = HeldBroker()
+    app = make_app(Config(hub=Hub(broker=broker)))
+    port = start_server(app)
+    try:
+        voter = await ws_open(f"ws://127.0.0.1:{port}/ws/vote/demo")
+        assert (await receive_json(voter))["type"] == "poll"
+        await send_json(voter, {"type": "vote", "option": "1"})
+        voted = await receive_json(voter)
+        assert voted["type"] == "voted" and voted["tally"]["votes"]["1"] == 1
+        assert [topic for topic, _ in broker.held] == ["vote.demo"]
+    finally:
+        app.settings["polls"].close()
 
 
 async def test_tally_does_not_reach_other_polls(ws_connect, http_server_client):

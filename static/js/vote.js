@@ -67,6 +67,12 @@ function update(votes, newTotal) {
   syncButtons();
 }
 
+// A tally frame, broadcast or inside our own "voted": counts only grow, so an older tally
+// than what is shown (one overtaken on its way) is ignored.
+function showTally(tally) {
+  if (tally && tally.poll === pollId && tally.total >= total) update(tally.votes, tally.total);
+}
+
 function syncButtons() {
   const open = socket.state === "open";
   for (const [id, row] of rows) {
@@ -99,10 +105,10 @@ function onMessage(message) {
       if (voted !== null) say(`You voted for ${labelOf(voted)}.`);
       break;
     case "tally":
-      // Counts only grow: an older tally than what is shown is ignored.
-      if (message.poll === pollId && message.total >= total) update(message.votes, message.total);
+      showTally(message);
       break;
     case "voted":
+      showTally(message.tally);
       waiting = false;
       if (oneVote) voted = message.option;
       say(`Your vote for ${labelOf(message.option)} counted.`);
