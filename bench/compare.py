@@ -61,12 +61,12 @@ class Plan:
     echo_clients: int = 50
     echo_seconds: float = 5.0
     fanout: list[tuple[int, int]] = field(  # (subscribers, burst) per fan-out row
-        default_factory=lambda: [(1000, 100), (5000, 20)])
+        default_factory=lambda: [(1000, 60), (5000, 10)])
     repeats: int = 3  # bursts per fan-out row; the row shows the median
     latency_seconds: dict[int, float] = field(  # subscribers -> seconds of steady publishing
         default_factory=lambda: {1000: 5.0, 5000: 2.0})
     rate: float = 10.0  # messages per second in the latency rows
-    lag: tuple[int, int] = (10000, 10)  # (subscribers, burst) for the loop-lag row
+    lag: tuple[int, int] = (10000, 5)  # (subscribers, burst) for the loop-lag row
     processes: int = 2  # load-client processes the connections are split over
     concurrency: int = 100  # handshakes in flight per load-client process
     room_size: int = 25  # nicknamed connections per room in the real server's memory row
@@ -197,7 +197,7 @@ class Bench:
             memory["kib_per_conn"] = (after - before) / opened["opened"] / 1024
         rows["memory"] = memory
         await self.close(server)
-        progress(f"{server.name}: memory done")
+        progress(f"{server.name}: memory done ({opened['per_s'] or 0:.0f} connections/s)")
 
         # Echo, from one process: one frame in flight per client keeps it light.
         clients = self.clients_cpu()
@@ -296,8 +296,12 @@ async def wait_idle(server: Server, quiet: float = 0.3, timeout: float = 20.0) -
     return False
 
 
+STARTED = time.monotonic()
+
+
 def progress(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+    """A line on stderr, with the seconds since the bench started."""
+    print(f"[{time.monotonic() - STARTED:5.0f} s] {text}", file=sys.stderr, flush=True)
 
 
 # The table: (label, how to get the number from a server's rows, unit format).
@@ -420,7 +424,7 @@ def machine() -> dict[str, Any]:
             "websockets": websockets.__version__}
 
 
-async def run(plan: Plan) -> int:
+async def run(plan: Plan, chosen: set[str]) -> int:
     """Start everything, measure every server, print the table; stop everything."""
     limit = raise_fd_limit()
     need = max(plan.idle, plan.lag[0], *(n for n, _ in plan.fanout)) + 200
@@ -434,6 +438,7 @@ async def run(plan: Plan) -> int:
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-compare-") as tmp:
         servers, flags, untouched = build(tmp, plan.room_size)
+        servers = [server for server in servers if server.key in chosen]
         bench = Bench(plan, client_cores)
         started = time.monotonic()
         try:
@@ -496,6 +501,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         epilog="Loopback only; servers on one core, load clients on the others.")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run with smaller N (about a minute)")
+    parser.add_argument("--servers", default="real,tornado,websockets",
+                        help="which servers to measure, comma-separated (ratios need tornado)")
     parser.add_argument("--processes", type=int, default=2,
                         help="load-client processes the connections are split over")
     parser.add_argument("--client-loop", choices=["uvloop", "asyncio"],
@@ -505,7 +512,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     plan = QUICK if args.quick else Plan()
     plan.processes = max(1, min(args.processes, 8))
     plan.client_loop = args.client_loop
-    sys.exit(asyncio.run(run(plan)))
+    chosen = set(args.servers.split(","))
+    if not chosen <= {"real", "tornado", "websockets"}:
+        parser.error("--servers takes real, tornado and websockets")
+    sys.exit(asyncio.run(run(plan, chosen)))
 
 
 if __name__ == "__main__":

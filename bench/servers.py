@@ -70,6 +70,7 @@ def real_server_flags() -> tuple[dict[str, Any], list[str]]:
 class Server:
     """One server under test, as a subprocess pinned to ``cores``."""
 
+    key: str  # its name on the command line: real, tornado, websockets
     name: str  # the column heading
     label: str  # what it is, for the table's legend
     argv: list[str]
@@ -152,19 +153,21 @@ def build(tmp: str, room_size: int) -> tuple[list[Server], dict[str, Any], list[
     values = dict(values, port=port, data_dir=os.path.join(tmp, "data"))
     flags = [f"--{name.replace('_', '-')}={value}" for name, value in values.items()]
     real = Server(
-        "real server", "this project's `server.py` (`/ws/chat/<room>`, `/ws/echo`)",
+        "real", "real server", "this project's `server.py` (`/ws/chat/<room>`, `/ws/echo`)",
         [sys.executable, os.path.join(ROOT, "server.py"), *flags], port,
         idle_path="/ws/chat/idle{room}?nick=u{i}", idle_welcome=True, idle_room_size=room_size,
         log_path=os.path.join(tmp, "server.log"))
     peers = []
-    for name, label, script in [
-        ("Tornado classic", "Tornado, `for c in room: c.write_message(text)`",
+    for key, name, label, script in [
+        ("tornado", "Tornado classic", "Tornado, `for c in room: c.write_message(text)`",
          "tornado_classic.py"),
-        ("websockets", "`websockets` asyncio server, `broadcast()`", "websockets_broadcast.py"),
+        ("websockets", "websockets", "`websockets` asyncio server, `broadcast()`",
+         "websockets_broadcast.py"),
     ]:
         port = free_port()
-        peers.append(Server(name, label, [sys.executable, os.path.join(HERE, "peers", script),
-                                          f"--port={port}", "--backlog=4096"], port,
+        argv = [sys.executable, os.path.join(HERE, "peers", script), f"--port={port}",
+                "--backlog=4096"]
+        peers.append(Server(key, name, label, argv, port,
                             log_path=os.path.join(tmp, script + ".log")))
     return [real, *peers], values, untouched
 
