@@ -8,25 +8,27 @@ project's ``server.py`` (temporary data directory, pings and every limit off), a
 Tornado server whose room publish is the classic ``for c in room: c.write_message(text)``
 (``peers/tornado_classic.py``), and a minimal ``websockets`` server using ``broadcast()``
 (``peers/websockets_broadcast.py``). Each is driven in turn by load-client processes
-(``loadclient.py``: raw asyncio protocol, not a WebSocket library), the servers pinned to
-one core and the clients to the others when the machine has two or more. Measured per
-server, in this order, each on the same server process:
+(``loadclient.py``: a raw asyncio protocol, on uvloop when installed; not a WebSocket
+library), the servers pinned to one core and the clients to the others when the machine
+has two or more. Measured per server, in this order, on one server process:
 
-* memory per idle connection: server RSS growth over M connections (the real server:
-  nicknamed chat connections, ``?nick=u<i>``, in rooms of ``--room-size``; the peers: a bare
-  WebSocket that does nothing), read once the server's CPU has gone quiet;
+* memory per idle connection: the server's RSS growth over M connections, read once its
+  CPU has gone quiet (the real server: nicknamed chat connections, ``?nick=u<i>``, in rooms
+  of 25; the peers: a bare WebSocket that does nothing);
 * echo: round trips/s and p99 with 50 clients, each with one frame in flight;
-* fan-out through ``/ws/chat/<room>`` at N subscribers (one of them publishes): a burst of
-  B messages in one write, until every subscriber has every message (deliveries/s, and the
-  server's CPU per delivery); the connection setup rate while the N opened; then the
-  publish-to-receive latency at a steady 10 messages/s (p50/p99 over every delivery);
-* worst loop lag during a burst to the largest N, seen from outside: the round trip of a
-  probe echo client (its own process, one frame in flight every millisecond) during the
-  burst, minus nothing (the real server exports no loop lag yet).
+* fan-out through ``/ws/chat/<room>`` to N subscribers (one of them publishes): a burst of
+  B messages in one write, timed until every subscriber has every message (deliveries/s,
+  the median of three bursts, and the server's CPU per delivery); the connection setup
+  rate while the N opened; then the publish-to-receive latency at a steady 10 messages/s
+  (p50/p99 over every delivery; a server slower than N x 10 deliveries/s falls behind, and
+  its latency grows with the seconds published);
+* loop lag during a burst to the largest N, seen from outside: the worst round trip of a
+  probe echo client (its own process, a frame every millisecond after each reply) while
+  the burst is delivered. The real server exports no loop lag yet, and the peers none.
 
-Prints one Markdown table with the ratios to the classic Tornado loop, the machine, and
-the load clients' CPU use (if the clients were near 100% of their core, the row measured
-the client, not the server). Writes the numbers as JSON to ``bench/results/``.
+Prints one Markdown table with ratios to the classic Tornado loop, the machine, and the
+load clients' CPU (near 100% of their core, a row would measure the client, not the
+server). Writes every number as JSON to ``bench/results/`` (not in git).
 
 Every wait has a timeout; a step that times out shows it in its cell instead of hanging.
 Loopback only; every process started here is stopped by its pid.
@@ -200,7 +202,7 @@ class Bench:
         progress(f"{server.name}: memory done ({opened['per_s'] or 0:.0f} connections/s)")
 
         # Echo, from one process: one frame in flight per client keeps it light.
-        clients = self.clients_cpu()
+        clients, cpu = self.clients_cpu(), cpu_seconds(server.pid)
         echo = await self.workers[0].call(
             "echo", plan.echo_seconds + plan.timeout + 10, host=HOST, port=server.port,
             path=server.echo_path, clients=plan.echo_clients, duration=plan.echo_seconds,
@@ -208,6 +210,8 @@ class Bench:
         if "round_trips" in echo:
             echo["per_s"] = echo["round_trips"] / echo["elapsed"]
             echo["clients_cpu"] = 100 * (self.clients_cpu() - clients) / echo["elapsed"]
+            # Includes the 50 handshakes and closes: a few ms against seconds of echo.
+            echo["server_cpu_us"] = 1e6 * (cpu_seconds(server.pid) - cpu) / echo["round_trips"]
         rows["echo"] = echo
         await wait_idle(server)
         progress(f"{server.name}: echo done")
@@ -338,6 +342,7 @@ def rows_of(plan: Plan) -> list[tuple[str, Any]]:
     rows.append((f"echo round trips/s, {plan.echo_clients} clients, one in flight each",
                  get("echo", "per_s")))
     rows.append(("echo round trip p99 ms", get("echo", "p99_us")))
+    rows.append(("server CPU µs per echo round trip", get("echo", "server_cpu_us")))
     rows.append((f"KiB per idle connection (RSS growth over {plan.idle:,})",
                  get("memory", "kib_per_conn")))
     biggest = max(plan.fanout)[0]
@@ -497,8 +502,7 @@ async def run(plan: Plan, chosen: set[str]) -> int:
 
 def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0],
-        epilog="Loopback only; servers on one core, load clients on the others.")
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run with smaller N (about a minute)")
     parser.add_argument("--servers", default="real,tornado,websockets",
