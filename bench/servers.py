@@ -35,8 +35,6 @@ FIXED: dict[str, Any] = {
 }
 # An option whose name looks like a limit and whose help says `0` switches it off.
 LIMIT_NAME = re.compile(r"rate|limit|per_ip|per_room|max_conn|quota|throttle")
-# Limit-like options that only apply while one of FIXED is on.
-MOOT = {"rate_burst", "rate_limit_strikes"}  # --rate-limit is 0
 ZERO_IS_OFF = re.compile(
     r"`0`[^.;]{0,40}\b(off|no limit|unlimited|disables?)\b"
     r"|\b(off|no limit|unlimited|disabled?)\b[^.;]{0,20}`0`", re.IGNORECASE)
@@ -49,21 +47,28 @@ def real_server_flags() -> tuple[dict[str, Any], list[str]]:
     sys.path.insert(0, ROOT)
     import server  # the checkout's, as it is today
 
-    values: dict[str, Any] = {}
+    fields = dataclasses.fields(server.Config)
+    values = {f.name: FIXED[f.name] for f in fields if f.name in FIXED}
     untouched = []
-    for f in dataclasses.fields(server.Config):
+    for f in fields:
         help_text = str(f.metadata.get("option.help", ""))
-        if not help_text and f.name not in FIXED:
-            continue  # not an option (objects handed in by code)
-        if f.name in FIXED:
-            values[f.name] = FIXED[f.name]
-        elif LIMIT_NAME.search(f.name) and f.name not in MOOT:
-            if ZERO_IS_OFF.search(help_text):
-                values[f.name] = 0
-            else:
-                untouched.append(f.name)
-    known = {f.name for f in dataclasses.fields(server.Config)}
-    return {k: v for k, v in values.items() if k in known}, untouched
+        if f.name in FIXED or not help_text or not LIMIT_NAME.search(f.name):
+            continue  # set above, not an option, or not a limit
+        if ZERO_IS_OFF.search(help_text):
+            values[f.name] = 0
+        else:
+            untouched.append(f.name)
+    return values, [name for name in untouched if not moot(name, values)]
+
+
+def moot(name: str, values: dict[str, Any]) -> bool:
+    """Whether option ``name`` only tunes a limit that is off: ``rate_burst`` and
+    ``rate_limit_strikes`` once ``rate_limit`` is 0, ``ip_rate_burst`` once
+    ``ip_rate_limit`` is."""
+    prefix, _, suffix = name.rpartition("_")
+    if suffix not in ("burst", "strikes"):
+        return False
+    return values.get(prefix) == 0 or values.get(f"{prefix}_limit") == 0
 
 
 @dataclass
