@@ -1,0 +1,526 @@
+"""Side-by-side benchmark: the real server, a classic Tornado loop and ``websockets``.
+
+    python bench/compare.py            # the full run: a few minutes
+    python bench/compare.py --quick    # a smoke run with smaller N: about a minute
+
+Starts three servers as subprocesses on free 127.0.0.1 ports (``servers.py``): this
+project's ``server.py`` (temporary data directory, pings and every limit off), a minimal
+Tornado server whose room publish is the classic ``for c in room: c.write_message(text)``
+(``peers/tornado_classic.py``), and a minimal ``websockets`` server using ``broadcast()``
+(``peers/websockets_broadcast.py``). Each is driven in turn by load-client processes
+(``loadclient.py``: a raw asyncio protocol, on uvloop when installed; not a WebSocket
+library), the servers pinned to one core and the clients to the others when the machine
+has two or more. Measured per server, in this order, on one server process:
+
+* memory per idle connection: the server's RSS growth over M connections, read once its
+  CPU has gone quiet (the real server: nicknamed chat connections, ``?nick=u<i>``, in rooms
+  of 25; the peers: a bare WebSocket that does nothing);
+* echo: round trips/s and p99 with 50 clients, each with one frame in flight;
+* fan-out through ``/ws/chat/<room>`` to N subscribers (one of them publishes): a burst of
+  B messages in one write, timed until every subscriber has every message (deliveries/s,
+  the median of three bursts, and the server's CPU per delivery); the connection setup
+  rate while the N opened; then the publish-to-receive latency at a steady 10 messages/s
+  (p50/p99 over every delivery; a server slower than N x 10 deliveries/s falls behind, and
+  its latency grows with the seconds published);
+* loop lag during a burst to the largest N, seen from outside: the worst round trip of a
+  probe echo client (its own process, a frame every millisecond after each reply) while
+  the burst is delivered. The real server exports no loop lag yet, and the peers none.
+
+Prints one Markdown table with ratios to the classic Tornado loop, the machine, and the
+load clients' CPU (near 100% of their core, a row would measure the client, not the
+server). Writes every number as JSON to ``bench/results/`` (not in git).
+
+Every wait has a timeout; a step that times out shows it in its cell instead of hanging.
+Loopback only; every process started here is stopped by its pid.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from loadclient import Worker, default_loop, raise_fd_limit  # noqa: E402
+from servers import Server, build, cpu_seconds, rss  # noqa: E402
+
+HOST = "127.0.0.1"
+BASELINE = "Tornado classic"
+
+
+@dataclass
+class Plan:
+    """The sizes and durations of one run."""
+
+    idle: int = 5000  # connections for the memory row
+    echo_clients: int = 50
+    echo_seconds: float = 5.0
+    fanout: list[tuple[int, int]] = field(  # (subscribers, burst) per fan-out row
+        default_factory=lambda: [(1000, 60), (5000, 10)])
+    repeats: int = 3  # bursts per fan-out row; the row shows the median
+    latency_seconds: dict[int, float] = field(  # subscribers -> seconds of steady publishing
+        default_factory=lambda: {1000: 5.0, 5000: 2.0})
+    rate: float = 10.0  # messages per second in the latency rows
+    lag: tuple[int, int] = (10000, 5)  # (subscribers, burst) for the loop-lag row
+    processes: int = 2  # load-client processes the connections are split over
+    concurrency: int = 100  # handshakes in flight per load-client process
+    room_size: int = 25  # nicknamed connections per room in the real server's memory row
+    timeout: float = 60.0  # the most any one step may take, in seconds
+    client_loop: str = "asyncio"  # the load clients' event loop: "asyncio" or "uvloop"
+
+
+QUICK = Plan(idle=1000, echo_seconds=2.0, fanout=[(1000, 50)], repeats=1,
+             latency_seconds={1000: 2.0}, lag=(2000, 10))
+
+
+class Bench:
+    """One run: the load-client processes, and the measurements of one server at a time."""
+
+    def __init__(self, plan: Plan, client_cores: Optional[set[int]]) -> None:
+        self.plan = plan
+        self.workers = [Worker(client_cores, plan.client_loop)
+                        for _ in range(plan.processes)]
+        # The probe has a process of its own: no subscriber traffic delays its replies.
+        self.probe = Worker(client_cores, plan.client_loop)
+
+    async def start(self) -> None:
+        for worker in (*self.workers, self.probe):
+            await worker.start()
+
+    async def stop(self) -> None:
+        for worker in (*self.workers, self.probe):
+            await worker.stop()
+
+    def clients_cpu(self) -> float:
+        """CPU seconds the load-client processes have used so far."""
+        return sum(cpu_seconds(worker.pid) for worker in (*self.workers, self.probe))
+
+    async def _all(self, cmd: str, wait: float, **args: Any) -> list[dict[str, Any]]:
+        return list(await asyncio.gather(*(
+            worker.call(cmd, wait, **args) for worker in self.workers)))
+
+    async def open(self, server: Server, path: str, count: int, welcome: bool,
+                   room_size: int = 1) -> dict[str, Any]:
+        """Open ``count`` connections split over the workers; the setup rate."""
+        k, plan = len(self.workers), self.plan
+        replies = await asyncio.gather(*(
+            worker.call("open", plan.timeout + 10, host=HOST, port=server.port, path=path,
+                        indices=list(range(i, count, k)), welcome=welcome,
+                        concurrency=plan.concurrency, timeout=plan.timeout,
+                        room_size=room_size)
+            for i, worker in enumerate(self.workers)))
+        errors = [str(e) for reply in replies for e in (reply.get("error") or []) if e]
+        opened = sum(reply.get("opened", 0) for reply in replies)
+        t0 = min((reply["t0"] for reply in replies if "t0" in reply), default=0)
+        t1 = max((reply["t1"] for reply in replies if "t1" in reply), default=0)
+        result = {"opened": opened, "wanted": count,
+                  "per_s": opened / ((t1 - t0) / 1e9) if t1 > t0 else None}
+        if opened < count:
+            result["error"] = f"{opened}/{count} opened: {errors[0] if errors else '?'}"
+        return result
+
+    async def close(self, server: Server) -> None:
+        """Reset every connection; wait for the server to have dealt with it."""
+        await self._all("close", self.plan.timeout)
+        await wait_idle(server)
+
+    async def burst(self, server: Server, tag: str, count: int, subscribers: int,
+                    probe: bool = False) -> dict[str, Any]:
+        """``count`` messages in one write; time until every subscriber has all of them.
+        With ``probe``, a probe echo client's round trips run across the burst."""
+        plan = self.plan
+        await self._all("arm", plan.timeout, tag=tag, expect=count, timed=False)
+        if probe:
+            started = await self.probe.call("probe_start", 20, host=HOST, port=server.port,
+                                            path=server.echo_path, interval=0.001,
+                                            timeout=10.0)
+            if "error" in started:
+                return {"error": f"probe: {started['error']}"}
+            await asyncio.sleep(1.0)  # the probe's round trips on a quiet server
+        cpu, clients, wall = cpu_seconds(server.pid), self.clients_cpu(), time.monotonic()
+        sent, replies = await asyncio.gather(
+            self.workers[0].call("publish", plan.timeout, tag=tag, count=count, rate=0),
+            self._all("wait", plan.timeout + 10, timeout=plan.timeout))
+        wall = time.monotonic() - wall
+        cpu = cpu_seconds(server.pid) - cpu
+        result = completion(sent, replies)
+        if "error" not in result:
+            elapsed = (result["last_ns"] - sent["t0"]) / 1e9
+            result["deliveries_per_s"] = subscribers * count / elapsed
+            result["server_cpu_us"] = 1e6 * cpu / (subscribers * count)
+        result["clients_cpu"] = 100 * (self.clients_cpu() - clients) / wall
+        if probe:
+            await asyncio.sleep(0.3)
+            stopped = await self.probe.call("probe_stop", 20)
+            result.update(lag(stopped.get("samples", []), sent.get("t0", 0),
+                              result.get("last_ns") or time.monotonic_ns()))
+        return result
+
+    async def steady(self, server: Server, tag: str, seconds: float) -> dict[str, Any]:
+        """``plan.rate`` messages per second for ``seconds``; the latency of every delivery."""
+        plan = self.plan
+        count = max(1, round(plan.rate * seconds))
+        await self._all("arm", plan.timeout, tag=tag, expect=count, timed=True)
+        clients, wall = self.clients_cpu(), time.monotonic()
+        sent, replies = await asyncio.gather(
+            self.workers[0].call("publish", seconds + plan.timeout, tag=tag, count=count,
+                                 rate=plan.rate),
+            self._all("wait", seconds + plan.timeout + 10, timeout=seconds + plan.timeout))
+        wall = time.monotonic() - wall
+        result = completion(sent, replies)
+        latencies = sorted(x for reply in replies for x in reply.get("latencies_us", []))
+        if latencies:
+            result["p50_ms"] = percentile(latencies, 50) / 1000
+            result["p99_ms"] = percentile(latencies, 99) / 1000
+            result["samples"] = len(latencies)
+        result["clients_cpu"] = 100 * (self.clients_cpu() - clients) / wall
+        return result
+
+    async def measure(self, server: Server, rows: dict[str, Any]) -> None:
+        """Every row for one server into ``rows``, on one server process, memory first."""
+        plan = self.plan
+
+        # Memory, while the process has never held more connections than now.
+        await wait_idle(server)
+        before = rss(server.pid)
+        opened = await self.open(server, server.idle_path, plan.idle, server.idle_welcome,
+                                 server.idle_room_size)
+        await wait_idle(server)
+        after = rss(server.pid)
+        memory = dict(opened, rss_before_mib=before / 2**20, rss_after_mib=after / 2**20)
+        if opened["opened"]:
+            memory["kib_per_conn"] = (after - before) / opened["opened"] / 1024
+        rows["memory"] = memory
+        await self.close(server)
+        progress(f"{server.name}: memory done ({opened['per_s'] or 0:.0f} connections/s)")
+
+        # Echo, from one process: one frame in flight per client keeps it light.
+        clients, cpu = self.clients_cpu(), cpu_seconds(server.pid)
+        echo = await self.workers[0].call(
+            "echo", plan.echo_seconds + plan.timeout + 10, host=HOST, port=server.port,
+            path=server.echo_path, clients=plan.echo_clients, duration=plan.echo_seconds,
+            size=100, timeout=10.0)
+        if "round_trips" in echo:
+            echo["per_s"] = echo["round_trips"] / echo["elapsed"]
+            echo["clients_cpu"] = 100 * (self.clients_cpu() - clients) / echo["elapsed"]
+            # Includes the 50 handshakes and closes: a few ms against seconds of echo.
+            echo["server_cpu_us"] = 1e6 * (cpu_seconds(server.pid) - cpu) / echo["round_trips"]
+        rows["echo"] = echo
+        await wait_idle(server)
+        progress(f"{server.name}: echo done")
+
+        for n, (subscribers, burst) in enumerate(plan.fanout):
+            row = await self.open(server, server.chat_path.format(room=f"fan{n}"),
+                                  subscribers, True)
+            if "error" not in row:
+                await wait_idle(server)
+                bursts = []
+                for repeat in range(plan.repeats):
+                    bursts.append(await self.burst(server, f"b{n}r{repeat}", burst,
+                                                   subscribers))
+                    await wait_idle(server)
+                row["burst"] = median_burst(bursts)
+                row["bursts"] = bursts
+                seconds = plan.latency_seconds.get(subscribers)
+                if seconds and "error" not in row["burst"]:
+                    await wait_idle(server)
+                    row["latency"] = await self.steady(server, f"l{n}", seconds)
+            rows[f"fanout {subscribers}"] = row
+            await self.close(server)
+            progress(f"{server.name}: fan-out to {subscribers} done")
+
+        subscribers, burst = plan.lag
+        row = await self.open(server, server.chat_path.format(room="lag"), subscribers, True)
+        if "error" not in row:
+            await wait_idle(server)
+            row["burst"] = await self.burst(server, "g", burst, subscribers, probe=True)
+        rows["lag"] = row
+        await self.close(server)
+        progress(f"{server.name}: loop lag done")
+
+
+def completion(sent: dict[str, Any], replies: list[dict[str, Any]]) -> dict[str, Any]:
+    """Whether every subscriber got every marked message, and when the last one did."""
+    errors = [reply["error"] for reply in (sent, *replies) if "error" in reply]
+    if errors:
+        return {"error": str(errors[0])}
+    complete = sum(reply["complete"] for reply in replies)
+    total = sum(reply["total"] for reply in replies)
+    result: dict[str, Any] = {"complete": complete, "total": total,
+                              "last_ns": max(reply["last_ns"] for reply in replies)}
+    if complete < total:
+        result["error"] = f"timeout: {complete}/{total} complete"
+    return result
+
+
+def median_burst(bursts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The burst with the median deliveries/s; the first error if any burst failed."""
+    failed = [burst for burst in bursts if "error" in burst]
+    if failed:
+        return failed[0]
+    ordered = sorted(bursts, key=lambda burst: burst["deliveries_per_s"])
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def lag(samples: list[list[int]], start: int, end: int) -> dict[str, Any]:
+    """The probe's quiet round trip (median before ``start``) and its worst round trip
+    overlapping ``[start, end]`` (monotonic ns)."""
+    quiet = sorted(rtt for sent, rtt in samples if sent + rtt * 1000 < start)
+    during = [rtt for sent, rtt in samples if sent <= end and sent + rtt * 1000 >= start]
+    result: dict[str, Any] = {"probe_round_trips": len(samples)}
+    if quiet:
+        result["probe_quiet_ms"] = percentile(quiet, 50) / 1000
+    if during:
+        result["probe_worst_ms"] = max(during) / 1000
+    return result
+
+
+def percentile(ordered: list[int], p: float) -> int:
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))]
+
+
+async def wait_idle(server: Server, quiet: float = 0.3, timeout: float = 20.0) -> bool:
+    """Until the server has used (almost) no CPU for ``quiet`` seconds, or ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last, since = cpu_seconds(server.pid), time.monotonic()
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        now = cpu_seconds(server.pid)
+        if now - last > 0.02:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return True
+    return False
+
+
+STARTED = time.monotonic()
+
+
+def progress(text: str) -> None:
+    """A line on stderr, with the seconds since the bench started."""
+    print(f"[{time.monotonic() - STARTED:5.0f} s] {text}", file=sys.stderr, flush=True)
+
+
+# The table: (label, how to get the number from a server's rows, unit format).
+def rows_of(plan: Plan) -> list[tuple[str, Any]]:
+    """The table's rows for ``plan``: a label and a function from a server's results to a
+    number (None: not measured) or an error string."""
+    def get(*keys: str) -> Any:
+        def pick(results: dict[str, Any]) -> Any:
+            node: Any = results
+            for key in keys:
+                if not isinstance(node, dict):
+                    return None
+                if "error" in node and key not in node:
+                    return str(node["error"])
+                node = node.get(key)
+            return node
+        return pick
+
+    rows: list[tuple[str, Any]] = []
+    for subscribers, burst in plan.fanout:
+        key = f"fanout {subscribers}"
+        median = f", median of {plan.repeats}" if plan.repeats > 1 else ""
+        rows.append((f"fan-out deliveries/s, {subscribers:,} subscribers, burst of {burst}"
+                     f"{median}", get(key, "burst", "deliveries_per_s")))
+        rows.append((f"server CPU µs per delivery, {subscribers:,} subscribers",
+                     get(key, "burst", "server_cpu_us")))
+    for subscribers, burst in plan.fanout:
+        if subscribers in plan.latency_seconds:
+            key = f"fanout {subscribers}"
+            for p in (50, 99):
+                rows.append((f"publish-to-receive p{p} ms, {subscribers:,} subscribers, "
+                             f"{plan.rate:g} msg/s for {plan.latency_seconds[subscribers]:g} s",
+                             get(key, "latency", f"p{p}_ms")))
+    rows.append((f"echo round trips/s, {plan.echo_clients} clients, one in flight each",
+                 get("echo", "per_s")))
+    rows.append(("echo round trip p99 ms", get("echo", "p99_us")))
+    rows.append(("server CPU µs per echo round trip", get("echo", "server_cpu_us")))
+    rows.append((f"KiB per idle connection (RSS growth over {plan.idle:,})",
+                 get("memory", "kib_per_conn")))
+    biggest = max(plan.fanout)[0]
+    rows.append((f"connections/s, opening {biggest:,} room subscribers",
+                 get(f"fanout {biggest}", "per_s")))
+    subscribers, burst = plan.lag
+    rows.append((f"fan-out deliveries/s, {subscribers:,} subscribers, burst of {burst}",
+                 get("lag", "burst", "deliveries_per_s")))
+    rows.append(("worst loop lag ms during that burst (probe echo round trip)",
+                 get("lag", "burst", "probe_worst_ms")))
+    return rows
+
+
+def fmt(value: float) -> str:
+    if value >= 1000:
+        return f"{value:,.0f}"
+    if value >= 100:
+        return f"{value:.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def table(plan: Plan, servers: list[Server], results: dict[str, dict[str, Any]]) -> str:
+    """One Markdown table: a row per measurement, a column per server, ratios to the
+    classic Tornado loop."""
+    names = [server.name for server in servers]
+    lines = ["| measurement | " + " | ".join(names) + " |",
+             "| --- |" + " ---: |" * len(names)]
+    for label, pick in rows_of(plan):
+        values = {name: pick(results.get(name, {})) for name in names}
+        if "echo round trip p99" in label:  # stored in µs
+            values = {k: v / 1000 if isinstance(v, (int, float)) else v
+                      for k, v in values.items()}
+        base = values.get(BASELINE)
+        cells = []
+        for name in names:
+            value = values[name]
+            if value is None:
+                cells.append("—")
+            elif isinstance(value, str):
+                cells.append(value.replace("|", "/")[:60])
+            else:
+                notes = []
+                if isinstance(base, (int, float)) and base:
+                    notes.append(f"{value / base:.2f}x")
+                if "loop lag" in label:
+                    quiet = results[name]["lag"]["burst"].get("probe_quiet_ms")
+                    if quiet is not None:
+                        notes.append(f"quiet {fmt(quiet)}")
+                cells.append(fmt(value) + (f" ({'; '.join(notes)})" if notes else ""))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def clients_cpu(results: dict[str, dict[str, Any]]) -> list[tuple[float, str, str]]:
+    """Every phase's load-client CPU (% of one core), as (percent, server, phase)."""
+    found = []
+    for name, rows in results.items():
+        def walk(node: Any, path: str) -> None:
+            if isinstance(node, dict):
+                if isinstance(node.get("clients_cpu"), (int, float)):
+                    found.append((node["clients_cpu"], name, path))
+                for key, child in node.items():
+                    walk(child, f"{path} {key}".strip())
+        walk(rows, "")
+    return sorted(found, reverse=True)
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    import tornado
+    import websockets
+    model = platform.processor() or "?"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            model = next(line.split(":", 1)[1].strip() for line in cpuinfo
+                         if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpus": os.cpu_count(), "usable_cpus": len(os.sched_getaffinity(0)),
+            "cpu_model": model, "kernel": platform.release(),
+            "python": platform.python_version(), "tornado": tornado.version,
+            "websockets": websockets.__version__}
+
+
+async def run(plan: Plan, chosen: set[str]) -> int:
+    """Start everything, measure every server, print the table; stop everything."""
+    limit = raise_fd_limit()
+    need = max(plan.idle, plan.lag[0], *(n for n, _ in plan.fanout)) + 200
+    if limit < need:
+        progress(f"warning: the descriptor limit is {limit}, the plan needs about {need}")
+    cpus = sorted(os.sched_getaffinity(0))
+    server_cores = client_cores = None
+    if len(cpus) >= 2:
+        server_cores, client_cores = {cpus[0]}, set(cpus[1:])
+        os.sched_setaffinity(0, client_cores)  # the controller stays off the server's core
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-compare-") as tmp:
+        servers, flags, untouched = build(tmp, plan.room_size)
+        servers = [server for server in servers if server.key in chosen]
+        bench = Bench(plan, client_cores)
+        started = time.monotonic()
+        try:
+            await bench.start()
+            for server in servers:
+                server.start(server_cores)
+            for server in servers:
+                rows = results[server.name] = {}
+                try:
+                    await bench.measure(server, rows)
+                except Exception as error:  # one server failing still prints the others
+                    rows["error"] = f"{type(error).__name__}: {error}"
+                    progress(f"{server.name}: {rows['error']}")
+                if not server.alive():
+                    results[server.name]["error"] = "the server died" + server.log_tail()
+                    progress(results[server.name]["error"])
+        finally:
+            await bench.stop()
+            for server in servers:
+                server.stop()
+        elapsed = time.monotonic() - started
+        troubles = {server.name: server.log_errors() for server in servers}
+
+    info = machine()
+    busiest = clients_cpu(results)
+    print(table(plan, servers, results))
+    print()
+    print(f"Machine: {info['cpus']} CPUs ({info['cpu_model']}), Linux {info['kernel']}; "
+          f"Python {info['python']}, Tornado {info['tornado']}, websockets "
+          f"{info['websockets']}; load clients on {plan.client_loop}. Servers pinned to CPU "
+          f"{sorted(server_cores or [])}, "
+          f"{plan.processes} load-client processes and a probe process to CPU "
+          f"{sorted(client_cores or [])}; one run, {elapsed:.0f} s.")
+    if busiest:
+        top = busiest[0]
+        print(f"Load clients' CPU (all their processes, % of one core): at most "
+              f"{top[0]:.0f}% ({top[1]}, {top[2]}); "
+              + ", ".join(f"{name} {phase} {pct:.0f}%" for pct, name, phase in busiest[1:6])
+              + ".")
+    shown = " ".join(f"--{k.replace('_', '-')}={v}" for k, v in flags.items()
+                     if k not in ("port", "data_dir"))
+    print(f"Real server flags: {shown}"
+          + (f"; limit-like options left at their defaults: {', '.join(untouched)}"
+             if untouched else "") + ".")
+    for name, count in troubles.items():
+        if count:
+            print(f"Warning: {name} logged {count} error line(s) or traceback(s) during the run.")
+    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+    path = os.path.join(HERE, "results", time.strftime("compare-%Y%m%d-%H%M%S.json"))
+    with open(path, "w", encoding="utf-8") as out:
+        json.dump({"plan": asdict(plan), "machine": info, "real_server_flags": flags,
+                   "results": results, "clients_cpu": busiest}, out, indent=1, default=str)
+    progress(f"results: {os.path.relpath(path)}")
+    return 0 if all("error" not in rows for rows in results.values()) else 1
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run with smaller N (about a minute)")
+    parser.add_argument("--servers", default="real,tornado,websockets",
+                        help="which servers to measure, comma-separated (ratios need tornado)")
+    parser.add_argument("--processes", type=int, default=2,
+                        help="load-client processes the connections are split over")
+    parser.add_argument("--client-loop", choices=["uvloop", "asyncio"],
+                        default=default_loop(),
+                        help="the load clients' event loop (default: uvloop if installed)")
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else Plan()
+    plan.processes = max(1, min(args.processes, 8))
+    plan.client_loop = args.client_loop
+    chosen = set(args.servers.split(","))
+    if not chosen <= {"real", "tornado", "websockets"}:
+        parser.error("--servers takes real, tornado and websockets")
+    sys.exit(asyncio.run(run(plan, chosen)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""The servers ``compare.py`` measures: how each is started, pinned, watched and stopped.
+
+* ``real``: this project's ``server.py`` as it is in the checkout at run time, with a
+  temporary ``--data-dir``, pings off and every limit off. The limits are found in
+  ``server.Config`` when the bench runs (see ``real_server_flags``), so an option added
+  later that documents ``0`` as "off" is turned off without editing the bench.
+* ``tornado``: ``peers/tornado_classic.py``, the classic ``write_message`` loop (the baseline
+  every ratio is taken against).
+* ``websockets``: ``peers/websockets_broadcast.py``, ``websockets``' ``broadcast()``.
+
+Every server binds 127.0.0.1 on a free port and is stopped by its pid.
+"""
+
+import dataclasses
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+# Options of the real server the bench sets whatever their help says.
+FIXED: dict[str, Any] = {
+    "address": "127.0.0.1",
+    "rate_limit": 0,  # frames per second per socket: off
+    "max_connections_per_ip": 0,  # every client is 127.0.0.1: no cap
+    "ping_interval": 0,  # no pings during a measurement
+    "max_pending_bytes": 16 * 1024 * 1024,  # a burst to a slow client is not a slow consumer
+}
+# An option whose name looks like a limit and whose help says `0` switches it off.
+LIMIT_NAME = re.compile(r"rate|limit|per_ip|per_room|max_conn|quota|throttle")
+ZERO_IS_OFF = re.compile(
+    r"`0`[^.;]{0,40}\b(off|no limit|unlimited|disables?)\b"
+    r"|\b(off|no limit|unlimited|disabled?)\b[^.;]{0,20}`0`", re.IGNORECASE)
+
+
+def real_server_flags() -> tuple[dict[str, Any], list[str]]:
+    """The values the bench gives the real server's options, read from ``server.Config``
+    now, and the names of limit-like options it could not turn off (left at their default).
+    """
+    sys.path.insert(0, ROOT)
+    import server  # the checkout's, as it is today
+
+    fields = dataclasses.fields(server.Config)
+    values = {f.name: FIXED[f.name] for f in fields if f.name in FIXED}
+    untouched = []
+    for f in fields:
+        help_text = str(f.metadata.get("option.help", ""))
+        if f.name in FIXED or not help_text or not LIMIT_NAME.search(f.name):
+            continue  # set above, not an option, or not a limit
+        if ZERO_IS_OFF.search(help_text):
+            values[f.name] = 0
+        else:
+            untouched.append(f.name)
+    return values, [name for name in untouched if not moot(name, values)]
+
+
+def moot(name: str, values: dict[str, Any]) -> bool:
+    """Whether option ``name`` only tunes a limit that is off: ``rate_burst`` and
+    ``rate_limit_strikes`` once ``rate_limit`` is 0, ``ip_rate_burst`` once
+    ``ip_rate_limit`` is."""
+    prefix, _, suffix = name.rpartition("_")
+    if suffix not in ("burst", "strikes"):
+        return False
+    return values.get(prefix) == 0 or values.get(f"{prefix}_limit") == 0
+
+
+@dataclass
+class Server:
+    """One server under test, as a subprocess pinned to ``cores``."""
+
+    key: str  # its name on the command line: real, tornado, websockets
+    name: str  # the column heading
+    label: str  # what it is, for the table's legend
+    argv: list[str]
+    port: int
+    chat_path: str = "/ws/chat/{room}"  # a room subscriber
+    echo_path: str = "/ws/echo"
+    idle_path: str = "/ws/bare"  # a connection for the idle-memory row
+    idle_welcome: bool = False  # the idle connection gets a first frame to wait for
+    idle_room_size: int = 1  # connections per room in the idle path's {room}
+    log_path: Optional[str] = None
+    process: Optional[subprocess.Popen] = field(default=None, repr=False)  # type: ignore
+
+    def start(self, cores: Optional[set[int]], timeout: float = 30.0) -> None:
+        """Start the process and wait until its port accepts connections."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("REALTIME_")}
+        log = open(self.log_path or os.devnull, "wb")
+        self.process = subprocess.Popen(
+            self.argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"{self.name} did not start: {' '.join(self.argv)}"
+                                       f"{self.log_tail()}")
+                time.sleep(0.05)
+
+    def log_tail(self) -> str:
+        """The end of the server's log, for an error message."""
+        if not self.log_path or not os.path.exists(self.log_path):
+            return ""
+        with open(self.log_path, "rb") as log:
+            return "\n" + log.read()[-2000:].decode(errors="replace")
+
+    def log_errors(self) -> int:
+        """Lines of the server's log that report an error or start a traceback."""
+        if not self.log_path or not os.path.exists(self.log_path):
+            return 0
+        with open(self.log_path, "rb") as log:
+            return sum(1 for line in log
+                       if line.startswith(b"Traceback") or b"ERROR" in line[:40]
+                       or line.startswith(b"[E "))
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 5 s, to this process only."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def build(tmp: str, room_size: int) -> tuple[list[Server], dict[str, Any], list[str]]:
+    """The three servers (not started), the real server's option values, and its limit-like
+    options left at their defaults."""
+    values, untouched = real_server_flags()
+    port = free_port()
+    values = dict(values, port=port, data_dir=os.path.join(tmp, "data"))
+    flags = [f"--{name.replace('_', '-')}={value}" for name, value in values.items()]
+    real = Server(
+        "real", "real server", "this project's `server.py` (`/ws/chat/<room>`, `/ws/echo`)",
+        [sys.executable, os.path.join(ROOT, "server.py"), *flags], port,
+        idle_path="/ws/chat/idle{room}?nick=u{i}", idle_welcome=True, idle_room_size=room_size,
+        log_path=os.path.join(tmp, "server.log"))
+    peers = []
+    for key, name, label, script in [
+        ("tornado", "Tornado classic", "Tornado, `for c in room: c.write_message(text)`",
+         "tornado_classic.py"),
+        ("websockets", "websockets", "`websockets` asyncio server, `broadcast()`",
+         "websockets_broadcast.py"),
+    ]:
+        port = free_port()
+        argv = [sys.executable, os.path.join(HERE, "peers", script), f"--port={port}",
+                "--backlog=4096"]
+        peers.append(Server(key, name, label, argv, port,
+                            log_path=os.path.join(tmp, script + ".log")))
+    return [real, *peers], values, untouched
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time ``pid`` has used."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss(pid: int) -> int:
+    """Resident bytes of ``pid``."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
