@@ -209,6 +209,9 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
     # Tornado's callbacks: the one error boundary around the hooks.
 
     async def open(self, *path_args: str) -> None:
+        # The labelled metric children, looked up once instead of per frame.
+        self._messages_in = self.metrics.messages_in.labels(endpoint=self.endpoint)
+        self._open_connections = self.metrics.connections.labels(endpoint=self.endpoint)
         if self.ws_connection is None or self.ws_connection.is_closing():
             # The client went away before the upgrade (during an async prepare(), say), yet
             # Tornado still calls open(). Its on_close has run already, or will run before
@@ -222,20 +225,24 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
             self.write_envelope = writer.write  # type: ignore[method-assign]
             self.unflushed_bytes = writer.unflushed  # type: ignore[method-assign]
         self.hub.register(self)
-        self.metrics.connections.labels(endpoint=self.endpoint).inc()
+        self._open_connections.inc()
         self.metrics.connections_total.labels(endpoint=self.endpoint).inc()
         events.info(logfmt(event="connect", endpoint=self.endpoint, ip=self.request.remote_ip,
                            origin=self.request.headers.get("Origin")))
         await self._guarded(self.connected, *path_args)
 
-    async def on_message(self, message: Frame) -> None:
+    def on_message(self, message: Frame) -> Optional[Awaitable[None]]:
+        # Not a coroutine: Tornado wraps one in a Task and waits a turn of the loop for it
+        # per message. A plain hook is done when this returns; an async hook's awaitable is
+        # returned for Tornado to await before it reads the next frame, as before.
         accepted = self._frame_allowed()  # the frame that ended the message
         refused_before, self._message_refused = self._message_refused, False
         if self._close_sent is not None:
-            return  # frames still in flight after we closed
-        self.metrics.messages_in.labels(endpoint=self.endpoint).inc()
+            return None  # frames still in flight after we closed
+        self._messages_in.inc()
         if accepted and not refused_before:  # a message is dropped whole
-            await self._guarded(self.received, message)
+            return self._call_hook(self.received, message)
+        return None
 
     # Every other frame is charged like a message; Tornado has already answered a ping.
 
@@ -258,7 +265,7 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
         if self._opened_at is None:
             return  # the client went away during the handshake
         self.hub.forget(self)
-        self.metrics.connections.labels(endpoint=self.endpoint).dec()
+        self._open_connections.dec()
         if self._close_sent is not None:
             code, by = self._close_sent, "server"
         elif self.close_code is not None:
@@ -284,11 +291,12 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
         if self._bucket is not None and not self._bucket.take():
             self._over_rate_limit("Too many messages", self._bucket.retry_after())
             return False
-        ip = self.request.remote_ip
-        if self.ip_rate is not None and not self.ip_rate.take(ip):
-            self._over_rate_limit("Too many messages from your address (all its connections "
-                                  "together)", self.ip_rate.retry_after(ip))
-            return False
+        if self.ip_rate is not None:
+            ip = self.request.remote_ip
+            if not self.ip_rate.take(ip):
+                self._over_rate_limit("Too many messages from your address (all its "
+                                      "connections together)", self.ip_rate.retry_after(ip))
+                return False
         self._strikes = 0
         return True
 
@@ -307,18 +315,40 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
             ))
 
     async def _guarded(self, hook: Callable[..., Any], *args: Any) -> None:
+        pending = self._call_hook(hook, *args)
+        if pending is not None:
+            await pending
+
+    def _call_hook(self, hook: Callable[..., Any], *args: Any) -> Optional[Awaitable[None]]:
+        """Run ``hook`` inside the error boundary. A plain hook has run when this returns;
+        an async one comes back as an awaitable with the same boundary around it."""
         try:
             result = hook(*args)
-            if inspect.isawaitable(result):
-                await result
+        except ClientError as error:
+            self.send_error_frame(error.code, error.message)
+            return None
+        except Exception:
+            self._hook_failed(hook)
+            return None
+        if result is None or not inspect.isawaitable(result):
+            return None
+        return self._await_hook(hook, result)
+
+    async def _await_hook(self, hook: Callable[..., Any], result: Awaitable[Any]) -> None:
+        try:
+            await result
         except ClientError as error:
             self.send_error_frame(error.code, error.message)
         except Exception:
-            # Tornado's own default is to log and drop the TCP connection without a close
-            # frame; a 1011 tells the client it was our fault and that it may retry.
-            log.exception("%s.%s failed; closing with 1011", type(self).__name__, hook.__name__)
-            self.metrics.internal_errors.inc()
-            self.close(CloseCode.INTERNAL_ERROR, "internal server error")
+            self._hook_failed(hook)
+
+    def _hook_failed(self, hook: Callable[..., Any]) -> None:
+        # Called while the exception is being handled, so log.exception has its traceback.
+        # Tornado's own default is to log and drop the TCP connection without a close
+        # frame; a 1011 tells the client it was our fault and that it may retry.
+        log.exception("%s.%s failed; closing with 1011", type(self).__name__, hook.__name__)
+        self.metrics.internal_errors.inc()
+        self.close(CloseCode.INTERNAL_ERROR, "internal server error")
 
 
 class JsonSocketHandler(SocketHandler):

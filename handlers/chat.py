@@ -142,7 +142,7 @@ class ChatSocketHandler(JsonSocketHandler):
         """
         if self.room_rate is None:
             return
-        listeners = max(1, len(self.hub.subscribers(room_topic(room.name))))
+        listeners = max(1, self.hub.subscriber_count(room_topic(room.name)))
         if not self.room_rate.take(room.name, listeners):
             wait = self.room_rate.retry_after(room.name, listeners)
             raise ClientError("rate_limited", (

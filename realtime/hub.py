@@ -133,6 +133,11 @@ class Hub:
         """The local subscribers of ``topic`` (a copy)."""
         return set(self._topics.get(topic, ()))
 
+    def subscriber_count(self, topic: str) -> int:
+        """How many local subscribers ``topic`` has (no copy, unlike ``subscribers``)."""
+        members = self._topics.get(topic)
+        return len(members) if members is not None else 0
+
     def topics(self, subscriber: Subscriber) -> set[str]:
         """The topics ``subscriber`` listens to (a copy)."""
         return set(self._subscriptions.get(subscriber, ()))

@@ -38,3 +38,16 @@ async def test_empty_frame_comes_back(ws_connect):
     conn = await ws_connect("/ws/echo")
     await conn.write_message("")
     assert await receive(conn) == ""
+
+
+async def test_a_plain_hook_runs_within_on_message_without_a_task(ws_connect, hub):
+    """on_message returns None for a plain received() (Tornado then makes no Task and waits
+    no turn of the loop per message); the hook has run by then."""
+    client = await ws_connect("/ws/echo")
+    handler = hub.connections[0]
+    written: list[object] = []
+    handler.send_frame = written.append
+
+    assert handler.on_message("hello") is None
+    assert written == ["hello"]
+    client.close()

@@ -90,6 +90,22 @@ async def test_unsubscribe_stops_delivery():
 
     assert connection.frames == [b"one"]
     assert hub.subscribers("vote.demo") == set()
+    assert hub.subscriber_count("vote.demo") == 0
+
+
+async def test_subscriber_count_counts_a_topics_local_subscribers():
+    """subscriber_count says how many connections listen to a topic, 0 for an unknown one."""
+    hub = make_hub()
+    first, second = FakeConnection(), FakeConnection()
+    hub.subscribe("chat.lobby", first)
+    hub.subscribe("chat.lobby", second)
+    hub.subscribe("chat.other", first)
+
+    assert hub.subscriber_count("chat.lobby") == 2
+    assert hub.subscriber_count("chat.other") == 1
+    assert hub.subscriber_count("chat.nobody") == 0
+    hub.forget(first)
+    assert hub.subscriber_count("chat.lobby") == 1
 
 
 async def test_forget_removes_a_connection_from_every_topic():
