@@ -160,7 +160,7 @@ async def test_vote_counts_through_nginx(stack, ws_open):
     tally = await receive_type(conn, "tally")
     assert tally["poll"] == "demo" and tally["total"] == before + 1
     assert tally["votes"]["2"] == first["poll"]["options"][1]["votes"] + 1
-    assert await receive_json(conn) == {"type": "voted", "option": "2"}
+    assert await receive_json(conn) == {"type": "voted", "option": "2", "tally": tally}
 
 
 async def test_cross_origin_socket_is_refused_through_nginx(stack, ws_open):
