@@ -15,8 +15,9 @@ Every connection of the process is registered here while it is open. The hub
   up the others. Bytes the kernel took do not count, so a client that keeps reading is not
   dropped for a burst larger than the bound, nor for one frame larger than the bound;
 * never holds the loop long: a fan-out of more than ``slice_size`` writes is delivered in
-  slices, the loop serving other clients in between; later publishes and sends queue
-  behind it, so every connection still gets its frames in publish order;
+  slices, the loop serving other clients in between; a later publish or send to a
+  connection that still has a frame queued waits behind it, so every connection gets its
+  frames in order, while connections with nothing queued are served at once;
 * hands envelopes to a broker (``realtime.brokers``) and takes them back through
   ``deliver``, so several processes can share topics without the handlers knowing; the
   broker hears when a topic gets its first local subscriber and loses its last.
@@ -81,8 +82,11 @@ class Hub:
         self._topics: dict[str, set[Subscriber]] = {}  # topic -> its local subscribers
         self._connections: dict[Subscriber, None] = {}  # open connections, in order (a set)
         self._subscriptions: dict[Subscriber, set[str]] = {}  # connection -> its topics
-        # Fan-outs not yet fully written: (envelope, its subscribers, how many are done).
-        self._queue: deque[tuple[Envelope, tuple[Subscriber, ...], int]] = deque()
+        # Frames not yet fully written, oldest first: (topic, or None for a direct send; the
+        # envelope; its subscribers; how many are done).
+        self._queue: deque[
+            tuple[Optional[str], Envelope, tuple[Subscriber, ...], int]] = deque()
+        self._queued_sends: dict[Subscriber, int] = {}  # connection -> direct sends queued
         self._draining = False  # a drain is scheduled on the loop
         self.published = 0  # messages published from this process
         self.sent = 0  # frames written to connections
@@ -166,26 +170,41 @@ class Hub:
 
     def deliver(self, topic: str, envelope: Envelope) -> None:
         """Write ``envelope`` to this process's subscribers of ``topic`` (the broker calls
-        it): at once if it is small and nothing waits, else queued behind what waits."""
+        it): at once if it is small and none of them waits for an earlier frame, else
+        queued behind what waits."""
         members = self._topics.get(topic)
         if not members:
             return
-        if self._queue or len(members) > self.slice_size:
-            self._enqueue(envelope, tuple(members))
+        subscribers = tuple(members)  # a drop may change the set
+        if len(subscribers) > self.slice_size or (
+            self._queue and any(map(self._waits, subscribers))
+        ):
+            self._enqueue(topic, envelope, subscribers)
             return
-        for subscriber in tuple(members):  # a drop may change the set
-            self._write(subscriber, envelope)
+        for subscriber in subscribers:
+            self._write_safely(subscriber, envelope)
 
     def send(self, subscriber: Subscriber, message: Publishable) -> bool:
-        """Write one frame to one connection, after any fan-out still going out.
+        """Write one frame to one connection, after any frame still queued for it.
 
         Returns False if the connection is closed or was dropped for its backlog.
         """
         envelope = Envelope.of(message)
-        if self._queue:
-            self._enqueue(envelope, (subscriber,))
+        if self._waits(subscriber):
+            self._enqueue(None, envelope, (subscriber,))
             return subscriber in self._connections
         return self._write(subscriber, envelope)
+
+    def _waits(self, subscriber: Subscriber) -> bool:
+        """Whether a queued frame is still due to ``subscriber``, so a new one must queue
+        behind it: a direct send to it, or a fan-out on one of its topics. Connections with
+        nothing queued (an echo client while a big room fans out) are served at once."""
+        if not self._queue:
+            return False
+        if self._queued_sends.get(subscriber):
+            return True
+        topics = self._subscriptions.get(subscriber)
+        return bool(topics) and any(item[0] in topics for item in self._queue)
 
     def _write(self, subscriber: Subscriber, envelope: Envelope) -> bool:
         outcome = subscriber.write_envelope(envelope, self.max_pending_bytes)
@@ -201,27 +220,51 @@ class Hub:
             self.forget(subscriber)
         return False
 
-    def _enqueue(self, envelope: Envelope, subscribers: tuple[Subscriber, ...]) -> None:
-        self._queue.append((envelope, subscribers, 0))
+    def _write_safely(self, subscriber: Subscriber, envelope: Envelope) -> None:
+        # One subscriber's failure is its own: logged, and every other still gets the frame
+        # (and a queued fan-out is never left stuck half way).
+        try:
+            self._write(subscriber, envelope)
+        except Exception:
+            log.exception("writing to %r failed; dropping it", subscriber)
+            self.forget(subscriber)
+            subscriber.close(CloseCode.INTERNAL_ERROR, "internal server error")
+
+    def _enqueue(
+        self, topic: Optional[str], envelope: Envelope, subscribers: tuple[Subscriber, ...],
+    ) -> None:
+        self._queue.append((topic, envelope, subscribers, 0))
+        if topic is None:
+            (subscriber,) = subscribers
+            self._queued_sends[subscriber] = self._queued_sends.get(subscriber, 0) + 1
         if not self._draining:
             self._draining = True
             asyncio.get_running_loop().call_soon(self._drain)
 
     def _drain(self) -> None:
-        """Write up to ``slice_size`` queued frames, oldest fan-out first; come back on the
-        next turn of the loop if any are left."""
+        """Write up to ``slice_size`` queued frames, oldest first; come back on the next
+        turn of the loop if any are left."""
         budget = self.slice_size
         queue = self._queue
+        subscriptions = self._subscriptions
         while queue and budget > 0:
-            envelope, subscribers, done = queue[0]
+            topic, envelope, subscribers, done = queue[0]
             end = min(len(subscribers), done + budget)
             for index in range(done, end):
-                self._write(subscribers[index], envelope)
+                subscriber = subscribers[index]
+                # A connection that left the topic since the publish gets nothing more of it.
+                if topic is None or topic in subscriptions.get(subscriber, ()):
+                    self._write_safely(subscriber, envelope)
             budget -= end - done
-            if end == len(subscribers):
-                queue.popleft()
-            else:
-                queue[0] = (envelope, subscribers, end)
+            if end < len(subscribers):
+                queue[0] = (topic, envelope, subscribers, end)
+                continue
+            queue.popleft()
+            if topic is None:
+                (subscriber,) = subscribers
+                left = self._queued_sends.pop(subscriber) - 1
+                if left:
+                    self._queued_sends[subscriber] = left
         if queue:
             asyncio.get_running_loop().call_soon(self._drain)
         else:
@@ -230,7 +273,7 @@ class Hub:
     @property
     def queued(self) -> int:
         """Writes waiting for a later turn of the loop."""
-        return sum(len(subscribers) - done for _, subscribers, done in self._queue)
+        return sum(len(subscribers) - done for _, _, subscribers, done in self._queue)
 
     def drop(self, subscriber: Subscriber) -> None:
         """Remove a connection that stopped reading from every topic and close it with 1008."""

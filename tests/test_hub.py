@@ -344,3 +344,62 @@ async def test_a_connection_closed_during_a_sliced_fan_out_is_skipped_and_forgot
     assert gone.frames == []
     assert gone not in hub.subscribers("chat.lobby")
     assert all(s.frames == [b"hello"] for s in subscribers[:-1])
+
+
+async def test_a_connection_with_nothing_queued_is_served_during_a_fan_out():
+    """While a large fan-out waits for its slices, a direct send to a connection that is not
+    in it (an echo client, say) goes out at once."""
+    hub = make_hub(slice_size=10)
+    for _ in range(50):
+        hub.subscribe("chat.lobby", FakeConnection())
+    bystander = FakeConnection()
+    hub.register(bystander)
+
+    hub.publish("chat.lobby", "hello")
+    assert hub.queued == 50
+    assert hub.send(bystander, "echo") is True
+
+    assert bystander.frames == [b"echo"]
+
+
+async def test_a_connection_that_leaves_a_topic_mid_fan_out_gets_nothing_more_of_it():
+    """Unsubscribing while a fan-out of the topic still waits for its slice stops it."""
+    hub = make_hub(slice_size=10)
+    subscribers = [FakeConnection() for _ in range(30)]
+    for subscriber in subscribers:
+        hub.subscribe("chat.lobby", subscriber)
+    leaver = subscribers[-1]
+
+    hub.publish("chat.lobby", "hello")
+    hub.unsubscribe("chat.lobby", leaver)
+    await until_drained(hub)
+
+    assert leaver.frames == []
+    assert all(s.frames == [b"hello"] for s in subscribers[:-1])
+
+
+class BrokenConnection(FakeConnection):
+    """A subscriber whose writer raises: a bug in one connection's code."""
+
+    def write_envelope(self, envelope: Envelope, max_pending: int) -> int:
+        raise RuntimeError("broken writer")
+
+
+async def test_a_failing_writer_is_closed_and_never_stalls_the_fan_out(caplog):
+    """A subscriber whose write raises is logged, closed with 1011 and forgotten; everyone
+    else gets the frame, and later publishes still flow."""
+    hub = make_hub(slice_size=10)
+    subscribers = [FakeConnection() for _ in range(25)]
+    broken = BrokenConnection()
+    for subscriber in [*subscribers[:12], broken, *subscribers[12:]]:
+        hub.subscribe("chat.lobby", subscriber)
+
+    hub.publish("chat.lobby", "one")
+    await until_drained(hub)
+    hub.publish("chat.lobby", "two")
+    await until_drained(hub)
+
+    assert broken.close_code == CloseCode.INTERNAL_ERROR
+    assert broken not in hub.connections
+    assert all(s.frames == [b"one", b"two"] for s in subscribers)
+    assert "broken writer" in caplog.text
