@@ -58,6 +58,7 @@ async def test_one_publish_to_1000_subscribers_serializes_once(monkeypatch):
         hub.subscribe("chat.lobby", subscriber)
 
     envelope = hub.publish("chat.lobby", {"type": "message", "text": "hi"})
+    await until_drained(hub)
 
     assert len(calls) == 1
     first = subscribers[0].wire[0]
