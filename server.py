@@ -32,6 +32,8 @@ from handlers.vote import (
 )
 from realtime import chat, limits
 from realtime.accept import HTTPServer as AcceptingHTTPServer
+from realtime.chatstore import DB_FILENAME as CHAT_DB_FILENAME
+from realtime.chatstore import ChatStore
 from realtime.closecodes import CloseCode
 from realtime.fdlimit import raise_open_files_limit
 from realtime.hub import DEFAULT_MAX_PENDING_BYTES, Hub
@@ -143,8 +145,9 @@ class Config:
     # Where the poll database and the generated cookie secret live; None keeps polls in
     # memory and draws a new cookie secret (tests, throwaway servers).
     data_dir: Optional[str] = option(
-        None, "where the poll database (`polls.sqlite3`, WAL mode) and the generated cookie "
-        "secret live; relative to the working directory", served="data", shown="`./data`")
+        None, "where the poll database (`polls.sqlite3`), the chat history (`chat.sqlite3`), "
+        "both in WAL mode, and the generated cookie secret live; relative to the working "
+        "directory", served="data", shown="`./data`")
     cookie_secret_file: Optional[str] = option(
         None, "file holding the secret that signs voter cookies; generated (mode 0600) if "
         "missing. Keep it: a new secret makes every browser a new voter",
@@ -194,10 +197,12 @@ def load_cookie_secret(path: str) -> str:
 def make_app(config: Optional[Config] = None) -> tornado.web.Application:
     """Build the application: pages, health, metrics and WebSocket endpoints on one hub.
 
-    ``app.settings`` carries ``hub``, ``metrics``, ``lifecycle`` and ``polls`` (the poll
-    store) for ``serve()`` (register async closers with ``lifecycle.on_shutdown(...)`` where
-    a component is built here) and ``sockets``, the dependencies of every socket route, for
-    routes added afterwards. Whoever builds the app without ``serve()`` closes the store.
+    ``app.settings`` carries ``hub``, ``metrics``, ``lifecycle``, ``polls`` (the poll
+    store) and ``chat_store`` for ``serve()`` (register async closers with
+    ``lifecycle.on_shutdown(...)`` where a component is built here) and ``sockets``, the
+    dependencies of every socket route, for routes added afterwards. Whoever builds the app
+    without ``serve()`` closes the poll store; chat history stays in memory unless they
+    ``await app.settings["chat_store"].start()`` before serving (and ``aclose()`` it).
     """
     config = config or Config()
     hub = config.hub or Hub(max_pending_bytes=config.max_pending_bytes)
@@ -225,16 +230,19 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
     cookie_secret = config.cookie_secret
     if cookie_secret is None and config.cookie_secret_file:
         cookie_secret = load_cookie_secret(config.cookie_secret_file)
-    db_path = None
+    db_path = chat_path = None
     if config.data_dir is not None:
         os.makedirs(config.data_dir, exist_ok=True)
         db_path = os.path.join(config.data_dir, DB_FILENAME)
+        chat_path = os.path.join(config.data_dir, CHAT_DB_FILENAME)
         if cookie_secret is None:
             cookie_secret = load_cookie_secret(
                 os.path.join(config.data_dir, COOKIE_SECRET_FILENAME)
             )
     store = PollStore(db_path)
     lifecycle.on_shutdown(store.aclose, "poll store")  # pending votes are committed first
+    chat_store = ChatStore(chat_path, rooms)
+    lifecycle.on_shutdown(chat_store.aclose, "chat store")  # writes the last batch
     lifecycle.on_shutdown(hub.broker.close, "broker")
     lifecycle.on_shutdown(metrics.loop_lag.aclose, "loop lag sampling")
     votes = dict(store=store)
@@ -272,7 +280,8 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
     # For serve() and for routes added later (tests); handlers get their dependencies
     # through initialize().
     app.settings.update(
-        hub=hub, metrics=metrics, lifecycle=lifecycle, sockets=sockets, polls=store
+        hub=hub, metrics=metrics, lifecycle=lifecycle, sockets=sockets, polls=store,
+        chat_store=chat_store,
     )
     return app
 
@@ -328,6 +337,8 @@ async def serve(config: Config, app: Optional[tornado.web.Application] = None) -
     app = app or make_app(config)
     # A database that cannot open stops us here, not at the first vote.
     await app.settings["polls"].start()
+    # Chat history back into the rooms before any client can open one.
+    await app.settings["chat_store"].start()
     # Likewise a broker that cannot connect, before any client is told it is served.
     await app.settings["hub"].broker.start()
     app.settings["metrics"].loop_lag.start()

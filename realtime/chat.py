@@ -20,6 +20,10 @@ nickname later.
 History is bounded by count and by bytes, per room and across rooms (``realtime.history``);
 a welcome's history is bounded by bytes too, so it always fits what the hub lets a
 connection have unflushed. Empty rooms whose history is gone are forgotten at once.
+
+Persistence: a ``Journal`` (``realtime.chatstore``) hears of every message a room stores and
+of every one it drops, and writes them to disk off the event loop; ``Rooms.restore`` puts a
+journal's messages back at startup. Without a journal, history lives in memory only.
 """
 
 import itertools
@@ -27,7 +31,7 @@ import time
 import unicodedata
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Optional, Union
+from typing import Any, Callable, Hashable, Iterable, Iterator, Optional, Protocol, Union
 
 from realtime.history import Budget, History
 from realtime.messages import ClientError, Message, encode
@@ -46,6 +50,9 @@ Cookie = str  # a browser's chat cookie
 # number its room gave it (int), which no cookie can equal.
 Holder = Union[Cookie, int]
 Connection = Hashable
+# Who holds each nickname of a private message. A holder from an earlier run of the server
+# that was a connection's serial is kept as None: it can never match anyone again.
+Parties = dict[str, Optional[Holder]]
 
 
 def normalize_nick(raw: Any) -> str:
@@ -118,7 +125,7 @@ class Stored:
 
     frame: Message
     # nick key -> the holder of that nick when sent; None for a public message.
-    parties: Optional[dict[str, Holder]] = None
+    parties: Optional[Parties] = None
     size: int = 0  # bytes of the frame as JSON (UTF-8); measured on creation
     held: bool = False  # whether the room's history still holds it
 
@@ -138,6 +145,23 @@ class Stored:
         return key is not None and holder is not None and self.parties.get(key) == holder
 
 
+class Journal(Protocol):
+    """What keeps rooms' messages beyond the process (``realtime.chatstore.ChatStore``)."""
+
+    def admit(self, room: "Room") -> None:
+        """Called before a message takes an id.
+
+        Raises:
+            ClientError: if the journal takes no more messages (the server is stopping).
+        """
+
+    def added(self, room: "Room") -> None:
+        """``room`` stored a new message (held, or refused for its size)."""
+
+    def dropped(self, room: "Room") -> None:
+        """``room`` dropped messages (a bound, the budget, or the room being forgotten)."""
+
+
 class Room:
     """One chat room: members by nickname, the message sequence, and recent messages."""
 
@@ -152,6 +176,7 @@ class Room:
         budget: Optional[Budget] = None,
         first_id: int = 0,
         on_idle: Optional[Callable[["Room"], None]] = None,
+        journal: Optional[Journal] = None,
     ) -> None:
         """Args:
             history: messages in a welcome without ``since``.
@@ -163,12 +188,14 @@ class Room:
             first_id: the lowest id to hand out (above any a forgotten room of this name
                 gave); the clock in microseconds, if higher, wins.
             on_idle: called when the room has no connection and no message left.
+            journal: told of every message stored and dropped, if any.
         """
         self.name = name
         self.history_size = history
         self.welcome_bytes = history_bytes if welcome_bytes is None else welcome_bytes
         self._clock = clock
         self._on_idle = on_idle
+        self._journal = journal
         self._next_id = max(int(clock() * 1_000_000), first_id)
         # The newest id no longer held (dropped, or never held); a since below it missed
         # something. Ids before the room's first are from a forgotten room or an earlier run.
@@ -181,6 +208,7 @@ class Room:
         self._holder_of: dict[Connection, Holder] = {}  # connection -> its cookie or serial
         self._connections: set[Connection] = set()
         self._serials = itertools.count(1)  # for connections without a cookie
+        self._restoring = False  # True while restore() puts messages back
 
     @property
     def next_id(self) -> int:
@@ -191,6 +219,50 @@ class Room:
     def history_bytes(self) -> int:
         """Bytes of the messages the room holds now."""
         return self._messages.bytes
+
+    @property
+    def lost_through(self) -> int:
+        """The newest id whose message the room no longer holds (or never held)."""
+        return self._lost_through
+
+    @property
+    def oldest_id(self) -> Optional[int]:
+        """The id of the oldest message held, or None if the room holds none."""
+        oldest = self._messages.oldest()
+        return None if oldest is None else oldest.id
+
+    def held_after(self, after: Optional[int]) -> list[Stored]:
+        """The messages held with an id above ``after`` (all if None), oldest first."""
+        newer: list[Stored] = []
+        for message in reversed(self._messages):
+            if after is not None and message.id <= after:
+                break
+            newer.append(message)
+        newer.reverse()
+        return newer
+
+    def restore(self, lost_through: Optional[int], messages: Iterable[Stored]) -> None:
+        """Hold messages of an earlier run again, oldest first (a journal's, at startup).
+
+        Args:
+            lost_through: what ``lost_through`` was when they were written; None if that
+                run may have lost messages it never wrote (then no ``since`` from it is
+                answered as recovered).
+        """
+        if lost_through is not None:
+            self._lost_through = lost_through
+        self._restoring = True  # not idle halfway, even if every message so far was dropped
+        try:
+            for message in messages:
+                newest = self._messages.newest()
+                if newest is not None and message.id <= newest.id:
+                    raise ValueError(f"room {self.name}: stored ids out of order")
+                if message.id >= self._next_id:
+                    raise ValueError(f"room {self.name}: stored id {message.id} not below next")
+                self._messages.append(message)  # bounds and budget apply as to a new one
+        finally:
+            self._restoring = False
+        self._check_idle()
 
     # Who is here.
 
@@ -278,8 +350,9 @@ class Room:
             ClientError: ``bad_message`` or ``too_long``.
         """
         text = check_text(raw_text)
+        self._admit()
         frame = self._frame("message", self.nick(connection), text)
-        self._messages.append(Stored(frame))
+        self._store(Stored(frame))
         return frame
 
     def whisper(self, connection: Connection, raw_to: Any, raw_text: Any) -> tuple[Message, Member]:
@@ -301,20 +374,34 @@ class Room:
                 "no_such_user", f"Nobody called {raw_to.strip()[:MAX_NICK_LENGTH]} is in this room."
             )
         sender = self._members[sender_key]
+        self._admit()
         frame = self._frame("private", sender.nick, text, to=recipient.nick)
-        parties = {sender_key: sender.holder, nick_key(recipient.nick): recipient.holder}
-        self._messages.append(Stored(frame, parties))
+        parties: Parties = {sender_key: sender.holder, nick_key(recipient.nick): recipient.holder}
+        self._store(Stored(frame, parties))
         return frame, recipient
 
     def forget_history(self) -> None:
         """Drop every message (the room is being forgotten), freeing the shared budget."""
         self._messages.clear()
 
+    def _admit(self) -> None:
+        if self._journal is not None:
+            self._journal.admit(self)
+
+    def _store(self, message: Stored) -> None:
+        self._messages.append(message)
+        if self._journal is not None:
+            self._journal.added(self)
+
     def _dropped(self, message: Stored) -> None:
         self._lost_through = max(self._lost_through, message.id)
+        if self._journal is not None:
+            self._journal.dropped(self)
         self._check_idle()
 
     def _check_idle(self) -> None:
+        if self._restoring:
+            return
         if self._on_idle is not None and not self._connections and not self._messages:
             self._on_idle(self)
 
@@ -382,6 +469,8 @@ class Rooms:
         welcome_bytes: bytes of messages one welcome holds at most; default
             ``room_history_bytes``.
         clock: the rooms' clock, for tests.
+        journal: told of every message stored and dropped (``realtime.chatstore``); may
+            be set later, before any room is created.
     """
 
     def __init__(
@@ -393,6 +482,7 @@ class Rooms:
         history_bytes: int = DEFAULT_HISTORY_BYTES,
         welcome_bytes: Optional[int] = None,
         clock: Callable[[], float] = time.time,
+        journal: Optional[Journal] = None,
     ) -> None:
         self.history = history
         self.replay = replay
@@ -401,6 +491,7 @@ class Rooms:
         self.welcome_bytes = welcome_bytes
         self.budget = Budget(history_bytes)
         self._clock = clock
+        self.journal = journal
         self._rooms: OrderedDict[str, Room] = OrderedDict()  # least recently used first
         self._id_floor = 0  # above every id a forgotten room handed out
 
@@ -411,12 +502,31 @@ class Rooms:
             room = Room(
                 name, self.history, self.replay, self._clock, history_bytes=self.room_history_bytes,
                 welcome_bytes=self.welcome_bytes, budget=self.budget, first_id=self._id_floor,
-                on_idle=self._forget,
+                on_idle=self._forget, journal=self.journal,
             )
             self._evict()  # before adding: the new room is not one to forget
             self._rooms[name] = room
         self._rooms.move_to_end(name)
         return room
+
+    def restore(
+        self, id_floor: int, rooms: Iterable[tuple[str, Optional[int], list[Stored]]]
+    ) -> None:
+        """Put back the rooms of an earlier run (a journal's, at startup, before serving).
+
+        Args:
+            id_floor: above every id the earlier run handed out; every room, restored or
+                new, starts its ids there or higher.
+            rooms: ``(name, lost_through, messages)`` per room, the least recently active
+                first; see ``Room.restore``. Past ``max_rooms`` the first ones are
+                forgotten again, and past the bounds the oldest messages go, as at run time.
+        """
+        self._id_floor = max(self._id_floor, id_floor)
+        for name, lost_through, messages in rooms:
+            self.get(name).restore(lost_through, messages)
+
+    def __iter__(self) -> Iterator[Room]:
+        return iter(list(self._rooms.values()))
 
     def __len__(self) -> int:
         return len(self._rooms)

@@ -102,12 +102,19 @@ class History(Generic[E]):
     def __iter__(self) -> Iterator[E]:
         return iter(self._entries)
 
+    def __reversed__(self) -> Iterator[E]:
+        return reversed(self._entries)
+
     def __len__(self) -> int:
         return len(self._entries)
 
     def oldest(self) -> Optional[E]:
         """The oldest entry held, or None."""
         return self._entries[0] if self._entries else None
+
+    def newest(self) -> Optional[E]:
+        """The newest entry held, or None."""
+        return self._entries[-1] if self._entries else None
 
     def append(self, entry: E) -> None:
         """Hold ``entry`` as the newest, dropping the oldest past either bound. An entry
