@@ -63,6 +63,7 @@ let readers = 0; // connections of the room without a nickname, as the server co
 let unread = 0; // messages that arrived while the tab was hidden
 let welcomed = false; // this room's first welcome has come (later ones are reconnects)
 let away = new Map(); // nick -> timer: online before a reconnect, not in its welcome
+let following = true; // the log is scrolled to its end, and should stay there
 
 function showNotice(text) {
   notice.textContent = text;
@@ -75,6 +76,7 @@ function atEnd() {
 
 function scrollToEnd() {
   log.scrollTop = log.scrollHeight;
+  following = true;
   newButton.hidden = true;
 }
 
@@ -450,8 +452,13 @@ textInput.addEventListener("keydown", (event) => {
 textInput.addEventListener("input", updateComposer);
 
 log.addEventListener("scroll", () => {
-  if (atEnd()) newButton.hidden = true;
+  following = atEnd();
+  if (following) newButton.hidden = true;
 });
+// The composer growing (lines, the counter) shrinks the log: a reader at the end stays there.
+new ResizeObserver(() => {
+  if (following) log.scrollTop = log.scrollHeight;
+}).observe(log);
 newButton.addEventListener("click", scrollToEnd);
 
 document.addEventListener("visibilitychange", () => {
