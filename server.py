@@ -24,7 +24,7 @@ from tornado.options import options
 from tornado.web import url
 
 from handlers.base import SocketHandler
-from handlers.chat import ChatPageHandler, ChatSocketHandler
+from handlers.chat import ChatPageHandler, ChatSocketHandler, ReaderCounts
 from handlers.echo import EchoSocketHandler
 from handlers.pages import HealthHandler, MetricsHandler, NotFoundPageHandler, PageHandler
 from handlers.vote import (
@@ -260,7 +260,8 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
         url(r"/metrics", MetricsHandler, dict(registry=metrics.registry), name="metrics"),
         url(r"/ws/echo", EchoSocketHandler, sockets, name="ws_echo"),
         url(rf"/ws/chat/({chat.ROOM_PATTERN})", ChatSocketHandler,
-            dict(sockets, rooms=rooms, room_rate=room_rate), name="ws_chat"),
+            dict(sockets, rooms=rooms, room_rate=room_rate, readers=ReaderCounts(hub)),
+            name="ws_chat"),
         url(r"/ws/vote/([^/]+)", VoteSocketHandler, dict(sockets, store=store), name="ws_vote"),
     ])
     resources = resource_dir()

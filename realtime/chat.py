@@ -336,6 +336,10 @@ class Room:
         """The nicknames in the room, in the order they joined."""
         return [member.nick for member in self._members.values()]
 
+    def readers(self) -> int:
+        """How many open connections of the room hold no nickname (anonymous readers)."""
+        return len(self._connections) - len(self._nick_of)
+
     @property
     def empty(self) -> bool:
         """True when no connection is open on the room."""

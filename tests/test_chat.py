@@ -9,7 +9,16 @@ from tornado.httpclient import HTTPClientError
 from realtime import chat
 from realtime.hub import Hub
 from server import Config, make_app
-from tests.support import receive, receive_json, receive_type, send_json
+from tests.support import receive, receive_type, send_json
+from tests.support import receive_json as receive_any
+
+
+async def receive_json(conn):
+    """The next frame other than ``readers`` (those come whenever anonymous counts change)."""
+    while True:
+        frame = await receive_any(conn)
+        if frame.get("type") != "readers":
+            return frame
 
 
 async def join_room(ws_connect, room="lobby", nick=None, since=None, cookie=None):
@@ -35,7 +44,7 @@ async def test_welcome_describes_the_room(ws_connect):
     """The first frame is a welcome with room, nick, online list and history."""
     _, welcome = await join_room(ws_connect, room="team-1")
     assert welcome == {"type": "welcome", "room": "team-1", "nick": None, "online": [],
-                       "history": []}
+                       "readers": 1, "history": []}
 
 
 async def test_anonymous_clients_chat(ws_connect):
@@ -403,3 +412,79 @@ async def test_private_history_of_a_cookieless_nick_does_not_pass_to_its_next_ho
     _, welcome = await join_room(ws_connect, nick="alice")
     assert welcome["nick"] == "alice"
     assert "the secret" not in json.dumps(welcome)
+
+
+async def test_nick_change_is_one_renamed_frame(ws_connect):
+    """A member taking another nickname: everyone, the member too, gets one renamed frame,
+    no left and no joined."""
+    watcher, _ = await join_room(ws_connect, nick="watcher")
+    alice, _ = await join_room(ws_connect, nick="alice")
+    while (await receive_type(watcher, "joined"))["nick"] != "alice":
+        pass
+    await receive_type(alice, "joined")
+    await send_json(alice, {"type": "join", "nick": "alicia"})
+    renamed = {"type": "renamed", "room": "lobby", "from": "alice", "to": "alicia"}
+    assert await receive_json(alice) == renamed
+    assert await receive_json(watcher) == renamed
+    await say(alice, "marker")
+    assert (await receive_json(watcher))["text"] == "marker"  # nothing came in between
+    late, welcome = await join_room(ws_connect)
+    assert welcome["online"] == ["watcher", "alicia"]
+
+
+async def test_joiner_gets_its_own_joined_and_later_joins(ws_connect):
+    """The joiner's own socket gets its joined after the welcome, and the joins after it."""
+    bob, _ = await join_room(ws_connect, nick="bob")
+    alice, welcome = await join_room(ws_connect, nick="alice")
+    assert welcome["online"] == ["bob", "alice"]
+    assert await receive_json(alice) == {"type": "joined", "room": "lobby", "nick": "alice"}
+    assert await receive_json(bob) == {"type": "joined", "room": "lobby", "nick": "bob"}
+    assert await receive_json(bob) == {"type": "joined", "room": "lobby", "nick": "alice"}
+    await join_room(ws_connect, nick="carol")
+    for conn in (alice, bob):
+        assert await receive_json(conn) == {"type": "joined", "room": "lobby", "nick": "carol"}
+
+
+async def test_welcome_counts_anonymous_readers(ws_connect):
+    """The welcome's readers is the room's connections without a nickname."""
+    await join_room(ws_connect, room="r", nick="alice")
+    await join_room(ws_connect, room="r")
+    _, welcome = await join_room(ws_connect, room="r")
+    assert welcome["readers"] == 2
+    _, welcome = await join_room(ws_connect, room="r", nick="bob")
+    assert welcome["readers"] == 2
+
+
+async def test_readers_frame_follows_the_anonymous_count(ws_connect):
+    """Readers opening, taking a nickname or closing reach the room as readers frames."""
+    alice, _ = await join_room(ws_connect, room="r", nick="alice")
+    reader, _ = await join_room(ws_connect, room="r")
+    assert await receive_type(alice, "readers") == {"type": "readers", "room": "r", "count": 1}
+    await send_json(reader, {"type": "join", "nick": "bob"})
+    assert (await receive_type(alice, "readers"))["count"] == 0
+    other, _ = await join_room(ws_connect, room="r")
+    assert (await receive_type(alice, "readers"))["count"] == 1
+    other.close()
+    assert (await receive_type(alice, "readers"))["count"] == 0
+
+
+async def test_readers_frames_are_coalesced(ws_connect):
+    """Many readers arriving within the interval cost one or two readers frames, the last
+    one carrying the final count."""
+    alice, _ = await join_room(ws_connect, room="r", nick="alice")
+    for _ in range(30):
+        await join_room(ws_connect, room="r")
+    counts = []
+    while not counts or counts[-1] != 30:
+        counts.append((await receive_type(alice, "readers"))["count"])
+    assert len(counts) <= 2
+    await say(alice, "marker")  # nothing more is due: the next frame is the message
+    assert (await receive_any(alice))["text"] == "marker"
+
+
+async def test_first_reader_of_a_room_gets_no_redundant_readers_frame(ws_connect):
+    """Alone in a room, the welcome's count is all a reader gets."""
+    reader, welcome = await join_room(ws_connect, room="alone")
+    assert welcome["readers"] == 1
+    await say(reader, "marker")
+    assert (await receive_any(reader))["text"] == "marker"

@@ -148,7 +148,7 @@ async def test_room_budget_covers_joins_and_changes_nothing(serve, ws_open):
     alice = await chat(ws_open, base, "names", "alice")
     for n in range(2):
         await send_json(alice, {"type": "join", "nick": f"alice{n}"})
-        assert (await receive_type(alice, "joined"))["nick"] == f"alice{n}"
+        assert (await receive_type(alice, "renamed"))["to"] == f"alice{n}"
     await send_json(alice, {"type": "join", "nick": "mallory"})
     assert (await receive_type(alice, "error"))["code"] == "rate_limited"
     late = await ws_open(f"{base}/ws/chat/names")

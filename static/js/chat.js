@@ -4,6 +4,10 @@
 // A private draft never turns public by itself: when its recipient leaves, the composer
 // stays addressed to them (marked "not here") until the user removes the tag, and sending
 // gets the server's no_such_user, shown above the log.
+// Also: an unread count in the tab title while the tab is hidden, a "New messages ↓"
+// button when scrolled up, multi-line messages (Shift+Enter), a character counter near the
+// 4,000 limit that refuses (never cuts) a longer message, one notice for a rename, the
+// anonymous readers' count, and on a phone a drawer for the online list.
 import { ReconnectingSocket, socketUrl, showState, el, clock } from "./socket.js";
 
 const $ = (id) => document.getElementById(id);
@@ -20,6 +24,16 @@ const toName = $("chat-to-name");
 const toAway = $("chat-to-away");
 const onlineList = $("chat-online");
 const onlineCount = $("chat-count");
+const page = document.querySelector(".chat-page");
+const where = $("chat-where");
+const newButton = $("chat-new");
+const counter = $("chat-counter");
+const fieldError = $("chat-field-error");
+const readersLine = $("chat-readers");
+const peopleToggle = $("chat-people-toggle");
+const peopleCount = $("chat-people-count");
+const peopleClose = $("chat-people-close");
+const joinToggle = $("chat-join-toggle");
 
 const ROOM_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 // Errors that answer one message we sent: that message will not come back.
@@ -27,6 +41,11 @@ const MESSAGE_ERRORS = new Set(["bad_message", "too_long", "no_such_user", "nick
 // Closes that a retry with the same ?since= would likely earn again (a welcome too big for
 // us, a rule broken): the next attempt asks for the newest history instead of a replay.
 const DROP_SINCE_CLOSES = new Set([1008, 1009]);
+const MAX_TEXT = 4000; // code points, as the server counts them
+const COUNTER_FROM = 3500; // the counter shows from here on
+const NEAR_END_PX = 80; // closer than this to the bottom counts as "at the end"
+const AWAY_GRACE_MS = 10000; // someone gone from a reconnect's welcome may be reconnecting too
+const baseTitle = document.title;
 
 let room = null;
 let socket = null;
@@ -40,20 +59,44 @@ let privateTo = null;
 let pending = []; // {text, to} sent and not yet seen coming back
 let joinAsked = null; // nickname asked for with a join message, not answered yet
 let nickBeforeJoin; // the nickname held before the last join was answered
+let readers = 0; // connections of the room without a nickname, as the server counts them
+let unread = 0; // messages that arrived while the tab was hidden
+let welcomed = false; // this room's first welcome has come (later ones are reconnects)
+let away = new Map(); // nick -> timer: online before a reconnect, not in its welcome
+let following = true; // the log is scrolled to its end, and should stay there
 
 function showNotice(text) {
   notice.textContent = text;
   notice.hidden = !text;
 }
 
-function scrollToEnd() {
-  log.lastElementChild?.scrollIntoView({ block: "end" });
+function atEnd() {
+  return log.scrollHeight - log.scrollTop - log.clientHeight < NEAR_END_PX;
 }
 
-function addLine(node) {
-  const nearEnd = log.scrollHeight - log.scrollTop - log.clientHeight < 80;
+function scrollToEnd() {
+  log.scrollTop = log.scrollHeight;
+  following = true;
+  newButton.hidden = true;
+}
+
+// Append a line; follow it if the reader was at the end (or it is their own message),
+// else offer the "New messages ↓" button for a message.
+function addLine(node, { follow = false, message = false } = {}) {
+  const nearEnd = atEnd();
   log.append(node);
-  if (nearEnd) scrollToEnd();
+  if (nearEnd || follow) scrollToEnd();
+  else if (message) newButton.hidden = false;
+}
+
+function showTitle() {
+  document.title = unread ? `(${unread}) ${baseTitle}` : baseTitle;
+}
+
+function countUnread() {
+  if (document.visibilityState !== "hidden") return;
+  unread += 1;
+  showTitle();
 }
 
 function renderMessage(frame) {
@@ -65,15 +108,52 @@ function renderMessage(frame) {
   item.dataset.id = frame.id;
   item.append(el("time", "when", clock(frame.ts)));
   item.append(el("span", "who", frame.from ?? "anonymous"));
+  if (mine) item.append(el("span", "you-tag", "you"));
   if (frame.type === "private") {
-    item.append(el("span", "tag private-tag", frame.from === myNick ? `private → ${frame.to}` : "private to you"));
+    item.append(el("span", "tag private-tag", mine ? `private → ${frame.to}` : "private to you"));
   }
-  item.append(el("span", "text", frame.text));
-  addLine(item);
+  item.append(el("span", "text", frame.text)); // a text node; CSS keeps its line breaks
+  addLine(item, { follow: mine, message: true });
+  if (!mine) countUnread();
+}
+
+function renderEvent(text) {
+  addLine(el("li", "event", text));
 }
 
 function renderPresence(kind, nick) {
-  addLine(el("li", "event", `${nick} ${kind === "joined" ? "joined" : "left"}`));
+  renderEvent(`${nick} ${kind === "joined" ? "joined" : "left"}`);
+}
+
+// Someone in the room before a reconnect and not in its welcome: they may be reconnecting
+// too, so "left" waits a little for their "joined".
+function expectBack(nick) {
+  away.set(nick, setTimeout(() => {
+    away.delete(nick);
+    if (!online.includes(nick)) renderPresence("left", nick);
+  }, AWAY_GRACE_MS));
+}
+
+function cameBack(nick) {
+  if (!away.has(nick)) return false;
+  clearTimeout(away.get(nick));
+  away.delete(nick);
+  return true;
+}
+
+function forgetAway() {
+  for (const timer of away.values()) clearTimeout(timer);
+  away = new Map();
+}
+
+function showWhere() {
+  where.replaceChildren(el("b", null, room ?? ""), ` · ${myNick ? `as ${myNick}` : "no nickname"}`);
+}
+
+function renderReaders() {
+  const you = myNick === null && readers > 0 ? ", you included" : "";
+  readersLine.textContent = readers === 1 ? `1 person reading${you}` : `${readers} people reading${you}`;
+  readersLine.hidden = readers === 0;
 }
 
 function renderOnline() {
@@ -89,6 +169,9 @@ function renderOnline() {
     onlineList.append(item);
   }
   onlineCount.textContent = `(${online.length})`;
+  peopleCount.textContent = `(${online.length}${readers ? ` + ${readers}` : ""})`;
+  showWhere();
+  renderReaders();
 }
 
 function setPrivate(nick) {
@@ -131,8 +214,25 @@ function onWelcome(frame) {
     nickInput.value = myNick;
     localStorage.setItem("chat.nick", myNick);
   }
+  const before = online;
   online = frame.online;
+  readers = typeof frame.readers === "number" ? frame.readers : 0;
   renderOnline();
+  const others = online.filter((nick) => nick !== myNick);
+  if (!welcomed) {
+    // The joiner's own tab says where it stands and who was here before it.
+    welcomed = true;
+    renderEvent(myNick ? `You joined as ${myNick}.` : "You are reading without a nickname.");
+    renderEvent(others.length ? `Here: ${others.join(", ")}` : "Nobody else here yet.");
+  } else {
+    // A reconnect: tell what changed while away, not who merely reconnected.
+    for (const nick of others) {
+      if (!before.includes(nick) && !cameBack(nick)) renderPresence("joined", nick);
+    }
+    for (const nick of before) {
+      if (nick !== myNick && !online.includes(nick) && !away.has(nick)) expectBack(nick);
+    }
+  }
   if (frame.recovered === false || (replayDropped && frame.recovered === undefined)) {
     addLine(el("li", "event warn", "Reconnected, but some messages may be missing: only the newest are shown."));
     // The replay could not be given: ask from what this welcome holds from now on, never
@@ -164,6 +264,25 @@ function onFrame(frame) {
       renderMessage(frame);
       settlePending(frame);
       break;
+    case "readers":
+      readers = frame.count;
+      renderOnline();
+      break;
+    case "renamed":
+      online = online.map((nick) => (nick === frame.from ? frame.to : nick));
+      if (!online.includes(frame.to)) online.push(frame.to);
+      if (frame.from === myNick) {
+        myNick = frame.to;
+        joinAsked = null;
+        nickBeforeJoin = undefined;
+        nickInput.value = myNick;
+        localStorage.setItem("chat.nick", myNick);
+        renderEvent(`You are now ${frame.to}.`);
+      } else {
+        renderEvent(`${frame.from} is now ${frame.to}`);
+      }
+      renderOnline();
+      break;
     case "joined":
       if (joinAsked && frame.nick.toLowerCase() === joinAsked.toLowerCase()) {
         // Most likely the answer to our join; a nick_taken right after undoes it.
@@ -175,12 +294,15 @@ function onFrame(frame) {
       }
       if (!online.includes(frame.nick)) {
         online.push(frame.nick);
-        renderPresence("joined", frame.nick);
+        if (!cameBack(frame.nick)) {
+          renderEvent(frame.nick === myNick ? `You joined as ${frame.nick}.` : `${frame.nick} joined`);
+        }
       }
       renderOnline();
       break;
     case "left":
       online = online.filter((nick) => nick !== frame.nick);
+      cameBack(frame.nick);
       renderPresence("left", frame.nick);
       renderOnline();
       break;
@@ -222,6 +344,10 @@ function enter(newRoom, nick) {
   online = [];
   pending = [];
   joinAsked = null;
+  readers = 0;
+  welcomed = false;
+  forgetAway();
+  newButton.hidden = true;
   setPrivate(null);
   showNotice("");
   log.replaceChildren();
@@ -260,14 +386,111 @@ joinForm.addEventListener("submit", (event) => {
   }
 });
 
+function showFieldError(text) {
+  fieldError.textContent = text;
+  fieldError.hidden = !text;
+  textInput.setAttribute("aria-invalid", text ? "true" : "false");
+}
+
+function codePoints(text) {
+  let count = 0;
+  for (const _ of text) count += 1; // eslint-disable-line no-unused-vars
+  return count;
+}
+
+// The counter from 3,500 characters; past 4,000 it says by how much, and sending is refused
+// until the message is shortened (nothing is ever cut).
+function updateComposer() {
+  const lines = textInput.value.split("\n").length;
+  textInput.rows = Math.min(6, Math.max(1, lines));
+  const length = codePoints(textInput.value);
+  counter.hidden = length < COUNTER_FROM;
+  counter.classList.toggle("near", length >= COUNTER_FROM && length <= MAX_TEXT);
+  counter.classList.toggle("over", length > MAX_TEXT);
+  const n = (value) => value.toLocaleString("en-US");
+  counter.textContent = length > MAX_TEXT
+    ? `${n(length)} / ${n(MAX_TEXT)}: ${n(length - MAX_TEXT)} too many`
+    : `${n(length)} / ${n(MAX_TEXT)}`;
+  if (length <= MAX_TEXT && fieldError.dataset.kind === "long") showFieldError("");
+  if (textInput.value.trim() && fieldError.dataset.kind === "blank") showFieldError("");
+}
+
+function refuse(kind, text) {
+  fieldError.dataset.kind = kind;
+  showFieldError(text);
+  textInput.focus();
+}
+
 form.addEventListener("submit", (event) => {
   event.preventDefault();
   const text = textInput.value;
-  if (!text.trim()) return;
+  if (!text.trim()) {
+    refuse("blank", "Type a message first: a blank message is not sent.");
+    return;
+  }
+  const length = codePoints(text);
+  if (length > MAX_TEXT) {
+    refuse("long", `This message is ${length.toLocaleString("en-US")} characters; the limit is `
+      + `${MAX_TEXT.toLocaleString("en-US")}. Shorten it by ${(length - MAX_TEXT).toLocaleString("en-US")} to send it.`);
+    return;
+  }
   if (!send(text, privateTo)) return; // not connected: the text stays in the box
   pending.push({ text, to: privateTo });
   showNotice("");
+  showFieldError("");
   textInput.value = "";
+  updateComposer();
+});
+
+// Enter sends, Shift+Enter is a new line (and Enter while an IME is composing is the IME's).
+textInput.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    form.requestSubmit();
+  }
+});
+textInput.addEventListener("input", updateComposer);
+
+log.addEventListener("scroll", () => {
+  following = atEnd();
+  if (following) newButton.hidden = true;
+});
+// The composer growing (lines, the counter) shrinks the log: a reader at the end stays there.
+new ResizeObserver(() => {
+  if (following) log.scrollTop = log.scrollHeight;
+}).observe(log);
+newButton.addEventListener("click", scrollToEnd);
+
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState !== "hidden" && unread) {
+    unread = 0;
+    showTitle();
+  }
+});
+
+// Phone: the online list is a drawer and room and nickname fold behind a button.
+function setPeopleOpen(open) {
+  page.classList.toggle("people-open", open);
+  peopleToggle.setAttribute("aria-expanded", String(open));
+  if (open) peopleClose.focus();
+}
+peopleToggle.addEventListener("click", () => setPeopleOpen(!page.classList.contains("people-open")));
+peopleClose.addEventListener("click", () => {
+  setPeopleOpen(false);
+  peopleToggle.focus();
+});
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Escape" && page.classList.contains("people-open")) {
+    setPeopleOpen(false);
+    peopleToggle.focus();
+  }
+});
+onlineList.addEventListener("click", () => setPeopleOpen(false)); // a name chosen: back to writing
+joinToggle.addEventListener("click", () => {
+  const open = !page.classList.contains("join-open");
+  page.classList.toggle("join-open", open);
+  joinToggle.setAttribute("aria-expanded", String(open));
+  if (open) roomInput.focus();
 });
 
 $("chat-to-clear").addEventListener("click", () => setPrivate(null));
