@@ -28,7 +28,8 @@ from handlers.chat import ChatPageHandler, ChatSocketHandler, ReaderCounts
 from handlers.echo import EchoSocketHandler
 from handlers.pages import HealthHandler, MetricsHandler, NotFoundPageHandler, PageHandler
 from handlers.vote import (
-    PollApiHandler, PollPageHandler, PollsApiHandler, VotePageHandler, VoteSocketHandler,
+    PollApiHandler, PollPageHandler, PollsApiHandler, PollStateApiHandler, PresentPageHandler,
+    QrCodeHandler, VotePageHandler, VoteSocketHandler,
 )
 from realtime import chat, limits
 from realtime.accept import HTTPServer as AcceptingHTTPServer
@@ -253,8 +254,12 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
         url(r"/chat", ChatPageHandler, dict(template="chat.html"), name="chat"),
         url(r"/vote", VotePageHandler, votes, name="vote"),
         url(r"/vote/([^/]+)", PollPageHandler, votes, name="vote_poll"),
+        url(r"/vote/([^/]+)/present", PresentPageHandler, votes, name="vote_present"),
+        url(r"/vote/([^/]+)/qr\.svg", QrCodeHandler, votes, name="vote_qr"),
         url(r"/api/polls", PollsApiHandler, dict(votes, limiter=poll_limiter), name="api_polls"),
-        url(r"/api/polls/([^/]+)", PollApiHandler, votes, name="api_poll"),
+        url(r"/api/polls/([^/]+)", PollApiHandler, dict(votes, hub=hub), name="api_poll"),
+        url(r"/api/polls/([^/]+)/(close|reopen)", PollStateApiHandler, dict(votes, hub=hub),
+            name="api_poll_state"),
         url(r"/healthz", HealthHandler, dict(hub=hub, started=clock(), clock=clock),
             name="healthz"),
         url(r"/metrics", MetricsHandler, dict(registry=metrics.registry), name="metrics"),

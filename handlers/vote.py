@@ -3,19 +3,28 @@
 Votes go through ``PollStore`` (``realtime/polls.py``), which commits each one to disk before
 its tally is published on the topic ``vote.<poll id>``. The voter is a random id in a signed
 cookie, issued by the vote pages, the same for every poll; only one-vote polls need it.
+
+A poll's creator manages it with the token the creation answered: close, reopen and delete
+take it as ``Authorization: Bearer <token>`` and publish ``closed``, ``reopened`` or
+``deleted`` on the poll's topic, so every open page follows.
 """
 
+import io
 import json
+import re
 import secrets
 from typing import Any, Optional
 
+import segno
+import tornado.httputil
 import tornado.web
 
 from handlers.base import JsonSocketHandler
 from handlers.pages import BaseHandler
+from realtime.hub import Hub
 from realtime.messages import ClientError, Message, require_str
 from realtime.polls import PollStore
-from realtime.pollspec import POLL_ID_MAX, Poll, validate_new_poll
+from realtime.pollspec import POLL_ID_MAX, Poll, PollFieldError, validate_new_poll
 from realtime.ratelimit import KeyedLimiter, retry_after_header
 
 VOTER_COOKIE = "voter"
@@ -23,9 +32,22 @@ VOTER_COOKIE_DAYS = 365
 MAX_BODY_BYTES = 64 * 1024  # a poll at its largest is well under half of this
 
 
+QR_MAX_AGE = 86400  # seconds a QR code may be cached: a poll's URL never changes
+# What a Host header may be to go into a QR code's URL: a name or address and a port.
+HOST_PATTERN = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
+
+
 def topic(poll_id: str) -> str:
-    """The hub topic of one poll's tallies."""
+    """The hub topic of one poll's tallies and state changes."""
     return f"vote.{poll_id}"
+
+
+def bearer_token(request: tornado.httputil.HTTPServerRequest) -> Optional[str]:
+    """The token of an ``Authorization: Bearer <token>`` header, or None."""
+    scheme, _, token = request.headers.get("Authorization", "").strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
 
 
 def voter_id(handler: tornado.web.RequestHandler) -> Optional[str]:
@@ -104,15 +126,18 @@ class VoteSocketHandler(JsonSocketHandler):
 
 
 class ApiError(tornado.web.HTTPError):
-    """An API failure answered as ``{"error": {"code": ..., "message": ...}}``."""
+    """An API failure answered as ``{"error": {"code": ..., "message": ...}}``, with
+    ``"field"`` too when it is about one field of the body."""
 
     def __init__(
-        self, status: int, code: str, message: str, headers: Optional[dict[str, str]] = None
+        self, status: int, code: str, message: str, headers: Optional[dict[str, str]] = None,
+        field: Optional[str] = None,
     ) -> None:
         super().__init__(status)
         self.code = code
         self.message = message
         self.headers = headers or {}
+        self.field = field
 
 
 class ApiHandler(BaseHandler):
@@ -129,14 +154,49 @@ class ApiHandler(BaseHandler):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         error = kwargs.get("exc_info", (None, None))[1]
+        body: dict[str, Any]
         if isinstance(error, ApiError):
-            code, message = error.code, error.message
+            body = {"code": error.code, "message": error.message}
+            if error.field is not None:
+                body["field"] = error.field
             for name, value in error.headers.items():
                 self.set_header(name, value)
         else:
             code = (self._reason or "error").lower().replace(" ", "_")
-            message = self._reason
-        self.write({"error": {"code": code, "message": message}})
+            body = {"code": code, "message": self._reason}
+        self.write({"error": body})
+
+    async def existing_poll(self, poll_id: str) -> Poll:
+        """The poll, or a 404 ``no_such_poll``."""
+        poll = await find_poll(self.store, poll_id)
+        if poll is None:
+            raise ApiError(404, "no_such_poll", "There is no poll with this id.")
+        return poll
+
+
+class ManageApiHandler(ApiHandler):
+    """Base of the requests only a poll's creator may make: its manage token as a bearer
+    token, else 403 ``not_owner``; 404 ``no_such_poll`` for an unknown poll."""
+
+    hub: Hub
+
+    def initialize(self, store: PollStore, hub: Hub) -> None:  # type: ignore[override]
+        super().initialize(store)
+        self.hub = hub
+
+    async def check_owner(self, poll_id: str) -> None:
+        """Raise the 404 or 403 unless the request carries the poll's manage token."""
+        owner = None
+        if len(poll_id) <= POLL_ID_MAX:
+            owner = await self.store.is_owner(poll_id, bearer_token(self.request))
+        if owner is None:
+            raise ApiError(404, "no_such_poll", "There is no poll with this id.")
+        if not owner:
+            raise ApiError(
+                403, "not_owner",
+                "Only the poll's creator can do this: send its manage token as "
+                "Authorization: Bearer <token>.",
+            )
 
 
 @tornado.web.stream_request_body
@@ -174,6 +234,8 @@ class PollsApiHandler(ApiHandler):
         polls = await self.store.recent()
         self.write({"polls": [poll.to_json() for poll in polls]})
 
+    head = get
+
     async def post(self) -> None:
         try:
             body = json.loads(b"".join(self.chunks))
@@ -182,7 +244,8 @@ class PollsApiHandler(ApiHandler):
         try:
             new = validate_new_poll(body)
         except ClientError as error:
-            raise ApiError(400, error.code, error.message) from None
+            field = error.field if isinstance(error, PollFieldError) else None
+            raise ApiError(400, error.code, error.message, field=field) from None
         ip = self.request.remote_ip
         if not self.limiter.take(ip):
             wait = retry_after_header(self.limiter.retry_after(ip))
@@ -190,19 +253,41 @@ class PollsApiHandler(ApiHandler):
                 429, "rate_limited", f"Too many new polls; try again in {wait} s.",
                 {"Retry-After": wait},
             )
-        poll = await self.store.create(new)
+        poll, token = await self.store.create(new)
         self.set_status(201)
         self.set_header("Location", self.reverse_url("api_poll", poll.id))
-        self.write(poll.to_json())
+        # The token is answered this once and never logged; the page keeps it in the URL's
+        # fragment (/vote/<id>#manage=<token>), which browsers never send to a server.
+        self.write({**poll.to_json(), "manage_token": token})
 
 
-class PollApiHandler(ApiHandler):
-    """``GET /api/polls/<id>``: one poll with its counts."""
+class PollApiHandler(ManageApiHandler):
+    """``GET /api/polls/<id>``: one poll with its counts; ``DELETE`` (creator only) removes
+    it with its votes, answers 204 and publishes ``deleted``."""
 
     async def get(self, poll_id: str) -> None:
-        poll = await find_poll(self.store, poll_id)
-        if poll is None:
+        self.write((await self.existing_poll(poll_id)).to_json())
+
+    head = get
+
+    async def delete(self, poll_id: str) -> None:
+        await self.check_owner(poll_id)
+        if await self.store.delete(poll_id):
+            self.hub.publish(topic(poll_id), {"type": "deleted", "poll": poll_id})
+        self.set_status(204)
+
+
+class PollStateApiHandler(ManageApiHandler):
+    """``POST /api/polls/<id>/close`` and ``.../reopen`` (creator only): answer the poll
+    and publish ``closed`` or ``reopened`` to its pages."""
+
+    async def post(self, poll_id: str, action: str) -> None:
+        await self.check_owner(poll_id)
+        poll = await self.store.set_closed(poll_id, action == "close")
+        if poll is None:  # deleted in between
             raise ApiError(404, "no_such_poll", "There is no poll with this id.")
+        frame = "closed" if poll.closed else "reopened"
+        self.hub.publish(topic(poll_id), {"type": frame, "poll": poll_id})
         self.write(poll.to_json())
 
 
@@ -216,9 +301,54 @@ class VotePageHandler(BaseHandler):
         issue_voter_cookie(self)
         self.render("polls.html", polls=await self.store.recent())
 
+    head = get
+
 
 class PollPageHandler(BaseHandler):
     """``/vote/<id>``: one poll's live chart; a 404 page for an unknown id."""
+
+    def initialize(self, store: PollStore) -> None:
+        self.store = store
+
+    template = "vote.html"
+
+    async def get(self, poll_id: str) -> None:
+        poll = await find_poll(self.store, poll_id)
+        if poll is None:
+            raise tornado.web.HTTPError(404)
+        issue_voter_cookie(self)
+        self.render(self.template, poll=poll)
+
+    head = get
+
+
+class PresentPageHandler(PollPageHandler):
+    """``/vote/<id>/present``: the poll full screen for a room, big bars, total and QR."""
+
+    template = "present.html"
+
+
+def poll_url(request: tornado.httputil.HTTPServerRequest, path: str) -> str:
+    """The absolute URL of ``path`` as the client reached us: the request's scheme (the
+    proxy's, with ``--xheaders``) and Host. Raises a 400 for a Host that is not a host."""
+    if not HOST_PATTERN.fullmatch(request.host):
+        raise tornado.web.HTTPError(400)
+    return f"{request.protocol}://{request.host}{path}"
+
+
+def qr_svg(text: str) -> bytes:
+    """An SVG QR code of ``text``, sized by its viewBox (CSS sets the size), dark on white
+    with the quiet zone, so it scans on a dark page too."""
+    buffer = io.BytesIO()
+    segno.make(text, error="m", micro=False).save(
+        buffer, kind="svg", border=4, dark="#000", light="#fff", omitsize=True,
+        xmldecl=False, title="QR code of this poll's address",
+    )
+    return buffer.getvalue()
+
+
+class QrCodeHandler(BaseHandler):
+    """``/vote/<id>/qr.svg``: an SVG QR code of the poll page's absolute URL; cacheable."""
 
     def initialize(self, store: PollStore) -> None:
         self.store = store
@@ -227,5 +357,10 @@ class PollPageHandler(BaseHandler):
         poll = await find_poll(self.store, poll_id)
         if poll is None:
             raise tornado.web.HTTPError(404)
-        issue_voter_cookie(self)
-        self.render("vote.html", poll=poll)
+        url = poll_url(self.request, self.reverse_url("vote_poll", poll.id))
+        self.set_header("Content-Type", "image/svg+xml")
+        self.set_header("Cache-Control", f"public, max-age={QR_MAX_AGE}")
+        self.set_header("Vary", "Host, X-Forwarded-Proto, X-Scheme")
+        self.write(qr_svg(url))
+
+    head = get

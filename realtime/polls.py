@@ -17,9 +17,19 @@ same instant from two tabs of one browser exactly one is stored. The count shown
 option is a counter updated in the same transaction as the ballot, so counts and ballots
 never disagree; polls where every click counts keep only the counter, so clicking forever
 does not grow the database.
+
+Managing a poll: its creator gets a random manage token, once; the database keeps only the
+token's SHA-256, so a copy of the file lets nobody close or delete polls. Schema version 2
+added ``listed``, ``closed`` and ``manage_hash`` to ``polls`` and ``gloss`` to ``options``;
+a version 1 database is migrated when it is opened: its polls stay **listed** (they were
+created when every poll was public, and their creators expect them there), stay open, and
+have no manage token (nobody can close or delete them through the API). The demo poll gets
+its glosses; its option ids, and so its votes, are unchanged.
 """
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import secrets
 import sqlite3
@@ -37,17 +47,24 @@ T = TypeVar("T")
 
 DB_FILENAME = "polls.sqlite3"
 LIST_LIMIT = 100  # GET /api/polls answers the newest polls, at most this many
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 DEMO_ID = "demo"
-DEMO = NewPoll(title="Who wins?", labels=("钢弹", "铁锤", "贝贝"), one_vote_per_voter=False)
+# The original lesson's candidates, with a gloss for readers who do not read Chinese.
+DEMO = NewPoll(
+    title="Who wins?", labels=("钢弹", "铁锤", "贝贝"), one_vote_per_voter=False, listed=True,
+    glosses=("Gāngdàn, “Steel Bullet”", "Tiěchuí, “Iron Hammer”", "Bèibei, “Little Treasure”"),
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS polls (
     id TEXT PRIMARY KEY,
     title TEXT NOT NULL,
     one_vote_per_voter INTEGER NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    listed INTEGER NOT NULL DEFAULT 1,
+    closed INTEGER NOT NULL DEFAULT 0,
+    manage_hash TEXT
 );
 CREATE INDEX IF NOT EXISTS polls_by_age ON polls (created_at);
 CREATE TABLE IF NOT EXISTS options (
@@ -56,6 +73,7 @@ CREATE TABLE IF NOT EXISTS options (
     position INTEGER NOT NULL,
     label TEXT NOT NULL,
     votes INTEGER NOT NULL DEFAULT 0,
+    gloss TEXT,
     PRIMARY KEY (poll_id, id)
 );
 CREATE TABLE IF NOT EXISTS ballots (
@@ -71,6 +89,26 @@ CREATE TABLE IF NOT EXISTS ballots (
 def new_poll_id() -> str:
     """A short random URL-safe id (48 bits: guessing one is hopeless, listing is the way)."""
     return secrets.token_urlsafe(6)
+
+
+def new_manage_token() -> str:
+    """The secret that lets a poll's creator close, reopen and delete it (192 bits)."""
+    return secrets.token_urlsafe(24)
+
+
+def token_hash(token: str) -> str:
+    """What the database keeps of a manage token: its SHA-256, in hex."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+# Columns added by schema version 2 to a version 1 database: (table, column, definition).
+# Version 1 polls were all public, so they stay listed.
+MIGRATION_2 = [
+    ("polls", "listed", "INTEGER NOT NULL DEFAULT 1"),
+    ("polls", "closed", "INTEGER NOT NULL DEFAULT 0"),
+    ("polls", "manage_hash", "TEXT"),
+    ("options", "gloss", "TEXT"),
+]
 
 
 class PollStore:
@@ -94,23 +132,38 @@ class PollStore:
         """Open the database now (it opens on first use anyway): a bad path fails at once."""
         await self._run(self._db)
 
-    async def create(self, new: NewPoll) -> Poll:
-        """Store a new poll under a fresh random id and return it."""
+    async def create(self, new: NewPoll) -> tuple[Poll, str]:
+        """Store a new poll under a fresh random id; return it and its manage token (the
+        only time the token exists outside the creator's hands: only its hash is kept)."""
         return await self._run(self._create, new)
+
+    async def is_owner(self, poll_id: str, token: Optional[str]) -> Optional[bool]:
+        """Whether ``token`` is the poll's manage token; None if there is no such poll.
+        Polls from before manage tokens (the demo among them) have no owner."""
+        return await self._run(self._is_owner, poll_id, token)
+
+    async def set_closed(self, poll_id: str, closed: bool) -> Optional[Poll]:
+        """Close (no more votes) or reopen a poll; the poll as it is now, or None if none."""
+        return await self._run(self._set_closed, poll_id, closed)
+
+    async def delete(self, poll_id: str) -> bool:
+        """Delete a poll with its options and ballots; False if there was none."""
+        return await self._run(self._delete, poll_id)
 
     async def get(self, poll_id: str) -> Optional[Poll]:
         """The poll with its current counts, or None if there is none with that id."""
         return await self._run(self._get, poll_id)
 
     async def recent(self, limit: int = LIST_LIMIT) -> list[Poll]:
-        """The newest polls first, at most ``limit``, with their counts."""
+        """The newest listed polls first, at most ``limit``, with their counts."""
         return await self._run(self._recent, limit)
 
     async def vote(self, poll_id: str, option_id: str, voter_id: Optional[str]) -> Tally:
         """Count one vote and return the poll's counts once the vote is committed to disk.
 
         Raises:
-            ClientError: ``no_such_poll``, ``no_such_option``, ``no_voter_id`` (a one-vote
+            ClientError: ``no_such_poll``, ``poll_closed``, ``no_such_option``,
+                ``no_voter_id`` (a one-vote
                 poll and no voter) or ``already_voted`` (this voter has voted in this poll).
         """
         return await self._run(self._vote, poll_id, option_id, voter_id)
@@ -158,12 +211,9 @@ class PollStore:
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute("PRAGMA busy_timeout = 5000")  # e.g. a backup holding a lock
             with transaction(conn):
-                for statement in SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                migrate(conn)
                 if conn.execute("SELECT 1 FROM polls WHERE id = ?", (DEMO_ID,)).fetchone() is None:
-                    insert_poll(conn, DEMO_ID, DEMO)
+                    insert_poll(conn, DEMO_ID, DEMO, None)
         except BaseException:
             conn.close()
             raise
@@ -175,19 +225,43 @@ class PollStore:
             self._conn.close()
             self._conn = None
 
-    def _create(self, new: NewPoll) -> Poll:
+    def _create(self, new: NewPoll) -> tuple[Poll, str]:
         conn = self._db()
+        token = new_manage_token()
         for _ in range(5):
             poll_id = new_poll_id()
             try:
                 with transaction(conn):
-                    insert_poll(conn, poll_id, new)
+                    insert_poll(conn, poll_id, new, token_hash(token))
             except sqlite3.IntegrityError:
                 continue  # the id is taken (about one in 2**48): draw again
             poll = load_poll(conn, poll_id)
             assert poll is not None
-            return poll
+            return poll, token
         raise RuntimeError("could not find a free poll id")
+
+    def _is_owner(self, poll_id: str, token: Optional[str]) -> Optional[bool]:
+        row = self._db().execute(
+            "SELECT manage_hash FROM polls WHERE id = ?", (poll_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        if row[0] is None or not token:
+            return False
+        return hmac.compare_digest(row[0], token_hash(token))
+
+    def _set_closed(self, poll_id: str, closed: bool) -> Optional[Poll]:
+        conn = self._db()
+        with transaction(conn):
+            conn.execute("UPDATE polls SET closed = ? WHERE id = ?", (int(closed), poll_id))
+            return load_poll(conn, poll_id)
+
+    def _delete(self, poll_id: str) -> bool:
+        conn = self._db()
+        with transaction(conn):
+            conn.execute("DELETE FROM ballots WHERE poll_id = ?", (poll_id,))
+            conn.execute("DELETE FROM options WHERE poll_id = ?", (poll_id,))
+            return conn.execute("DELETE FROM polls WHERE id = ?", (poll_id,)).rowcount > 0
 
     def _get(self, poll_id: str) -> Optional[Poll]:
         return load_poll(self._db(), poll_id)
@@ -195,7 +269,8 @@ class PollStore:
     def _recent(self, limit: int) -> list[Poll]:
         conn = self._db()
         ids = conn.execute(
-            "SELECT id FROM polls ORDER BY created_at DESC, rowid DESC LIMIT ?", (limit,)
+            "SELECT id FROM polls WHERE listed = 1 ORDER BY created_at DESC, rowid DESC LIMIT ?",
+            (limit,)
         ).fetchall()
         polls = [load_poll(conn, poll_id) for (poll_id,) in ids]
         return [poll for poll in polls if poll is not None]
@@ -204,10 +279,12 @@ class PollStore:
         conn = self._db()
         with transaction(conn):
             row = conn.execute(
-                "SELECT one_vote_per_voter FROM polls WHERE id = ?", (poll_id,)
+                "SELECT one_vote_per_voter, closed FROM polls WHERE id = ?", (poll_id,)
             ).fetchone()
             if row is None:
                 raise ClientError("no_such_poll", "There is no such poll.")
+            if row[1]:
+                raise ClientError("poll_closed", "This poll is closed: it takes no more votes.")
             counted = conn.execute(
                 "UPDATE options SET votes = votes + 1 WHERE poll_id = ? AND id = ?",
                 (poll_id, option_id),
@@ -264,30 +341,60 @@ def transaction(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("COMMIT")
 
 
-def insert_poll(conn: sqlite3.Connection, poll_id: str, new: NewPoll) -> None:
+def migrate(conn: sqlite3.Connection) -> None:
+    """Create the tables, or bring a version 1 database to version 2 (in the caller's
+    transaction: a failed migration leaves the file as it was)."""
+    for statement in SCHEMA.split(";"):
+        if statement.strip():
+            conn.execute(statement)  # CREATE TABLE IF NOT EXISTS leaves old tables alone
+    for table, column, definition in MIGRATION_2:
+        columns = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in columns:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+    # After the columns exist (an index on a column a v1 table lacks would fail).
+    conn.execute(
+        "CREATE INDEX IF NOT EXISTS listed_polls_by_age ON polls (listed, created_at)"
+    )
+    # The demo poll of a version 1 database gets its glosses (and stays listed).
+    conn.executemany(
+        "UPDATE options SET gloss = ? WHERE poll_id = ? AND id = ? AND label = ? "
+        "AND gloss IS NULL",
+        [(gloss, DEMO_ID, str(n), label)
+         for n, (label, gloss) in enumerate(zip(DEMO.labels, DEMO.glosses), start=1)],
+    )
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def insert_poll(
+    conn: sqlite3.Connection, poll_id: str, new: NewPoll, manage_hash: Optional[str]
+) -> None:
     """Insert a poll and its options (option ids "1", "2", ... in the given order)."""
     conn.execute(
-        "INSERT INTO polls (id, title, one_vote_per_voter, created_at) VALUES (?, ?, ?, ?)",
-        (poll_id, new.title, int(new.one_vote_per_voter), time.time()),
+        "INSERT INTO polls (id, title, one_vote_per_voter, created_at, listed, manage_hash)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (poll_id, new.title, int(new.one_vote_per_voter), time.time(), int(new.listed),
+         manage_hash),
     )
+    glosses = new.glosses or (None,) * len(new.labels)
     conn.executemany(
-        "INSERT INTO options (poll_id, id, position, label) VALUES (?, ?, ?, ?)",
-        [(poll_id, str(n), n, label) for n, label in enumerate(new.labels, start=1)],
+        "INSERT INTO options (poll_id, id, position, label, gloss) VALUES (?, ?, ?, ?, ?)",
+        [(poll_id, str(n), n, label, gloss)
+         for n, (label, gloss) in enumerate(zip(new.labels, glosses), start=1)],
     )
 
 
 def load_poll(conn: sqlite3.Connection, poll_id: str) -> Optional[Poll]:
     """Read one poll and its counts, or None."""
     row = conn.execute(
-        "SELECT title, one_vote_per_voter FROM polls WHERE id = ?", (poll_id,)
+        "SELECT title, one_vote_per_voter, listed, closed FROM polls WHERE id = ?", (poll_id,)
     ).fetchone()
     if row is None:
         return None
     options = tuple(
-        Option(option_id, label, votes)
-        for option_id, label, votes in conn.execute(
-            "SELECT id, label, votes FROM options WHERE poll_id = ? ORDER BY position",
+        Option(option_id, label, votes, gloss)
+        for option_id, label, votes, gloss in conn.execute(
+            "SELECT id, label, votes, gloss FROM options WHERE poll_id = ? ORDER BY position",
             (poll_id,),
         )
     )
-    return Poll(poll_id, row[0], bool(row[1]), options)
+    return Poll(poll_id, row[0], bool(row[1]), options, listed=bool(row[2]), closed=bool(row[3]))

@@ -1,9 +1,11 @@
 """PollStore against a real SQLite file in a temporary directory."""
 
 import asyncio
+import hashlib
 import os
 import sqlite3
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -50,16 +52,16 @@ async def test_database_is_in_wal_mode(store, path):
 
 async def test_created_poll_can_be_read_back(store):
     """create returns the poll with a short URL-safe id and get finds it."""
-    poll = await store.create(ONE_VOTE)
+    poll, _ = await store.create(ONE_VOTE)
     assert len(poll.id) >= 8 and poll.id.replace("-", "").replace("_", "").isalnum()
     assert await store.get(poll.id) == poll
     assert [o.id for o in poll.options] == ["1", "2"]
 
 
 async def test_recent_is_newest_first(store):
-    """recent puts the newest poll first and the demo poll last."""
-    first = await store.create(ONE_VOTE)
-    second = await store.create(EVERY_CLICK)
+    """recent puts the newest listed poll first and the demo poll last."""
+    first, _ = await store.create(replace(ONE_VOTE, listed=True))
+    second, _ = await store.create(replace(EVERY_CLICK, listed=True))
     assert [p.id for p in await store.recent()] == [second.id, first.id, DEMO_ID]
 
 
@@ -78,13 +80,13 @@ async def test_vote_for_an_unknown_option_or_poll_is_refused(store):
 
 async def test_one_vote_poll_needs_a_voter(store):
     """A one-vote poll refuses a vote without a voter id."""
-    poll = await store.create(ONE_VOTE)
+    poll, _ = await store.create(ONE_VOTE)
     assert await vote_error(store, poll.id, "1", None) == "no_voter_id"
 
 
 async def test_one_vote_poll_counts_a_voter_once(store):
     """A second vote of the same voter is refused, even for another option."""
-    poll = await store.create(ONE_VOTE)
+    poll, _ = await store.create(ONE_VOTE)
     await store.vote(poll.id, "1", "alice")
     assert await vote_error(store, poll.id, "2", "alice") == "already_voted"
     assert (await store.snapshot(poll.id, "alice"))[1] == "1"
@@ -93,7 +95,7 @@ async def test_one_vote_poll_counts_a_voter_once(store):
 
 async def test_simultaneous_votes_of_one_voter_count_once(store):
     """Of many votes sent at the same instant by one voter exactly one counts."""
-    poll = await store.create(ONE_VOTE)
+    poll, _ = await store.create(ONE_VOTE)
     results = await asyncio.gather(
         *(store.vote(poll.id, "1", "bob") for _ in range(10)), return_exceptions=True
     )
@@ -104,7 +106,7 @@ async def test_simultaneous_votes_of_one_voter_count_once(store):
 
 async def test_every_click_poll_counts_every_vote(store):
     """Without one_vote_per_voter the same voter may vote again and again."""
-    poll = await store.create(EVERY_CLICK)
+    poll, _ = await store.create(EVERY_CLICK)
     for _ in range(3):
         await store.vote(poll.id, "1", "carol")
     assert (await store.get(poll.id)).total == 3
@@ -113,7 +115,7 @@ async def test_every_click_poll_counts_every_vote(store):
 async def test_votes_survive_reopening(path):
     """Votes and polls are on disk once vote() has returned."""
     store = PollStore(path)
-    poll = await store.create(ONE_VOTE)
+    poll, _ = await store.create(ONE_VOTE)
     await store.vote(poll.id, "2", "dave")
     await store.vote(DEMO_ID, "1", None)
     store.close()
@@ -128,7 +130,7 @@ async def test_votes_survive_reopening(path):
 
 async def test_counts_agree_with_ballots(store, path):
     """In a one-vote poll the stored counts equal the stored ballots."""
-    poll = await store.create(ONE_VOTE)
+    poll, _ = await store.create(ONE_VOTE)
     for voter in ["v1", "v2", "v3"]:
         await store.vote(poll.id, "2", voter)
     store.close()
@@ -177,3 +179,72 @@ async def test_votes_do_not_block_the_event_loop(store):
     await ticking
     assert (await store.get(DEMO_ID)).total == 300
     assert len(gaps) > 10 and max(gaps) < took / 2
+
+
+# Schema version 1, as databases made before manage tokens have it.
+SCHEMA_V1 = """
+CREATE TABLE polls (id TEXT PRIMARY KEY, title TEXT NOT NULL,
+    one_vote_per_voter INTEGER NOT NULL, created_at REAL NOT NULL);
+CREATE INDEX polls_by_age ON polls (created_at);
+CREATE TABLE options (poll_id TEXT NOT NULL REFERENCES polls (id), id TEXT NOT NULL,
+    position INTEGER NOT NULL, label TEXT NOT NULL, votes INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (poll_id, id));
+CREATE TABLE ballots (poll_id TEXT NOT NULL REFERENCES polls (id), voter_id TEXT NOT NULL,
+    option_id TEXT NOT NULL, cast_at REAL NOT NULL, PRIMARY KEY (poll_id, voter_id));
+INSERT INTO polls VALUES ('demo', 'Who wins?', 0, 1), ('old', 'Old one', 1, 2);
+INSERT INTO options VALUES ('demo', '1', 1, '钢弹', 5), ('demo', '2', 2, '铁锤', 0),
+    ('demo', '3', 3, '贝贝', 7), ('old', '1', 1, 'x', 1), ('old', '2', 2, 'y', 0);
+INSERT INTO ballots VALUES ('old', 'alice', '1', 3);
+PRAGMA user_version = 1;
+"""
+
+
+async def test_version_1_database_is_migrated_keeping_votes(path):
+    """A version 1 file gains the new columns: old polls stay listed and open with their
+    votes and ballots, the demo gets its glosses, and votes still count."""
+    conn = sqlite3.connect(path)
+    conn.executescript(SCHEMA_V1)
+    conn.close()
+    store = PollStore(path)
+    try:
+        demo = await store.get(DEMO_ID)
+        assert [(o.label, o.votes) for o in demo.options] == [("钢弹", 5), ("铁锤", 0), ("贝贝", 7)]
+        assert all(o.gloss for o in demo.options) and demo.listed and not demo.closed
+        assert [p.id for p in await store.recent()] == ["old", DEMO_ID]
+        assert await vote_error(store, "old", "2", "alice") == "already_voted"
+        assert (await store.vote(DEMO_ID, "3", None)).votes["3"] == 8
+        assert await store.is_owner("old", "anything") is False
+    finally:
+        store.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    conn.close()
+
+
+async def test_only_a_hash_of_the_manage_token_is_stored(store, path):
+    """The database keeps the token's SHA-256, never the token; the token is the owner's."""
+    poll, token = await store.create(ONE_VOTE)
+    assert await store.is_owner(poll.id, token) is True
+    assert await store.is_owner(poll.id, token + "x") is False
+    assert await store.is_owner(poll.id, None) is False
+    assert await store.is_owner("nope", token) is None
+    store.close()
+    conn = sqlite3.connect(path)
+    (stored,) = conn.execute("SELECT manage_hash FROM polls WHERE id = ?", (poll.id,)).fetchone()
+    dump = "\n".join(conn.iterdump())
+    conn.close()
+    assert stored == hashlib.sha256(token.encode()).hexdigest()
+    assert token not in dump
+
+
+async def test_closed_poll_refuses_votes_and_delete_removes_everything(store):
+    """A closed poll answers poll_closed; reopened it counts; deleted it is gone."""
+    poll, _ = await store.create(ONE_VOTE)
+    await store.vote(poll.id, "1", "v1")
+    assert (await store.set_closed(poll.id, True)).closed
+    assert await vote_error(store, poll.id, "2", "v2") == "poll_closed"
+    assert not (await store.set_closed(poll.id, False)).closed
+    await store.vote(poll.id, "2", "v2")
+    assert await store.delete(poll.id) is True
+    assert await store.get(poll.id) is None and await store.delete(poll.id) is False
+    assert await vote_error(store, poll.id, "1", "v3") == "no_such_poll"

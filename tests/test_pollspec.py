@@ -3,7 +3,7 @@
 import pytest
 
 from realtime.messages import ClientError
-from realtime.pollspec import Option, Poll, Tally, validate_new_poll
+from realtime.pollspec import Option, Poll, PollFieldError, Tally, validate_new_poll
 
 GOOD = {"title": "Lunch?", "options": ["Pizza", "Soup"]}
 
@@ -65,11 +65,14 @@ def test_twenty_options_are_allowed():
 
 
 def test_poll_json_has_the_documented_shape():
-    """Poll JSON carries id, title, the flag, options with votes, and the total."""
-    poll = Poll("p1", "T", True, (Option("1", "A", 2), Option("2", "B", 3)))
+    """Poll JSON carries id, title, the flags, options with glosses and votes, and the
+    total."""
+    poll = Poll("p1", "T", True, (Option("1", "A", 2, "a gloss"), Option("2", "B", 3)),
+                closed=True)
     assert poll.to_json() == {
-        "id": "p1", "title": "T", "one_vote_per_voter": True,
-        "options": [{"id": "1", "label": "A", "votes": 2}, {"id": "2", "label": "B", "votes": 3}],
+        "id": "p1", "title": "T", "one_vote_per_voter": True, "listed": False, "closed": True,
+        "options": [{"id": "1", "label": "A", "gloss": "a gloss", "votes": 2},
+                    {"id": "2", "label": "B", "gloss": None, "votes": 3}],
         "total": 5,
     }
 
@@ -79,3 +82,24 @@ def test_tally_frame_has_every_count_and_the_total():
     assert Tally("p1", {"1": 2, "2": 0}).to_json() == {
         "type": "tally", "poll": "p1", "votes": {"1": 2, "2": 0}, "total": 2,
     }
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"options": ["a", "b"]}, "title"),
+    ({**GOOD, "options": None}, "options"),
+    ({**GOOD, "options": ["a", "b", "A"]}, "options.2"),
+    ({**GOOD, "options": ["a", "b\nc"]}, "options.1"),
+    ({**GOOD, "one_vote_per_voter": 1}, "one_vote_per_voter"),
+    ({**GOOD, "listed": None}, "listed"),
+])
+def test_refusals_name_their_field(body, field):
+    """Every refusal of a field says which field it is about."""
+    with pytest.raises(PollFieldError) as caught:
+        validate_new_poll(body)
+    assert caught.value.field == field
+
+
+def test_listed_is_off_by_default():
+    """A poll is unlisted unless the body says listed: true."""
+    assert validate_new_poll(GOOD).listed is False
+    assert validate_new_poll({**GOOD, "listed": True}).listed is True

@@ -35,24 +35,27 @@ async def test_create_answers_201_with_the_poll(http_server_client):
     poll = json.loads(response.body)
     assert poll == {
         "id": poll["id"], "title": "Lunch?", "one_vote_per_voter": True,
-        "options": [{"id": "1", "label": "Pizza", "votes": 0},
-                    {"id": "2", "label": "Soup", "votes": 0}],
-        "total": 0,
+        "listed": False, "closed": False,
+        "options": [{"id": "1", "label": "Pizza", "gloss": None, "votes": 0},
+                    {"id": "2", "label": "Soup", "gloss": None, "votes": 0}],
+        "total": 0, "manage_token": poll["manage_token"],
     }
+    assert len(poll["manage_token"]) >= 32
     assert response.headers["Location"] == f"/api/polls/{poll['id']}"
 
 
 async def test_get_answers_the_poll(http_server_client):
     """GET /api/polls/<id> answers the poll as it was created."""
     created = json.loads((await post(http_server_client, GOOD)).body)
+    del created["manage_token"]  # answered once, at creation
     response = await http_server_client.fetch(f"/api/polls/{created['id']}")
     assert json.loads(response.body) == created
     assert response.headers["Cache-Control"] == "no-store"
 
 
 async def test_list_holds_new_polls_and_the_demo(http_server_client):
-    """GET /api/polls lists the new poll first and the demo poll."""
-    created = json.loads((await post(http_server_client, GOOD)).body)
+    """GET /api/polls lists a new listed poll first and the demo poll."""
+    created = json.loads((await post(http_server_client, {**GOOD, "listed": True})).body)
     polls = json.loads((await http_server_client.fetch("/api/polls")).body)["polls"]
     assert [p["id"] for p in polls] == [created["id"], "demo"]
 

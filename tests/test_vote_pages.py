@@ -50,7 +50,9 @@ async def test_unknown_poll_page_is_a_404_page(http_server_client):
 
 async def test_poll_titles_are_escaped(http_server_client):
     """A title full of markup reaches the pages as text, never as HTML."""
-    body = json.dumps({"title": "<script>alert(1)</script>", "options": ["<b>a</b>", "b"]})
+    body = json.dumps(
+        {"title": "<script>alert(1)</script>", "options": ["<b>a</b>", "b"], "listed": True}
+    )
     created = await http_server_client.fetch(
         "/api/polls", method="POST", body=body, headers={"Content-Type": "application/json"}
     )
