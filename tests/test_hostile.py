@@ -25,6 +25,7 @@ from realtime.closecodes import CloseCode
 from realtime.hub import Hub
 from server import Config, make_app
 from tests.probe import TOPIC, add_probe
+import tests.support
 from tests.support import (
     OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_TEXT, client_frame, closed, poll_until, port_of,
     raw_close_code, raw_handshake, read_frame, receive, receive_json, receive_type, rss_bytes,
@@ -336,9 +337,12 @@ async def test_connections_over_the_per_ip_cap_are_refused(start_server, ws_open
 
 @pytest.mark.parametrize("endpoint", JSON_ENDPOINTS, ids=lambda e: e.path)
 async def test_500_clients_reconnecting_at_once_are_all_served(http_server_client, ws_open,
-                                                               hub, endpoint):
+                                                               hub, endpoint, monkeypatch):
     """500 clients connect at once, all drop, all come back at once: each gets a greeting
     both times and the hub holds exactly the live ones."""
+    # What is tested is that everyone is served, not how fast: 500 handshakes with client
+    # and server on one loop can take more than the usual 5 s on a loaded machine.
+    monkeypatch.setattr(tests.support, "TIMEOUT", 30.0)
     url = ws_url(http_server_client, endpoint.path)
 
     async def arrive() -> Any:
