@@ -1,7 +1,7 @@
 """Page handlers: the HTML demo pages, the health check, the metrics and the error pages."""
 
 import time
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable, Optional
 
 import tornado.web
 
@@ -25,6 +25,15 @@ CONTENT_SECURITY_POLICY = "; ".join([
 ])
 
 
+def head_as_get(
+    handler: tornado.web.RequestHandler, *args: Any, **kwargs: Any
+) -> Optional[Awaitable[None]]:
+    """Answer a HEAD request with the handler's ``get``, or 405 if it has none."""
+    if type(handler).get is tornado.web.RequestHandler.get:
+        raise tornado.web.HTTPError(405)
+    return handler.get(*args, **kwargs)
+
+
 class BaseHandler(tornado.web.RequestHandler):
     """Security headers on every response, and error pages that never show a traceback."""
 
@@ -36,6 +45,14 @@ class BaseHandler(tornado.web.RequestHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         reason = self._reason
         self.render("error.html", status_code=status_code, reason=reason)
+
+    def head(self, *args: Any, **kwargs: Any) -> Optional[Awaitable[None]]:
+        """``HEAD`` wherever ``GET`` is: the same status and headers, no body.
+
+        It runs the subclass's own ``get`` (cookies, 404s and all); Tornado's ``flush`` drops
+        the body of a HEAD response and ``finish`` still sends the GET body's length. A
+        handler without ``get`` answers 405, as for any method it does not serve."""
+        return head_as_get(self, *args, **kwargs)
 
 
 class PageHandler(BaseHandler):
@@ -85,6 +102,10 @@ class MetricsHandler(tornado.web.RequestHandler):
 
     def initialize(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+
+    def head(self) -> None:
+        """``HEAD /metrics``: the headers of ``GET`` without the body."""
+        head_as_get(self)
 
     def get(self) -> None:
         body, content_type = render(self.registry, self.request.headers.get("Accept"))

@@ -101,3 +101,50 @@ async def test_chat_page_keeps_an_existing_chat_cookie(http_server_client):
     """A browser that already has a chat cookie keeps it."""
     response = await http_server_client.fetch("/chat", headers={"Cookie": "chat_id=" + "k" * 32})
     assert "Set-Cookie" not in response.headers
+
+
+@pytest.mark.parametrize("path", [*PAGES, "/healthz", "/metrics"])
+async def test_head_is_answered_wherever_get_is(http_server_client, path):
+    """HEAD on a page answers GET's status and headers with no body."""
+    get = await http_server_client.fetch(path)
+    head = await http_server_client.fetch(path, method="HEAD")
+    assert head.code == 200 and head.body == b""
+    assert head.headers["Content-Type"] == get.headers["Content-Type"]
+    assert int(head.headers["Content-Length"]) > 0
+
+
+async def test_head_of_an_unknown_path_is_a_404(http_server_client):
+    """HEAD on an unknown path, or an unknown poll, answers 404 with no body."""
+    for path in ["/no/such/page", "/vote/no-such-poll"]:
+        response = await http_server_client.fetch(path, method="HEAD", raise_error=False)
+        assert response.code == 404 and response.body == b"", path
+
+
+async def test_head_on_a_post_only_route_is_405(http_server_client):
+    """A route with no page to GET (a WebSocket endpoint) answers HEAD with 405."""
+    response = await http_server_client.fetch("/ws/echo", method="HEAD", raise_error=False)
+    assert response.code == 405
+
+
+async def test_home_page_does_not_link_the_health_check(http_server_client):
+    """/healthz is for load balancers, not on the user-facing home page."""
+    body = (await http_server_client.fetch("/")).body.decode()
+    assert "/healthz" not in body
+    assert (await http_server_client.fetch("/healthz")).code == 200
+
+
+@pytest.mark.parametrize("path,current", [
+    ("/", "/"), ("/echo", "/echo"), ("/chat", "/chat"), ("/vote", "/vote"),
+])
+async def test_nav_marks_the_current_page(http_server_client, path, current):
+    """Exactly one link carries aria-current="page": the one to the page itself."""
+    body = (await http_server_client.fetch(path)).body.decode()
+    marked = re.findall(r'<a [^>]*href="([^"]+)"[^>]*aria-current="page"', body)
+    assert marked == [current]
+
+
+async def test_nav_marks_the_section_of_a_poll(http_server_client):
+    """On a poll's page the Vote link is marked as its section, not as the page."""
+    body = (await http_server_client.fetch("/vote/demo")).body.decode()
+    assert 'aria-current="page"' not in body
+    assert '<a href="/vote" aria-current="true">Vote</a>' in body
