@@ -5,6 +5,7 @@
 // and delete the poll; the fragment never reaches the server's logs.
 import { el } from "./socket.js";
 import { barName, barWidth, percentText, pollSocket, votesText } from "./pollview.js";
+import { shareLink as wireShare } from "./share.js";
 
 const section = document.getElementById("poll");
 const pollId = section.dataset.pollId;
@@ -261,7 +262,9 @@ function copyOnClick(button, input) {
 }
 
 shareLink.value = `${location.origin}/vote/${encodeURIComponent(pollId)}`;
-copyOnClick(copyButton, shareLink);
+// The public link: a share sheet on phones that have one, else the clipboard, else the
+// link selected with a word on how to copy it (share.js). The manage link is only copied.
+wireShare({ input: shareLink, button: copyButton, title: document.title });
 
 syncButtons();
 socket.connect();
