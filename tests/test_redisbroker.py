@@ -230,6 +230,34 @@ async def test_silent_redis_is_noticed(redis_app, ws_open, admin, redis_server):
     await says(b1, "awake")
 
 
+async def test_full_queue_drops_and_logs_once(redis_server, caplog):
+    """Publishes beyond the queue's bound are dropped (still delivered locally) with one
+    log line, and the queued ones go out."""
+    broker = RedisBroker(redis_server.url, max_queue=2)
+    hub = Hub(broker=broker)
+    await broker.start()
+    try:
+        for n in range(5):  # in one turn of the loop: the publisher cannot take any yet
+            hub.publish("probe.room", f"message {n}")
+        assert broker.dropped == 3
+        await poll_until(lambda: broker.published == 2)
+        assert len([r for r in caplog.records if "queue is full" in r.getMessage()]) == 1
+    finally:
+        await broker.close()
+
+
+async def test_broker_counters_are_metrics(redis_app, ws_open):
+    """The broker's counters are exported as realtime_broker_<name>_total."""
+    node = await redis_app()
+    node.hub.publish(TOPIC, "counted")
+    await poll_until(lambda: node.broker.published == 1)
+    port = node.port
+    body = (await AsyncHTTPClient().fetch(f"http://127.0.0.1:{port}/metrics")).body.decode()
+    assert "realtime_broker_published_total 1.0" in body
+    assert "realtime_broker_dropped_total 0.0" in body
+    assert "realtime_broker_up 1.0" in body
+
+
 async def test_start_while_redis_is_down_starts_degraded(tmp_path):
     """A broker started while Redis is down returns from start() unhealthy, and connects
     by itself once Redis answers."""
