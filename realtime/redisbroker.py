@@ -291,7 +291,10 @@ class RedisBroker:
                     self.reconnects += 1
                 connected_before = True
                 await self._listen(conn)
-            except FAILURES + (ConnectionDead,) as exc:
+            except Exception as exc:
+                if not isinstance(exc, FAILURES + (ConnectionDead,)):
+                    # A bug (or a reply we did not expect) must not leave the process deaf.
+                    log.exception("the Redis listener failed; reconnecting")
                 if self._listening:
                     backoff = 0.1  # it had worked: retry soon
                 self._listening = False
@@ -425,7 +428,9 @@ class RedisBroker:
                         pipe.publish(channel, wire)
                     await pipe.execute()
                 self.published += len(batch)
-            except FAILURES as exc:
+            except Exception as exc:
+                if not isinstance(exc, FAILURES):
+                    log.exception("publishing to Redis failed")
                 self._publishing = False
                 self.dropped += len(batch) + len(self._queue)
                 self._queue.clear()
