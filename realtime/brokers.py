@@ -6,7 +6,9 @@ was attached to, in every process, this one included. The hub also says when a t
 its first local subscriber (``subscribe``) and loses its last (``unsubscribe``), so a
 networked broker listens only to the topics this process needs. ``start`` and ``close``
 run with the application (``serve()`` and its lifecycle). The default LocalBroker is for a
-single process: it delivers straight back.
+single process: it delivers straight back. ``realtime.redisbroker.RedisBroker`` carries
+topics between processes over Redis; only code that builds one imports it (and needs the
+``redis`` package).
 """
 
 from typing import Callable, Optional, Protocol

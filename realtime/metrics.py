@@ -55,6 +55,10 @@ class HubCollector(Collector):
         yield GaugeMetricFamily(
             "realtime_broker_up", "1 while the broker can deliver, else 0.",
             1.0 if hub.broker.healthy() else 0.0)
+        # A networked broker's own counters, whatever they are (RedisBroker.stats).
+        for name, value in (getattr(hub.broker, "stats", None) or {}).items():
+            yield CounterMetricFamily(
+                f"realtime_broker_{name}", f"Broker counter: {name} (see the README).", value)
 
 
 class ServerMetrics:

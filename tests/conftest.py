@@ -14,6 +14,7 @@ from tornado.websocket import WebSocketClientConnection as Client
 
 from realtime.hub import Hub
 from server import Config, make_app
+from tests.redis_server import RedisServer
 from tests.support import connect_url, ws_url
 
 
@@ -119,3 +120,14 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:  # type:
 def python() -> str:
     """The interpreter running the tests, for subprocesses."""
     return sys.executable
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real ``redis-server`` of the test's own (tests/redis_server.py), answering PING;
+    stopped after the test."""
+    server = RedisServer(tmp_path / "redis")
+    try:
+        yield server.start()
+    finally:
+        server.stop()
