@@ -177,6 +177,9 @@ class RedisPollStore:
         self._delete_script = self._redis.register_script(DELETE)
         self._turn = asyncio.Lock()  # one call at a time, in order (see Ordering)
         self._down = False  # an outage was logged and Redis has not answered since
+        # Whether the demo poll is known to exist: checked before the first call, and again
+        # after an outage (a Redis that comes back may have come back empty).
+        self._demo_ready = False
         self._closed = False
 
     def _key(self, poll_id: str, part: str = "") -> str:
@@ -197,8 +200,12 @@ class RedisPollStore:
         try:
             async with asyncio.timeout(self.timeout):
                 async with self._turn:
+                    if not self._demo_ready:
+                        await self._ensure_demo()
+                        self._demo_ready = True
                     result = await job()
         except FAILURES as error:
+            self._demo_ready = False
             if not self._down:
                 self._down = True
                 log.warning("Redis at %s unavailable for polls (%s): votes are refused "
@@ -214,9 +221,9 @@ class RedisPollStore:
     async def start(self) -> None:
         """Check that Redis answers and create the demo poll if it is missing. With Redis
         down it logs a warning and returns: the server starts, votes answer
-        ``unavailable``, and the demo poll is created on first read once Redis is back."""
+        ``unavailable``, and the demo poll is created on the first call Redis answers."""
         try:
-            await self._call(self._ensure_demo)
+            await self._call(self._redis.ping)
         except PollsUnavailable:
             log.warning("starting without Redis for polls; they come back when it answers")
 
@@ -302,11 +309,7 @@ class RedisPollStore:
         transaction; None if there is no such poll."""
         if not POLL_ID.fullmatch(poll_id):
             return None
-        found = await self._call(lambda: self._read(poll_id, voter_id))
-        if found is None and poll_id == DEMO_ID:  # Redis lost it, or started empty
-            await self._call(self._ensure_demo)
-            found = await self._call(lambda: self._read(poll_id, voter_id))
-        return found
+        return await self._call(lambda: self._read(poll_id, voter_id))
 
     async def aclose(self) -> None:
         """Close the connections; closing twice is harmless."""
