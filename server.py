@@ -46,7 +46,7 @@ from realtime.options import (
     define_options, environment_args, join_option_values, option, values_from,
 )
 from realtime.origins import OriginPolicy
-from realtime.polls import DB_FILENAME, PollStore
+from realtime.polls import DB_FILENAME, Polls, PollStore
 from realtime.ratelimit import Clock, KeyedLimiter
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -171,6 +171,8 @@ class Config:
     # Not options: objects and secrets handed in by code (tests, embedders).
     cookie_secret: Optional[str] = field(default=None, repr=False)  # None: see data_dir
     hub: Optional[Hub] = field(default=None, repr=False)  # a ready hub, e.g. a test's
+    # A ready poll store (e.g. a RedisPollStore); None: SQLite in data_dir (or in memory).
+    polls: Optional[Polls] = field(default=None, repr=False)
     lifecycle: Optional[Lifecycle] = field(default=None, repr=False)  # a ready one, for tests
     # Monotonic clock of rate limits and /healthz uptime; None: time.monotonic. For tests.
     clock: Optional[Clock] = field(default=None, repr=False)
@@ -240,7 +242,7 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
             cookie_secret = load_cookie_secret(
                 os.path.join(config.data_dir, COOKIE_SECRET_FILENAME)
             )
-    store = PollStore(db_path)
+    store = config.polls or PollStore(db_path)
     lifecycle.on_shutdown(store.aclose, "poll store")  # pending votes are committed first
     chat_store = ChatStore(chat_path, rooms)
     lifecycle.on_shutdown(chat_store.aclose, "chat store")  # writes the last batch

@@ -1,7 +1,8 @@
 """Live voting: the poll pages, the JSON API and the ``/ws/vote/<id>`` socket.
 
-Votes go through ``PollStore`` (``realtime/polls.py``), which commits each one to disk before
-its tally is published on the topic ``vote.<poll id>``. The voter is a random id in a signed
+Votes go through a poll store (``realtime.polls.Polls``: SQLite, or Redis to share polls
+between processes), which makes each vote durable before its tally is published on the topic
+``vote.<poll id>``. The voter is a random id in a signed
 cookie, issued by the vote pages, the same for every poll; only one-vote polls need it.
 
 A poll's creator manages it with the token the creation answered: close, reopen and delete
@@ -23,7 +24,7 @@ from handlers.base import JsonSocketHandler
 from handlers.pages import BaseHandler
 from realtime.hub import Hub
 from realtime.messages import ClientError, Message, require_str
-from realtime.polls import PollStore
+from realtime.polls import Polls
 from realtime.pollspec import POLL_ID_MAX, Poll, PollFieldError, validate_new_poll
 from realtime.ratelimit import KeyedLimiter, retry_after_header
 
@@ -66,7 +67,7 @@ def issue_voter_cookie(handler: tornado.web.RequestHandler) -> None:
     )
 
 
-async def find_poll(store: PollStore, poll_id: str) -> Optional[Poll]:
+async def find_poll(store: Polls, poll_id: str) -> Optional[Poll]:
     """The poll with that id, or None; absurdly long ids are not looked up."""
     return await store.get(poll_id) if len(poll_id) <= POLL_ID_MAX else None
 
@@ -78,11 +79,11 @@ class VoteSocketHandler(JsonSocketHandler):
     every client of the poll gets the full counts, and the voter then gets ``voted``.
     """
 
-    store: PollStore
+    store: Polls
     poll: Poll  # as of the handshake; options never change, counts come from the store
     voter: Optional[str]
 
-    def initialize(self, store: PollStore, **base: Any) -> None:
+    def initialize(self, store: Polls, **base: Any) -> None:
         """Take the store besides the base class's dependencies."""
         super().initialize(**base)
         self.store = store
@@ -96,11 +97,12 @@ class VoteSocketHandler(JsonSocketHandler):
         self.voter = voter_id(self)
 
     async def connected(self, poll_id: str) -> None:
-        # The snapshot is read, then the topic joined, with no await in between. The store
-        # runs jobs one at a time and hands back results in order, so every vote committed
-        # before this read has already published its tally (it is in the snapshot) and every
-        # later one publishes after we subscribe (we get its tally): the poll frame comes
-        # first and no tally is missed.
+        # The snapshot is read, then the topic joined, with no await in between. Either store
+        # runs a process's jobs one at a time and hands back results in order, so every vote
+        # of this process committed before this read has already published its tally (it is
+        # in the snapshot) and every later one publishes after we subscribe (we get its
+        # tally): the poll frame comes first and no tally is missed. (Other processes'
+        # tallies come through the broker, in their own order.)
         snapshot = await self.store.snapshot(poll_id, self.voter)
         if snapshot is None:
             raise ClientError("no_such_poll", "This poll no longer exists.")
@@ -143,9 +145,9 @@ class ApiError(tornado.web.HTTPError):
 class ApiHandler(BaseHandler):
     """Base of the JSON API: JSON errors, no caching."""
 
-    store: PollStore
+    store: Polls
 
-    def initialize(self, store: PollStore) -> None:
+    def initialize(self, store: Polls) -> None:
         self.store = store
 
     def set_default_headers(self) -> None:
@@ -180,7 +182,7 @@ class ManageApiHandler(ApiHandler):
 
     hub: Hub
 
-    def initialize(self, store: PollStore, hub: Hub) -> None:  # type: ignore[override]
+    def initialize(self, store: Polls, hub: Hub) -> None:  # type: ignore[override]
         super().initialize(store)
         self.hub = hub
 
@@ -208,7 +210,7 @@ class PollsApiHandler(ApiHandler):
 
     limiter: KeyedLimiter
 
-    def initialize(self, store: PollStore, limiter: KeyedLimiter) -> None:  # type: ignore[override]
+    def initialize(self, store: Polls, limiter: KeyedLimiter) -> None:  # type: ignore[override]
         super().initialize(store)
         self.limiter = limiter
         self.chunks: list[bytes] = []
@@ -294,7 +296,7 @@ class PollStateApiHandler(ManageApiHandler):
 class VotePageHandler(BaseHandler):
     """``/vote``: create a poll, and the list of polls."""
 
-    def initialize(self, store: PollStore) -> None:
+    def initialize(self, store: Polls) -> None:
         self.store = store
 
     async def get(self) -> None:
@@ -307,7 +309,7 @@ class VotePageHandler(BaseHandler):
 class PollPageHandler(BaseHandler):
     """``/vote/<id>``: one poll's live chart; a 404 page for an unknown id."""
 
-    def initialize(self, store: PollStore) -> None:
+    def initialize(self, store: Polls) -> None:
         self.store = store
 
     template = "vote.html"
@@ -350,7 +352,7 @@ def qr_svg(text: str) -> bytes:
 class QrCodeHandler(BaseHandler):
     """``/vote/<id>/qr.svg``: an SVG QR code of the poll page's absolute URL; cacheable."""
 
-    def initialize(self, store: PollStore) -> None:
+    def initialize(self, store: Polls) -> None:
         self.store = store
 
     async def get(self, poll_id: str) -> None:

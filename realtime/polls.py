@@ -36,7 +36,7 @@ import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Optional, TypeVar
+from typing import Any, Callable, Iterator, Optional, Protocol, TypeVar
 
 from realtime.messages import ClientError
 from realtime.pollspec import NewPoll, Option, Poll, Tally
@@ -84,6 +84,65 @@ CREATE TABLE IF NOT EXISTS ballots (
     PRIMARY KEY (poll_id, voter_id)
 );
 """
+
+
+# What a refused vote answers, whichever store refused it: code -> sentence.
+VOTE_REFUSALS = {
+    "no_such_poll": "There is no such poll.",
+    "poll_closed": "This poll is closed: it takes no more votes.",
+    "no_such_option": "This poll has no such option.",
+    "no_voter_id": (
+        "This poll takes one vote per voter and your browser sent no voter cookie: reload "
+        "the page (with cookies allowed) and vote again."
+    ),
+    "already_voted": "You have already voted in this poll.",
+}
+
+
+def refused(code: str) -> ClientError:
+    """The ``ClientError`` of a vote refused with ``code`` (a key of ``VOTE_REFUSALS``)."""
+    return ClientError(code, VOTE_REFUSALS[code])
+
+
+class Polls(Protocol):
+    """What the handlers and ``serve()`` need of a poll store: ``PollStore`` (SQLite, the
+    default) and ``RedisPollStore`` (``realtime/redispolls.py``, shared by processes).
+
+    Every method answers with the poll as it is once the change is durable, and raises
+    ``ClientError`` for what the client got wrong (see ``PollStore.vote``).
+    """
+
+    async def start(self) -> None:
+        """Connect or open now, so a bad setting shows at startup."""
+
+    async def create(self, new: NewPoll) -> tuple[Poll, str]:
+        """Store a new poll; return it and its manage token."""
+
+    async def is_owner(self, poll_id: str, token: Optional[str]) -> Optional[bool]:
+        """Whether ``token`` manages the poll; None if there is no such poll."""
+
+    async def set_closed(self, poll_id: str, closed: bool) -> Optional[Poll]:
+        """Close or reopen a poll; the poll as it is now, or None."""
+
+    async def delete(self, poll_id: str) -> bool:
+        """Delete a poll and its votes; False if there was none."""
+
+    async def get(self, poll_id: str) -> Optional[Poll]:
+        """The poll with its counts, or None."""
+
+    async def recent(self, limit: int = ...) -> list[Poll]:
+        """The newest listed polls first, at most ``limit``."""
+
+    async def vote(self, poll_id: str, option_id: str, voter_id: Optional[str]) -> Tally:
+        """Count one vote and return the counts that include it."""
+
+    async def snapshot(
+        self, poll_id: str, voter_id: Optional[str]
+    ) -> Optional[tuple[Poll, Optional[str]]]:
+        """The poll and the option ``voter_id`` chose in it, read together; or None."""
+
+    async def aclose(self) -> None:
+        """Finish pending work and let go of the database or connections."""
 
 
 def new_poll_id() -> str:
@@ -282,22 +341,18 @@ class PollStore:
                 "SELECT one_vote_per_voter, closed FROM polls WHERE id = ?", (poll_id,)
             ).fetchone()
             if row is None:
-                raise ClientError("no_such_poll", "There is no such poll.")
+                raise refused("no_such_poll")
             if row[1]:
-                raise ClientError("poll_closed", "This poll is closed: it takes no more votes.")
+                raise refused("poll_closed")
             counted = conn.execute(
                 "UPDATE options SET votes = votes + 1 WHERE poll_id = ? AND id = ?",
                 (poll_id, option_id),
             ).rowcount
             if counted == 0:
-                raise ClientError("no_such_option", "This poll has no such option.")
+                raise refused("no_such_option")
             if row[0]:
                 if voter_id is None:
-                    raise ClientError(
-                        "no_voter_id",
-                        "This poll takes one vote per voter and your browser sent no voter "
-                        "cookie: reload the page (with cookies allowed) and vote again.",
-                    )
+                    raise refused("no_voter_id")
                 try:
                     conn.execute(
                         "INSERT INTO ballots (poll_id, voter_id, option_id, cast_at)"
@@ -305,9 +360,7 @@ class PollStore:
                         (poll_id, voter_id, option_id, time.time()),
                     )
                 except sqlite3.IntegrityError:
-                    raise ClientError(
-                        "already_voted", "You have already voted in this poll."
-                    ) from None
+                    raise refused("already_voted") from None
             votes = dict(conn.execute(
                 "SELECT id, votes FROM options WHERE poll_id = ? ORDER BY position", (poll_id,)
             ).fetchall())

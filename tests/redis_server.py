@@ -1,11 +1,12 @@
 """A real ``redis-server`` for the tests, on a free loopback port with its own directory.
 
 ``RedisServer(tmp_path / "redis").start()`` writes a config file there (loopback only, the
-port, the data directory, no snapshots, no AOF unless ``config`` says otherwise), starts the
-server, and waits until it answers PING. ``kill()`` SIGKILLs it mid-run, ``start()`` again
-brings it back on the same port with the same directory, ``stop()`` ends it. Every process
-is started and stopped by pid. ``redis-server`` comes from ``$REDIS_SERVER`` or the PATH;
-missing, the test fails under CI and is skipped elsewhere (``find_program``).
+port, the data directory, no snapshots, no AOF unless ``config`` says otherwise, e.g.
+``shipped_settings(deploy/redis.conf)``), starts the server, and waits until it answers
+PING. ``kill()`` SIGKILLs it mid-run, ``start()`` again brings it back on the same port
+with the same directory, ``stop()`` ends it. Every process is started and stopped by pid.
+``redis-server`` comes from ``$REDIS_SERVER`` or the PATH; missing, the test fails under CI
+and is skipped elsewhere (``find_program``).
 """
 
 import asyncio
@@ -21,6 +22,19 @@ from tests.support import find_program, free_port
 # What the broker tests need: nothing kept on disk.
 EPHEMERAL = {"save": '""', "appendonly": "no"}
 START_TIMEOUT = 10.0
+# Settings the fixture owns whatever a shipped config says: where it listens and writes.
+OWN_SETTINGS = {"bind", "port", "dir", "daemonize", "logfile", "pidfile", "unixsocket"}
+
+
+def shipped_settings(path: Path) -> dict[str, str]:
+    """The settings of a redis.conf (``deploy/redis.conf``) for ``RedisServer(config=...)``:
+    every ``name value`` line but comments and the ones the fixture owns (``OWN_SETTINGS``)."""
+    settings = {}
+    for line in path.read_text().splitlines():
+        name, _, value = line.strip().partition(" ")
+        if name and not name.startswith("#") and name not in OWN_SETTINGS:
+            settings[name] = value.strip()
+    return settings
 
 
 def answers_ping(port: int) -> bool:
