@@ -4,10 +4,10 @@ import time
 from typing import Any, Awaitable, Callable, Optional
 
 import tornado.web
-
-from realtime.hub import Hub
 from prometheus_client import CollectorRegistry
 
+from realtime.hub import Hub
+from realtime.messages import is_unavailable
 from realtime.metrics import render
 
 # No inline script or style anywhere: every script comes from /static, so an injected
@@ -23,6 +23,16 @@ CONTENT_SECURITY_POLICY = "; ".join([
     "form-action 'self'",
     "frame-ancestors 'none'",
 ])
+
+
+RETRY_AFTER_UNAVAILABLE = "5"  # seconds: a Redis restart, a failover
+
+
+def unavailable_status(status_code: int, kwargs: dict[str, Any]) -> int:
+    """503 for a request that failed because a backing store was unavailable, else the
+    status Tornado chose."""
+    error = kwargs.get("exc_info", (None, None, None))[1]
+    return 503 if status_code == 500 and is_unavailable(error) else status_code
 
 
 def head_as_get(
@@ -42,7 +52,18 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_header("Referrer-Policy", "same-origin")
         self.set_header("Content-Security-Policy", CONTENT_SECURITY_POLICY)
 
+    def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
+        """As Tornado's, but a store that does not answer (``unavailable``) is a 503 the
+        client may retry, not a 500."""
+        super().send_error(unavailable_status(status_code, kwargs), **kwargs)
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if not is_unavailable(value):  # the store logs its outage once, not per request
+            super().log_exception(typ, value, tb)
+
     def write_error(self, status_code: int, **kwargs: Any) -> None:
+        if status_code == 503:
+            self.set_header("Retry-After", RETRY_AFTER_UNAVAILABLE)
         reason = self._reason
         self.render("error.html", status_code=status_code, reason=reason)
 

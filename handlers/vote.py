@@ -21,9 +21,9 @@ import tornado.httputil
 import tornado.web
 
 from handlers.base import JsonSocketHandler
-from handlers.pages import BaseHandler
+from handlers.pages import RETRY_AFTER_UNAVAILABLE, BaseHandler, unavailable_status
 from realtime.hub import Hub
-from realtime.messages import ClientError, Message, require_str
+from realtime.messages import ClientError, Message, is_unavailable, require_str
 from realtime.polls import Polls
 from realtime.pollspec import POLL_ID_MAX, Poll, PollFieldError, validate_new_poll
 from realtime.ratelimit import KeyedLimiter, retry_after_header
@@ -87,6 +87,14 @@ class VoteSocketHandler(JsonSocketHandler):
         """Take the store besides the base class's dependencies."""
         super().initialize(**base)
         self.store = store
+
+    def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
+        # The poll lookup of the handshake may find the store down: a 503 to retry.
+        super().send_error(unavailable_status(status_code, kwargs), **kwargs)
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if not is_unavailable(value):  # the store logs its outage once
+            super().log_exception(typ, value, tb)
 
     async def prepare(self) -> None:
         # Unknown poll: a 404 at the handshake, before anything is upgraded.
@@ -163,6 +171,9 @@ class ApiHandler(BaseHandler):
                 body["field"] = error.field
             for name, value in error.headers.items():
                 self.set_header(name, value)
+        elif is_unavailable(error):
+            self.set_header("Retry-After", RETRY_AFTER_UNAVAILABLE)
+            body = {"code": error.code, "message": error.message}
         else:
             code = (self._reason or "error").lower().replace(" ", "_")
             body = {"code": code, "message": self._reason}

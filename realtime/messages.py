@@ -40,6 +40,14 @@ def encode(message: Message) -> bytes:
     return orjson.dumps(message)
 
 
+UNAVAILABLE = "unavailable"  # a store or broker the request needs does not answer now
+
+
+def is_unavailable(error: object) -> bool:
+    """Whether ``error`` says a backing service is down (an HTTP 503, not a bug)."""
+    return isinstance(error, ClientError) and error.code == UNAVAILABLE
+
+
 def error_frame(code: str, message: str) -> Message:
     """Build the error frame for ``code`` with a human ``message``."""
     return {"type": "error", "code": code, "message": message}
