@@ -42,7 +42,7 @@ from typing import Any, Callable, Optional, TypeVar
 
 from realtime.chat import Parties, Room, Rooms, Stored
 from realtime.messages import ClientError, encode
-from realtime.polls import transaction
+from realtime.sqlite import connect, transaction
 
 log = logging.getLogger("realtime.chatstore")
 
@@ -279,14 +279,9 @@ class ChatStore:
 
     def _open(self) -> sqlite3.Connection:
         assert self.path is not None
-        conn = sqlite3.connect(self.path, isolation_level=None)  # explicit BEGIN
+        conn = connect(self.path, synchronous="NORMAL")  # see the module docstring
         try:
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if mode != "wal":
-                raise RuntimeError(f"{self.path}: SQLite refused WAL mode ({mode})")
-            conn.execute("PRAGMA synchronous = NORMAL")  # see the module docstring
             conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
-            conn.execute("PRAGMA busy_timeout = 5000")
             with transaction(conn):
                 for statement in SCHEMA.split(";"):
                     if statement.strip():

@@ -35,11 +35,11 @@ import secrets
 import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Optional, Protocol, TypeVar
+from typing import Any, Callable, Optional, Protocol, TypeVar
 
 from realtime.messages import ClientError
 from realtime.pollspec import NewPoll, Option, Poll, Tally
+from realtime.sqlite import connect, transaction
 
 log = logging.getLogger("realtime.polls")
 
@@ -260,15 +260,9 @@ class PollStore:
         return self._conn
 
     def _open(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path or ":memory:", isolation_level=None)  # explicit BEGIN
+        conn = connect(self.path, synchronous="FULL")  # an acknowledged vote is on disk
         try:
-            if self.path is not None:
-                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                if mode != "wal":
-                    raise RuntimeError(f"{self.path}: SQLite refused WAL mode ({mode})")
-            conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
-            conn.execute("PRAGMA busy_timeout = 5000")  # e.g. a backup holding a lock
             with transaction(conn):
                 migrate(conn)
                 if conn.execute("SELECT 1 FROM polls WHERE id = ?", (DEMO_ID,)).fetchone() is None:
@@ -380,18 +374,6 @@ class PollStore:
                 (poll_id, voter_id),
             ).fetchone()
         return poll, None if row is None else row[0]
-
-
-@contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT``, or ``ROLLBACK`` if the block raises."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
 
 
 def migrate(conn: sqlite3.Connection) -> None:
