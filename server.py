@@ -117,6 +117,13 @@ class Config:
         "`rate_limited` and nothing is published; `0` turns it off")
     room_rate_burst: int = option(
         limits.DEFAULT_ROOM_BURST, "deliveries one chat room may cause at once after a pause")
+    handshake_rate_limit: float = option(
+        limits.DEFAULT_HANDSHAKE_RATE, "new WebSockets per second one client address may "
+        "open, sustained; past it a handshake is refused with HTTP 429 and `Retry-After` "
+        "(a reconnect storm costs a welcome per socket); `0` turns it off")
+    handshake_rate_burst: int = option(
+        limits.DEFAULT_HANDSHAKE_BURST, "new WebSockets one client address may open at once "
+        "after a pause (a restart brings every tab of an office back at once)")
     max_connections_per_ip: int = option(
         limits.DEFAULT_MAX_CONNECTIONS_PER_IP, "open WebSockets per client address; the next "
         "handshake is refused with HTTP 429; `0` for no limit. Behind a proxy it needs "
@@ -221,6 +228,8 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
         ip_connections=IPConnections(config.max_connections_per_ip),
         metrics=metrics,
         ip_rate=keyed_limiter(config.ip_rate_limit, config.ip_rate_burst, config.clock),
+        handshake_rate=keyed_limiter(
+            config.handshake_rate_limit, config.handshake_rate_burst, config.clock),
     )
     room_rate = keyed_limiter(config.room_rate_limit, config.room_rate_burst, config.clock)
     rooms = chat.Rooms(

@@ -35,7 +35,7 @@ from realtime.logfmt import logfmt
 from realtime.messages import ClientError, Message
 from realtime.metrics import ServerMetrics
 from realtime.origins import SAME_HOST, OriginPolicy
-from realtime.ratelimit import KeyedLimiter
+from realtime.ratelimit import KeyedLimiter, retry_after_header
 
 log = logging.getLogger("realtime.handlers")
 events = logging.getLogger("realtime.events")  # one line per connect, disconnect, refusal
@@ -83,6 +83,7 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
         metrics: Optional[ServerMetrics] = None,
         endpoint: str = "",
         ip_rate: Optional[KeyedLimiter] = None,
+        handshake_rate: Optional[KeyedLimiter] = None,
     ) -> None:
         """Take the dependencies of the route.
 
@@ -95,6 +96,8 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
             endpoint: the name in logs and metric labels; ``make_app`` sets the route name.
             ip_rate: the frame budget per client address, shared by all its connections
                 on every route (default: none).
+            handshake_rate: the budget of new WebSockets per client address, shared by
+                every route; over it a handshake is refused with 429 (default: none).
         """
         self.hub = hub
         self.origins = origins
@@ -104,6 +107,7 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
         self.endpoint = endpoint or type(self).__name__
         self._bucket = rate_limit.bucket()  # this connection's tokens, None if unlimited
         self.ip_rate = ip_rate
+        self.handshake_rate = handshake_rate
         self._strikes = 0  # frames refused in a row for the rate limit
         self.frames_counted = 0  # incoming frames charged so far (handlers.frames reads it)
         self._message_refused = False  # a fragment of the message being received was refused
@@ -184,6 +188,16 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
         # Tornado's get() lasts as long as the WebSocket does, so the slot taken here is
         # given back in one place, whatever way the connection ends.
         ip = self.request.remote_ip
+        if self.handshake_rate is not None and not self.handshake_rate.take(ip):
+            # A reconnect storm costs a welcome (history, presence) per handshake: bounded
+            # per address like messages are, answered before any of that work is done.
+            self.metrics.refused.labels(reason="handshake_rate").inc()
+            events.warning(logfmt(event="refused", reason="handshake_rate",
+                                  endpoint=self.endpoint, ip=ip))
+            self.set_status(429)
+            self.set_header("Retry-After", retry_after_header(self.handshake_rate.retry_after(ip)))
+            self.finish("Too many new connections from your address; try again shortly.")
+            return
         if self.ip_connections is not None and not self.ip_connections.acquire(ip):
             self.metrics.refused.labels(reason="ip_limit").inc()
             events.warning(logfmt(event="refused", reason="ip_limit", endpoint=self.endpoint,

@@ -18,6 +18,10 @@ DEFAULT_RATE = 20.0  # messages per second, sustained
 DEFAULT_BURST = 100  # messages at once after a pause
 DEFAULT_STRIKES = 20  # refused frames in a row before the connection is closed (1008)
 DEFAULT_MAX_CONNECTIONS_PER_IP = 100
+# New sockets per address: a person opens a handful; a page reconnects with backoff; an
+# office behind one NAT reconnects all at once after a server restart (the burst).
+DEFAULT_HANDSHAKE_RATE = 10.0
+DEFAULT_HANDSHAKE_BURST = 100
 # One address, all its sockets together. The per-connection limit alone lets one address
 # send 100 x 20 = 2,000 frames/s, each of which may fan out to a whole room: that took the
 # server to 100% CPU. 50/s is two and a half connections at full speed, or 50 people behind

@@ -7,6 +7,7 @@ per-connection limit loose enough that only the shared budget under test can ref
 from typing import Any, Callable
 
 import pytest
+from tornado.httpclient import HTTPClientError
 
 from realtime.hub import Hub
 from server import Config, keyed_limiter, make_app
@@ -162,3 +163,36 @@ def test_budget_defaults_and_zero_turns_them_off():
     assert (config.room_rate_limit, config.room_rate_burst) == (2000.0, 4000)
     assert keyed_limiter(0, 200, None) is None
     assert keyed_limiter(50, 200, None) is not None
+
+
+HANDSHAKE_BURST = 4
+
+
+async def test_new_sockets_per_address_are_budgeted(serve, ws_open):
+    """Past its handshake burst an address is refused with 429 and Retry-After, while
+    another address still connects."""
+    base = serve(handshake_rate_burst=HANDSHAKE_BURST, handshake_rate_limit=1) + "/ws/probe"
+    for _ in range(HANDSHAKE_BURST):
+        await receive_type(await ws_open(base), "welcome")
+    with pytest.raises(HTTPClientError) as refused:
+        await ws_open(base)
+    assert refused.value.code == 429
+    assert refused.value.response.headers["Retry-After"] == "1"
+    await receive_type(await ws_open(base, source_ip="127.0.0.2"), "welcome")
+
+
+async def test_handshake_budget_refills_at_its_rate(serve, ws_open, clock):
+    """Once an address's handshakes are spent, 1/rate seconds lets it open one more."""
+    base = serve(handshake_rate_burst=1, handshake_rate_limit=0.5) + "/ws/probe"
+    await receive_type(await ws_open(base), "welcome")
+    with pytest.raises(HTTPClientError):
+        await ws_open(base)
+    clock.now += 2.0
+    await receive_type(await ws_open(base), "welcome")
+
+
+async def test_handshake_budget_can_be_turned_off(serve, ws_open):
+    """With --handshake-rate-limit 0, an address opens as many sockets as its cap allows."""
+    base = serve(handshake_rate_burst=1, handshake_rate_limit=0) + "/ws/probe"
+    for _ in range(5):
+        await receive_type(await ws_open(base), "welcome")

@@ -69,7 +69,7 @@ def http_server_port() -> tuple[Any, int]:
 
 @pytest.fixture
 def config(hub: Hub) -> Config:
-    return Config(hub=hub, max_connections_per_ip=2000)
+    return Config(hub=hub, max_connections_per_ip=2000, handshake_rate_limit=0)
 
 
 @pytest.fixture
