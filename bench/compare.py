@@ -52,7 +52,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from loadclient import Worker, default_loop, raise_fd_limit  # noqa: E402
-from servers import Server, build, cpu_seconds, rss  # noqa: E402
+from procs import cpu_seconds, rss  # noqa: E402
+from servers import Server, build  # noqa: E402
 
 HOST = "127.0.0.1"
 BASELINE = "Tornado classic"

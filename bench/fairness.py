@@ -28,13 +28,14 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from typing import Any, Optional
+
+from procs import cpu_seconds, free_port, wait_accepting
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -46,19 +47,6 @@ WAIT = 30.0  # seconds: the most any single step may take
 VICTIM_INTERVAL = 0.06  # seconds between round trips: ~16/s, under the default 20/s
 MAX_SOCKETS = 100
 DRAIN = 1.0  # seconds the attacker keeps reading after it stops sending
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time ``pid`` has used."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # The attacker: raw sockets, so that its own parsing costs as little as possible.
@@ -245,15 +233,7 @@ async def measure(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, A
             cwd=args.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         attacker: Optional[subprocess.Popen] = None  # type: ignore[type-arg]
         try:
-            deadline = time.monotonic() + WAIT
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline or server.poll() is not None:
-                        raise RuntimeError("the server did not start")
-                    await asyncio.sleep(0.05)
+            await wait_accepting(port, lambda: server.poll() is not None, WAIT)
             url = f"ws://127.0.0.1:{port}/ws/echo"
             idle = await phase(url, server.pid, args.seconds)
             attacker = subprocess.Popen(

@@ -24,12 +24,13 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import time
 from typing import Any, Optional
+
+from procs import cpu_seconds, free_port, rss, wait_accepting
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -64,28 +65,6 @@ def serve(port: int) -> None:
         url(r"/ws/bench", BenchSocketHandler, app.settings["sockets"], name="ws_bench"),
     ]))
     sys.exit(asyncio.run(run(config, app)))
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time ``pid`` has used."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss(pid: int) -> int:
-    """Resident bytes of ``pid``."""
-    with open(f"/proc/{pid}/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Clients:
@@ -138,15 +117,7 @@ async def measure(count: int, rounds: int, burst: int) -> dict[str, float]:
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     clients = Clients()
     try:
-        deadline = time.monotonic() + WAIT
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("the bench server did not start")
-                await asyncio.sleep(0.05)
+        await wait_accepting(port, lambda: process.poll() is not None, WAIT)
         await asyncio.sleep(0.2)  # let the server settle before the baseline reading
         before = rss(process.pid)
         await clients.open(f"ws://127.0.0.1:{port}/ws/bench", count)

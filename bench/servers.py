@@ -15,12 +15,13 @@ import dataclasses
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
+
+from procs import accepts, free_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -97,16 +98,12 @@ class Server:
             preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None)
         log.close()
         deadline = time.monotonic() + timeout
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return
-            except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"{self.name} did not start: {' '.join(self.argv)}"
-                                       f"{self.log_tail()}")
-                time.sleep(0.05)
+        while not accepts(self.port):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{self.name} did not start: {' '.join(self.argv)}"
+                                   f"{self.log_tail()}")
+            time.sleep(0.05)
 
     def log_tail(self) -> str:
         """The end of the server's log, for an error message."""
@@ -144,12 +141,6 @@ class Server:
             self.process.wait()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def build(tmp: str, room_size: int) -> tuple[list[Server], dict[str, Any], list[str]]:
     """The three servers (not started), the real server's option values, and its limit-like
     options left at their defaults."""
@@ -175,19 +166,3 @@ def build(tmp: str, room_size: int) -> tuple[list[Server], dict[str, Any], list[
         peers.append(Server(key, name, label, argv, port,
                             log_path=os.path.join(tmp, script + ".log")))
     return [real, *peers], values, untouched
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time ``pid`` has used."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss(pid: int) -> int:
-    """Resident bytes of ``pid``."""
-    with open(f"/proc/{pid}/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
