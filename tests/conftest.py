@@ -15,7 +15,7 @@ from tornado.websocket import WebSocketClientConnection as Client
 from realtime.hub import Hub
 from server import Config, make_app
 from tests.redis_server import RedisServer
-from tests.support import connect_url, ws_url
+from tests.support import connect_url, stop_process, ws_url
 
 
 @pytest.fixture
@@ -107,13 +107,7 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen]]:  # type:
 
     yield start
     for process in processes:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+        stop_process(process)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from tests.support import find_program, free_port
+from tests.support import find_program, free_port, stop_process
 
 # What the broker tests need: nothing kept on disk.
 EPHEMERAL = {"save": '""', "appendonly": "no"}
@@ -141,9 +141,4 @@ class RedisServer:
         if process is None or process.poll() is not None:
             return
         process.send_signal(signal.SIGCONT)  # a paused server could not act on SIGTERM
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
+        stop_process(process)

@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import struct
+import subprocess
 import time
 from typing import Any, Callable, Optional, Union
 
@@ -280,3 +281,16 @@ def find_program(env_var: str, *names: str) -> str:
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
+
+
+def stop_process(process: Any, grace: float = 5.0) -> None:
+    """End a child process if it still runs: SIGTERM, then SIGKILL after ``grace`` seconds;
+    it is reaped either way."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=grace)
