@@ -34,6 +34,7 @@ from handlers.vote import (
 from realtime import chat, limits
 from realtime.accept import HTTPServer as AcceptingHTTPServer
 from realtime.chatstore import DB_FILENAME as CHAT_DB_FILENAME
+from realtime.brokers import Broker
 from realtime.chatstore import ChatStore
 from realtime.closecodes import CloseCode
 from realtime.fdlimit import raise_open_files_limit
@@ -156,6 +157,14 @@ class Config:
         None, "where the poll database (`polls.sqlite3`), the chat history (`chat.sqlite3`), "
         "both in WAL mode, and the generated cookie secret live; relative to the working "
         "directory", served="data", shown="`./data`")
+    redis_url: Optional[str] = option(
+        None, "share chat rooms, nicknames, presence, history and polls with the other "
+        "processes using this Redis (`redis://host:port/db`), for several processes behind "
+        "one proxy; needs `pip install .[redis]`. Unset: everything stays in this process "
+        "(SQLite in the data directory)", shown="unset")
+    redis_prefix: str = option(
+        "realtime:", "put before every Redis key and channel name, so deployments can share "
+        "one Redis")
     cookie_secret_file: Optional[str] = option(
         None, "file holding the secret that signs voter cookies; generated (mode 0600) if "
         "missing. Keep it: a new secret makes every browser a new voter",
@@ -215,7 +224,8 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
     ``await app.settings["chat_store"].start()`` before serving (and ``aclose()`` it).
     """
     config = config or Config()
-    hub = config.hub or Hub(max_pending_bytes=config.max_pending_bytes)
+    hub = config.hub or Hub(
+        broker=shared_broker(config), max_pending_bytes=config.max_pending_bytes)
     lifecycle = config.lifecycle or Lifecycle()
     clock = config.clock or time.monotonic
     metrics = ServerMetrics(hub=hub)
@@ -251,7 +261,7 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
             cookie_secret = load_cookie_secret(
                 os.path.join(config.data_dir, COOKIE_SECRET_FILENAME)
             )
-    store = config.polls or PollStore(db_path)
+    store = config.polls or shared_polls(config) or PollStore(db_path)
     lifecycle.on_shutdown(store.aclose, "poll store")  # pending votes are committed first
     chat_store = ChatStore(chat_path, rooms)
     lifecycle.on_shutdown(chat_store.aclose, "chat store")  # writes the last batch
@@ -301,6 +311,24 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
         chat_store=chat_store,
     )
     return app
+
+
+def shared_broker(config: Config) -> Optional[Broker]:
+    """The Redis broker when ``--redis-url`` is set, else None (this process only)."""
+    if not config.redis_url:
+        return None
+    from realtime.redisbroker import RedisBroker  # the optional `redis` extra
+
+    return RedisBroker(config.redis_url, config.redis_prefix)
+
+
+def shared_polls(config: Config) -> Optional[Polls]:
+    """Polls on Redis when ``--redis-url`` is set, else None (SQLite in the data dir)."""
+    if not config.redis_url:
+        return None
+    from realtime.redispolls import RedisPollStore  # the optional `redis` extra
+
+    return RedisPollStore(config.redis_url, config.redis_prefix)
 
 
 def keyed_limiter(rate: float, burst: int, clock: Optional[Clock]) -> Optional[KeyedLimiter]:
