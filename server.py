@@ -35,6 +35,7 @@ from realtime import chat, limits
 from realtime.accept import HTTPServer as AcceptingHTTPServer
 from realtime.chatstore import DB_FILENAME as CHAT_DB_FILENAME
 from realtime.brokers import Broker
+from realtime.chatstate import ChatState, EmbeddedChatState
 from realtime.chatstore import ChatStore
 from realtime.closecodes import CloseCode
 from realtime.fdlimit import raise_open_files_limit
@@ -217,11 +218,11 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
     """Build the application: pages, health, metrics and WebSocket endpoints on one hub.
 
     ``app.settings`` carries ``hub``, ``metrics``, ``lifecycle``, ``polls`` (the poll
-    store) and ``chat_store`` for ``serve()`` (register async closers with
+    store) and ``chat`` (the chat state) for ``serve()`` (register async closers with
     ``lifecycle.on_shutdown(...)`` where a component is built here) and ``sockets``, the
     dependencies of every socket route, for routes added afterwards. Whoever builds the app
     without ``serve()`` closes the poll store; chat history stays in memory unless they
-    ``await app.settings["chat_store"].start()`` before serving (and ``aclose()`` it).
+    ``await app.settings["chat"].start()`` before serving (and ``aclose()`` it).
     """
     config = config or Config()
     hub = config.hub or Hub(
@@ -263,8 +264,9 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
             )
     store = config.polls or shared_polls(config) or PollStore(db_path)
     lifecycle.on_shutdown(store.aclose, "poll store")  # pending votes are committed first
-    chat_store = ChatStore(chat_path, rooms)
-    lifecycle.on_shutdown(chat_store.aclose, "chat store")  # writes the last batch
+    chat_state = shared_chat(config, hub) or EmbeddedChatState(
+        rooms, hub, ChatStore(chat_path, rooms))
+    lifecycle.on_shutdown(chat_state.aclose, "chat state")  # writes the last batch
     lifecycle.on_shutdown(hub.broker.close, "broker")
     lifecycle.on_shutdown(metrics.loop_lag.aclose, "loop lag sampling")
     votes = dict(store=store)
@@ -286,7 +288,8 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
         url(r"/metrics", MetricsHandler, dict(registry=metrics.registry), name="metrics"),
         url(r"/ws/echo", EchoSocketHandler, sockets, name="ws_echo"),
         url(rf"/ws/chat/({chat.ROOM_PATTERN})", ChatSocketHandler,
-            dict(sockets, rooms=rooms, room_rate=room_rate, readers=ReaderCounts(hub)),
+            dict(sockets, chat=chat_state, room_rate=room_rate,
+                 readers=ReaderCounts(hub, chat_state)),
             name="ws_chat"),
         url(r"/ws/vote/([^/]+)", VoteSocketHandler, dict(sockets, store=store), name="ws_vote"),
     ])
@@ -308,7 +311,7 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
     # through initialize().
     app.settings.update(
         hub=hub, metrics=metrics, lifecycle=lifecycle, sockets=sockets, polls=store,
-        chat_store=chat_store,
+        chat=chat_state,
     )
     return app
 
@@ -329,6 +332,19 @@ def shared_polls(config: Config) -> Optional[Polls]:
     from realtime.redispolls import RedisPollStore  # the optional `redis` extra
 
     return RedisPollStore(config.redis_url, config.redis_prefix)
+
+
+def shared_chat(config: Config, hub: Hub) -> Optional[ChatState]:
+    """Chat state on Redis when ``--redis-url`` is set, else None (this process, SQLite)."""
+    if not config.redis_url:
+        return None
+    from realtime.redischat import RedisChatState  # the optional `redis` extra
+
+    return RedisChatState(
+        config.redis_url, hub, config.redis_prefix, history=config.chat_history,
+        replay=config.chat_replay,
+        welcome_bytes=min(config.chat_room_history_bytes, config.max_pending_bytes // 2),
+    )
 
 
 def keyed_limiter(rate: float, burst: int, clock: Optional[Clock]) -> Optional[KeyedLimiter]:
@@ -382,8 +398,8 @@ async def serve(config: Config, app: Optional[tornado.web.Application] = None) -
     app = app or make_app(config)
     # A database that cannot open stops us here, not at the first vote.
     await app.settings["polls"].start()
-    # Chat history back into the rooms before any client can open one.
-    await app.settings["chat_store"].start()
+    # Chat history back into the rooms (or Redis reached) before any client can open one.
+    await app.settings["chat"].start()
     # Likewise a broker that cannot connect, before any client is told it is served.
     await app.settings["hub"].broker.start()
     app.settings["metrics"].loop_lag.start()
