@@ -260,6 +260,11 @@ class ChatSocketHandler(JsonSocketHandler):
             self.subscribe(self._private)
         return joined
 
+    @property
+    def nick(self) -> Optional[str]:
+        """The nickname this connection speaks under, or None."""
+        return None if self.room is None else self.chat.nick(self.room, self.connection_id)
+
     def _hold(self) -> None:
         """Keep the frames the hub writes from now on, until ``_release``."""
         self._held, self._held_bytes = [], 0
