@@ -166,6 +166,9 @@ class Config:
     redis_prefix: str = option(
         "realtime:", "put before every Redis key and channel name, so deployments can share "
         "one Redis")
+    redis_nick_lease: float = option(
+        30.0, "with `--redis-url`: seconds a nickname stays held after its process last "
+        "renewed it (every third of this), so a crashed process's nicknames free themselves")
     cookie_secret_file: Optional[str] = option(
         None, "file holding the secret that signs voter cookies; generated (mode 0600) if "
         "missing. Keep it: a new secret makes every browser a new voter",
@@ -342,7 +345,7 @@ def shared_chat(config: Config, hub: Hub) -> Optional[ChatState]:
 
     return RedisChatState(
         config.redis_url, hub, config.redis_prefix, history=config.chat_history,
-        replay=config.chat_replay,
+        replay=config.chat_replay, lease=config.redis_nick_lease,
         welcome_bytes=min(config.chat_room_history_bytes, config.max_pending_bytes // 2),
     )
 
@@ -386,6 +389,19 @@ def config_from_options() -> Config:
     return Config(**values_from(Config, options))
 
 
+async def start_components(app: tornado.web.Application) -> None:
+    """Open the stores and connect the broker of an app from ``make_app``, before it
+    serves (``serve()`` does it; so do tests serving an app themselves). Undone by the
+    app's lifecycle: ``await app.settings["lifecycle"].shutdown(timeout)``."""
+    # A database that cannot open stops us here, not at the first vote.
+    await app.settings["polls"].start()
+    # The broker before the chat state, whose scripts publish on the broker's channels.
+    # Either, unable to reach Redis, logs a warning and starts degraded.
+    await app.settings["hub"].broker.start()
+    # Chat history back into the rooms (or Redis reached) before any client can open one.
+    await app.settings["chat"].start()
+
+
 async def serve(config: Config, app: Optional[tornado.web.Application] = None) -> int:
     """Serve ``app`` (default: ``make_app(config)``) until SIGINT or SIGTERM, then shut down
     gracefully; return the exit status."""
@@ -396,12 +412,7 @@ async def serve(config: Config, app: Optional[tornado.web.Application] = None) -
         loop.add_signal_handler(signum, stop.set)
 
     app = app or make_app(config)
-    # A database that cannot open stops us here, not at the first vote.
-    await app.settings["polls"].start()
-    # Chat history back into the rooms (or Redis reached) before any client can open one.
-    await app.settings["chat"].start()
-    # Likewise a broker that cannot connect, before any client is told it is served.
-    await app.settings["hub"].broker.start()
+    await start_components(app)
     app.settings["metrics"].loop_lag.start()
     before, soft, hard = raise_open_files_limit()
     log.info(logfmt(event="open_files_limit", before=before, soft=soft, hard=hard))

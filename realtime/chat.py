@@ -337,6 +337,10 @@ class Room:
         except ClientError:
             return None
 
+    def members(self) -> list[Member]:
+        """The members of the room, in the order they joined."""
+        return list(self._members.values())
+
     def online(self) -> list[str]:
         """The nicknames in the room, in the order they joined."""
         return [member.nick for member in self._members.values()]
