@@ -83,6 +83,9 @@ class ChatState(Protocol):
     async def aclose(self) -> None:
         """Write or release everything, at shutdown."""
 
+    def healthy(self) -> bool:
+        """Whether the state is shared as configured right now (``/healthz``)."""
+
     async def enter(self, room: str, connection: str, cookie: Optional[str]) -> None:
         """A connection opened on ``room``, anonymous; ``cookie`` is its browser's chat
         cookie, if it sent a valid one."""
@@ -146,6 +149,9 @@ class EmbeddedChatState:
 
     async def aclose(self) -> None:
         await self.store.aclose()
+
+    def healthy(self) -> bool:
+        return True
 
     async def enter(self, room: str, connection: str, cookie: Optional[str]) -> None:
         self.rooms.get(room).enter(connection, cookie)
