@@ -14,6 +14,7 @@ from tornado.websocket import WebSocketClientConnection as Client
 
 from realtime.hub import Hub
 from server import Config, make_app
+from tests.cluster import Cluster
 from tests.redis_server import RedisServer
 from tests.support import connect_url, stop_process, ws_url
 
@@ -125,3 +126,14 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server.start()
     finally:
         server.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, python: str) -> Iterator[Cluster]:
+    """Real ``server.py`` processes sharing one real ``redis-server`` and one cookie secret
+    (tests/cluster.py): ``a, b = await cluster.start(2)``; all stopped by pid after the test."""
+    cluster = Cluster(tmp_path / "cluster", python)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
