@@ -12,6 +12,7 @@ import os
 import secrets
 import signal
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -202,18 +203,44 @@ COOKIE_SECRET_FILENAME = "cookie_secret"
 
 
 def load_cookie_secret(path: str) -> str:
-    """The cookie secret kept in ``path``, generated (readable by the owner only) if missing."""
+    """The cookie secret kept in ``path``, generated (readable by the owner only) if missing.
+
+    Several processes may share the file (every process of a deployment must sign voter
+    cookies alike) and start at the same moment: a new secret is written whole to a file of
+    its own and then hard-linked to ``path``, which fails if another process linked first,
+    so ``path`` never holds a partial secret and every process ends up with the one there.
+    """
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        with open(path, encoding="ascii") as file:
-            secret = file.read().strip()
-        if len(secret) < 32:
-            raise ValueError(f"{path}: a cookie secret needs 32 characters or more")
-        return secret
-    secret = secrets.token_urlsafe(48)
-    with os.fdopen(fd, "w", encoding="ascii") as file:
-        file.write(secret + "\n")
+        return read_cookie_secret(path)
+    except FileNotFoundError:
+        pass
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, draft = tempfile.mkstemp(prefix=".cookie_secret.", dir=directory)  # mode 0600
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as file:
+            file.write(secrets.token_urlsafe(48) + "\n")
+            file.flush()
+            os.fsync(file.fileno())  # whole on disk before any process can read it
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass  # another process's secret won; everyone uses that one
+    finally:
+        os.unlink(draft)
+    return read_cookie_secret(path)
+
+
+def read_cookie_secret(path: str) -> str:
+    """The secret in ``path``.
+
+    Raises:
+        FileNotFoundError: there is no such file.
+        ValueError: it holds fewer than 32 characters.
+    """
+    with open(path, encoding="ascii") as file:
+        secret = file.read().strip()
+    if len(secret) < 32:
+        raise ValueError(f"{path}: a cookie secret needs 32 characters or more")
     return secret
 
 

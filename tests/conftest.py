@@ -1,5 +1,6 @@
 """Fixtures shared by every test: a fresh hub and a fresh application per test."""
 
+import itertools
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from tornado.websocket import WebSocketClientConnection as Client
 
 from realtime.hub import Hub
 from server import Config, make_app
+from tests.cluster import Cluster
 from tests.redis_server import RedisServer
 from tests.support import connect_url, stop_process, ws_url
 
@@ -31,11 +33,63 @@ def config(hub: Hub, tmp_path: Path) -> Config:
 
 
 @pytest.fixture
-def app(config: Config) -> Iterator[tornado.web.Application]:
+def app(config: Config, io_loop: Any) -> Iterator[tornado.web.Application]:
     """The application as ``server.py`` builds it, from the test's config."""
     app = make_app(config)
     yield app
-    app.settings["polls"].close()
+    io_loop.run_sync(app.settings["polls"].aclose, timeout=10)  # SQLite's or Redis's
+
+
+@pytest.fixture
+def http_server_client(http_server_client: Any, app: tornado.web.Application) -> Any:
+    """pytest-tornasync's client of the test's server. Its server asks for ``app`` only at
+    run time; naming it here lets a parametrized config (``polls_on``) parametrize every test
+    that talks to the server."""
+    return http_server_client
+
+
+@pytest.fixture(scope="session")
+def session_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real ``redis-server`` for the whole run, for the suites that run on Redis too
+    (``polls_on``); each test keeps to a key prefix of its own."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+PREFIXES = itertools.count()  # a Redis key prefix per test: tests share session_redis
+
+
+@pytest.fixture(params=["embedded", "redis"])
+def polls_on(
+    request: pytest.FixtureRequest, hub: Hub, tmp_path: Path, io_loop: Any
+) -> Iterator[dict[str, Any]]:
+    """``Config`` arguments that put the test's polls and tallies on each backend in turn:
+    ``embedded`` (SQLite in a fresh data directory, the in-process broker) and ``redis``
+    (``RedisPollStore`` and ``RedisBroker``, started, on ``session_redis`` under a prefix of
+    the test's own). A suite runs on both with ``def config(polls_on): return
+    Config(**polls_on)``; a test about SQLite alone stays embedded with
+    ``@pytest.mark.parametrize("polls_on", ["embedded"], indirect=True)`` and a comment
+    saying why."""
+    data_dir = str(tmp_path / "data")
+    if request.param == "embedded":
+        yield dict(hub=hub, data_dir=data_dir)
+        return
+    from realtime.redisbroker import RedisBroker  # the optional `redis` extra
+    from realtime.redispolls import RedisPollStore
+
+    url = request.getfixturevalue("session_redis").url
+    prefix = f"test{next(PREFIXES)}:"
+    broker = RedisBroker(url, prefix)
+    store = RedisPollStore(url, prefix)
+    io_loop.run_sync(broker.start, timeout=10)
+    try:
+        yield dict(hub=Hub(broker=broker), polls=store, data_dir=data_dir)
+    finally:
+        io_loop.run_sync(broker.close, timeout=10)
+        io_loop.run_sync(store.aclose, timeout=10)  # harmless if the app closed it
 
 
 @pytest.fixture
@@ -125,3 +179,14 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server.start()
     finally:
         server.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, python: str) -> Iterator[Cluster]:
+    """Real ``server.py`` processes sharing one real ``redis-server`` and one cookie secret
+    (tests/cluster.py): ``a, b = await cluster.start(2)``; all stopped by pid after the test."""
+    cluster = Cluster(tmp_path / "cluster", python)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

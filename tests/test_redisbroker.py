@@ -289,3 +289,19 @@ async def test_close_leaves_no_task_or_connection(redis_server):
     assert not broker.healthy()
     assert [t for t in asyncio.all_tasks() if t.get_name().startswith("redis-")] == []
     gc.collect()  # an unclosed connection would warn now, and warnings are errors
+
+
+async def test_close_in_the_middle_of_a_command_always_ends(redis_server):
+    """close() ends both tasks even when it lands as one of their commands completes, where
+    Python 3.11's ``asyncio.wait_for`` swallows the cancellation: 20 brokers closed a moment
+    after a subscribe and a publish each close within 3 s, leaving no task."""
+    for n in range(20):
+        broker = RedisBroker(redis_server.url)
+        Hub(broker=broker)
+        await broker.start()
+        broker.subscribe("probe.room")  # the listener SUBSCRIBEs, the publisher PUBLISHes
+        broker.publish("probe.room", Envelope(b"to close on"))
+        await asyncio.sleep(0.001 * (n % 5))
+        await asyncio.wait_for(broker.close(), 3)
+        assert [t for t in asyncio.all_tasks() if t.get_name().startswith("redis-")] == []
+    gc.collect()  # an unclosed connection would warn now, and warnings are errors

@@ -11,8 +11,10 @@ BURST = 3
 
 
 @pytest.fixture
-def config(hub, tmp_path) -> Config:
-    return Config(hub=hub, data_dir=str(tmp_path / "data"), poll_burst=BURST, polls_per_hour=1)
+def config(polls_on) -> Config:
+    """The test's application with its polls on SQLite, then on Redis (``polls_on``), and a
+    small creation burst."""
+    return Config(**polls_on, poll_burst=BURST, polls_per_hour=1)
 
 
 async def post(client, body, content_type="application/json", **kwargs):

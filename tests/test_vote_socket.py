@@ -22,6 +22,12 @@ from tests.support import TIMEOUT, port_of, receive_json, receive_type, send_jso
 ONE_VOTE = {"title": "Pick one", "options": ["a", "b"], "one_vote_per_voter": True}
 
 
+@pytest.fixture
+def config(polls_on) -> Config:
+    """The test's application with its polls on SQLite, then on Redis (``polls_on``)."""
+    return Config(**polls_on)
+
+
 async def create_poll(client, body) -> str:
     response = await client.fetch(
         "/api/polls", method="POST", body=json.dumps(body),
@@ -210,6 +216,8 @@ async def test_one_vote_poll_counts_two_different_cookies(ws_connect, http_serve
     assert [o["votes"] for o in poll["options"]] == [1, 1]
 
 
+# SQLite only: it holds the SQLite store's worker thread inside a vote.
+@pytest.mark.parametrize("polls_on", ["embedded"], indirect=True)
 async def test_vote_committed_while_a_client_joins_is_in_its_snapshot_not_a_tally(
     ws_connect, monkeypatch
 ):
