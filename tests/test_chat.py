@@ -9,6 +9,7 @@ from tornado.httpclient import HTTPClientError
 from realtime import chat
 from realtime.hub import Hub
 from server import Config, make_app, start_components
+from tests.conftest import PREFIXES
 from tests.support import receive, receive_type, send_json
 from tests.support import receive_json as receive_any
 
@@ -21,11 +22,13 @@ def backend(request):
 
 @pytest.fixture
 def config(backend, hub, tmp_path, request):
-    """The embedded default, or ``--redis-url`` on a real redis-server of the test's."""
+    """The embedded default, or ``--redis-url`` on the session's real redis-server under a
+    key prefix of the test's own."""
     if backend == "embedded":
         return Config(hub=hub, data_dir=str(tmp_path / "data"))
-    redis_url = request.getfixturevalue("redis_server").url
-    return Config(redis_url=redis_url, data_dir=str(tmp_path / "data"))
+    redis_url = request.getfixturevalue("session_redis").url
+    return Config(redis_url=redis_url, redis_prefix=f"test{next(PREFIXES)}:",
+                  data_dir=str(tmp_path / "data"))
 
 
 @pytest.fixture
@@ -35,10 +38,6 @@ def app(config, io_loop):
     io_loop.run_sync(lambda: start_components(app), timeout=15)
     yield app
     io_loop.run_sync(lambda: app.settings["lifecycle"].shutdown(10), timeout=15)
-
-
-# pytest-tornasync asks for the app at run time, so the parameter is named here.
-pytestmark = pytest.mark.usefixtures("backend")
 
 
 async def receive_json(conn):
