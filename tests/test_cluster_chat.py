@@ -1,0 +1,168 @@
+"""Chat across two real server processes on one real Redis (tests/cluster.py): messages,
+private messages, presence, nicknames and history cross; a crashed process frees its
+nicknames; chat outlives a Redis outage and crosses again after it."""
+
+import asyncio
+import time
+from typing import Any, Optional
+from urllib.parse import quote
+
+from tornado.websocket import WebSocketClientConnection as Client
+
+from tests.cluster import Node
+from tests.support import TIMEOUT, receive_json, send_json
+from tests.test_cluster_faults import wait_health
+
+ALICE = "alice-browser-0123456789"  # chat cookies, as /chat hands them out
+BOB = "bob-browser-0123456789ab"
+CAROL = "carol-browser-0123456789"
+LEASE = 2.0  # --redis-nick-lease for the crash test: seconds
+RESUMED_WITHIN = 10.0  # seconds from Redis answering again to chat crossing again
+
+
+async def enter(ws_open: Any, node: Node, nick: Optional[str] = None,
+                cookie: Optional[str] = None, since: Optional[int] = None,
+                room: str = "lobby") -> tuple[Client, dict[str, Any]]:
+    """A chat socket on ``node`` and its welcome."""
+    query = []
+    if nick is not None:
+        query.append("nick=" + quote(nick))
+    if since is not None:
+        query.append(f"since={since}")
+    url = node.ws_url(f"/ws/chat/{room}" + ("?" + "&".join(query) if query else ""))
+    conn = await ws_open(url, {"Cookie": f"chat_id={cookie}"} if cookie else None)
+    welcome = await receive_json(conn)
+    assert welcome["type"] == "welcome", welcome
+    return conn, welcome
+
+
+async def frame_of(conn: Client, kind: str, timeout: float = TIMEOUT) -> dict[str, Any]:
+    """Skip frames until one of type ``kind``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        frame = await asyncio.wait_for(receive_json(conn), max(deadline - time.monotonic(), 0))
+        if frame["type"] == kind:
+            return frame
+
+
+async def test_public_message_join_and_leave_cross_processes(cluster, ws_open):
+    """A join, a public message and a leave made on A are seen by a client of B."""
+    a, b = await cluster.start(2)
+    watcher, _ = await enter(ws_open, b)
+    await cluster.wait_subscribed("chat.lobby", 1)
+    alice, _ = await enter(ws_open, a, nick="alice", cookie=ALICE)
+    assert (await frame_of(watcher, "joined"))["nick"] == "alice"
+    await send_json(alice, {"type": "message", "text": "hello from A"})
+    message = await frame_of(watcher, "message")
+    assert (message["from"], message["text"]) == ("alice", "hello from A")
+    alice.close()
+    assert (await frame_of(watcher, "left"))["nick"] == "alice"
+
+
+async def test_presence_lists_members_of_every_process(cluster, ws_open):
+    """A welcome on B lists the nicknames held on A."""
+    a, b = await cluster.start(2)
+    await enter(ws_open, a, nick="alice", cookie=ALICE)
+    _, welcome = await enter(ws_open, b, nick="bob", cookie=BOB)
+    assert welcome["online"] == ["alice", "bob"]
+
+
+async def test_private_message_reaches_its_recipient_on_the_other_process_only(cluster, ws_open):
+    """A private message from A reaches its recipient on B and its sender, and no third
+    connection on either process."""
+    a, b = await cluster.start(2)
+    alice, _ = await enter(ws_open, a, nick="alice", cookie=ALICE)
+    bob, _ = await enter(ws_open, b, nick="bob", cookie=BOB)
+    carol_a, _ = await enter(ws_open, a, nick="carol", cookie=CAROL)
+    reader_b, _ = await enter(ws_open, b)
+    await send_json(alice, {"type": "message", "text": "for bob", "to": "bob"})
+    for conn in (bob, alice):
+        frame = await frame_of(conn, "private")
+        assert (frame["from"], frame["to"], frame["text"]) == ("alice", "bob", "for bob")
+    await send_json(alice, {"type": "message", "text": "public marker"})
+    for third in (carol_a, reader_b):
+        frame = await frame_of(third, "message")  # a stray private frame would be first
+        assert frame["text"] == "public marker"
+
+
+async def test_nickname_held_on_one_process_is_refused_on_the_other(cluster, ws_open):
+    """Another browser asking B for a nickname held on A gets nick_taken."""
+    a, b = await cluster.start(2)
+    await enter(ws_open, a, nick="alice", cookie=ALICE)
+    conn, welcome = await enter(ws_open, b, nick="Alice", cookie=BOB)
+    assert welcome["nick"] is None
+    assert (await frame_of(conn, "error"))["code"] == "nick_taken"
+
+
+async def test_history_and_since_recovery_cross_processes(cluster, ws_open):
+    """A client that saw a message on A and reconnects to B with its id gets exactly what it
+    missed, recovered; a newcomer on B gets the history."""
+    a, b = await cluster.start(2)
+    sender, _ = await enter(ws_open, a)
+    texts = ["seen", "missed 1", "missed 2"]
+    ids = []
+    for text in texts:
+        await send_json(sender, {"type": "message", "text": text})
+        ids.append((await frame_of(sender, "message"))["id"])
+    _, welcome = await enter(ws_open, b, since=ids[0])
+    assert welcome["recovered"] is True
+    assert [m["text"] for m in welcome["history"]] == ["missed 1", "missed 2"]
+    _, newcomer = await enter(ws_open, b)
+    assert [m["text"] for m in newcomer["history"]] == texts
+
+
+async def test_killed_process_frees_its_nicknames_within_the_lease(cluster, ws_open):
+    """After a SIGKILL of the process holding a nickname, another browser gets it on the
+    other process within the lease."""
+    a, b = await cluster.start(2, "--redis-nick-lease", str(LEASE))
+    await enter(ws_open, a, nick="alice", cookie=ALICE)
+    conn, _ = await enter(ws_open, b, nick="alice", cookie=BOB)
+    assert (await frame_of(conn, "error"))["code"] == "nick_taken"
+    a.process.kill()
+    killed = time.monotonic()
+    while True:
+        conn, welcome = await enter(ws_open, b, nick="alice", cookie=BOB)
+        if welcome["nick"] == "alice":
+            break
+        assert time.monotonic() - killed < LEASE + 2, "the nickname was not freed in time"
+        conn.close()
+        await asyncio.sleep(0.1)
+
+
+async def test_local_chat_continues_while_redis_is_down(cluster, ws_open):
+    """With Redis SIGKILLed, two clients of one process still chat, publicly and
+    privately, and /healthz says 503."""
+    a, _ = await cluster.start(2)
+    one, _ = await enter(ws_open, a, nick="one", cookie=ALICE)
+    two, _ = await enter(ws_open, a, nick="two", cookie=BOB)
+    cluster.redis.kill()
+    killed = time.monotonic()
+    await send_json(one, {"type": "message", "text": "still here"})
+    assert (await frame_of(two, "message"))["text"] == "still here"
+    await send_json(one, {"type": "message", "text": "psst", "to": "two"})
+    assert (await frame_of(two, "private"))["text"] == "psst"
+    body = await wait_health(a, 503, killed + 5)
+    assert body["chat"]["name"] == "redis"
+
+
+async def test_chat_crosses_processes_again_within_10_s_of_redis_returning(cluster, ws_open):
+    """Redis SIGKILLed and started again: a message sent on A reaches B within 10 s."""
+    a, b = await cluster.start(2)
+    sender, _ = await enter(ws_open, a)
+    there, _ = await enter(ws_open, b)
+    cluster.redis.kill()
+    await asyncio.sleep(0.5)
+    cluster.redis.start()
+    back = time.monotonic()
+    n = 0
+    while True:
+        n += 1
+        await send_json(sender, {"type": "message", "text": f"try {n}"})
+        try:
+            frame = await frame_of(there, "message", timeout=0.5)
+        except asyncio.TimeoutError:
+            assert time.monotonic() - back < RESUMED_WITHIN, "chat did not cross again"
+            continue
+        assert frame["text"].startswith("try ")
+        break
+    await wait_health(a, 200, back + RESUMED_WITHIN)
