@@ -158,7 +158,8 @@ async def test_memory_store_writes_no_file(tmp_path, monkeypatch):
 
 async def test_votes_do_not_block_the_event_loop(store):
     """While 300 votes are committed to disk the event loop keeps turning: no stall comes
-    near the time the votes take (done on the loop, one stall would be all of it)."""
+    near the time the votes take (done on the loop, one stall would be all of it; a busy
+    machine may pause the process for a while, so "near" is nine tenths)."""
     await store.start()
     gaps: list[float] = []
     done = asyncio.Event()
@@ -178,7 +179,7 @@ async def test_votes_do_not_block_the_event_loop(store):
     done.set()
     await ticking
     assert (await store.get(DEMO_ID)).total == 300
-    assert len(gaps) > 10 and max(gaps) < took / 2
+    assert len(gaps) > 10 and max(gaps) < took * 0.9
 
 
 # Schema version 1, as databases made before manage tokens have it.
