@@ -36,6 +36,7 @@ from realtime import chat, limits
 from realtime.accept import HTTPServer as AcceptingHTTPServer
 from realtime.chatstore import DB_FILENAME as CHAT_DB_FILENAME
 from realtime.brokers import Broker
+from realtime.chatstate import ChatState, EmbeddedChatState
 from realtime.chatstore import ChatStore
 from realtime.closecodes import CloseCode
 from realtime.fdlimit import raise_open_files_limit
@@ -166,6 +167,9 @@ class Config:
     redis_prefix: str = option(
         "realtime:", "put before every Redis key and channel name, so deployments can share "
         "one Redis")
+    redis_nick_lease: float = option(
+        30.0, "with `--redis-url`: seconds a nickname stays held after its process last "
+        "renewed it (every third of this), so a crashed process's nicknames free themselves")
     cookie_secret_file: Optional[str] = option(
         None, "file holding the secret that signs voter cookies; generated (mode 0600) if "
         "missing, safely when several processes start at once. Keep it, and give every "
@@ -246,11 +250,11 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
     """Build the application: pages, health, metrics and WebSocket endpoints on one hub.
 
     ``app.settings`` carries ``hub``, ``metrics``, ``lifecycle``, ``polls`` (the poll
-    store) and ``chat_store`` for ``serve()`` (register async closers with
+    store) and ``chat`` (the chat state) for ``serve()`` (register async closers with
     ``lifecycle.on_shutdown(...)`` where a component is built here) and ``sockets``, the
     dependencies of every socket route, for routes added afterwards. Whoever builds the app
     without ``serve()`` closes the poll store; chat history stays in memory unless they
-    ``await app.settings["chat_store"].start()`` before serving (and ``aclose()`` it).
+    ``await app.settings["chat"].start()`` before serving (and ``aclose()`` it).
     """
     config = config or Config()
     hub = config.hub or Hub(
@@ -292,8 +296,9 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
             )
     store = config.polls or shared_polls(config) or PollStore(db_path)
     lifecycle.on_shutdown(store.aclose, "poll store")  # pending votes are committed first
-    chat_store = ChatStore(chat_path, rooms)
-    lifecycle.on_shutdown(chat_store.aclose, "chat store")  # writes the last batch
+    chat_state = shared_chat(config, hub) or EmbeddedChatState(
+        rooms, hub, ChatStore(chat_path, rooms))
+    lifecycle.on_shutdown(chat_state.aclose, "chat state")  # writes the last batch
     lifecycle.on_shutdown(hub.broker.close, "broker")
     lifecycle.on_shutdown(metrics.loop_lag.aclose, "loop lag sampling")
     votes = dict(store=store)
@@ -310,12 +315,14 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
         url(r"/api/polls/([^/]+)", PollApiHandler, dict(votes, hub=hub), name="api_poll"),
         url(r"/api/polls/([^/]+)/(close|reopen)", PollStateApiHandler, dict(votes, hub=hub),
             name="api_poll_state"),
-        url(r"/healthz", HealthHandler, dict(hub=hub, started=clock(), clock=clock),
+        url(r"/healthz", HealthHandler,
+            dict(hub=hub, started=clock(), clock=clock, chat=chat_state),
             name="healthz"),
         url(r"/metrics", MetricsHandler, dict(registry=metrics.registry), name="metrics"),
         url(r"/ws/echo", EchoSocketHandler, sockets, name="ws_echo"),
         url(rf"/ws/chat/({chat.ROOM_PATTERN})", ChatSocketHandler,
-            dict(sockets, rooms=rooms, room_rate=room_rate, readers=ReaderCounts(hub)),
+            dict(sockets, chat=chat_state, room_rate=room_rate,
+                 readers=ReaderCounts(hub, chat_state)),
             name="ws_chat"),
         url(r"/ws/vote/([^/]+)", VoteSocketHandler, dict(sockets, store=store), name="ws_vote"),
     ])
@@ -337,7 +344,7 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
     # through initialize().
     app.settings.update(
         hub=hub, metrics=metrics, lifecycle=lifecycle, sockets=sockets, polls=store,
-        chat_store=chat_store,
+        chat=chat_state,
     )
     return app
 
@@ -358,6 +365,19 @@ def shared_polls(config: Config) -> Optional[Polls]:
     from realtime.redispolls import RedisPollStore  # the optional `redis` extra
 
     return RedisPollStore(config.redis_url, config.redis_prefix)
+
+
+def shared_chat(config: Config, hub: Hub) -> Optional[ChatState]:
+    """Chat state on Redis when ``--redis-url`` is set, else None (this process, SQLite)."""
+    if not config.redis_url:
+        return None
+    from realtime.redischat import RedisChatState  # the optional `redis` extra
+
+    return RedisChatState(
+        config.redis_url, hub, config.redis_prefix, history=config.chat_history,
+        replay=config.chat_replay, lease=config.redis_nick_lease,
+        welcome_bytes=min(config.chat_room_history_bytes, config.max_pending_bytes // 2),
+    )
 
 
 def keyed_limiter(rate: float, burst: int, clock: Optional[Clock]) -> Optional[KeyedLimiter]:
@@ -399,6 +419,19 @@ def config_from_options() -> Config:
     return Config(**values_from(Config, options))
 
 
+async def start_components(app: tornado.web.Application) -> None:
+    """Open the stores and connect the broker of an app from ``make_app``, before it
+    serves (``serve()`` does it; so do tests serving an app themselves). Undone by the
+    app's lifecycle: ``await app.settings["lifecycle"].shutdown(timeout)``."""
+    # A database that cannot open stops us here, not at the first vote.
+    await app.settings["polls"].start()
+    # The broker before the chat state, whose scripts publish on the broker's channels.
+    # Either, unable to reach Redis, logs a warning and starts degraded.
+    await app.settings["hub"].broker.start()
+    # Chat history back into the rooms (or Redis reached) before any client can open one.
+    await app.settings["chat"].start()
+
+
 async def serve(config: Config, app: Optional[tornado.web.Application] = None) -> int:
     """Serve ``app`` (default: ``make_app(config)``) until SIGINT or SIGTERM, then shut down
     gracefully; return the exit status."""
@@ -409,12 +442,7 @@ async def serve(config: Config, app: Optional[tornado.web.Application] = None) -
         loop.add_signal_handler(signum, stop.set)
 
     app = app or make_app(config)
-    # A database that cannot open stops us here, not at the first vote.
-    await app.settings["polls"].start()
-    # Chat history back into the rooms before any client can open one.
-    await app.settings["chat_store"].start()
-    # Likewise a broker that cannot connect, before any client is told it is served.
-    await app.settings["hub"].broker.start()
+    await start_components(app)
     app.settings["metrics"].loop_lag.start()
     before, soft, hard = raise_open_files_limit()
     log.info(logfmt(event="open_files_limit", before=before, soft=soft, hard=hard))

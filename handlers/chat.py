@@ -16,34 +16,35 @@ coalesced per room (``ReaderCounts``), so a wave of reconnects is a few fan-outs
 per socket.
 """
 
+import asyncio
+import logging
 import math
 import re
 import secrets
 import time
 from typing import Any, Callable, Optional
 
+import orjson
 from tornado.ioloop import IOLoop
 
 from handlers.base import JsonSocketHandler
 from handlers.pages import PageHandler
-from realtime.chat import Joined, Room, Rooms, nick_key
+from realtime import streams
+from realtime.chat import Joined, normalize_nick
+from realtime.chatstate import ChatState, new_connection_id, room_topic
+from realtime.envelope import Envelope
 from realtime.hub import Hub
 from realtime.messages import ClientError, Message
 from realtime.ratelimit import KeyedLimiter
 
+log = logging.getLogger("realtime.chat")
+
 CHAT_COOKIE = "chat_id"
 _COOKIE_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,64}")
 _SINCE_PATTERN = re.compile(r"-?[0-9]{1,18}")
-
-
-def room_topic(room: str) -> str:
-    """The topic every connection of a room listens to."""
-    return f"chat.{room}"
-
-
-def nick_topic(room: str, nick: str) -> str:
-    """The topic the connections holding ``nick`` in ``room`` listen to."""
-    return f"chat.{room}.nick.{nick_key(nick)}"
+# Frames that carry a message id: a held one the welcome's history already has is not
+# written again.
+_NUMBERED = frozenset({"message", "private"})
 
 
 DEFAULT_READERS_INTERVAL = 1.0  # seconds between two readers frames of one room
@@ -60,48 +61,49 @@ class ReaderCounts:
 
     Args:
         hub: where the frames are published (``chat.<room>``).
+        state: the chat state that counts each room's readers.
         interval: the shortest time, in seconds, between two frames of one room.
         clock: monotonic seconds, for tests.
     """
 
     def __init__(
-        self, hub: Hub, interval: float = DEFAULT_READERS_INTERVAL,
+        self, hub: Hub, state: ChatState, interval: float = DEFAULT_READERS_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.hub = hub
+        self.state = state
         self.interval = interval
         self._clock = clock
         self._told: dict[str, int] = {}  # room -> the count it was last told
         self._sent_at: dict[str, float] = {}  # room -> when its last frame went out
         self._due: set[str] = set()  # rooms with a frame scheduled
 
-    def settle(self, room: Room) -> None:
+    def settle(self, room: str) -> None:
         """The room's count is known to all its connections (the only one just got it in
         its welcome): nothing to send until it changes."""
-        self._told[room.name] = room.readers()
+        self._told[room] = self.state.readers(room)
 
-    def changed(self, room: Room) -> None:
+    def changed(self, room: str) -> None:
         """The count of ``room`` may have changed: tell the room, coalesced."""
-        if room.name in self._due:
+        if room in self._due:
             return
-        self._due.add(room.name)
-        last = self._sent_at.get(room.name, -math.inf)
+        self._due.add(room)
+        last = self._sent_at.get(room, -math.inf)
         wait = max(0.0, last + self.interval - self._clock())
         IOLoop.current().call_later(wait, self._flush, room)
 
-    def _flush(self, room: Room) -> None:
-        name = room.name
-        self._due.discard(name)
-        if room.empty:  # nobody to tell; forget the room (it may be gone already)
-            self._told.pop(name, None)
-            self._sent_at.pop(name, None)
+    def _flush(self, room: str) -> None:
+        self._due.discard(room)
+        if self.state.empty(room):  # nobody to tell; forget the room (it may be gone already)
+            self._told.pop(room, None)
+            self._sent_at.pop(room, None)
             return
-        count = room.readers()
-        if self._told.get(name) == count:
+        count = self.state.readers(room)
+        if self._told.get(room) == count:
             return
-        self._told[name] = count
-        self._sent_at[name] = self._clock()
-        self.hub.publish(room_topic(name), {"type": "readers", "room": name, "count": count})
+        self._told[room] = count
+        self._sent_at[room] = self._clock()
+        self.hub.publish(room_topic(room), {"type": "readers", "room": room, "count": count})
 
 
 class ChatPageHandler(PageHandler):
@@ -121,53 +123,70 @@ class ChatPageHandler(PageHandler):
 
 
 class ChatSocketHandler(JsonSocketHandler):
-    """``/ws/chat/<room>``: group and private chat; see the README for the messages."""
+    """``/ws/chat/<room>``: group and private chat; see the README for the messages.
 
-    room: Optional[Room] = None
+    The state of the room (nicknames, presence, history) is the ``ChatState``'s; this
+    object only knows its room's name, its connection id and which private topic it
+    listens to.
+    """
+
+    room: Optional[str] = None
+    connection_id = ""
+    _private: Optional[str] = None  # the private topic subscribed to, if any
+    _held: Optional[list[Envelope]] = None  # frames due while the welcome is being built
+    _held_bytes = 0
 
     def initialize(
-        self, rooms: Rooms, room_rate: Optional[KeyedLimiter] = None,
+        self, chat: ChatState, room_rate: Optional[KeyedLimiter] = None,
         readers: Optional[ReaderCounts] = None, **base: Any
     ) -> None:
         super().initialize(**base)
-        self.rooms = rooms
+        self.chat = chat
         self.room_rate = room_rate  # deliveries per second per room; None: no budget
         self.readers = readers  # tells rooms their anonymous readers; None: welcome only
 
-    def connected(self, room_name: str) -> None:
-        room = self.room = self.rooms.get(room_name)
+    async def connected(self, room: str) -> None:
+        chat = self.chat
+        self.room = room
+        self.connection_id = new_connection_id()
         cookie = self.get_cookie(CHAT_COOKIE)
-        room.enter(self, cookie if cookie and _COOKIE_PATTERN.fullmatch(cookie) else None)
-        self.subscribe(room_topic(room.name))
-
-        error: Optional[ClientError] = None
-        joined = None
-        raw_nick = self._raw_query_argument("nick")
-        if raw_nick is not None:
-            try:
-                joined = room.join(self, raw_nick)
-                self.subscribe(nick_topic(room.name, joined.nick))
-            except ClientError as refused:
-                error = refused
-
-        raw_since = self._raw_query_argument("since")
-        since = None
-        if raw_since is not None:
-            since = int(raw_since) if _SINCE_PATTERN.fullmatch(raw_since) else -1
-        history, recovered = room.history(self, since)
-        welcome: Message = {
-            "type": "welcome",
-            "room": room.name,
-            "nick": room.nick(self),
-            "online": room.online(),
-            "readers": room.readers(),
-            "history": history,
-        }
-        if recovered is not None:
-            welcome["recovered"] = recovered
-        self.send(welcome)
+        await chat.enter(room, self.connection_id,
+                         cookie if cookie and _COOKIE_PATTERN.fullmatch(cookie) else None)
+        # Subscribed before the history is read, so nothing published from now on is
+        # missed; what arrives before the welcome is held and written after it.
+        self._hold()
+        try:
+            self.subscribe(room_topic(room))
+            error: Optional[ClientError] = None
+            joined = None
+            raw_nick = self._raw_query_argument("nick")
+            if raw_nick is not None:
+                try:
+                    joined = await self._take_nick(raw_nick)
+                except ClientError as refused:
+                    error = refused
+            await self.hub.subscribed(*self.hub.topics(self))
+            raw_since = self._raw_query_argument("since")
+            since = None
+            if raw_since is not None:
+                since = int(raw_since) if _SINCE_PATTERN.fullmatch(raw_since) else -1
+            replay = await chat.replay(room, self.connection_id, since)
+            welcome: Message = {
+                "type": "welcome",
+                "room": room,
+                "nick": chat.nick(room, self.connection_id),
+                "online": await chat.online(room),
+                "readers": chat.readers(room),
+                "history": replay.history,
+            }
+            if replay.recovered is not None:
+                welcome["recovered"] = replay.recovered
+        except BaseException:
+            self._release(None)
+            raise
+        self._release(welcome)
         if self.readers is not None:
-            if self.hub.subscriber_count(room_topic(room.name)) <= 1:
+            if self.hub.subscriber_count(room_topic(room)) <= 1:
                 self.readers.settle(room)  # the welcome told the only one listening
             else:
                 self.readers.changed(room)
@@ -176,51 +195,108 @@ class ChatSocketHandler(JsonSocketHandler):
         if joined is not None:
             self._announce_join(joined)
 
-    def handle_join(self, message: Message) -> None:
+    async def handle_join(self, message: Message) -> None:
         """``{"type": "join", "nick": ...}``: take a nickname (or change it)."""
         room = self._room()
         self._charge_room(room)
-        old = room.nick(self)
-        joined = room.join(self, message.get("nick"))
-        if old is not None and nick_key(old) != nick_key(joined.nick):
-            self.unsubscribe(nick_topic(room.name, old))
-        self.subscribe(nick_topic(room.name, joined.nick))
+        was_anonymous = self.chat.nick(room, self.connection_id) is None
+        joined = await self._take_nick(message.get("nick"))
         if joined.left is not None and joined.gained:
             # One member under a new name: one notice, not "left" and "joined".
-            self.publish(room_topic(room.name), {
-                "type": "renamed", "room": room.name, "from": joined.left, "to": joined.nick,
+            self.publish(room_topic(room), {
+                "type": "renamed", "room": room, "from": joined.left, "to": joined.nick,
             })
         else:
             if joined.left is not None:
-                self.publish(room_topic(room.name), self._presence("left", joined.left))
+                self.publish(room_topic(room), self._presence("left", joined.left))
             self._announce_join(joined)
-        if old is None and self.readers is not None:
+        if was_anonymous and self.readers is not None:
             self.readers.changed(room)  # one reader fewer
 
-    def handle_message(self, message: Message) -> None:
+    async def handle_message(self, message: Message) -> None:
         """``{"type": "message", "text": ..., "to"?: nick}``: say something, maybe privately."""
         room = self._room()
         to = message.get("to")
         if to is None:
             self._charge_room(room)
-            self.publish(room_topic(room.name), room.say(self, message.get("text")))
+            await self.chat.say(room, self.connection_id, message.get("text"))
             return
-        frame, recipient = room.whisper(self, to, message.get("text"))
-        payload = self.hub.publish(nick_topic(room.name, recipient.nick), frame)
-        sender = frame["from"]
-        if nick_key(sender) != nick_key(recipient.nick):
-            self.hub.publish(nick_topic(room.name, sender), payload)
+        await self.chat.whisper(room, self.connection_id, to, message.get("text"))
 
     def disconnected(self) -> None:
-        if self.room is None:
+        if self.room is None or not self.connection_id:
             return
-        left = self.room.close(self)
-        if left is not None:
-            self.publish(room_topic(self.room.name), self._presence("left", left))
-        if self.readers is not None:
-            self.readers.changed(self.room)  # also forgets an emptied room's count
+        # The state may need a round trip (Redis); the presence notice follows it.
+        leaving = asyncio.ensure_future(self._leave(self.room))
+        leaving.add_done_callback(_log_failure)
 
-    def _charge_room(self, room: Room) -> None:
+    async def _leave(self, room: str) -> None:
+        left = await self.chat.close(room, self.connection_id)
+        if left is not None:
+            self.hub.publish(room_topic(room), self._presence("left", left))
+        if self.readers is not None:
+            self.readers.changed(room)  # also forgets an emptied room's count
+
+    async def _take_nick(self, raw_nick: Any) -> Joined:
+        """Join under ``raw_nick``, listening to its private topic before the nickname is
+        anyone's to write to, and to that topic only once it is taken."""
+        room = self._room()
+        nick = normalize_nick(raw_nick)
+        old = self._private
+        wanted = self.chat.private_topic(room, self.connection_id, nick)
+        if wanted is not None and wanted != old:
+            self.subscribe(wanted)
+        try:
+            joined = await self.chat.join(room, self.connection_id, nick)
+        except BaseException:
+            if wanted is not None and wanted != old:
+                self.unsubscribe(wanted)
+            raise
+        self._private = self.chat.private_topic(room, self.connection_id)
+        for topic in (old, wanted):
+            if topic is not None and topic != self._private:
+                self.unsubscribe(topic)
+        if self._private is not None:
+            self.subscribe(self._private)
+        return joined
+
+    @property
+    def nick(self) -> Optional[str]:
+        """The nickname this connection speaks under, or None."""
+        return None if self.room is None else self.chat.nick(self.room, self.connection_id)
+
+    def _hold(self) -> None:
+        """Keep the frames the hub writes from now on, until ``_release``."""
+        self._held, self._held_bytes = [], 0
+        write = self.write_envelope
+
+        def hold(envelope: Envelope, max_pending: int) -> int:
+            if self._held is None:  # released meanwhile: a queued fan-out still had us
+                return write(envelope, max_pending)
+            self._held_bytes += len(envelope.data)
+            if self._held_bytes > max_pending:
+                return streams.STALLED
+            self._held.append(envelope)
+            return streams.WRITTEN
+
+        self._write_before_hold = write
+        self.write_envelope = hold  # type: ignore[method-assign]
+
+    def _release(self, welcome: Optional[Message]) -> None:
+        """Send the welcome, then the frames held meanwhile that it does not hold."""
+        held, self._held = self._held or [], None
+        self.write_envelope = self._write_before_hold  # type: ignore[method-assign]
+        if welcome is None:
+            return
+        self.send(welcome)
+        newest = max((frame["id"] for frame in welcome["history"]), default=None)
+        for envelope in held:
+            if newest is not None and _message_id(envelope) <= newest:
+                continue  # read from history after it was published: already in the welcome
+            if not self.hub.send(self, envelope):
+                return
+
+    def _charge_room(self, room: str) -> None:
         """Spend one publish to the whole room from its budget, before anything changes.
 
         Raises:
@@ -228,9 +304,9 @@ class ChatSocketHandler(JsonSocketHandler):
         """
         if self.room_rate is None:
             return
-        listeners = max(1, self.hub.subscriber_count(room_topic(room.name)))
-        if not self.room_rate.take(room.name, listeners):
-            wait = self.room_rate.retry_after(room.name, listeners)
+        listeners = max(1, self.hub.subscriber_count(room_topic(room)))
+        if not self.room_rate.take(room, listeners):
+            wait = self.room_rate.retry_after(room, listeners)
             raise ClientError("rate_limited", (
                 f"This room is getting more messages than it can deliver; yours was not "
                 f"sent. Send again in {wait:.2f} s."
@@ -239,14 +315,14 @@ class ChatSocketHandler(JsonSocketHandler):
     def _announce_join(self, joined: Joined) -> None:
         frame = self._presence("joined", joined.nick)
         if joined.gained:
-            self.publish(room_topic(self._room().name), frame)
+            self.publish(room_topic(self._room()), frame)
         else:
             self.send(frame)  # a second tab of the same nickname: only it needs to know
 
     def _presence(self, kind: str, nick: str) -> Message:
-        return {"type": kind, "room": self._room().name, "nick": nick}
+        return {"type": kind, "room": self._room(), "nick": nick}
 
-    def _room(self) -> Room:
+    def _room(self) -> str:
         assert self.room is not None, "a message before connected()"
         return self.room
 
@@ -258,3 +334,22 @@ class ChatSocketHandler(JsonSocketHandler):
             return None
         # Undecodable bytes become lone surrogates, which nickname checks refuse.
         return values[-1].decode("utf-8", errors="surrogateescape")
+
+
+def _message_id(envelope: Envelope) -> int:
+    """The id of a message or private frame; -1 for any other frame."""
+    if envelope.binary:
+        return -1
+    try:
+        frame = orjson.loads(envelope.data)
+    except orjson.JSONDecodeError:
+        return -1
+    if not isinstance(frame, dict) or frame.get("type") not in _NUMBERED:
+        return -1
+    value = frame.get("id")
+    return value if isinstance(value, int) else -1
+
+
+def _log_failure(task: "asyncio.Future[None]") -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("leaving a chat room failed", exc_info=task.exception())

@@ -6,6 +6,7 @@ from typing import Any, Awaitable, Callable, Optional
 import tornado.web
 from prometheus_client import CollectorRegistry
 
+from realtime.chatstate import ChatState
 from realtime.hub import Hub
 from realtime.messages import is_unavailable
 from realtime.metrics import render
@@ -97,21 +98,30 @@ class HealthHandler(BaseHandler):
     """``GET /healthz``: 200 with a small JSON status while the server can serve."""
 
     def initialize(
-        self, hub: Hub, started: float, clock: Callable[[], float] = time.monotonic
+        self, hub: Hub, started: float, clock: Callable[[], float] = time.monotonic,
+        chat: Optional[ChatState] = None,
     ) -> None:
         """``started`` is ``clock()`` when the application was built: ``initialize`` runs
-        once per request, so a start time taken here would always be a moment ago."""
+        once per request, so a start time taken here would always be a moment ago.
+        ``chat`` is the chat state, whose Redis may be down while the broker's is not."""
         self.hub = hub
         self.started = started
         self.clock = clock
+        self.chat = chat
 
     def get(self) -> None:
         broker_ok = self.hub.broker.healthy()
-        self.set_status(200 if broker_ok else 503)
+        chat_ok = self.chat is None or self.chat.healthy()
+        self.set_status(200 if broker_ok and chat_ok else 503)
         self.set_header("Cache-Control", "no-store")
-        self.write({
-            "status": "ok" if broker_ok else "degraded",
+        status: dict[str, Any] = {
+            "status": "ok" if broker_ok and chat_ok else "degraded",
             "broker": {"name": self.hub.broker.name, "ok": broker_ok},
+        }
+        if self.chat is not None:
+            status["chat"] = {"name": self.chat.name, "ok": chat_ok}
+        self.write({
+            **status,
             "connections": len(self.hub.connections),
             "uptime_s": round(self.clock() - self.started, 1),
         })

@@ -5,7 +5,10 @@ that is already serialized, and the broker calls back the ``deliver(topic, envel
 was attached to, in every process, this one included. The hub also says when a topic gets
 its first local subscriber (``subscribe``) and loses its last (``unsubscribe``), so a
 networked broker listens only to the topics this process needs. ``start`` and ``close``
-run with the application (``serve()`` and its lifecycle). The default LocalBroker is for a
+run with the application (``serve()`` and its lifecycle). A networked broker may also have
+``async ready(topics)``, returning once what other processes publish on ``topics`` reaches
+this one (``Hub.subscribed`` awaits it before a chat welcome reads history); a broker
+without it is taken to be ready at once. The default LocalBroker is for a
 single process: it delivers straight back. ``realtime.redisbroker.RedisBroker`` carries
 topics between processes over Redis; only code that builds one imports it (and needs the
 ``redis`` package).

@@ -325,12 +325,21 @@ class Room:
         key = self._nick_of.get(connection)
         return self._members[key].nick if key is not None else None
 
+    def holder(self, connection: Connection) -> Optional[Holder]:
+        """Who the connection speaks for: its browser's cookie, or its own serial; None
+        for a connection the room does not know."""
+        return self._holder_of.get(connection)
+
     def member(self, raw_nick: Any) -> Optional[Member]:
         """The member holding a nickname, compared as nicknames are."""
         try:
             return self._members.get(nick_key(normalize_nick(raw_nick)))
         except ClientError:
             return None
+
+    def members(self) -> list[Member]:
+        """The members of the room, in the order they joined."""
+        return list(self._members.values())
 
     def online(self) -> list[str]:
         """The nicknames in the room, in the order they joined."""

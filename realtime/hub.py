@@ -133,6 +133,14 @@ class Hub:
             topics.discard(topic)
         self._remove(topic, subscriber)
 
+    async def subscribed(self, *topics: str) -> None:
+        """Wait until what other processes publish on ``topics`` reaches this one (a
+        networked broker's subscription takes a round trip; a local one none). A client's
+        welcome is built after this, so it misses nothing published after its history."""
+        ready = getattr(self.broker, "ready", None)
+        if ready is not None and topics:
+            await ready(topics)
+
     def subscribers(self, topic: str) -> set[Subscriber]:
         """The local subscribers of ``topic`` (a copy)."""
         return set(self._topics.get(topic, ()))
@@ -167,6 +175,12 @@ class Hub:
         self.published += 1
         self.broker.publish(topic, envelope)
         return envelope
+
+    def deliver_published(self, topic: str, envelope: Envelope) -> None:
+        """Deliver to this process's subscribers a message that something else (a store's
+        script) already published to the other processes, counted as published here."""
+        self.published += 1
+        self.deliver(topic, envelope)
 
     def deliver(self, topic: str, envelope: Envelope) -> None:
         """Write ``envelope`` to this process's subscribers of ``topic`` (the broker calls

@@ -46,7 +46,7 @@ import os
 import random
 import time
 from collections import deque
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
@@ -161,6 +161,9 @@ class RedisBroker:
         self._malformed_logged = False
         self._tasks: list[asyncio.Task[None]] = []
         self._ready = asyncio.Event()  # set the first time the listener is subscribed
+        self._confirmed: set[str] = set()  # topics Redis confirmed on this connection
+        # ready() calls waiting for confirmations: (topics still missing, their future).
+        self._waiters: list[tuple[set[str], asyncio.Future[None]]] = []
         self.published = 0  # messages sent to Redis
         self.received = 0  # messages from other processes handed to the hub
         self.dropped = 0  # publishes not sent to Redis (queue full, Redis down)
@@ -198,7 +201,50 @@ class RedisBroker:
     def unsubscribe(self, topic: str) -> None:
         """Have the listener UNSUBSCRIBE from ``topic``'s channel."""
         self._topics.discard(topic)
+        self._confirmed.discard(topic)
         self._wake.set()
+
+    async def ready(self, topics: Iterable[str]) -> None:
+        """Return once Redis has confirmed the SUBSCRIBE of every one of ``topics`` (each
+        already wanted through ``subscribe``), so whatever any process publishes on them
+        from now on reaches this one; at once while Redis is down (nothing would come),
+        and after ``timeout`` seconds at most."""
+        if not self._listening:
+            return
+        missing = {topic for topic in topics if topic not in self._confirmed}
+        if not missing:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (missing, waiter)
+        self._waiters.append(entry)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), self.timeout)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            if entry in self._waiters:
+                self._waiters.remove(entry)
+
+    def _confirm(self, channel: bytes, subscribed: bool) -> None:
+        """Redis answered a SUBSCRIBE (or an UNSUBSCRIBE) of ``channel``."""
+        if not channel.startswith(self.channel_prefix):
+            return
+        topic = channel[len(self.channel_prefix):].decode()
+        if not subscribed or topic not in self._topics:
+            self._confirmed.discard(topic)
+            return
+        self._confirmed.add(topic)
+        for missing, waiter in list(self._waiters):
+            missing.discard(topic)
+            if not missing and not waiter.done():
+                waiter.set_result(None)
+
+    def _release_waiters(self) -> None:
+        """The listener lost its connection: nothing is confirmed, nobody waits for it."""
+        self._confirmed.clear()
+        for _, waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def start(self) -> None:
         """Start the listener and the publisher; wait up to ``timeout`` s for Redis."""
@@ -310,6 +356,7 @@ class RedisBroker:
                 self._went_down(exc)
             finally:
                 self._listening = False
+                self._release_waiters()
                 await conn.disconnect(nowait=True)
             await asyncio.sleep(random.uniform(backoff / 2, backoff))
             backoff = min(backoff * 2, self.max_backoff)
@@ -376,6 +423,8 @@ class RedisBroker:
         kind = reply[0]
         if kind == b"message":
             self._message(reply[1], reply[2])
+        elif kind in (b"subscribe", b"unsubscribe"):
+            self._confirm(reply[1], kind == b"subscribe")
         elif kind == b"pong":
             self._pong(reply[1])
 

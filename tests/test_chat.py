@@ -8,9 +8,36 @@ from tornado.httpclient import HTTPClientError
 
 from realtime import chat
 from realtime.hub import Hub
-from server import Config, make_app
+from server import Config, make_app, start_components
+from tests.conftest import PREFIXES
 from tests.support import receive, receive_type, send_json
 from tests.support import receive_json as receive_any
+
+
+@pytest.fixture(params=["embedded", "redis"])
+def backend(request):
+    """Every test here runs against the embedded chat state and against Redis."""
+    return request.param
+
+
+@pytest.fixture
+def config(backend, hub, tmp_path, request):
+    """The embedded default, or ``--redis-url`` on the session's real redis-server under a
+    key prefix of the test's own."""
+    if backend == "embedded":
+        return Config(hub=hub, data_dir=str(tmp_path / "data"))
+    redis_url = request.getfixturevalue("session_redis").url
+    return Config(redis_url=redis_url, redis_prefix=f"test{next(PREFIXES)}:",
+                  data_dir=str(tmp_path / "data"))
+
+
+@pytest.fixture
+def app(config, io_loop):
+    """The application, its stores and broker started, shut down after the test."""
+    app = make_app(config)
+    io_loop.run_sync(lambda: start_components(app), timeout=15)
+    yield app
+    io_loop.run_sync(lambda: app.settings["lifecycle"].shutdown(10), timeout=15)
 
 
 async def receive_json(conn):
@@ -310,7 +337,9 @@ async def test_reconnect_up_to_date_gets_empty_history(ws_connect):
     assert welcome["history"] == [] and welcome["recovered"] is True
 
 
-async def test_reconnect_after_restart_is_not_recovered(http_server_client, ws_connect):
+# Redis's version of a restart (it loses its data) is in tests/test_redischat.py.
+@pytest.mark.parametrize("backend", ["embedded"])
+async def test_reconnect_after_restart_is_not_recovered(http_server_client, ws_connect, backend):
     """A since from before a restart gets recovered false and the newest history."""
     a, _ = await join_room(ws_connect)
     await say(a, "before restart")

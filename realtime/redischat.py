@@ -1,0 +1,623 @@
+"""Chat state on Redis: ``RedisChatState`` shares rooms between server processes.
+
+With ``--redis-url``, every process of a deployment sees the same nicknames, presence,
+message ids and history, and private messages reach the recipient's connections on any
+process and nobody else. Each process still keeps its own connections (who is connected
+here under which nickname, in ``realtime.chat.Room`` objects without history); what must
+agree across processes is in Redis, under ``prefix`` (``realtime:``), per room ``<r>``:
+
+- ``chat:<r>:log``: a stream of the room's messages, entry id ``<message id>-0``, fields
+  ``f`` (the frame, as sent) and for a private one ``p`` (JSON: nick key -> holder tag);
+  bounded by ``--chat-replay`` entries (``MAXLEN``, exact);
+- ``chat:<r>:meta``: a hash: ``last``, the newest id handed out, and ``first``, the first
+  id of this run of the room's sequence;
+- ``chat:<r>:nick:<nick key>``: a hash: ``h`` the holder tag, ``n`` the nickname as shown,
+  and per process holding it ``p:<process id>``, the lease's end in Redis milliseconds;
+- ``chat:<r>:online``: a sorted set of the nick keys present, scored by when they joined.
+
+The log and meta expire after ``ROOM_TTL`` without a message; a nickname when its last lease
+runs out.
+
+Publish and history in one step. ``SAY`` (Lua) takes the room's next id, appends the frame to
+the log and ``PUBLISH``es it on the topics' broker channels (``realtime.redisbroker``'s wire
+format, this process's broker as origin) in one script, which Redis runs atomically: no
+process can see a message that history does not hold, and ids are handed out in the order
+messages are published. The frame is built once in Python around the id (``head + id +
+tail``); this process then delivers the same bytes to its own subscribers (the broker skips
+its own origin). Messages are appended one at a time, in order, so local subscribers see
+ids increasing too.
+
+Ids are unique and increasing per room across processes, and never reused even if Redis
+loses its data: a sequence that is missing starts again at Redis's clock in microseconds
+(above any id handed out before, as in ``realtime.chat``), and ``first`` records where the
+run started, so a ``since`` from before the loss gives ``recovered: false``. Ids within a run
+are consecutive, so a welcome sees a gap (trimmed, or lost) by comparing ids, and answers
+``recovered: true`` only when it holds every message after ``since``.
+
+Nicknames. Taking one is ``JOIN`` (Lua): refused if another holder has a live lease on it,
+else this process's lease is set to Redis's clock plus ``lease`` seconds (30). Each process
+renews the leases of its nicknames every third of that, and gives a nickname's lease back
+when its last connection here leaves; the nickname is free once no process holds a lease,
+so a crashed process's nicknames free themselves within ``lease`` seconds.
+
+Faults. Every call is bounded by ``timeout`` (2 s). When Redis fails, the state marks itself
+down (one warning per outage), and until a background PING answers, calls do not wait on it:
+messages go to this process's clients with ids above every id it has seen, unstored;
+nicknames are checked among this process's connections and claimed in Redis by the next
+renewal; welcomes have no history (``recovered: false`` with ``since``) and list this
+process's members. What degrades is cross-process: delivery (the broker is down too),
+presence, nickname exclusivity and history.
+"""
+
+import asyncio
+import logging
+import os
+import time
+from typing import Any, Awaitable, Callable, Optional, TypeVar
+
+import orjson
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from realtime.chat import (
+    DEFAULT_HISTORY, DEFAULT_REPLAY, DEFAULT_ROOM_HISTORY_BYTES, MAX_NICK_LENGTH, Joined, Room,
+    check_text, nick_key, normalize_nick,
+)
+from realtime.chatstate import Replay, holder_tag, private_topic, room_topic
+from realtime.envelope import Envelope
+from realtime.hub import Hub
+from realtime.messages import ClientError, Message, encode
+from realtime.redisbroker import KIND_TEXT, RedisBroker
+
+log = logging.getLogger("realtime.redischat")
+
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT = 2.0  # seconds any call may take
+DEFAULT_LEASE = 30.0  # seconds a nickname outlives the last renewal of its process
+ROOM_TTL = 7 * 24 * 3600  # seconds a room's log and sequence live after its last message
+FAILURES = (RedisError, OSError, asyncio.TimeoutError)
+
+# Redis's clock in milliseconds (scripts use it, so every process agrees on lease times).
+_NOW_MS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+# KEYS: meta, log. ARGV: frame head, frame tail, parties ("" for public), max entries, the
+# lowest id to hand out, ttl seconds, wire prefix (kind + origin), then broker channels.
+# Returns the id as a string.
+SAY = """
+local last = redis.call('HGET', KEYS[1], 'last')
+local id
+if last then
+    id = math.max(tonumber(last) + 1, tonumber(ARGV[5]))
+else
+    local t = redis.call('TIME')
+    id = math.max(tonumber(t[1]) * 1000000 + tonumber(t[2]), tonumber(ARGV[5]))
+    redis.call('DEL', KEYS[2])
+    redis.call('HSET', KEYS[1], 'first', string.format('%.0f', id))
+end
+local sid = string.format('%.0f', id)
+redis.call('HSET', KEYS[1], 'last', sid)
+local frame = ARGV[1] .. sid .. ARGV[2]
+if ARGV[3] == '' then
+    redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], sid .. '-0', 'f', frame)
+else
+    redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], sid .. '-0', 'f', frame, 'p', ARGV[3])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+redis.call('EXPIRE', KEYS[2], ARGV[6])
+for i = 8, #ARGV do
+    redis.call('PUBLISH', ARGV[i], ARGV[7] .. frame)
+end
+return sid
+"""
+
+# KEYS: nick, online. ARGV: holder tag, nickname as shown, process id, lease ms, nick key.
+# Returns {0, shown} if another holder has it, {1, shown} if this holder already had it,
+# {2, shown} if it was free (the room gained a member).
+JOIN = _NOW_MS + """
+local fields = redis.call('HGETALL', KEYS[1])
+local holder, shown, live = nil, nil, false
+for i = 1, #fields, 2 do
+    local name, value = fields[i], fields[i + 1]
+    if name == 'h' then holder = value
+    elseif name == 'n' then shown = value
+    elseif string.sub(name, 1, 2) == 'p:' then
+        if tonumber(value) > now then live = true else redis.call('HDEL', KEYS[1], name) end
+    end
+end
+if live and holder ~= ARGV[1] then return {0, shown} end
+local status = 1
+if not live then
+    status = 2
+    shown = ARGV[2]
+    redis.call('DEL', KEYS[1])
+    redis.call('HSET', KEYS[1], 'h', ARGV[1], 'n', shown)
+    redis.call('ZADD', KEYS[2], now, ARGV[5])
+end
+redis.call('HSET', KEYS[1], 'p:' .. ARGV[3], now + tonumber(ARGV[4]))
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return {status, shown}
+"""
+
+# KEYS: nick, online. ARGV: holder tag, process id, nick key. 1 if the nickname is free now.
+LEAVE = _NOW_MS + """
+if redis.call('HGET', KEYS[1], 'h') ~= ARGV[1] then return 0 end
+redis.call('HDEL', KEYS[1], 'p:' .. ARGV[2])
+local fields = redis.call('HGETALL', KEYS[1])
+for i = 1, #fields, 2 do
+    if string.sub(fields[i], 1, 2) == 'p:' and tonumber(fields[i + 1]) > now then return 0 end
+end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[3])
+return 1
+"""
+
+# KEYS: nick. Returns {holder tag, shown} while some lease on it is live, else {}.
+LOOKUP = _NOW_MS + """
+local fields = redis.call('HGETALL', KEYS[1])
+local holder, shown, live = nil, nil, false
+for i = 1, #fields, 2 do
+    local name, value = fields[i], fields[i + 1]
+    if name == 'h' then holder = value
+    elseif name == 'n' then shown = value
+    elseif string.sub(name, 1, 2) == 'p:' and tonumber(value) > now then live = true end
+end
+if live and holder and shown then return {holder, shown} end
+return {}
+"""
+
+# KEYS: online. ARGV: the prefix of the room's nick keys. The nicknames with a live lease,
+# in join order; members whose leases all ran out (a crashed process's) are removed.
+ONLINE = _NOW_MS + """
+local out = {}
+for _, key in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+    local fields = redis.call('HGETALL', ARGV[1] .. key)
+    local shown, live = nil, false
+    for i = 1, #fields, 2 do
+        local name, value = fields[i], fields[i + 1]
+        if name == 'n' then shown = value
+        elseif string.sub(name, 1, 2) == 'p:' and tonumber(value) > now then live = true end
+    end
+    if live and shown then table.insert(out, shown) else redis.call('ZREM', KEYS[1], key) end
+end
+return out
+"""
+
+_ID_MARK = b'"id":0,'
+
+
+class Unavailable(Exception):
+    """Redis is down (or was, and has not answered a PING since)."""
+
+
+def split_frame(frame: Message) -> tuple[bytes, bytes]:
+    """The JSON of ``frame`` (its ``id`` 0) cut around the id: ``head + id + tail``."""
+    data = encode(frame)
+    at = data.index(_ID_MARK) + len(b'"id":')
+    return data[:at], data[at + 1:]
+
+
+class RedisChatState:
+    """Chat rooms shared through Redis; see the module docstring.
+
+    Args:
+        url: ``redis://[user:password@]host:port/db``.
+        hub: the hub; its broker must be a ``RedisBroker`` on the same Redis and prefix
+            (scripts publish on its channels, in its format).
+        prefix: put before every key.
+        history: messages in a welcome without ``since``.
+        replay: messages each room's log keeps.
+        welcome_bytes: bytes of messages (as JSON) one welcome holds at most.
+        lease: seconds a nickname stays held after its process last renewed it.
+        timeout: seconds any call may take.
+        clock: wall-clock seconds, for message timestamps.
+    """
+
+    name = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        hub: Hub,
+        prefix: str = "realtime:",
+        *,
+        history: int = DEFAULT_HISTORY,
+        replay: int = DEFAULT_REPLAY,
+        welcome_bytes: int = DEFAULT_ROOM_HISTORY_BYTES,
+        lease: float = DEFAULT_LEASE,
+        timeout: float = DEFAULT_TIMEOUT,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        broker = hub.broker
+        if not isinstance(broker, RedisBroker):
+            raise TypeError("RedisChatState needs the hub to use a RedisBroker")
+        self.url = url
+        self.hub = hub
+        self.broker = broker
+        self.prefix = prefix
+        self.history = history
+        self.log_length = max(replay, history, 1)  # entries each room's log keeps
+        self.welcome_bytes = welcome_bytes
+        self.lease = lease
+        self.timeout = timeout
+        self._clock = clock
+        self.process = os.urandom(6).hex()  # names this process's leases and serials
+        self._wire_prefix = bytes((KIND_TEXT,)) + broker.origin
+        self._redis = Redis(connection_pool=ConnectionPool.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0), health_check_interval=0, protocol=2,
+            client_name="realtime-chat", max_connections=8,
+        ))
+        self._say = self._redis.register_script(SAY)
+        self._join = self._redis.register_script(JOIN)
+        self._leave = self._redis.register_script(LEAVE)
+        self._lookup = self._redis.register_script(LOOKUP)
+        self._online = self._redis.register_script(ONLINE)
+        self._rooms: dict[str, Room] = {}  # this process's connections, per room
+        self._floor: dict[str, int] = {}  # room -> above every id this process has seen
+        self._appending = asyncio.Lock()  # messages are appended one at a time, in order
+        self._down = False  # failed, and no PING has answered since
+        self._tasks: list[asyncio.Task[None]] = []
+        self._busy: set[asyncio.Future[Any]] = set()  # tasks inside a call to Redis
+        self._closing = False
+        self.fallbacks = 0  # messages delivered in this process only, Redis being down
+
+    # Lifecycle
+
+    async def start(self) -> None:
+        """Check Redis and start renewing leases; with Redis down, start degraded."""
+        try:
+            await self._call(self._redis.ping)
+        except Unavailable:
+            log.warning("starting without Redis for chat: rooms are local until it answers")
+        self._tasks.append(asyncio.create_task(self._renew_forever(), name="chat-leases"))
+
+    async def aclose(self) -> None:
+        """Give back the leases of closing connections, stop renewing, disconnect."""
+        self._closing = True
+        if self._busy:  # connections closing at shutdown give their nicknames back
+            await asyncio.wait(self._busy, timeout=self.timeout)
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._redis.aclose(close_connection_pool=True)
+
+    def healthy(self) -> bool:
+        """False while Redis is known to be down."""
+        return not self._down
+
+    # Keys
+
+    def _key(self, room: str, part: str) -> str:
+        return f"{self.prefix}chat:{room}:{part}"
+
+    def _nick_key(self, room: str, key: str) -> str:
+        return self._key(room, f"nick:{key}")
+
+    # Connections
+
+    async def enter(self, room: str, connection: str, cookie: Optional[str]) -> None:
+        local = self._rooms.get(room)
+        if local is None:
+            local = self._rooms[room] = Room(room, history=0, replay=0)
+        local.enter(connection, cookie)
+
+    async def join(self, room: str, connection: str, raw_nick: object) -> Joined:
+        local = self._local(room)
+        nick = normalize_nick(raw_nick)
+        key = nick_key(nick)
+        current = local.nick(connection)
+        if local.member(nick) is not None or (current is not None and nick_key(current) == key):
+            # Held here already: shared by this holder (or refused), as in one process.
+            return await self._settle(room, connection, local.join(connection, nick))
+        tag = self._tag(room, connection)
+        gained, shown = True, nick
+        try:
+            status, shown = await self._call(lambda: self._claim(room, key, tag, nick))
+        except Unavailable:
+            pass  # checked among this process's connections only; renewal claims it later
+        else:
+            if status == 0:
+                raise ClientError("nick_taken", f"The nickname {shown} is taken in this room.")
+            gained = status == 2
+        if local.holder(connection) is None:  # closed while Redis answered
+            if gained:
+                await self._release(room, key, tag)
+            raise ClientError("bad_message", "The connection closed.")
+        joined = local.join(connection, shown)
+        return await self._settle(room, connection, Joined(joined.nick, gained, joined.left))
+
+    async def close(self, room: str, connection: str) -> Optional[str]:
+        local = self._rooms.get(room)
+        if local is None:
+            return None
+        tag = self._tag(room, connection)
+        left = local.close(connection)
+        if local.empty:
+            del self._rooms[room]
+        if left is None:
+            return None
+        return left if await self._release(room, nick_key(left), tag) else None
+
+    # Messages
+
+    async def say(self, room: str, connection: str, raw_text: object) -> Message:
+        local = self._local(room)
+        text = check_text(raw_text)
+        frame = self._frame("message", local.nick(connection), text)
+        return await self._append(room, frame, None, [room_topic(room)])
+
+    async def whisper(
+        self, room: str, connection: str, raw_to: object, raw_text: object
+    ) -> Message:
+        local = self._local(room)
+        text = check_text(raw_text)
+        if not isinstance(raw_to, str):
+            raise ClientError("bad_message", 'The "to" field must be a nickname string.')
+        sender = local.nick(connection)
+        if sender is None:
+            raise ClientError("nick_required", "Take a nickname before sending private messages.")
+        recipient = await self._find(room, raw_to)
+        if recipient is None:
+            raise ClientError(
+                "no_such_user", f"Nobody called {raw_to.strip()[:MAX_NICK_LENGTH]} is in this room."
+            )
+        to_tag, to_nick = recipient
+        from_tag = self._tag(room, connection)
+        parties = {nick_key(sender): from_tag, nick_key(to_nick): to_tag}
+        topics = [private_topic(room, to_nick, to_tag)]
+        mine = private_topic(room, sender, from_tag)
+        if mine not in topics:
+            topics.append(mine)
+        frame = self._frame("private", sender, text, to=to_nick)
+        return await self._append(room, frame, parties, topics)
+
+    async def replay(self, room: str, connection: str, since: Optional[int]) -> Replay:
+        local = self._local(room)
+        nick = local.nick(connection)
+        viewer = (nick_key(nick), self._tag(room, connection)) if nick is not None else None
+        try:
+            first, last, entries = await self._call(lambda: self._read(room, since))
+        except Unavailable:
+            return Replay([], None if since is None else False)
+        if last is not None:
+            self._see(room, last)
+        visible = [(frame, size) for frame, size, parties in entries
+                   if parties is None
+                   or (viewer is not None and parties.get(viewer[0]) == viewer[1])]
+        if since is not None:
+            complete = (
+                first is not None and last is not None and first - 1 <= since <= last
+                and (since == last or (bool(entries) and entries[0][0]["id"] == since + 1))
+            )
+            if complete:
+                fitting = self._newest_fitting(visible, len(visible))
+                if len(fitting) == len(visible):
+                    return Replay(fitting, True)
+            newest = await self.replay(room, connection, None)
+            return Replay(newest.history, False)
+        return Replay(self._newest_fitting(visible, self.history), None)
+
+    async def online(self, room: str) -> list[str]:
+        try:
+            shown = await self._call(lambda: self._online(
+                keys=[self._key(room, "online")], args=[self._key(room, "nick:")]))
+        except Unavailable:
+            local = self._rooms.get(room)
+            return local.online() if local is not None else []
+        return [nick.decode() for nick in shown]
+
+    def nick(self, room: str, connection: str) -> Optional[str]:
+        local = self._rooms.get(room)
+        return local.nick(connection) if local is not None else None
+
+    def private_topic(
+        self, room: str, connection: str, nick: Optional[str] = None
+    ) -> Optional[str]:
+        local = self._rooms.get(room)
+        if local is None or local.holder(connection) is None:
+            return None
+        nick = nick if nick is not None else local.nick(connection)
+        return None if nick is None else private_topic(room, nick, self._tag(room, connection))
+
+    def readers(self, room: str) -> int:
+        local = self._rooms.get(room)
+        return local.readers() if local is not None else 0
+
+    def empty(self, room: str) -> bool:
+        local = self._rooms.get(room)
+        return local is None or local.empty
+
+    # Internals
+
+    def _local(self, room: str) -> Room:
+        local = self._rooms.get(room)
+        if local is None:
+            raise ClientError("bad_message", "Not in this room.")
+        return local
+
+    def _tag(self, room: str, connection: str) -> str:
+        holder = self._rooms[room].holder(connection)
+        assert holder is not None, "a connection the room does not know"
+        return holder_tag(holder, self.process)
+
+    def _frame(self, kind: str, sender: Optional[str], text: str, **extra: Any) -> Message:
+        frame: Message = {"type": kind, "id": 0, "room": None, "from": sender}
+        frame.update(extra)
+        frame["text"] = text
+        frame["ts"] = int(self._clock() * 1000)
+        return frame
+
+    def _see(self, room: str, newest: int) -> None:
+        if newest >= self._floor.get(room, 0):
+            self._floor[room] = newest + 1
+
+    async def _settle(self, room: str, connection: str, joined: Joined) -> Joined:
+        """A local join is done: the nickname it gave up leaves the room only if no other
+        process holds it for the same holder."""
+        if joined.left is None:
+            return joined
+        gone = await self._release(room, nick_key(joined.left), self._tag(room, connection))
+        return joined if gone else Joined(joined.nick, joined.gained, None)
+
+    async def _claim(self, room: str, key: str, tag: str, nick: str) -> tuple[int, str]:
+        status, shown = await self._join(
+            keys=[self._nick_key(room, key), self._key(room, "online")],
+            args=[tag, nick, self.process, int(self.lease * 1000), key])
+        return int(status), shown.decode() if isinstance(shown, bytes) else nick
+
+    async def _release(self, room: str, key: str, tag: str) -> bool:
+        """Give back this process's lease on a nickname; whether it is free now."""
+        try:
+            gone = await self._call(lambda: self._leave(
+                keys=[self._nick_key(room, key), self._key(room, "online")],
+                args=[tag, self.process, key]))
+        except Unavailable:
+            return True  # as far as this process can tell
+        return bool(gone)
+
+    async def _find(self, room: str, raw_to: str) -> Optional[tuple[str, str]]:
+        """``(holder tag, nickname)`` of whoever holds ``raw_to`` in the room, anywhere."""
+        local = self._rooms[room]
+        member = local.member(raw_to)
+        if member is not None:
+            return holder_tag(member.holder, self.process), member.nick
+        try:
+            key = nick_key(normalize_nick(raw_to))
+        except ClientError:
+            return None
+        try:
+            found = await self._call(lambda: self._lookup(keys=[self._nick_key(room, key)]))
+        except Unavailable:
+            return None
+        if not found:
+            return None
+        return found[0].decode(), found[1].decode()
+
+    async def _append(
+        self, room: str, frame: Message, parties: Optional[dict[str, str]], topics: list[str]
+    ) -> Message:
+        """Store ``frame`` in the room's log and publish it on ``topics``, everywhere."""
+        frame["room"] = room
+        head, tail = split_frame(frame)
+        async with self._appending:
+            floor = self._floor.get(room, 0)
+            try:
+                sid = await self._call(lambda: self._say(
+                    keys=[self._key(room, "meta"), self._key(room, "log")],
+                    args=[head, tail, orjson.dumps(parties) if parties else b"", self.log_length,
+                          floor, ROOM_TTL, self._wire_prefix,
+                          *(self.broker.channel(topic) for topic in topics)]))
+                message_id = int(sid)
+            except Unavailable:
+                # Delivered here only, never stored, with an id above all this process saw
+                # (and above the clock's, like a new run): Redis continues above it.
+                message_id = max(floor, int(self._clock() * 1_000_000))
+                self.fallbacks += 1
+            self._see(room, message_id)
+            envelope = Envelope(head + str(message_id).encode() + tail)
+            for topic in topics:
+                self.hub.deliver_published(topic, envelope)
+        frame["id"] = message_id
+        return frame
+
+    async def _read(
+        self, room: str, since: Optional[int]
+    ) -> tuple[Optional[int], Optional[int], list[tuple[Message, int, Optional[dict[str, str]]]]]:
+        """``first``, ``last`` and the log's entries after ``since`` (or the newest),
+        oldest first, each as ``(frame, size, parties)``, read in one transaction."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hmget(self._key(room, "meta"), "first", "last")
+            if since is None:
+                pipe.xrevrange(self._key(room, "log"), "+", "-", count=self.log_length)
+            else:
+                pipe.xrange(self._key(room, "log"), f"{max(since + 1, 0)}-0", "+",
+                            count=self.log_length)
+            (first, last), raw = await pipe.execute()
+        if since is None:
+            raw.reverse()
+        entries = []
+        for _, fields in raw:
+            data = fields[b"f"]
+            parties = fields.get(b"p")
+            entries.append((orjson.loads(data), len(data),
+                            orjson.loads(parties) if parties else None))
+        return (int(first) if first else None, int(last) if last else None, entries)
+
+    def _newest_fitting(self, messages: list[tuple[Message, int]], count: int) -> list[Message]:
+        """The newest ``count`` frames that fit in ``welcome_bytes``, oldest first."""
+        taken: list[Message] = []
+        room_left = self.welcome_bytes
+        for frame, size in reversed(messages[-count:] if count > 0 else []):
+            room_left -= size + 1
+            if room_left < 0:
+                break
+            taken.append(frame)
+        taken.reverse()
+        return taken
+
+    async def _call(self, job: Callable[[], Awaitable[T]]) -> T:
+        """Run ``job`` within ``timeout``; with Redis down, raise ``Unavailable`` at once."""
+        if self._down or self._closing and asyncio.current_task() not in self._busy:
+            raise Unavailable()
+        task = asyncio.current_task()
+        if task is not None:
+            self._busy.add(task)
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await job()
+        except FAILURES as error:
+            self._went_down(error)
+            raise Unavailable() from error
+        finally:
+            self._busy.discard(task)  # type: ignore[arg-type]
+
+    def _went_down(self, error: BaseException) -> None:
+        if self._down or self._closing:
+            return
+        self._down = True
+        log.warning("Redis at %s unavailable for chat (%s): rooms are local to each process "
+                    "until it answers", self.url, str(error) or type(error).__name__)
+        self._tasks.append(asyncio.create_task(self._probe(), name="chat-probe"))
+
+    async def _probe(self) -> None:
+        """PING until Redis answers, then claim this process's nicknames again."""
+        backoff = 0.1
+        while True:
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await self._redis.ping()
+            except FAILURES:
+                continue
+            self._down = False
+            log.info("Redis at %s answers again: chat rooms are shared again", self.url)
+            await self._renew()
+            return
+
+    async def _renew_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            await self._renew()
+
+    async def _renew(self) -> None:
+        """Renew (or claim again) the lease of every nickname held in this process."""
+        for room, local in list(self._rooms.items()):
+            for member in local.members():
+                tag = holder_tag(member.holder, self.process)
+                key = nick_key(member.nick)
+                try:
+                    status, shown = await self._call(
+                        lambda: self._claim(room, key, tag, member.nick))
+                except Unavailable:
+                    return
+                if status == 0:
+                    log.warning("room %s: the nickname %s held here is also held by another "
+                                "process (claimed while Redis was unreachable)", room, shown)
