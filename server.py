@@ -172,7 +172,9 @@ class Config:
         "renewed it (every third of this), so a crashed process's nicknames free themselves")
     cookie_secret_file: Optional[str] = option(
         None, "file holding the secret that signs voter cookies; generated (mode 0600) if "
-        "missing. Keep it: a new secret makes every browser a new voter",
+        "missing, safely when several processes start at once. Keep it, and give every "
+        "process of a deployment the same one: another secret makes every browser a new "
+        "voter",
         shown="`<data-dir>/cookie_secret`")
     polls_per_hour: float = option(
         60.0, "polls one client IP may create per hour, on average")

@@ -55,6 +55,7 @@ from redis.exceptions import RedisError
 
 from realtime.brokers import Deliver
 from realtime.envelope import Envelope
+from realtime.tasks import cancel_all
 
 log = logging.getLogger("realtime.redis")
 
@@ -69,8 +70,6 @@ DEFAULT_MAX_QUEUE_BYTES = 16 * 1024 * 1024
 SUBSCRIBE_CHUNK = 1000
 # Messages per pipelined batch of PUBLISH commands.
 PUBLISH_BATCH = 500
-# Seconds close() gives a cancelled task before cancelling it again (see close()).
-CANCEL_AGAIN_AFTER = 0.1
 
 # What a lost or refused Redis connection raises; redis-py wraps most OSErrors.
 FAILURES = (RedisError, OSError, asyncio.TimeoutError)
@@ -264,16 +263,7 @@ class RedisBroker:
     async def close(self) -> None:
         """Stop both tasks and close every connection; queued publishes are dropped."""
         tasks, self._tasks = self._tasks, []
-        # Cancel until they end: on Python 3.11 a cancellation that arrives as the
-        # operation under ``asyncio.wait_for`` completes is swallowed (ours, and redis-py's
-        # around every write with a socket timeout), and the task would go on forever.
-        running = tasks
-        while running:
-            for task in running:
-                task.cancel()
-            _, pending = await asyncio.wait(running, timeout=CANCEL_AGAIN_AFTER)
-            running = [task for task in running if task in pending]
-        await asyncio.gather(*tasks, return_exceptions=True)  # all ended: collect them
+        await cancel_all(tasks)  # not cancel() and gather(): a cancel may be swallowed
         self.dropped += len(self._queue)
         self._queue.clear()
         self._queued_bytes = 0
