@@ -258,6 +258,7 @@ class ChatSocketHandler(JsonSocketHandler):
                 self.unsubscribe(topic)
         if self._private is not None:
             self.subscribe(self._private)
+            await self.hub.subscribed(self._private)  # its first private one may follow
         return joined
 
     @property

@@ -271,6 +271,11 @@ class RedisBroker:
         await self._publisher.aclose(close_connection_pool=True)
         await self._listener_pool.disconnect()
 
+    @property
+    def listening(self) -> bool:
+        """Whether the listener is subscribed and hearing from Redis right now."""
+        return self._listening
+
     def healthy(self) -> bool:
         """True while the listener is subscribed and hearing from Redis and publishes go."""
         return self._listening and self._publishing

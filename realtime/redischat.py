@@ -20,12 +20,13 @@ runs out.
 
 Publish and history in one step. ``SAY`` (Lua) takes the room's next id, appends the frame to
 the log and ``PUBLISH``es it on the topics' broker channels (``realtime.redisbroker``'s wire
-format, this process's broker as origin) in one script, which Redis runs atomically: no
-process can see a message that history does not hold, and ids are handed out in the order
-messages are published. The frame is built once in Python around the id (``head + id +
-tail``); this process then delivers the same bytes to its own subscribers (the broker skips
-its own origin). Messages are appended one at a time, in order, so local subscribers see
-ids increasing too.
+format) in one script, which Redis runs atomically: no process can see a message that
+history does not hold, and ids are handed out in the order messages are published. The
+frame is built once in Python around the id (``head + id + tail``). Its origin is no
+broker's (``SCRIPT_ORIGIN``), so every process, this one included, delivers it from its
+listener: each topic reaches every client in Redis's order, and a message sent here never
+overtakes one from another process still on its way (only while the listener is down does
+this process deliver its messages itself).
 
 Ids are unique and increasing per room across processes, and never reused even if Redis
 loses its data: a sequence that is missing starts again at Redis's clock in microseconds
@@ -69,7 +70,8 @@ from realtime.chatstate import Replay, holder_tag, private_topic, room_topic
 from realtime.envelope import Envelope
 from realtime.hub import Hub
 from realtime.messages import ClientError, Message, encode
-from realtime.redisbroker import KIND_TEXT, RedisBroker
+from realtime.redisbroker import KIND_TEXT, ORIGIN_SIZE, RedisBroker
+from realtime.tasks import cancel_all
 
 log = logging.getLogger("realtime.redischat")
 
@@ -189,6 +191,9 @@ return out
 """
 
 _ID_MARK = b'"id":0,'
+# The origin of messages the scripts publish: no broker's (theirs are random), so each
+# process's listener delivers them, the sender's included.
+SCRIPT_ORIGIN = bytes(ORIGIN_SIZE)
 
 
 class Unavailable(Exception):
@@ -247,7 +252,7 @@ class RedisChatState:
         self.timeout = timeout
         self._clock = clock
         self.process = os.urandom(6).hex()  # names this process's leases and serials
-        self._wire_prefix = bytes((KIND_TEXT,)) + broker.origin
+        self._wire_prefix = bytes((KIND_TEXT,)) + SCRIPT_ORIGIN
         self._redis = Redis(connection_pool=ConnectionPool.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 0), health_check_interval=0, protocol=2,
@@ -283,9 +288,7 @@ class RedisChatState:
         if self._busy:  # connections closing at shutdown give their nicknames back
             await asyncio.wait(self._busy, timeout=self.timeout)
         tasks, self._tasks = self._tasks, []
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_all(tasks)  # a task inside a Redis call may swallow one cancel
         await self._redis.aclose(close_connection_pool=True)
 
     def healthy(self) -> bool:
@@ -515,15 +518,18 @@ class RedisChatState:
                           floor, ROOM_TTL, self._wire_prefix,
                           *(self.broker.channel(topic) for topic in topics)]))
                 message_id = int(sid)
+                local = not self.broker.listening  # else it comes back through the listener
             except Unavailable:
                 # Delivered here only, never stored, with an id above all this process saw
                 # (and above the clock's, like a new run): Redis continues above it.
                 message_id = max(floor, int(self._clock() * 1_000_000))
                 self.fallbacks += 1
+                local = True
             self._see(room, message_id)
-            envelope = Envelope(head + str(message_id).encode() + tail)
-            for topic in topics:
-                self.hub.deliver_published(topic, envelope)
+            if local:
+                envelope = Envelope(head + str(message_id).encode() + tail)
+                for topic in topics:
+                    self.hub.deliver_published(topic, envelope)
         frame["id"] = message_id
         return frame
 
