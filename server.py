@@ -299,6 +299,7 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
     chat_state = shared_chat(config, hub) or EmbeddedChatState(
         rooms, hub, ChatStore(chat_path, rooms))
     lifecycle.on_shutdown(chat_state.aclose, "chat state")  # writes the last batch
+    metrics.watch_chat(chat_state)
     lifecycle.on_shutdown(hub.broker.close, "broker")
     lifecycle.on_shutdown(metrics.loop_lag.aclose, "loop lag sampling")
     votes = dict(store=store)

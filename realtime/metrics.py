@@ -10,7 +10,7 @@ counters are read at scrape time by a collector, so the hub does not know this m
     body, content_type = render(metrics.registry, accept_header)
 """
 
-from typing import Iterable, Optional
+from typing import Any, Iterable, Optional
 
 from prometheus_client import (
     CollectorRegistry, Counter, Gauge, GCCollector, Histogram, PlatformCollector,
@@ -59,6 +59,21 @@ class HubCollector(Collector):
         for name, value in (getattr(hub.broker, "stats", None) or {}).items():
             yield CounterMetricFamily(
                 f"realtime_broker_{name}", f"Broker counter: {name} (see the README).", value)
+
+
+class ChatCollector(Collector):
+    """The chat state's health and, for a shared one, its counters (``stats``)."""
+
+    def __init__(self, chat: Any) -> None:
+        self.chat = chat
+
+    def collect(self) -> Iterable[Metric]:
+        yield GaugeMetricFamily(
+            "realtime_chat_state_up", "1 while the chat state is shared as configured "
+            "(always for the embedded one), else 0.", 1.0 if self.chat.healthy() else 0.0)
+        for name, value in (getattr(self.chat, "stats", None) or {}).items():
+            yield CounterMetricFamily(
+                f"realtime_chat_{name}", f"Chat state counter: {name} (see the README).", value)
 
 
 class ServerMetrics:
@@ -112,3 +127,7 @@ class ServerMetrics:
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
         GCCollector(registry=registry)
+
+    def watch_chat(self, chat: Any) -> None:
+        """Export the chat state's health and counters (``ChatCollector``)."""
+        self.registry.register(ChatCollector(chat))

@@ -270,7 +270,8 @@ class RedisChatState:
         self._tasks: list[asyncio.Task[None]] = []
         self._busy: set[asyncio.Future[Any]] = set()  # tasks inside a call to Redis
         self._closing = False
-        self.fallbacks = 0  # messages delivered in this process only, Redis being down
+        self.unshared = 0  # messages delivered in this process only, Redis being down
+        self.conflicts = 0  # nicknames found held elsewhere when claimed again
 
     # Lifecycle
 
@@ -294,6 +295,11 @@ class RedisChatState:
     def healthy(self) -> bool:
         """False while Redis is known to be down."""
         return not self._down
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters for the metrics, each exported as ``realtime_chat_<name>_total``."""
+        return {"unshared_messages": self.unshared, "nickname_conflicts": self.conflicts}
 
     # Keys
 
@@ -523,7 +529,7 @@ class RedisChatState:
                 # Delivered here only, never stored, with an id above all this process saw
                 # (and above the clock's, like a new run): Redis continues above it.
                 message_id = max(floor, int(self._clock() * 1_000_000))
-                self.fallbacks += 1
+                self.unshared += 1
                 local = True
             self._see(room, message_id)
             if local:
@@ -625,5 +631,6 @@ class RedisChatState:
                 except Unavailable:
                     return
                 if status == 0:
+                    self.conflicts += 1
                     log.warning("room %s: the nickname %s held here is also held by another "
                                 "process (claimed while Redis was unreachable)", room, shown)

@@ -333,3 +333,16 @@ async def test_cross_process_chat_resumes_after_redis_restarts(node, ws_open, re
             continue
         assert frame["text"].startswith("try")
         break
+
+
+async def test_messages_kept_local_during_an_outage_are_counted(node, ws_open, redis_server):
+    """/metrics counts the messages delivered in one process only while Redis was down."""
+    a = await node()
+    conn, _ = await enter(ws_open, a)
+    redis_server.kill()
+    await send_json(conn, {"type": "message", "text": "alone"})
+    await frame_of(conn, "message")
+    response = await AsyncHTTPClient().fetch(f"http://127.0.0.1:{a.port}/metrics")
+    text = response.body.decode()
+    assert "realtime_chat_unshared_messages_total 1.0" in text
+    assert "realtime_chat_state_up 0.0" in text
