@@ -5,12 +5,14 @@ A publish to ten thousand subscribers is one ``Envelope``: the payload bytes and
 the form it writes from the envelope; the first subscriber of a kind builds it and every
 other one reuses the same bytes object, so the per-subscriber work is the write alone.
 
-Forms today: ``ws_frame``, the unmasked, uncompressed WebSocket frame (header and payload,
-what a server sends, RFC 6455 section 5.2).
+Forms: ``ws_frame``, the unmasked, uncompressed WebSocket frame (header and payload, what a
+server sends, RFC 6455 section 5.2); any other transport's form through
+``form(kind, build)``, which calls ``build(envelope)`` for the first subscriber of that kind
+and hands every later one the same bytes (a Server-Sent Event, a line of text).
 """
 
 import struct
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 from realtime.messages import Message, encode
 
@@ -38,12 +40,13 @@ class Envelope:
     Build one with ``Envelope.of(...)``; read a wire form through its property.
     """
 
-    __slots__ = ("data", "binary", "_ws_frame")
+    __slots__ = ("data", "binary", "_ws_frame", "_forms")
 
     def __init__(self, data: bytes, binary: bool = False) -> None:
         self.data = data  # text payloads are UTF-8
         self.binary = binary
         self._ws_frame: Optional[bytes] = None
+        self._forms: Optional[dict[str, bytes]] = None  # kind -> wire form, built once
 
     @classmethod
     def of(cls, message: Union["Envelope", Message, str, bytes]) -> "Envelope":
@@ -64,6 +67,17 @@ class Envelope:
         if frame is None:
             frame = self._ws_frame = websocket_frame(self.data, self.binary)
         return frame
+
+    def form(self, kind: str, build: Callable[["Envelope"], bytes]) -> bytes:
+        """The wire form called ``kind`` (``"sse"``, ``"line"``...): ``build(self)`` the first
+        time it is asked for, the same bytes object every time after."""
+        forms = self._forms
+        if forms is None:
+            forms = self._forms = {}
+        built = forms.get(kind)
+        if built is None:
+            built = forms[kind] = build(self)
+        return built
 
     @property
     def text(self) -> str:

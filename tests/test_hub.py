@@ -67,6 +67,22 @@ async def test_one_publish_to_1000_subscribers_serializes_once(monkeypatch):
     assert first == b"\x81" + bytes([len(envelope.data)]) + envelope.data
 
 
+def test_another_transports_form_is_built_once_per_envelope():
+    """A form other than the WebSocket frame is built by the first subscriber of its kind
+    and the same bytes are handed to every later one; another kind gets its own."""
+    envelope = Envelope.of({"type": "message", "text": "hi"})
+    built = []
+
+    def sse(of: Envelope) -> bytes:
+        built.append("sse")
+        return b"data: " + of.data + b"\n\n"
+
+    first = envelope.form("sse", sse)
+    assert all(envelope.form("sse", sse) is first for _ in range(1000))
+    assert envelope.form("line", lambda of: b"line\n") == b"line\n"
+    assert built == ["sse"] and first == b'data: {"type":"message","text":"hi"}\n\n'
+
+
 async def test_publish_reaches_only_subscribers_of_that_topic():
     """A subscriber of another topic gets nothing."""
     hub = make_hub()
