@@ -341,8 +341,8 @@ class PollSessions:
             current = self.chat.private_topic(room, session.connection)
             joined, private = await take_nick(
                 self.chat, room, session.connection, raw_nick, current, listen, unlisten)
-            if private is not None:
-                await hub.subscribed(private)
+            if private is not None and hub.subscriber_count(private):
+                await hub.subscribed(private)  # its waiters must not miss the first one
             announce(hub, room, joined)
             if was_anonymous and self.readers is not None:
                 self.readers.changed(room)
