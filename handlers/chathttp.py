@@ -435,12 +435,20 @@ class ChatLongPollHandler(TransportHandler):
             if raw_nick is not None:
                 assert session is not None
                 await self._join(session, raw_nick)
-            connection = session.connection if session is not None else await self._visit(room)
+            if session is not None:
+                await self._answer(room, session.connection, session, since, hold)
+                return
+            # Without a cookie: a connection for this request alone, a reader of the room
+            # while it is held.
+            connection = await self._visit(room)
             try:
-                await self._answer(room, connection, session, since, hold)
+                if hold and self.readers is not None:
+                    self.readers.changed(room)
+                await self._answer(room, connection, None, since, hold)
             finally:
-                if session is None:
-                    await self.chat.close(room, connection)
+                await self.chat.close(room, connection)
+                if hold and self.readers is not None:
+                    self.readers.changed(room)
         finally:
             if session is not None:
                 self.sessions.done(session)
@@ -490,6 +498,7 @@ class ChatLongPollHandler(TransportHandler):
     # POST: send a message.
 
     async def post(self, room: str) -> None:
+        self.metrics.messages_in.labels(endpoint=self.endpoint).inc()
         self.charge_request()
         message = self._body()
         raw_nick, to, text = message.get("nick"), message.get("to"), message.get("text")

@@ -46,11 +46,13 @@ class EventStream:
         cls, port: int, path: str, headers: Optional[dict[str, str]] = None,
         host: str = "127.0.0.1", source_ip: Optional[str] = None,
         receive_buffer: Optional[int] = None, reader_limit: int = 256 * 1024,
+        version: str = "HTTP/1.1",
     ) -> "EventStream":
         """GET ``path`` and read the response head (``status``, ``headers``).
 
         ``receive_buffer`` shrinks the kernel's receive buffer, so a client that stops
-        reading stalls the server quickly; ``source_ip`` binds the client's address."""
+        reading stalls the server quickly; ``source_ip`` binds the client's address;
+        ``version`` "HTTP/1.0" asks for a body that is not chunked."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if receive_buffer is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
@@ -62,7 +64,7 @@ class EventStream:
         transport, reader = await loop.create_connection(
             lambda: RawReader(reader_limit), sock=sock)
         extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
-        transport.write(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        transport.write(f"GET {path} {version}\r\nHost: {host}:{port}\r\n"
                         f"Accept: text/event-stream\r\n{extra}\r\n".encode())
         stream = cls(reader, transport)
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)

@@ -395,6 +395,15 @@ async def test_sse_headers_arrive_before_any_message(sse):
                        "readers": 1, "history": []}
 
 
+async def test_an_http_1_0_stream_gets_unchunked_events(sse, http_server_client):
+    """An HTTP/1.0 client gets the same events, not framed in chunks."""
+    stream = await sse("/sse/chat/lobby", version="HTTP/1.0")
+    assert "transfer-encoding" not in stream.headers
+    await stream.frame_of("welcome")
+    message = await send(http_server_client, "plain")
+    assert await next_numbered(stream) == message
+
+
 async def test_sse_events_are_the_socket_frames_with_their_ids(sse, ws_connect):
     """Each message is one event whose data is exactly the socket's frame and whose id is
     the message id."""
