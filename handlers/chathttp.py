@@ -22,6 +22,7 @@ cookie reads anonymously and may not take a nickname (``cookie_required``).
 """
 
 import asyncio
+import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -526,10 +527,18 @@ class ChatLongPollHandler(TransportHandler):
         self.answer_json(encode(frame))
 
     def _body(self) -> Message:
+        data = b"".join(self._chunks)
         try:
-            message = orjson.loads(b"".join(self._chunks))
+            message = orjson.loads(data)
         except orjson.JSONDecodeError:
-            raise ClientError("bad_json", "The body is not valid JSON.") from None
+            # As on the socket: legal JSON that orjson refuses holds an unpaired surrogate
+            # escape ("\ud800"), which no UTF-8 could carry on.
+            try:
+                json.loads(data)
+            except (ValueError, RecursionError):
+                raise ClientError("bad_json", "The body is not valid JSON.") from None
+            raise ClientError(
+                "bad_message", "A string holds an unpaired surrogate escape.") from None
         if not isinstance(message, dict):
             raise ClientError("bad_message", "The body must be a JSON object.")
         return message

@@ -311,6 +311,8 @@ async def test_post_speaks_as_the_nick_its_cookie_holds_on_a_socket(
 @pytest.mark.parametrize("body, status, code", [
     (b"not json", 400, "bad_json"),
     (b"[1, 2]", 400, "bad_message"),
+    (b'{"text": "\\ud800"}', 400, "bad_message"),
+    (b"\xff\xfe", 400, "bad_json"),
     ({"nick": "x"}, 400, "bad_message"),
     ({"text": "   "}, 400, "bad_message"),
     ({"text": "x" * 4001}, 400, "too_long"),
