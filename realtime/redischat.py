@@ -344,7 +344,7 @@ class RedisChatState:
 
     async def close(self, room: str, connection: str) -> Optional[str]:
         local = self._rooms.get(room)
-        if local is None:
+        if local is None or local.holder(connection) is None:
             return None
         tag = self._tag(room, connection)
         left = local.close(connection)
