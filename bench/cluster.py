@@ -1,7 +1,7 @@
 """Cross-process fan-out: one chat room on one process, then on two processes sharing Redis.
 
-    python bench/cluster.py            # 1,000 subscribers: about a minute and a half
-    python bench/cluster.py --quick    # 200 subscribers, one burst: well under 30 s
+    python bench/cluster.py            # 1,000 subscribers: about a minute
+    python bench/cluster.py --quick    # 200 subscribers, one burst: about 20 s
 
 Starts a ``redis-server`` of its own (its own directory, a free loopback port, nothing
 kept on disk: ``tests/redis_server.py``), and measures, one setup after the other, each
@@ -373,7 +373,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
-                        help="200 subscribers, one burst, shorter runs (well under 30 s)")
+                        help="200 subscribers, one burst, shorter runs (about 20 s)")
     parser.add_argument("--subscribers", type=int,
                         help=f"subscribers in the fan-out room (default 1000, at most "
                              f"{MAX_SUBSCRIBERS})")
