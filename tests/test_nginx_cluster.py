@@ -26,7 +26,7 @@ from tests.deploy import (
     unit_environment,
 )
 from tests.support import (
-    closed, free_port, receive_json, receive_type, send_json, wait_listening,
+    closed, free_port, poll_until, receive_json, receive_type, send_json, wait_listening,
 )
 
 NGINX_HOST = "127.0.0.2"
@@ -79,7 +79,8 @@ class Cluster:
         for port in self.ports:
             pre = self.spawn(f"pre{port}", command(
                 the_value(unit, "Service", "ExecStartPre"), str(port), env, programs, paths))
-            assert pre.wait(timeout=30) == 0, (self.tmp_path / f"pre{port}.log").read_text()
+            await poll_until(lambda: pre.poll() is not None, timeout=30)
+            assert pre.returncode == 0, (self.tmp_path / f"pre{port}.log").read_text()
             self.servers[port] = self.spawn(f"server{port}", command(
                 the_value(unit, "Service", "ExecStart"), str(port), env, programs, paths),
                 env=env_file)
@@ -173,7 +174,8 @@ async def test_handshakes_go_to_the_other_process_when_one_stops(cluster, ws_ope
     sockets = await cluster.one_socket_on_each(ws_open, "/ws/chat/lobby")
     cluster.servers[second].terminate()
     assert await closed(sockets[second]) == 1001
-    assert cluster.servers[second].wait(timeout=10) == 0
+    await poll_until(lambda: cluster.servers[second].poll() is not None, timeout=10)
+    assert cluster.servers[second].returncode == 0
     before = (await cluster.health(first))["connections"]
     for _ in range(4):
         await cluster.open(ws_open, "/ws/chat/lobby")
