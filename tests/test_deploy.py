@@ -7,7 +7,6 @@ two nginx sites share) and has ``systemd-analyze verify`` read both units where 
 installed.
 """
 
-import asyncio
 import re
 import shutil
 import subprocess
@@ -26,7 +25,7 @@ CLUSTER_SITE = DEPLOY / "nginx-cluster.conf"
 STATE = "/var/lib/realtime"
 VENV = "/opt/realtime/venv/bin/"
 # [Service] settings the template sets its own way; every other one is the single unit's.
-OWN_SETTINGS = {"ExecStart", "ExecStartPre", "Environment", "EnvironmentFile"}
+OWN_SETTINGS = {"ExecStart", "Environment", "EnvironmentFile"}
 
 
 def section_body(site: str) -> str:
@@ -113,42 +112,21 @@ def test_template_command_is_one_instance_per_port_sharing_redis_and_the_secret(
     assert first["--cookie-secret-file"] == second["--cookie-secret-file"] == (
         STATE + "/cookie_secret")
     assert (first["--data-dir"], second["--data-dir"]) == (STATE + "/8001", STATE + "/8002")
-    pre = command(the_value(unit, "Service", "ExecStartPre"), "8001", env, {}, {})
-    assert pre[-1] == first["--cookie-secret-file"]
-
-
-async def test_secret_is_generated_once_when_instances_start_together(tmp_path, python):
-    """Four ExecStartPre commands at once leave one secret, and every one succeeds."""
-    unit = read_unit(TEMPLATE)
-    line = the_value(unit, "Service", "ExecStartPre")
-    flock = line.split()[0]
-    if not shutil.which(flock):
-        pytest.skip(f"{flock} is not installed (util-linux)")
-    state = tmp_path / "state"
-    state.mkdir()
-    argv = command(line, "8001", unit_environment(unit, {}), {VENV + "python": [python]},
-                   {STATE: str(state)})
-    runs = [await asyncio.create_subprocess_exec(*argv, cwd=ROOT) for _ in range(4)]
-    assert [await asyncio.wait_for(run.wait(), 30) for run in runs] == [0, 0, 0, 0]
-    secret = (state / "cookie_secret").read_text()
-    assert len(secret.strip()) >= 32 and secret.endswith("\n")
-    assert (state / "cookie_secret").stat().st_mode & 0o077 == 0
 
 
 @pytest.mark.parametrize("unit_file, instance", [
     (TEMPLATE, "realtime@8001.service"), (SINGLE, "realtime.service"),
 ])
 def test_systemd_analyze_verify_finds_nothing(tmp_path, unit_file, instance):
-    """``systemd-analyze verify`` reads the unit without a warning (the venv's programs
-    stood in for by empty executables, since verify checks that they exist)."""
+    """``systemd-analyze verify`` reads the unit without a warning (the venv's program
+    stood in for by an empty executable, since verify checks that it exists)."""
     analyze = shutil.which("systemd-analyze")
     if not analyze:
         pytest.skip("systemd-analyze is not installed")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for program in ("tornado-realtime", "python"):
-        (bin_dir / program).write_text("#!/bin/sh\n")
-        (bin_dir / program).chmod(0o755)
+    (bin_dir / "tornado-realtime").write_text("#!/bin/sh\n")
+    (bin_dir / "tornado-realtime").chmod(0o755)
     text = unit_file.read_text()
     assert VENV in text
     (tmp_path / unit_file.name).write_text(text.replace(VENV, f"{bin_dir}/"))

@@ -2,7 +2,7 @@
 processes that share a real redis-server, each started with the command line of
 deploy/realtime@.service.
 
-The servers run the template's ExecStartPre and ExecStart for their port, with only the
+The servers run the template's ExecStart for their port, with only the
 virtual environment's programs (``python server.py`` from this checkout) and the state
 directory (the test's) swapped in; the environment file's variables (Redis URL, pings,
 allowed origin) reach them as systemd would pass them. nginx runs the shipped site with
@@ -60,7 +60,7 @@ class Cluster:
         self.servers: dict[int, Any] = {}
 
     async def start(self, ping_interval: float = PING_INTERVAL) -> None:
-        """Run ExecStartPre then ExecStart for each port, then nginx; wait until all listen."""
+        """Run ExecStart for each port, then nginx; wait until all listen."""
         unit = read_unit(DEPLOY / "realtime@.service")
         env_file = {
             "REALTIME_REDIS_URL": self.redis_url,
@@ -71,16 +71,9 @@ class Cluster:
         env = unit_environment(unit, env_file)
         state = self.tmp_path / "state"  # systemd's StateDirectory=realtime
         state.mkdir()
-        programs = {
-            "/opt/realtime/venv/bin/tornado-realtime": [self.python, "server.py"],
-            "/opt/realtime/venv/bin/python": [self.python],
-        }
+        programs = {"/opt/realtime/venv/bin/tornado-realtime": [self.python, "server.py"]}
         paths = {"/var/lib/realtime": str(state)}
         for port in self.ports:
-            pre = self.spawn(f"pre{port}", command(
-                the_value(unit, "Service", "ExecStartPre"), str(port), env, programs, paths))
-            await poll_until(lambda: pre.poll() is not None, timeout=30)
-            assert pre.returncode == 0, (self.tmp_path / f"pre{port}.log").read_text()
             self.servers[port] = self.spawn(f"server{port}", command(
                 the_value(unit, "Service", "ExecStart"), str(port), env, programs, paths),
                 env=env_file)
