@@ -58,7 +58,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 _ROOM = re.compile(ROOM_PATTERN)
 _COMMAND = re.compile(r"/(\S+)(?:\s+(.*))?", re.DOTALL)
-_PRIVATE = re.compile(r'\s*(?:"([^"]+)"|(\S+))\s+(.*)', re.DOTALL)
+_PRIVATE = re.compile(r'\s*(?:"([^"]+)"|([^"\s]\S*))\s+(.*)', re.DOTALL)
 # What a client's line may not hold: C0 controls but tab (a lone \r too), DEL, C1 controls.
 _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 # What the server's lines never hold: each of those characters (tab aside) is written as its
