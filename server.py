@@ -259,9 +259,9 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
     ``lifecycle.on_shutdown(...)`` where a component is built here), ``sockets``, the
     dependencies of every socket route, for routes added afterwards, and ``chats``, what
     every chat transport adds to them (the chat state, the rooms' budget, the readers'
-    counts), for the raw TCP chat (``handlers.tcp.ChatLineServer.for_app``). Whoever builds the app
-    without ``serve()`` closes the poll store; chat history stays in memory unless they
-    ``await app.settings["chat"].start()`` before serving (and ``aclose()`` it).
+    counts), for the raw TCP chat (``handlers.tcp.ChatLineServer.for_app``). Whoever
+    builds the app without ``serve()`` closes the poll store; chat history stays in memory
+    unless they ``await app.settings["chat"].start()`` before serving (and ``aclose()`` it).
     """
     config = config or Config()
     hub = config.hub or Hub(
@@ -466,18 +466,18 @@ async def serve(config: Config, app: Optional[tornado.web.Application] = None) -
         tornado.netutil.bind_sockets(config.port, config.address, backlog=LISTEN_BACKLOG)
     )
     host = "127.0.0.1" if config.address in ("", "0.0.0.0", "::") else config.address
-    servers: list[tornado.tcpserver.TCPServer] = [server]
+    others: list[tornado.tcpserver.TCPServer] = []
     if config.tcp_port:
         lines = ChatLineServer.for_app(app)
         lines.add_sockets(
             tornado.netutil.bind_sockets(config.tcp_port, config.address, backlog=LISTEN_BACKLOG)
         )
-        servers.append(lines)
+        others.append(lines)
         log.info("raw TCP chat on %s:%d (nc %s %d)", host, config.tcp_port, host,
                  config.tcp_port)
     log.info("serving on http://%s:%d/ (Ctrl-C to stop)", host, config.port)
     await stop.wait()
-    return await shutdown(server, app, config.shutdown_timeout, servers[1:])
+    return await shutdown(server, app, config.shutdown_timeout, others)
 
 
 async def shutdown(
