@@ -218,6 +218,33 @@ async def test_private_message_reaches_only_its_recipient(tcp_connect, ws_connec
     assert (await ws_receive(browser))["text"] == "public"
 
 
+@pytest.mark.parametrize("backend", ["embedded", "redis"])
+async def test_whoever_takes_a_nickname_later_never_sees_its_private_messages(
+    tcp_connect, app, backend
+):
+    """Once alice and bob left an emptied room, a new connection taking the nickname alice
+    gets the room's public history but not the private message to the alice before it."""
+    alice, bob = await tcp_connect(), await tcp_connect()
+    await alice.join(room="r", nick="alice")
+    await bob.join(room="r", nick="bob")
+    bob.send("/msg alice secret", "public")
+    assert await bob.line() == "* bob joined r"
+    assert await bob.line() == "[r] you -> alice: secret"
+    assert await bob.line() == "[r] bob: public"
+    for client in (alice, bob):
+        client.send("/quit")
+        while await client.line() != "* bye":
+            pass
+        assert await client.ended() == b""
+    await poll_until(lambda: not tcp_connections(app.settings["hub"]))  # both left
+
+    later = await tcp_connect()
+    assert await later.join(room="r", nick="alice") == [
+        "* you are in r as alice", "* online in r: alice; anonymous readers: 0"]
+    assert [await later.line() for _ in range(3)] == [
+        "* 1 recent message:", "[r] bob: public", "* alice joined r"]
+
+
 async def test_private_message_errors(tcp_connect):
     """/msg from anonymous is nick_required, to nobody no_such_user, without text
     bad_message; the connection stays."""
