@@ -33,8 +33,7 @@ def test_a_line_of_exactly_the_bound_passes_one_byte_more_does_not():
 
 
 def test_an_over_long_line_is_dropped_up_to_its_newline_across_reads():
-    """Past the bound, the rest of the line is dropped, however it arrives (each further
-    bound of it reported as STILL_TOO_LONG); the next line is whole."""
+    """An over-long line is dropped up to its newline, however it arrives; the next is whole."""
     splitter = LineSplitter(max_bytes=8)
     assert splitter.feed(b"12345") == []
     assert splitter.feed(b"67890") == [TOO_LONG]  # 2 bytes past the bound
@@ -44,8 +43,7 @@ def test_an_over_long_line_is_dropped_up_to_its_newline_across_reads():
 
 
 def test_an_endless_line_reports_each_further_bound_and_holds_no_more_than_the_bound():
-    """10 MB without a newline: one TOO_LONG, then a STILL_TOO_LONG per bound dropped,
-    and the splitter never holds more than the bound."""
+    """10 MB without a newline: TOO_LONG, a STILL_TOO_LONG per bound, never more held."""
     splitter = LineSplitter()
     chunk = b"x" * 65536
     reported = []
@@ -151,15 +149,13 @@ def test_frames_as_lines():
 
 
 def test_control_characters_of_others_are_made_visible():
-    """A WebSocket message's newline, escape, DEL and C1 controls never reach the line raw;
-    tab stays."""
+    """Control characters in a message become visible characters; tab stays."""
     line = lines.frame_line(message("one\ntwo\r\x1b[2J\x00\x7f\u009b\u2028\tend"))
     assert line == "[lobby] alice: one\u240atwo\u240d\u241b[2J\u2400\u2421\ufffd\u2424\tend"
 
 
 def test_each_form_is_built_once_per_envelope(monkeypatch):
-    """Many connections asking one envelope for its line build it once; a private message's
-    sender form once more."""
+    """Each line form of an envelope is built once, however many connections ask."""
     built = []
     for name in ("received_line", "sent_line", "private_sender"):
         real = getattr(lines, name)

@@ -180,8 +180,7 @@ async def test_nick_taken_by_another_tcp_connection(tcp_connect, second):
 
 @pytest.mark.parametrize("backend", ["embedded", "redis"])
 async def test_nick_taken_between_tcp_and_websocket(tcp_connect, ws_connect, backend):
-    """A browser's nickname is nick_taken for a TCP client (which joins anonymous), and a TCP
-    client's for a browser."""
+    """A nickname held by a browser is nick_taken for a TCP client, and the other way round."""
     await ws_join(ws_connect, nick="alice")
     tcp = await tcp_connect()
     assert await tcp.join(nick="Alice") == [
@@ -197,8 +196,7 @@ async def test_nick_taken_between_tcp_and_websocket(tcp_connect, ws_connect, bac
 
 
 async def test_private_message_reaches_only_its_recipient(tcp_connect, ws_connect):
-    """/msg reaches the recipient as "alice -> you" and the sender as "you -> bob", nobody
-    else: not a third TCP client, not a browser."""
+    """/msg reaches its recipient and its sender only: no third TCP client, no browser."""
     browser = await ws_join(ws_connect)
     alice, bob, carol = [await tcp_connect() for _ in range(3)]
     nicks = ["alice", "bob", "carol"]
@@ -222,8 +220,7 @@ async def test_private_message_reaches_only_its_recipient(tcp_connect, ws_connec
 async def test_whoever_takes_a_nickname_later_never_sees_its_private_messages(
     tcp_connect, app, backend
 ):
-    """Once alice and bob left an emptied room, a new connection taking the nickname alice
-    gets the room's public history but not the private message to the alice before it."""
+    """Whoever takes a nickname after its holder left never sees that holder's private messages."""
     alice, bob = await tcp_connect(), await tcp_connect()
     await alice.join(room="r", nick="alice")
     await bob.join(room="r", nick="bob")
@@ -246,8 +243,7 @@ async def test_whoever_takes_a_nickname_later_never_sees_its_private_messages(
 
 
 async def test_private_message_errors(tcp_connect):
-    """/msg from anonymous is nick_required, to nobody no_such_user, without text
-    bad_message; the connection stays."""
+    """/msg from anonymous, to nobody or without text is refused; the connection stays."""
     anonymous, alice = await tcp_connect(), await tcp_connect()
     await anonymous.join()
     await alice.join(nick="alice")
@@ -274,8 +270,7 @@ async def test_private_message_errors(tcp_connect):
 ], ids=["invalid-utf8", "nul", "escapes", "binary", "over-long", "much-too-long", "unknown",
         "bad-room", "bad-nick"])
 async def test_garbage_is_answered_and_the_connection_still_works(tcp_connect, garbage, answers):
-    """Invalid UTF-8, NUL, escapes, binary, over-long lines are answered with ! lines; the
-    next line works as if nothing happened."""
+    """Garbage, binary and over-long lines get ! lines; the next line works as usual."""
     client = await tcp_connect()
     await client.join()
     client.send(garbage, "after")
@@ -285,9 +280,7 @@ async def test_garbage_is_answered_and_the_connection_still_works(tcp_connect, g
 
 
 async def test_an_endless_line_is_never_buffered(tcp_connect, app):
-    """A line of 1 MiB without a newline is answered too_long once, costs the server no more
-    than the bound, and the line after its newline is read whole (within the rate limit's
-    burst: each bound dropped costs a line)."""
+    """1 MiB without a newline is one too_long, never held beyond the line bound."""
     client = await tcp_connect()
     await client.join()
     chunk = b"z" * 65536
@@ -314,8 +307,7 @@ async def test_lines_before_join_ask_to_join(tcp_connect):
 
 @pytest.mark.parametrize("backend", ["embedded", "redis"])
 async def test_messages_cross_between_tcp_and_websocket(tcp_connect, ws_connect, backend):
-    """A TCP client's line reaches a browser as a message frame, a browser's message reaches
-    the TCP client as a line, private ones too."""
+    """Public and private messages cross between a TCP client and a browser, both ways."""
     browser = await ws_join(ws_connect, nick="alice")
     tcp = await tcp_connect()
     await tcp.join(nick="bob")
@@ -341,8 +333,7 @@ async def test_messages_cross_between_tcp_and_websocket(tcp_connect, ws_connect,
 
 @pytest.mark.parametrize("backend", ["embedded", "redis"])
 async def test_presence_crosses_between_tcp_and_websocket(tcp_connect, ws_connect, backend):
-    """joined, renamed and left cross both ways: a TCP client's as frames, a browser's as
-    lines."""
+    """joined, renamed and left cross between a TCP client and a browser, both ways."""
     tcp = await tcp_connect()
     await tcp.join()
     browser = await ws_join(ws_connect, nick="alice")
@@ -382,8 +373,7 @@ async def test_welcome_has_the_recent_messages(tcp_connect, ws_connect):
 async def test_a_browser_message_cannot_break_a_line_or_drive_a_terminal(
     tcp_connect, ws_connect
 ):
-    """Newlines and escape sequences in a WebSocket message reach a TCP client as visible
-    characters, on one line."""
+    """A browser's newlines and escapes reach a TCP client as visible characters, on one line."""
     browser = await ws_join(ws_connect, nick="mallory")
     tcp = await tcp_connect()
     await tcp.join()
@@ -422,8 +412,7 @@ async def test_quit_says_bye_and_closes(tcp_connect, ws_connect):
 
 
 async def test_one_publish_builds_each_line_once(tcp_connect, ws_connect, monkeypatch):
-    """A message to 20 TCP clients builds its line once; a private message its recipient's
-    line once and its sender's once."""
+    """One publish to 20 TCP clients builds each of its lines once."""
     built = []
     for name in ("received_line", "sent_line", "private_sender"):
         real = getattr(lines, name)
@@ -452,9 +441,7 @@ async def test_one_publish_builds_each_line_once(tcp_connect, ws_connect, monkey
 
 @pytest.mark.parametrize("config", [dict(max_pending_bytes=256 * 1024)], indirect=True)
 async def test_client_that_stops_reading_is_dropped_at_the_bound(tcp_connect, app):
-    """A TCP client that never reads is dropped once the server holds more than
-    --max-pending-bytes for it, never more than that plus one line; a reading client in the
-    same room gets every line."""
+    """A TCP client that stops reading is dropped at --max-pending-bytes plus one line at most."""
     hub = app.settings["hub"]
     reader = await tcp_connect()
     await reader.join()
@@ -484,8 +471,7 @@ async def test_client_that_stops_reading_is_dropped_at_the_bound(tcp_connect, ap
 @pytest.mark.parametrize("config", [dict(rate_limit=0.1, rate_burst=3, rate_limit_strikes=2)],
                          indirect=True)
 async def test_rate_limit_is_answered_then_closes_after_the_strikes(tcp_connect):
-    """Lines over --rate-limit are answered rate_limited; past --rate-limit-strikes in a row
-    a last line says so and the connection closes."""
+    """Lines over the rate limit get rate_limited, and past the strikes a last line and a close."""
     client = await tcp_connect()
     client.send("/help", "/help", "/help", "/help", "/help", "/help", "never answered")
     for _ in range(3):
@@ -503,8 +489,7 @@ async def test_rate_limit_is_answered_then_closes_after_the_strikes(tcp_connect)
 @pytest.mark.parametrize("config", [dict(rate_limit=0.1, rate_burst=3, rate_limit_strikes=2)],
                          indirect=True)
 async def test_an_endless_line_meets_the_rate_limit(tcp_connect):
-    """A line that never ends costs a line per bound dropped: too_long once, then the rate
-    limit closes the connection."""
+    """An endless line costs a line per bound dropped, so the rate limit closes it."""
     client = await tcp_connect()
     client.send(b"w" * (MAX_LINE_BYTES * 8))
     assert (await client.line()).startswith("! too_long: ")
@@ -517,8 +502,7 @@ async def test_an_endless_line_meets_the_rate_limit(tcp_connect):
 
 @pytest.mark.parametrize("config", [dict(max_connections_per_ip=2)], indirect=True)
 async def test_connection_cap_is_shared_with_websockets(tcp_connect, ws_connect):
-    """--max-connections-per-ip counts WebSockets and TCP connections together; one over is
-    answered too_many_connections and closed."""
+    """--max-connections-per-ip counts an address's WebSockets and TCP connections together."""
     await ws_join(ws_connect)
     first = await tcp_connect()
     refused = await tcp_connect(greeted=False)
@@ -543,8 +527,7 @@ async def test_new_connection_budget_is_shared_with_websockets(tcp_connect, ws_c
 
 @pytest.mark.parametrize("join_timeout", [0.3])
 async def test_a_connection_that_never_joins_is_closed(tcp_connect):
-    """A connection without /join within the timeout is told so and closed; a joined one
-    stays."""
+    """A connection without /join within the timeout is told so and closed; a joined one stays."""
     joined = await tcp_connect()
     await joined.join()
     idle = await tcp_connect()
@@ -564,8 +547,7 @@ def test_every_command_has_a_handler():
 
 
 async def test_tcp_port_option_serves_the_chat_in_a_real_process(spawn, python, tmp_path):
-    """server.py --tcp-port listens for the raw chat beside HTTP, and SIGTERM tells its TCP
-    clients before it closes them."""
+    """server.py --tcp-port serves the raw chat, and tells its clients on SIGTERM before closing."""
     tcp_port = free_port()
     process, _ = await start_server_process(
         spawn, python, tmp_path, "--tcp-port", str(tcp_port))
@@ -595,8 +577,7 @@ async def test_tcp_port_option_serves_the_chat_in_a_real_process(spawn, python, 
 
 
 async def test_tcp_clients_of_two_processes_share_nicknames_and_rooms(cluster):
-    """On Redis, TCP clients of two real processes share a room: a nickname held on one is
-    nick_taken on the other, and presence, messages and private messages cross."""
+    """On Redis, TCP clients of two processes share nicknames, presence and messages."""
     tcp_ports = [free_port(), free_port()]
     nodes = [(await cluster.start(1, "--tcp-port", str(port)))[0] for port in tcp_ports]
     clients = []
