@@ -32,7 +32,14 @@ def unflushed_bytes(handler: Any) -> int:
             subscribers are).
     """
     connection = handler.ws_connection
-    stream = connection.stream if connection is not None else None
+    return stream_unflushed_bytes(connection.stream if connection is not None else None)
+
+
+def stream_unflushed_bytes(stream: Optional[IOStream]) -> int:
+    """Bytes written to ``stream`` that it has not yet handed to the kernel; 0 once closed.
+
+    For any transport on a plain ``IOStream`` (the raw TCP lines of ``handlers.tcp``).
+    """
     if stream is None or stream.closed():
         return 0
     return len(stream._write_buffer)
