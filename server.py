@@ -15,11 +15,12 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import tornado.httpserver
 import tornado.netutil
 import tornado.options
+import tornado.tcpserver
 import tornado.web
 from tornado.options import options
 from tornado.web import url
@@ -32,6 +33,7 @@ from handlers.chathttp import (
 )
 from handlers.echo import EchoSocketHandler
 from handlers.pages import HealthHandler, MetricsHandler, NotFoundPageHandler, PageHandler
+from handlers.tcp import ChatLineServer
 from handlers.vote import (
     PollApiHandler, PollPageHandler, PollsApiHandler, PollStateApiHandler, PresentPageHandler,
     QrCodeHandler, VoteEventStreamHandler, VotePageHandler, VoteSocketHandler,
@@ -85,6 +87,9 @@ class Config:
     """
 
     port: int = option(8888, "TCP port to listen on")
+    tcp_port: int = option(
+        0, "TCP port of the raw chat: the chat rooms as UTF-8 lines for `nc` or `telnet` (see "
+        "Raw TCP), on `--address`; `0` (the default) for none", shown="`0` (off)")
     address: str = option(
         "127.0.0.1", "address to bind; `0.0.0.0` for every interface")
     debug: bool = option(
@@ -268,10 +273,12 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
 
     ``app.settings`` carries ``hub``, ``metrics``, ``lifecycle``, ``polls`` (the poll
     store) and ``chat`` (the chat state) for ``serve()`` (register async closers with
-    ``lifecycle.on_shutdown(...)`` where a component is built here) and ``sockets``, the
-    dependencies of every socket route, for routes added afterwards. Whoever builds the app
-    without ``serve()`` closes the poll store; chat history stays in memory unless they
-    ``await app.settings["chat"].start()`` before serving (and ``aclose()`` it).
+    ``lifecycle.on_shutdown(...)`` where a component is built here), ``sockets``, the
+    dependencies of every socket route, for routes added afterwards, and ``chats``, what
+    every chat transport adds to them (the chat state, the rooms' budget, the readers'
+    counts), for the raw TCP chat (``handlers.tcp.ChatLineServer.for_app``). Whoever
+    builds the app without ``serve()`` closes the poll store; chat history stays in memory
+    unless they ``await app.settings["chat"].start()`` before serving (and ``aclose()`` it).
     """
     config = config or Config()
     hub = config.hub or Hub(
@@ -321,6 +328,10 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
                             sockets["ip_connections"])
     lifecycle.on_shutdown(sessions.aclose, "poll sessions")
     lifecycle.on_shutdown(chat_state.aclose, "chat state")  # writes the last batch
+    # What every chat transport shares besides the sockets' dependencies: the WebSocket
+    # route, the raw TCP lines (handlers/tcp.py), the event streams and the long-polls
+    # (handlers/chathttp.py) meet in the same rooms under one budget.
+    chats = dict(chat=chat_state, room_rate=room_rate, readers=readers)
     metrics.watch_chat(chat_state)
     lifecycle.on_shutdown(hub.broker.close, "broker")
     lifecycle.on_shutdown(metrics.loop_lag.aclose, "loop lag sampling")
@@ -344,18 +355,16 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
             name="healthz"),
         url(r"/metrics", MetricsHandler, dict(registry=metrics.registry), name="metrics"),
         url(r"/ws/echo", EchoSocketHandler, sockets, name="ws_echo"),
-        url(rf"/ws/chat/({chat.ROOM_PATTERN})", ChatSocketHandler,
-            dict(sockets, chat=chat_state, room_rate=room_rate, readers=readers),
+        url(rf"/ws/chat/({chat.ROOM_PATTERN})", ChatSocketHandler, dict(sockets, **chats),
             name="ws_chat"),
         url(r"/ws/vote/([^/]+)", VoteSocketHandler, dict(sockets, store=store), name="ws_vote"),
         url(rf"/sse/chat/({chat.ROOM_PATTERN})", ChatEventStreamHandler,
-            dict(event_streams, chat=chat_state, readers=readers, endpoint="sse_chat"),
-            name="sse_chat"),
+            dict(event_streams, **chats, endpoint="sse_chat"), name="sse_chat"),
         url(r"/sse/vote/([^/]+)", VoteEventStreamHandler,
             dict(event_streams, store=store, endpoint="sse_vote"), name="sse_vote"),
         url(rf"/poll/chat/({chat.ROOM_PATTERN})", ChatLongPollHandler,
-            dict(sockets, chat=chat_state, sessions=sessions, room_rate=room_rate,
-                 readers=readers, timeout=config.long_poll_timeout, endpoint="poll_chat"),
+            dict(sockets, **chats, sessions=sessions, timeout=config.long_poll_timeout,
+                 endpoint="poll_chat"),
             name="poll_chat"),
     ])
     resources = resource_dir()
@@ -376,7 +385,7 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
     # through initialize().
     app.settings.update(
         hub=hub, metrics=metrics, lifecycle=lifecycle, sockets=sockets, polls=store,
-        chat=chat_state,
+        chat=chat_state, chats=chats,
     )
     return app
 
@@ -489,24 +498,38 @@ async def serve(config: Config, app: Optional[tornado.web.Application] = None) -
         tornado.netutil.bind_sockets(config.port, config.address, backlog=LISTEN_BACKLOG)
     )
     host = "127.0.0.1" if config.address in ("", "0.0.0.0", "::") else config.address
+    others: list[tornado.tcpserver.TCPServer] = []
+    if config.tcp_port:
+        lines = ChatLineServer.for_app(app)
+        lines.add_sockets(
+            tornado.netutil.bind_sockets(config.tcp_port, config.address, backlog=LISTEN_BACKLOG)
+        )
+        others.append(lines)
+        log.info("raw TCP chat on %s:%d (nc %s %d)", host, config.tcp_port, host,
+                 config.tcp_port)
     log.info("serving on http://%s:%d/ (Ctrl-C to stop)", host, config.port)
     await stop.wait()
-    return await shutdown(server, app, config.shutdown_timeout)
+    return await shutdown(server, app, config.shutdown_timeout, others)
 
 
 async def shutdown(
-    server: tornado.httpserver.HTTPServer, app: tornado.web.Application, timeout: float
+    server: tornado.httpserver.HTTPServer, app: tornado.web.Application, timeout: float,
+    others: Sequence[tornado.tcpserver.TCPServer] = (),
 ) -> int:
     """Stop accepting, close every WebSocket with 1001, run the closers; 0 if all went well.
 
-    Everything happens within ``timeout`` seconds: sockets get up to half of it to finish
-    their closing handshakes, the closers what is left (``realtime.lifecycle``).
+    ``others`` (the raw TCP chat) stop accepting with ``server``; their connections are the
+    hub's, told the server is going away and closed with the WebSockets. Everything happens
+    within ``timeout`` seconds: sockets get up to half of it to finish their closing
+    handshakes, the closers what is left (``realtime.lifecycle``).
     """
     deadline = time.monotonic() + timeout
     hub: Hub = app.settings["hub"]
     lifecycle: Lifecycle = app.settings["lifecycle"]
     log.info("shutting down: closing %d WebSocket(s)", len(hub.connections))
     server.stop()
+    for other in others:
+        other.stop()
     hub.close_all(CloseCode.GOING_AWAY, "server shutting down")
     await wait_until(lambda: not hub.connections, time.monotonic() + timeout / 2)
     clean = await lifecycle.shutdown(max(deadline - time.monotonic(), 0.1))

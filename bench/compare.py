@@ -111,11 +111,15 @@ class Bench:
             worker.call(cmd, wait, **args) for worker in self.workers)))
 
     async def open(self, server: Server, path: str, count: int, welcome: bool,
-                   room_size: int = 1) -> dict[str, Any]:
-        """Open ``count`` connections split over the workers; the setup rate."""
+                   room_size: int = 1, ports: Optional[list[int]] = None) -> dict[str, Any]:
+        """Open ``count`` connections split over the workers; the setup rate. With
+        ``ports``, worker i connects to ``ports[i % len(ports)]`` instead of the server's
+        port (subscribers split over several processes)."""
         k, plan = len(self.workers), self.plan
+        ports = ports or [server.port]
         replies = await asyncio.gather(*(
-            worker.call("open", plan.timeout + 10, host=HOST, port=server.port, path=path,
+            worker.call("open", plan.timeout + 10, host=HOST, port=ports[i % len(ports)],
+                        path=path,
                         indices=list(range(i, count, k)), welcome=welcome,
                         concurrency=plan.concurrency, timeout=plan.timeout,
                         room_size=room_size)
@@ -450,7 +454,11 @@ def clients_cpu(results: dict[str, dict[str, Any]]) -> list[tuple[float, str, st
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
     import tornado
-    import websockets
+    try:
+        import websockets
+        websockets_version = websockets.__version__
+    except ImportError:  # bench/cluster.py runs without the peers' packages
+        websockets_version = "not installed"
     model = platform.processor() or "?"
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
@@ -461,7 +469,18 @@ def machine() -> dict[str, Any]:
     return {"cpus": os.cpu_count(), "usable_cpus": len(os.sched_getaffinity(0)),
             "cpu_model": model, "kernel": platform.release(),
             "python": platform.python_version(), "tornado": tornado.version,
-            "websockets": websockets.__version__}
+            "websockets": websockets_version}
+
+
+def split_cores() -> tuple[Optional[set[int]], Optional[set[int]]]:
+    """With two CPUs or more: the first for the servers, the others for the load clients
+    and this controller (moved there now). With one: (None, None), nothing pinned."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None, None
+    server_cores, client_cores = {cpus[0]}, set(cpus[1:])
+    os.sched_setaffinity(0, client_cores)  # the controller stays off the server's core
+    return server_cores, client_cores
 
 
 async def run(plan: Plan, chosen: set[str]) -> int:
@@ -470,11 +489,7 @@ async def run(plan: Plan, chosen: set[str]) -> int:
     need = max(plan.idle, plan.lag[0], *(n for n, _ in plan.fanout)) + 200
     if limit < need:
         progress(f"warning: the descriptor limit is {limit}, the plan needs about {need}")
-    cpus = sorted(os.sched_getaffinity(0))
-    server_cores = client_cores = None
-    if len(cpus) >= 2:
-        server_cores, client_cores = {cpus[0]}, set(cpus[1:])
-        os.sched_setaffinity(0, client_cores)  # the controller stays off the server's core
+    server_cores, client_cores = split_cores()
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-compare-") as tmp:
         servers, flags, untouched = build(tmp, plan.room_size)

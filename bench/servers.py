@@ -114,12 +114,16 @@ class Server:
 
     def log_errors(self) -> int:
         """Lines of the server's log that report an error or start a traceback."""
+        return len(self.error_lines())
+
+    def error_lines(self) -> list[str]:
+        """The lines of the server's log that report an error or start a traceback."""
         if not self.log_path or not os.path.exists(self.log_path):
-            return 0
+            return []
         with open(self.log_path, "rb") as log:
-            return sum(1 for line in log
-                       if line.startswith(b"Traceback") or b"ERROR" in line[:40]
-                       or line.startswith(b"[E "))
+            return [line.decode(errors="replace").rstrip() for line in log
+                    if line.startswith(b"Traceback") or b"ERROR" in line[:40]
+                    or line.startswith(b"[E ")]
 
     @property
     def pid(self) -> int:
@@ -141,18 +145,29 @@ class Server:
             self.process.wait()
 
 
+def real_server(tmp: str, key: str = "real", name: str = "real server",
+                **options: Any) -> tuple[Server, dict[str, Any], list[str]]:
+    """This project's ``server.py`` (not started) on a free port with every limit off
+    (``real_server_flags``), its data in ``tmp/data-<key>``, its log in ``tmp/<key>.log``
+    and ``options`` on top (``redis_url="redis://..."``); with the option values it runs
+    with and its limit-like options left at their defaults."""
+    values, untouched = real_server_flags()
+    port = free_port()
+    values = dict(values, port=port, data_dir=os.path.join(tmp, f"data-{key}"), **options)
+    flags = [f"--{option.replace('_', '-')}={value}" for option, value in values.items()]
+    server = Server(
+        key, name, "this project's `server.py` (`/ws/chat/<room>`, `/ws/echo`)",
+        [sys.executable, os.path.join(ROOT, "server.py"), *flags], port,
+        log_path=os.path.join(tmp, f"{key}.log"))
+    return server, values, untouched
+
+
 def build(tmp: str, room_size: int) -> tuple[list[Server], dict[str, Any], list[str]]:
     """The three servers (not started), the real server's option values, and its limit-like
     options left at their defaults."""
-    values, untouched = real_server_flags()
-    port = free_port()
-    values = dict(values, port=port, data_dir=os.path.join(tmp, "data"))
-    flags = [f"--{name.replace('_', '-')}={value}" for name, value in values.items()]
-    real = Server(
-        "real", "real server", "this project's `server.py` (`/ws/chat/<room>`, `/ws/echo`)",
-        [sys.executable, os.path.join(ROOT, "server.py"), *flags], port,
-        idle_path="/ws/chat/idle{room}?nick=u{i}", idle_welcome=True, idle_room_size=room_size,
-        log_path=os.path.join(tmp, "server.log"))
+    real, values, untouched = real_server(tmp)
+    real.idle_path, real.idle_welcome = "/ws/chat/idle{room}?nick=u{i}", True
+    real.idle_room_size = room_size
     peers = []
     for key, name, label, script in [
         ("tornado", "Tornado classic", "Tornado, `for c in room: c.write_message(text)`",

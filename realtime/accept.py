@@ -11,7 +11,8 @@ Here an accept that fails for want of descriptors stops watching the listening s
 and are served once descriptors free up (an idle connection timing out, a client leaving).
 The failure is logged at most once per ``LOG_INTERVAL`` with the count of repeats held
 back, and the recovery once. The only Tornado internals used are the ones
-``TCPServer.add_sockets`` itself uses, and only in ``HTTPServer.add_sockets`` below.
+``TCPServer.add_sockets`` itself uses, and only in ``PausingAccept.add_sockets`` below, which
+the HTTP server and the raw TCP chat server (``handlers.tcp``) both use.
 """
 
 import errno
@@ -133,9 +134,14 @@ class Acceptor:
             self.io_loop.remove_handler(self.sock)
 
 
-class HTTPServer(tornado.httpserver.HTTPServer):
-    """Tornado's HTTP server, accepting through an ``Acceptor``: running out of descriptors
-    pauses accepting and is logged once a second, instead of spinning and flooding the log."""
+class PausingAccept:
+    """Mixed into a Tornado ``TCPServer`` (before it): accepts through an ``Acceptor``, so
+    running out of descriptors pauses accepting and is logged once a second, instead of
+    spinning and flooding the log."""
+
+    _sockets: dict[int, socket.socket]
+    _handlers: dict[int, Callable[[], None]]
+    _handle_connection: Callable[[socket.socket, Any], None]
 
     def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
         """Start accepting on ``sockets`` (as ``TCPServer.add_sockets``, whose bookkeeping
@@ -143,3 +149,7 @@ class HTTPServer(tornado.httpserver.HTTPServer):
         for sock in sockets:
             self._sockets[sock.fileno()] = sock
             self._handlers[sock.fileno()] = Acceptor(sock, self._handle_connection).close
+
+
+class HTTPServer(PausingAccept, tornado.httpserver.HTTPServer):
+    """Tornado's HTTP server, accepting through an ``Acceptor`` (``PausingAccept``)."""

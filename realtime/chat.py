@@ -177,6 +177,7 @@ class Room:
         first_id: int = 0,
         on_idle: Optional[Callable[["Room"], None]] = None,
         journal: Optional[Journal] = None,
+        serials: Optional[Iterator[int]] = None,
     ) -> None:
         """Args:
             history: messages in a welcome without ``since``.
@@ -189,6 +190,9 @@ class Room:
                 gave); the clock in microseconds, if higher, wins.
             on_idle: called when the room has no connection and no message left.
             journal: told of every message stored and dropped, if any.
+            serials: where the holders of connections without a cookie come from; default
+                the room's own count from 1. A room whose history outlives it (on Redis)
+                needs a source no later room of the name starts again.
         """
         self.name = name
         self.history_size = history
@@ -207,7 +211,8 @@ class Room:
         self._nick_of: dict[Connection, str] = {}  # connection -> nick key
         self._holder_of: dict[Connection, Holder] = {}  # connection -> its cookie or serial
         self._connections: set[Connection] = set()
-        self._serials = itertools.count(1)  # for connections without a cookie
+        # For connections without a cookie.
+        self._serials = serials if serials is not None else itertools.count(1)
         self._restoring = False  # True while restore() puts messages back
 
     @property

@@ -366,7 +366,9 @@ class RedisBroker:
         # took effect.
         await self._send(conn, "PING", b"subscribed")
         last_ping = loop.time()
-        reader = asyncio.ensure_future(conn.read_response(disconnect_on_error=False))
+        # One task reads and handles every reply as it comes (no task or wait per message);
+        # this one sends: SUBSCRIBEs when the wanted topics change, and the PINGs.
+        reader = asyncio.ensure_future(self._read_replies(conn))
         wake = asyncio.ensure_future(self._wake.wait())
         try:
             while True:
@@ -374,10 +376,8 @@ class RedisBroker:
                 await asyncio.wait((reader, wake), timeout=wait,
                                    return_when=asyncio.FIRST_COMPLETED)
                 if reader.done():
-                    reply = reader.result()  # raises if the connection failed
-                    reader = asyncio.ensure_future(conn.read_response(disconnect_on_error=False))
-                    self._last_heard = loop.time()
-                    self._handle(reply)
+                    reader.result()  # raises: the connection failed
+                    raise ConnectionDead("the listener's reader stopped")
                 if wake.done():
                     self._wake.clear()
                     wake = asyncio.ensure_future(self._wake.wait())
@@ -392,6 +392,14 @@ class RedisBroker:
             reader.cancel()
             wake.cancel()
             await asyncio.gather(reader, wake, return_exceptions=True)
+
+    async def _read_replies(self, conn: Any) -> None:
+        """Read and handle the listener connection's replies until it fails (it raises)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            reply = await conn.read_response(disconnect_on_error=False)
+            self._last_heard = loop.time()
+            self._handle(reply)
 
     async def _send(self, conn: Any, *args: Any) -> None:
         """Send one command on the listener connection (its reply comes to the reader)."""

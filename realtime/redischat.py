@@ -51,6 +51,7 @@ presence, nickname exclusivity and history.
 """
 
 import asyncio
+import itertools
 import logging
 import os
 import time
@@ -264,6 +265,10 @@ class RedisChatState:
         self._lookup = self._redis.register_script(LOOKUP)
         self._online = self._redis.register_script(ONLINE)
         self._rooms: dict[str, Room] = {}  # this process's connections, per room
+        # Holders of cookie-less connections, for every room of this process: a room's Room
+        # goes when its last connection here leaves, its log stays, and a serial given again
+        # would hand the private history of a holder gone to whoever gets it next.
+        self._serials = itertools.count(1)
         self._floor: dict[str, int] = {}  # room -> above every id this process has seen
         self._appending = asyncio.Lock()  # messages are appended one at a time, in order
         self._down = False  # failed, and no PING has answered since
@@ -314,7 +319,7 @@ class RedisChatState:
     async def enter(self, room: str, connection: str, cookie: Optional[str]) -> None:
         local = self._rooms.get(room)
         if local is None:
-            local = self._rooms[room] = Room(room, history=0, replay=0)
+            local = self._rooms[room] = Room(room, history=0, replay=0, serials=self._serials)
         local.enter(connection, cookie)
 
     async def join(self, room: str, connection: str, raw_nick: object) -> Joined:
@@ -344,7 +349,7 @@ class RedisChatState:
 
     async def close(self, room: str, connection: str) -> Optional[str]:
         local = self._rooms.get(room)
-        if local is None:
+        if local is None or local.holder(connection) is None:
             return None
         tag = self._tag(room, connection)
         left = local.close(connection)

@@ -32,7 +32,15 @@ def unflushed_bytes(handler: Any) -> int:
             subscribers are).
     """
     connection = handler.ws_connection
-    stream = connection.stream if connection is not None else None
+    return stream_unflushed_bytes(connection.stream if connection is not None else None)
+
+
+def stream_unflushed_bytes(stream: Optional[IOStream]) -> int:
+    """Bytes written to ``stream`` that it has not yet handed to the kernel; 0 once closed.
+
+    For any transport on a plain ``IOStream`` (the raw TCP lines of ``handlers.tcp``, the
+    event streams of ``handlers.transport``).
+    """
     if stream is None or stream.closed():
         return 0
     return len(stream._write_buffer)
@@ -96,7 +104,7 @@ class FrameWriter:
 
 
 def append(stream: IOStream, data: bytes) -> int:
-    """Write ``data`` to a plain ``IOStream`` (one ``fast_stream`` or ``response_stream``
+    """Write ``data`` to a plain ``IOStream`` (one ``fast_stream`` or ``ResponseStream``
     found fit) with no Future: sent at once as far as the kernel takes it, the rest queued
     behind what the stream already holds, in order. WRITTEN, or CLOSED if the send failed."""
     buffer = stream._write_buffer
@@ -122,14 +130,9 @@ def append(stream: IOStream, data: bytes) -> int:
     return WRITTEN
 
 
-def pending(stream: IOStream) -> int:
-    """Bytes ``stream`` holds that the kernel has not taken yet; 0 once it is closed."""
-    return 0 if stream.closed() else len(stream._write_buffer)
-
-
 class ResponseStream:
     """The body of one HTTP response, written straight into its connection's stream once
-    its headers are out (an event stream: ``handlers/sse.py``).
+    its headers are out (an event stream: ``handlers/transport.py``).
 
     ``chunked`` says whether Tornado frames this response's body in chunks (an HTTP/1.1
     response without a ``Content-Length``): the writer must then send whole chunks, so
@@ -158,4 +161,4 @@ class ResponseStream:
 
     def unflushed(self) -> int:
         """Bytes of this response the kernel has not taken yet."""
-        return pending(self.stream)
+        return stream_unflushed_bytes(self.stream)

@@ -327,9 +327,13 @@ async def test_clean_reconnect_and_first_connect_say_nothing_is_missing(http_ser
         await say(alice, "first")
         await bob.locator("#chat-log .entry", has_text="first").wait_for(timeout=WAIT)
         dropped = next(c for c in hub.connections if getattr(c, "nick", None) == "bob")
+        # Bob's socket hears nothing more, and closes only once Alice's message is stored,
+        # so his page cannot reconnect early and get it live instead of recovered.
+        hub.forget(dropped)
+        await say(alice, "while away")
+        await alice.locator("#chat-log .entry", has_text="while away").wait_for(timeout=WAIT)
         dropped.close(1001, "going away")
         await bob.wait_for_selector('#conn-state:not([data-state="open"])', timeout=WAIT)
-        await say(alice, "while away")
         await wait_connected(bob)
         await bob.locator("#chat-log .entry", has_text="while away").wait_for(timeout=WAIT)
         await bob.locator("#chat-log .event", has_text="1 missed message").wait_for(timeout=WAIT)

@@ -8,18 +8,16 @@ upstream, proxy_read_timeout) and nothing else.
 
 import asyncio
 import json
-import os
-import pwd
 import re
 from pathlib import Path
 
 import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
-from tests.conftest import ROOT
+from tests.deploy import DEPLOY, nginx_main_config, nginx_path, rewrite
 from tests.eventstream import EventStream
 from tests.support import (
-    closed, find_program, free_port, poll_until, receive, receive_json, receive_type, send_json,
+    closed, free_port, poll_until, receive, receive_json, receive_type, send_json,
     wait_listening,
 )
 
@@ -29,42 +27,13 @@ READ_TIMEOUT = 1  # seconds: nginx's proxy_read_timeout, shortened from 75
 PING_INTERVAL = 0.25  # the server's pings, well inside READ_TIMEOUT
 
 
-def nginx_path() -> str:
-    """nginx from $NGINX or the PATH (Debian puts it in /usr/sbin). Missing fails under CI."""
-    return find_program("NGINX", "nginx", "/usr/sbin/nginx")
-
-
 def render_site(nginx_port: int, server_port: int, read_timeout: int) -> str:
     """deploy/nginx.conf with the test's addresses and timeout; every rewrite must match."""
-    text = (ROOT / "deploy" / "nginx.conf").read_text()
-    for pattern, value in [
+    return rewrite((DEPLOY / "nginx.conf").read_text(), [
         (r"listen 80;", f"listen {NGINX_HOST}:{nginx_port};"),
         (r"server 127\.0\.0\.1:8888;", f"server 127.0.0.1:{server_port};"),
         (r"proxy_read_timeout 75s;", f"proxy_read_timeout {read_timeout}s;"),
-    ]:
-        text, count = re.subn(pattern, value, text)
-        assert count == 1, f"deploy/nginx.conf no longer has exactly one {pattern!r}"
-    return text
-
-
-def main_config(prefix: Path, site: Path) -> str:
-    """The nginx.conf a host would have, but everything in the test's directory."""
-    user = f"user {pwd.getpwuid(os.getuid()).pw_name};" if os.getuid() == 0 else ""
-    temp = "\n".join(f"    {kind}_temp_path {prefix / kind};"
-                     for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    return f"""
-daemon off;
-master_process off;
-{user}
-pid {prefix / "nginx.pid"};
-error_log stderr warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log {prefix / "access.log"};
-{temp}
-    include {site};
-}}
-"""
+    ], "deploy/nginx.conf")
 
 
 @pytest.fixture
@@ -82,7 +51,7 @@ def stack(spawn, python, tmp_path):
         site = tmp_path / "realtime.conf"
         site.write_text(render_site(nginx_port, server_port, READ_TIMEOUT))
         conf = tmp_path / "nginx.conf"
-        conf.write_text(main_config(tmp_path, site))
+        conf.write_text(nginx_main_config(tmp_path, site))
         proxy = spawn("nginx", [nginx, "-e", "stderr", "-p", str(tmp_path), "-c", str(conf)])
         await wait_listening("127.0.0.1", server_port, server)
         await wait_listening(NGINX_HOST, nginx_port, proxy)

@@ -1,0 +1,401 @@
+"""Cross-process fan-out: one chat room on one process, then on two processes sharing Redis.
+
+    python bench/cluster.py            # 1,000 subscribers: about a minute
+    python bench/cluster.py --quick    # 200 subscribers, one burst: about 20 s
+
+Starts a ``redis-server`` of its own (its own directory, a free loopback port, nothing
+kept on disk: ``tests/redis_server.py``), and measures, one setup after the other, each
+on fresh ``server.py`` processes with every limit off (``servers.real_server``):
+
+* (a) **1 process**: N subscribers of one chat room on one process, no Redis;
+* (b) **2 processes + Redis**: the same N, half on process A and half on process B, both
+  with ``--redis-url``; the publisher is on A, so B's half gets every message through
+  Redis;
+* (c) **1 process + Redis**: as (a), but with ``--redis-url``: what Redis costs a
+  process even when nothing else listens (``--no-single-redis`` leaves it out).
+
+For each: a burst of B messages in one write, timed until every subscriber has every
+message (deliveries/s, the median of R bursts); the publish-to-receive latency of every
+delivery at a steady 10 messages/s (p50/p99); the CPU every server process used, per
+delivery. Then, in a room of two (one subscriber on each process in (b)), P messages at a
+steady rate: the CPU per publish of the server processes and of ``redis-server``, from
+/proc (``procs.cpu_seconds``; the kernel counts in 10 ms ticks, hence P in the thousands),
+which is what Redis adds to a publish.
+
+The subscribers are the raw load clients of ``compare.py`` (``loadclient.py``, two
+processes: with (b), the first connects to A and the second to B). With two CPUs or more,
+the servers and ``redis-server`` share the first CPU and the clients get the others, as in
+``compare.py``: on a 2-core machine the second process adds no CPU, so (b) shows what
+crossing processes costs, not what more cores would gain. Prints one Markdown table with
+ratios to (a), the machine and its load average; writes the numbers to ``bench/results/``
+(not in git).
+
+Needs ``redis-server`` (or ``$REDIS_SERVER``) and the ``redis`` extra, and runs in the test
+environment (``tests/redis_server.py`` is shared with the tests); ``uvloop``
+(requirements/bench.txt) makes the load clients cheaper. Every step has a timeout, at most
+2,000 subscribers, loopback only; every process is stopped by its pid.
+"""
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+
+from compare import (  # noqa: E402
+    Bench, Plan, fmt, machine, median_burst, progress, split_cores, wait_idle,
+)
+from loadclient import default_loop, raise_fd_limit  # noqa: E402
+from procs import cpu_seconds  # noqa: E402
+from servers import Server, real_server  # noqa: E402
+
+MAX_SUBSCRIBERS = 2000
+BASELINE = "a"
+
+
+@dataclass
+class ClusterPlan:
+    """The sizes and durations of one run."""
+
+    subscribers: int = 1000  # in the fan-out room, over every process
+    burst: int = 50  # messages per burst, in one write
+    repeats: int = 3  # bursts; the table shows the median
+    rate: float = 10.0  # messages per second while the latency is measured
+    latency_seconds: float = 5.0
+    publishes: int = 3000  # messages in the room of two, for the CPU per publish
+    publish_rate: float = 1000.0  # their rate, per second
+    single_redis: bool = True  # measure (c), one process with --redis-url
+    timeout: float = 60.0  # the most any one step may take, in seconds
+    client_loop: str = "asyncio"
+
+
+QUICK = ClusterPlan(subscribers=200, burst=20, repeats=1, latency_seconds=1.0,
+                    publishes=1000, publish_rate=1000.0)
+
+
+@dataclass
+class Setup:
+    """One column of the table: how many processes, with Redis or not."""
+
+    key: str
+    title: str
+    processes: int
+    redis: bool
+
+
+SETUPS = [
+    Setup("a", "1 process", 1, False),
+    Setup("b", "2 processes + Redis", 2, True),
+    Setup("c", "1 process + Redis", 1, True),
+]
+
+
+def cpu_of(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds each named process has used so far."""
+    return {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+
+def used(before: dict[str, float], pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds each named process used since ``before``."""
+    return {name: seconds - before[name] for name, seconds in cpu_of(pids).items()}
+
+
+async def settle(servers: list[Server]) -> None:
+    """Until every server process has gone quiet (``compare.wait_idle``, each in turn)."""
+    for server in servers:
+        await wait_idle(server)
+
+
+class Cluster:
+    """One run: the load clients, the Redis server, and one setup's processes at a time."""
+
+    def __init__(self, plan: ClusterPlan, tmp: str, redis: Any,
+                 server_cores: Optional[set[int]], client_cores: Optional[set[int]]) -> None:
+        self.plan = plan
+        self.tmp = tmp
+        self.redis = redis
+        self.server_cores = server_cores
+        # Two load-client processes: with two server processes, one connects to each.
+        self.steps = Plan(processes=2, timeout=plan.timeout, rate=plan.rate,
+                          client_loop=plan.client_loop)
+        self.bench = Bench(self.steps, client_cores)
+        self.redis_pid = redis.process.pid
+
+    async def measure(self, setup: Setup) -> dict[str, Any]:
+        """Every row of one setup, on fresh server processes stopped afterwards."""
+        options = {"redis_url": self.redis.url} if setup.redis else {}
+        servers = [real_server(self.tmp, key=f"{setup.key}{i}", name=f"{setup.key}{i}",
+                               **options)[0] for i in range(setup.processes)]
+        result: dict[str, Any] = {}
+        try:
+            for server in servers:
+                server.start(self.server_cores)
+            await self._measure(setup, servers, result)
+        finally:
+            for server in servers:
+                if not server.alive():
+                    result.setdefault("error", f"{server.name} died{server.log_tail()}")
+                server.stop()
+            errors = [f"{server.name}: {line}" for server in servers
+                      for line in server.error_lines()]
+            if errors:
+                result["log_errors"] = errors
+        return result
+
+    async def _measure(self, setup: Setup, servers: list[Server],
+                       result: dict[str, Any]) -> None:
+        plan, bench = self.plan, self.bench
+        ports = [server.port for server in servers]
+        pids = {server.name: server.pid for server in servers}
+        if setup.redis:
+            pids["redis"] = self.redis_pid
+        first = servers[0]  # the publisher's process
+
+        # Fan-out to N subscribers: bursts, then the latency at a steady rate.
+        opened = await bench.open(first, f"/ws/chat/fan-{setup.key}", plan.subscribers, True,
+                                  ports=ports)
+        result["open"] = opened
+        if "error" in opened:
+            result["error"] = opened["error"]
+            return
+        await settle(servers)
+        bursts = []
+        for repeat in range(plan.repeats):
+            before = cpu_of(pids)
+            burst = await bench.burst(first, f"b{setup.key}{repeat}", plan.burst,
+                                      plan.subscribers)
+            burst["cpu_s"] = used(before, pids)
+            bursts.append(burst)
+            await settle(servers)
+        result["burst"] = median_burst(bursts)
+        result["bursts"] = bursts
+        progress(f"({setup.key}) {setup.title}: bursts done")
+        if "error" not in result["burst"]:
+            before = cpu_of(pids)
+            result["latency"] = await bench.steady(first, f"l{setup.key}",
+                                                   plan.latency_seconds)
+            result["latency"]["cpu_s"] = used(before, pids)
+            progress(f"({setup.key}) {setup.title}: latency done")
+        await bench.close(first)
+        await settle(servers)
+
+        # The CPU per publish, in a room of two.
+        opened = await bench.open(first, f"/ws/chat/cost-{setup.key}", 2, True, ports=ports)
+        if "error" in opened:
+            result["cost"] = {"error": opened["error"]}
+            return
+        await settle(servers)
+        bench.plan = dataclasses.replace(self.steps, rate=plan.publish_rate)
+        try:
+            before = cpu_of(pids)
+            cost = await bench.steady(first, f"p{setup.key}",
+                                      plan.publishes / plan.publish_rate)
+            cost["cpu_s"] = used(before, pids)
+        finally:
+            bench.plan = self.steps
+        result["cost"] = cost
+        await bench.close(first)
+        progress(f"({setup.key}) {setup.title}: CPU per publish done")
+
+
+def server_seconds(cpu: dict[str, float]) -> float:
+    """CPU seconds of the server processes (not Redis) in a ``cpu_s`` record."""
+    return sum(seconds for name, seconds in cpu.items() if name != "redis")
+
+
+def numbers(plan: ClusterPlan, result: dict[str, Any]) -> dict[str, Any]:
+    """The table's values for one setup: a number, None (not measured) or an error."""
+    out: dict[str, Any] = {}
+    if "error" in result and "burst" not in result:
+        return {"error": result["error"]}
+    burst = result.get("burst", {})
+    if "error" in burst:
+        out["deliveries_per_s"] = out["cpu_per_delivery_us"] = burst["error"]
+    elif burst:
+        deliveries = plan.subscribers * plan.burst
+        out["deliveries_per_s"] = burst["deliveries_per_s"]
+        out["cpu_per_delivery_us"] = 1e6 * server_seconds(burst["cpu_s"]) / deliveries
+    latency = result.get("latency", {})
+    for p in (50, 99):
+        out[f"p{p}_ms"] = latency.get("error") or latency.get(f"p{p}_ms")
+    cost = result.get("cost", {})
+    if "error" in cost:
+        for key in ("publish_cpu_us", "publisher_cpu_us", "redis_cpu_us", "others_cpu_us"):
+            out[key] = cost["error"]
+    elif cost:
+        cpu, count = cost["cpu_s"], plan.publishes
+        names = [name for name in cpu if name != "redis"]
+        out["publish_cpu_us"] = 1e6 * server_seconds(cpu) / count
+        out["publisher_cpu_us"] = 1e6 * cpu[names[0]] / count
+        out["others_cpu_us"] = (1e6 * sum(cpu[name] for name in names[1:]) / count
+                                if len(names) > 1 else None)
+        out["redis_cpu_us"] = 1e6 * cpu["redis"] / count if "redis" in cpu else None
+    return out
+
+
+def rows(plan: ClusterPlan) -> list[tuple[str, str]]:
+    """(label, key of ``numbers``) for every row of the table."""
+    steady = f"{plan.rate:g} msg/s for {plan.latency_seconds:g} s"
+    cost = f"room of 2, {plan.publishes:,} messages at {plan.publish_rate:,.0f}/s"
+    median = f", median of {plan.repeats}" if plan.repeats > 1 else ""
+    return [
+        (f"fan-out deliveries/s, {plan.subscribers:,} subscribers, burst of {plan.burst}"
+         f"{median}", "deliveries_per_s"),
+        ("server CPU µs per delivery (every server process)", "cpu_per_delivery_us"),
+        (f"publish-to-receive p50 ms, {plan.subscribers:,} subscribers, {steady}", "p50_ms"),
+        (f"publish-to-receive p99 ms, {plan.subscribers:,} subscribers, {steady}", "p99_ms"),
+        (f"server CPU µs per publish, {cost} (every server process)", "publish_cpu_us"),
+        ("... of which the publishing process", "publisher_cpu_us"),
+        ("... of which the other process (one subscriber, reached through Redis)",
+         "others_cpu_us"),
+        ("redis-server CPU µs per publish, same run", "redis_cpu_us"),
+    ]
+
+
+def table(plan: ClusterPlan, setups: list[Setup], values: dict[str, dict[str, Any]]) -> str:
+    """One Markdown table: a row per measurement, a column per setup, ratios to (a)."""
+    lines = ["| measurement | " + " | ".join(f"({s.key}) {s.title}" for s in setups) + " |",
+             "| --- |" + " ---: |" * len(setups)]
+    for label, key in rows(plan):
+        base = values.get(BASELINE, {}).get(key)
+        cells = []
+        for setup in setups:
+            value = values[setup.key].get(key, values[setup.key].get("error"))
+            if value is None:
+                cells.append("—")
+            elif isinstance(value, str):
+                cells.append(value.replace("|", "/")[:60])
+            elif setup.key != BASELINE and isinstance(base, (int, float)) and base:
+                cells.append(f"{fmt(value)} ({value / base:.2f}x)")
+            else:
+                cells.append(fmt(value))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def redis_cost(values: dict[str, dict[str, Any]]) -> Optional[str]:
+    """The cost Redis adds per publish, in words, from the room-of-two rows."""
+    a, b, c = (values.get(key, {}) for key in "abc")
+    parts = []
+    if all(isinstance(v.get("publisher_cpu_us"), float) for v in (a, c)):
+        parts.append(f"{c['publisher_cpu_us'] - a['publisher_cpu_us']:+.0f} µs of CPU in the "
+                     f"publishing process ((c) {c['publisher_cpu_us']:.0f} against (a) "
+                     f"{a['publisher_cpu_us']:.0f})")
+    if isinstance(b.get("others_cpu_us"), float):
+        parts.append(f"{b['others_cpu_us']:.0f} µs in each other process the room has "
+                     f"subscribers on (its delivery included; (b))")
+    redis = [v["redis_cpu_us"] for v in (c, b) if isinstance(v.get("redis_cpu_us"), float)]
+    if redis:
+        parts.append("{} µs in redis-server ({})".format(
+            " / ".join(f"{us:.0f}" for us in redis),
+            " / ".join(key for key, v in (("(c)", c), ("(b)", b))
+                       if isinstance(v.get("redis_cpu_us"), float))))
+    return "The cost Redis adds per publish: " + "; ".join(parts) + "." if parts else None
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, as ``uptime`` shows them."""
+    return " ".join(f"{load:.2f}" for load in os.getloadavg())
+
+
+async def run(plan: ClusterPlan, results_dir: str) -> int:
+    """Start Redis and the load clients, measure every setup, print the table."""
+    sys.path.insert(0, ROOT)
+    from tests.redis_server import RedisServer  # the tests' own: one way to start Redis
+
+    raise_fd_limit()
+    server_cores, client_cores = split_cores()
+    setups = [setup for setup in SETUPS if plan.single_redis or setup.key != "c"]
+    load_before, started = load_average(), time.monotonic()
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
+        redis = RedisServer(Path(tmp) / "redis")
+        try:
+            redis.start()
+            if server_cores:
+                os.sched_setaffinity(redis.process.pid, server_cores)
+            cluster = Cluster(plan, tmp, redis, server_cores, client_cores)
+            await cluster.bench.start()
+            try:
+                for setup in setups:
+                    try:
+                        results[setup.key] = await cluster.measure(setup)
+                    except Exception as error:  # one setup failing still prints the others
+                        results[setup.key] = {"error": f"{type(error).__name__}: {error}"}
+                    if "error" in results[setup.key]:
+                        progress(f"({setup.key}) {setup.title}: {results[setup.key]['error']}")
+            finally:
+                await cluster.bench.stop()
+        finally:
+            redis.stop()
+    elapsed, load_after = time.monotonic() - started, load_average()
+
+    values = {setup.key: numbers(plan, results.get(setup.key, {})) for setup in setups}
+    info = machine()
+    print(table(plan, setups, values))
+    print()
+    cost = redis_cost(values)
+    if cost:
+        print(cost)
+    print(f"Machine: {info['cpus']} CPUs ({info['cpu_model']}), Linux {info['kernel']}; "
+          f"Python {info['python']}, Tornado {info['tornado']}; load clients on "
+          f"{plan.client_loop}. Servers and redis-server pinned to CPU "
+          f"{sorted(server_cores or [])}, 2 load-client processes to CPU "
+          f"{sorted(client_cores or [])}; one run, {elapsed:.0f} s. Load average "
+          f"(1, 5, 15 min): {load_before} at the start, {load_after} at the end.")
+    for key, result in results.items():
+        errors = result.get("log_errors", [])
+        if errors:
+            print(f"Warning: the servers of ({key}) logged {len(errors)} error line(s) or "
+                  f"traceback(s), the first: {errors[0][:300]}")
+    os.makedirs(results_dir, exist_ok=True)
+    path = os.path.join(results_dir, time.strftime("cluster-%Y%m%d-%H%M%S.json"))
+    with open(path, "w", encoding="utf-8") as out:
+        json.dump({"plan": asdict(plan), "machine": info, "load_average":
+                   [load_before, load_after], "results": results, "table": values},
+                  out, indent=1, default=str)
+    progress(f"results: {os.path.relpath(path)}")
+    return 0 if all("error" not in result for result in results.values()) else 1
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="200 subscribers, one burst, shorter runs (about 20 s)")
+    parser.add_argument("--subscribers", type=int,
+                        help=f"subscribers in the fan-out room (default 1000, at most "
+                             f"{MAX_SUBSCRIBERS})")
+    parser.add_argument("--no-single-redis", action="store_true",
+                        help="leave out (c), one process with --redis-url")
+    parser.add_argument("--results", default=os.path.join(HERE, "results"),
+                        help="where the JSON of the run goes (default: bench/results)")
+    parser.add_argument("--client-loop", choices=["uvloop", "asyncio"], default=default_loop(),
+                        help="the load clients' event loop (default: uvloop if installed)")
+    args = parser.parse_args(argv)
+    plan = dataclasses.replace(QUICK if args.quick else ClusterPlan(),
+                               single_redis=not args.no_single_redis,
+                               client_loop=args.client_loop)
+    if args.subscribers is not None:
+        if not 2 <= args.subscribers <= MAX_SUBSCRIBERS:
+            parser.error(f"--subscribers takes 2 to {MAX_SUBSCRIBERS}")
+        plan.subscribers = args.subscribers
+    if not (os.environ.get("REDIS_SERVER") or shutil.which("redis-server")):
+        parser.error("redis-server is not installed (apt-get install redis-server, or set "
+                     "$REDIS_SERVER)")
+    sys.exit(asyncio.run(run(plan, args.results)))
+
+
+if __name__ == "__main__":
+    main()

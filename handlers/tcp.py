@@ -1,0 +1,584 @@
+"""The raw TCP chat (``--tcp-port``): the chat rooms as lines of text, for ``nc`` and ``telnet``.
+
+``ChatLineServer`` is Tornado's ``TCPServer`` on the application's IOLoop; each connection it
+accepts is a ``ChatLineConnection``, a subscriber of the application's hub like a WebSocket,
+speaking to the application's ``ChatState``: a TCP client meets WebSocket clients in the
+same rooms, under the same nickname rules, in the Redis mode too. The protocol itself (lines,
+commands, how a frame is written) is ``realtime.lines``; this module is the I/O around it.
+
+What a WebSocket is held to, a TCP connection is held to as well, sharing the budgets of its
+address: a connection cap and a new-connection budget per address (checked on accept, and
+answered with one ``!`` line before closing), the per-connection and per-address rate limits
+on every line (``--rate-limit``, ``--ip-rate-limit``, ``--rate-limit-strikes``), the rooms'
+budget (``--room-rate-limit``), and the output bound (``--max-pending-bytes``): a client that
+stops reading is cut off once the server holds more than that for it. Lines are bounded
+(``realtime.lines.MAX_LINE_BYTES``) and a connection that has not joined a room within
+``join_timeout`` is closed. TCP keepalive finds peers that vanished.
+
+A connection is a cookie-less holder: its nickname is its own, never shared with a browser
+or another connection, and its private history is its own for as long as it stays.
+"""
+
+import asyncio
+import inspect
+import logging
+import socket
+import time
+from typing import Any, Awaitable, Callable, Optional
+
+import tornado.web
+from tornado.ioloop import IOLoop
+from tornado.iostream import IOStream, StreamClosedError
+from tornado.tcpserver import TCPServer
+
+from handlers.chat import ReaderCounts
+from realtime import lines
+from realtime.accept import PausingAccept
+from realtime.chat import Joined, nick_key, normalize_nick
+from realtime.chatstate import ChatState, new_connection_id, room_topic
+from realtime.closecodes import CloseCode
+from realtime.envelope import Envelope
+from realtime.hub import Hub
+from realtime.limits import UNLIMITED, IPConnections, RateLimit
+from realtime.logfmt import logfmt
+from realtime.messages import ClientError, Message
+from realtime.metrics import ServerMetrics
+from realtime.ratelimit import KeyedLimiter
+from realtime.streams import CLOSED, STALLED, WRITTEN, stream_unflushed_bytes
+
+log = logging.getLogger("realtime.tcp")
+events = logging.getLogger("realtime.events")  # connects, disconnects, refusals
+
+ENDPOINT = "tcp_chat"  # the connections' name in logs and metric labels
+DEFAULT_JOIN_TIMEOUT = 60.0  # seconds a connection may stay without joining a room
+CLOSE_GRACE = 5.0  # seconds a last line may take to leave before the connection is cut
+READ_CHUNK = 64 * 1024  # bytes read at a time; one chunk's lines are handled before the next
+# Bytes Tornado may hold unread for a connection; it only reads when asked, a chunk at a time.
+MAX_READ_BUFFER = 1024 * 1024
+# TCP keepalive: probe a silent peer after 30 s, every 10 s, give up after 3 unanswered:
+# a vanished client (a cut cable, a sleeping laptop) lets go of its nickname within a minute.
+KEEPALIVE = (30, 10, 3)
+
+GREETING = ("hello: /nick <name> takes a nickname, /join <room> enters a room, /help lists "
+            "the commands")
+
+
+class ChatLineServer(PausingAccept, TCPServer):
+    """Accepts raw TCP chat clients; ``for_app(app)`` builds one on ``make_app``'s pieces.
+
+    Args:
+        hub: the application's hub; every connection is its subscriber.
+        chat: the application's chat state.
+        rate_limit: lines per second per connection (with its strikes).
+        ip_connections: the per-address connection cap, shared with the WebSockets.
+        ip_rate: lines (and WebSocket frames) per second per address.
+        handshake_rate: new connections (and WebSockets) per second per address.
+        room_rate: deliveries per second per room (public messages, joins).
+        readers: tells rooms their count of anonymous readers.
+        metrics: where connections, lines and errors are counted.
+        join_timeout: seconds a connection may stay without joining a room.
+    """
+
+    def __init__(
+        self, hub: Hub, chat: ChatState, *, rate_limit: RateLimit = UNLIMITED,
+        ip_connections: Optional[IPConnections] = None, ip_rate: Optional[KeyedLimiter] = None,
+        handshake_rate: Optional[KeyedLimiter] = None, room_rate: Optional[KeyedLimiter] = None,
+        readers: Optional[ReaderCounts] = None, metrics: Optional[ServerMetrics] = None,
+        join_timeout: float = DEFAULT_JOIN_TIMEOUT,
+    ) -> None:
+        super().__init__(max_buffer_size=MAX_READ_BUFFER, read_chunk_size=READ_CHUNK)
+        self.hub = hub
+        self.chat = chat
+        self.rate_limit = rate_limit
+        self.ip_connections = ip_connections
+        self.ip_rate = ip_rate
+        self.handshake_rate = handshake_rate
+        self.room_rate = room_rate
+        self.readers = readers
+        self.metrics = metrics if metrics is not None else ServerMetrics()
+        self.join_timeout = join_timeout
+
+    @classmethod
+    def for_app(cls, app: tornado.web.Application, **options: Any) -> "ChatLineServer":
+        """A server on the hub, chat state, limits and metrics of an app from ``make_app``;
+        ``options`` as the constructor's (``join_timeout``)."""
+        sockets = app.settings["sockets"]
+        chats = app.settings["chats"]
+        return cls(
+            sockets["hub"], chats["chat"], rate_limit=sockets["rate_limit"],
+            ip_connections=sockets["ip_connections"], ip_rate=sockets["ip_rate"],
+            handshake_rate=sockets["handshake_rate"], room_rate=chats["room_rate"],
+            readers=chats["readers"], metrics=sockets["metrics"], **options,
+        )
+
+    async def handle_stream(self, stream: IOStream, address: Any) -> None:
+        ip = address[0] if isinstance(address, tuple) else str(address)
+        if self.handshake_rate is not None and not self.handshake_rate.take(ip):
+            wait = self.handshake_rate.retry_after(ip)
+            await self._refuse(stream, ip, "handshake_rate", lines.error_line(
+                "rate_limited", f"Too many new connections from your address; connect again "
+                f"in {wait:.2f} s."))
+            return
+        if self.ip_connections is not None and not self.ip_connections.acquire(ip):
+            await self._refuse(stream, ip, "ip_limit", lines.error_line(
+                "too_many_connections", "Too many connections from your address."))
+            return
+        try:
+            _keep_alive(stream)
+            await ChatLineConnection(self, stream, ip).run()
+        finally:
+            if self.ip_connections is not None:
+                self.ip_connections.release(ip)
+
+    async def _refuse(self, stream: IOStream, ip: str, reason: str, line: str) -> None:
+        """Answer a connection refused on accept with one line, then close it."""
+        self.metrics.refused.labels(reason=reason).inc()
+        events.warning(logfmt(event="refused", reason=reason, endpoint=ENDPOINT, ip=ip))
+        try:
+            # A fresh socket's buffer takes one short line at once; never wait on it long.
+            await asyncio.wait_for(stream.write(line.encode()), CLOSE_GRACE)
+        except (StreamClosedError, asyncio.TimeoutError):
+            pass
+        stream.close()
+
+
+def _keep_alive(stream: IOStream) -> None:
+    """Turn on TCP keepalive with ``KEEPALIVE``'s timing where the system has the knobs."""
+    sock = stream.socket
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        idle, interval, count = KEEPALIVE
+        for name, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", interval),
+                            ("TCP_KEEPCNT", count)):
+            if hasattr(socket, name):
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+    except OSError:
+        pass  # the client is already gone; the first read says so
+
+
+class ChatLineConnection:
+    """One raw TCP chat client: the hub's subscriber, and the commands it sends.
+
+    ``run()`` reads lines and handles them one at a time, in order: an async command (a join
+    on Redis) finishes before the next line is read. Each ``/command`` has a method
+    ``handle_<command>(argument)``; a line that is no command is ``say(text)``. A
+    ``ClientError`` from any of them is answered with an ``!`` line and the connection stays;
+    any other exception is logged with its traceback and ends the connection with one
+    ``! internal_error`` line.
+    """
+
+    def __init__(self, server: ChatLineServer, stream: IOStream, ip: str) -> None:
+        self.server = server
+        self.hub = server.hub
+        self.chat = server.chat
+        self.metrics = server.metrics
+        self.stream = stream
+        self.ip = ip
+        self.room: Optional[str] = None  # the room joined, if any
+        self.connection_id = ""  # this connection's id in that room (a new one per room)
+        self.wanted: Optional[str] = None  # the nickname to take in each room joined
+        self._me = b""  # nick key (UTF-8) of the nickname held in the room; b"" for none
+        self._private: Optional[str] = None  # the private topic subscribed to, if any
+        self._held: Optional[list[Envelope]] = None  # frames due while a welcome is built
+        self._held_bytes = 0
+        self._bucket = server.rate_limit.bucket()  # this connection's tokens; None: no limit
+        self._strikes = 0  # lines refused in a row by a rate limit
+        self._splitter = lines.LineSplitter()
+        self._ending: Optional[str] = None  # why the server ends the connection, once it does
+        self._idle: Optional[object] = None  # the join timeout, until a room is joined
+        self._opened_at = time.monotonic()
+        self._lines_in = self.metrics.messages_in.labels(endpoint=ENDPOINT)
+
+    # The hub's subscriber.
+
+    def write_envelope(self, envelope: Envelope, max_pending: int) -> int:
+        """Write the envelope's line (``realtime.lines.line_of``) unless the connection is
+        ending (``CLOSED``) or holds more than ``max_pending`` unsent bytes (``STALLED``)."""
+        stream = self.stream
+        if self._ending is not None or stream.closed():
+            return CLOSED
+        if self._held is not None:
+            self._held_bytes += len(envelope.data)
+            if self._held_bytes > max_pending:
+                return STALLED
+            self._held.append(envelope)
+            return WRITTEN
+        if stream_unflushed_bytes(stream) > max_pending:
+            return STALLED
+        data = lines.line_of(envelope, self._me)
+        if data:
+            stream.write(data)  # Tornado retrieves the error of a write the client cut short
+        return WRITTEN
+
+    def unflushed_bytes(self) -> int:
+        """Bytes written and not yet taken by the kernel."""
+        return stream_unflushed_bytes(self.stream)
+
+    def close(self, code: Optional[int] = None, reason: Optional[str] = None) -> None:
+        """The hub's way to end the connection: a slow consumer (1008) is cut at once; a
+        server going away (1001) or failing to write (1011) says so in a last line."""
+        if code == CloseCode.POLICY_VIOLATION:
+            self.end("slow_consumer")
+        elif code == CloseCode.GOING_AWAY:
+            self.end("shutdown", lines.info("the server is shutting down; connect again in a "
+                                            "moment"))
+        elif code == CloseCode.INTERNAL_ERROR:
+            self.end("internal_error", self._internal_error_line())
+        else:
+            self.end(reason or "closed")
+
+    def end(self, why: str, last: Optional[str] = None) -> None:
+        """End the connection (``why`` goes to the log): nothing more is written but ``last``,
+        and the socket is closed once that has left, or after ``CLOSE_GRACE`` seconds."""
+        if self._ending is not None:
+            return
+        self._ending = why
+        self._stop_idle_timer()
+        for topic in self.hub.topics(self):
+            self.hub.unsubscribe(topic, self)
+        stream = self.stream
+        if stream.closed():
+            return
+        if last is None or stream_unflushed_bytes(stream) > self.hub.max_pending_bytes:
+            stream.close()
+            return
+        loop = IOLoop.current()
+        cut = loop.call_later(CLOSE_GRACE, stream.close)
+
+        def sent(_: "asyncio.Future[None]") -> None:
+            loop.remove_timeout(cut)
+            stream.close()
+
+        stream.write(last.encode("utf-8")).add_done_callback(sent)
+
+    # Reading.
+
+    async def run(self) -> None:
+        """Serve the connection until it closes, then leave its room."""
+        self.hub.register(self)
+        self.metrics.connections.labels(endpoint=ENDPOINT).inc()
+        self.metrics.connections_total.labels(endpoint=ENDPOINT).inc()
+        events.info(logfmt(event="connect", endpoint=ENDPOINT, ip=self.ip))
+        self._idle = IOLoop.current().call_later(self.server.join_timeout, self._idle_timeout)
+        self.send(lines.info(GREETING))
+        try:
+            while True:
+                data = await self.stream.read_bytes(READ_CHUNK, partial=True)
+                if self._ending is not None:
+                    continue  # read and dropped until the last line is out and the socket shut
+                for event in self._splitter.feed(data):
+                    if self._ending is not None:
+                        break
+                    await self._line(event)
+        except StreamClosedError:
+            pass
+        except Exception:
+            log.exception("the raw TCP chat's read loop failed")
+            self.metrics.internal_errors.inc()
+        finally:
+            await self._closed()
+
+    async def _line(self, line: "bytes | lines.Overflow") -> None:
+        """Handle one line inside the error boundary; every line is charged to the limits."""
+        self._lines_in.inc()
+        if not self._allowed():
+            return
+        try:
+            if isinstance(line, lines.Overflow):
+                if line.first:
+                    raise ClientError("too_long", (
+                        f"A line has at most {lines.MAX_LINE_BYTES} bytes; this one was "
+                        f"dropped, up to its end."))
+                return
+            parsed = lines.parse(lines.decode(line))
+            if parsed is None:
+                return
+            name, argument = parsed
+            handler: Callable[[str], Optional[Awaitable[None]]] = (
+                getattr(self, "handle_" + name) if name else self.say)
+            pending = handler(argument)
+            if pending is not None and inspect.isawaitable(pending):
+                await pending
+        except ClientError as error:
+            self.send_error(error.code, error.message)
+        except Exception:
+            log.exception("a raw TCP chat command failed; closing the connection")
+            self.metrics.internal_errors.inc()
+            self.end("internal_error", self._internal_error_line())
+
+    def _allowed(self) -> bool:
+        """Charge one line to this connection's budget, then to its address's; False (after
+        the strike policy has answered) if either is spent."""
+        if self._bucket is not None and not self._bucket.take():
+            return self._over_rate_limit("Too many lines", self._bucket.retry_after())
+        rate = self.server.ip_rate
+        if rate is not None and not rate.take(self.ip):
+            return self._over_rate_limit("Too many lines and messages from your address (all "
+                                         "its connections together)", rate.retry_after(self.ip))
+        self._strikes = 0
+        return True
+
+    def _over_rate_limit(self, why: str, retry_after: float) -> bool:
+        self.metrics.rate_limited.labels(endpoint=ENDPOINT).inc()
+        self._strikes += 1
+        if self._strikes > self.server.rate_limit.strikes:
+            events.warning(logfmt(event="rate_limit_close", endpoint=ENDPOINT, ip=self.ip))
+            self.metrics.errors.labels(code="rate_limited").inc()
+            self.end("rate_limited", lines.error_line(
+                "rate_limited", "Too many lines over the rate limit in a row; closing."))
+        else:
+            self.send_error("rate_limited", f"{why}; this one was dropped. Send again in "
+                                            f"{retry_after:.2f} s or less often.")
+        return False
+
+    def _idle_timeout(self) -> None:
+        self._idle = None
+        if self.room is None:
+            self.end("join_timeout", lines.error_line("join_timeout", (
+                f"No /join within {self.server.join_timeout:g} s; closing.")))
+
+    def _stop_idle_timer(self) -> None:
+        if self._idle is not None:
+            IOLoop.current().remove_timeout(self._idle)
+            self._idle = None
+
+    async def _closed(self) -> None:
+        """The socket is closed: leave the room, forget the connection, log it."""
+        self._stop_idle_timer()
+        if not self.stream.closed():
+            self.stream.close()
+        try:
+            await self._leave()
+        except Exception:
+            log.exception("leaving a chat room failed")
+        self.hub.forget(self)
+        self.metrics.connections.labels(endpoint=ENDPOINT).dec()
+        events.info(logfmt(
+            event="disconnect", endpoint=ENDPOINT, ip=self.ip,
+            by="client" if self._ending is None else "server", reason=self._ending,
+            duration_s=time.monotonic() - self._opened_at,
+        ))
+
+    # Writing.
+
+    def send(self, text: str) -> bool:
+        """Write lines of the server's own (``text`` ends with its newline), after anything
+        the hub still has queued for this connection."""
+        return self.hub.send(self, lines.written(text))
+
+    def send_error(self, code: str, message: str) -> bool:
+        """Write an ``! code: message`` line."""
+        self.metrics.errors.labels(code=code).inc()
+        return self.send(lines.error_line(code, message))
+
+    def _internal_error_line(self) -> str:
+        self.metrics.errors.labels(code="internal_error").inc()
+        return lines.error_line("internal_error", "Something went wrong on the server; the "
+                                "error is in its log. Closing; connect again.")
+
+    # Commands.
+
+    async def handle_nick(self, argument: str) -> None:
+        """``/nick <name>``: take a nickname in the room, or change it; before ``/join``,
+        the nickname to take in the room joined."""
+        nick = normalize_nick(argument)
+        room = self.room
+        if room is None:
+            self.wanted = nick
+            self.send(lines.info(f"you will be {lines.printable(nick)} in the room you join"))
+            return
+        self._charge_room(room)
+        was_anonymous = self.chat.nick(room, self.connection_id) is None
+        joined = await self._take_nick(nick)
+        self.wanted = joined.nick
+        if joined.left is not None and joined.gained:
+            # One member under a new name: one notice, not "left" and "joined".
+            self.hub.publish(room_topic(room), {
+                "type": "renamed", "room": room, "from": joined.left, "to": joined.nick,
+            })
+        else:
+            if joined.left is not None:
+                self.hub.publish(room_topic(room), _presence("left", room, joined.left))
+            self._announce_join(room, joined)
+        if was_anonymous and self.server.readers is not None:
+            self.server.readers.changed(room)  # one reader fewer
+
+    async def handle_join(self, argument: str) -> None:
+        """``/join <room>``: leave the room joined, if any, and enter this one, under the
+        nickname asked for; the welcome says who is there and what was said."""
+        room = lines.room_name(argument)
+        if room == self.room:
+            self.send(lines.info(f"you are in {room} already"))
+            return
+        if self.wanted is not None:
+            self._charge_room(room)  # a join with a nickname is a presence notice to the room
+        await self._leave()
+        await self._enter(room)
+
+    async def handle_msg(self, argument: str) -> None:
+        """``/msg <nick> <text>``: a private message; its recipient and its sender see it."""
+        room = self._joined()
+        to, text = lines.private_arguments(argument)
+        await self.chat.whisper(room, self.connection_id, to, text)
+
+    async def handle_who(self, argument: str) -> None:
+        """``/who``: who is in the room, and how many read it anonymously."""
+        room = self._joined()
+        online = await self.chat.online(room)
+        self.send(lines.who_line(room, online, self.chat.readers(room)))
+
+    def handle_help(self, argument: str) -> None:
+        """``/help``: the commands."""
+        self.send(lines.help_lines())
+
+    def handle_quit(self, argument: str) -> None:
+        """``/quit``: say goodbye and close."""
+        self.end("quit", lines.info("bye"))
+
+    async def say(self, text: str) -> None:
+        """A line that is no command: a public message to the room."""
+        room = self._joined()
+        self._charge_room(room)
+        await self.chat.say(room, self.connection_id, text)
+
+    # Rooms.
+
+    async def _enter(self, room: str) -> None:
+        """Enter ``room`` (anonymous, then under ``wanted`` if free) and write its welcome.
+
+        Subscribed before the history is read, so nothing published from then on is
+        missed; what arrives before the welcome is held and written after it, less what the
+        welcome's history already has.
+        """
+        chat = self.chat
+        connection = new_connection_id()
+        await chat.enter(room, connection, None)
+        self.room, self.connection_id = room, connection
+        self._held, self._held_bytes = [], 0
+        try:
+            self.hub.subscribe(room_topic(room), self)
+            refused: Optional[ClientError] = None
+            joined = None
+            if self.wanted is not None:
+                try:
+                    joined = await self._take_nick(self.wanted)
+                except ClientError as error:
+                    refused = error
+            await self.hub.subscribed(*self.hub.topics(self))
+            replay = await chat.replay(room, connection, None)
+            welcome = lines.welcome(room, chat.nick(room, connection), await chat.online(room),
+                                    chat.readers(room), replay.history)
+        except BaseException:
+            self._release(None, [])
+            raise
+        self._stop_idle_timer()
+        self._release(welcome, replay.history)
+        readers = self.server.readers
+        if readers is not None:
+            if self.hub.subscriber_count(room_topic(room)) <= 1:
+                readers.settle(room)  # the welcome told the only one listening
+            else:
+                readers.changed(room)
+        if refused is not None:
+            self.send_error(refused.code, refused.message)
+        if joined is not None:
+            self._announce_join(room, joined)
+
+    def _release(self, welcome: Optional[str], history: list[Message]) -> None:
+        """Write the welcome, then the frames held meanwhile that its history does not
+        hold."""
+        held, self._held = self._held or [], None
+        if welcome is None:
+            return
+        self.send(welcome)
+        newest = max((frame["id"] for frame in history), default=None)
+        for envelope in held:
+            number = lines.message_id(envelope) if newest is not None else None
+            if number is not None and newest is not None and number <= newest:
+                continue  # read from history after it was published: already in the welcome
+            if not self.hub.send(self, envelope):
+                return
+
+    async def _leave(self) -> None:
+        """Leave the room joined, if any: unsubscribed, and its presence told."""
+        room, connection = self.room, self.connection_id
+        if room is None:
+            return
+        self.room, self.connection_id = None, ""
+        self._me, self._private = b"", None
+        for topic in self.hub.topics(self):
+            self.hub.unsubscribe(topic, self)
+        left = await self.chat.close(room, connection)
+        if left is not None:
+            self.hub.publish(room_topic(room), _presence("left", room, left))
+        if self.server.readers is not None:
+            self.server.readers.changed(room)  # also forgets an emptied room's count
+
+    async def _take_nick(self, nick: str) -> Joined:
+        """Join under ``nick``, listening to its private topic before the nickname is
+        anyone's to write to, and to that topic only once it is taken."""
+        room = self._joined()
+        old = self._private
+        wanted = self.chat.private_topic(room, self.connection_id, nick)
+        if wanted is not None and wanted != old:
+            self.hub.subscribe(wanted, self)
+        try:
+            joined = await self.chat.join(room, self.connection_id, nick)
+        except BaseException:
+            if wanted is not None and wanted != old:
+                self.hub.unsubscribe(wanted, self)
+            raise
+        self._private = self.chat.private_topic(room, self.connection_id)
+        for topic in (old, wanted):
+            if topic is not None and topic != self._private:
+                self.hub.unsubscribe(topic, self)
+        self._me = nick_key(joined.nick).encode("utf-8")
+        if self._private is not None:
+            self.hub.subscribe(self._private, self)
+            await self.hub.subscribed(self._private)  # its first private one may follow
+        return joined
+
+    def _announce_join(self, room: str, joined: Joined) -> None:
+        frame = _presence("joined", room, joined.nick)
+        if joined.gained:
+            self.hub.publish(room_topic(room), frame)
+        else:
+            line = lines.frame_line(frame)
+            assert line is not None
+            self.send(line + "\n")  # held already (the same nickname again): only it needs to know
+
+    def _charge_room(self, room: str) -> None:
+        """Spend one publish to the whole room from its budget, before anything changes.
+
+        Raises:
+            ClientError: ``rate_limited`` if the room's budget is spent.
+        """
+        budget = self.server.room_rate
+        if budget is None:
+            return
+        listeners = max(1, self.hub.subscriber_count(room_topic(room)))
+        if not budget.take(room, listeners):
+            wait = budget.retry_after(room, listeners)
+            raise ClientError("rate_limited", (
+                f"This room is getting more messages than it can deliver; yours was not "
+                f"sent. Send again in {wait:.2f} s."
+            ))
+
+    def _joined(self) -> str:
+        """The room joined.
+
+        Raises:
+            ClientError: ``not_joined`` before ``/join``.
+        """
+        if self.room is None:
+            raise ClientError("not_joined", "Join a room first: /join <room>.")
+        return self.room
+
+    def __repr__(self) -> str:
+        return f"<ChatLineConnection {self.ip} room={self.room}>"
+
+
+def _presence(kind: str, room: str, nick: str) -> Message:
+    return {"type": kind, "room": room, "nick": nick}
