@@ -26,12 +26,17 @@ from tornado.web import url
 
 from handlers.base import SocketHandler
 from handlers.chat import ChatPageHandler, ChatSocketHandler, ReaderCounts
+from handlers.chathttp import (
+    DEFAULT_LONG_POLL_TIMEOUT, DEFAULT_SESSION_TIMEOUT, ChatEventStreamHandler,
+    ChatLongPollHandler, PollSessions,
+)
 from handlers.echo import EchoSocketHandler
 from handlers.pages import HealthHandler, MetricsHandler, NotFoundPageHandler, PageHandler
 from handlers.vote import (
     PollApiHandler, PollPageHandler, PollsApiHandler, PollStateApiHandler, PresentPageHandler,
-    QrCodeHandler, VotePageHandler, VoteSocketHandler,
+    QrCodeHandler, VoteEventStreamHandler, VotePageHandler, VoteSocketHandler,
 )
+from handlers.transport import DEFAULT_HEARTBEAT
 from realtime import chat, limits
 from realtime.accept import HTTPServer as AcceptingHTTPServer
 from realtime.chatstore import DB_FILENAME as CHAT_DB_FILENAME
@@ -153,6 +158,17 @@ class Config:
         chat.DEFAULT_HISTORY_BYTES, "bytes of messages all chat rooms keep together, each "
         "message counting its JSON size plus 512 for its bookkeeping; past it the oldest "
         "message of any room goes first")
+    long_poll_timeout: float = option(
+        DEFAULT_LONG_POLL_TIMEOUT, "seconds a chat long-poll (`GET /poll/chat/<room>?since=`) "
+        "with nothing new to answer is held, waiting for a message, before it is answered "
+        "empty; below the read timeout of every proxy in front")
+    poll_session_timeout: float = option(
+        DEFAULT_SESSION_TIMEOUT, "seconds a long-polling browser keeps its place in a chat "
+        "room (its nickname, its presence) after its last request ended; above "
+        "`--long-poll-timeout`, so a client that polls again in time never leaves")
+    sse_heartbeat: float = option(
+        DEFAULT_HEARTBEAT, "seconds between comment lines on a Server-Sent Events stream, so "
+        "proxies keep an idle one open; `0` turns them off")
     # Where the poll database and the generated cookie secret live; None keeps polls in
     # memory and draws a new cookie secret (tests, throwaway servers).
     data_dir: Optional[str] = option(
@@ -298,11 +314,17 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
     lifecycle.on_shutdown(store.aclose, "poll store")  # pending votes are committed first
     chat_state = shared_chat(config, hub) or EmbeddedChatState(
         rooms, hub, ChatStore(chat_path, rooms))
+    readers = ReaderCounts(hub, chat_state)
+    # Long-polling browsers' places in rooms; they leave before the chat state closes.
+    sessions = PollSessions(hub, chat_state, readers, config.poll_session_timeout,
+                            sockets["ip_connections"])
+    lifecycle.on_shutdown(sessions.aclose, "poll sessions")
     lifecycle.on_shutdown(chat_state.aclose, "chat state")  # writes the last batch
     metrics.watch_chat(chat_state)
     lifecycle.on_shutdown(hub.broker.close, "broker")
     lifecycle.on_shutdown(metrics.loop_lag.aclose, "loop lag sampling")
     votes = dict(store=store)
+    event_streams = dict(sockets, heartbeat=config.sse_heartbeat)  # what /sse/ routes get
     poll_limiter = KeyedLimiter(rate=config.polls_per_hour / 3600, burst=config.poll_burst)
     routes = name_socket_endpoints([
         url(r"/", PageHandler, dict(template="index.html"), name="index"),
@@ -323,10 +345,18 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
         url(r"/metrics", MetricsHandler, dict(registry=metrics.registry), name="metrics"),
         url(r"/ws/echo", EchoSocketHandler, sockets, name="ws_echo"),
         url(rf"/ws/chat/({chat.ROOM_PATTERN})", ChatSocketHandler,
-            dict(sockets, chat=chat_state, room_rate=room_rate,
-                 readers=ReaderCounts(hub, chat_state)),
+            dict(sockets, chat=chat_state, room_rate=room_rate, readers=readers),
             name="ws_chat"),
         url(r"/ws/vote/([^/]+)", VoteSocketHandler, dict(sockets, store=store), name="ws_vote"),
+        url(rf"/sse/chat/({chat.ROOM_PATTERN})", ChatEventStreamHandler,
+            dict(event_streams, chat=chat_state, readers=readers, endpoint="sse_chat"),
+            name="sse_chat"),
+        url(r"/sse/vote/([^/]+)", VoteEventStreamHandler,
+            dict(event_streams, store=store, endpoint="sse_vote"), name="sse_vote"),
+        url(rf"/poll/chat/({chat.ROOM_PATTERN})", ChatLongPollHandler,
+            dict(sockets, chat=chat_state, sessions=sessions, room_rate=room_rate,
+                 readers=readers, timeout=config.long_poll_timeout, endpoint="poll_chat"),
+            name="poll_chat"),
     ])
     resources = resource_dir()
     app = tornado.web.Application(

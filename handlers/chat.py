@@ -114,12 +114,26 @@ class ChatPageHandler(PageHandler):
     """
 
     def get(self) -> None:
-        if not _COOKIE_PATTERN.fullmatch(self.get_cookie(CHAT_COOKIE) or ""):
-            self.set_cookie(
-                CHAT_COOKIE, secrets.token_urlsafe(24), httponly=True, samesite="Lax",
-                expires_days=365,
-            )
+        issue_chat_cookie(self)
         super().get()
+
+
+def chat_cookie(handler: Any) -> Optional[str]:
+    """The request's chat cookie if it sent a valid one, else None."""
+    cookie = handler.get_cookie(CHAT_COOKIE)
+    return cookie if cookie and _COOKIE_PATTERN.fullmatch(cookie) else None
+
+
+def issue_chat_cookie(handler: Any) -> Optional[str]:
+    """Give the browser a chat cookie unless the request has a valid one; return the one it
+    has (None if it had none: the new one counts from its next request)."""
+    cookie = chat_cookie(handler)
+    if cookie is None:
+        handler.set_cookie(
+            CHAT_COOKIE, secrets.token_urlsafe(24), httponly=True, samesite="Lax",
+            expires_days=365,
+        )
+    return cookie
 
 
 class ChatSocketHandler(JsonSocketHandler):

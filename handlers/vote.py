@@ -22,6 +22,7 @@ import tornado.web
 
 from handlers.base import JsonSocketHandler
 from handlers.pages import RETRY_AFTER_UNAVAILABLE, BaseHandler, unavailable_status
+from handlers.transport import EventStreamHandler
 from realtime.hub import Hub
 from realtime.messages import ClientError, Message, is_unavailable, require_str
 from realtime.polls import Polls
@@ -133,6 +134,33 @@ class VoteSocketHandler(JsonSocketHandler):
         # does not hang on how the broadcast travels: through another process it may come
         # before or after this frame.
         self.send({"type": "voted", "option": option, "tally": counts})
+
+
+class VoteEventStreamHandler(EventStreamHandler):
+    """``GET /sse/vote/<id>``: what the vote socket broadcasts, as Server-Sent Events: the
+    ``poll`` frame first, then every ``tally``, ``closed``, ``reopened`` and ``deleted``
+    (none has an id: a reconnect starts again from the poll). Votes go through the socket
+    or the page; an unknown poll is a 404 before the stream starts."""
+
+    store: Polls
+
+    def initialize(self, store: Polls, **base: Any) -> None:  # type: ignore[override]
+        super().initialize(**base)
+        self.store = store
+
+    async def prepare(self) -> None:
+        if await find_poll(self.store, self.path_args[0]) is None:
+            raise ClientError("no_such_poll", "There is no poll with this id.")
+
+    async def opened(self, poll_id: str) -> None:
+        # As the socket does: the snapshot read, then the topic joined with no await in
+        # between, so the poll comes first and no tally is missed or counted twice.
+        snapshot = await self.store.snapshot(poll_id, voter_id(self))
+        if snapshot is None:
+            raise ClientError("no_such_poll", "This poll no longer exists.")
+        poll, voted = snapshot
+        self.subscribe(topic(poll_id))
+        self.send({"type": "poll", "poll": poll.to_json(), "voted": voted})
 
 
 class ApiError(tornado.web.HTTPError):

@@ -86,33 +86,76 @@ class FrameWriter:
         ``max_pending`` bytes; WRITTEN, CLOSED or STALLED."""
         if self._connection.is_closing():
             return CLOSED
-        buffer = self._buffer
-        held = len(buffer)
-        if held > max_pending:
+        if len(self._buffer) > max_pending:
             return STALLED
-        stream = self._stream
-        frame = envelope.ws_frame
-        size = len(frame)
-        stream._total_write_index += size
-        if held:
-            # Tornado already waits for the socket to be writable and will send this after
-            # what is ahead of it.
-            buffer.append(frame)
-            return WRITTEN
-        try:
-            sent = stream.socket.send(frame)
-        except BlockingIOError:
-            sent = 0
-        except OSError as error:
-            stream._total_write_index -= size
-            stream.close(exc_info=error)  # as Tornado does on a failed send: on_close follows
-            return CLOSED
-        stream._total_write_done_index += sent
-        if sent < size:
-            buffer.append(memoryview(frame)[sent:])
-            stream._add_io_state(IOLoop.WRITE)
-        return WRITTEN
+        return append(self._stream, envelope.ws_frame)
 
     def unflushed(self) -> int:
         """Bytes still held for this connection."""
         return len(self._buffer)
+
+
+def append(stream: IOStream, data: bytes) -> int:
+    """Write ``data`` to a plain ``IOStream`` (one ``fast_stream`` or ``response_stream``
+    found fit) with no Future: sent at once as far as the kernel takes it, the rest queued
+    behind what the stream already holds, in order. WRITTEN, or CLOSED if the send failed."""
+    buffer = stream._write_buffer
+    size = len(data)
+    stream._total_write_index += size
+    if len(buffer):
+        # Tornado already waits for the socket to be writable and will send this after
+        # what is ahead of it.
+        buffer.append(data)
+        return WRITTEN
+    try:
+        sent = stream.socket.send(data)
+    except BlockingIOError:
+        sent = 0
+    except OSError as error:
+        stream._total_write_index -= size
+        stream.close(exc_info=error)  # as Tornado does on a failed send: on_close follows
+        return CLOSED
+    stream._total_write_done_index += sent
+    if sent < size:
+        buffer.append(memoryview(data)[sent:])
+        stream._add_io_state(IOLoop.WRITE)
+    return WRITTEN
+
+
+def pending(stream: IOStream) -> int:
+    """Bytes ``stream`` holds that the kernel has not taken yet; 0 once it is closed."""
+    return 0 if stream.closed() else len(stream._write_buffer)
+
+
+class ResponseStream:
+    """The body of one HTTP response, written straight into its connection's stream once
+    its headers are out (an event stream: ``handlers/sse.py``).
+
+    ``chunked`` says whether Tornado frames this response's body in chunks (an HTTP/1.1
+    response without a ``Content-Length``): the writer must then send whole chunks, so
+    that Tornado's own last chunk still ends the body. ``fast`` says whether bytes go in
+    through ``append`` (a plain ``IOStream`` of a verified Tornado) or ``IOStream.write``.
+    """
+
+    __slots__ = ("stream", "chunked", "fast")
+
+    def __init__(self, handler: Any) -> None:
+        connection = handler.request.connection
+        self.stream: IOStream = connection.stream
+        self.chunked = bool(connection._chunking_output)
+        self.fast = (tornado.version_info[:2] in VERIFIED_TORNADO and sys.platform != "win32"
+                     and type(self.stream) is IOStream)
+
+    def write(self, data: bytes) -> int:
+        """Write ``data`` (already chunked if ``chunked``); WRITTEN or CLOSED."""
+        stream = self.stream
+        if stream.closed():
+            return CLOSED
+        if self.fast:
+            return append(stream, data)
+        stream.write(data)  # its Future retrieves its own error
+        return WRITTEN
+
+    def unflushed(self) -> int:
+        """Bytes of this response the kernel has not taken yet."""
+        return pending(self.stream)

@@ -1,0 +1,604 @@
+"""Chat over plain HTTP: Server-Sent Events and long-polling, for clients without WebSockets.
+
+The rooms, rules and frames are those of ``/ws/chat/<room>`` (``handlers/chat.py``): every
+transport asks the same ``ChatState`` and writes the same JSON frames, so a WebSocket, an
+event stream and a long-poll in one room see each other's messages.
+
+* ``GET /sse/chat/<room>`` (``ChatEventStreamHandler``) is a connection like a WebSocket:
+  a welcome event, then every frame of the room as an event, numbered frames with ``id:``;
+  ``?nick=`` joins; the browser's reconnect sends ``Last-Event-ID`` and gets what it missed.
+  Closing it is a socket's close: the nickname leaves, the room hears ``left``.
+* ``GET /poll/chat/<room>?since=<id>`` (``ChatLongPollHandler``) answers the messages after
+  ``since`` at once if there are any, else holds the request until one comes or
+  ``--long-poll-timeout`` passes; ``POST`` sends a message.
+
+Nicknames over HTTP belong to the chat cookie, as on sockets. A long-poll client has no
+connection between two requests, so each browser (cookie) gets a **poll session** per room
+(``PollSessions``): a connection of the chat state that its requests share, alive while one
+of them is in flight and ``--poll-session-timeout`` seconds after the last ended. It is a
+reader of the room, or a member once it takes a nickname (``?nick=`` on a GET, or ``nick``
+in a POST), and it sees the private messages of that nickname. A request without the
+cookie reads anonymously and may not take a nickname (``cookie_required``).
+"""
+
+import asyncio
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import orjson
+import tornado.web
+from tornado.httputil import HTTPServerRequest
+
+from handlers.chat import _SINCE_PATTERN, ReaderCounts, issue_chat_cookie
+from handlers.transport import EventStreamHandler, Refusal, TransportHandler
+from realtime import streams
+from realtime.chat import Joined, check_text, nick_key, normalize_nick
+from realtime.chatstate import ChatState, new_connection_id, room_topic
+from realtime.envelope import Envelope
+from realtime.hub import Hub
+from realtime.limits import IPConnections
+from realtime.messages import ClientError, Message, encode
+from realtime.ratelimit import KeyedLimiter
+from realtime.wireforms import message_id, poll_answer, poll_form
+
+log = logging.getLogger("realtime.chat")
+
+DEFAULT_LONG_POLL_TIMEOUT = 25.0  # seconds a long-poll is held without a message
+DEFAULT_SESSION_TIMEOUT = 35.0  # seconds a poll session outlives its last request
+MAX_BODY_BYTES = 64 * 1024  # a message of 4,000 characters, each escaped, fits
+_JSON = re.compile(r"application/json\s*(;.*)?", re.IGNORECASE)
+
+Listen = Callable[[str], None]
+
+
+def raw_query_argument(request: HTTPServerRequest, name: str) -> Optional[str]:
+    """The last value of a query argument, undecoded bytes kept as lone surrogates (which
+    nickname checks refuse); Tornado's own getter turns control characters into spaces."""
+    values = request.query_arguments.get(name)
+    if not values:
+        return None
+    return values[-1].decode("utf-8", errors="surrogateescape")
+
+
+def parse_since(raw: Optional[str]) -> Optional[int]:
+    """A ``since``: None when absent, -1 (never recovered) when it is not an id."""
+    if raw is None:
+        return None
+    return int(raw) if _SINCE_PATTERN.fullmatch(raw.strip()) else -1
+
+
+async def take_nick(
+    chat: ChatState, room: str, connection: str, raw_nick: Any, current: Optional[str],
+    listen: Listen, unlisten: Listen,
+) -> tuple[Joined, Optional[str]]:
+    """Join ``connection`` under ``raw_nick``: listening to the nickname's private topic
+    before it is anyone's to write to, and to that topic only once it is taken.
+
+    Returns what the join did and the connection's private topic now.
+    """
+    nick = normalize_nick(raw_nick)
+    wanted = chat.private_topic(room, connection, nick)
+    if wanted is not None and wanted != current:
+        listen(wanted)
+    try:
+        joined = await chat.join(room, connection, nick)
+    except BaseException:
+        if wanted is not None and wanted != current:
+            unlisten(wanted)
+        raise
+    private = chat.private_topic(room, connection)
+    for topic in {current, wanted}:
+        if topic is not None and topic != private:
+            unlisten(topic)
+    if private is not None:
+        listen(private)
+    return joined, private
+
+
+def announce(hub: Hub, room: str, joined: Joined) -> Optional[Message]:
+    """Publish what a join changed: ``renamed`` for a member under a new name, else ``left``
+    and ``joined`` as they happened. Returns the ``joined`` frame only the joiner needs
+    (its browser already held the nickname), else None."""
+    frame = {"type": "joined", "room": room, "nick": joined.nick}
+    if joined.left is not None and joined.gained:
+        hub.publish(room_topic(room), {
+            "type": "renamed", "room": room, "from": joined.left, "to": joined.nick})
+        return None
+    if joined.left is not None:
+        hub.publish(room_topic(room), {"type": "left", "room": room, "nick": joined.left})
+    if joined.gained:
+        hub.publish(room_topic(room), frame)
+        return None
+    return frame
+
+
+async def leave(chat: ChatState, hub: Hub, readers: Optional[ReaderCounts], room: str,
+                connection: str) -> None:
+    """A connection of the room is over: the state forgets it, the room hears ``left`` if
+    its nickname has no connection left, and the readers count follows."""
+    left = await chat.close(room, connection)
+    if left is not None:
+        hub.publish(room_topic(room), {"type": "left", "room": room, "nick": left})
+    if readers is not None:
+        readers.changed(room)
+
+
+class ChatEventStreamHandler(EventStreamHandler):
+    """``GET /sse/chat/<room>``: the room as Server-Sent Events; see the module docstring.
+
+    The same events as the socket's frames: a ``welcome`` first (its ``id:`` is the newest
+    message id in its history, so a reconnect asks from there), then every frame of the
+    room, ``message`` and ``private`` ones with their id as the event's ``id:``.
+    """
+
+    room: Optional[str] = None
+    connection_id = ""
+    cookie: Optional[str] = None
+    _private: Optional[str] = None  # the private topic subscribed to, if any
+    _held: Optional[list[Envelope]] = None  # frames due while the welcome is being built
+    _held_bytes = 0
+
+    def initialize(  # type: ignore[override]
+        self, chat: ChatState, readers: Optional[ReaderCounts] = None, **base: Any
+    ) -> None:
+        super().initialize(**base)
+        self.chat = chat
+        self.readers = readers
+
+    def prepare(self) -> None:
+        self.cookie = issue_chat_cookie(self)  # before the headers go out with the stream
+
+    async def opened(self, room: str) -> None:
+        chat = self.chat
+        self.room = room
+        self.connection_id = connection = new_connection_id()
+        await chat.enter(room, connection, self.cookie)
+        # Subscribed before the history is read, so nothing published from now on is
+        # missed; what arrives before the welcome is held and written after it.
+        self._held, self._held_bytes = [], 0
+        welcome: Optional[Message] = None
+        try:
+            self.subscribe(room_topic(room))
+            error: Optional[ClientError] = None
+            joined = None
+            raw_nick = raw_query_argument(self.request, "nick")
+            if raw_nick is not None:
+                try:
+                    joined, self._private = await take_nick(
+                        chat, room, connection, raw_nick, self._private,
+                        self.subscribe, self.unsubscribe)
+                except ClientError as refused:
+                    error = refused
+            await self.hub.subscribed(*self.hub.topics(self))
+            # The browser's reconnect says where it was; it wins over the URL's since.
+            since = parse_since(self.request.headers.get("Last-Event-ID")
+                                or raw_query_argument(self.request, "since"))
+            replay = await chat.replay(room, connection, since)
+            welcome = {
+                "type": "welcome",
+                "room": room,
+                "nick": chat.nick(room, connection),
+                "online": await chat.online(room),
+                "readers": chat.readers(room),
+                "history": replay.history,
+            }
+            if replay.recovered is not None:
+                welcome["recovered"] = replay.recovered
+        finally:
+            self._release(welcome)
+        if self.readers is not None:
+            if self.hub.subscriber_count(room_topic(room)) <= 1:
+                self.readers.settle(room)
+            else:
+                self.readers.changed(room)
+        if error is not None:
+            self.send_error_event(error.code, error.message)
+        if joined is not None:
+            mine = announce(self.hub, room, joined)
+            if mine is not None:
+                self.send(mine)
+
+    async def closed(self) -> None:
+        if self.room is not None and self.connection_id:
+            await leave(self.chat, self.hub, self.readers, self.room, self.connection_id)
+
+    def write_envelope(self, envelope: Envelope, max_pending: int) -> int:
+        held = self._held
+        if held is None:
+            return super().write_envelope(envelope, max_pending)
+        self._held_bytes += len(envelope.data)
+        if self._held_bytes > max_pending:
+            return streams.STALLED
+        held.append(envelope)
+        return streams.WRITTEN
+
+    def _release(self, welcome: Optional[Message]) -> None:
+        """Send the welcome, then the frames held meanwhile that it does not hold."""
+        held, self._held = self._held or [], None
+        if welcome is None:
+            return
+        newest = max((frame["id"] for frame in welcome["history"]), default=None)
+        self.send(welcome, event_id=newest)
+        for envelope in held:
+            held_id = message_id(envelope)
+            if newest is not None and held_id is not None and held_id <= newest:
+                continue  # read from history after it was published: already in the welcome
+            if not self.hub.send(self, envelope):
+                return
+
+
+@dataclass(eq=False)
+class PollSession:
+    """One browser's presence in one room between its long-poll requests."""
+
+    room: str
+    cookie: str
+    ip: str
+    connection: str  # its connection id in the chat state
+    entered: "asyncio.Future[None]"  # the chat state knows the connection
+    active: int = 0  # requests using it now
+    held: set["ChatLongPollHandler"] = field(default_factory=set)  # requests waiting on it
+    listening: set[str] = field(default_factory=set)  # private topics its waiters follow
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one join at a time
+    timer: Optional[asyncio.TimerHandle] = None  # its end, once no request uses it
+
+    def topics(self) -> list[str]:
+        """What a request waiting on this session listens to."""
+        return [room_topic(self.room), *sorted(self.listening)]
+
+
+class PollSessions:
+    """The poll sessions of this process, by room and chat cookie; see the module docstring.
+
+    Args:
+        hub: where presence is published and waiters subscribe.
+        chat: the chat state the sessions are connections of.
+        readers: told when a room's count of anonymous connections may have changed.
+        timeout: seconds a session lives after its last request ended.
+        ip_connections: each session counts as one open connection of its address.
+    """
+
+    def __init__(
+        self, hub: Hub, chat: ChatState, readers: Optional[ReaderCounts] = None,
+        timeout: float = DEFAULT_SESSION_TIMEOUT, ip_connections: Optional[IPConnections] = None,
+    ) -> None:
+        self.hub = hub
+        self.chat = chat
+        self.readers = readers
+        self.timeout = timeout
+        self.ip_connections = ip_connections
+        self._sessions: dict[tuple[str, str], PollSession] = {}
+        self._leaving: set["asyncio.Future[None]"] = set()
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def find(self, room: str, cookie: str) -> Optional[PollSession]:
+        """The live session of this browser in this room, or None."""
+        return self._sessions.get((room, cookie))
+
+    async def use(self, room: str, cookie: str, ip: str,
+                  charge: Callable[[], None]) -> PollSession:
+        """The session of this browser in this room, opened if there is none (``charge()``
+        first: it raises to refuse); in use until ``done(session)``.
+
+        Raises:
+            ClientError: ``charge()``'s refusal, or ``too_many_connections``.
+        """
+        key = (room, cookie)
+        session = self._sessions.get(key)
+        opened = session is None
+        if session is None:
+            charge()
+            if self.ip_connections is not None and not self.ip_connections.acquire(ip):
+                raise Refusal("too_many_connections", "Too many connections from your address.", 5)
+            connection = new_connection_id()
+            entered = asyncio.ensure_future(self.chat.enter(room, connection, cookie))
+            session = self._sessions[key] = PollSession(room, cookie, ip, connection, entered)
+        session.active += 1
+        if session.timer is not None:
+            session.timer.cancel()
+            session.timer = None
+        try:
+            await asyncio.shield(session.entered)
+        except BaseException:
+            self.done(session)
+            raise
+        if opened and self.readers is not None:
+            self.readers.changed(room)  # one reader more
+        return session
+
+    def done(self, session: PollSession) -> None:
+        """A request is done with ``session``: the last one starts its timeout."""
+        session.active -= 1
+        if session.active == 0 and self.find(session.room, session.cookie) is session:
+            session.timer = asyncio.get_running_loop().call_later(
+                self.timeout, self._expire, session)
+
+    async def join(self, session: PollSession, raw_nick: Any) -> None:
+        """Give the session a nickname (or change it); the room hears it as from a socket,
+        and the session's waiters follow the nickname's private messages from the start.
+
+        Raises:
+            ClientError: ``bad_nick``, ``nick_taken``, ``unavailable``.
+        """
+        room, hub = session.room, self.hub
+
+        def listen(topic: str) -> None:
+            session.listening.add(topic)
+            for waiter in session.held:
+                hub.subscribe(topic, waiter)
+
+        def unlisten(topic: str) -> None:
+            session.listening.discard(topic)
+            for waiter in session.held:
+                hub.unsubscribe(topic, waiter)
+
+        async with session.lock:
+            was_anonymous = self.chat.nick(room, session.connection) is None
+            current = self.chat.private_topic(room, session.connection)
+            joined, private = await take_nick(
+                self.chat, room, session.connection, raw_nick, current, listen, unlisten)
+            if private is not None:
+                await hub.subscribed(private)
+            announce(hub, room, joined)
+            if was_anonymous and self.readers is not None:
+                self.readers.changed(room)
+
+    async def aclose(self) -> None:
+        """End every session now (shutdown): nicknames are given back, leases too."""
+        for session in list(self._sessions.values()):
+            if session.timer is not None:
+                session.timer.cancel()
+            self._expire(session, force=True)
+        if self._leaving:
+            await asyncio.wait(self._leaving)
+
+    def _expire(self, session: PollSession, force: bool = False) -> None:
+        if (session.active and not force) or self.find(session.room, session.cookie) is not session:
+            return
+        del self._sessions[(session.room, session.cookie)]
+        if self.ip_connections is not None:
+            self.ip_connections.release(session.ip)
+        leaving = asyncio.ensure_future(self._leave(session))
+        self._leaving.add(leaving)
+        leaving.add_done_callback(self._left)
+
+    async def _leave(self, session: PollSession) -> None:
+        await session.entered
+        await leave(self.chat, self.hub, self.readers, session.room, session.connection)
+
+    def _left(self, task: "asyncio.Future[None]") -> None:
+        self._leaving.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("ending a poll session failed", exc_info=task.exception())
+
+
+@tornado.web.stream_request_body
+class ChatLongPollHandler(TransportHandler):
+    """``GET`` and ``POST /poll/chat/<room>``: long-polling, short polling and sending.
+
+    A held ``GET`` is a hub subscriber until it is answered: the first message after its
+    ``since`` wakes it, and its answer is that message's ``"poll"`` form, one body built
+    once per publish for every request it wakes (``realtime.wireforms``).
+    """
+
+    cookie: Optional[str] = None
+    _wake: "Optional[asyncio.Future[Optional[Envelope]]]" = None
+    _since = 0
+    _gone = False  # the client went away while its request was held
+
+    def initialize(  # type: ignore[override]
+        self, chat: ChatState, sessions: PollSessions, room_rate: Optional[KeyedLimiter] = None,
+        readers: Optional[ReaderCounts] = None, timeout: float = DEFAULT_LONG_POLL_TIMEOUT,
+        **base: Any,
+    ) -> None:
+        super().initialize(**base)
+        self.chat = chat
+        self.sessions = sessions
+        self.room_rate = room_rate
+        self.readers = readers
+        self.timeout = timeout
+        self._chunks: list[bytes] = []
+
+    def prepare(self) -> None:
+        self.check_origin()
+        self.cookie = issue_chat_cookie(self)
+        if self.request.method != "POST":
+            return
+        # No cross-site HTML form can send JSON, and fetch() from another origin would need
+        # a CORS preflight, which is never granted.
+        if not _JSON.fullmatch(self.request.headers.get("Content-Type", "").strip()):
+            raise ClientError("unsupported_media_type", "Send the body as application/json.")
+        length = self.request.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
+            raise ClientError("too_large", f"The body may be {MAX_BODY_BYTES} bytes at most.")
+        self.request.connection.set_max_body_size(MAX_BODY_BYTES)  # chunked bodies too
+
+    def data_received(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
+
+    def head(self, *args: Any, **kwargs: Any) -> None:
+        raise tornado.web.HTTPError(405)
+
+    # GET: the messages after since, at once or when one comes.
+
+    async def get(self, room: str) -> None:
+        self.charge_request()
+        raw_nick = raw_query_argument(self.request, "nick")
+        since = parse_since(raw_query_argument(self.request, "since"))
+        hold = since is not None and raw_query_argument(self.request, "wait") != "0"
+        session = await self._session(room, needed=raw_nick is not None)
+        try:
+            if raw_nick is not None:
+                assert session is not None
+                await self._join(session, raw_nick)
+            connection = session.connection if session is not None else await self._visit(room)
+            try:
+                await self._answer(room, connection, session, since, hold)
+            finally:
+                if session is None:
+                    await self.chat.close(room, connection)
+        finally:
+            if session is not None:
+                self.sessions.done(session)
+
+    async def _answer(self, room: str, connection: str, session: Optional[PollSession],
+                      since: Optional[int], hold: bool) -> None:
+        topics = session.topics() if session is not None else [room_topic(room)]
+        if hold:
+            self.take_slot()
+            self._wake = asyncio.get_running_loop().create_future()
+            self._since = since if since is not None else 0
+            for topic in topics:  # before the history is read: nothing after it is missed
+                self.hub.subscribe(topic, self)
+            if session is not None:
+                session.held.add(self)
+            self.metrics.connections.labels(endpoint=self.endpoint).inc()
+        try:
+            if hold:
+                await self.hub.subscribed(*topics)
+            replay = await self.chat.replay(room, connection, since)
+            recovered = bool(replay.recovered)
+            wake = self._wake
+            if replay.history or not hold or wake is None:
+                newest = max((frame["id"] for frame in replay.history), default=since)
+                self.answer_json(poll_answer(map(encode, replay.history), newest, recovered))
+                return
+            timer = asyncio.get_running_loop().call_later(self.timeout, self._wake_up, None)
+            try:
+                woken = await wake
+            finally:
+                timer.cancel()
+            if self._gone:
+                return  # nobody to answer
+            if woken is None:
+                self.answer_json(poll_answer((), since, recovered))
+            else:
+                self.answer_json(poll_form(woken, recovered))
+        finally:
+            if hold:
+                self._wake_up(None)
+                self.hub.forget(self)
+                if session is not None:
+                    session.held.discard(self)
+                self.metrics.connections.labels(endpoint=self.endpoint).dec()
+                self.give_slot()
+
+    # POST: send a message.
+
+    async def post(self, room: str) -> None:
+        self.charge_request()
+        message = self._body()
+        raw_nick, to, text = message.get("nick"), message.get("to"), message.get("text")
+        check_text(text)  # before any join: a refused message changes nothing
+        if to is not None and not isinstance(to, str):
+            raise ClientError("bad_message", 'The "to" field must be a nickname string.')
+        session = await self._session(room, needed=raw_nick is not None)
+        try:
+            if raw_nick is not None:
+                assert session is not None
+                await self._join(session, raw_nick)
+            connection = session.connection if session is not None else await self._visit(room)
+            try:
+                if to is None:
+                    self._charge_room(room)
+                    frame = await self.chat.say(room, connection, text)
+                else:
+                    frame = await self.chat.whisper(room, connection, to, text)
+            finally:
+                if session is None:
+                    await self.chat.close(room, connection)
+        finally:
+            if session is not None:
+                self.sessions.done(session)
+        self.answer_json(encode(frame))
+
+    def _body(self) -> Message:
+        try:
+            message = orjson.loads(b"".join(self._chunks))
+        except orjson.JSONDecodeError:
+            raise ClientError("bad_json", "The body is not valid JSON.") from None
+        if not isinstance(message, dict):
+            raise ClientError("bad_message", "The body must be a JSON object.")
+        return message
+
+    # Sessions and connections.
+
+    async def _session(self, room: str, needed: bool) -> Optional[PollSession]:
+        """This browser's session in the room (opened if new); None without a cookie.
+
+        Raises:
+            ClientError: ``cookie_required`` if ``needed`` (a nickname) and there is no
+                cookie; a refusal of a new session.
+        """
+        if self.cookie is None:
+            if needed:
+                raise ClientError("cookie_required", (
+                    "Holding a nickname over HTTP needs the chat_id cookie; this answer "
+                    "set one: send it back."))
+            return None
+        return await self.sessions.use(
+            room, self.cookie, self.request.remote_ip, self.charge_new_connection)
+
+    async def _join(self, session: PollSession, raw_nick: Any) -> None:
+        """The session takes ``raw_nick`` unless it holds it already; a new nickname is
+        charged to the room like a socket's join."""
+        nick = normalize_nick(raw_nick)
+        current = self.chat.nick(session.room, session.connection)
+        if current is not None and nick_key(current) == nick_key(nick):
+            return
+        self._charge_room(session.room)
+        await self.sessions.join(session, nick)
+
+    async def _visit(self, room: str) -> str:
+        """A connection of the chat state for this request alone (no cookie: anonymous)."""
+        connection = new_connection_id()
+        await self.chat.enter(room, connection, None)
+        return connection
+
+    def _charge_room(self, room: str) -> None:
+        """Spend one publish to the whole room from its budget, before anything changes.
+
+        Raises:
+            Refusal: ``rate_limited`` if the room's budget is spent.
+        """
+        if self.room_rate is None:
+            return
+        listeners = max(1, self.hub.subscriber_count(room_topic(room)))
+        if not self.room_rate.take(room, listeners):
+            wait = self.room_rate.retry_after(room, listeners)
+            raise Refusal("rate_limited", (
+                f"This room is getting more messages than it can deliver; yours was not "
+                f"sent. Send again in {wait:.2f} s."), wait)
+
+    # The Subscriber protocol (realtime.hub), while a GET is held.
+
+    def write_envelope(self, envelope: Envelope, max_pending: int) -> int:
+        """Wake the request with the first message after its ``since``; other frames
+        (presence, readers) are not for a long-poll."""
+        wake = self._wake
+        if wake is None or wake.done():
+            return streams.CLOSED
+        event_id = message_id(envelope)
+        if event_id is not None and event_id > self._since:
+            wake.set_result(envelope)
+        return streams.WRITTEN
+
+    def unflushed_bytes(self) -> int:
+        return 0  # nothing is written until the answer
+
+    def close(self, code: Optional[int] = None, reason: Optional[str] = None) -> None:
+        """Answer now (shutdown): an empty answer, the client polls again."""
+        self._wake_up(None)
+
+    def on_connection_close(self) -> None:
+        self._gone = True
+        self._wake_up(None)
+
+    def _wake_up(self, envelope: Optional[Envelope]) -> None:
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(envelope)

@@ -1,0 +1,378 @@
+"""The base classes of the HTTP transports: long-polling and Server-Sent Events.
+
+``TransportHandler`` is what every ``/poll/...`` and ``/sse/...`` handler shares: errors as
+JSON (``{"error": {"code": ..., "message": ...}}``, the status from the code, ``Retry-After``
+when waiting helps), no caching, and the per-address budgets the sockets have: a foreign
+``Origin`` is refused (403 ``bad_origin``), a request that will be held open takes one of
+the address's ``--max-connections-per-ip`` slots (429 ``too_many_connections``), and a new
+stream is charged to ``--handshake-rate-limit`` (429 ``rate_limited``).
+
+``EventStreamHandler`` is the base of every SSE endpoint: a hub subscriber
+(``realtime.hub.Subscriber``) that is a plain HTTP response. Its headers go out at once (the
+browser's ``open`` fires before the first event), then each envelope the hub hands it is
+written as a Server-Sent Event, its bytes built once per publish for every stream
+(``realtime.wireforms``), straight into the connection's stream (``realtime.streams``). A
+stream holding more than ``--max-pending-bytes`` the kernel has not taken when an event is
+due is a slow consumer: the hub drops it and its TCP connection is closed. A comment line
+every ``--sse-heartbeat`` seconds keeps proxies from cutting an idle stream. Subclasses
+implement ``opened(*path_args)`` (subscribe, write the first events) and ``closed()``
+(the stream is over; its subscriptions are already undone), plain or ``async``.
+"""
+
+import asyncio
+import inspect
+import logging
+import time
+from typing import Any, Awaitable, Optional
+
+from tornado.ioloop import PeriodicCallback
+
+from handlers.pages import RETRY_AFTER_UNAVAILABLE, BaseHandler
+from realtime import streams
+from realtime.closecodes import CloseCode
+from realtime.envelope import Envelope
+from realtime.hub import Hub
+from realtime.limits import IPConnections
+from realtime.logfmt import logfmt
+from realtime.messages import ClientError, Message, encode
+from realtime.metrics import ServerMetrics
+from realtime.origins import SAME_HOST, OriginPolicy
+from realtime.ratelimit import KeyedLimiter, retry_after_header
+from realtime.wireforms import HEARTBEAT, chunk, sse_event, sse_form
+
+log = logging.getLogger("realtime.handlers")
+events = logging.getLogger("realtime.events")
+
+DEFAULT_HEARTBEAT = 15.0  # seconds between two comment lines on an idle event stream
+
+# The HTTP status of each error code an HTTP transport answers; any other code is a 400.
+STATUS = {
+    "bad_origin": 403,
+    "no_such_poll": 404,
+    "too_large": 413,
+    "unsupported_media_type": 415,
+    "rate_limited": 429,
+    "too_many_connections": 429,
+    "unavailable": 503,
+    "shutting_down": 503,
+}
+
+
+class Refusal(ClientError):
+    """A ``ClientError`` that says how long to wait before trying again (``Retry-After``)."""
+
+    def __init__(self, code: str, message: str, retry_after: Optional[float] = None) -> None:
+        super().__init__(code, message)
+        self.retry_after = retry_after
+
+
+class TransportHandler(BaseHandler):
+    """JSON errors and the per-address admission of the HTTP transports; see the module.
+
+    Takes the dependencies every socket route gets (``make_app``'s ``sockets``), so the same
+    budgets count sockets, streams and held requests together.
+    """
+
+    endpoint = ""
+
+    def initialize(
+        self,
+        hub: Hub,
+        origins: OriginPolicy = SAME_HOST,
+        ip_connections: Optional[IPConnections] = None,
+        metrics: Optional[ServerMetrics] = None,
+        endpoint: str = "",
+        ip_rate: Optional[KeyedLimiter] = None,
+        handshake_rate: Optional[KeyedLimiter] = None,
+        **unused: Any,
+    ) -> None:
+        """Args: as ``handlers.base.SocketHandler.initialize``; ``rate_limit`` (per socket)
+        has no meaning here and is ignored."""
+        self.hub = hub
+        self.origins = origins
+        self.ip_connections = ip_connections
+        self.metrics = metrics if metrics is not None else ServerMetrics()
+        self.endpoint = endpoint or type(self).__name__
+        self.ip_rate = ip_rate
+        self.handshake_rate = handshake_rate
+        self._slot = False  # holds one of the address's connection slots
+
+    def set_default_headers(self) -> None:
+        super().set_default_headers()
+        self.set_header("Cache-Control", "no-store")
+
+    def compute_etag(self) -> None:
+        return None  # every answer is fresh; hashing each body would only cost
+
+    # Admission
+
+    def check_origin(self) -> None:
+        """Refuse a page of another site (``--allowed-origins``, as for sockets).
+
+        Raises:
+            ClientError: ``bad_origin``.
+        """
+        origin = self.request.headers.get("Origin")
+        if self.origins.allows(origin, self.request.headers.get("Host")):
+            return
+        self.metrics.refused.labels(reason="origin").inc()
+        events.warning(logfmt(event="refused", reason="origin", endpoint=self.endpoint,
+                              ip=self.request.remote_ip, origin=origin))
+        raise ClientError("bad_origin", "Pages of this origin may not use this server.")
+
+    def charge_new_connection(self) -> None:
+        """One new stream or session of this address (``--handshake-rate-limit``).
+
+        Raises:
+            Refusal: ``rate_limited``.
+        """
+        ip = self.request.remote_ip
+        if self.handshake_rate is None or self.handshake_rate.take(ip):
+            return
+        self.metrics.refused.labels(reason="handshake_rate").inc()
+        events.warning(logfmt(event="refused", reason="handshake_rate", endpoint=self.endpoint,
+                              ip=ip))
+        raise Refusal("rate_limited", "Too many new connections from your address; try again "
+                      "shortly.", self.handshake_rate.retry_after(ip))
+
+    def charge_request(self) -> None:
+        """One request of this address, charged like a WebSocket frame (``--ip-rate-limit``).
+
+        Raises:
+            Refusal: ``rate_limited``.
+        """
+        ip = self.request.remote_ip
+        if self.ip_rate is None or self.ip_rate.take(ip):
+            return
+        self.metrics.rate_limited.labels(endpoint=self.endpoint).inc()
+        wait = self.ip_rate.retry_after(ip)
+        raise Refusal("rate_limited", (
+            f"Too many messages from your address (all its connections together); this one "
+            f"was dropped. Send again in {wait:.2f} s or less often."), wait)
+
+    def take_slot(self) -> None:
+        """Count this request as one open connection of its address until ``give_slot``.
+
+        Raises:
+            Refusal: ``too_many_connections`` at ``--max-connections-per-ip``.
+        """
+        if self.ip_connections is None or self._slot:
+            return
+        ip = self.request.remote_ip
+        if not self.ip_connections.acquire(ip):
+            self.metrics.refused.labels(reason="ip_limit").inc()
+            events.warning(logfmt(event="refused", reason="ip_limit", endpoint=self.endpoint,
+                                  ip=ip, origin=self.request.headers.get("Origin")))
+            raise Refusal("too_many_connections", "Too many connections from your address.", 5)
+        self._slot = True
+
+    def give_slot(self) -> None:
+        """Give back the slot ``take_slot`` took, if any."""
+        if self._slot and self.ip_connections is not None:
+            self._slot = False
+            self.ip_connections.release(self.request.remote_ip)
+
+    # Errors
+
+    def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
+        error = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(error, ClientError):
+            status_code = STATUS.get(error.code, 400)
+        super().send_error(status_code, **kwargs)
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if not isinstance(value, ClientError):  # the client's mistake, not ours
+            super().log_exception(typ, value, tb)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        error = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(error, ClientError):
+            self.set_error_headers(error)
+            body = {"code": error.code, "message": error.message}
+        else:
+            code = (self._reason or "error").lower().replace(" ", "_")
+            body = {"code": code, "message": self._reason}
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(encode({"error": body}))
+
+    def set_error_headers(self, error: ClientError) -> None:
+        """``Retry-After`` for an error that waiting cures."""
+        if isinstance(error, Refusal) and error.retry_after is not None:
+            self.set_header("Retry-After", retry_after_header(error.retry_after))
+        elif STATUS.get(error.code) == 503:
+            self.set_header("Retry-After", RETRY_AFTER_UNAVAILABLE)
+
+    def answer_json(self, body: bytes, status: int = 200) -> None:
+        """Finish with a JSON body already encoded."""
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(body)
+
+
+# The comment line every idle stream gets, in both framings.
+_HEARTBEATS = {False: HEARTBEAT, True: chunk(HEARTBEAT)}
+
+
+class EventStreamHandler(TransportHandler):
+    """The base of every SSE endpoint; see the module docstring.
+
+    Subclasses implement ``opened(*path_args)`` and ``closed()``, plain or ``async``; a
+    ``ClientError`` raised before ``opened`` (from ``prepare``) is a JSON error answer, one
+    raised by ``opened`` an ``error`` event, after which the stream ends.
+    """
+
+    _ended: "Optional[asyncio.Future[None]]" = None
+    _response: Optional[streams.ResponseStream] = None
+
+    def initialize(  # type: ignore[override]
+        self, heartbeat: float = DEFAULT_HEARTBEAT, **base: Any
+    ) -> None:
+        """Args: ``heartbeat``, seconds between comment lines; the rest as
+        ``TransportHandler``."""
+        super().initialize(**base)
+        self.heartbeat = heartbeat
+        self._aborted = False  # closed as a slow consumer: cut the TCP connection
+        self._opened_at = 0.0
+
+    # Hooks for subclasses.
+
+    def opened(self, *path_args: str) -> Optional[Awaitable[None]]:
+        """The headers are out: subscribe, write the first events."""
+        return None
+
+    def closed(self) -> Optional[Awaitable[None]]:
+        """The stream is over and unsubscribed from everything."""
+        return None
+
+    # Writing.
+
+    def send(self, message: Message, event_id: Optional[int] = None) -> bool:
+        """Write one JSON frame as an event (with ``id:`` if given), after anything the hub
+        still has queued for this stream."""
+        envelope = Envelope.of(message)
+        if event_id is not None:
+            # This envelope is this stream's alone: its event is built here, with the id.
+            envelope.form("sse", lambda _: sse_event(envelope.data, event_id))
+        return self.hub.send(self, envelope)
+
+    def send_error_event(self, code: str, message: str) -> bool:
+        """Write an error event, as a socket writes an error frame."""
+        self.metrics.errors.labels(code=code).inc()
+        return self.send({"type": "error", "code": code, "message": message})
+
+    def subscribe(self, topic: str) -> None:
+        """Receive what is published on ``topic`` until unsubscribed or ended."""
+        self.hub.subscribe(topic, self)
+
+    def unsubscribe(self, topic: str) -> None:
+        """Stop receiving ``topic``."""
+        self.hub.unsubscribe(topic, self)
+
+    def publish(self, topic: str, message: Message) -> None:
+        """Send ``message`` to every subscriber of ``topic``."""
+        self.hub.publish(topic, message)
+
+    # The Subscriber protocol (realtime.hub).
+
+    def write_envelope(self, envelope: Envelope, max_pending: int) -> int:
+        """Write the envelope's event unless the stream ended (CLOSED) or holds more than
+        ``max_pending`` unsent bytes (STALLED)."""
+        response = self._response
+        if response is None or self._ended is None or self._ended.done():
+            return streams.CLOSED
+        if response.unflushed() > max_pending:
+            return streams.STALLED
+        data = sse_form(envelope, response.chunked)
+        if not data:
+            return streams.WRITTEN  # nothing an event stream can carry (binary)
+        return response.write(data)
+
+    def unflushed_bytes(self) -> int:
+        """Bytes written to this stream that the kernel has not taken yet."""
+        return self._response.unflushed() if self._response is not None else 0
+
+    def close(self, code: Optional[int] = None, reason: Optional[str] = None) -> None:
+        """End the stream: a slow consumer's TCP connection is cut at once (what it holds
+        is dropped); any other end (shutdown, a bug) finishes the response cleanly, and
+        the browser reconnects."""
+        if code == CloseCode.POLICY_VIOLATION:
+            self._aborted = True
+        self._end()
+
+    # Tornado's side.
+
+    async def get(self, *path_args: str) -> None:
+        self._ended = asyncio.get_running_loop().create_future()
+        self.check_origin()
+        self.charge_new_connection()
+        self.take_slot()
+        heartbeat: Optional[PeriodicCallback] = None
+        connections = self.metrics.connections.labels(endpoint=self.endpoint)
+        try:
+            self.set_header("Content-Type", "text/event-stream; charset=utf-8")
+            self.set_header("X-Accel-Buffering", "no")  # nginx: never buffer this response
+            self.flush()  # the headers, now: EventSource's open fires
+            self._response = streams.ResponseStream(self)
+            self.hub.register(self)
+            connections.inc()
+            self.metrics.connections_total.labels(endpoint=self.endpoint).inc()
+            self._opened_at = time.monotonic()
+            events.info(logfmt(event="connect", endpoint=self.endpoint,
+                               ip=self.request.remote_ip,
+                               origin=self.request.headers.get("Origin")))
+            if self.heartbeat > 0:
+                heartbeat = PeriodicCallback(self._beat, self.heartbeat * 1000)
+                heartbeat.start()
+            await self._run_hook(self.opened, *path_args)
+            await self._ended
+        finally:
+            if heartbeat is not None:
+                heartbeat.stop()
+            self._end()
+            self.hub.forget(self)
+            self.give_slot()
+            if self._response is not None:
+                connections.dec()
+                events.info(logfmt(
+                    event="disconnect", endpoint=self.endpoint, ip=self.request.remote_ip,
+                    by="server" if self._aborted else "client",
+                    duration_s=time.monotonic() - self._opened_at))
+                if self._aborted:
+                    self._response.stream.close()  # a slow consumer: what it holds goes
+                await self._run_hook(self.closed)
+
+    def head(self, *args: Any, **kwargs: Any) -> None:
+        self.set_status(405)  # a HEAD would be a stream without a body
+
+    def on_connection_close(self) -> None:
+        self._end()
+
+    def _end(self) -> None:
+        if self._ended is not None and not self._ended.done():
+            self._ended.set_result(None)
+
+    def _beat(self) -> None:
+        """A comment line, so proxies see bytes; a stream that no longer reads is dropped."""
+        response = self._response
+        if response is None or self._ended is None or self._ended.done():
+            return
+        if response.unflushed() > self.hub.max_pending_bytes:
+            self.hub.drop(self)
+            return
+        response.write(_HEARTBEATS[response.chunked])
+
+    async def _run_hook(self, hook: Any, *args: Any) -> None:
+        """Run a hook; a ``ClientError`` becomes an error event and ends the stream, any
+        other exception is logged with its traceback and ends it."""
+        try:
+            result = hook(*args)
+            if inspect.isawaitable(result):
+                await result
+        except ClientError as error:
+            if self._ended is not None and not self._ended.done():
+                self.send_error_event(error.code, error.message)
+                self._end()
+        except Exception:
+            log.exception("%s.%s failed; ending the stream", type(self).__name__, hook.__name__)
+            self.metrics.internal_errors.inc()
+            self._end()
