@@ -60,7 +60,7 @@ class Panel {
     this.log = section.querySelector(".model-log");
     this.stats = Object.fromEntries(
       [...section.querySelectorAll("[data-stat]")].map((node) => [node.dataset.stat, node]));
-    this.lastId = null; // newest message id seen: where the next request starts
+    this.lastId = null; // newest message id seen: where a stream or socket starts again
     this.seen = new Set();
     this.paused = false;
     this.reset();
@@ -176,8 +176,14 @@ const ws = panel("ws");
 const panels = [short, long, sse, ws];
 const base = `/poll/chat/${encodeURIComponent(room)}`;
 short.watch(new PollingChannel(
-  () => withQuery(base, "wait=0", since(short.lastId)), { interval: SHORT_POLL_MS }));
-long.watch(new PollingChannel(() => withQuery(base, since(long.lastId))));
+  (after) => withQuery(base, "wait=0", since(after)), { interval: SHORT_POLL_MS }));
+long.watch(new PollingChannel(
+  (after, immediate) => withQuery(base, immediate && "wait=0", since(after))));
+for (const poller of [short, long]) {
+  poller.transport.addEventListener("response", (event) => {
+    for (const message of event.detail.messages) poller.message(message);
+  });
+}
 sse.watch(new EventStreamChannel(
   () => withQuery(`/sse/chat/${encodeURIComponent(room)}`, since(sse.lastId))));
 
@@ -189,14 +195,6 @@ socket.addEventListener("state", (event) => {
   if (event.detail === "connecting") ws.request();
 });
 socket.addEventListener("message", (event) => ws.received(byteLength(event.detail)));
-
-// Poll answers say where the next request starts, even when they hold no message.
-for (const poller of [short, long]) {
-  poller.transport.addEventListener("response", (event) => {
-    const last = event.detail.last_id;
-    if (typeof last === "number") poller.lastId = Math.max(poller.lastId ?? last, last);
-  });
-}
 
 async function post(text) {
   const response = await fetch(base, {

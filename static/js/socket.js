@@ -60,7 +60,18 @@ export class ReconnectingSocket extends EventTarget {
     this.stopped = false;
     const url = typeof this.url === "function" ? this.url() : this.url;
     this.setState("connecting");
-    const ws = new WebSocket(url);
+    let ws;
+    try {
+      ws = new WebSocket(url);
+    } catch {
+      // Refused before any network (a URL the browser or its policy forbids): a failed
+      // attempt like any other, retried after the backoff.
+      this.ws = null;
+      this.setState("closed");
+      this.dispatchEvent(new CustomEvent("close", { detail: { code: 1006, reason: "" } }));
+      if (!this.stopped) this.scheduleRetry();
+      return this;
+    }
     ws.binaryType = this.binaryType;
     this.ws = ws;
     let openedAt = null;

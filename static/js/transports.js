@@ -3,10 +3,10 @@
 // until there is news) or short (a request every `interval` ms, answered at once).
 //
 // Each channel has ReconnectingSocket's shape (socket.js): connect(), stop(), `state`, and
-// the events "state" (detail: "connecting" | "open" | "closed"), "json" (detail: one chat
-// frame, as the WebSocket would carry it) and "close". Besides: "request" (an HTTP request
-// went out) and "received" (detail: bytes of payload that came in), which /models counts.
-// `url` is a string or a function returning one, called before every request, so the
+// the events "state" (detail: "connecting" | "open" | "closed") and "close"; the event
+// stream also "json" (detail: one chat frame, as the WebSocket would carry it). Besides:
+// "request" (an HTTP request went out) and "received" (detail: bytes of payload that came
+// in), which /models counts. `url` is a function called before every request, so the
 // caller puts what it has seen into it (?since=).
 import { parseObject, retryDelay, STABLE_MS } from "./socket.js";
 
@@ -15,10 +15,6 @@ const encoder = new TextEncoder();
 // Bytes of a payload as it travelled: UTF-8 for text.
 export function byteLength(data) {
   return typeof data === "string" ? encoder.encode(data).length : data.byteLength;
-}
-
-function resolve(url) {
-  return typeof url === "function" ? url() : url;
 }
 
 // What channels share: the state, the events, the backoff between failed attempts.
@@ -73,7 +69,7 @@ export class EventStreamChannel extends Channel {
     this.close();
     this.setState("connecting");
     this.emit("request");
-    const source = new EventSource(resolve(this.url));
+    const source = new EventSource(this.url());
     this.source = source;
     let openedAt = null;
     source.onopen = () => {
@@ -107,22 +103,28 @@ export class EventStreamChannel extends Channel {
   }
 }
 
-// Polling: GET the URL, hand over what came, and ask again: at once for long-polling
-// (`interval` 0, the server holds each request until there is news), else `interval` ms
-// after the previous request went out. The answer is
-// {"messages": [...], "last_id": ..., "recovered": ...}: each message is a "json" event,
-// the whole answer a "response" event.
+// Polling: GET the URL, hand over the answer, and ask again: at once for long-polling
+// (`interval` 0: the server holds each request until there is news), else `interval` ms
+// after the previous request went out. `url(since, immediate)` gives each request's URL:
+// `since` is where the last answer ended (null before the first), `immediate` asks for an
+// answer without waiting (every short poll, and the first request after a (re)connect, so
+// the page knows at once that it is back). Events: "response" (detail: the answer,
+// {"messages": [...], "last_id": ..., "recovered": ...}) and "refused" (detail: the
+// server's {"code", "message"} when it answered with an error), no "json".
 export class PollingChannel extends Channel {
   constructor(url, { interval = 0 } = {}) {
     super(url);
     this.interval = interval;
     this.controller = null;
+    this.since = null; // the last answer's last_id: where the next request starts
+    this.caughtUp = false; // an answer came since the last (re)connect
   }
 
   connect() {
     clearTimeout(this.timer);
     this.stopped = false;
     if (this.controller) this.controller.abort();
+    this.caughtUp = false;
     if (this.state !== "open") this.setState("connecting");
     this.poll();
     return this;
@@ -132,29 +134,35 @@ export class PollingChannel extends Channel {
     const controller = new AbortController();
     this.controller = controller;
     const started = Date.now();
+    const url = this.url(this.since, this.interval > 0 || !this.caughtUp);
     this.emit("request");
-    let body = null;
+    let answer = null;
+    let status = 0;
     try {
-      const response = await fetch(resolve(this.url), {
+      const response = await fetch(url, {
         signal: controller.signal, cache: "no-store", headers: { Accept: "application/json" },
       });
+      status = response.status;
       const text = await response.text();
       this.emit("received", byteLength(text));
-      body = parseObject(text);
-      if (!response.ok || !body || !Array.isArray(body.messages)) {
-        throw new Error(`poll answered ${response.status}`);
-      }
+      answer = parseObject(text);
     } catch {
-      if (this.controller !== controller) return; // stopped or restarted meanwhile
+      // no answer: the network, or stopped (aborted)
+    }
+    if (this.controller !== controller) return; // stopped or restarted meanwhile
+    const ok = status >= 200 && status < 300 && answer && Array.isArray(answer.messages);
+    if (!ok) {
       this.controller = null;
-      this.lost({ status: body && body.error ? body.error.code : null });
+      this.caughtUp = false;
+      if (answer && answer.error) this.emit("refused", answer.error);
+      this.lost({ status });
       return;
     }
-    if (this.controller !== controller) return;
     this.attempts = 0;
+    this.caughtUp = true;
+    this.since = typeof answer.last_id === "number" ? answer.last_id : this.since ?? 0;
     this.setState("open");
-    this.emit("response", body);
-    for (const frame of body.messages) this.emit("json", frame);
+    this.emit("response", answer);
     if (this.stopped || this.controller !== controller) return;
     const wait = Math.max(0, this.interval - (Date.now() - started));
     this.timer = setTimeout(() => this.poll(), wait);
