@@ -133,9 +133,10 @@ class Config:
         limits.DEFAULT_HANDSHAKE_BURST, "new WebSockets one client address may open at once "
         "after a pause (a restart brings every tab of an office back at once)")
     max_connections_per_ip: int = option(
-        limits.DEFAULT_MAX_CONNECTIONS_PER_IP, "open WebSockets per client address; the next "
-        "handshake is refused with HTTP 429; `0` for no limit. Behind a proxy it needs "
-        "`--xheaders`, or every client counts as the proxy's address")
+        limits.DEFAULT_MAX_CONNECTIONS_PER_IP, "open WebSockets per client address, event "
+        "streams, held long-polls and poll sessions included; the next handshake or request "
+        "is refused with HTTP 429; `0` for no limit. Behind a proxy it needs `--xheaders`, or "
+        "every client counts as the proxy's address")
     max_pending_bytes: int = option(
         DEFAULT_MAX_PENDING_BYTES, "bytes (frame headers included) that Tornado may still "
         "hold for a WebSocket, not yet taken by the kernel, when a new frame is due; past it "

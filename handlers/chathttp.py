@@ -22,6 +22,7 @@ cookie reads anonymously and may not take a nickname (``cookie_required``).
 """
 
 import asyncio
+import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -341,8 +342,8 @@ class PollSessions:
             current = self.chat.private_topic(room, session.connection)
             joined, private = await take_nick(
                 self.chat, room, session.connection, raw_nick, current, listen, unlisten)
-            if private is not None:
-                await hub.subscribed(private)
+            if private is not None and hub.subscriber_count(private):
+                await hub.subscribed(private)  # its waiters must not miss the first one
             announce(hub, room, joined)
             if was_anonymous and self.readers is not None:
                 self.readers.changed(room)
@@ -435,12 +436,20 @@ class ChatLongPollHandler(TransportHandler):
             if raw_nick is not None:
                 assert session is not None
                 await self._join(session, raw_nick)
-            connection = session.connection if session is not None else await self._visit(room)
+            if session is not None:
+                await self._answer(room, session.connection, session, since, hold)
+                return
+            # Without a cookie: a connection for this request alone, a reader of the room
+            # while it is held.
+            connection = await self._visit(room)
             try:
-                await self._answer(room, connection, session, since, hold)
+                if hold and self.readers is not None:
+                    self.readers.changed(room)
+                await self._answer(room, connection, None, since, hold)
             finally:
-                if session is None:
-                    await self.chat.close(room, connection)
+                await self.chat.close(room, connection)
+                if hold and self.readers is not None:
+                    self.readers.changed(room)
         finally:
             if session is not None:
                 self.sessions.done(session)
@@ -490,6 +499,7 @@ class ChatLongPollHandler(TransportHandler):
     # POST: send a message.
 
     async def post(self, room: str) -> None:
+        self.metrics.messages_in.labels(endpoint=self.endpoint).inc()
         self.charge_request()
         message = self._body()
         raw_nick, to, text = message.get("nick"), message.get("to"), message.get("text")
@@ -517,10 +527,18 @@ class ChatLongPollHandler(TransportHandler):
         self.answer_json(encode(frame))
 
     def _body(self) -> Message:
+        data = b"".join(self._chunks)
         try:
-            message = orjson.loads(b"".join(self._chunks))
+            message = orjson.loads(data)
         except orjson.JSONDecodeError:
-            raise ClientError("bad_json", "The body is not valid JSON.") from None
+            # As on the socket: legal JSON that orjson refuses holds an unpaired surrogate
+            # escape ("\ud800"), which no UTF-8 could carry on.
+            try:
+                json.loads(data)
+            except (ValueError, RecursionError):
+                raise ClientError("bad_json", "The body is not valid JSON.") from None
+            raise ClientError(
+                "bad_message", "A string holds an unpaired surrogate escape.") from None
         if not isinstance(message, dict):
             raise ClientError("bad_message", "The body must be a JSON object.")
         return message

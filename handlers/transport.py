@@ -232,6 +232,7 @@ class EventStreamHandler(TransportHandler):
         super().initialize(**base)
         self.heartbeat = heartbeat
         self._aborted = False  # closed as a slow consumer: cut the TCP connection
+        self._closed_by_server = False  # close() ended it, not the client
         self._opened_at = 0.0
 
     # Hooks for subclasses.
@@ -297,6 +298,8 @@ class EventStreamHandler(TransportHandler):
         the browser reconnects."""
         if code == CloseCode.POLICY_VIOLATION:
             self._aborted = True
+        if self._ended is not None and not self._ended.done():
+            self._closed_by_server = True
         self._end()
 
     # Tornado's side.
@@ -335,7 +338,7 @@ class EventStreamHandler(TransportHandler):
                 connections.dec()
                 events.info(logfmt(
                     event="disconnect", endpoint=self.endpoint, ip=self.request.remote_ip,
-                    by="server" if self._aborted else "client",
+                    by="server" if self._closed_by_server else "client",
                     duration_s=time.monotonic() - self._opened_at))
                 if self._aborted:
                     self._response.stream.close()  # a slow consumer: what it holds goes

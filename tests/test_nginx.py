@@ -17,6 +17,7 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from tests.conftest import ROOT
+from tests.eventstream import EventStream
 from tests.support import (
     closed, find_program, free_port, poll_until, receive, receive_json, receive_type, send_json,
     wait_listening,
@@ -208,3 +209,49 @@ async def test_without_pings_nginx_cuts_the_idle_socket(stack, ws_open):
     started = asyncio.get_running_loop().time()
     assert await closed(conn) in (None, 1006)
     assert asyncio.get_running_loop().time() - started >= READ_TIMEOUT * 0.9
+
+
+async def post_message(port: int, text: str) -> dict:
+    """POST a chat message to the lobby through nginx; its frame."""
+    response = await fetch(port, "/poll/chat/lobby", method="POST",
+                           body=json.dumps({"text": text}),
+                           headers={"Content-Type": "application/json"})
+    assert response.code == 200, response.body
+    return json.loads(response.body)
+
+
+async def test_event_stream_works_through_nginx(stack):
+    """Through nginx an event stream opens at once, gets its welcome and then a message
+    posted after it, event by event (nothing buffered)."""
+    port = await stack()
+    stream = await EventStream.open(port, "/sse/chat/lobby", host=NGINX_HOST, source_ip=CLIENT_IP)
+    try:
+        assert stream.status == 200
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        assert (await stream.frame())["type"] == "welcome"
+        message = await post_message(port, "streamed through nginx")
+        event = await stream.event()
+        assert event.json() == message and event.id == str(message["id"])
+    finally:
+        stream.close()
+
+
+async def test_held_long_poll_works_through_nginx(stack):
+    """Through nginx a long-poll with nothing new is held, and the next message answers it."""
+    port = await stack()
+    first = await post_message(port, "before")
+
+    async def held_requests() -> int:
+        return json.loads((await fetch(port, "/healthz")).body)["connections"]
+
+    waiting = asyncio.ensure_future(fetch(port, f"/poll/chat/lobby?since={first['id']}"))
+    deadline = asyncio.get_running_loop().time() + 5
+    while await held_requests() < 1:  # the server holds it (no event says so from outside)
+        assert asyncio.get_running_loop().time() < deadline, "the long-poll never arrived"
+        await asyncio.sleep(0.02)
+    assert not waiting.done()
+    message = await post_message(port, "wakes the poll")
+    response = await waiting
+    assert response.code == 200
+    assert json.loads(response.body) == {
+        "messages": [message], "last_id": message["id"], "recovered": True}

@@ -1,0 +1,615 @@
+"""Chat over HTTP, through real sockets: long-polling and short polling (/poll/chat/<room>),
+Server-Sent Events (/sse/chat/<room>), and both beside the WebSocket, on the embedded chat
+state and on Redis."""
+
+import asyncio
+import json
+import time
+from typing import Any, Optional
+from urllib.parse import urlencode
+
+import pytest
+from tornado.httpclient import AsyncHTTPClient
+
+from realtime import wireforms
+from server import Config, make_app, start_components
+from tests.conftest import PREFIXES
+from tests.eventstream import EventStream
+from tests.support import (
+    RawReader, TIMEOUT, poll_until, port_of, receive_json, send_json,
+)
+
+LONG_POLL = 0.6  # seconds: --long-poll-timeout here
+HEARTBEAT = 0.3  # seconds: --sse-heartbeat here
+SESSION = 1.5  # seconds: --poll-session-timeout here
+ALICE = "alice-browser-0123456789"  # chat cookies, as /chat hands them out
+BOB = "bob-browser-0123456789ab"
+CAROL = "carol-browser-0123456789"
+
+
+@pytest.fixture(params=["embedded", "redis"])
+def backend(request):
+    """Every test here runs against the embedded chat state and against Redis."""
+    return request.param
+
+
+@pytest.fixture
+def overrides() -> dict[str, Any]:
+    """Options a test changes (parametrize ``overrides`` to change them)."""
+    return {}
+
+
+@pytest.fixture
+def config(backend, tmp_path, request, overrides):
+    """Short timeouts; the embedded state, or ``--redis-url`` on the session's redis-server
+    under a key prefix of the test's own."""
+    settings: dict[str, Any] = dict(
+        data_dir=str(tmp_path / "data"), long_poll_timeout=LONG_POLL, sse_heartbeat=HEARTBEAT,
+        poll_session_timeout=SESSION)
+    if backend == "redis":
+        settings.update(redis_url=request.getfixturevalue("session_redis").url,
+                        redis_prefix=f"test{next(PREFIXES)}:")
+    settings.update(overrides)
+    return Config(**settings)
+
+
+@pytest.fixture
+def app(config, io_loop):
+    """The application, its stores and broker started, shut down after the test."""
+    app = make_app(config)
+    io_loop.run_sync(lambda: start_components(app), timeout=15)
+    yield app
+    io_loop.run_sync(lambda: app.settings["lifecycle"].shutdown(10), timeout=15)
+
+
+@pytest.fixture
+def hub(app):
+    """The application's hub."""
+    return app.settings["hub"]
+
+
+@pytest.fixture
+def sse(http_server_client):
+    """``await sse(path, cookie=None, **headers)`` opens an event stream to the test server;
+    every one is closed after the test."""
+    opened: list[EventStream] = []
+
+    async def open_stream(path: str, cookie: Optional[str] = None, **options: Any) -> EventStream:
+        headers = dict(options.pop("headers", {}))
+        if cookie is not None:
+            headers["Cookie"] = f"chat_id={cookie}"
+        stream = await EventStream.open(port_of(http_server_client), path, headers, **options)
+        opened.append(stream)
+        return stream
+
+    yield open_stream
+    for stream in opened:
+        stream.close()
+
+
+async def fetch(http_server_client, path: str, method: str = "GET", body: Any = None,
+                cookie: Optional[str] = None, headers: Optional[dict[str, str]] = None,
+                timeout: float = TIMEOUT):
+    """One HTTP request; the response whatever its status."""
+    headers = dict(headers or {})
+    if cookie is not None:
+        headers["Cookie"] = f"chat_id={cookie}"
+    if body is not None and not isinstance(body, (bytes, str)):
+        body = json.dumps(body)
+        headers.setdefault("Content-Type", "application/json")
+    return await AsyncHTTPClient().fetch(
+        http_server_client.get_url(path), method=method, body=body, headers=headers,
+        raise_error=False, request_timeout=timeout)
+
+
+async def send(http_server_client, text: str, room: str = "lobby", cookie: Optional[str] = None,
+               **fields: Any) -> dict[str, Any]:
+    """POST a message; its frame (the POST must succeed)."""
+    response = await fetch(http_server_client, f"/poll/chat/{room}", "POST",
+                           {"text": text, **fields}, cookie)
+    assert response.code == 200, response.body
+    return json.loads(response.body)
+
+
+async def poll(http_server_client, room: str = "lobby", cookie: Optional[str] = None,
+               timeout: float = TIMEOUT, **query: Any) -> dict[str, Any]:
+    """GET /poll/chat/<room>; its JSON body (the GET must succeed)."""
+    path = f"/poll/chat/{room}" + ("?" + urlencode(query) if query else "")
+    response = await fetch(http_server_client, path, cookie=cookie, timeout=timeout)
+    assert response.code == 200, response.body
+    return json.loads(response.body)
+
+
+async def held(hub, topic: str, count: int) -> None:
+    """Wait until ``topic`` has ``count`` local subscribers (a request is held, or let go)."""
+    await poll_until(lambda: hub.subscriber_count(topic) == count)
+
+
+async def ws_join(ws_connect, room: str = "lobby", nick: Optional[str] = None,
+                  cookie: Optional[str] = None):
+    """A chat WebSocket and its welcome."""
+    path = f"/ws/chat/{room}" + (f"?nick={nick}" if nick else "")
+    conn = await ws_connect(path, {"Cookie": f"chat_id={cookie}"} if cookie else None)
+    welcome = await receive_json(conn)
+    assert welcome["type"] == "welcome"
+    return conn, welcome
+
+
+async def ws_frame_of(conn, kind: str) -> dict[str, Any]:
+    """Skip frames until one of type ``kind``."""
+    while True:
+        frame = await receive_json(conn)
+        if frame["type"] == kind:
+            return frame
+
+
+# Long-polling and short polling.
+
+
+async def test_long_poll_answers_the_backlog_at_once(http_server_client):
+    """Messages after since are answered at once, recovered, with the newest as last_id."""
+    first = await send(http_server_client, "one")
+    second = await send(http_server_client, "two")
+    started = time.monotonic()
+    body = await poll(http_server_client, since=first["id"] - 1)
+    assert time.monotonic() - started < LONG_POLL
+    assert body == {"messages": [first, second], "last_id": second["id"], "recovered": True}
+
+
+async def test_long_poll_holds_until_a_message_arrives(http_server_client, hub):
+    """Nothing after since: the request is held, and the next message answers it."""
+    last = await send(http_server_client, "before")
+    before = hub.subscriber_count("chat.lobby")
+    waiting = asyncio.ensure_future(poll(http_server_client, since=last["id"]))
+    await held(hub, "chat.lobby", before + 1)
+    assert not waiting.done()
+    message = await send(http_server_client, "wake up")
+    body = await waiting
+    assert body == {"messages": [message], "last_id": message["id"], "recovered": True}
+    await held(hub, "chat.lobby", before)
+
+
+async def test_long_poll_times_out_empty(http_server_client):
+    """No message within --long-poll-timeout: an empty answer, last_id the since sent."""
+    last = await send(http_server_client, "only one")
+    started = time.monotonic()
+    body = await poll(http_server_client, since=last["id"])
+    assert time.monotonic() - started >= LONG_POLL * 0.9
+    assert body == {"messages": [], "last_id": last["id"], "recovered": True}
+
+
+async def test_wait_0_never_holds(http_server_client, hub):
+    """wait=0 (short polling) answers at once even with nothing new."""
+    last = await send(http_server_client, "only one")
+    started = time.monotonic()
+    body = await poll(http_server_client, since=last["id"], wait=0)
+    assert time.monotonic() - started < LONG_POLL  # never waited for the timeout
+    assert body == {"messages": [], "last_id": last["id"], "recovered": True}
+    assert hub.subscriber_count("chat.lobby") == 0
+
+
+async def test_without_since_the_newest_history_comes_at_once_unrecovered(http_server_client):
+    """No since: the newest history at once, recovered false (nothing to continue)."""
+    assert await poll(http_server_client) == {
+        "messages": [], "last_id": None, "recovered": False}
+    message = await send(http_server_client, "hello")
+    body = await poll(http_server_client)
+    assert body == {"messages": [message], "last_id": message["id"], "recovered": False}
+
+
+async def test_since_from_before_the_room_waits_for_its_first_message(http_server_client, hub):
+    """since=0 in an empty room is held; the first message answers it, recovered false."""
+    waiting = asyncio.ensure_future(poll(http_server_client, since=0))
+    await held(hub, "chat.lobby", 1)
+    message = await send(http_server_client, "first")
+    assert await waiting == {"messages": [message], "last_id": message["id"], "recovered": False}
+
+
+async def test_a_disconnected_long_poll_leaves_no_waiter(http_server_client, hub, app):
+    """A client that goes away while held is released at once: no subscriber, no slot."""
+    last = await send(http_server_client, "before")
+    before = hub.subscriber_count("chat.lobby")
+    reader_transport, _ = await raw_get(http_server_client, f"/poll/chat/lobby?since={last['id']}")
+    await held(hub, "chat.lobby", before + 1)
+    reader_transport.close()
+    await held(hub, "chat.lobby", before)
+    assert app.settings["sockets"]["ip_connections"].count("127.0.0.1") == 0
+    assert not hub.connections
+
+
+async def raw_get(http_server_client, path: str) -> tuple[Any, RawReader]:
+    """Send a GET on a raw socket and read nothing back: a client that may vanish."""
+    loop = asyncio.get_running_loop()
+    transport, reader = await loop.create_connection(
+        RawReader, "127.0.0.1", port_of(http_server_client))
+    transport.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    return transport, reader
+
+
+@pytest.mark.parametrize("overrides", [dict(max_connections_per_ip=2)])
+async def test_held_requests_count_toward_the_per_address_limit(http_server_client, hub):
+    """Held requests take connection slots of their address; past the cap, 429."""
+    last = await send(http_server_client, "before")
+    waiting = [asyncio.ensure_future(poll(http_server_client, since=last["id"]))
+               for _ in range(2)]
+    await held(hub, "chat.lobby", 2)
+    response = await fetch(http_server_client, f"/poll/chat/lobby?since={last['id']}")
+    assert response.code == 429 and response.headers["Retry-After"]
+    assert json.loads(response.body)["error"]["code"] == "too_many_connections"
+    await send(http_server_client, "answers both")
+    for request in waiting:
+        assert len((await request)["messages"]) == 1
+
+
+async def test_a_long_poll_sees_private_messages_of_its_cookie_only(http_server_client, hub):
+    """A private message is in the polls of its two holders' cookies, nobody else's."""
+    await poll(http_server_client, cookie=BOB, nick="bob")
+    await poll(http_server_client, cookie=CAROL, nick="carol")
+    private = await send(http_server_client, "psst", cookie=ALICE, nick="alice", to="bob")
+    public = await send(http_server_client, "everyone")
+    since = private["id"] - 1
+    for cookie in (ALICE, BOB):
+        body = await poll(http_server_client, cookie=cookie, since=since)
+        assert body["messages"] == [private, public]
+    for cookie in (CAROL, None):
+        assert (await poll(http_server_client, cookie=cookie, since=since))["messages"] == [public]
+
+
+async def test_a_held_long_poll_wakes_for_its_private_message(http_server_client, hub):
+    """A held poll of bob's cookie is answered by a private message to bob."""
+    last = await send(http_server_client, "before", cookie=BOB, nick="bob")
+    waiting = asyncio.ensure_future(poll(http_server_client, cookie=BOB, since=last["id"]))
+    await held(hub, "chat.lobby", 1)  # its private topic too: subscribed in the same turn
+    assert not waiting.done()
+    private = await send(http_server_client, "for bob", cookie=ALICE, nick="alice", to="bob")
+    assert (await waiting)["messages"] == [private]
+
+
+# Nicknames over HTTP.
+
+
+async def test_post_with_a_free_nick_takes_it_and_the_session_keeps_it(
+        http_server_client, ws_connect):
+    """A POST with a free nick joins under it (the room hears joined), speaks as it, and
+    another browser cannot take it until the session times out (the room hears left)."""
+    watcher, _ = await ws_join(ws_connect)
+    message = await send(http_server_client, "hi", cookie=ALICE, nick="alice")
+    assert message["from"] == "alice"
+    assert await ws_frame_of(watcher, "joined") == {"type": "joined", "room": "lobby",
+                                                    "nick": "alice"}
+    taken = await fetch(http_server_client, "/poll/chat/lobby", "POST",
+                        {"text": "me too", "nick": "alice"}, BOB)
+    assert json.loads(taken.body)["error"]["code"] == "nick_taken"
+    again = await send(http_server_client, "still me", cookie=ALICE)
+    assert again["from"] == "alice"
+    assert await ws_frame_of(watcher, "left") == {"type": "left", "room": "lobby",
+                                                  "nick": "alice"}
+
+
+async def test_post_never_speaks_as_a_nick_another_browser_holds(http_server_client, ws_connect):
+    """alice holds her nick on a socket: a POST from another cookie as alice is refused and
+    publishes nothing."""
+    alice, _ = await ws_join(ws_connect, nick="alice", cookie=ALICE)
+    response = await fetch(http_server_client, "/poll/chat/lobby", "POST",
+                           {"text": "i am alice", "nick": "Alice"}, BOB)
+    assert response.code == 400
+    assert json.loads(response.body)["error"]["code"] == "nick_taken"
+    await send_json(alice, {"type": "message", "text": "marker"})
+    assert (await ws_frame_of(alice, "message"))["text"] == "marker"
+
+
+async def test_post_speaks_as_the_nick_its_cookie_holds_on_a_socket(
+        http_server_client, ws_connect):
+    """A POST with the cookie of alice's socket speaks as alice, with no second joined."""
+    alice, _ = await ws_join(ws_connect, nick="alice", cookie=ALICE)
+    assert (await ws_frame_of(alice, "joined"))["nick"] == "alice"
+    message = await send(http_server_client, "from curl", cookie=ALICE, nick="alice")
+    frame = await receive_json(alice)
+    assert frame == message and frame["from"] == "alice"
+
+
+@pytest.mark.parametrize("body, status, code", [
+    (b"not json", 400, "bad_json"),
+    (b"[1, 2]", 400, "bad_message"),
+    (b'{"text": "\\ud800"}', 400, "bad_message"),
+    (b"\xff\xfe", 400, "bad_json"),
+    ({"nick": "x"}, 400, "bad_message"),
+    ({"text": "   "}, 400, "bad_message"),
+    ({"text": "x" * 4001}, 400, "too_long"),
+    ({"text": "hi", "to": 5}, 400, "bad_message"),
+    ({"text": "hi", "nick": "zero\u200bwidth"}, 400, "bad_nick"),
+    ({"text": "hi", "to": "bob"}, 400, "nick_required"),
+    ({"text": "hi", "nick": "alice", "to": "nobody"}, 400, "no_such_user"),
+])
+async def test_post_errors_are_json_with_the_socket_codes(http_server_client, body, status, code):
+    """A refused POST answers the socket's error code as JSON, with its status."""
+    response = await fetch(http_server_client, "/poll/chat/lobby", "POST", body, ALICE,
+                           headers={"Content-Type": "application/json"})
+    assert response.code == status
+    error = json.loads(response.body)["error"]
+    assert error["code"] == code and error["message"]
+    assert response.headers["Content-Type"].startswith("application/json")
+
+
+async def test_a_nick_without_the_cookie_is_refused_and_the_cookie_given(http_server_client):
+    """Holding a nick needs the chat cookie: cookie_required, and the answer sets one."""
+    response = await fetch(http_server_client, "/poll/chat/lobby", "POST",
+                           {"text": "hi", "nick": "alice"})
+    assert response.code == 400
+    assert json.loads(response.body)["error"]["code"] == "cookie_required"
+    assert "chat_id=" in response.headers["Set-Cookie"]
+
+
+async def test_post_must_be_json(http_server_client):
+    """A POST that is not application/json (a cross-site form) is a 415."""
+    response = await fetch(http_server_client, "/poll/chat/lobby", "POST", "text=hi",
+                           headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert response.code == 415
+    assert json.loads(response.body)["error"]["code"] == "unsupported_media_type"
+
+
+@pytest.mark.parametrize("overrides", [dict(ip_rate_limit=1, ip_rate_burst=2)])
+async def test_posts_are_charged_to_the_address_budget(http_server_client):
+    """POSTs spend the address's frame budget: past it, 429 rate_limited with Retry-After."""
+    for n in range(2):
+        await send(http_server_client, f"message {n}")
+    response = await fetch(http_server_client, "/poll/chat/lobby", "POST", {"text": "more"})
+    assert response.code == 429 and int(response.headers["Retry-After"]) >= 1
+    assert json.loads(response.body)["error"]["code"] == "rate_limited"
+
+
+@pytest.mark.parametrize("overrides", [dict(room_rate_limit=1, room_rate_burst=1)])
+async def test_posts_are_charged_to_the_room_budget(http_server_client):
+    """A public POST spends the room's budget: past it, 429 and nothing published."""
+    await send(http_server_client, "first")
+    response = await fetch(http_server_client, "/poll/chat/lobby", "POST", {"text": "second"})
+    assert response.code == 429
+    assert json.loads(response.body)["error"]["code"] == "rate_limited"
+    assert [m["text"] for m in (await poll(http_server_client))["messages"]] == ["first"]
+
+
+async def test_an_unavailable_chat_state_is_a_503(http_server_client, app, monkeypatch):
+    """A chat state that cannot answer makes a POST a 503 unavailable with Retry-After."""
+    from realtime.messages import ClientError
+
+    async def down(*args: Any) -> None:
+        raise ClientError("unavailable", "Redis does not answer.")
+
+    monkeypatch.setattr(app.settings["chat"], "say", down)
+    response = await fetch(http_server_client, "/poll/chat/lobby", "POST", {"text": "hi"})
+    assert response.code == 503 and response.headers["Retry-After"] == "5"
+    assert json.loads(response.body)["error"]["code"] == "unavailable"
+
+
+# Server-Sent Events.
+
+
+async def test_sse_headers_arrive_before_any_message(sse):
+    """The stream's head (200, text/event-stream, no buffering) comes before any message
+    is sent, and the first event is the welcome."""
+    stream = await sse("/sse/chat/lobby")
+    assert stream.status == 200
+    assert stream.headers["content-type"].startswith("text/event-stream")
+    assert stream.headers["x-accel-buffering"] == "no"
+    assert stream.headers["cache-control"] == "no-store"
+    welcome = await stream.frame()
+    assert welcome == {"type": "welcome", "room": "lobby", "nick": None, "online": [],
+                       "readers": 1, "history": []}
+
+
+async def test_an_http_1_0_stream_gets_unchunked_events(sse, http_server_client):
+    """An HTTP/1.0 client gets the same events, not framed in chunks."""
+    stream = await sse("/sse/chat/lobby", version="HTTP/1.0")
+    assert "transfer-encoding" not in stream.headers
+    await stream.frame_of("welcome")
+    message = await send(http_server_client, "plain")
+    assert await next_numbered(stream) == message
+
+
+async def test_sse_events_are_the_socket_frames_with_their_ids(sse, ws_connect):
+    """Each message is one event whose data is exactly the socket's frame and whose id is
+    the message id."""
+    stream = await sse("/sse/chat/lobby")
+    await stream.frame_of("welcome")
+    conn, _ = await ws_join(ws_connect)
+    await send_json(conn, {"type": "message", "text": "hello"})
+    sent = await conn.read_message()
+    while json.loads(sent)["type"] != "message":
+        sent = await conn.read_message()
+    while True:
+        event = await stream.event()
+        if event.json()["type"] == "message":
+            break
+    assert event.data == sent
+    assert event.id == str(json.loads(sent)["id"])
+
+
+async def test_sse_reconnect_with_last_event_id_recovers_exactly_what_was_missed(
+        sse, http_server_client):
+    """A stream reopened with Last-Event-ID (winning over ?since=) gets a welcome holding
+    exactly the messages after that id, recovered, and carrying the newest id."""
+    stream = await sse("/sse/chat/lobby")
+    await stream.frame_of("welcome")
+    seen = await send(http_server_client, "seen")
+    event = await stream.event()
+    assert event.id == str(seen["id"])
+    stream.close()
+    missed = [await send(http_server_client, f"missed {n}") for n in range(3)]
+    again = await sse("/sse/chat/lobby?since=1", headers={"Last-Event-ID": event.id})
+    welcome_event = await again.event()
+    welcome = welcome_event.json()
+    assert welcome["history"] == missed and welcome["recovered"] is True
+    assert welcome_event.id == str(missed[-1]["id"])
+
+
+async def test_sse_since_that_cannot_be_recovered_says_so(sse, http_server_client):
+    """A since the room cannot vouch for gets the newest history and recovered false."""
+    message = await send(http_server_client, "hello")
+    stream = await sse("/sse/chat/lobby?since=5")
+    welcome = await stream.frame()
+    assert welcome["history"] == [message] and welcome["recovered"] is False
+
+
+async def test_a_private_message_reaches_only_its_holders_streams(sse, http_server_client):
+    """alice's private message to bob reaches bob's and alice's streams; carol's and an
+    anonymous one get only the public message after it."""
+    streams = {}
+    for name, cookie in (("alice", ALICE), ("bob", BOB), ("carol", CAROL), (None, None)):
+        path = "/sse/chat/lobby" + (f"?nick={name}" if name else "")
+        streams[name] = await sse(path, cookie)
+        assert (await streams[name].frame_of("welcome"))["nick"] == name
+    private = await send(http_server_client, "psst", cookie=ALICE, nick="alice", to="bob")
+    public = await send(http_server_client, "everyone")
+    for name in ("alice", "bob"):
+        assert await streams[name].frame_of("private") == private
+        assert await streams[name].frame_of("message") == public
+    for name in ("carol", None):
+        assert await next_numbered(streams[name]) == public
+
+
+async def next_numbered(stream: EventStream) -> dict[str, Any]:
+    """The next event with an id (a message or a private one)."""
+    while True:
+        event = await stream.event()
+        if event.id is not None:
+            return event.json()
+
+
+async def test_sse_nick_joins_and_closing_the_stream_leaves(sse, ws_connect):
+    """?nick= on a stream joins the room; the stream going away is a close: left."""
+    watcher, _ = await ws_join(ws_connect)
+    stream = await sse("/sse/chat/lobby?nick=dora")
+    assert (await stream.frame())["nick"] == "dora"
+    assert (await ws_frame_of(watcher, "joined"))["nick"] == "dora"
+    stream.close()
+    assert await ws_frame_of(watcher, "left") == {"type": "left", "room": "lobby", "nick": "dora"}
+
+
+async def test_sse_taken_nick_gets_welcome_then_error(sse, ws_connect):
+    """A taken ?nick= gets the anonymous welcome and then a nick_taken error event."""
+    await ws_join(ws_connect, nick="alice", cookie=ALICE)
+    stream = await sse("/sse/chat/lobby?nick=alice", BOB)
+    assert (await stream.frame())["nick"] is None
+    error = await stream.frame_of("error")
+    assert error["code"] == "nick_taken"
+
+
+async def test_sse_heartbeat_comments_keep_an_idle_stream_busy(sse):
+    """An idle stream gets a comment line every --sse-heartbeat seconds."""
+    stream = await sse("/sse/chat/lobby")
+    await stream.frame_of("welcome")
+    with pytest.raises(asyncio.TimeoutError):
+        await stream.event(timeout=HEARTBEAT * 4)
+    assert stream.comments >= 2
+
+
+@pytest.mark.parametrize("overrides", [dict(max_connections_per_ip=2)])
+async def test_sse_streams_count_toward_the_per_address_limit(sse):
+    """Event streams take connection slots of their address: past the cap, 429."""
+    for _ in range(2):
+        await (await sse("/sse/chat/lobby")).frame_of("welcome")
+    refused = await sse("/sse/chat/lobby")
+    assert refused.status == 429
+    assert refused.headers["content-type"].startswith("application/json")
+
+
+@pytest.mark.parametrize("overrides", [dict(max_pending_bytes=64 * 1024)])
+async def test_a_stalled_sse_reader_is_cut_off(sse, hub, ws_connect, monkeypatch):
+    """A stream that stops reading is dropped once it holds more than --max-pending-bytes
+    (holding at most that plus one event), its connection ends, and the room hears its
+    nickname leave; a reader is not dropped."""
+    held_at_drop = []
+    drop = hub.drop
+    monkeypatch.setattr(hub, "drop", lambda s: held_at_drop.append(s.unflushed_bytes()) or drop(s))
+    watcher, _ = await ws_join(ws_connect)
+    reader = await sse("/sse/chat/lobby")
+    stalled = await sse("/sse/chat/lobby?nick=sleepy", receive_buffer=4096, reader_limit=4096)
+    assert stalled.status == 200
+    await ws_frame_of(watcher, "joined")
+    await reader.frame_of("welcome")
+    big = {"type": "message", "id": 1, "room": "lobby", "from": None, "text": "x" * 4000, "ts": 0}
+    received = 0
+    for _ in range(5000):  # 20 MB at most; the kernel's buffers fill long before
+        if hub.dropped:
+            break
+        hub.publish("chat.lobby", big)
+        await asyncio.sleep(0)
+        while True:  # the reader keeps up
+            try:
+                await reader.event(timeout=0.001 if received else TIMEOUT)
+            except asyncio.TimeoutError:
+                break
+            received += 1
+    assert hub.dropped == 1
+    one_event = len(wireforms.chunk(wireforms.sse_event(json.dumps(big).encode(), 1)))
+    assert 64 * 1024 < held_at_drop[0] <= 64 * 1024 + one_event
+    assert await ws_frame_of(watcher, "left") == {"type": "left", "room": "lobby",
+                                                  "nick": "sleepy"}
+    assert await stalled.ended()
+
+
+async def test_one_publish_to_many_streams_builds_the_event_once(sse, hub, monkeypatch):
+    """Five streams get one message; its event bytes were built once for all of them."""
+    builds = []
+    build = wireforms.build_sse
+    monkeypatch.setattr(wireforms, "build_sse", lambda e: builds.append(e) or build(e))
+    streams = [await sse("/sse/chat/lobby") for _ in range(5)]
+    for stream in streams:
+        await stream.frame_of("welcome")
+    builds.clear()
+    hub.publish("chat.lobby", {"type": "message", "id": 7, "room": "lobby", "from": None,
+                               "text": "once", "ts": 0})
+    for stream in streams:
+        assert (await next_numbered(stream))["text"] == "once"
+    assert len(builds) == 1
+
+
+# All three together.
+
+
+async def test_socket_stream_and_long_poll_see_each_others_messages(
+        http_server_client, ws_connect, sse, hub):
+    """A WebSocket, an event stream and a long-poll client in one room each send a message
+    (the stream and the poll by POST) and each sees all three."""
+    ws, _ = await ws_join(ws_connect, nick="wanda", cookie=ALICE)
+    stream = await sse("/sse/chat/lobby?nick=sam", BOB)
+    await stream.frame_of("welcome")
+    start = await poll(http_server_client, cookie=CAROL, nick="polly")
+    since = start["last_id"] if start["last_id"] is not None else 0
+
+    await send_json(ws, {"type": "message", "text": "from the socket"})
+    await send(http_server_client, "from the stream", cookie=BOB, nick="sam")
+    await send(http_server_client, "from the poll", cookie=CAROL)
+
+    expected = [("wanda", "from the socket"), ("sam", "from the stream"),
+                ("polly", "from the poll")]
+    seen_ws = [await ws_frame_of(ws, "message") for _ in range(3)]
+    seen_sse = [await stream.frame_of("message") for _ in range(3)]
+    seen_poll: list[dict[str, Any]] = []
+    while len(seen_poll) < 3:
+        body = await poll(http_server_client, cookie=CAROL, since=since)
+        seen_poll += body["messages"]
+        since = body["last_id"]
+    for seen in (seen_ws, seen_sse, seen_poll):
+        assert [(m["from"], m["text"]) for m in seen] == expected
+    assert seen_ws == seen_sse == seen_poll
+
+
+async def test_poll_and_stream_urls_refuse_bad_rooms_and_origins(http_server_client):
+    """A room name outside the pattern is a 404; a foreign Origin a 403 bad_origin."""
+    assert (await fetch(http_server_client, "/poll/chat/bad.room")).code == 404
+    refused = await fetch(http_server_client, "/poll/chat/lobby",
+                          headers={"Origin": "https://evil.example"})
+    assert refused.code == 403
+    assert json.loads(refused.body)["error"]["code"] == "bad_origin"
+    refused = await fetch(http_server_client, "/sse/chat/lobby",
+                          headers={"Origin": "https://evil.example"})
+    assert refused.code == 403
+
+
+async def test_the_chat_socket_sees_stream_clients_as_readers(sse, ws_connect):
+    """An anonymous event stream counts as a reader of the room, as a socket does."""
+    stream = await sse("/sse/chat/lobby")
+    await stream.frame_of("welcome")
+    _, welcome = await ws_join(ws_connect)
+    assert welcome["readers"] == 2
