@@ -57,7 +57,7 @@ async def models_with_a_batch(page: Page, tag: str) -> None:
         await page.wait_for_selector(
             f'#model-{model} .model-state[data-state="open"]', timeout=WAIT)
     await page.click("#models-send")
-    await page.locator("#models-status", has_text="All 10 messages shown").wait_for(
+    await page.locator("#models-status", has_text="All 10 messages shown everywhere").wait_for(
         timeout=WAIT)
 
 

@@ -54,7 +54,7 @@ async def test_ten_messages_reach_every_panel_with_their_delays(http_server_clie
             assert (await entries.nth(9).locator(".delay").text_content()).endswith("ms")
             assert (await stat(page, model, "delay")).endswith("ms")
             assert (await stat(page, model, "median")).endswith("ms")
-        await page.locator("#models-status", has_text="All 10 messages shown").wait_for(
+        await page.locator("#models-status", has_text="All 10 messages shown everywhere").wait_for(
             timeout=WAIT)
         assert page.errors == []
 

@@ -22,7 +22,9 @@ const room = ROOM_PATTERN.test(params.get("room") || "") ? params.get("room") : 
 const pageId = Math.random().toString(36).slice(2, 8);
 const sendButton = document.getElementById("models-send");
 const status = document.getElementById("models-status");
-let batch = null; // {number, size, started, done: Map(panel -> ms until its last message)}
+// The batch being sent: {number, size, delays: Map(panel -> its delays of this batch),
+// requests: Map(panel -> its request count when the batch started)}.
+let batch = null;
 let batches = 0;
 
 function since(lastId) {
@@ -128,7 +130,7 @@ class Panel {
       this.delays.push(delay);
       if (this.delays.length > DELAYS_KEPT) this.delays.shift();
       this.render();
-      arrived(this, Number(stamp[4]));
+      arrived(this, Number(stamp[4]), delay);
     } else {
       item.append(el("span", "who", frame.from ?? "anonymous"));
       item.append(el("span", "text", frame.text));
@@ -151,16 +153,20 @@ class Panel {
   }
 }
 
-// A message of a batch reached a panel: once every panel has the whole batch, say how
-// long each took.
-function arrived(panel, number) {
+// A message of the batch reached a panel: once every panel has the whole batch, say what
+// each took: its median delay, and the requests it made meanwhile.
+function arrived(panel, number, delay) {
   if (!batch || batch.number !== number) return;
-  const count = (batch.counts.get(panel) ?? 0) + 1;
-  batch.counts.set(panel, count);
-  if (count === batch.size) batch.done.set(panel, Date.now() - batch.started);
-  if (batch.done.size < panels.length) return;
-  const times = panels.map((each) => `${each.title} ${formatMs(batch.done.get(each))}`);
-  status.textContent = `All ${batch.size} messages shown after: ${times.join(", ")}.`;
+  const delays = batch.delays.get(panel);
+  delays.push(delay);
+  if (panels.some((each) => batch.delays.get(each).length < batch.size)) return;
+  const parts = panels.map((each) => {
+    const made = each.requests - batch.requests.get(each);
+    return `${each.title} ${formatMs(median(batch.delays.get(each)))} `
+      + `(${made} request${made === 1 ? "" : "s"})`;
+  });
+  status.textContent = `All ${batch.size} messages shown everywhere. Median delay, and `
+    + `requests made meanwhile: ${parts.join(", ")}.`;
   batch = null;
 }
 
@@ -215,7 +221,11 @@ async function post(text) {
 sendButton.addEventListener("click", async () => {
   batches += 1;
   const number = batches;
-  batch = { number, size: BATCH_SIZE, started: Date.now(), counts: new Map(), done: new Map() };
+  batch = {
+    number, size: BATCH_SIZE,
+    delays: new Map(panels.map((each) => [each, []])),
+    requests: new Map(panels.map((each) => [each, each.requests])),
+  };
   sendButton.disabled = true;
   status.textContent = `Sending ${BATCH_SIZE} messages…`;
   try {
@@ -233,6 +243,7 @@ sendButton.addEventListener("click", async () => {
 
 document.getElementById("models-reset").addEventListener("click", () => {
   for (const each of panels) each.reset();
+  if (batch) for (const each of panels) batch.requests.set(each, 0);
   status.textContent = "Counters reset.";
 });
 
