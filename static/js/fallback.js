@@ -14,7 +14,7 @@
 // - long-polling carries messages only: each (re)connect's first answer becomes a welcome
 //   (history, the nickname asked for), and nobody's presence is known.
 import { ReconnectingSocket, socketUrl, parseObject } from "./socket.js";
-import { EventStreamChannel, PollingChannel } from "./transports.js";
+import { chatPath, EventStreamChannel, PollingChannel } from "./transports.js";
 
 export const TRANSPORTS = ["websocket", "sse", "long-polling"];
 export const TRANSPORT_NAMES = {
@@ -26,16 +26,6 @@ function available(transport) {
   if (transport === "websocket") return typeof WebSocket === "function";
   if (transport === "sse") return typeof EventSource === "function";
   return true;
-}
-
-// "/sse/chat/lobby?nick=alice&since=17": a chat endpoint with the arguments that are set.
-function chatPath(prefix, room, args) {
-  const query = new URLSearchParams();
-  for (const [name, value] of Object.entries(args)) {
-    if (value !== null && value !== undefined && value !== "") query.set(name, String(value));
-  }
-  const suffix = query.toString();
-  return `${prefix}/${encodeURIComponent(room)}${suffix ? `?${suffix}` : ""}`;
 }
 
 export class ChatConnection extends EventTarget {

@@ -5,7 +5,7 @@
 // Everything stops while the tab is hidden or the page is left, and catches up (?since=)
 // when it is back.
 import { ReconnectingSocket, socketUrl, el } from "./socket.js";
-import { byteLength, EventStreamChannel, PollingChannel } from "./transports.js";
+import { byteLength, chatPath, EventStreamChannel, PollingChannel } from "./transports.js";
 
 const ROOM_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 const BATCH_SIZE = 10;
@@ -26,15 +26,6 @@ const status = document.getElementById("models-status");
 // requests: Map(panel -> its request count when the batch started)}.
 let batch = null;
 let batches = 0;
-
-function since(lastId) {
-  return lastId === null ? "" : `since=${lastId}`;
-}
-
-function withQuery(path, ...parts) {
-  const query = parts.filter(Boolean).join("&");
-  return query ? `${path}?${query}` : path;
-}
 
 function formatBytes(bytes) {
   if (bytes < 1000) return `${bytes} B`;
@@ -180,22 +171,20 @@ const long = panel("long");
 const sse = panel("sse");
 const ws = panel("ws");
 const panels = [short, long, sse, ws];
-const base = `/poll/chat/${encodeURIComponent(room)}`;
 short.watch(new PollingChannel(
-  (after) => withQuery(base, "wait=0", since(after)), { interval: SHORT_POLL_MS }));
+  (since) => chatPath("/poll/chat", room, { since, wait: 0 }), { interval: SHORT_POLL_MS }));
 long.watch(new PollingChannel(
-  (after, immediate) => withQuery(base, immediate && "wait=0", since(after))));
+  (since, immediate) => chatPath("/poll/chat", room, { since, wait: immediate ? 0 : null })));
 for (const poller of [short, long]) {
   poller.transport.addEventListener("response", (event) => {
     for (const message of event.detail.messages) poller.message(message);
   });
 }
-sse.watch(new EventStreamChannel(
-  () => withQuery(`/sse/chat/${encodeURIComponent(room)}`, since(sse.lastId))));
+sse.watch(new EventStreamChannel(() => chatPath("/sse/chat", room, { since: sse.lastId })));
 
 // The WebSocket: a handshake is its one request; each frame's data is what it received.
 const socket = new ReconnectingSocket(
-  () => socketUrl(withQuery(`/ws/chat/${encodeURIComponent(room)}`, since(ws.lastId))));
+  () => socketUrl(chatPath("/ws/chat", room, { since: ws.lastId })));
 ws.watch(socket);
 socket.addEventListener("state", (event) => {
   if (event.detail === "connecting") ws.request();
@@ -203,7 +192,7 @@ socket.addEventListener("state", (event) => {
 socket.addEventListener("message", (event) => ws.received(byteLength(event.detail)));
 
 async function post(text) {
-  const response = await fetch(base, {
+  const response = await fetch(chatPath("/poll/chat", room, {}), {
     method: "POST",
     headers: { "Content-Type": "application/json", Accept: "application/json" },
     body: JSON.stringify({ text }),

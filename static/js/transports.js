@@ -12,6 +12,16 @@ import { parseObject, retryDelay, STABLE_MS } from "./socket.js";
 
 const encoder = new TextEncoder();
 
+// "/sse/chat/lobby?nick=alice&since=17": a chat endpoint with the arguments that are set.
+export function chatPath(prefix, room, args) {
+  const query = new URLSearchParams();
+  for (const [name, value] of Object.entries(args)) {
+    if (value !== null && value !== undefined && value !== "") query.set(name, String(value));
+  }
+  const suffix = query.toString();
+  return `${prefix}/${encodeURIComponent(room)}${suffix ? `?${suffix}` : ""}`;
+}
+
 // Bytes of a payload as it travelled: UTF-8 for text.
 export function byteLength(data) {
   return typeof data === "string" ? encoder.encode(data).length : data.byteLength;
