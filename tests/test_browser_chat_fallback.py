@@ -120,6 +120,20 @@ async def test_without_event_streams_the_page_long_polls(http_server_client):
         assert bob.errors == []
 
 
+async def test_message_the_fallback_could_not_post_returns_to_the_box(http_server_client):
+    """Over Server-Sent Events a POST that never reaches the server says so, and the text is
+    back in the message box to send again."""
+    url = http_server_client.get_url("/chat")
+    async with chromium() as browser:
+        bob = await open_chat(browser, url, "bob", "unsent", block=NO_WEBSOCKET)
+        await bob.route("**/poll/chat/**", lambda route: route.abort())
+        await say(bob, "lost in transit")
+        await bob.locator("#chat-notice", has_text="could not be reached").wait_for(
+            timeout=WAIT)
+        assert await bob.input_value("#chat-text") == "lost in transit"
+        assert await bob.locator("#chat-log .entry", has_text="lost in transit").count() == 0
+
+
 async def test_fallback_reconnects_without_losing_messages(http_server_client, hub):
     """The server ends Bob's event stream and his page cannot get back for a while; what
     Alice says meanwhile reaches Bob once he is back, as a replay (?since=), once."""

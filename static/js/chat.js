@@ -330,7 +330,9 @@ function onFrame(frame) {
         nickInput.value = myNick ?? nickInput.value;
         nickInput.focus();
         renderOnline();
-      } else if (MESSAGE_ERRORS.has(frame.code) && pending.length) {
+      }
+      // An answer to a message we sent (over HTTP, `unsent` says so): it will not come back.
+      if ((frame.unsent || MESSAGE_ERRORS.has(frame.code)) && pending.length) {
         const failed = pending.shift();
         if (!textInput.value) textInput.value = failed.text;
       }

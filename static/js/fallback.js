@@ -7,8 +7,9 @@
 // The page sees one ChatConnection with ReconnectingSocket's shape (connect(), stop(),
 // sendJson(), `state`, the events "state", "json" and "close") whichever transport carries
 // it, plus `transport` and a "transport" event. Over HTTP:
-// - a message is a POST; the server's answer (the message as the room got it, or an error)
-//   comes back as a "json" frame, so every send is confirmed one way or the other
+// - a message is a POST; the server's answer comes back as a "json" frame: the message as
+//   the room got it, or an error frame marked `unsent: true` (code `not_sent` when the
+//   server could not be reached), so every send is settled one way or the other
 //   (`confirms`: nothing to send again after a reconnect);
 // - a nickname is taken when (re)connecting (?nick=), not by a join message (`canJoin`);
 // - long-polling carries messages only: each (re)connect's first answer becomes a welcome
@@ -99,10 +100,10 @@ export class ChatConnection extends EventTarget {
     if (status >= 200 && status < 300 && answer) {
       this.emit("json", answer); // the message as the room got it, with its id
     } else if (answer && answer.error) {
-      this.emit("json", { type: "error", ...answer.error });
+      this.emit("json", { type: "error", ...answer.error, unsent: true });
     } else {
       this.emit("json", {
-        type: "error", code: "not_sent",
+        type: "error", code: "not_sent", unsent: true,
         message: status ? `The message was not sent: the server answered ${status}.`
           : "The message was not sent: the server could not be reached.",
       });
