@@ -4,6 +4,7 @@ state and on Redis."""
 
 import asyncio
 import json
+import threading
 import time
 from typing import Any, Optional
 from urllib.parse import urlencode
@@ -19,9 +20,13 @@ from tests.support import (
     RawReader, TIMEOUT, poll_until, port_of, receive_json, send_json,
 )
 
-LONG_POLL = 0.6  # seconds: --long-poll-timeout here
+# --long-poll-timeout and --poll-session-timeout here: longer than any test waits, so an
+# answer within TIMEOUT was never a timeout and no session ends halfway; the tests of the
+# timeouts themselves shorten them.
+LONG_POLL = 3 * TIMEOUT
+SESSION = 6 * TIMEOUT
+SHORT = 0.5  # seconds: a timeout a test waits for
 HEARTBEAT = 0.3  # seconds: --sse-heartbeat here
-SESSION = 1.5  # seconds: --poll-session-timeout here
 ALICE = "alice-browser-0123456789"  # chat cookies, as /chat hands them out
 BOB = "bob-browser-0123456789ab"
 CAROL = "carol-browser-0123456789"
@@ -150,9 +155,7 @@ async def test_long_poll_answers_the_backlog_at_once(http_server_client):
     """Messages after since are answered at once, recovered, with the newest as last_id."""
     first = await send(http_server_client, "one")
     second = await send(http_server_client, "two")
-    started = time.monotonic()
-    body = await poll(http_server_client, since=first["id"] - 1)
-    assert time.monotonic() - started < LONG_POLL
+    body = await poll(http_server_client, since=first["id"] - 1)  # within TIMEOUT: not held
     assert body == {"messages": [first, second], "last_id": second["id"], "recovered": True}
 
 
@@ -169,21 +172,20 @@ async def test_long_poll_holds_until_a_message_arrives(http_server_client, hub):
     await held(hub, "chat.lobby", before)
 
 
+@pytest.mark.parametrize("overrides", [dict(long_poll_timeout=SHORT)])
 async def test_long_poll_times_out_empty(http_server_client):
     """No message within --long-poll-timeout: an empty answer, last_id the since sent."""
     last = await send(http_server_client, "only one")
     started = time.monotonic()
     body = await poll(http_server_client, since=last["id"])
-    assert time.monotonic() - started >= LONG_POLL * 0.9
+    assert time.monotonic() - started >= SHORT * 0.9
     assert body == {"messages": [], "last_id": last["id"], "recovered": True}
 
 
 async def test_wait_0_never_holds(http_server_client, hub):
     """wait=0 (short polling) answers at once even with nothing new."""
     last = await send(http_server_client, "only one")
-    started = time.monotonic()
-    body = await poll(http_server_client, since=last["id"], wait=0)
-    assert time.monotonic() - started < LONG_POLL  # never waited for the timeout
+    body = await poll(http_server_client, since=last["id"], wait=0)  # within TIMEOUT
     assert body == {"messages": [], "last_id": last["id"], "recovered": True}
     assert hub.subscriber_count("chat.lobby") == 0
 
@@ -224,6 +226,29 @@ async def raw_get(http_server_client, path: str) -> tuple[Any, RawReader]:
         RawReader, "127.0.0.1", port_of(http_server_client))
     transport.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
     return transport, reader
+
+
+async def test_one_message_wakes_many_held_requests_with_one_body(
+        http_server_client, hub, monkeypatch):
+    """50 held requests cost no thread; one message answers them all with one body, built
+    once for every one of them."""
+    builds = []
+    build = wireforms.build_poll
+    monkeypatch.setattr(wireforms, "build_poll", lambda e: builds.append(e) or build(e))
+    last = await send(http_server_client, "before")
+    threads = threading.active_count()
+    clients = [await raw_get(http_server_client, f"/poll/chat/lobby?since={last['id']}")
+               for _ in range(50)]
+    await held(hub, "chat.lobby", 50)
+    assert threading.active_count() == threads
+    message = await send(http_server_client, "to all of you")
+    for transport, reader in clients:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT)
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        body = json.loads(await asyncio.wait_for(reader.readexactly(length), TIMEOUT))
+        assert body == {"messages": [message], "last_id": message["id"], "recovered": True}
+        transport.close()
+    assert len(builds) == 1
 
 
 @pytest.mark.parametrize("overrides", [dict(max_connections_per_ip=2)])
@@ -270,8 +295,8 @@ async def test_a_held_long_poll_wakes_for_its_private_message(http_server_client
 
 async def test_post_with_a_free_nick_takes_it_and_the_session_keeps_it(
         http_server_client, ws_connect):
-    """A POST with a free nick joins under it (the room hears joined), speaks as it, and
-    another browser cannot take it until the session times out (the room hears left)."""
+    """A POST with a free nick joins under it (the room hears joined) and speaks as it; the
+    browser's next POST speaks as it too, and another browser cannot take it."""
     watcher, _ = await ws_join(ws_connect)
     message = await send(http_server_client, "hi", cookie=ALICE, nick="alice")
     assert message["from"] == "alice"
@@ -282,8 +307,18 @@ async def test_post_with_a_free_nick_takes_it_and_the_session_keeps_it(
     assert json.loads(taken.body)["error"]["code"] == "nick_taken"
     again = await send(http_server_client, "still me", cookie=ALICE)
     assert again["from"] == "alice"
+
+
+@pytest.mark.parametrize("overrides", [dict(poll_session_timeout=SHORT)])
+async def test_a_poll_session_leaves_after_its_timeout(http_server_client, ws_connect):
+    """--poll-session-timeout after a session's last request, its nickname leaves the room."""
+    watcher, _ = await ws_join(ws_connect)
+    started = time.monotonic()
+    await poll(http_server_client, cookie=ALICE, nick="alice")
+    assert (await ws_frame_of(watcher, "joined"))["nick"] == "alice"
     assert await ws_frame_of(watcher, "left") == {"type": "left", "room": "lobby",
                                                   "nick": "alice"}
+    assert time.monotonic() - started >= SHORT * 0.9
 
 
 async def test_post_never_speaks_as_a_nick_another_browser_holds(http_server_client, ws_connect):
