@@ -342,6 +342,7 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
         url(r"/", PageHandler, dict(template="index.html"), name="index"),
         url(r"/echo", PageHandler, dict(template="echo.html"), name="echo"),
         url(r"/chat", ChatPageHandler, dict(template="chat.html"), name="chat"),
+        url(r"/models", PageHandler, dict(template="models.html"), name="models"),
         url(r"/vote", VotePageHandler, votes, name="vote"),
         url(r"/vote/([^/]+)", PollPageHandler, votes, name="vote_poll"),
         url(r"/vote/([^/]+)/present", PresentPageHandler, votes, name="vote_present"),

@@ -51,6 +51,16 @@ async def poll_with_a_vote(page: Page, tag: str) -> None:
         timeout=WAIT)
 
 
+async def models_with_a_batch(page: Page, tag: str) -> None:
+    """The models page with every panel connected and a batch of ten shown in each."""
+    for model in ["short", "long", "sse", "ws"]:
+        await page.wait_for_selector(
+            f'#model-{model} .model-state[data-state="open"]', timeout=WAIT)
+    await page.click("#models-send")
+    await page.locator("#models-status", has_text="All 10 messages shown everywhere").wait_for(
+        timeout=WAIT)
+
+
 async def as_loaded(page: Page, tag: str) -> None:
     """The page as it loads."""
 
@@ -60,6 +70,7 @@ PAGES: dict[str, tuple[str, Callable[[Page, str], Awaitable[None]]]] = {
     "home": ("/", as_loaded),
     "echo": ("/echo", echo_with_a_reply),
     "chat": ("/chat?room=a11y&nick={tag}", chat_with_messages),
+    "models": ("/models?room=a11y-{tag}", models_with_a_batch),
     "vote": ("/vote", as_loaded),
     "poll": ("/vote/demo", poll_with_a_vote),
     "present": ("/vote/demo/present", as_loaded),

@@ -8,7 +8,10 @@
 // button when scrolled up, multi-line messages (Shift+Enter), a character counter near the
 // 4,000 limit that refuses (never cuts) a longer message, one notice for a rename, the
 // anonymous readers' count, and on a phone a drawer for the online list.
-import { ReconnectingSocket, socketUrl, showState, el, clock } from "./socket.js";
+// Where a WebSocket cannot open, the page goes on over Server-Sent Events and POST, or
+// long-polling and POST (fallback.js), and says which it uses.
+import { showState, el, clock } from "./socket.js";
+import { ChatConnection, TRANSPORT_NAMES } from "./fallback.js";
 
 const $ = (id) => document.getElementById(id);
 const joinForm = $("chat-join");
@@ -34,6 +37,7 @@ const peopleToggle = $("chat-people-toggle");
 const peopleCount = $("chat-people-count");
 const peopleClose = $("chat-people-close");
 const joinToggle = $("chat-join-toggle");
+const transportLabel = $("conn-transport");
 
 const ROOM_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 // Errors that answer one message we sent: that message will not come back.
@@ -151,6 +155,12 @@ function showWhere() {
 }
 
 function renderReaders() {
+  if (socket && socket.transport === "long-polling") {
+    // Long-polling carries messages only: nobody's comings and goings.
+    readersLine.textContent = "Over long-polling this page cannot see who else is here.";
+    readersLine.hidden = false;
+    return;
+  }
   const you = myNick === null && readers > 0 ? ", you included" : "";
   readersLine.textContent = readers === 1 ? `1 person reading${you}` : `${readers} people reading${you}`;
   readersLine.hidden = readers === 0;
@@ -223,7 +233,9 @@ function onWelcome(frame) {
     // The joiner's own tab says where it stands and who was here before it.
     welcomed = true;
     renderEvent(myNick ? `You joined as ${myNick}.` : "You are reading without a nickname.");
-    renderEvent(others.length ? `Here: ${others.join(", ")}` : "Nobody else here yet.");
+    if (socket.transport !== "long-polling") { // which knows nobody's presence
+      renderEvent(others.length ? `Here: ${others.join(", ")}` : "Nobody else here yet.");
+    }
   } else {
     // A reconnect: tell what changed while away, not who merely reconnected.
     for (const nick of others) {
@@ -246,7 +258,9 @@ function onWelcome(frame) {
     renderMessage(message);
     settlePending(message);
   }
-  // What was sent before the connection dropped and is not in the replay never arrived.
+  // What was sent before the connection dropped and is not in the replay never arrived
+  // (over HTTP every send was answered already: nothing is in doubt).
+  if (socket.confirms) return;
   const unsent = pending;
   pending = [];
   for (const entry of unsent) {
@@ -316,7 +330,9 @@ function onFrame(frame) {
         nickInput.value = myNick ?? nickInput.value;
         nickInput.focus();
         renderOnline();
-      } else if (MESSAGE_ERRORS.has(frame.code) && pending.length) {
+      }
+      // An answer to a message we sent (over HTTP, `unsent` says so): it will not come back.
+      if ((frame.unsent || MESSAGE_ERRORS.has(frame.code)) && pending.length) {
         const failed = pending.shift();
         if (!textInput.value) textInput.value = failed.text;
       }
@@ -324,16 +340,18 @@ function onFrame(frame) {
   }
 }
 
-function socketPath() {
-  const query = new URLSearchParams();
-  const nick = myNick || wantedNick;
-  if (nick) query.set("nick", nick);
-  if (lastId !== null) query.set("since", String(lastId));
-  const suffix = query.toString();
-  return socketUrl(`/ws/chat/${encodeURIComponent(room)}${suffix ? `?${suffix}` : ""}`);
+// What the next connection asks for: the nickname to hold, the newest message seen.
+function chatQuery() {
+  return { nick: myNick || wantedNick, since: lastId };
+}
+
+function showTransport() {
+  transportLabel.textContent = `via ${TRANSPORT_NAMES[socket.transport]}`;
+  transportLabel.dataset.transport = socket.transport;
 }
 
 function enter(newRoom, nick) {
+  const transport = socket ? socket.transport : undefined; // a blocked WebSocket stays so
   if (socket) socket.stop();
   room = newRoom;
   myNick = null;
@@ -355,8 +373,13 @@ function enter(newRoom, nick) {
   const url = new URL(location.href);
   url.searchParams.set("room", room);
   history.replaceState(null, "", url);
-  socket = new ReconnectingSocket(socketPath);
+  socket = new ChatConnection(room, chatQuery, { transport });
   showState(socket);
+  showTransport();
+  socket.addEventListener("transport", () => {
+    showTransport();
+    renderOnline();
+  });
   socket.addEventListener("state", (event) => {
     sendButton.disabled = event.detail !== "open";
   });
@@ -382,7 +405,14 @@ joinForm.addEventListener("submit", (event) => {
     enter(newRoom, nick);
   } else if (nick && nick !== myNick) {
     showNotice("");
-    if (socket.sendJson({ type: "join", nick })) joinAsked = nick;
+    if (socket.canJoin) {
+      if (socket.sendJson({ type: "join", nick })) joinAsked = nick;
+    } else {
+      // Over HTTP a nickname is taken by connecting with it; the log stays.
+      wantedNick = nick;
+      myNick = null;
+      socket.connect();
+    }
   }
 });
 

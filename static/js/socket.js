@@ -5,7 +5,15 @@ const MIN_DELAY_MS = 500;
 const MAX_DELAY_MS = 10000;
 // A connection must stay open this long before the backoff starts again from the shortest
 // delay: one the server accepts and closes at once keeps backing off instead of looping.
-const STABLE_MS = 5000;
+export const STABLE_MS = 5000;
+
+// The wait before the next attempt, after `attempts` failed ones in a row: a ceiling doubling
+// from MIN_DELAY_MS up to MAX_DELAY_MS, and a random point in its upper half, so clients
+// dropped together do not all come back at the same instant.
+export function retryDelay(attempts) {
+  const ceiling = Math.min(MAX_DELAY_MS, MIN_DELAY_MS * 2 ** attempts);
+  return ceiling / 2 + Math.random() * ceiling / 2;
+}
 
 // Absolute ws:// or wss:// URL for a path on this server.
 export function socketUrl(path) {
@@ -14,7 +22,7 @@ export function socketUrl(path) {
 }
 
 // A JSON object from a text frame, or null for binary data, bad JSON or a non-object.
-function parseObject(data) {
+export function parseObject(data) {
   if (typeof data !== "string") return null;
   try {
     const value = JSON.parse(data);
@@ -52,7 +60,18 @@ export class ReconnectingSocket extends EventTarget {
     this.stopped = false;
     const url = typeof this.url === "function" ? this.url() : this.url;
     this.setState("connecting");
-    const ws = new WebSocket(url);
+    let ws;
+    try {
+      ws = new WebSocket(url);
+    } catch {
+      // Refused before any network (a URL the browser or its policy forbids): a failed
+      // attempt like any other, retried after the backoff.
+      this.ws = null;
+      this.setState("closed");
+      this.dispatchEvent(new CustomEvent("close", { detail: { code: 1006, reason: "" } }));
+      if (!this.stopped) this.scheduleRetry();
+      return this;
+    }
     ws.binaryType = this.binaryType;
     this.ws = ws;
     let openedAt = null;
@@ -78,9 +97,8 @@ export class ReconnectingSocket extends EventTarget {
   }
 
   scheduleRetry() {
-    const ceiling = Math.min(MAX_DELAY_MS, MIN_DELAY_MS * 2 ** this.attempts);
+    const delay = retryDelay(this.attempts);
     this.attempts += 1;
-    const delay = ceiling / 2 + Math.random() * ceiling / 2;
     this.timer = setTimeout(() => this.connect(), delay);
   }
 

@@ -1,0 +1,199 @@
+// Chat that gets through: a WebSocket where it can, else Server-Sent Events to receive and
+// POST to send, else long-polling and POST. A transport is given up only when it never
+// worked on this page: GIVE_UP_AFTER attempts in a row ended without a single frame (or
+// the browser has no such thing at all). Once one has carried a frame, its failures are
+// outages, and it reconnects as the WebSocket does (socket.js's backoff).
+//
+// The page sees one ChatConnection with ReconnectingSocket's shape (connect(), stop(),
+// sendJson(), `state`, the events "state", "json" and "close") whichever transport carries
+// it, plus `transport` and a "transport" event. Over HTTP:
+// - a message is a POST; the server's answer comes back as a "json" frame: the message as
+//   the room got it, or an error frame marked `unsent: true` (code `not_sent` when the
+//   server could not be reached), so every send is settled one way or the other
+//   (`confirms`: nothing to send again after a reconnect);
+// - a nickname is taken when (re)connecting (?nick=), not by a join message (`canJoin`);
+// - long-polling carries messages only: each (re)connect's first answer becomes a welcome
+//   (history, the nickname asked for), and nobody's presence is known.
+import { ReconnectingSocket, socketUrl, parseObject } from "./socket.js";
+import { chatPath, EventStreamChannel, PollingChannel } from "./transports.js";
+
+export const TRANSPORTS = ["websocket", "sse", "long-polling"];
+export const TRANSPORT_NAMES = {
+  websocket: "WebSocket", sse: "Server-Sent Events", "long-polling": "long-polling",
+};
+const GIVE_UP_AFTER = 3;
+
+function available(transport) {
+  if (transport === "websocket") return typeof WebSocket === "function";
+  if (transport === "sse") return typeof EventSource === "function";
+  return true;
+}
+
+export class ChatConnection extends EventTarget {
+  // `room`: the room. `query()`: {nick, since} for the next attempt (the nickname to hold,
+  // the newest message id seen). `transport`: where to start, e.g. the one an earlier
+  // connection of the page ended up with, so a blocked WebSocket is not tried again.
+  constructor(room, query, { transport = "websocket" } = {}) {
+    super();
+    this.room = room;
+    this.query = query;
+    const start = Math.max(0, TRANSPORTS.indexOf(transport));
+    this.transport = TRANSPORTS.slice(start).find(available);
+    this.state = "closed";
+    this.channel = null;
+    this.stopped = true;
+    this.failures = 0; // attempts in a row that ended without a frame
+    this.proven = false; // the transport carried a frame: it works here
+    this.outbox = Promise.resolve(); // POSTs go one at a time, in the order sent
+  }
+
+  // Every send is answered (delivered or refused): nothing to send again on a reconnect.
+  get confirms() {
+    return this.transport !== "websocket";
+  }
+
+  // A nickname can be changed on the open connection (else: connect again with ?nick=).
+  get canJoin() {
+    return this.transport === "websocket";
+  }
+
+  connect() {
+    this.stopped = false;
+    const previous = this.channel;
+    this.channel = this.open(this.transport);
+    if (previous) previous.stop();
+    this.channel.connect();
+    return this;
+  }
+
+  stop() {
+    this.stopped = true;
+    if (this.channel) this.channel.stop();
+  }
+
+  sendJson(message) {
+    if (this.transport === "websocket") return this.channel.sendJson(message);
+    if (this.state !== "open" || message.type !== "message") return false;
+    const body = { text: message.text };
+    if (message.to) body.to = message.to;
+    const { nick } = this.query();
+    if (nick) body.nick = nick;
+    this.outbox = this.outbox.then(() => this.post(body));
+    return true;
+  }
+
+  async post(body) {
+    let answer = null;
+    let status = 0;
+    try {
+      const response = await fetch(chatPath("/poll/chat", this.room, {}), {
+        method: "POST",
+        headers: { "Content-Type": "application/json", Accept: "application/json" },
+        body: JSON.stringify(body),
+      });
+      status = response.status;
+      answer = parseObject(await response.text());
+    } catch {
+      // the server could not be reached
+    }
+    if (this.stopped) return;
+    if (status >= 200 && status < 300 && answer) {
+      this.emit("json", answer); // the message as the room got it, with its id
+    } else if (answer && answer.error) {
+      this.emit("json", { type: "error", ...answer.error, unsent: true });
+    } else {
+      this.emit("json", {
+        type: "error", code: "not_sent", unsent: true,
+        message: status ? `The message was not sent: the server answered ${status}.`
+          : "The message was not sent: the server could not be reached.",
+      });
+    }
+  }
+
+  // A channel of `transport`, its events passed on while it is the current one.
+  open(transport) {
+    const channel = transport === "websocket" ? this.socket()
+      : transport === "sse" ? this.eventStream() : this.longPoll();
+    const current = () => this.channel === channel && !this.stopped;
+    let framed = false; // this attempt carried a frame
+    channel.addEventListener("state", (event) => {
+      if (!current()) return;
+      if (event.detail === "connecting") framed = false;
+      this.setState(event.detail);
+    });
+    channel.addEventListener("json", (event) => {
+      if (!current()) return;
+      framed = true;
+      this.proven = true;
+      this.emit("json", event.detail);
+    });
+    channel.addEventListener("close", (event) => {
+      if (!current()) return;
+      this.emit("close", event.detail);
+      if (framed || this.proven || navigator.onLine === false) return;
+      this.failures += 1;
+      if (this.failures >= GIVE_UP_AFTER) this.fallBack();
+    });
+    return channel;
+  }
+
+  socket() {
+    return new ReconnectingSocket(() => socketUrl(chatPath("/ws/chat", this.room, this.query())));
+  }
+
+  eventStream() {
+    return new EventStreamChannel(() => chatPath("/sse/chat", this.room, this.query()));
+  }
+
+  // Long-polling: its answers turned into the frames a socket would carry.
+  longPoll() {
+    let asked = null; // the nickname and since of the request in flight
+    let welcomed = false; // this (re)connect's welcome is out
+    const channel = new PollingChannel((after, immediate) => {
+      const { nick, since } = this.query();
+      asked = { nick: nick || null, since: after ?? since ?? null };
+      return chatPath("/poll/chat", this.room, {
+        nick: asked.nick, since: asked.since, wait: immediate ? 0 : null,
+      });
+    });
+    const emit = (frame) => channel.dispatchEvent(new CustomEvent("json", { detail: frame }));
+    channel.addEventListener("state", (event) => {
+      if (event.detail !== "open") welcomed = false;
+    });
+    channel.addEventListener("response", (event) => {
+      const answer = event.detail;
+      if (welcomed && answer.recovered !== false) {
+        for (const message of answer.messages) emit(message);
+        return;
+      }
+      welcomed = true;
+      const welcome = {
+        type: "welcome", room: this.room, nick: asked.nick,
+        online: asked.nick ? [asked.nick] : [], readers: 0, history: answer.messages,
+      };
+      if (asked.since !== null) welcome.recovered = answer.recovered;
+      emit(welcome);
+    });
+    channel.addEventListener("refused", (event) => emit({ type: "error", ...event.detail }));
+    return channel;
+  }
+
+  // This transport never worked here: on to the next one.
+  fallBack() {
+    const next = TRANSPORTS.slice(TRANSPORTS.indexOf(this.transport) + 1).find(available);
+    if (!next) return;
+    this.transport = next;
+    this.failures = 0;
+    this.emit("transport", next);
+    this.connect();
+  }
+
+  setState(state) {
+    this.state = state;
+    this.emit("state", state);
+  }
+
+  emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+}
