@@ -14,7 +14,7 @@ import tornado.web
 from tornado.websocket import WebSocketClientConnection as Client
 
 from realtime.hub import Hub
-from server import Config, make_app
+from server import Config, make_app, start_components
 from tests.cluster import Cluster
 from tests.redis_server import RedisServer
 from tests.support import connect_url, stop_process, ws_url
@@ -179,6 +179,26 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server.start()
     finally:
         server.stop()
+
+
+def backend_settings(backend: str, request: pytest.FixtureRequest) -> dict[str, Any]:
+    """``Config`` arguments for a chat and poll backend: none for ``"embedded"``; for
+    ``"redis"``, ``--redis-url`` on ``session_redis`` under a key prefix of the test's own."""
+    if backend == "embedded":
+        return {}
+    return dict(redis_url=request.getfixturevalue("session_redis").url,
+                redis_prefix=f"test{next(PREFIXES)}:")
+
+
+@pytest.fixture
+def running_app(config: Config, io_loop: Any) -> Iterator[tornado.web.Application]:
+    """The application from the test's config with its stores and broker started, as
+    ``serve()`` starts them; its lifecycle shuts it down after the test. A module whose
+    tests need it defines ``app`` as this."""
+    app = make_app(config)
+    io_loop.run_sync(lambda: start_components(app), timeout=15)
+    yield app
+    io_loop.run_sync(lambda: app.settings["lifecycle"].shutdown(10), timeout=15)
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ from tornado.httpclient import HTTPClientError
 
 from realtime import chat
 from realtime.hub import Hub
-from server import Config, make_app, start_components
-from tests.conftest import PREFIXES
+from server import Config, make_app
+from tests.conftest import backend_settings
 from tests.support import receive, receive_type, send_json
 from tests.support import receive_json as receive_any
 
@@ -26,18 +26,13 @@ def config(backend, hub, tmp_path, request):
     key prefix of the test's own."""
     if backend == "embedded":
         return Config(hub=hub, data_dir=str(tmp_path / "data"))
-    redis_url = request.getfixturevalue("session_redis").url
-    return Config(redis_url=redis_url, redis_prefix=f"test{next(PREFIXES)}:",
-                  data_dir=str(tmp_path / "data"))
+    return Config(data_dir=str(tmp_path / "data"), **backend_settings(backend, request))
 
 
 @pytest.fixture
-def app(config, io_loop):
-    """The application, its stores and broker started, shut down after the test."""
-    app = make_app(config)
-    io_loop.run_sync(lambda: start_components(app), timeout=15)
-    yield app
-    io_loop.run_sync(lambda: app.settings["lifecycle"].shutdown(10), timeout=15)
+def app(running_app):
+    """The application, its stores and broker started (conftest's ``running_app``)."""
+    return running_app
 
 
 async def receive_json(conn):

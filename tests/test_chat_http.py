@@ -13,8 +13,8 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient
 
 from realtime import wireforms
-from server import Config, make_app, start_components
-from tests.conftest import PREFIXES
+from server import Config
+from tests.conftest import backend_settings
 from tests.eventstream import EventStream
 from tests.support import (
     RawReader, TIMEOUT, poll_until, port_of, receive_json, send_json,
@@ -51,20 +51,15 @@ def config(backend, tmp_path, request, overrides):
     settings: dict[str, Any] = dict(
         data_dir=str(tmp_path / "data"), long_poll_timeout=LONG_POLL, sse_heartbeat=HEARTBEAT,
         poll_session_timeout=SESSION)
-    if backend == "redis":
-        settings.update(redis_url=request.getfixturevalue("session_redis").url,
-                        redis_prefix=f"test{next(PREFIXES)}:")
+    settings.update(backend_settings(backend, request))
     settings.update(overrides)
     return Config(**settings)
 
 
 @pytest.fixture
-def app(config, io_loop):
-    """The application, its stores and broker started, shut down after the test."""
-    app = make_app(config)
-    io_loop.run_sync(lambda: start_components(app), timeout=15)
-    yield app
-    io_loop.run_sync(lambda: app.settings["lifecycle"].shutdown(10), timeout=15)
+def app(running_app):
+    """The application, its stores and broker started (conftest's ``running_app``)."""
+    return running_app
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ import tornado.netutil
 from handlers.tcp import DEFAULT_JOIN_TIMEOUT, ChatLineConnection, ChatLineServer
 from realtime import lines
 from realtime.lines import MAX_LINE_BYTES
-from server import Config, make_app, start_components
-from tests.conftest import PREFIXES
+from server import Config
+from tests.conftest import backend_settings
 from tests.process import start_server_process
 from tests.support import (
     TIMEOUT, free_port, poll_until, receive_json, send_json, wait_listening,
@@ -34,18 +34,14 @@ def config(backend, hub, tmp_path, request):
     options = getattr(request, "param", {})
     if backend == "embedded":
         return Config(hub=hub, data_dir=str(tmp_path / "data"), **options)
-    redis_url = request.getfixturevalue("session_redis").url
-    return Config(redis_url=redis_url, redis_prefix=f"test{next(PREFIXES)}:",
-                  data_dir=str(tmp_path / "data"), **options)
+    return Config(data_dir=str(tmp_path / "data"), **backend_settings(backend, request),
+                  **options)
 
 
 @pytest.fixture
-def app(config, io_loop):
-    """The application, its stores and broker started, shut down after the test."""
-    app = make_app(config)
-    io_loop.run_sync(lambda: start_components(app), timeout=15)
-    yield app
-    io_loop.run_sync(lambda: app.settings["lifecycle"].shutdown(10), timeout=15)
+def app(running_app):
+    """The application, its stores and broker started (conftest's ``running_app``)."""
+    return running_app
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ import pytest
 import tornado.netutil
 
 from handlers.tcp import ChatLineServer
-from server import Config, make_app, start_components
-from tests.conftest import PREFIXES
+from server import Config
+from tests.conftest import backend_settings
 from tests.eventstream import EventStream
 from tests.support import TIMEOUT, port_of, receive_json, send_json
 from tests.test_chat_http import fetch
@@ -35,19 +35,13 @@ def backend(request):
 def config(backend, tmp_path, request):
     """The embedded state, or ``--redis-url`` on the session's redis-server under a key
     prefix of the test's own."""
-    if backend == "embedded":
-        return Config(data_dir=str(tmp_path / "data"))
-    return Config(redis_url=request.getfixturevalue("session_redis").url,
-                  redis_prefix=f"test{next(PREFIXES)}:", data_dir=str(tmp_path / "data"))
+    return Config(data_dir=str(tmp_path / "data"), **backend_settings(backend, request))
 
 
 @pytest.fixture
-def app(config, io_loop):
-    """The application, its stores and broker started, shut down after the test."""
-    app = make_app(config)
-    io_loop.run_sync(lambda: start_components(app), timeout=15)
-    yield app
-    io_loop.run_sync(lambda: app.settings["lifecycle"].shutdown(10), timeout=15)
+def app(running_app):
+    """The application, its stores and broker started (conftest's ``running_app``)."""
+    return running_app
 
 
 @pytest.fixture
