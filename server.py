@@ -527,7 +527,8 @@ async def shutdown(
     deadline = time.monotonic() + timeout
     hub: Hub = app.settings["hub"]
     lifecycle: Lifecycle = app.settings["lifecycle"]
-    log.info("shutting down: closing %d WebSocket(s)", len(hub.connections))
+    # Every kind: WebSockets, event streams, held requests, TCP lines.
+    log.info("shutting down: closing %d connection(s)", len(hub.connections))
     server.stop()
     for other in others:
         other.stop()
