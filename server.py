@@ -112,16 +112,18 @@ class Config:
         64 * 1024, "bytes in one incoming WebSocket message (all fragments together); a "
         "message of exactly this size passes, a larger one closes the socket with 1009")
     rate_limit: float = option(
-        limits.DEFAULT_RATE, "frames per second each WebSocket may send, sustained (token "
-        "bucket); `0` turns the limit off")
+        limits.DEFAULT_RATE, "frames per second each WebSocket (or raw TCP line connection) "
+        "may send, sustained (token bucket); `0` turns the limit off")
     rate_burst: int = option(
-        limits.DEFAULT_BURST, "frames a WebSocket may send at once after a pause")
+        limits.DEFAULT_BURST, "frames (or TCP lines) a connection may send at once after a "
+        "pause")
     rate_limit_strikes: int = option(
         limits.DEFAULT_STRIKES, "frames refused in a row (each answered with `rate_limited`) "
         "before the socket is closed with 1008")
     ip_rate_limit: float = option(
         limits.DEFAULT_IP_RATE, "frames per second one client address may send over all its "
-        "WebSockets (every frame counts, as for `--rate-limit`); `0` turns it off")
+        "WebSockets, TCP lines and HTTP chat requests (every frame counts, as for "
+        "`--rate-limit`); `0` turns it off")
     ip_rate_burst: int = option(
         limits.DEFAULT_IP_BURST, "frames one client address may send at once after a pause")
     room_rate_limit: float = option(
@@ -131,23 +133,25 @@ class Config:
     room_rate_burst: int = option(
         limits.DEFAULT_ROOM_BURST, "deliveries one chat room may cause at once after a pause")
     handshake_rate_limit: float = option(
-        limits.DEFAULT_HANDSHAKE_RATE, "new WebSockets per second one client address may "
-        "open, sustained; past it a handshake is refused with HTTP 429 and `Retry-After` "
-        "(a reconnect storm costs a welcome per socket); `0` turns it off")
+        limits.DEFAULT_HANDSHAKE_RATE, "new WebSockets (and event streams, poll sessions, "
+        "TCP connections) per second one client address may open, sustained; past it a "
+        "handshake is refused with HTTP 429 and `Retry-After` (a reconnect storm costs a "
+        "welcome per socket); `0` turns it off")
     handshake_rate_burst: int = option(
-        limits.DEFAULT_HANDSHAKE_BURST, "new WebSockets one client address may open at once "
+        limits.DEFAULT_HANDSHAKE_BURST, "new connections one client address may open at once "
         "after a pause (a restart brings every tab of an office back at once)")
     max_connections_per_ip: int = option(
         limits.DEFAULT_MAX_CONNECTIONS_PER_IP, "open WebSockets per client address, event "
-        "streams, held long-polls and poll sessions included; the next handshake or request "
-        "is refused with HTTP 429; `0` for no limit. Behind a proxy it needs `--xheaders`, or "
-        "every client counts as the proxy's address")
+        "streams, held long-polls, poll sessions and TCP connections included; the next "
+        "handshake or request is refused with HTTP 429; `0` for no limit. Behind a proxy it "
+        "needs `--xheaders`, or every client counts as the proxy's address")
     max_pending_bytes: int = option(
         DEFAULT_MAX_PENDING_BYTES, "bytes (frame headers included) that Tornado may still "
-        "hold for a WebSocket, not yet taken by the kernel, when a new frame is due; past it "
-        "the frame is not written and the socket is dropped as a slow consumer (close 1008). "
-        "A stalled client costs at most this plus one frame; bytes the kernel took do not "
-        "count, so a reading client may get a burst, or a single frame, larger than this")
+        "hold for a connection (WebSocket, event stream, TCP), not yet taken by the kernel, "
+        "when a new frame is due; past it the frame is not written and the connection is "
+        "dropped as a slow consumer (a WebSocket with close 1008). A stalled client costs at "
+        "most this plus one frame; bytes the kernel took do not count, so a reading client "
+        "may get a burst, or a single frame, larger than this")
     chat_history: int = option(
         chat.DEFAULT_HISTORY, "chat messages a newcomer gets in its welcome")
     chat_replay: int = option(
