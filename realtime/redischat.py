@@ -13,7 +13,9 @@ agree across processes is in Redis, under ``prefix`` (``realtime:``), per room `
   id of this run of the room's sequence;
 - ``chat:<r>:nick:<nick key>``: a hash: ``h`` the holder tag, ``n`` the nickname as shown,
   and per process holding it ``p:<process id>``, the lease's end in Redis milliseconds;
-- ``chat:<r>:online``: a sorted set of the nick keys present, scored by when they joined.
+- ``chat:<r>:online``: a sorted set of the nick keys present, scored by when they joined;
+- ``chat:<r>:names``: a hash, nick key -> the nickname as shown, of the members present (so
+  a member whose lease ran out can still be announced by name).
 
 The log and meta expire after ``ROOM_TTL`` without a message; a nickname when its last lease
 runs out.
@@ -39,7 +41,9 @@ Nicknames. Taking one is ``JOIN`` (Lua): refused if another holder has a live le
 else this process's lease is set to Redis's clock plus ``lease`` seconds (30). Each process
 renews the leases of its nicknames every third of that, and gives a nickname's lease back
 when its last connection here leaves; the nickname is free once no process holds a lease,
-so a crashed process's nicknames free themselves within ``lease`` seconds.
+so a crashed process's nicknames free themselves within ``lease`` seconds. When it renews,
+a process also sweeps its rooms (``ONLINE``): a member whose leases all ran out is removed
+atomically and announced ``left`` by the process that removed it, once.
 
 Faults. Every call is bounded by ``timeout`` (2 s). When Redis fails, the state marks itself
 down (one warning per outage), and until a background PING answers, calls do not wait on it:
@@ -119,7 +123,8 @@ end
 return sid
 """
 
-# KEYS: nick, online. ARGV: holder tag, nickname as shown, process id, lease ms, nick key.
+# KEYS: nick, online, names. ARGV: holder tag, nickname as shown, process id, lease ms,
+# nick key.
 # Returns {0, shown} if another holder has it, {1, shown} if this holder already had it,
 # {2, shown} if it was free (the room gained a member).
 JOIN = _NOW_MS + """
@@ -141,13 +146,15 @@ if not live then
     redis.call('DEL', KEYS[1])
     redis.call('HSET', KEYS[1], 'h', ARGV[1], 'n', shown)
     redis.call('ZADD', KEYS[2], now, ARGV[5])
+    redis.call('HSET', KEYS[3], ARGV[5], shown)
 end
 redis.call('HSET', KEYS[1], 'p:' .. ARGV[3], now + tonumber(ARGV[4]))
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return {status, shown}
 """
 
-# KEYS: nick, online. ARGV: holder tag, process id, nick key. 1 if the nickname is free now.
+# KEYS: nick, online, names. ARGV: holder tag, process id, nick key. 1 if the nickname is
+# free now.
 LEAVE = _NOW_MS + """
 if redis.call('HGET', KEYS[1], 'h') ~= ARGV[1] then return 0 end
 redis.call('HDEL', KEYS[1], 'p:' .. ARGV[2])
@@ -157,6 +164,7 @@ for i = 1, #fields, 2 do
 end
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[3])
+redis.call('HDEL', KEYS[3], ARGV[3])
 return 1
 """
 
@@ -174,10 +182,11 @@ if live and holder and shown then return {holder, shown} end
 return {}
 """
 
-# KEYS: online. ARGV: the prefix of the room's nick keys. The nicknames with a live lease,
-# in join order; members whose leases all ran out (a crashed process's) are removed.
+# KEYS: online, names. ARGV: the prefix of the room's nick keys. Returns {the nicknames
+# with a live lease, in join order; the nicknames of members whose leases all ran out (a
+# crashed process's), removed here, so exactly one caller announces each one's leaving}.
 ONLINE = _NOW_MS + """
-local out = {}
+local out, gone = {}, {}
 for _, key in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
     local fields = redis.call('HGETALL', ARGV[1] .. key)
     local shown, live = nil, false
@@ -186,9 +195,16 @@ for _, key in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
         if name == 'n' then shown = value
         elseif string.sub(name, 1, 2) == 'p:' and tonumber(value) > now then live = true end
     end
-    if live and shown then table.insert(out, shown) else redis.call('ZREM', KEYS[1], key) end
+    if live and shown then
+        table.insert(out, shown)
+    else
+        redis.call('ZREM', KEYS[1], key)
+        local was = redis.call('HGET', KEYS[2], key)
+        redis.call('HDEL', KEYS[2], key)
+        if was then table.insert(gone, was) end
+    end
 end
-return out
+return {out, gone}
 """
 
 _ID_MARK = b'"id":0,'
@@ -420,12 +436,10 @@ class RedisChatState:
 
     async def online(self, room: str) -> list[str]:
         try:
-            shown = await self._call(lambda: self._online(
-                keys=[self._key(room, "online")], args=[self._key(room, "nick:")]))
+            return await self._call(lambda: self._sweep(room))
         except Unavailable:
             local = self._rooms.get(room)
             return local.online() if local is not None else []
-        return [nick.decode() for nick in shown]
 
     def nick(self, room: str, connection: str) -> Optional[str]:
         local = self._rooms.get(room)
@@ -480,9 +494,21 @@ class RedisChatState:
         gone = await self._release(room, nick_key(joined.left), self._tag(room, connection))
         return joined if gone else Joined(joined.nick, joined.gained, None)
 
+    async def _sweep(self, room: str) -> list[str]:
+        """The room's members; those whose leases ran out (a crashed process's) leave it,
+        each announced once, by whichever process found it gone."""
+        live, gone = await self._online(
+            keys=[self._key(room, "online"), self._key(room, "names")],
+            args=[self._key(room, "nick:")])
+        for nick in gone:
+            self.hub.publish(room_topic(room), {"type": "left", "room": room,
+                                                "nick": nick.decode()})
+        return [nick.decode() for nick in live]
+
     async def _claim(self, room: str, key: str, tag: str, nick: str) -> tuple[int, str]:
         status, shown = await self._join(
-            keys=[self._nick_key(room, key), self._key(room, "online")],
+            keys=[self._nick_key(room, key), self._key(room, "online"),
+                  self._key(room, "names")],
             args=[tag, nick, self.process, int(self.lease * 1000), key])
         return int(status), shown.decode() if isinstance(shown, bytes) else nick
 
@@ -490,7 +516,8 @@ class RedisChatState:
         """Give back this process's lease on a nickname; whether it is free now."""
         try:
             gone = await self._call(lambda: self._leave(
-                keys=[self._nick_key(room, key), self._key(room, "online")],
+                keys=[self._nick_key(room, key), self._key(room, "online"),
+                      self._key(room, "names")],
                 args=[tag, self.process, key]))
         except Unavailable:
             return True  # as far as this process can tell
@@ -625,7 +652,8 @@ class RedisChatState:
             await self._renew()
 
     async def _renew(self) -> None:
-        """Renew (or claim again) the lease of every nickname held in this process."""
+        """Renew (or claim again) the lease of every nickname held in this process, then
+        announce the members of its rooms whose leases ran out elsewhere."""
         for room, local in list(self._rooms.items()):
             for member in local.members():
                 tag = holder_tag(member.holder, self.process)
@@ -639,3 +667,10 @@ class RedisChatState:
                     self.conflicts += 1
                     log.warning("room %s: the nickname %s held here is also held by another "
                                 "process (claimed while Redis was unreachable)", room, shown)
+                elif status == 2:  # its lease had run out (an outage): present again
+                    self.hub.publish(room_topic(room), {"type": "joined", "room": room,
+                                                        "nick": shown})
+            try:
+                await self._call(lambda: self._sweep(room))
+            except Unavailable:
+                return

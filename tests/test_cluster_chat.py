@@ -129,6 +129,18 @@ async def test_killed_process_frees_its_nicknames_within_the_lease(cluster, ws_o
         await asyncio.sleep(0.1)
 
 
+async def test_killed_process_members_are_announced_as_left(cluster, ws_open):
+    """After a SIGKILL of the process holding a nickname, clients of the other process hear
+    it left within the lease and a renewal period."""
+    a, b = await cluster.start(2, "--redis-nick-lease", str(LEASE))
+    watcher, _ = await enter(ws_open, b)
+    await enter(ws_open, a, nick="alice", cookie=ALICE)
+    assert (await frame_of(watcher, "joined"))["nick"] == "alice"
+    a.process.kill()
+    left = await frame_of(watcher, "left", timeout=LEASE * 4 / 3 + TIMEOUT)
+    assert left["nick"] == "alice"
+
+
 async def test_local_chat_continues_while_redis_is_down(cluster, ws_open):
     """With Redis SIGKILLed, two clients of one process still chat, publicly and
     privately, and /healthz says 503."""

@@ -290,6 +290,25 @@ async def test_crashed_process_nicknames_free_within_the_lease(node, ws_open):
         await asyncio.sleep(0.2)
 
 
+async def test_a_crashed_process_members_are_announced_as_left(node, ws_open):
+    """Once the leases of a crashed process's member run out, the room hears it left, once,
+    and it is no longer listed."""
+    a, b = await node(redis_nick_lease=1.0), await node(redis_nick_lease=1.0)
+    watcher, _ = await enter(ws_open, b)
+    await enter(ws_open, a, nick="alice", cookie=COOKIE_A)
+    assert (await frame_of(watcher, "joined"))["nick"] == "alice"
+    for task in a.chat._tasks:  # the process "dies": no renewal, no goodbye
+        task.cancel()
+    a.chat._rooms.clear()
+    assert (await frame_of(watcher, "left"))["nick"] == "alice"
+    _, welcome = await enter(ws_open, b)
+    assert welcome["online"] == []
+    await asyncio.sleep(1.0)  # three more sweeps by b: none may announce alice again
+    await send_json(watcher, {"type": "message", "text": "marker"})
+    while (frame := await next_frame(watcher))["type"] != "message":
+        assert frame["type"] != "left", frame
+
+
 async def test_local_chat_continues_while_redis_is_down(node, ws_open, redis_server):
     """With Redis killed, clients of one process still chat with each other, and
     /healthz says 503."""
