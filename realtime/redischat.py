@@ -148,10 +148,13 @@ if not live then
     redis.call('ZADD', KEYS[2], now, ARGV[5])
     redis.call('HSET', KEYS[3], ARGV[5], shown)
 end
+-- Members nobody sweeps (every process of the room gone) do not stay forever.
+redis.call('EXPIRE', KEYS[2], ROOM_TTL)
+redis.call('EXPIRE', KEYS[3], ROOM_TTL)
 redis.call('HSET', KEYS[1], 'p:' .. ARGV[3], now + tonumber(ARGV[4]))
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return {status, shown}
-"""
+""".replace("ROOM_TTL", str(ROOM_TTL))
 
 # KEYS: nick, online, names. ARGV: holder tag, process id, nick key. 1 if the nickname is
 # free now.
