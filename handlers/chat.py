@@ -24,27 +24,24 @@ import secrets
 import time
 from typing import Any, Callable, Optional
 
-import orjson
 from tornado.ioloop import IOLoop
 
 from handlers.base import JsonSocketHandler
 from handlers.pages import PageHandler
 from realtime import streams
 from realtime.chat import Joined, normalize_nick
-from realtime.chatstate import ChatState, new_connection_id, room_topic
+from realtime.chatstate import ChatState, charge_room, new_connection_id, room_topic
 from realtime.envelope import Envelope
 from realtime.hub import Hub
 from realtime.messages import ClientError, Message
 from realtime.ratelimit import KeyedLimiter
+from realtime.wireforms import message_id
 
 log = logging.getLogger("realtime.chat")
 
 CHAT_COOKIE = "chat_id"
 _COOKIE_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,64}")
 _SINCE_PATTERN = re.compile(r"-?[0-9]{1,18}")
-# Frames that carry a message id: a held one the welcome's history already has is not
-# written again.
-_NUMBERED = frozenset({"message", "private"})
 
 
 DEFAULT_READERS_INTERVAL = 1.0  # seconds between two readers frames of one room
@@ -212,7 +209,7 @@ class ChatSocketHandler(JsonSocketHandler):
     async def handle_join(self, message: Message) -> None:
         """``{"type": "join", "nick": ...}``: take a nickname (or change it)."""
         room = self._room()
-        self._charge_room(room)
+        charge_room(self.room_rate, self.hub, room)
         was_anonymous = self.chat.nick(room, self.connection_id) is None
         joined = await self._take_nick(message.get("nick"))
         if joined.left is not None and joined.gained:
@@ -232,7 +229,7 @@ class ChatSocketHandler(JsonSocketHandler):
         room = self._room()
         to = message.get("to")
         if to is None:
-            self._charge_room(room)
+            charge_room(self.room_rate, self.hub, room)
             await self.chat.say(room, self.connection_id, message.get("text"))
             return
         await self.chat.whisper(room, self.connection_id, to, message.get("text"))
@@ -306,26 +303,11 @@ class ChatSocketHandler(JsonSocketHandler):
         self.send(welcome)
         newest = max((frame["id"] for frame in welcome["history"]), default=None)
         for envelope in held:
-            if newest is not None and _message_id(envelope) <= newest:
+            held_id = message_id(envelope)
+            if newest is not None and held_id is not None and held_id <= newest:
                 continue  # read from history after it was published: already in the welcome
             if not self.hub.send(self, envelope):
                 return
-
-    def _charge_room(self, room: str) -> None:
-        """Spend one publish to the whole room from its budget, before anything changes.
-
-        Raises:
-            ClientError: ``rate_limited`` if the room's budget is spent.
-        """
-        if self.room_rate is None:
-            return
-        listeners = max(1, self.hub.subscriber_count(room_topic(room)))
-        if not self.room_rate.take(room, listeners):
-            wait = self.room_rate.retry_after(room, listeners)
-            raise ClientError("rate_limited", (
-                f"This room is getting more messages than it can deliver; yours was not "
-                f"sent. Send again in {wait:.2f} s."
-            ))
 
     def _announce_join(self, joined: Joined) -> None:
         frame = self._presence("joined", joined.nick)
@@ -349,20 +331,6 @@ class ChatSocketHandler(JsonSocketHandler):
             return None
         # Undecodable bytes become lone surrogates, which nickname checks refuse.
         return values[-1].decode("utf-8", errors="surrogateescape")
-
-
-def _message_id(envelope: Envelope) -> int:
-    """The id of a message or private frame; -1 for any other frame."""
-    if envelope.binary:
-        return -1
-    try:
-        frame = orjson.loads(envelope.data)
-    except orjson.JSONDecodeError:
-        return -1
-    if not isinstance(frame, dict) or frame.get("type") not in _NUMBERED:
-        return -1
-    value = frame.get("id")
-    return value if isinstance(value, int) else -1
 
 
 def _log_failure(task: "asyncio.Future[None]") -> None:

@@ -36,7 +36,7 @@ from handlers.chat import _SINCE_PATTERN, ReaderCounts, issue_chat_cookie
 from handlers.transport import EventStreamHandler, Refusal, TransportHandler
 from realtime import streams
 from realtime.chat import Joined, check_text, nick_key, normalize_nick
-from realtime.chatstate import ChatState, new_connection_id, room_topic
+from realtime.chatstate import ChatState, charge_room, new_connection_id, room_topic
 from realtime.envelope import Envelope
 from realtime.hub import Hub
 from realtime.limits import IPConnections
@@ -514,7 +514,7 @@ class ChatLongPollHandler(TransportHandler):
             connection = session.connection if session is not None else await self._visit(room)
             try:
                 if to is None:
-                    self._charge_room(room)
+                    charge_room(self.room_rate, self.hub, room)
                     frame = await self.chat.say(room, connection, text)
                 else:
                     frame = await self.chat.whisper(room, connection, to, text)
@@ -568,7 +568,7 @@ class ChatLongPollHandler(TransportHandler):
         current = self.chat.nick(session.room, session.connection)
         if current is not None and nick_key(current) == nick_key(nick):
             return
-        self._charge_room(session.room)
+        charge_room(self.room_rate, self.hub, session.room)
         await self.sessions.join(session, nick)
 
     async def _visit(self, room: str) -> str:
@@ -576,21 +576,6 @@ class ChatLongPollHandler(TransportHandler):
         connection = new_connection_id()
         await self.chat.enter(room, connection, None)
         return connection
-
-    def _charge_room(self, room: str) -> None:
-        """Spend one publish to the whole room from its budget, before anything changes.
-
-        Raises:
-            Refusal: ``rate_limited`` if the room's budget is spent.
-        """
-        if self.room_rate is None:
-            return
-        listeners = max(1, self.hub.subscriber_count(room_topic(room)))
-        if not self.room_rate.take(room, listeners):
-            wait = self.room_rate.retry_after(room, listeners)
-            raise Refusal("rate_limited", (
-                f"This room is getting more messages than it can deliver; yours was not "
-                f"sent. Send again in {wait:.2f} s."), wait)
 
     # The Subscriber protocol (realtime.hub), while a GET is held.
 

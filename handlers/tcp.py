@@ -35,7 +35,7 @@ from handlers.chat import ReaderCounts
 from realtime import lines
 from realtime.accept import PausingAccept
 from realtime.chat import Joined, nick_key, normalize_nick
-from realtime.chatstate import ChatState, new_connection_id, room_topic
+from realtime.chatstate import ChatState, charge_room, new_connection_id, room_topic
 from realtime.closecodes import CloseCode
 from realtime.envelope import Envelope
 from realtime.hub import Hub
@@ -389,7 +389,7 @@ class ChatLineConnection:
             self.wanted = nick
             self.send(lines.info(f"you will be {lines.printable(nick)} in the room you join"))
             return
-        self._charge_room(room)
+        charge_room(self.server.room_rate, self.hub, room)
         was_anonymous = self.chat.nick(room, self.connection_id) is None
         joined = await self._take_nick(nick)
         self.wanted = joined.nick
@@ -413,7 +413,8 @@ class ChatLineConnection:
             self.send(lines.info(f"you are in {room} already"))
             return
         if self.wanted is not None:
-            self._charge_room(room)  # a join with a nickname is a presence notice to the room
+            # A join with a nickname is a presence notice to the room.
+            charge_room(self.server.room_rate, self.hub, room)
         await self._leave()
         await self._enter(room)
 
@@ -440,7 +441,7 @@ class ChatLineConnection:
     async def say(self, text: str) -> None:
         """A line that is no command: a public message to the room."""
         room = self._joined()
-        self._charge_room(room)
+        charge_room(self.server.room_rate, self.hub, room)
         await self.chat.say(room, self.connection_id, text)
 
     # Rooms.
@@ -548,23 +549,6 @@ class ChatLineConnection:
             line = lines.frame_line(frame)
             assert line is not None
             self.send(line + "\n")  # held already (the same nickname again): only it needs to know
-
-    def _charge_room(self, room: str) -> None:
-        """Spend one publish to the whole room from its budget, before anything changes.
-
-        Raises:
-            ClientError: ``rate_limited`` if the room's budget is spent.
-        """
-        budget = self.server.room_rate
-        if budget is None:
-            return
-        listeners = max(1, self.hub.subscriber_count(room_topic(room)))
-        if not budget.take(room, listeners):
-            wait = budget.retry_after(room, listeners)
-            raise ClientError("rate_limited", (
-                f"This room is getting more messages than it can deliver; yours was not "
-                f"sent. Send again in {wait:.2f} s."
-            ))
 
     def _joined(self) -> str:
         """The room joined.

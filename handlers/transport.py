@@ -34,7 +34,7 @@ from realtime.envelope import Envelope
 from realtime.hub import Hub
 from realtime.limits import IPConnections
 from realtime.logfmt import logfmt
-from realtime.messages import ClientError, Message, encode
+from realtime.messages import ClientError, Message, Refusal, encode
 from realtime.metrics import ServerMetrics
 from realtime.origins import SAME_HOST, OriginPolicy
 from realtime.ratelimit import KeyedLimiter, retry_after_header
@@ -56,14 +56,6 @@ STATUS = {
     "unavailable": 503,
     "shutting_down": 503,
 }
-
-
-class Refusal(ClientError):
-    """A ``ClientError`` that says how long to wait before trying again (``Retry-After``)."""
-
-    def __init__(self, code: str, message: str, retry_after: Optional[float] = None) -> None:
-        super().__init__(code, message)
-        self.retry_after = retry_after
 
 
 class TransportHandler(BaseHandler):

@@ -29,7 +29,8 @@ from typing import Optional, Protocol
 from realtime.chat import Holder, Joined, Rooms, nick_key
 from realtime.chatstore import ChatStore
 from realtime.hub import Hub
-from realtime.messages import Message
+from realtime.messages import Message, Refusal
+from realtime.ratelimit import KeyedLimiter
 
 
 def room_topic(room: str) -> str:
@@ -48,6 +49,23 @@ def holder_tag(holder: Holder, process: str) -> str:
     if isinstance(holder, str):
         return "b" + hashlib.sha256(holder.encode()).hexdigest()[:32]
     return f"c{process}.{holder}"
+
+
+def charge_room(budget: Optional[KeyedLimiter], hub: Hub, room: str) -> None:
+    """Spend one publish to the whole room from its budget (``--room-rate-limit``), before
+    anything changes: a publish costs one delivery per local listener of the room.
+
+    Raises:
+        Refusal: ``rate_limited``, with the wait, if the room's budget is spent.
+    """
+    if budget is None:
+        return
+    listeners = max(1, hub.subscriber_count(room_topic(room)))
+    if not budget.take(room, listeners):
+        wait = budget.retry_after(room, listeners)
+        raise Refusal("rate_limited", (
+            f"This room is getting more messages than it can deliver; yours was not "
+            f"sent. Send again in {wait:.2f} s."), wait)
 
 
 _connection_ids = itertools.count(1)

@@ -7,7 +7,7 @@ without a server.
 """
 
 import json
-from typing import Any
+from typing import Any, Optional
 
 import orjson
 
@@ -29,6 +29,15 @@ class ClientError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class Refusal(ClientError):
+    """A ``ClientError`` that says how long to wait before trying again (an HTTP answer's
+    ``Retry-After``; a socket's error frame carries the wait in its message)."""
+
+    def __init__(self, code: str, message: str, retry_after: Optional[float] = None) -> None:
+        super().__init__(code, message)
+        self.retry_after = retry_after
 
 
 def encode(message: Message) -> bytes:
