@@ -93,6 +93,24 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
+# Then ``nick_of(key)``: a nickname's hash read as its holder tag, its shown form, whether
+# some lease on it is live, and the fields of the leases that ran out.
+_NICK_OF = _NOW_MS + """
+local function nick_of(key)
+    local fields = redis.call('HGETALL', key)
+    local holder, shown, live, expired = nil, nil, false, {}
+    for i = 1, #fields, 2 do
+        local name, value = fields[i], fields[i + 1]
+        if name == 'h' then holder = value
+        elseif name == 'n' then shown = value
+        elseif string.sub(name, 1, 2) == 'p:' then
+            if tonumber(value) > now then live = true else table.insert(expired, name) end
+        end
+    end
+    return holder, shown, live, expired
+end
+"""
+
 # KEYS: meta, log. ARGV: frame head, frame tail, parties ("" for public), max entries, the
 # lowest id to hand out, ttl seconds, wire prefix (kind + origin), then broker channels.
 # Returns the id as a string.
@@ -127,17 +145,9 @@ return sid
 # nick key.
 # Returns {0, shown} if another holder has it, {1, shown} if this holder already had it,
 # {2, shown} if it was free (the room gained a member).
-JOIN = _NOW_MS + """
-local fields = redis.call('HGETALL', KEYS[1])
-local holder, shown, live = nil, nil, false
-for i = 1, #fields, 2 do
-    local name, value = fields[i], fields[i + 1]
-    if name == 'h' then holder = value
-    elseif name == 'n' then shown = value
-    elseif string.sub(name, 1, 2) == 'p:' then
-        if tonumber(value) > now then live = true else redis.call('HDEL', KEYS[1], name) end
-    end
-end
+JOIN = _NICK_OF + """
+local holder, shown, live, expired = nick_of(KEYS[1])
+for _, name in ipairs(expired) do redis.call('HDEL', KEYS[1], name) end
 if live and holder ~= ARGV[1] then return {0, shown} end
 local status = 1
 if not live then
@@ -158,13 +168,11 @@ return {status, shown}
 
 # KEYS: nick, online, names. ARGV: holder tag, process id, nick key. 1 if the nickname is
 # free now.
-LEAVE = _NOW_MS + """
+LEAVE = _NICK_OF + """
 if redis.call('HGET', KEYS[1], 'h') ~= ARGV[1] then return 0 end
 redis.call('HDEL', KEYS[1], 'p:' .. ARGV[2])
-local fields = redis.call('HGETALL', KEYS[1])
-for i = 1, #fields, 2 do
-    if string.sub(fields[i], 1, 2) == 'p:' and tonumber(fields[i + 1]) > now then return 0 end
-end
+local _, _, live = nick_of(KEYS[1])
+if live then return 0 end
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[3])
 redis.call('HDEL', KEYS[3], ARGV[3])
@@ -172,15 +180,8 @@ return 1
 """
 
 # KEYS: nick. Returns {holder tag, shown} while some lease on it is live, else {}.
-LOOKUP = _NOW_MS + """
-local fields = redis.call('HGETALL', KEYS[1])
-local holder, shown, live = nil, nil, false
-for i = 1, #fields, 2 do
-    local name, value = fields[i], fields[i + 1]
-    if name == 'h' then holder = value
-    elseif name == 'n' then shown = value
-    elseif string.sub(name, 1, 2) == 'p:' and tonumber(value) > now then live = true end
-end
+LOOKUP = _NICK_OF + """
+local holder, shown, live = nick_of(KEYS[1])
 if live and holder and shown then return {holder, shown} end
 return {}
 """
@@ -188,16 +189,10 @@ return {}
 # KEYS: online, names. ARGV: the prefix of the room's nick keys. Returns {the nicknames
 # with a live lease, in join order; the nicknames of members whose leases all ran out (a
 # crashed process's), removed here, so exactly one caller announces each one's leaving}.
-ONLINE = _NOW_MS + """
+ONLINE = _NICK_OF + """
 local out, gone = {}, {}
 for _, key in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-    local fields = redis.call('HGETALL', ARGV[1] .. key)
-    local shown, live = nil, false
-    for i = 1, #fields, 2 do
-        local name, value = fields[i], fields[i + 1]
-        if name == 'n' then shown = value
-        elseif string.sub(name, 1, 2) == 'p:' and tonumber(value) > now then live = true end
-    end
+    local _, shown, live = nick_of(ARGV[1] .. key)
     if live and shown then
         table.insert(out, shown)
     else
