@@ -22,7 +22,7 @@ import math
 import re
 import secrets
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from tornado.ioloop import IOLoop
 
@@ -101,6 +101,78 @@ class ReaderCounts:
         self._told[room] = count
         self._sent_at[room] = self._clock()
         self.hub.publish(room_topic(room), {"type": "readers", "room": room, "count": count})
+
+
+# What every chat transport (this socket, the HTTP ones in handlers/chathttp.py, the raw
+# TCP lines in handlers/tcp.py) does alike around the chat state.
+
+Listen = Callable[[str], None]
+
+
+async def take_nick(
+    chat: ChatState, room: str, connection: str, raw_nick: Any, current: Optional[str],
+    listen: Listen, unlisten: Listen,
+) -> tuple[Joined, Optional[str]]:
+    """Join ``connection`` under ``raw_nick``: listening to the nickname's private topic
+    before it is anyone's to write to, and to that topic only once it is taken.
+
+    Returns what the join did and the connection's private topic now.
+    """
+    nick = normalize_nick(raw_nick)
+    wanted = chat.private_topic(room, connection, nick)
+    if wanted is not None and wanted != current:
+        listen(wanted)
+    try:
+        joined = await chat.join(room, connection, nick)
+    except BaseException:
+        if wanted is not None and wanted != current:
+            unlisten(wanted)
+        raise
+    private = chat.private_topic(room, connection)
+    for topic in {current, wanted}:
+        if topic is not None and topic != private:
+            unlisten(topic)
+    if private is not None:
+        listen(private)
+    return joined, private
+
+
+def announce(hub: Hub, room: str, joined: Joined) -> Optional[Message]:
+    """Publish what a join changed: ``renamed`` for a member under a new name, else ``left``
+    and ``joined`` as they happened. Returns the ``joined`` frame only the joiner needs
+    (its browser already held the nickname), else None."""
+    frame = {"type": "joined", "room": room, "nick": joined.nick}
+    if joined.left is not None and joined.gained:
+        hub.publish(room_topic(room), {
+            "type": "renamed", "room": room, "from": joined.left, "to": joined.nick})
+        return None
+    if joined.left is not None:
+        hub.publish(room_topic(room), {"type": "left", "room": room, "nick": joined.left})
+    if joined.gained:
+        hub.publish(room_topic(room), frame)
+        return None
+    return frame
+
+
+async def leave(chat: ChatState, hub: Hub, readers: Optional[ReaderCounts], room: str,
+                connection: str) -> None:
+    """A connection of the room is over: the state forgets it, the room hears ``left`` if
+    its nickname has no connection left, and the readers count follows."""
+    left = await chat.close(room, connection)
+    if left is not None:
+        hub.publish(room_topic(room), {"type": "left", "room": room, "nick": left})
+    if readers is not None:
+        readers.changed(room)
+
+
+def still_due(held: list[Envelope], history: list[Message]) -> Iterator[Envelope]:
+    """The frames held while a welcome was built, in order, less those its ``history``
+    holds already (read from history after they were published)."""
+    newest = max((frame["id"] for frame in history), default=None)
+    for envelope in held:
+        held_id = message_id(envelope)
+        if newest is None or held_id is None or held_id > newest:
+            yield envelope
 
 
 class ChatPageHandler(PageHandler):
@@ -204,23 +276,14 @@ class ChatSocketHandler(JsonSocketHandler):
         if error is not None:
             self.send_error_frame(error.code, error.message)
         if joined is not None:
-            self._announce_join(joined)
+            self._announce(joined)
 
     async def handle_join(self, message: Message) -> None:
         """``{"type": "join", "nick": ...}``: take a nickname (or change it)."""
         room = self._room()
         charge_room(self.room_rate, self.hub, room)
         was_anonymous = self.chat.nick(room, self.connection_id) is None
-        joined = await self._take_nick(message.get("nick"))
-        if joined.left is not None and joined.gained:
-            # One member under a new name: one notice, not "left" and "joined".
-            self.publish(room_topic(room), {
-                "type": "renamed", "room": room, "from": joined.left, "to": joined.nick,
-            })
-        else:
-            if joined.left is not None:
-                self.publish(room_topic(room), self._presence("left", joined.left))
-            self._announce_join(joined)
+        self._announce(await self._take_nick(message.get("nick")))
         if was_anonymous and self.readers is not None:
             self.readers.changed(room)  # one reader fewer
 
@@ -238,37 +301,17 @@ class ChatSocketHandler(JsonSocketHandler):
         if self.room is None or not self.connection_id:
             return
         # The state may need a round trip (Redis); the presence notice follows it.
-        leaving = asyncio.ensure_future(self._leave(self.room))
+        leaving = asyncio.ensure_future(
+            leave(self.chat, self.hub, self.readers, self.room, self.connection_id))
         leaving.add_done_callback(_log_failure)
-
-    async def _leave(self, room: str) -> None:
-        left = await self.chat.close(room, self.connection_id)
-        if left is not None:
-            self.hub.publish(room_topic(room), self._presence("left", left))
-        if self.readers is not None:
-            self.readers.changed(room)  # also forgets an emptied room's count
 
     async def _take_nick(self, raw_nick: Any) -> Joined:
         """Join under ``raw_nick``, listening to its private topic before the nickname is
         anyone's to write to, and to that topic only once it is taken."""
-        room = self._room()
-        nick = normalize_nick(raw_nick)
-        old = self._private
-        wanted = self.chat.private_topic(room, self.connection_id, nick)
-        if wanted is not None and wanted != old:
-            self.subscribe(wanted)
-        try:
-            joined = await self.chat.join(room, self.connection_id, nick)
-        except BaseException:
-            if wanted is not None and wanted != old:
-                self.unsubscribe(wanted)
-            raise
-        self._private = self.chat.private_topic(room, self.connection_id)
-        for topic in (old, wanted):
-            if topic is not None and topic != self._private:
-                self.unsubscribe(topic)
+        joined, self._private = await take_nick(
+            self.chat, self._room(), self.connection_id, raw_nick, self._private,
+            self.subscribe, self.unsubscribe)
         if self._private is not None:
-            self.subscribe(self._private)
             await self.hub.subscribed(self._private)  # its first private one may follow
         return joined
 
@@ -301,23 +344,16 @@ class ChatSocketHandler(JsonSocketHandler):
         if welcome is None:
             return
         self.send(welcome)
-        newest = max((frame["id"] for frame in welcome["history"]), default=None)
-        for envelope in held:
-            held_id = message_id(envelope)
-            if newest is not None and held_id is not None and held_id <= newest:
-                continue  # read from history after it was published: already in the welcome
+        for envelope in still_due(held, welcome["history"]):
             if not self.hub.send(self, envelope):
                 return
 
-    def _announce_join(self, joined: Joined) -> None:
-        frame = self._presence("joined", joined.nick)
-        if joined.gained:
-            self.publish(room_topic(self._room()), frame)
-        else:
-            self.send(frame)  # a second tab of the same nickname: only it needs to know
-
-    def _presence(self, kind: str, nick: str) -> Message:
-        return {"type": kind, "room": self._room(), "nick": nick}
+    def _announce(self, joined: Joined) -> None:
+        """Tell the room what a join changed; a ``joined`` only this connection needs (a
+        second tab of the same nickname) goes to it alone."""
+        mine = announce(self.hub, self._room(), joined)
+        if mine is not None:
+            self.send(mine)
 
     def _room(self) -> str:
         assert self.room is not None, "a message before connected()"

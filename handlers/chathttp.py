@@ -32,10 +32,12 @@ import orjson
 import tornado.web
 from tornado.httputil import HTTPServerRequest
 
-from handlers.chat import _SINCE_PATTERN, ReaderCounts, issue_chat_cookie
+from handlers.chat import (
+    _SINCE_PATTERN, ReaderCounts, announce, issue_chat_cookie, leave, still_due, take_nick,
+)
 from handlers.transport import EventStreamHandler, Refusal, TransportHandler
 from realtime import streams
-from realtime.chat import Joined, check_text, nick_key, normalize_nick
+from realtime.chat import check_text, nick_key, normalize_nick
 from realtime.chatstate import ChatState, charge_room, new_connection_id, room_topic
 from realtime.envelope import Envelope
 from realtime.hub import Hub
@@ -50,8 +52,6 @@ DEFAULT_LONG_POLL_TIMEOUT = 25.0  # seconds a long-poll is held without a messag
 DEFAULT_SESSION_TIMEOUT = 35.0  # seconds a poll session outlives its last request
 MAX_BODY_BYTES = 64 * 1024  # a message of 4,000 characters, each escaped, fits
 _JSON = re.compile(r"application/json\s*(;.*)?", re.IGNORECASE)
-
-Listen = Callable[[str], None]
 
 
 def raw_query_argument(request: HTTPServerRequest, name: str) -> Optional[str]:
@@ -68,62 +68,6 @@ def parse_since(raw: Optional[str]) -> Optional[int]:
     if raw is None:
         return None
     return int(raw) if _SINCE_PATTERN.fullmatch(raw.strip()) else -1
-
-
-async def take_nick(
-    chat: ChatState, room: str, connection: str, raw_nick: Any, current: Optional[str],
-    listen: Listen, unlisten: Listen,
-) -> tuple[Joined, Optional[str]]:
-    """Join ``connection`` under ``raw_nick``: listening to the nickname's private topic
-    before it is anyone's to write to, and to that topic only once it is taken.
-
-    Returns what the join did and the connection's private topic now.
-    """
-    nick = normalize_nick(raw_nick)
-    wanted = chat.private_topic(room, connection, nick)
-    if wanted is not None and wanted != current:
-        listen(wanted)
-    try:
-        joined = await chat.join(room, connection, nick)
-    except BaseException:
-        if wanted is not None and wanted != current:
-            unlisten(wanted)
-        raise
-    private = chat.private_topic(room, connection)
-    for topic in {current, wanted}:
-        if topic is not None and topic != private:
-            unlisten(topic)
-    if private is not None:
-        listen(private)
-    return joined, private
-
-
-def announce(hub: Hub, room: str, joined: Joined) -> Optional[Message]:
-    """Publish what a join changed: ``renamed`` for a member under a new name, else ``left``
-    and ``joined`` as they happened. Returns the ``joined`` frame only the joiner needs
-    (its browser already held the nickname), else None."""
-    frame = {"type": "joined", "room": room, "nick": joined.nick}
-    if joined.left is not None and joined.gained:
-        hub.publish(room_topic(room), {
-            "type": "renamed", "room": room, "from": joined.left, "to": joined.nick})
-        return None
-    if joined.left is not None:
-        hub.publish(room_topic(room), {"type": "left", "room": room, "nick": joined.left})
-    if joined.gained:
-        hub.publish(room_topic(room), frame)
-        return None
-    return frame
-
-
-async def leave(chat: ChatState, hub: Hub, readers: Optional[ReaderCounts], room: str,
-                connection: str) -> None:
-    """A connection of the room is over: the state forgets it, the room hears ``left`` if
-    its nickname has no connection left, and the readers count follows."""
-    left = await chat.close(room, connection)
-    if left is not None:
-        hub.publish(room_topic(room), {"type": "left", "room": room, "nick": left})
-    if readers is not None:
-        readers.changed(room)
 
 
 class ChatEventStreamHandler(EventStreamHandler):
@@ -222,10 +166,7 @@ class ChatEventStreamHandler(EventStreamHandler):
             return
         newest = max((frame["id"] for frame in welcome["history"]), default=None)
         self.send(welcome, event_id=newest)
-        for envelope in held:
-            held_id = message_id(envelope)
-            if newest is not None and held_id is not None and held_id <= newest:
-                continue  # read from history after it was published: already in the welcome
+        for envelope in still_due(held, welcome["history"]):
             if not self.hub.send(self, envelope):
                 return
 

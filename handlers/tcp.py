@@ -31,7 +31,7 @@ from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream, StreamClosedError
 from tornado.tcpserver import TCPServer
 
-from handlers.chat import ReaderCounts
+from handlers.chat import ReaderCounts, announce, leave, still_due, take_nick
 from realtime import lines
 from realtime.accept import PausingAccept
 from realtime.chat import Joined, nick_key, normalize_nick
@@ -393,15 +393,7 @@ class ChatLineConnection:
         was_anonymous = self.chat.nick(room, self.connection_id) is None
         joined = await self._take_nick(nick)
         self.wanted = joined.nick
-        if joined.left is not None and joined.gained:
-            # One member under a new name: one notice, not "left" and "joined".
-            self.hub.publish(room_topic(room), {
-                "type": "renamed", "room": room, "from": joined.left, "to": joined.nick,
-            })
-        else:
-            if joined.left is not None:
-                self.hub.publish(room_topic(room), _presence("left", room, joined.left))
-            self._announce_join(room, joined)
+        self._announce(room, joined)
         if was_anonymous and self.server.readers is not None:
             self.server.readers.changed(room)  # one reader fewer
 
@@ -485,7 +477,7 @@ class ChatLineConnection:
         if refused is not None:
             self.send_error(refused.code, refused.message)
         if joined is not None:
-            self._announce_join(room, joined)
+            self._announce(room, joined)
 
     def _release(self, welcome: Optional[str], history: list[Message]) -> None:
         """Write the welcome, then the frames held meanwhile that its history does not
@@ -494,11 +486,7 @@ class ChatLineConnection:
         if welcome is None:
             return
         self.send(welcome)
-        newest = max((frame["id"] for frame in history), default=None)
-        for envelope in held:
-            number = lines.message_id(envelope) if newest is not None else None
-            if number is not None and newest is not None and number <= newest:
-                continue  # read from history after it was published: already in the welcome
+        for envelope in still_due(held, history):
             if not self.hub.send(self, envelope):
                 return
 
@@ -511,44 +499,27 @@ class ChatLineConnection:
         self._me, self._private = b"", None
         for topic in self.hub.topics(self):
             self.hub.unsubscribe(topic, self)
-        left = await self.chat.close(room, connection)
-        if left is not None:
-            self.hub.publish(room_topic(room), _presence("left", room, left))
-        if self.server.readers is not None:
-            self.server.readers.changed(room)  # also forgets an emptied room's count
+        await leave(self.chat, self.hub, self.server.readers, room, connection)
 
     async def _take_nick(self, nick: str) -> Joined:
-        """Join under ``nick``, listening to its private topic before the nickname is
-        anyone's to write to, and to that topic only once it is taken."""
-        room = self._joined()
-        old = self._private
-        wanted = self.chat.private_topic(room, self.connection_id, nick)
-        if wanted is not None and wanted != old:
-            self.hub.subscribe(wanted, self)
-        try:
-            joined = await self.chat.join(room, self.connection_id, nick)
-        except BaseException:
-            if wanted is not None and wanted != old:
-                self.hub.unsubscribe(wanted, self)
-            raise
-        self._private = self.chat.private_topic(room, self.connection_id)
-        for topic in (old, wanted):
-            if topic is not None and topic != self._private:
-                self.hub.unsubscribe(topic, self)
+        """Join under ``nick``, listening to its private topic (``take_nick``)."""
+        joined, self._private = await take_nick(
+            self.chat, self._joined(), self.connection_id, nick, self._private,
+            lambda topic: self.hub.subscribe(topic, self),
+            lambda topic: self.hub.unsubscribe(topic, self))
         self._me = nick_key(joined.nick).encode("utf-8")
         if self._private is not None:
-            self.hub.subscribe(self._private, self)
             await self.hub.subscribed(self._private)  # its first private one may follow
         return joined
 
-    def _announce_join(self, room: str, joined: Joined) -> None:
-        frame = _presence("joined", room, joined.nick)
-        if joined.gained:
-            self.hub.publish(room_topic(room), frame)
-        else:
-            line = lines.frame_line(frame)
+    def _announce(self, room: str, joined: Joined) -> None:
+        """Tell the room what a join changed; a ``joined`` only this connection needs (the
+        same nickname again) goes to it alone, as a line."""
+        mine = announce(self.hub, room, joined)
+        if mine is not None:
+            line = lines.frame_line(mine)
             assert line is not None
-            self.send(line + "\n")  # held already (the same nickname again): only it needs to know
+            self.send(line + "\n")
 
     def _joined(self) -> str:
         """The room joined.
@@ -562,7 +533,3 @@ class ChatLineConnection:
 
     def __repr__(self) -> str:
         return f"<ChatLineConnection {self.ip} room={self.room}>"
-
-
-def _presence(kind: str, room: str, nick: str) -> Message:
-    return {"type": kind, "room": room, "nick": nick}

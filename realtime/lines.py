@@ -300,15 +300,6 @@ def written(text: str) -> Envelope:
     return envelope
 
 
-def message_id(envelope: Envelope) -> Optional[int]:
-    """The id of a published message or private frame, None for any other frame."""
-    frame = _frame_of(envelope)
-    if frame is None or frame.get("type") not in ("message", "private"):
-        return None
-    value = frame.get("id")
-    return value if isinstance(value, int) else None
-
-
 # The server's own lines, each with its newline.
 
 def info(text: str) -> str:
