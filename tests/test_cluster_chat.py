@@ -163,7 +163,8 @@ async def test_chat_crosses_processes_again_within_10_s_of_redis_returning(clust
     sender, _ = await enter(ws_open, a)
     there, _ = await enter(ws_open, b)
     cluster.redis.kill()
-    await asyncio.sleep(0.5)
+    for node in (a, b):  # both have noticed the outage before Redis comes back
+        await wait_health(node, 503, time.monotonic() + 5)
     cluster.redis.start()
     back = time.monotonic()
     n = 0

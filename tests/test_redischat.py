@@ -17,7 +17,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from realtime.redischat import split_frame
 from server import Config, make_app, start_components
 from tests.redis_server import RedisServer
-from tests.support import receive_json, send_json
+from tests.support import poll_until, receive_json, send_json
 
 Build = Callable[..., Awaitable[SimpleNamespace]]
 TIMEOUT = 5.0
@@ -338,7 +338,7 @@ async def test_cross_process_chat_resumes_after_redis_restarts(node, ws_open, re
     sender, _ = await enter(ws_open, a)
     there, _ = await enter(ws_open, b)
     redis_server.kill()
-    await asyncio.sleep(0.5)
+    await poll_until(lambda: not a.hub.broker.healthy() and not b.hub.broker.healthy())
     redis_server.start()
     deadline = time.monotonic() + 10
     n = 0
