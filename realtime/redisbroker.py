@@ -163,6 +163,10 @@ class RedisBroker:
         self._confirmed: set[str] = set()  # topics Redis confirmed on this connection
         # ready() calls waiting for confirmations: (topics still missing, their future).
         self._waiters: list[tuple[set[str], asyncio.Future[None]]] = []
+        self._barriers: list[asyncio.Future[None]] = []  # caught_up() calls not yet sent
+        # caught_up() calls whose PING is on its way, by the PING's text.
+        self._pinged: dict[bytes, list[asyncio.Future[None]]] = {}
+        self._pings = 0  # numbers the caught_up() PINGs
         self.published = 0  # messages sent to Redis
         self.received = 0  # messages from other processes handed to the hub
         self.dropped = 0  # publishes not sent to Redis (queue full, Redis down)
@@ -224,6 +228,24 @@ class RedisBroker:
             if entry in self._waiters:
                 self._waiters.remove(entry)
 
+    async def caught_up(self) -> None:
+        """Return once the listener has handed the hub every message Redis published to
+        this process before the call (a PING on the listener's connection comes back
+        after them); at once while Redis is down, and after ``timeout`` seconds at most.
+
+        A welcome read from history, then ``caught_up()``, holds every live message its
+        history holds: none can arrive after it and be shown twice.
+        """
+        if not self._listening:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._barriers.append(waiter)
+        self._wake.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), self.timeout)
+        except asyncio.TimeoutError:
+            pass
+
     def _confirm(self, channel: bytes, subscribed: bool) -> None:
         """Redis answered a SUBSCRIBE (or an UNSUBSCRIBE) of ``channel``."""
         if not channel.startswith(self.channel_prefix):
@@ -241,7 +263,11 @@ class RedisBroker:
     def _release_waiters(self) -> None:
         """The listener lost its connection: nothing is confirmed, nobody waits for it."""
         self._confirmed.clear()
-        for _, waiter in self._waiters:
+        barriers = [waiter for waiters in self._pinged.values() for waiter in waiters]
+        self._pinged.clear()
+        barriers += self._barriers
+        self._barriers = []
+        for waiter in [waiter for _, waiter in self._waiters] + barriers:
             if not waiter.done():
                 waiter.set_result(None)
 
@@ -382,6 +408,11 @@ class RedisBroker:
                     self._wake.clear()
                     wake = asyncio.ensure_future(self._wake.wait())
                     await self._sync_topics(conn, subscribed)
+                    if self._barriers:
+                        self._pings += 1
+                        text = b"caught-up:%d" % self._pings
+                        self._pinged[text], self._barriers = self._barriers, []
+                        await self._send(conn, "PING", text)
                 now = loop.time()
                 if now - self._last_heard > self.timeout:
                     raise ConnectionDead(f"no reply from Redis for {self.timeout:.0f} s")
@@ -432,6 +463,9 @@ class RedisBroker:
             self._pong(reply[1])
 
     def _pong(self, text: Any) -> None:
+        for waiter in self._pinged.pop(text, ()):
+            if not waiter.done():
+                waiter.set_result(None)
         if text == b"subscribed" and not self._listening:
             self._listening = True
             self._ready.set()

@@ -45,13 +45,18 @@ so a crashed process's nicknames free themselves within ``lease`` seconds. When 
 a process also sweeps its rooms (``ONLINE``): a member whose leases all ran out is removed
 atomically and announced ``left`` by the process that removed it, once.
 
-Faults. Every call is bounded by ``timeout`` (2 s). When Redis fails, the state marks itself
-down (one warning per outage), and until a background PING answers, calls do not wait on it:
-messages go to this process's clients with ids above every id it has seen, unstored;
-nicknames are checked among this process's connections and claimed in Redis by the next
-renewal; welcomes have no history (``recovered: false`` with ``since``) and list this
-process's members. What degrades is cross-process: delivery (the broker is down too),
-presence, nickname exclusivity and history.
+Faults. At most ``CONCURRENT_CALLS`` calls run at once; the others wait their turn (up to
+``timeout``), so a wave of connections is a queue, not an outage. Every call is bounded by
+``timeout`` (2 s). Only a lost connection or a timeout marks the state down (one warning per
+outage), and until a background PING answers, calls do not wait on it: messages go to this
+process's clients with ids above every id it has seen, unstored; a nickname not already
+held here by the same holder is refused (``unavailable``: only Redis grants one);
+welcomes have no history (``recovered: false`` with ``since``) and list this process's
+members. What degrades is cross-process: delivery (the broker is down too), presence, new
+nicknames and history. ``SAY`` carries a deadline, so a message Redis runs after its
+sender gave up is not stored under a second id; and when Redis answers again, the process
+raises each room's sequence above the ids it handed out alone (``RAISE``) before sharing
+messages again, so ids never go backwards.
 """
 
 import asyncio
@@ -65,7 +70,9 @@ import orjson
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from realtime.chat import (
     DEFAULT_HISTORY, DEFAULT_REPLAY, DEFAULT_ROOM_HISTORY_BYTES, MAX_NICK_LENGTH, Joined, Room,
@@ -74,7 +81,7 @@ from realtime.chat import (
 from realtime.chatstate import Replay, holder_tag, private_topic, room_topic
 from realtime.envelope import Envelope
 from realtime.hub import Hub
-from realtime.messages import ClientError, Message, encode
+from realtime.messages import UNAVAILABLE, ClientError, Message, encode
 from realtime.redisbroker import KIND_TEXT, ORIGIN_SIZE, RedisBroker
 from realtime.tasks import cancel_all
 
@@ -86,6 +93,12 @@ DEFAULT_TIMEOUT = 2.0  # seconds any call may take
 DEFAULT_LEASE = 30.0  # seconds a nickname outlives the last renewal of its process
 ROOM_TTL = 7 * 24 * 3600  # seconds a room's log and sequence live after its last message
 FAILURES = (RedisError, OSError, asyncio.TimeoutError)
+# What says Redis cannot be reached. Any other error (a refused command) fails that call
+# only: Redis answers, so the state stays up.
+OUTAGES = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
+# Calls to Redis at once; more wait for a turn (at most ``timeout``), so a wave of
+# connections is a queue, never mistaken for an outage.
+CONCURRENT_CALLS = 16
 
 # Redis's clock in milliseconds (scripts use it, so every process agrees on lease times).
 _NOW_MS = """
@@ -112,9 +125,12 @@ end
 """
 
 # KEYS: meta, log. ARGV: frame head, frame tail, parties ("" for public), max entries, the
-# lowest id to hand out, ttl seconds, wire prefix (kind + origin), then broker channels.
-# Returns the id as a string.
-SAY = """
+# lowest id to hand out, ttl seconds, wire prefix (kind + origin), the deadline (Redis
+# milliseconds), then broker channels.
+# Returns the id as a string, or nil (nothing stored) past the deadline: the caller has
+# given up on this call by then and shown the message under an id of its own.
+SAY = _NOW_MS + """
+if now > tonumber(ARGV[8]) then return false end
 local last = redis.call('HGET', KEYS[1], 'last')
 local id
 if last then
@@ -135,10 +151,26 @@ else
 end
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('EXPIRE', KEYS[2], ARGV[6])
-for i = 8, #ARGV do
+for i = 9, #ARGV do
     redis.call('PUBLISH', ARGV[i], ARGV[7] .. frame)
 end
 return sid
+"""
+
+# KEYS: meta, log. ARGV: an id this process handed out while it could not reach Redis, ttl
+# seconds. The room's sequence continues above it, so ids never go backwards; a sequence
+# that is missing (Redis lost its data) starts a run right after it.
+RAISE = """
+local last = redis.call('HGET', KEYS[1], 'last')
+if not last then
+    redis.call('DEL', KEYS[2])
+    redis.call('HSET', KEYS[1], 'first', string.format('%.0f', tonumber(ARGV[1]) + 1),
+               'last', ARGV[1])
+elseif tonumber(last) < tonumber(ARGV[1]) then
+    redis.call('HSET', KEYS[1], 'last', ARGV[1])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
 """
 
 # KEYS: nick, online, names. ARGV: holder tag, nickname as shown, process id, lease ms,
@@ -268,12 +300,16 @@ class RedisChatState:
         self._clock = clock
         self.process = os.urandom(6).hex()  # names this process's leases and serials
         self._wire_prefix = bytes((KIND_TEXT,)) + SCRIPT_ORIGIN
+        # Two connections beyond the calls' for the probe and the clock, which bypass
+        # ``_turns``: the pool itself is never what refuses a call.
         self._redis = Redis(connection_pool=ConnectionPool.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 0), health_check_interval=0, protocol=2,
-            client_name="realtime-chat", max_connections=8,
+            client_name="realtime-chat", max_connections=CONCURRENT_CALLS + 2,
         ))
+        self._turns = asyncio.Semaphore(CONCURRENT_CALLS)
         self._say = self._redis.register_script(SAY)
+        self._raise = self._redis.register_script(RAISE)
         self._join = self._redis.register_script(JOIN)
         self._leave = self._redis.register_script(LEAVE)
         self._lookup = self._redis.register_script(LOOKUP)
@@ -284,6 +320,11 @@ class RedisChatState:
         # would hand the private history of a holder gone to whoever gets it next.
         self._serials = itertools.count(1)
         self._floor: dict[str, int] = {}  # room -> above every id this process has seen
+        # room -> the highest id handed out here without Redis, which Redis's sequence must
+        # pass (``RAISE``) before another process's next message gets an id below it.
+        self._owed: dict[str, int] = {}
+        self._offset_ms = 0.0  # Redis's clock minus this process's, in milliseconds
+        self._refused_logged = False  # a refused call was logged since the last success
         self._appending = asyncio.Lock()  # messages are appended one at a time, in order
         self._down = False  # failed, and no PING has answered since
         self._tasks: list[asyncio.Task[None]] = []
@@ -291,13 +332,14 @@ class RedisChatState:
         self._closing = False
         self.unshared = 0  # messages delivered in this process only, Redis being down
         self.conflicts = 0  # nicknames found held elsewhere when claimed again
+        self.waited_out = 0  # calls that waited longer than ``timeout`` for their turn
 
     # Lifecycle
 
     async def start(self) -> None:
         """Check Redis and start renewing leases; with Redis down, start degraded."""
         try:
-            await self._call(self._redis.ping)
+            await self._call(self._sync_clock)
         except Unavailable:
             log.warning("starting without Redis for chat: rooms are local until it answers")
         self._tasks.append(asyncio.create_task(self._renew_forever(), name="chat-leases"))
@@ -318,7 +360,8 @@ class RedisChatState:
     @property
     def stats(self) -> dict[str, int]:
         """Counters for the metrics, each exported as ``realtime_chat_<name>_total``."""
-        return {"unshared_messages": self.unshared, "nickname_conflicts": self.conflicts}
+        return {"unshared_messages": self.unshared, "nickname_conflicts": self.conflicts,
+                "calls_waited_out": self.waited_out}
 
     # Keys
 
@@ -349,11 +392,12 @@ class RedisChatState:
         try:
             status, shown = await self._call(lambda: self._claim(room, key, tag, nick))
         except Unavailable:
-            pass  # checked among this process's connections only; renewal claims it later
-        else:
-            if status == 0:
-                raise ClientError("nick_taken", f"The nickname {shown} is taken in this room.")
-            gained = status == 2
+            # Another process may hold it: only Redis grants a nickname.
+            raise ClientError(UNAVAILABLE, "Nicknames cannot be checked right now; try again "
+                              "in a moment.") from None
+        if status == 0:
+            raise ClientError("nick_taken", f"The nickname {shown} is taken in this room.")
+        gained = status == 2
         if local.holder(connection) is None:  # closed while Redis answered
             if gained:
                 await self._release(room, key, tag)
@@ -414,6 +458,9 @@ class RedisChatState:
             first, last, entries = await self._call(lambda: self._read(room, since))
         except Unavailable:
             return Replay([], None if since is None else False)
+        # What the log holds reaches this process's listener before the welcome is sent:
+        # held and filtered against the history, never delivered again after it.
+        await self.broker.caught_up()
         if last is not None:
             self._see(room, last)
         visible = [(frame, size) for frame, size, parties in entries
@@ -547,18 +594,26 @@ class RedisChatState:
         head, tail = split_frame(frame)
         async with self._appending:
             floor = self._floor.get(room, 0)
+            # Redis stores nothing once this call has half its time left: a reply that
+            # would come after ``timeout`` (Redis frozen, the call queued) is never a
+            # second copy of a message shown here under its own id.
+            deadline = int(time.time() * 1000 + self._offset_ms + self.timeout * 500)
             try:
                 sid = await self._call(lambda: self._say(
                     keys=[self._key(room, "meta"), self._key(room, "log")],
                     args=[head, tail, orjson.dumps(parties) if parties else b"", self.log_length,
-                          floor, ROOM_TTL, self._wire_prefix,
+                          floor, ROOM_TTL, self._wire_prefix, deadline,
                           *(self.broker.channel(topic) for topic in topics)]))
+            except Unavailable:
+                sid = None
+            if sid is not None:
                 message_id = int(sid)
                 local = not self.broker.listening  # else it comes back through the listener
-            except Unavailable:
+            else:
                 # Delivered here only, never stored, with an id above all this process saw
                 # (and above the clock's, like a new run): Redis continues above it.
                 message_id = max(floor, int(self._clock() * 1_000_000))
+                self._owed[room] = message_id
                 self.unshared += 1
                 local = True
             self._see(room, message_id)
@@ -605,20 +660,56 @@ class RedisChatState:
         return taken
 
     async def _call(self, job: Callable[[], Awaitable[T]]) -> T:
-        """Run ``job`` within ``timeout``; with Redis down, raise ``Unavailable`` at once."""
+        """Run ``job`` within ``timeout`` once its turn comes (within ``timeout`` too);
+        with Redis down, raise ``Unavailable`` at once.
+
+        Only a lost connection or a timeout marks Redis down. A call that waited too long
+        for its turn, or that Redis refused, fails alone with ``Unavailable``.
+        """
         if self._down or self._closing and asyncio.current_task() not in self._busy:
             raise Unavailable()
         task = asyncio.current_task()
         if task is not None:
             self._busy.add(task)
         try:
-            async with asyncio.timeout(self.timeout):
-                return await job()
-        except FAILURES as error:
-            self._went_down(error)
-            raise Unavailable() from error
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await self._turns.acquire()
+            except TimeoutError:
+                self.waited_out += 1
+                raise Unavailable() from None
+            try:
+                async with asyncio.timeout(self.timeout):
+                    result = await job()
+            except OUTAGES as error:
+                self._went_down(error)
+                raise Unavailable() from error
+            except RedisError as error:
+                if not self._refused_logged:
+                    self._refused_logged = True
+                    log.warning("Redis at %s refused a chat call: %s", self.url, error)
+                raise Unavailable() from error
+            finally:
+                self._turns.release()
+            self._refused_logged = False
+            return result
         finally:
             self._busy.discard(task)  # type: ignore[arg-type]
+
+    async def _sync_clock(self) -> None:
+        """Measure how far Redis's clock is from this process's (scripts' deadlines)."""
+        before = time.time()
+        seconds, micros = await self._redis.time()
+        after = time.time()
+        self._offset_ms = seconds * 1000 + micros / 1000 - (before + after) * 500
+
+    async def _pay_owed(self) -> None:
+        """Have each room's sequence continue above the ids handed out here alone."""
+        for room, highest in list(self._owed.items()):
+            await self._raise(keys=[self._key(room, "meta"), self._key(room, "log")],
+                              args=[highest, ROOM_TTL])
+            if self._owed.get(room) == highest:
+                del self._owed[room]
 
     def _went_down(self, error: BaseException) -> None:
         if self._down or self._closing:
@@ -636,7 +727,10 @@ class RedisChatState:
             backoff = min(backoff * 2, 2.0)
             try:
                 async with asyncio.timeout(self.timeout):
-                    await self._redis.ping()
+                    await self._sync_clock()
+                    # Before any message of this process is shared again, and as soon as
+                    # possible for the others': ids never go backwards.
+                    await self._pay_owed()
             except FAILURES:
                 continue
             self._down = False
@@ -652,6 +746,12 @@ class RedisChatState:
     async def _renew(self) -> None:
         """Renew (or claim again) the lease of every nickname held in this process, then
         announce the members of its rooms whose leases ran out elsewhere."""
+        try:
+            await self._call(self._sync_clock)
+            if self._owed:  # ids handed out alone while Redis answered late
+                await self._call(self._pay_owed)
+        except Unavailable:
+            return
         for room, local in list(self._rooms.items()):
             for member in local.members():
                 tag = holder_tag(member.holder, self.process)
@@ -664,7 +764,8 @@ class RedisChatState:
                 if status == 0:
                     self.conflicts += 1
                     log.warning("room %s: the nickname %s held here is also held by another "
-                                "process (claimed while Redis was unreachable)", room, shown)
+                                "process (its lease ran out before this process could renew "
+                                "it)", room, shown)
                 elif status == 2:  # its lease had run out (an outage): present again
                     self.hub.publish(room_topic(room), {"type": "joined", "room": room,
                                                         "nick": shown})

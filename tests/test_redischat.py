@@ -13,7 +13,9 @@ from urllib.parse import quote
 import pytest
 import redis.asyncio
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+from tornado.httpserver import HTTPServer
 
+import server
 from realtime.redischat import split_frame
 from server import Config, make_app, start_components
 from tests.redis_server import RedisServer
@@ -365,3 +367,178 @@ async def test_messages_kept_local_during_an_outage_are_counted(node, ws_open, r
     text = response.body.decode()
     assert "realtime_chat_unshared_messages_total 1.0" in text
     assert "realtime_chat_state_up 0.0" in text
+
+
+# A wave of connections on a healthy Redis (a reconnect after a restart) is contention,
+# never an outage.
+
+WAVE = 50
+
+
+def _wave(ws_open: Callable[..., Awaitable[Any]], at: SimpleNamespace,
+          **kwargs: Any) -> list[Awaitable[tuple[Any, dict[str, Any]]]]:
+    """``WAVE`` chat sockets opening on ``at`` (each with its own cookie and nickname),
+    to be gathered at once."""
+    return [enter(ws_open, at, nick=f"n{n}", cookie=f"{n:032d}", **kwargs)
+            for n in range(WAVE)]
+
+
+async def test_a_wave_of_sockets_never_grants_a_nickname_held_elsewhere(node, ws_open):
+    """A nickname held on one process is refused on the other while 50 sockets open there
+    at once."""
+    a, b = await node(), await node()
+    await enter(ws_open, b, nick="alice", cookie=COOKIE_A)
+    wave = _wave(ws_open, a)
+    wave.insert(WAVE // 2, enter(ws_open, a, nick="alice", cookie=COOKIE_B))
+    conn, welcome = (await asyncio.gather(*wave))[WAVE // 2]
+    assert welcome["nick"] is None
+    assert (await frame_of(conn, "error"))["code"] == "nick_taken"
+
+
+async def test_a_wave_of_sockets_recovers_every_welcome(node, ws_open):
+    """50 sockets reconnecting at once with ``since`` all get ``recovered: true``."""
+    a = await node()
+    sender, _ = await enter(ws_open, a)
+    await send_json(sender, {"type": "message", "text": "seen"})
+    seen = await frame_of(sender, "message")
+    welcomes = [welcome for _, welcome in
+                await asyncio.gather(*_wave(ws_open, a, since=seen["id"]))]
+    assert [welcome["recovered"] for welcome in welcomes] == [True] * WAVE
+
+
+async def test_a_wave_of_sockets_keeps_health_200(node, ws_open, caplog):
+    """A healthy Redis is never reported down while 50 sockets open at once: /healthz
+    answers 200 throughout and no outage is logged."""
+    a = await node()
+    codes: list[int] = []
+
+    async def watch_health() -> None:
+        while True:
+            response = await AsyncHTTPClient().fetch(
+                f"http://127.0.0.1:{a.port}/healthz", raise_error=False)
+            codes.append(response.code)
+
+    watching = asyncio.ensure_future(watch_health())
+    try:
+        await asyncio.gather(*_wave(ws_open, a))
+    finally:
+        watching.cancel()
+    assert codes and set(codes) == {200}
+    assert "unavailable for chat" not in caplog.text
+
+
+async def test_a_graceful_stop_frees_every_nickname_at_once(node, ws_open):
+    """A process stopped gracefully gives back all 50 of its nicknames: another process
+    can take each of them at once, not after the lease."""
+    a, b = await node(), await node()
+    await asyncio.gather(*(
+        enter(ws_open, a, nick=f"user{n}", cookie=f"{n:032d}") for n in range(WAVE)))
+    # What SIGTERM runs (the test's server keeps listening: nothing connects to a again).
+    assert await server.shutdown(HTTPServer(a.app), a.app, 10) == 0
+    taken = await asyncio.gather(*(
+        enter(ws_open, b, nick=f"user{n}", cookie=COOKIE_B) for n in range(WAVE)))
+    assert sum(welcome["nick"] is None for _, welcome in taken) == 0
+
+
+async def test_a_nickname_is_refused_not_granted_while_redis_is_down(node, ws_open,
+                                                                     redis_server):
+    """With Redis unreachable, a nickname nobody here holds (someone elsewhere may) is
+    refused with ``unavailable``, never granted."""
+    a = await node()
+    watcher, _ = await enter(ws_open, a)
+    redis_server.kill()
+    await send_json(watcher, {"type": "message", "text": "notice the outage"})
+    await frame_of(watcher, "message")
+    assert not a.chat.healthy()
+    conn, welcome = await enter(ws_open, a, nick="alice")
+    assert welcome["nick"] is None
+    assert (await frame_of(conn, "error"))["code"] == "unavailable"
+
+
+async def test_a_message_that_timed_out_is_never_stored_under_a_second_id(
+        node, ws_open, redis_server, admin):
+    """A message shown under a local id because Redis froze is not stored when Redis runs
+    the queued call after it resumes."""
+    a = await node()
+    conn, _ = await enter(ws_open, a)
+    await send_json(conn, {"type": "message", "text": "before"})  # Redis knows the script
+    await frame_of(conn, "message")
+    redis_server.pause()
+    try:
+        await send_json(conn, {"type": "message", "text": "in flight"})
+        shown = await frame_of(conn, "message", timeout=10)
+    finally:
+        redis_server.resume()
+    await poll_until(a.chat.healthy, timeout=10)
+    logged = await admin.xrange("realtime:chat:lobby:log")
+    stored = {int(entry_id.split(b"-")[0]): json.loads(fields[b"f"])["text"]
+              for entry_id, fields in logged}
+    assert "in flight" not in stored.values() or stored.get(shown["id"]) == "in flight"
+
+
+async def test_ids_never_go_backwards_after_an_outage(node, ws_open, redis_server):
+    """A message sent after Redis returns gets an id above every id any process handed out
+    while it was away."""
+    a, b = await node(), await node()
+    on_a, _ = await enter(ws_open, a)
+    on_b, _ = await enter(ws_open, b)
+    await send_json(on_b, {"type": "message", "text": "before"})
+    await frame_of(on_a, "message")
+    redis_server.pause()
+    try:
+        await send_json(on_a, {"type": "message", "text": "during"})
+        during = await frame_of(on_a, "message", timeout=10)
+    finally:
+        redis_server.resume()
+    await poll_until(a.chat.healthy, timeout=10)
+    await send_json(on_b, {"type": "message", "text": "after"})
+    after = await frame_of(on_a, "message")
+    assert after["text"] == "after" and after["id"] > during["id"]
+
+
+async def test_a_client_that_saw_an_outage_id_recovers_after_it(node, ws_open, redis_server):
+    """A client that last saw an id handed out while Redis was away reconnects with it
+    after Redis returns and is told nothing was lost."""
+    a = await node()
+    conn, _ = await enter(ws_open, a)
+    redis_server.pause()
+    try:
+        await send_json(conn, {"type": "message", "text": "during"})
+        during = await frame_of(conn, "message", timeout=10)
+    finally:
+        redis_server.resume()
+    await poll_until(a.chat.healthy, timeout=10)
+    _, welcome = await enter(ws_open, a, since=during["id"])
+    assert welcome["recovered"] is True
+
+
+async def test_a_slow_listener_never_repeats_a_welcome_s_history(node, ws_open):
+    """A message in a welcome's history is not delivered again live, however late the
+    process's listener hands it over."""
+    a, b = await node(), await node()
+    sender, _ = await enter(ws_open, a)
+    await enter(ws_open, b)  # b listens to the room already
+    _delay_listener(b.hub.broker, 0.3)
+    await send_json(sender, {"type": "message", "text": "once"})
+    once = await frame_of(sender, "message")
+    conn, welcome = await enter(ws_open, b)
+    assert [m["id"] for m in welcome["history"]][-1:] == [once["id"]]
+    await send_json(sender, {"type": "message", "text": "marker"})
+    frame = await frame_of(conn, "message")
+    assert frame["text"] == "marker", frame
+
+
+def _delay_listener(broker: Any, delay: float) -> None:
+    """Have ``broker``'s listener handle each reply ``delay`` seconds late, in order."""
+    handle = broker._handle
+    queue: asyncio.Queue[tuple[float, Any]] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+
+    async def drain() -> None:
+        while True:
+            due, reply = await queue.get()
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            handle(reply)
+
+    broker._tasks.append(asyncio.ensure_future(drain()))
+    broker._handle = lambda reply: queue.put_nowait((loop.time() + delay, reply))
