@@ -127,9 +127,15 @@ def documented_instances(text: str) -> list[int]:
 
 
 def upstream_ports(site: str) -> list[int]:
-    """The ports of the ``server 127.0.0.1:<port>`` lines of the ``upstream realtime``
-    block."""
+    """The ports of the ``server 127.0.0.1:<port> [parameters];`` lines of the ``upstream
+    realtime`` block."""
+    return [int(port) for port, _ in upstream_servers(site)]
+
+
+def upstream_servers(site: str) -> list[tuple[int, str]]:
+    """(port, parameters) of each ``server 127.0.0.1:<port> [parameters];`` line of the
+    ``upstream realtime`` block."""
     block = re.search(r"^upstream realtime \{\n(.*?)^\}", site, re.M | re.S)
     assert block, "no `upstream realtime` block"
-    return [int(port) for port in re.findall(
-        r"^\s*server 127\.0\.0\.1:(\d+);", block.group(1), re.M)]
+    return [(int(port), parameters.strip()) for port, parameters in re.findall(
+        r"^\s*server 127\.0\.0\.1:(\d+)((?: [^;\n]*)?);", block.group(1), re.M)]

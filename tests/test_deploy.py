@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import ROOT
 from tests.deploy import (
     DEPLOY, command, documented_instances, read_unit, the_value, unit_environment,
-    upstream_ports, values,
+    upstream_ports, upstream_servers, values,
 )
 
 TEMPLATE = DEPLOY / "realtime@.service"
@@ -73,6 +73,13 @@ def test_cluster_upstream_balances_by_least_connections_before_keepalive():
                   if line.strip() and not line.strip().startswith("#")]
     assert directives.index("least_conn") < directives.index("keepalive")
     assert "ip_hash" not in directives and "hash" not in directives
+
+
+def test_every_cluster_upstream_server_is_never_marked_failed():
+    """Every server of the cluster upstream has max_fails=0 (a restarted process takes new
+    sockets at once), the two that tests/test_nginx_cluster.py runs and the two it drops."""
+    servers = upstream_servers(CLUSTER_SITE.read_text())
+    assert servers == [(port, "max_fails=0") for port in (8001, 8002, 8003, 8004)]
 
 
 def test_template_has_the_single_units_settings():

@@ -14,11 +14,12 @@ nginx.
 
 import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tornado.httpclient import AsyncHTTPClient
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from tornado.websocket import WebSocketClientConnection as Client
 
 from tests.deploy import (
@@ -26,7 +27,8 @@ from tests.deploy import (
     unit_environment,
 )
 from tests.support import (
-    closed, free_port, poll_until, receive_json, receive_type, send_json, wait_listening,
+    TIMEOUT, closed, connect_url, free_port, poll_until, receive_json, receive_type, send_json,
+    wait_listening,
 )
 
 NGINX_HOST = "127.0.0.2"
@@ -34,6 +36,11 @@ CLIENT_IP = "127.0.0.3"
 READ_TIMEOUT = 1  # seconds: nginx's proxy_read_timeout, shortened from 75
 PING_INTERVAL = 0.25  # the servers' pings, well inside READ_TIMEOUT
 MAX_SOCKETS = 8  # opened through nginx, at most, until both processes have one
+PAGES = 30  # chat pages through nginx during the rolling restart
+# A page's first retry comes within 0.5 s (static/js/socket.js); the test's pages keep that
+# pace instead of backing off, so a page still out is one nginx refuses, not one waiting.
+RETRY_DELAY = 0.25
+RECONNECTED_WITHIN = 10  # seconds after the last restart: every page has a socket again
 
 
 def render_site(nginx_port: int, ports: list[int]) -> str:
@@ -41,10 +48,10 @@ def render_site(nginx_port: int, ports: list[int]) -> str:
     first, second = ports
     return rewrite((DEPLOY / "nginx-cluster.conf").read_text(), [
         (r"listen 80;", f"listen {NGINX_HOST}:{nginx_port};"),
-        (r"server 127\.0\.0\.1:8001;", f"server 127.0.0.1:{first};"),
-        (r"server 127\.0\.0\.1:8002;", f"server 127.0.0.1:{second};"),
-        (r"\n *server 127\.0\.0\.1:8003;[^\n]*", ""),
-        (r"\n *server 127\.0\.0\.1:8004;[^\n]*", ""),
+        (r"server 127\.0\.0\.1:8001\b", f"server 127.0.0.1:{first}"),
+        (r"server 127\.0\.0\.1:8002\b", f"server 127.0.0.1:{second}"),
+        (r"\n *server 127\.0\.0\.1:8003\b[^\n]*", ""),
+        (r"\n *server 127\.0\.0\.1:8004\b[^\n]*", ""),
         (r"proxy_read_timeout 75s;", f"proxy_read_timeout {READ_TIMEOUT}s;"),
     ], "deploy/nginx-cluster.conf")
 
@@ -58,6 +65,7 @@ class Cluster:
         self.ports = [free_port(), free_port()]
         self.nginx_port = free_port(NGINX_HOST)
         self.servers: dict[int, Any] = {}
+        self.commands: dict[int, tuple[list[str], dict[str, str]]] = {}  # argv, env file
 
     async def start(self, ping_interval: float = PING_INTERVAL) -> None:
         """Run ExecStart for each port, then nginx; wait until all listen."""
@@ -74,9 +82,10 @@ class Cluster:
         programs = {"/opt/realtime/venv/bin/tornado-realtime": [self.python, "server.py"]}
         paths = {"/var/lib/realtime": str(state)}
         for port in self.ports:
-            self.servers[port] = self.spawn(f"server{port}", command(
-                the_value(unit, "Service", "ExecStart"), str(port), env, programs, paths),
-                env=env_file)
+            self.commands[port] = (command(the_value(unit, "Service", "ExecStart"), str(port),
+                                           env, programs, paths), env_file)
+            self.servers[port] = self.spawn(f"server{port}", self.commands[port][0],
+                                            env=env_file)
         site = self.tmp_path / "realtime.conf"
         site.write_text(render_site(self.nginx_port, self.ports))
         conf = self.tmp_path / "nginx.conf"
@@ -92,6 +101,31 @@ class Cluster:
         answer = await AsyncHTTPClient().fetch(f"http://127.0.0.1:{port}/healthz",
                                                raise_error=False)
         return json.loads(answer.body)
+
+    async def healthy(self, port: int) -> bool:
+        """Whether one process's own /healthz answers 200 (not through nginx)."""
+        try:
+            answer = await AsyncHTTPClient().fetch(f"http://127.0.0.1:{port}/healthz",
+                                                   raise_error=False)
+        except OSError:  # not listening (yet)
+            return False
+        return answer.code == 200
+
+    async def restart(self, port: int) -> None:
+        """Restart one process as systemd does (SIGTERM, it exits 0 once its sockets are
+        closed, then the same command again) and return once its /healthz answers 200, as
+        the README's rolling restart waits."""
+        server = self.servers[port]
+        server.terminate()
+        await poll_until(lambda: server.poll() is not None, timeout=10)
+        assert server.returncode == 0
+        argv, env_file = self.commands[port]
+        self.servers[port] = server = self.spawn(f"server{port}-restarted", argv, env=env_file)
+        deadline = time.monotonic() + 10
+        while not await self.healthy(port):  # no event announces it: ask, as curl would
+            assert server.poll() is None, f"the process on {port} exited"
+            assert time.monotonic() < deadline, f"no 200 from {port}/healthz after 10 s"
+            await asyncio.sleep(0.05)
 
     async def open(self, ws_open: Any, path: str) -> Client:
         """A socket to ``path`` through nginx, from CLIENT_IP, as a page of the site opens it;
@@ -116,6 +150,67 @@ class Cluster:
             if len(found) == len(self.ports):
                 return found
         raise AssertionError(f"{MAX_SOCKETS} sockets through nginx all reached {list(found)}")
+
+
+class Pages:
+    """``count`` chat pages through nginx from CLIENT_IP, each keeping a socket open as
+    static/js/socket.js does: whenever its socket closes or a handshake fails it tries again,
+    RETRY_DELAY later, until a welcome comes. Counts the handshakes nginx answers with 502."""
+
+    def __init__(self, cluster: Cluster, path: str, count: int) -> None:
+        self.origin = f"http://{NGINX_HOST}:{cluster.nginx_port}"
+        self.url = f"ws://{NGINX_HOST}:{cluster.nginx_port}{path}"
+        self.welcomed = [False] * count  # page i has a socket open, its welcome received
+        self.refused: list[float] = []  # when a handshake was answered 502 (monotonic)
+        self.changed = asyncio.Event()  # set on every change of ``welcomed``
+        self.tasks = [asyncio.create_task(self.keep_open(page)) for page in range(count)]
+        for task in self.tasks:  # a page that crashed ends the wait, to be reported
+            task.add_done_callback(lambda _: self.changed.set())
+
+    def mark(self, page: int, welcomed: bool) -> None:
+        self.welcomed[page] = welcomed
+        self.changed.set()
+
+    async def keep_open(self, page: int) -> None:
+        """One page's loop: connect, wait for the welcome, hold the socket until it closes."""
+        while True:
+            try:
+                conn = await connect_url(self.url, {"Origin": self.origin}, CLIENT_IP)
+            except HTTPClientError as error:  # nginx's 502, or the server's refusal
+                if error.code == 502:
+                    self.refused.append(time.monotonic())
+                await asyncio.sleep(RETRY_DELAY)
+                continue
+            try:
+                first = await asyncio.wait_for(conn.read_message(), TIMEOUT)
+                if isinstance(first, str) and json.loads(first)["type"] == "welcome":
+                    self.mark(page, True)
+                    while await conn.read_message() is not None:  # until the server closes
+                        pass
+            finally:
+                conn.close()
+                self.mark(page, False)
+            await asyncio.sleep(RETRY_DELAY)
+
+    async def all_welcomed(self, timeout: float) -> bool:
+        """Whether every page has a welcomed socket open within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while not all(self.welcomed):
+            for task in self.tasks:
+                if task.done():
+                    task.result()  # raises what crashed the page
+            self.changed.clear()
+            try:
+                await asyncio.wait_for(self.changed.wait(), deadline - time.monotonic())
+            except asyncio.TimeoutError:
+                return False
+        return True
+
+    async def close(self) -> None:
+        """Stop every page, closing its socket."""
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
 @pytest.fixture
@@ -173,3 +268,24 @@ async def test_handshakes_go_to_the_other_process_when_one_stops(cluster, ws_ope
     for _ in range(4):
         await cluster.open(ws_open, "/ws/chat/lobby")
     assert (await cluster.health(first))["connections"] == before + 4
+
+
+async def test_rolling_restart_readmits_every_page_at_once(cluster):
+    """After a rolling restart paced by /healthz, every page is back within 10 s, no 502."""
+    await cluster.start()
+    pages = Pages(cluster, "/ws/chat/restart", PAGES)
+    try:
+        assert await pages.all_welcomed(TIMEOUT), "the pages never all connected"
+        first, second = cluster.ports
+        await cluster.restart(first)  # its pages go to the other process
+        healthy_since = time.monotonic()
+        await cluster.restart(second)  # every page now needs the first process
+        reconnected = await pages.all_welcomed(RECONNECTED_WITHIN)
+        out = pages.welcomed.count(False)
+        refused = sum(1 for when in pages.refused if when > healthy_since)
+        assert (reconnected, refused) == (True, 0), (
+            f"{out} of {PAGES} pages without a socket {RECONNECTED_WITHIN} s after the last "
+            f"restart; {refused} handshakes answered 502 after the first restarted process "
+            f"answered /healthz ({len(pages.refused)} in all)")
+    finally:
+        await pages.close()
