@@ -27,7 +27,8 @@ from typing import Any, Awaitable, Optional
 
 from tornado.ioloop import PeriodicCallback
 
-from handlers.pages import RETRY_AFTER_UNAVAILABLE, BaseHandler
+from handlers.errors import json_error
+from handlers.pages import BaseHandler
 from realtime import streams
 from realtime.closecodes import CloseCode
 from realtime.envelope import Envelope
@@ -37,7 +38,7 @@ from realtime.logfmt import logfmt
 from realtime.messages import ClientError, Message, Refusal, encode
 from realtime.metrics import ServerMetrics
 from realtime.origins import SAME_HOST, OriginPolicy
-from realtime.ratelimit import KeyedLimiter, retry_after_header
+from realtime.ratelimit import KeyedLimiter
 from realtime.wireforms import HEARTBEAT, chunk, sse_event, sse_form
 
 log = logging.getLogger("realtime.handlers")
@@ -177,22 +178,9 @@ class TransportHandler(BaseHandler):
             super().log_exception(typ, value, tb)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        error = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(error, ClientError):
-            self.set_error_headers(error)
-            body = {"code": error.code, "message": error.message}
-        else:
-            code = (self._reason or "error").lower().replace(" ", "_")
-            body = {"code": code, "message": self._reason}
+        body = json_error(self, kwargs)  # the API's one error model (handlers/errors.py)
         self.set_header("Content-Type", "application/json; charset=utf-8")
-        self.finish(encode({"error": body}))
-
-    def set_error_headers(self, error: ClientError) -> None:
-        """``Retry-After`` for an error that waiting cures."""
-        if isinstance(error, Refusal) and error.retry_after is not None:
-            self.set_header("Retry-After", retry_after_header(error.retry_after))
-        elif STATUS.get(error.code) == 503:
-            self.set_header("Retry-After", RETRY_AFTER_UNAVAILABLE)
+        self.finish(encode(body))
 
     def answer_json(self, body: bytes, status: int = 200) -> None:
         """Finish with a JSON body already encoded."""

@@ -21,7 +21,8 @@ import tornado.httputil
 import tornado.web
 
 from handlers.base import JsonSocketHandler
-from handlers.pages import RETRY_AFTER_UNAVAILABLE, BaseHandler, unavailable_status
+from handlers.errors import ApiError, json_error
+from handlers.pages import BaseHandler, unavailable_status
 from handlers.transport import EventStreamHandler
 from realtime.hub import Hub
 from realtime.messages import ClientError, Message, is_unavailable, require_str
@@ -163,21 +164,6 @@ class VoteEventStreamHandler(EventStreamHandler):
         self.send({"type": "poll", "poll": poll.to_json(), "voted": voted})
 
 
-class ApiError(tornado.web.HTTPError):
-    """An API failure answered as ``{"error": {"code": ..., "message": ...}}``, with
-    ``"field"`` too when it is about one field of the body."""
-
-    def __init__(
-        self, status: int, code: str, message: str, headers: Optional[dict[str, str]] = None,
-        field: Optional[str] = None,
-    ) -> None:
-        super().__init__(status)
-        self.code = code
-        self.message = message
-        self.headers = headers or {}
-        self.field = field
-
-
 class ApiHandler(BaseHandler):
     """Base of the JSON API: JSON errors, no caching."""
 
@@ -191,21 +177,7 @@ class ApiHandler(BaseHandler):
         self.set_header("Cache-Control", "no-store")
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        error = kwargs.get("exc_info", (None, None))[1]
-        body: dict[str, Any]
-        if isinstance(error, ApiError):
-            body = {"code": error.code, "message": error.message}
-            if error.field is not None:
-                body["field"] = error.field
-            for name, value in error.headers.items():
-                self.set_header(name, value)
-        elif is_unavailable(error):
-            self.set_header("Retry-After", RETRY_AFTER_UNAVAILABLE)
-            body = {"code": error.code, "message": error.message}
-        else:
-            code = (self._reason or "error").lower().replace(" ", "_")
-            body = {"code": code, "message": self._reason}
-        self.write({"error": body})
+        self.write(json_error(self, kwargs))  # handlers/errors.py, as the transports do
 
     async def existing_poll(self, poll_id: str) -> Poll:
         """The poll, or a 404 ``no_such_poll``."""

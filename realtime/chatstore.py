@@ -2,13 +2,14 @@
 
 The rooms (``realtime.chat``) stay the truth while the server runs; the store is their
 journal. A room tells it when it stored a message or dropped some, and the store writes
-what changed in small batches on **one worker thread** (as ``realtime.polls`` does: one
-thread, jobs in order, WAL), so the IOLoop never waits for the disk. A batch goes 50 ms
-after the first change, or at once when 100 messages wait; one batch is written at a time,
-and changes made meanwhile go in the next one. A batch is, per room that changed: insert
-the messages held that were not written yet, delete every row older than the oldest one
-held, record the room's ``next_id`` and ``lost_through``; so the file holds what the rooms
-hold, bounded by the same counts and bytes, plus at most one batch.
+what changed in small batches on **one worker thread** (``realtime.sqlite.SqliteWorker``,
+as ``realtime.polls`` does: one thread, jobs in order, WAL), so the IOLoop never waits for
+the disk. A batch goes 50 ms after the first change, or at once when 100 messages wait;
+one batch is written at a time, and changes made meanwhile go in the next one. A batch is,
+per room that changed: insert the messages held that were not written yet, delete every
+row older than the oldest one held, record the room's ``next_id`` and ``lost_through``; so
+the file holds what the rooms hold, bounded by the same counts and bytes, plus at most one
+batch.
 
 At startup (``start()``, before the server listens) the store reads the newest messages
 that fit the history byte budget back into the rooms, so creating a room on the loop never
@@ -36,17 +37,14 @@ import asyncio
 import json
 import logging
 import sqlite3
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, TypeVar
+from typing import Optional
 
 from realtime.chat import Parties, Room, Rooms, Stored
 from realtime.messages import ClientError, encode
-from realtime.sqlite import connect, transaction
+from realtime.sqlite import SqliteWorker, transaction
 
 log = logging.getLogger("realtime.chatstore")
-
-T = TypeVar("T")
 
 DB_FILENAME = "chat.sqlite3"
 SCHEMA_VERSION = 1
@@ -106,8 +104,8 @@ class ChatStore:
     def __init__(self, path: Optional[str], rooms: Rooms) -> None:
         self.path = path
         self.rooms = rooms
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chat-db")
-        self._conn: Optional[sqlite3.Connection] = None  # opened and used on the worker only
+        # NORMAL: a commit survives a killed process, not a power cut (the module docstring).
+        self._worker = SqliteWorker(path, "NORMAL", self._setup, name="chat-db")
         self._started = False
         self._accepting = True  # False once closing: rooms refuse new messages
         # Rooms changed since their last batch, in the order they first changed.
@@ -132,7 +130,7 @@ class ChatStore:
             return
         self._loop = asyncio.get_running_loop()
         budget = self.rooms.budget
-        clean, id_floor, rooms = await self._run(
+        clean, id_floor, rooms = await self._worker.run(
             self._load, budget.max_bytes, budget.entry_overhead
         )
         self._started = True
@@ -156,7 +154,9 @@ class ChatStore:
             self._timer = None
         batch = self._take_batch()
         batch.clean = False
-        await self._run(self._write, batch, [name for name, _, _ in rooms if name not in stored])
+        await self._worker.run(
+            self._write, batch, [name for name, _, _ in rooms if name not in stored]
+        )
         held = sum(len(room.held_after(None)) for room in self.rooms)
         log.info("chat history %s open: %d room(s), %d message(s)%s", self.path,
                  len(self.rooms), held, "" if clean else "; the last run did not stop cleanly")
@@ -167,7 +167,7 @@ class ChatStore:
         From now on rooms refuse new messages with ``shutting_down``.
         """
         if not self._started:
-            self._executor.shutdown(wait=False)
+            await self._worker.aclose()
             return
         self._accepting = False
         if self._timer is not None:
@@ -178,11 +178,10 @@ class ChatStore:
         batch = self._take_batch()
         batch.clean = not self._failed
         try:
-            await self._run(self._write, batch, [])
+            await self._worker.run(self._write, batch, [])
         finally:
             self._started = False
-            await self._run(self._close_db)
-            self._executor.shutdown(wait=False)
+            await self._worker.aclose()
 
     async def flush(self) -> None:
         """Write every change made so far and return once it is committed."""
@@ -229,7 +228,7 @@ class ChatStore:
         self._timer = None
         if self._writing is not None or not self._dirty or not self._accepting:
             return
-        writing = asyncio.ensure_future(self._run(self._write, self._take_batch(), []))
+        writing = asyncio.ensure_future(self._worker.run(self._write, self._take_batch(), []))
         self._writing = writing
         writing.add_done_callback(self._wrote)
 
@@ -267,37 +266,21 @@ class ChatStore:
         assert self._loop is not None, "the chat store is not started"
         return self._loop
 
-    async def _run(self, job: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, job, *args)
+    # The jobs, on the worker thread, each given the connection.
 
-    # The jobs, on the worker thread.
-
-    def _db(self) -> sqlite3.Connection:
-        if self._conn is None:
-            self._conn = self._open()
-        return self._conn
-
-    def _open(self) -> sqlite3.Connection:
-        assert self.path is not None
-        conn = connect(self.path, synchronous="NORMAL")  # see the module docstring
-        try:
-            conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
-            with transaction(conn):
-                for statement in SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+    def _setup(self, conn: sqlite3.Connection) -> None:
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
+        with transaction(conn):
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _load(
-        self, max_bytes: int, entry_overhead: int
+        self, conn: sqlite3.Connection, max_bytes: int, entry_overhead: int
     ) -> tuple[bool, int, list[tuple[str, int, list[Stored]]]]:
         """The clean mark, the id floor, and each room's state and newest messages that fit
         in ``max_bytes`` together, the least recently active room first."""
-        conn = self._db()
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         states = {
             name: (next_id, lost_through)
@@ -327,8 +310,7 @@ class ChatStore:
         rooms[:0] = [(name, states[name][1], []) for name in states if name not in kept]
         return bool(meta.get("clean", 1)), id_floor, rooms
 
-    def _write(self, batch: Batch, forget: list[str]) -> None:
-        conn = self._db()
+    def _write(self, conn: sqlite3.Connection, batch: Batch, forget: list[str]) -> None:
         with transaction(conn):
             for change in batch.rooms:
                 conn.executemany(
@@ -361,11 +343,6 @@ class ChatStore:
                     "INSERT INTO meta (key, value) VALUES ('clean', ?) ON CONFLICT (key)"
                     " DO UPDATE SET value = excluded.value", (int(batch.clean),)
                 )
-
-    def _close_db(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
 
 
 def dump_parties(parties: Optional[Parties]) -> Optional[str]:

@@ -1,7 +1,7 @@
 """Durable polls: ``PollStore`` keeps polls and votes in SQLite, off the event loop.
 
-Every database call runs on **one dedicated worker thread** (a single-thread executor), so
-the IOLoop never waits for the disk and the connection is only ever used by the thread
+Every database call runs on **one dedicated worker thread** (``realtime.sqlite.SqliteWorker``),
+so the IOLoop never waits for the disk and the connection is only ever used by the thread
 that opened it. One thread also means the jobs run one at a time, in the order they were
 submitted, and their results come back to the loop in that same order; the vote handler
 relies on this to publish tallies in commit order (see ``handlers/vote.py``).
@@ -27,23 +27,19 @@ have no manage token (nobody can close or delete them through the API). The demo
 its glosses; its option ids, and so its votes, are unchanged.
 """
 
-import asyncio
 import hashlib
 import hmac
 import logging
 import secrets
 import sqlite3
 import time
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Optional, Protocol, TypeVar
+from typing import Optional, Protocol
 
 from realtime.messages import ClientError
 from realtime.pollspec import NewPoll, Option, Poll, Tally
-from realtime.sqlite import connect, transaction
+from realtime.sqlite import SqliteWorker, transaction
 
 log = logging.getLogger("realtime.polls")
-
-T = TypeVar("T")
 
 DB_FILENAME = "polls.sqlite3"
 LIST_LIMIT = 100  # GET /api/polls answers the newest polls, at most this many
@@ -180,42 +176,40 @@ class PollStore:
 
     def __init__(self, path: Optional[str]) -> None:
         self.path = path
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="polls-db")
-        self._conn: Optional[sqlite3.Connection] = None  # opened and used on the worker only
-        self._used = False  # whether any job was submitted (close need not start the thread)
-        self._closed = False
+        # An acknowledged vote is on disk: FULL syncs every commit.
+        self._worker = SqliteWorker(path, "FULL", self._setup, name="polls-db")
 
     # The coroutine API, for the event loop.
 
     async def start(self) -> None:
         """Open the database now (it opens on first use anyway): a bad path fails at once."""
-        await self._run(self._db)
+        await self._worker.open()
 
     async def create(self, new: NewPoll) -> tuple[Poll, str]:
         """Store a new poll under a fresh random id; return it and its manage token (the
         only time the token exists outside the creator's hands: only its hash is kept)."""
-        return await self._run(self._create, new)
+        return await self._worker.run(self._create, new)
 
     async def is_owner(self, poll_id: str, token: Optional[str]) -> Optional[bool]:
         """Whether ``token`` is the poll's manage token; None if there is no such poll.
         Polls from before manage tokens (the demo among them) have no owner."""
-        return await self._run(self._is_owner, poll_id, token)
+        return await self._worker.run(self._is_owner, poll_id, token)
 
     async def set_closed(self, poll_id: str, closed: bool) -> Optional[Poll]:
         """Close (no more votes) or reopen a poll; the poll as it is now, or None if none."""
-        return await self._run(self._set_closed, poll_id, closed)
+        return await self._worker.run(self._set_closed, poll_id, closed)
 
     async def delete(self, poll_id: str) -> bool:
         """Delete a poll with its options and ballots; False if there was none."""
-        return await self._run(self._delete, poll_id)
+        return await self._worker.run(self._delete, poll_id)
 
     async def get(self, poll_id: str) -> Optional[Poll]:
         """The poll with its current counts, or None if there is none with that id."""
-        return await self._run(self._get, poll_id)
+        return await self._worker.run(self._get, poll_id)
 
     async def recent(self, limit: int = LIST_LIMIT) -> list[Poll]:
         """The newest listed polls first, at most ``limit``, with their counts."""
-        return await self._run(self._recent, limit)
+        return await self._worker.run(self._recent, limit)
 
     async def vote(self, poll_id: str, option_id: str, voter_id: Optional[str]) -> Tally:
         """Count one vote and return the poll's counts once the vote is committed to disk.
@@ -225,61 +219,37 @@ class PollStore:
                 ``no_voter_id`` (a one-vote
                 poll and no voter) or ``already_voted`` (this voter has voted in this poll).
         """
-        return await self._run(self._vote, poll_id, option_id, voter_id)
+        return await self._worker.run(self._vote, poll_id, option_id, voter_id)
 
     async def snapshot(
         self, poll_id: str, voter_id: Optional[str]
     ) -> Optional[tuple[Poll, Optional[str]]]:
         """The poll with its counts and the option ``voter_id`` chose in it (None if it has
         not voted, or the poll counts every click), read in one job; None if no such poll."""
-        return await self._run(self._snapshot, poll_id, voter_id)
+        return await self._worker.run(self._snapshot, poll_id, voter_id)
 
     def close(self) -> None:
         """Finish the queued jobs and close the database (blocks; call at shutdown).
 
         Closing twice is harmless; any use after closing raises RuntimeError.
         """
-        if self._used and not self._closed:
-            self._executor.submit(self._close_db)
-        self._closed = True
-        self._executor.shutdown(wait=True)
+        self._worker.close()
 
     async def aclose(self) -> None:
         """``close`` without blocking the event loop: the shutdown closer."""
-        await asyncio.get_running_loop().run_in_executor(None, self.close)
+        await self._worker.aclose()
 
-    async def _run(self, job: Callable[..., T], *args: Any) -> T:
-        self._used = True
-        return await asyncio.get_running_loop().run_in_executor(self._executor, job, *args)
+    # The jobs, on the worker thread, each given the connection.
 
-    # The jobs, on the worker thread.
-
-    def _db(self) -> sqlite3.Connection:
-        if self._conn is None:
-            self._conn = self._open()
-        return self._conn
-
-    def _open(self) -> sqlite3.Connection:
-        conn = connect(self.path, synchronous="FULL")  # an acknowledged vote is on disk
-        try:
-            conn.execute("PRAGMA foreign_keys = ON")
-            with transaction(conn):
-                migrate(conn)
-                if conn.execute("SELECT 1 FROM polls WHERE id = ?", (DEMO_ID,)).fetchone() is None:
-                    insert_poll(conn, DEMO_ID, DEMO, None)
-        except BaseException:
-            conn.close()
-            raise
+    def _setup(self, conn: sqlite3.Connection) -> None:
+        conn.execute("PRAGMA foreign_keys = ON")
+        with transaction(conn):
+            migrate(conn)
+            if conn.execute("SELECT 1 FROM polls WHERE id = ?", (DEMO_ID,)).fetchone() is None:
+                insert_poll(conn, DEMO_ID, DEMO, None)
         log.info("poll database %s open", self.path or ":memory:")
-        return conn
 
-    def _close_db(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def _create(self, new: NewPoll) -> tuple[Poll, str]:
-        conn = self._db()
+    def _create(self, conn: sqlite3.Connection, new: NewPoll) -> tuple[Poll, str]:
         token = new_manage_token()
         for _ in range(5):
             poll_id = new_poll_id()
@@ -293,8 +263,10 @@ class PollStore:
             return poll, token
         raise RuntimeError("could not find a free poll id")
 
-    def _is_owner(self, poll_id: str, token: Optional[str]) -> Optional[bool]:
-        row = self._db().execute(
+    def _is_owner(
+        self, conn: sqlite3.Connection, poll_id: str, token: Optional[str]
+    ) -> Optional[bool]:
+        row = conn.execute(
             "SELECT manage_hash FROM polls WHERE id = ?", (poll_id,)
         ).fetchone()
         if row is None:
@@ -303,24 +275,23 @@ class PollStore:
             return False
         return hmac.compare_digest(row[0], token_hash(token))
 
-    def _set_closed(self, poll_id: str, closed: bool) -> Optional[Poll]:
-        conn = self._db()
+    def _set_closed(
+        self, conn: sqlite3.Connection, poll_id: str, closed: bool
+    ) -> Optional[Poll]:
         with transaction(conn):
             conn.execute("UPDATE polls SET closed = ? WHERE id = ?", (int(closed), poll_id))
             return load_poll(conn, poll_id)
 
-    def _delete(self, poll_id: str) -> bool:
-        conn = self._db()
+    def _delete(self, conn: sqlite3.Connection, poll_id: str) -> bool:
         with transaction(conn):
             conn.execute("DELETE FROM ballots WHERE poll_id = ?", (poll_id,))
             conn.execute("DELETE FROM options WHERE poll_id = ?", (poll_id,))
             return conn.execute("DELETE FROM polls WHERE id = ?", (poll_id,)).rowcount > 0
 
-    def _get(self, poll_id: str) -> Optional[Poll]:
-        return load_poll(self._db(), poll_id)
+    def _get(self, conn: sqlite3.Connection, poll_id: str) -> Optional[Poll]:
+        return load_poll(conn, poll_id)
 
-    def _recent(self, limit: int) -> list[Poll]:
-        conn = self._db()
+    def _recent(self, conn: sqlite3.Connection, limit: int) -> list[Poll]:
         ids = conn.execute(
             "SELECT id FROM polls WHERE listed = 1 ORDER BY created_at DESC, rowid DESC LIMIT ?",
             (limit,)
@@ -328,8 +299,9 @@ class PollStore:
         polls = [load_poll(conn, poll_id) for (poll_id,) in ids]
         return [poll for poll in polls if poll is not None]
 
-    def _vote(self, poll_id: str, option_id: str, voter_id: Optional[str]) -> Tally:
-        conn = self._db()
+    def _vote(
+        self, conn: sqlite3.Connection, poll_id: str, option_id: str, voter_id: Optional[str]
+    ) -> Tally:
         with transaction(conn):
             row = conn.execute(
                 "SELECT one_vote_per_voter, closed FROM polls WHERE id = ?", (poll_id,)
@@ -361,9 +333,8 @@ class PollStore:
         return Tally(poll_id, votes)
 
     def _snapshot(
-        self, poll_id: str, voter_id: Optional[str]
+        self, conn: sqlite3.Connection, poll_id: str, voter_id: Optional[str]
     ) -> Optional[tuple[Poll, Optional[str]]]:
-        conn = self._db()
         poll = load_poll(conn, poll_id)
         if poll is None:
             return None

@@ -51,7 +51,6 @@ from typing import Any, Awaitable, Callable, Optional, TypeVar
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
 from realtime.messages import ClientError
 from realtime.polls import (
@@ -59,15 +58,13 @@ from realtime.polls import (
     token_hash,
 )
 from realtime.pollspec import NewPoll, Option, Poll, Tally
+from realtime.redisdown import FAILURES, Outage
 
 log = logging.getLogger("realtime.redispolls")
 
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT = 2.0  # seconds; the contract is an answer within 5 s with Redis down
-# What a lost, refused or failing Redis raises (MISCONF when the AOF cannot be written,
-# LOADING while Redis reads it back, OOM under noeviction): all mean "not now".
-FAILURES = (RedisError, OSError, asyncio.TimeoutError)
 # Ids we look up: what new_poll_id draws, and the demo's. Anything else (a ":" in
 # particular, which could name another key) is no poll.
 POLL_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -176,7 +173,10 @@ class RedisPollStore:
         self._set_closed_script = self._redis.register_script(SET_CLOSED)
         self._delete_script = self._redis.register_script(DELETE)
         self._turn = asyncio.Lock()  # one call at a time, in order (see Ordering)
-        self._down = False  # an outage was logged and Redis has not answered since
+        # Every call still tries Redis during an outage (each bounded by timeout): the first
+        # that answers ends it, with no probe to wait for.
+        self._outage = Outage(log, url, "polls", "votes are refused until it answers",
+                              "polls are back")
         # Whether the demo poll is known to exist: checked before the first call, and again
         # after an outage (a Redis that comes back may have come back empty).
         self._demo_ready = False
@@ -206,14 +206,9 @@ class RedisPollStore:
                     result = await job()
         except FAILURES as error:
             self._demo_ready = False
-            if not self._down:
-                self._down = True
-                log.warning("Redis at %s unavailable for polls (%s): votes are refused "
-                            "until it answers", self.url, error or type(error).__name__)
+            self._outage.failed(error)  # one warning per outage
             raise PollsUnavailable() from error
-        if self._down:
-            self._down = False
-            log.info("Redis at %s answers again: polls are back", self.url)
+        self._outage.answered()
         return result
 
     # The Polls API.
