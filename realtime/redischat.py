@@ -83,6 +83,7 @@ from realtime.envelope import Envelope
 from realtime.hub import Hub
 from realtime.messages import UNAVAILABLE, ClientError, Message, encode
 from realtime.redisbroker import KIND_TEXT, ORIGIN_SIZE, RedisBroker
+from realtime.redisdown import Outage, probe
 from realtime.tasks import cancel_all
 
 log = logging.getLogger("realtime.redischat")
@@ -92,7 +93,6 @@ T = TypeVar("T")
 DEFAULT_TIMEOUT = 2.0  # seconds any call may take
 DEFAULT_LEASE = 30.0  # seconds a nickname outlives the last renewal of its process
 ROOM_TTL = 7 * 24 * 3600  # seconds a room's log and sequence live after its last message
-FAILURES = (RedisError, OSError, asyncio.TimeoutError)
 # What says Redis cannot be reached. Any other error (a refused command) fails that call
 # only: Redis answers, so the state stays up.
 OUTAGES = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
@@ -326,7 +326,8 @@ class RedisChatState:
         self._offset_ms = 0.0  # Redis's clock minus this process's, in milliseconds
         self._refused_logged = False  # a refused call was logged since the last success
         self._appending = asyncio.Lock()  # messages are appended one at a time, in order
-        self._down = False  # failed, and no PING has answered since
+        self._outage = Outage(log, url, "chat", "rooms are local to each process until it "
+                              "answers", "chat rooms are shared again")
         self._tasks: list[asyncio.Task[None]] = []
         self._busy: set[asyncio.Future[Any]] = set()  # tasks inside a call to Redis
         self._closing = False
@@ -355,7 +356,7 @@ class RedisChatState:
 
     def healthy(self) -> bool:
         """False while Redis is known to be down."""
-        return not self._down
+        return self._outage.healthy()
 
     @property
     def stats(self) -> dict[str, int]:
@@ -666,7 +667,8 @@ class RedisChatState:
         Only a lost connection or a timeout marks Redis down. A call that waited too long
         for its turn, or that Redis refused, fails alone with ``Unavailable``.
         """
-        if self._down or self._closing and asyncio.current_task() not in self._busy:
+        if not self._outage.healthy() or (
+                self._closing and asyncio.current_task() not in self._busy):
             raise Unavailable()
         task = asyncio.current_task()
         if task is not None:
@@ -712,31 +714,20 @@ class RedisChatState:
                 del self._owed[room]
 
     def _went_down(self, error: BaseException) -> None:
-        if self._down or self._closing:
-            return
-        self._down = True
-        log.warning("Redis at %s unavailable for chat (%s): rooms are local to each process "
-                    "until it answers", self.url, str(error) or type(error).__name__)
-        self._tasks.append(asyncio.create_task(self._probe(), name="chat-probe"))
+        if not self._closing and self._outage.failed(error):
+            self._tasks.append(asyncio.create_task(self._probe(), name="chat-probe"))
 
     async def _probe(self) -> None:
-        """PING until Redis answers, then claim this process's nicknames again."""
-        backoff = 0.1
-        while True:
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 2.0)
-            try:
-                async with asyncio.timeout(self.timeout):
-                    await self._sync_clock()
-                    # Before any message of this process is shared again, and as soon as
-                    # possible for the others': ids never go backwards.
-                    await self._pay_owed()
-            except FAILURES:
-                continue
-            self._down = False
-            log.info("Redis at %s answers again: chat rooms are shared again", self.url)
-            await self._renew()
-            return
+        """Until Redis answers, then claim this process's nicknames again."""
+        await probe(self._back, self.timeout)
+        self._outage.answered()
+        await self._renew()
+
+    async def _back(self) -> None:
+        """What must reach Redis before any message of this process is shared again (and
+        as soon as possible, for the other processes'): ids never go backwards."""
+        await self._sync_clock()
+        await self._pay_owed()
 
     async def _renew_forever(self) -> None:
         while True:
