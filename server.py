@@ -26,7 +26,7 @@ from tornado.options import options
 from tornado.web import url
 
 from handlers.base import SocketHandler
-from handlers.chat import ChatPageHandler, ChatSocketHandler, ReaderCounts
+from handlers.chat import ChatPageHandler, ChatSocketHandler
 from handlers.chathttp import (
     DEFAULT_LONG_POLL_TIMEOUT, DEFAULT_SESSION_TIMEOUT, ChatEventStreamHandler,
     ChatLongPollHandler, PollSessions,
@@ -43,6 +43,7 @@ from realtime import chat, limits
 from realtime.accept import HTTPServer as AcceptingHTTPServer
 from realtime.chatstore import DB_FILENAME as CHAT_DB_FILENAME
 from realtime.brokers import Broker
+from realtime.chatsession import ReaderCounts
 from realtime.chatstate import ChatState, EmbeddedChatState
 from realtime.chatstore import ChatStore
 from realtime.closecodes import CloseCode
@@ -329,7 +330,7 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
     readers = ReaderCounts(hub, chat_state)
     # Long-polling browsers' places in rooms; they leave before the chat state closes.
     sessions = PollSessions(hub, chat_state, readers, config.poll_session_timeout,
-                            sockets["ip_connections"])
+                            sockets["ip_connections"], room_rate)
     lifecycle.on_shutdown(sessions.aclose, "poll sessions")
     lifecycle.on_shutdown(chat_state.aclose, "chat state")  # writes the last batch
     # What every chat transport shares besides the sockets' dependencies: the WebSocket

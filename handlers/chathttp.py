@@ -25,20 +25,17 @@ import asyncio
 import json
 import logging
 import re
-from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import orjson
 import tornado.web
-from tornado.httputil import HTTPServerRequest
 
-from handlers.chat import (
-    _SINCE_PATTERN, ReaderCounts, announce, issue_chat_cookie, leave, still_due, take_nick,
-)
+from handlers.chat import issue_chat_cookie, parse_since, raw_query_argument
 from handlers.transport import EventStreamHandler, Refusal, TransportHandler
 from realtime import streams
 from realtime.chat import check_text, nick_key, normalize_nick
-from realtime.chatstate import ChatState, charge_room, new_connection_id, room_topic
+from realtime.chatsession import ChatSession, ReaderCounts
+from realtime.chatstate import ChatState, room_topic
 from realtime.envelope import Envelope
 from realtime.hub import Hub
 from realtime.limits import IPConnections
@@ -54,22 +51,6 @@ MAX_BODY_BYTES = 64 * 1024  # a message of 4,000 characters, each escaped, fits
 _JSON = re.compile(r"application/json\s*(;.*)?", re.IGNORECASE)
 
 
-def raw_query_argument(request: HTTPServerRequest, name: str) -> Optional[str]:
-    """The last value of a query argument, undecoded bytes kept as lone surrogates (which
-    nickname checks refuse); Tornado's own getter turns control characters into spaces."""
-    values = request.query_arguments.get(name)
-    if not values:
-        return None
-    return values[-1].decode("utf-8", errors="surrogateescape")
-
-
-def parse_since(raw: Optional[str]) -> Optional[int]:
-    """A ``since``: None when absent, -1 (never recovered) when it is not an id."""
-    if raw is None:
-        return None
-    return int(raw) if _SINCE_PATTERN.fullmatch(raw.strip()) else -1
-
-
 class ChatEventStreamHandler(EventStreamHandler):
     """``GET /sse/chat/<room>``: the room as Server-Sent Events; see the module docstring.
 
@@ -78,12 +59,8 @@ class ChatEventStreamHandler(EventStreamHandler):
     room, ``message`` and ``private`` ones with their id as the event's ``id:``.
     """
 
-    room: Optional[str] = None
-    connection_id = ""
+    session: Optional[ChatSession] = None
     cookie: Optional[str] = None
-    _private: Optional[str] = None  # the private topic subscribed to, if any
-    _held: Optional[list[Envelope]] = None  # frames due while the welcome is being built
-    _held_bytes = 0
 
     def initialize(  # type: ignore[override]
         self, chat: ChatState, readers: Optional[ReaderCounts] = None, **base: Any
@@ -96,99 +73,61 @@ class ChatEventStreamHandler(EventStreamHandler):
         self.cookie = issue_chat_cookie(self)  # before the headers go out with the stream
 
     async def opened(self, room: str) -> None:
-        chat = self.chat
-        self.room = room
-        self.connection_id = connection = new_connection_id()
-        await chat.enter(room, connection, self.cookie)
-        # Subscribed before the history is read, so nothing published from now on is
-        # missed; what arrives before the welcome is held and written after it.
-        self._held, self._held_bytes = [], 0
-        welcome: Optional[Message] = None
-        try:
-            self.subscribe(room_topic(room))
-            error: Optional[ClientError] = None
-            joined = None
-            raw_nick = raw_query_argument(self.request, "nick")
-            if raw_nick is not None:
-                try:
-                    joined, self._private = await take_nick(
-                        chat, room, connection, raw_nick, self._private,
-                        self.subscribe, self.unsubscribe)
-                except ClientError as refused:
-                    error = refused
-            await self.hub.subscribed(*self.hub.topics(self))
-            # The browser's reconnect says where it was; it wins over the URL's since.
-            since = parse_since(self.request.headers.get("Last-Event-ID")
-                                or raw_query_argument(self.request, "since"))
-            replay = await chat.replay(room, connection, since)
-            welcome = {
-                "type": "welcome",
-                "room": room,
-                "nick": chat.nick(room, connection),
-                "online": await chat.online(room),
-                "readers": chat.readers(room),
-                "history": replay.history,
-            }
-            if replay.recovered is not None:
-                welcome["recovered"] = replay.recovered
-        finally:
-            self._release(welcome)
-        if self.readers is not None:
-            if self.hub.subscriber_count(room_topic(room)) <= 1:
-                self.readers.settle(room)
-            else:
-                self.readers.changed(room)
-        if error is not None:
-            self.send_error_event(error.code, error.message)
-        if joined is not None:
-            mine = announce(self.hub, room, joined)
-            if mine is not None:
-                self.send(mine)
+        self.session = ChatSession(self.chat, self.hub, self, self._send_frame,
+                                   self.send_error_event, readers=self.readers)
+        # The browser's reconnect says where it was; it wins over the URL's since.
+        since = parse_since(self.request.headers.get("Last-Event-ID")
+                            or raw_query_argument(self.request, "since"))
+        await self.session.open(room, self.cookie, raw_query_argument(self.request, "nick"),
+                                since)
 
     async def closed(self) -> None:
-        if self.room is not None and self.connection_id:
-            await leave(self.chat, self.hub, self.readers, self.room, self.connection_id)
+        if self.session is not None:
+            await self.session.close()
 
-    def write_envelope(self, envelope: Envelope, max_pending: int) -> int:
-        held = self._held
-        if held is None:
-            return super().write_envelope(envelope, max_pending)
-        self._held_bytes += len(envelope.data)
-        if self._held_bytes > max_pending:
-            return streams.STALLED
-        held.append(envelope)
-        return streams.WRITTEN
-
-    def _release(self, welcome: Optional[Message]) -> None:
-        """Send the welcome, then the frames held meanwhile that it does not hold."""
-        held, self._held = self._held or [], None
-        if welcome is None:
-            return
-        newest = max((frame["id"] for frame in welcome["history"]), default=None)
-        self.send(welcome, event_id=newest)
-        for envelope in still_due(held, welcome["history"]):
-            if not self.hub.send(self, envelope):
-                return
+    def _send_frame(self, frame: Message) -> None:
+        if frame["type"] == "welcome":  # numbered: a reconnect asks from its newest message
+            self.send(frame, event_id=max((each["id"] for each in frame["history"]),
+                                          default=None))
+        else:
+            self.send(frame)
 
 
-@dataclass(eq=False)
-class PollSession:
-    """One browser's presence in one room between its long-poll requests."""
+class PollSession(ChatSession):
+    """One browser's presence in one room between its long-poll requests: a chat session
+    whose listening is that of the requests held on it (``held``), whichever they are.
 
-    room: str
-    cookie: str
-    ip: str
-    connection: str  # its connection id in the chat state
-    entered: "asyncio.Future[None]"  # the chat state knows the connection
-    active: int = 0  # requests using it now
-    held: set["ChatLongPollHandler"] = field(default_factory=set)  # requests waiting on it
-    listening: set[str] = field(default_factory=set)  # private topics its waiters follow
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one join at a time
-    timer: Optional[asyncio.TimerHandle] = None  # its end, once no request uses it
+    Args:
+        room: its room.
+        cookie: the browser's chat cookie.
+        ip: the address whose connection slot it takes.
+    """
+
+    def __init__(self, chat: ChatState, hub: Hub, room: str, cookie: str, ip: str,
+                 readers: Optional[ReaderCounts], room_rate: Optional[KeyedLimiter]) -> None:
+        super().__init__(chat, hub, None, readers=readers, room_rate=room_rate)
+        self.key = (room, cookie)  # in PollSessions
+        self.ip = ip
+        self.entered: Optional[asyncio.Future[None]] = None  # the chat state knows it
+        self.active = 0  # requests using it now
+        self.held: set[ChatLongPollHandler] = set()  # requests waiting on it
+        self.listening: set[str] = set()  # private topics its waiters follow
+        self.lock = asyncio.Lock()  # one join at a time
+        self.timer: Optional[asyncio.TimerHandle] = None  # its end, once no request uses it
 
     def topics(self) -> list[str]:
         """What a request waiting on this session listens to."""
-        return [room_topic(self.room), *sorted(self.listening)]
+        return [room_topic(self.key[0]), *sorted(self.listening)]
+
+    def listen(self, topic: str) -> None:
+        self.listening.add(topic)
+        for waiter in self.held:
+            self.hub.subscribe(topic, waiter)
+
+    def unlisten(self, topic: str) -> None:
+        self.listening.discard(topic)
+        for waiter in self.held:
+            self.hub.unsubscribe(topic, waiter)
 
 
 class PollSessions:
@@ -200,17 +139,20 @@ class PollSessions:
         readers: told when a room's count of anonymous connections may have changed.
         timeout: seconds a session lives after its last request ended.
         ip_connections: each session counts as one open connection of its address.
+        room_rate: the rooms' budget a new nickname is charged to.
     """
 
     def __init__(
         self, hub: Hub, chat: ChatState, readers: Optional[ReaderCounts] = None,
         timeout: float = DEFAULT_SESSION_TIMEOUT, ip_connections: Optional[IPConnections] = None,
+        room_rate: Optional[KeyedLimiter] = None,
     ) -> None:
         self.hub = hub
         self.chat = chat
         self.readers = readers
         self.timeout = timeout
         self.ip_connections = ip_connections
+        self.room_rate = room_rate
         self._sessions: dict[tuple[str, str], PollSession] = {}
         self._leaving: set["asyncio.Future[None]"] = set()
 
@@ -236,13 +178,14 @@ class PollSessions:
             charge()
             if self.ip_connections is not None and not self.ip_connections.acquire(ip):
                 raise Refusal("too_many_connections", "Too many connections from your address.", 5)
-            connection = new_connection_id()
-            entered = asyncio.ensure_future(self.chat.enter(room, connection, cookie))
-            session = self._sessions[key] = PollSession(room, cookie, ip, connection, entered)
+            session = self._sessions[key] = PollSession(
+                self.chat, self.hub, room, cookie, ip, self.readers, self.room_rate)
+            session.entered = asyncio.ensure_future(session.enter(room, cookie))
         session.active += 1
         if session.timer is not None:
             session.timer.cancel()
             session.timer = None
+        assert session.entered is not None
         try:
             await asyncio.shield(session.entered)
         except BaseException:
@@ -255,7 +198,7 @@ class PollSessions:
     def done(self, session: PollSession) -> None:
         """A request is done with ``session``: the last one starts its timeout."""
         session.active -= 1
-        if session.active == 0 and self.find(session.room, session.cookie) is session:
+        if session.active == 0 and self._sessions.get(session.key) is session:
             session.timer = asyncio.get_running_loop().call_later(
                 self.timeout, self._expire, session)
 
@@ -264,30 +207,10 @@ class PollSessions:
         and the session's waiters follow the nickname's private messages from the start.
 
         Raises:
-            ClientError: ``bad_nick``, ``nick_taken``, ``unavailable``.
+            ClientError: ``bad_nick``, ``nick_taken``, ``rate_limited``, ``unavailable``.
         """
-        room, hub = session.room, self.hub
-
-        def listen(topic: str) -> None:
-            session.listening.add(topic)
-            for waiter in session.held:
-                hub.subscribe(topic, waiter)
-
-        def unlisten(topic: str) -> None:
-            session.listening.discard(topic)
-            for waiter in session.held:
-                hub.unsubscribe(topic, waiter)
-
         async with session.lock:
-            was_anonymous = self.chat.nick(room, session.connection) is None
-            current = self.chat.private_topic(room, session.connection)
-            joined, private = await take_nick(
-                self.chat, room, session.connection, raw_nick, current, listen, unlisten)
-            if private is not None and hub.subscriber_count(private):
-                await hub.subscribed(private)  # its waiters must not miss the first one
-            announce(hub, room, joined)
-            if was_anonymous and self.readers is not None:
-                self.readers.changed(room)
+            await session.join(raw_nick)
 
     async def aclose(self) -> None:
         """End every session now (shutdown): nicknames are given back, leases too."""
@@ -299,9 +222,9 @@ class PollSessions:
             await asyncio.wait(self._leaving)
 
     def _expire(self, session: PollSession, force: bool = False) -> None:
-        if (session.active and not force) or self.find(session.room, session.cookie) is not session:
+        if (session.active and not force) or self._sessions.get(session.key) is not session:
             return
-        del self._sessions[(session.room, session.cookie)]
+        del self._sessions[session.key]
         if self.ip_connections is not None:
             self.ip_connections.release(session.ip)
         leaving = asyncio.ensure_future(self._leave(session))
@@ -309,8 +232,9 @@ class PollSessions:
         leaving.add_done_callback(self._left)
 
     async def _leave(self, session: PollSession) -> None:
+        assert session.entered is not None
         await session.entered
-        await leave(self.chat, self.hub, self.readers, session.room, session.connection)
+        await session.close()
 
     def _left(self, task: "asyncio.Future[None]") -> None:
         self._leaving.discard(task)
@@ -382,13 +306,13 @@ class ChatLongPollHandler(TransportHandler):
                 return
             # Without a cookie: a connection for this request alone, a reader of the room
             # while it is held.
-            connection = await self._visit(room)
+            visit = await self._visit(room)
             try:
                 if hold and self.readers is not None:
                     self.readers.changed(room)
-                await self._answer(room, connection, None, since, hold)
+                await self._answer(room, visit.connection, None, since, hold)
             finally:
-                await self.chat.close(room, connection)
+                await visit.close()
                 if hold and self.readers is not None:
                     self.readers.changed(room)
         finally:
@@ -452,16 +376,15 @@ class ChatLongPollHandler(TransportHandler):
             if raw_nick is not None:
                 assert session is not None
                 await self._join(session, raw_nick)
-            connection = session.connection if session is not None else await self._visit(room)
+            speaker = session if session is not None else await self._visit(room)
             try:
                 if to is None:
-                    charge_room(self.room_rate, self.hub, room)
-                    frame = await self.chat.say(room, connection, text)
+                    frame = await speaker.say(text)
                 else:
-                    frame = await self.chat.whisper(room, connection, to, text)
+                    frame = await speaker.whisper(to, text)
             finally:
                 if session is None:
-                    await self.chat.close(room, connection)
+                    await speaker.close()
         finally:
             if session is not None:
                 self.sessions.done(session)
@@ -506,17 +429,16 @@ class ChatLongPollHandler(TransportHandler):
         """The session takes ``raw_nick`` unless it holds it already; a new nickname is
         charged to the room like a socket's join."""
         nick = normalize_nick(raw_nick)
-        current = self.chat.nick(session.room, session.connection)
+        current = session.nick
         if current is not None and nick_key(current) == nick_key(nick):
             return
-        charge_room(self.room_rate, self.hub, session.room)
         await self.sessions.join(session, nick)
 
-    async def _visit(self, room: str) -> str:
-        """A connection of the chat state for this request alone (no cookie: anonymous)."""
-        connection = new_connection_id()
-        await self.chat.enter(room, connection, None)
-        return connection
+    async def _visit(self, room: str) -> ChatSession:
+        """A session for this request alone (no cookie: anonymous)."""
+        visit = ChatSession(self.chat, self.hub, None, room_rate=self.room_rate)
+        await visit.enter(room, None)
+        return visit
 
     # The Subscriber protocol (realtime.hub), while a GET is held.
 

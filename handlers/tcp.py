@@ -31,11 +31,11 @@ from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream, StreamClosedError
 from tornado.tcpserver import TCPServer
 
-from handlers.chat import ReaderCounts, announce, leave, still_due, take_nick
 from realtime import lines
 from realtime.accept import PausingAccept
-from realtime.chat import Joined, nick_key, normalize_nick
-from realtime.chatstate import ChatState, charge_room, new_connection_id, room_topic
+from realtime.chat import nick_key, normalize_nick
+from realtime.chatsession import ChatSession, ReaderCounts
+from realtime.chatstate import ChatState, charge_room
 from realtime.closecodes import CloseCode
 from realtime.envelope import Envelope
 from realtime.hub import Hub
@@ -177,12 +177,9 @@ class ChatLineConnection:
         self.stream = stream
         self.ip = ip
         self.room: Optional[str] = None  # the room joined, if any
-        self.connection_id = ""  # this connection's id in that room (a new one per room)
+        self.session: Optional[ChatSession] = None  # the chat in that room (one per room)
         self.wanted: Optional[str] = None  # the nickname to take in each room joined
         self._me = b""  # nick key (UTF-8) of the nickname held in the room; b"" for none
-        self._private: Optional[str] = None  # the private topic subscribed to, if any
-        self._held: Optional[list[Envelope]] = None  # frames due while a welcome is built
-        self._held_bytes = 0
         self._bucket = server.rate_limit.bucket()  # this connection's tokens; None: no limit
         self._strikes = 0  # lines refused in a row by a rate limit
         self._splitter = lines.LineSplitter()
@@ -199,12 +196,6 @@ class ChatLineConnection:
         stream = self.stream
         if self._ending is not None or stream.closed():
             return CLOSED
-        if self._held is not None:
-            self._held_bytes += len(envelope.data)
-            if self._held_bytes > max_pending:
-                return STALLED
-            self._held.append(envelope)
-            return WRITTEN
         if stream_unflushed_bytes(stream) > max_pending:
             return STALLED
         data = lines.line_of(envelope, self._me)
@@ -389,13 +380,9 @@ class ChatLineConnection:
             self.wanted = nick
             self.send(lines.info(f"you will be {lines.printable(nick)} in the room you join"))
             return
-        charge_room(self.server.room_rate, self.hub, room)
-        was_anonymous = self.chat.nick(room, self.connection_id) is None
-        joined = await self._take_nick(nick)
+        joined = await self._session().join(nick)
         self.wanted = joined.nick
-        self._announce(room, joined)
-        if was_anonymous and self.server.readers is not None:
-            self.server.readers.changed(room)  # one reader fewer
+        self._me = nick_key(joined.nick).encode("utf-8")
 
     async def handle_join(self, argument: str) -> None:
         """``/join <room>``: leave the room joined, if any, and enter this one, under the
@@ -412,9 +399,9 @@ class ChatLineConnection:
 
     async def handle_msg(self, argument: str) -> None:
         """``/msg <nick> <text>``: a private message; its recipient and its sender see it."""
-        room = self._joined()
+        session = self._session()
         to, text = lines.private_arguments(argument)
-        await self.chat.whisper(room, self.connection_id, to, text)
+        await session.whisper(to, text)
 
     async def handle_who(self, argument: str) -> None:
         """``/who``: who is in the room, and how many read it anonymously."""
@@ -432,94 +419,47 @@ class ChatLineConnection:
 
     async def say(self, text: str) -> None:
         """A line that is no command: a public message to the room."""
-        room = self._joined()
-        charge_room(self.server.room_rate, self.hub, room)
-        await self.chat.say(room, self.connection_id, text)
+        await self._session().say(text)
 
     # Rooms.
 
     async def _enter(self, room: str) -> None:
-        """Enter ``room`` (anonymous, then under ``wanted`` if free) and write its welcome.
-
-        Subscribed before the history is read, so nothing published from then on is
-        missed; what arrives before the welcome is held and written after it, less what the
-        welcome's history already has.
-        """
-        chat = self.chat
-        connection = new_connection_id()
-        await chat.enter(room, connection, None)
-        self.room, self.connection_id = room, connection
-        self._held, self._held_bytes = [], 0
-        try:
-            self.hub.subscribe(room_topic(room), self)
-            refused: Optional[ClientError] = None
-            joined = None
-            if self.wanted is not None:
-                try:
-                    joined = await self._take_nick(self.wanted)
-                except ClientError as error:
-                    refused = error
-            await self.hub.subscribed(*self.hub.topics(self))
-            replay = await chat.replay(room, connection, None)
-            welcome = lines.welcome(room, chat.nick(room, connection), await chat.online(room),
-                                    chat.readers(room), replay.history)
-        except BaseException:
-            self._release(None, [])
-            raise
+        """Enter ``room`` (anonymous, then under ``wanted`` if free) and write its welcome
+        (``ChatSession.open``)."""
+        server = self.server
+        self.room = room
+        self.session = ChatSession(self.chat, self.hub, self, self._send_frame, self.send_error,
+                                   readers=server.readers, room_rate=server.room_rate)
+        await self.session.open(room, None, self.wanted)
         self._stop_idle_timer()
-        self._release(welcome, replay.history)
-        readers = self.server.readers
-        if readers is not None:
-            if self.hub.subscriber_count(room_topic(room)) <= 1:
-                readers.settle(room)  # the welcome told the only one listening
-            else:
-                readers.changed(room)
-        if refused is not None:
-            self.send_error(refused.code, refused.message)
-        if joined is not None:
-            self._announce(room, joined)
 
-    def _release(self, welcome: Optional[str], history: list[Message]) -> None:
-        """Write the welcome, then the frames held meanwhile that its history does not
-        hold."""
-        held, self._held = self._held or [], None
-        if welcome is None:
+    def _send_frame(self, frame: Message) -> None:
+        """A frame for this connection alone, as lines: the welcome, or its own join."""
+        if frame["type"] == "welcome":
+            nick = frame["nick"]
+            self._me = nick_key(nick).encode("utf-8") if nick is not None else b""
+            self.send(lines.welcome(frame["room"], nick, frame["online"], frame["readers"],
+                                    frame["history"]))
             return
-        self.send(welcome)
-        for envelope in still_due(held, history):
-            if not self.hub.send(self, envelope):
-                return
+        line = lines.frame_line(frame)
+        if line is not None:
+            self.send(line + "\n")
 
     async def _leave(self) -> None:
         """Leave the room joined, if any: unsubscribed, and its presence told."""
-        room, connection = self.room, self.connection_id
-        if room is None:
-            return
-        self.room, self.connection_id = None, ""
-        self._me, self._private = b"", None
-        for topic in self.hub.topics(self):
-            self.hub.unsubscribe(topic, self)
-        await leave(self.chat, self.hub, self.server.readers, room, connection)
+        session, self.session, self.room, self._me = self.session, None, None, b""
+        if session is not None:
+            await session.close()
 
-    async def _take_nick(self, nick: str) -> Joined:
-        """Join under ``nick``, listening to its private topic (``take_nick``)."""
-        joined, self._private = await take_nick(
-            self.chat, self._joined(), self.connection_id, nick, self._private,
-            lambda topic: self.hub.subscribe(topic, self),
-            lambda topic: self.hub.unsubscribe(topic, self))
-        self._me = nick_key(joined.nick).encode("utf-8")
-        if self._private is not None:
-            await self.hub.subscribed(self._private)  # its first private one may follow
-        return joined
+    def _session(self) -> ChatSession:
+        """The session of the room joined.
 
-    def _announce(self, room: str, joined: Joined) -> None:
-        """Tell the room what a join changed; a ``joined`` only this connection needs (the
-        same nickname again) goes to it alone, as a line."""
-        mine = announce(self.hub, room, joined)
-        if mine is not None:
-            line = lines.frame_line(mine)
-            assert line is not None
-            self.send(line + "\n")
+        Raises:
+            ClientError: ``not_joined`` before ``/join``.
+        """
+        self._joined()
+        assert self.session is not None
+        return self.session
 
     def _joined(self) -> str:
         """The room joined.

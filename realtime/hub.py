@@ -34,7 +34,7 @@ from realtime.brokers import Broker, LocalBroker
 from realtime.closecodes import CloseCode
 from realtime.envelope import Envelope
 from realtime.messages import Message
-from realtime.streams import CLOSED, STALLED
+from realtime.streams import CLOSED, STALLED, WRITTEN
 
 log = logging.getLogger("realtime.hub")
 
@@ -58,6 +58,16 @@ class Subscriber(Protocol):
 
     def close(self, code: Optional[int] = None, reason: Optional[str] = None) -> None:
         """Start the closing handshake."""
+
+
+class _Held:
+    """The frames kept for one connection while its welcome is built."""
+
+    __slots__ = ("frames", "size")
+
+    def __init__(self) -> None:
+        self.frames: list[Envelope] = []
+        self.size = 0  # their bytes
 
 
 class Hub:
@@ -88,6 +98,9 @@ class Hub:
             tuple[Optional[str], Envelope, tuple[Subscriber, ...], int]] = deque()
         self._queued_sends: dict[Subscriber, int] = {}  # connection -> direct sends queued
         self._draining = False  # a drain is scheduled on the loop
+        # Connections whose frames are kept, not written, while their welcome is built
+        # (``hold``): connection -> the frames, oldest first.
+        self._held: dict[Subscriber, _Held] = {}
         self.published = 0  # messages published from this process
         self.sent = 0  # frames written to connections
         self.dropped = 0  # connections dropped for not reading
@@ -104,6 +117,7 @@ class Hub:
         for topic in self._subscriptions.pop(subscriber, ()):
             self._remove(topic, subscriber)
         self._connections.pop(subscriber, None)
+        self._held.pop(subscriber, None)
 
     @property
     def connections(self) -> list[Subscriber]:
@@ -163,6 +177,27 @@ class Hub:
             del self._topics[topic]
             self.broker.unsubscribe(topic)
 
+    # Holding
+
+    def hold(self, subscriber: Subscriber) -> None:
+        """Keep every frame due to ``subscriber`` from now on instead of writing it, until
+        ``release``: a connection subscribes, then builds its welcome from history, and
+        what was published meanwhile must follow the welcome, not precede it. Held bytes
+        count toward ``max_pending_bytes`` as unsent ones do."""
+        self._held[subscriber] = _Held()
+
+    def release(self, subscriber: Subscriber) -> list[Envelope]:
+        """Stop holding ``subscriber``'s frames; returns them, oldest first, for the caller
+        to ``send`` after the welcome (less those the welcome holds already)."""
+        held = self._held.pop(subscriber, None)
+        return held.frames if held is not None else []
+
+    def _keep(self, subscriber: Subscriber, envelope: Envelope) -> int:
+        held = self._held[subscriber]
+        held.frames.append(envelope)
+        held.size += len(envelope.data)
+        return STALLED if held.size > self.max_pending_bytes else WRITTEN
+
     # Sending
 
     def publish(self, topic: str, message: Publishable) -> Envelope:
@@ -221,7 +256,10 @@ class Hub:
         return bool(topics) and any(item[0] in topics for item in self._queue)
 
     def _write(self, subscriber: Subscriber, envelope: Envelope) -> bool:
-        outcome = subscriber.write_envelope(envelope, self.max_pending_bytes)
+        if self._held and subscriber in self._held:
+            outcome = self._keep(subscriber, envelope)
+        else:
+            outcome = subscriber.write_envelope(envelope, self.max_pending_bytes)
         if not outcome:  # WRITTEN
             self.sent += 1
             return True
