@@ -26,7 +26,7 @@ from typing import Any, Awaitable, Callable, ClassVar, Optional, Union
 import tornado.websocket
 
 from handlers import frames
-from realtime import messages, streams
+from realtime import delivery, messages, streams
 from realtime.closecodes import CloseCode
 from realtime.envelope import Envelope
 from realtime.hub import Hub
@@ -145,15 +145,15 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
         """
         connection = self.ws_connection
         if connection is None or connection.is_closing():
-            return streams.CLOSED
+            return delivery.CLOSED
         if streams.unflushed_bytes(self) > max_pending:
-            return streams.STALLED
+            return delivery.STALLED
         try:
             written = self.write_message(envelope.data, binary=envelope.binary)
         except tornado.websocket.WebSocketClosedError:
-            return streams.CLOSED
+            return delivery.CLOSED
         written.add_done_callback(_retrieve)
-        return streams.WRITTEN
+        return delivery.WRITTEN
 
     def unflushed_bytes(self) -> int:
         """Bytes written to this connection that the kernel has not taken yet."""

@@ -28,7 +28,7 @@ from tornado.ioloop import IOLoop
 
 from handlers.base import JsonSocketHandler
 from handlers.pages import PageHandler
-from realtime import streams
+from realtime import delivery
 from realtime.chat import Joined, normalize_nick
 from realtime.chatstate import ChatState, charge_room, new_connection_id, room_topic
 from realtime.envelope import Envelope
@@ -330,9 +330,9 @@ class ChatSocketHandler(JsonSocketHandler):
                 return write(envelope, max_pending)
             self._held_bytes += len(envelope.data)
             if self._held_bytes > max_pending:
-                return streams.STALLED
+                return delivery.STALLED
             self._held.append(envelope)
-            return streams.WRITTEN
+            return delivery.WRITTEN
 
         self._write_before_hold = write
         self.write_envelope = hold  # type: ignore[method-assign]

@@ -36,7 +36,7 @@ from handlers.chat import (
     _SINCE_PATTERN, ReaderCounts, announce, issue_chat_cookie, leave, still_due, take_nick,
 )
 from handlers.transport import EventStreamHandler, Refusal, TransportHandler
-from realtime import streams
+from realtime import delivery
 from realtime.chat import check_text, nick_key, normalize_nick
 from realtime.chatstate import ChatState, charge_room, new_connection_id, room_topic
 from realtime.envelope import Envelope
@@ -155,9 +155,9 @@ class ChatEventStreamHandler(EventStreamHandler):
             return super().write_envelope(envelope, max_pending)
         self._held_bytes += len(envelope.data)
         if self._held_bytes > max_pending:
-            return streams.STALLED
+            return delivery.STALLED
         held.append(envelope)
-        return streams.WRITTEN
+        return delivery.WRITTEN
 
     def _release(self, welcome: Optional[Message]) -> None:
         """Send the welcome, then the frames held meanwhile that it does not hold."""
@@ -525,11 +525,11 @@ class ChatLongPollHandler(TransportHandler):
         (presence, readers) are not for a long-poll."""
         wake = self._wake
         if wake is None or wake.done():
-            return streams.CLOSED
+            return delivery.CLOSED
         event_id = message_id(envelope)
         if event_id is not None and event_id > self._since:
             wake.set_result(envelope)
-        return streams.WRITTEN
+        return delivery.WRITTEN
 
     def unflushed_bytes(self) -> int:
         return 0  # nothing is written until the answer

@@ -44,7 +44,8 @@ from realtime.logfmt import logfmt
 from realtime.messages import ClientError, Message
 from realtime.metrics import ServerMetrics
 from realtime.ratelimit import KeyedLimiter
-from realtime.streams import CLOSED, STALLED, WRITTEN, stream_unflushed_bytes
+from realtime.delivery import CLOSED, STALLED, WRITTEN
+from realtime.streams import stream_unflushed_bytes
 
 log = logging.getLogger("realtime.tcp")
 events = logging.getLogger("realtime.events")  # connects, disconnects, refusals

@@ -29,7 +29,7 @@ from tornado.ioloop import PeriodicCallback
 
 from handlers.errors import json_error
 from handlers.pages import BaseHandler
-from realtime import streams
+from realtime import delivery, streams
 from realtime.closecodes import CloseCode
 from realtime.envelope import Envelope
 from realtime.hub import Hub
@@ -260,12 +260,12 @@ class EventStreamHandler(TransportHandler):
         ``max_pending`` unsent bytes (STALLED)."""
         response = self._response
         if response is None or self._ended is None or self._ended.done():
-            return streams.CLOSED
+            return delivery.CLOSED
         if response.unflushed() > max_pending:
-            return streams.STALLED
+            return delivery.STALLED
         data = sse_form(envelope, response.chunked)
         if not data:
-            return streams.WRITTEN  # nothing an event stream can carry (binary)
+            return delivery.WRITTEN  # nothing an event stream can carry (binary)
         return response.write(data)
 
     def unflushed_bytes(self) -> int:

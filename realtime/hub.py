@@ -32,9 +32,9 @@ from typing import Optional, Protocol, Union
 
 from realtime.brokers import Broker, LocalBroker
 from realtime.closecodes import CloseCode
+from realtime.delivery import CLOSED, STALLED
 from realtime.envelope import Envelope
 from realtime.messages import Message
-from realtime.streams import CLOSED, STALLED
 
 log = logging.getLogger("realtime.hub")
 

@@ -20,6 +20,8 @@ from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream
 from tornado.websocket import WebSocketProtocol13
 
+from realtime.delivery import CLOSED, STALLED, WRITTEN
+
 
 def unflushed_bytes(handler: Any) -> int:
     """Bytes queued for ``handler``'s client that Tornado has not yet handed to the kernel.
@@ -52,11 +54,6 @@ def stream_unflushed_bytes(stream: Optional[IOStream]) -> int:
 # buffer (Tornado resolves its own write futures by them), and _add_io_state, which asks the
 # loop to call back when the socket can take more. tests/test_streams.py checks them all.
 VERIFIED_TORNADO = ((6, 5), (6, 6))  # minor versions this module was checked against
-
-# What a frame writer answers.
-WRITTEN = 0  # the frame is sent or queued behind earlier frames, in order
-CLOSED = 1  # the connection is closed or closing: nothing was written
-STALLED = 2  # the stream held more than the bound: nothing was written
 
 
 def fast_stream(handler: Any) -> Optional[IOStream]:

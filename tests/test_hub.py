@@ -1,14 +1,17 @@
 """The hub on its own, without a server: fan-out, topics and flow control."""
 
 import asyncio
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any, Optional
 
 import realtime.envelope
 from realtime.brokers import Deliver
 from realtime.closecodes import CloseCode
+from realtime.delivery import CLOSED, STALLED, WRITTEN
 from realtime.envelope import Envelope
 from realtime.hub import Hub
-from realtime.streams import CLOSED, STALLED, WRITTEN
 
 
 class FakeConnection:
@@ -44,6 +47,16 @@ class FakeConnection:
 def make_hub(**options: Any) -> Hub:
     """A hub for fake connections."""
     return Hub(**options)
+
+
+def test_the_hub_imports_no_tornado():
+    """Importing the hub (and what it and its subscribers share) loads no Tornado: it speaks
+    outcomes and reasons, never a transport's internals or close codes."""
+    probe = ("import sys, realtime.hub, realtime.delivery; "
+             "print(sorted(name for name in sys.modules if name.split('.')[0] == 'tornado'))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent.parent, timeout=60, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 async def test_one_publish_to_1000_subscribers_serializes_once(monkeypatch):
