@@ -45,7 +45,7 @@ from realtime.chatstore import DB_FILENAME as CHAT_DB_FILENAME
 from realtime.brokers import Broker
 from realtime.chatstate import ChatState, EmbeddedChatState
 from realtime.chatstore import ChatStore
-from realtime.closecodes import CloseCode
+from realtime.delivery import CloseReason
 from realtime.fdlimit import raise_open_files_limit
 from realtime.hub import DEFAULT_MAX_PENDING_BYTES, Hub
 from realtime.lifecycle import Lifecycle
@@ -536,7 +536,7 @@ async def shutdown(
     server.stop()
     for other in others:
         other.stop()
-    hub.close_all(CloseCode.GOING_AWAY, "server shutting down")
+    hub.close_all(CloseReason.SHUTDOWN)
     await wait_until(lambda: not hub.connections, time.monotonic() + timeout / 2)
     clean = await lifecycle.shutdown(max(deadline - time.monotonic(), 0.1))
     try:

@@ -27,7 +27,8 @@ import tornado.websocket
 
 from handlers import frames
 from realtime import delivery, messages, streams
-from realtime.closecodes import CloseCode
+from realtime.closecodes import CLOSE_FOR_REASON, CloseCode
+from realtime.delivery import CloseReason
 from realtime.envelope import Envelope
 from realtime.hub import Hub
 from realtime.limits import UNLIMITED, IPConnections, RateLimit
@@ -181,6 +182,10 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
         if self._close_sent is None and self.ws_connection is not None:
             self._close_sent = code if code is not None else CloseCode.NORMAL
         super().close(code, reason)
+
+    def close_for(self, reason: CloseReason) -> None:
+        """How the hub closes this connection: with the code and text of ``reason``."""
+        self.close(*CLOSE_FOR_REASON[reason])
 
     # The handshake: connection cap and origin policy.
 

@@ -39,6 +39,7 @@ from handlers.transport import EventStreamHandler, Refusal, TransportHandler
 from realtime import delivery
 from realtime.chat import check_text, nick_key, normalize_nick
 from realtime.chatstate import ChatState, charge_room, new_connection_id, room_topic
+from realtime.delivery import CloseReason
 from realtime.envelope import Envelope
 from realtime.hub import Hub
 from realtime.limits import IPConnections
@@ -534,8 +535,8 @@ class ChatLongPollHandler(TransportHandler):
     def unflushed_bytes(self) -> int:
         return 0  # nothing is written until the answer
 
-    def close(self, code: Optional[int] = None, reason: Optional[str] = None) -> None:
-        """Answer now (shutdown): an empty answer, the client polls again."""
+    def close_for(self, reason: CloseReason) -> None:
+        """Answer now, whatever the reason: an empty answer, the client polls again."""
         self._wake_up(None)
 
     def on_connection_close(self) -> None:

@@ -30,7 +30,7 @@ from tornado.ioloop import PeriodicCallback
 from handlers.errors import json_error
 from handlers.pages import BaseHandler
 from realtime import delivery, streams
-from realtime.closecodes import CloseCode
+from realtime.delivery import CloseReason
 from realtime.envelope import Envelope
 from realtime.hub import Hub
 from realtime.limits import IPConnections
@@ -272,11 +272,11 @@ class EventStreamHandler(TransportHandler):
         """Bytes written to this stream that the kernel has not taken yet."""
         return self._response.unflushed() if self._response is not None else 0
 
-    def close(self, code: Optional[int] = None, reason: Optional[str] = None) -> None:
+    def close_for(self, reason: CloseReason) -> None:
         """End the stream: a slow consumer's TCP connection is cut at once (what it holds
         is dropped); any other end (shutdown, a bug) finishes the response cleanly, and
         the browser reconnects."""
-        if code == CloseCode.POLICY_VIOLATION:
+        if reason is CloseReason.SLOW:
             self._aborted = True
         if self._ended is not None and not self._ended.done():
             self._closed_by_server = True
