@@ -26,7 +26,7 @@ from typing import Any, Awaitable, Callable, ClassVar, Optional, Union
 import tornado.websocket
 
 from handlers import frames
-from realtime import delivery, messages, streams
+from realtime import delivery, messages, tornado_internals
 from realtime.closecodes import CLOSE_FOR_REASON, CloseCode
 from realtime.delivery import CloseReason
 from realtime.envelope import Envelope
@@ -142,12 +142,12 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
         """How the hub writes to this connection (``realtime.hub.Subscriber``).
 
         This is the general path, through ``write_message``; ``open()`` replaces it with the
-        prebuilt-frame writer of ``realtime.streams`` wherever that applies.
+        prebuilt-frame writer of ``realtime.tornado_internals`` wherever that applies.
         """
         connection = self.ws_connection
         if connection is None or connection.is_closing():
             return delivery.CLOSED
-        if streams.unflushed_bytes(self) > max_pending:
+        if tornado_internals.unflushed_bytes(self) > max_pending:
             return delivery.STALLED
         try:
             written = self.write_message(envelope.data, binary=envelope.binary)
@@ -158,7 +158,7 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
 
     def unflushed_bytes(self) -> int:
         """Bytes written to this connection that the kernel has not taken yet."""
-        return streams.unflushed_bytes(self)
+        return tornado_internals.unflushed_bytes(self)
 
     def send_error_frame(self, code: str, message: str) -> bool:
         """Write an error frame: ``{"type": "error", "code": code, "message": message}``."""
@@ -237,10 +237,10 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
             # anything was counted, and never runs again: count and register nothing.
             return
         self._opened_at = time.monotonic()
-        stream = streams.fast_stream(self)
+        stream = tornado_internals.fast_stream(self)
         if stream is not None:
             # Per connection, once: the hub then calls the writer with no detour.
-            writer = streams.FrameWriter(self, stream)
+            writer = tornado_internals.FrameWriter(self, stream)
             self.write_envelope = writer.write  # type: ignore[method-assign]
             self.unflushed_bytes = writer.unflushed  # type: ignore[method-assign]
         self.hub.register(self)

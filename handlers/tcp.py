@@ -44,7 +44,7 @@ from realtime.messages import ClientError, Message
 from realtime.metrics import ServerMetrics
 from realtime.ratelimit import KeyedLimiter
 from realtime.delivery import CLOSED, STALLED, WRITTEN, CloseReason
-from realtime.streams import stream_unflushed_bytes
+from realtime.tornado_internals import stream_unflushed_bytes
 
 log = logging.getLogger("realtime.tcp")
 events = logging.getLogger("realtime.events")  # connects, disconnects, refusals

@@ -8,7 +8,7 @@ bytes. Only the connection's ``IOStream`` knows the figure. ``IOStream.write`` a
 frame, header included, to ``_write_buffer`` and at once sends what the kernel takes, so
 what stays in the buffer is exactly what the kernel refused.
 
-``tests/test_streams.py`` checks these assumptions against the installed Tornado, so an
+``tests/test_tornado_internals.py`` checks these assumptions against the installed Tornado, so an
 upgrade that changes them fails there loudly instead of silently switching off flow control.
 """
 
@@ -52,7 +52,7 @@ def stream_unflushed_bytes(stream: Optional[IOStream]) -> int:
 # Future and no header or copy per subscriber. It relies on what unflushed_bytes() does and
 # on three more internals of IOStream: the write indices, which must keep agreeing with the
 # buffer (Tornado resolves its own write futures by them), and _add_io_state, which asks the
-# loop to call back when the socket can take more. tests/test_streams.py checks them all.
+# loop to call back when the socket can take more. tests/test_tornado_internals.py checks them all.
 VERIFIED_TORNADO = ((6, 5), (6, 6))  # minor versions this module was checked against
 
 

@@ -1,4 +1,5 @@
-"""The Tornado internals ``realtime.streams`` reads, checked against the installed Tornado.
+"""The Tornado internals ``realtime.tornado_internals`` reads, checked against the installed
+Tornado.
 
 If an upgrade renames the stream's write buffer or stops writing to the socket inside
 ``write()``, these fail, instead of flow control quietly counting nothing (no slow client
@@ -19,9 +20,9 @@ from tornado.iostream import IOStream
 from tornado.websocket import WebSocketProtocol13
 
 from handlers.base import SocketHandler
-from realtime import streams
+from realtime import tornado_internals
 from realtime.hub import Hub
-from realtime.streams import VERIFIED_TORNADO, FrameWriter, fast_stream, unflushed_bytes
+from realtime.tornado_internals import VERIFIED_TORNADO, FrameWriter, fast_stream, unflushed_bytes
 from tests.support import OP_TEXT, port_of, raw_handshake, read_frame, receive
 
 HEADER_16 = 4  # bytes before the payload of a server frame of 126 to 65,535 bytes
@@ -103,14 +104,14 @@ async def test_nothing_is_held_before_the_handshake_or_after_the_close(ws_connec
     assert unflushed_bytes(server_side) == 0
 
 
-# The fast path (realtime.streams.fast_stream and FrameWriter) relies on more of Tornado.
+# The fast path (realtime.tornado_internals.fast_stream and FrameWriter) relies on more of Tornado.
 
 
 def test_the_installed_tornado_is_one_the_fast_path_was_verified_against():
     """VERIFIED_TORNADO names the installed minor version: else every connection would
     silently fall back to write_message (or the pin in setup.cfg has drifted)."""
     assert tornado.version_info[:2] in VERIFIED_TORNADO, (
-        f"Tornado {tornado.version} is not in realtime.streams.VERIFIED_TORNADO: check the "
+        f"Tornado {tornado.version} is not in tornado_internals.VERIFIED_TORNADO: check the "
         "internals listed there against it, then add its minor version")
 
 
@@ -191,7 +192,7 @@ async def test_an_unverified_tornado_falls_back_to_write_message(
 ):
     """With the installed Tornado missing from VERIFIED_TORNADO, fast_stream() refuses and new
     connections keep the write_message path, which still delivers."""
-    monkeypatch.setattr(streams, "VERIFIED_TORNADO", ((5, 1),))
+    monkeypatch.setattr(tornado_internals, "VERIFIED_TORNADO", ((5, 1),))
     client = await ws_connect("/ws/quiet")
     handler = hub.connections[0]
 
