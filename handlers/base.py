@@ -3,7 +3,7 @@
 ``SocketHandler`` is the base of every socket: it refuses handshakes from foreign origins
 (403) and from addresses over their connection cap (429), registers the connection with the
 hub, applies the per-connection and per-address rate limits to every incoming frame
-(fragments, pings and pongs too: ``handlers.frames``), writes through the hub's
+(fragments, pings and pongs too: ``tornado_internals.CountingProtocol``), writes through the hub's
 flow control, turns a ``ClientError`` into an error frame and any other exception into a
 logged traceback and a 1011 close, undoes subscriptions on close, and logs one line per
 connect and disconnect (never a message body) and keeps the metrics.
@@ -25,7 +25,6 @@ from typing import Any, Awaitable, Callable, ClassVar, Optional, Union
 
 import tornado.websocket
 
-from handlers import frames
 from realtime import delivery, messages, tornado_internals
 from realtime.closecodes import CLOSE_FOR_REASON, CloseCode
 from realtime.delivery import CloseReason
@@ -110,7 +109,7 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
         self.ip_rate = ip_rate
         self.handshake_rate = handshake_rate
         self._strikes = 0  # frames refused in a row for the rate limit
-        self.frames_counted = 0  # incoming frames charged so far (handlers.frames reads it)
+        self.frames_counted = 0  # incoming frames charged so far (CountingProtocol reads it)
         self._message_refused = False  # a fragment of the message being received was refused
         self._opened_at: Optional[float] = None  # monotonic time of open(), None before
         self._close_sent: Optional[int] = None  # the close code we sent, if we closed first
@@ -272,13 +271,13 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
         self._frame_allowed()
 
     def on_fragment(self) -> None:
-        """A data frame that does not end its message (``handlers.frames``)."""
+        """A data frame that does not end its message (``tornado_internals.CountingProtocol``)."""
         if not self._frame_allowed():
             self._message_refused = True
 
     def get_websocket_protocol(self) -> Optional[tornado.websocket.WebSocketProtocol]:
         # Tornado's protocol, made to report the fragments it has no public hook for.
-        return frames.counting(super().get_websocket_protocol())
+        return tornado_internals.counting(super().get_websocket_protocol())
 
     def on_close(self) -> None:
         if self._opened_at is None:

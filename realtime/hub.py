@@ -5,8 +5,8 @@ Every connection of the process is registered here while it is open. The hub
 * wraps a published message in one ``Envelope`` (``realtime.envelope``): serialized once,
   and each wire form (the WebSocket frame) built once, for every subscriber of every kind;
 * hands the envelope to each subscriber's ``write_envelope``: an uncompressed WebSocket
-  puts the prebuilt frame straight into its stream (``realtime.tornado_internals``), with no Task,
-  Future, header or copy per subscriber; others fall back to Tornado's ``write_message``;
+  puts the prebuilt frame straight into its stream (``realtime.tornado_internals``), with
+  no Task, Future, header or copy per subscriber; others fall back to ``write_message``;
 * bounds, per connection, what is still unsent. Before each frame the subscriber checks
   how many bytes the kernel has not taken yet (frame headers included); if that is already
   over ``max_pending_bytes`` the client has stopped reading, so instead of writing the
