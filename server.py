@@ -46,7 +46,7 @@ from realtime.brokers import Broker
 from realtime.chatsession import ReaderCounts
 from realtime.chatstate import ChatState, EmbeddedChatState
 from realtime.chatstore import ChatStore
-from realtime.closecodes import CloseCode
+from realtime.delivery import CloseReason
 from realtime.fdlimit import raise_open_files_limit
 from realtime.hub import DEFAULT_MAX_PENDING_BYTES, Hub
 from realtime.lifecycle import Lifecycle
@@ -537,7 +537,7 @@ async def shutdown(
     server.stop()
     for other in others:
         other.stop()
-    hub.close_all(CloseCode.GOING_AWAY, "server shutting down")
+    hub.close_all(CloseReason.SHUTDOWN)
     await wait_until(lambda: not hub.connections, time.monotonic() + timeout / 2)
     clean = await lifecycle.shutdown(max(deadline - time.monotonic(), 0.1))
     try:

@@ -3,7 +3,7 @@
 ``SocketHandler`` is the base of every socket: it refuses handshakes from foreign origins
 (403) and from addresses over their connection cap (429), registers the connection with the
 hub, applies the per-connection and per-address rate limits to every incoming frame
-(fragments, pings and pongs too: ``handlers.frames``), writes through the hub's
+(fragments, pings and pongs too: ``tornado_internals.CountingProtocol``), writes through the hub's
 flow control, turns a ``ClientError`` into an error frame and any other exception into a
 logged traceback and a 1011 close, undoes subscriptions on close, and logs one line per
 connect and disconnect (never a message body) and keeps the metrics.
@@ -25,9 +25,9 @@ from typing import Any, Awaitable, Callable, ClassVar, Optional, Union
 
 import tornado.websocket
 
-from handlers import frames
-from realtime import messages, streams
-from realtime.closecodes import CloseCode
+from realtime import delivery, messages, tornado_internals
+from realtime.closecodes import CLOSE_FOR_REASON, CloseCode
+from realtime.delivery import CloseReason
 from realtime.envelope import Envelope
 from realtime.hub import Hub
 from realtime.limits import UNLIMITED, IPConnections, RateLimit
@@ -109,7 +109,7 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
         self.ip_rate = ip_rate
         self.handshake_rate = handshake_rate
         self._strikes = 0  # frames refused in a row for the rate limit
-        self.frames_counted = 0  # incoming frames charged so far (handlers.frames reads it)
+        self.frames_counted = 0  # incoming frames charged so far (CountingProtocol reads it)
         self._message_refused = False  # a fragment of the message being received was refused
         self._opened_at: Optional[float] = None  # monotonic time of open(), None before
         self._close_sent: Optional[int] = None  # the close code we sent, if we closed first
@@ -141,23 +141,23 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
         """How the hub writes to this connection (``realtime.hub.Subscriber``).
 
         This is the general path, through ``write_message``; ``open()`` replaces it with the
-        prebuilt-frame writer of ``realtime.streams`` wherever that applies.
+        prebuilt-frame writer of ``realtime.tornado_internals`` wherever that applies.
         """
         connection = self.ws_connection
         if connection is None or connection.is_closing():
-            return streams.CLOSED
-        if streams.unflushed_bytes(self) > max_pending:
-            return streams.STALLED
+            return delivery.CLOSED
+        if tornado_internals.unflushed_bytes(self) > max_pending:
+            return delivery.STALLED
         try:
             written = self.write_message(envelope.data, binary=envelope.binary)
         except tornado.websocket.WebSocketClosedError:
-            return streams.CLOSED
+            return delivery.CLOSED
         written.add_done_callback(_retrieve)
-        return streams.WRITTEN
+        return delivery.WRITTEN
 
     def unflushed_bytes(self) -> int:
         """Bytes written to this connection that the kernel has not taken yet."""
-        return streams.unflushed_bytes(self)
+        return tornado_internals.unflushed_bytes(self)
 
     def send_error_frame(self, code: str, message: str) -> bool:
         """Write an error frame: ``{"type": "error", "code": code, "message": message}``."""
@@ -181,6 +181,10 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
         if self._close_sent is None and self.ws_connection is not None:
             self._close_sent = code if code is not None else CloseCode.NORMAL
         super().close(code, reason)
+
+    def close_for(self, reason: CloseReason) -> None:
+        """How the hub closes this connection: with the code and text of ``reason``."""
+        self.close(*CLOSE_FOR_REASON[reason])
 
     # The handshake: connection cap and origin policy.
 
@@ -232,10 +236,10 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
             # anything was counted, and never runs again: count and register nothing.
             return
         self._opened_at = time.monotonic()
-        stream = streams.fast_stream(self)
+        stream = tornado_internals.fast_stream(self)
         if stream is not None:
             # Per connection, once: the hub then calls the writer with no detour.
-            writer = streams.FrameWriter(self, stream)
+            writer = tornado_internals.FrameWriter(self, stream)
             self.write_envelope = writer.write  # type: ignore[method-assign]
             self.unflushed_bytes = writer.unflushed  # type: ignore[method-assign]
         self.hub.register(self)
@@ -267,13 +271,13 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
         self._frame_allowed()
 
     def on_fragment(self) -> None:
-        """A data frame that does not end its message (``handlers.frames``)."""
+        """A data frame that does not end its message (``tornado_internals.CountingProtocol``)."""
         if not self._frame_allowed():
             self._message_refused = True
 
     def get_websocket_protocol(self) -> Optional[tornado.websocket.WebSocketProtocol]:
         # Tornado's protocol, made to report the fragments it has no public hook for.
-        return frames.counting(super().get_websocket_protocol())
+        return tornado_internals.counting(super().get_websocket_protocol())
 
     def on_close(self) -> None:
         if self._opened_at is None:

@@ -32,10 +32,11 @@ import tornado.web
 
 from handlers.chat import issue_chat_cookie, parse_since, raw_query_argument
 from handlers.transport import EventStreamHandler, Refusal, TransportHandler
-from realtime import streams
+from realtime import delivery
 from realtime.chat import check_text, nick_key, normalize_nick
 from realtime.chatsession import ChatSession, ReaderCounts
 from realtime.chatstate import ChatState, room_topic
+from realtime.delivery import CloseReason
 from realtime.envelope import Envelope
 from realtime.hub import Hub
 from realtime.limits import IPConnections
@@ -447,17 +448,17 @@ class ChatLongPollHandler(TransportHandler):
         (presence, readers) are not for a long-poll."""
         wake = self._wake
         if wake is None or wake.done():
-            return streams.CLOSED
+            return delivery.CLOSED
         event_id = message_id(envelope)
         if event_id is not None and event_id > self._since:
             wake.set_result(envelope)
-        return streams.WRITTEN
+        return delivery.WRITTEN
 
     def unflushed_bytes(self) -> int:
         return 0  # nothing is written until the answer
 
-    def close(self, code: Optional[int] = None, reason: Optional[str] = None) -> None:
-        """Answer now (shutdown): an empty answer, the client polls again."""
+    def close_for(self, reason: CloseReason) -> None:
+        """Answer now, whatever the reason: an empty answer, the client polls again."""
         self._wake_up(None)
 
     def on_connection_close(self) -> None:

@@ -21,6 +21,7 @@ import tornado.web
 from handlers.pages import RETRY_AFTER_UNAVAILABLE
 from realtime.messages import ClientError, Message, Refusal
 from realtime.ratelimit import retry_after_header
+from realtime.tornado_internals import reason_phrase
 
 
 class ApiError(tornado.web.HTTPError):
@@ -68,6 +69,6 @@ def json_error(handler: tornado.web.RequestHandler, kwargs: dict[str, Any]) -> M
             handler.set_header("Retry-After", RETRY_AFTER_UNAVAILABLE)
     else:
         # Tornado's own errors (405, a 500 after a bug): the reason phrase, as a code too.
-        reason = handler._reason  # what send_error set: HTTPError's reason, or the phrase
+        reason = reason_phrase(handler)  # what send_error set: HTTPError's reason, or the phrase
         body = {"code": (reason or "error").lower().replace(" ", "_"), "message": reason}
     return {"error": body}

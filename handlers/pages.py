@@ -10,6 +10,7 @@ from realtime.chatstate import ChatState
 from realtime.hub import Hub
 from realtime.messages import is_unavailable
 from realtime.metrics import render
+from realtime.tornado_internals import reason_phrase
 
 # No inline script or style anywhere: every script comes from /static, so an injected
 # <script> in user text could not run even if it ever reached the DOM as HTML.
@@ -65,7 +66,7 @@ class BaseHandler(tornado.web.RequestHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         if status_code == 503:
             self.set_header("Retry-After", RETRY_AFTER_UNAVAILABLE)
-        reason = self._reason
+        reason = reason_phrase(self)
         self.render("error.html", status_code=status_code, reason=reason)
 
     def head(self, *args: Any, **kwargs: Any) -> Optional[Awaitable[None]]:

@@ -36,7 +36,7 @@ from realtime.accept import PausingAccept
 from realtime.chat import nick_key, normalize_nick
 from realtime.chatsession import ChatSession, ReaderCounts
 from realtime.chatstate import ChatState, charge_room
-from realtime.closecodes import CloseCode
+from realtime.delivery import CLOSED, STALLED, WRITTEN, CloseReason
 from realtime.envelope import Envelope
 from realtime.hub import Hub
 from realtime.limits import UNLIMITED, IPConnections, RateLimit
@@ -44,7 +44,7 @@ from realtime.logfmt import logfmt
 from realtime.messages import ClientError, Message
 from realtime.metrics import ServerMetrics
 from realtime.ratelimit import KeyedLimiter
-from realtime.streams import CLOSED, STALLED, WRITTEN, stream_unflushed_bytes
+from realtime.tornado_internals import stream_unflushed_bytes
 
 log = logging.getLogger("realtime.tcp")
 events = logging.getLogger("realtime.events")  # connects, disconnects, refusals
@@ -207,18 +207,16 @@ class ChatLineConnection:
         """Bytes written and not yet taken by the kernel."""
         return stream_unflushed_bytes(self.stream)
 
-    def close(self, code: Optional[int] = None, reason: Optional[str] = None) -> None:
-        """The hub's way to end the connection: a slow consumer (1008) is cut at once; a
-        server going away (1001) or failing to write (1011) says so in a last line."""
-        if code == CloseCode.POLICY_VIOLATION:
+    def close_for(self, reason: CloseReason) -> None:
+        """The hub's way to end the connection: a slow consumer is cut at once; a server
+        going away or failing to write says so in a last line."""
+        if reason is CloseReason.SLOW:
             self.end("slow_consumer")
-        elif code == CloseCode.GOING_AWAY:
+        elif reason is CloseReason.SHUTDOWN:
             self.end("shutdown", lines.info("the server is shutting down; connect again in a "
                                             "moment"))
-        elif code == CloseCode.INTERNAL_ERROR:
-            self.end("internal_error", self._internal_error_line())
         else:
-            self.end(reason or "closed")
+            self.end("internal_error", self._internal_error_line())
 
     def end(self, why: str, last: Optional[str] = None) -> None:
         """End the connection (``why`` goes to the log): nothing more is written but ``last``,

@@ -11,7 +11,7 @@ stream is charged to ``--handshake-rate-limit`` (429 ``rate_limited``).
 (``realtime.hub.Subscriber``) that is a plain HTTP response. Its headers go out at once (the
 browser's ``open`` fires before the first event), then each envelope the hub hands it is
 written as a Server-Sent Event, its bytes built once per publish for every stream
-(``realtime.wireforms``), straight into the connection's stream (``realtime.streams``). A
+(``realtime.wireforms``), straight into the connection's stream (``realtime.tornado_internals``). A
 stream holding more than ``--max-pending-bytes`` the kernel has not taken when an event is
 due is a slow consumer: the hub drops it and its TCP connection is closed. A comment line
 every ``--sse-heartbeat`` seconds keeps proxies from cutting an idle stream. Subclasses
@@ -29,8 +29,8 @@ from tornado.ioloop import PeriodicCallback
 
 from handlers.errors import json_error
 from handlers.pages import BaseHandler
-from realtime import streams
-from realtime.closecodes import CloseCode
+from realtime import delivery, tornado_internals
+from realtime.delivery import CloseReason
 from realtime.envelope import Envelope
 from realtime.hub import Hub
 from realtime.limits import IPConnections
@@ -202,7 +202,7 @@ class EventStreamHandler(TransportHandler):
     """
 
     _ended: "Optional[asyncio.Future[None]]" = None
-    _response: Optional[streams.ResponseStream] = None
+    _response: Optional[tornado_internals.ResponseStream] = None
 
     def initialize(  # type: ignore[override]
         self, heartbeat: float = DEFAULT_HEARTBEAT, **base: Any
@@ -260,23 +260,23 @@ class EventStreamHandler(TransportHandler):
         ``max_pending`` unsent bytes (STALLED)."""
         response = self._response
         if response is None or self._ended is None or self._ended.done():
-            return streams.CLOSED
+            return delivery.CLOSED
         if response.unflushed() > max_pending:
-            return streams.STALLED
+            return delivery.STALLED
         data = sse_form(envelope, response.chunked)
         if not data:
-            return streams.WRITTEN  # nothing an event stream can carry (binary)
+            return delivery.WRITTEN  # nothing an event stream can carry (binary)
         return response.write(data)
 
     def unflushed_bytes(self) -> int:
         """Bytes written to this stream that the kernel has not taken yet."""
         return self._response.unflushed() if self._response is not None else 0
 
-    def close(self, code: Optional[int] = None, reason: Optional[str] = None) -> None:
+    def close_for(self, reason: CloseReason) -> None:
         """End the stream: a slow consumer's TCP connection is cut at once (what it holds
         is dropped); any other end (shutdown, a bug) finishes the response cleanly, and
         the browser reconnects."""
-        if code == CloseCode.POLICY_VIOLATION:
+        if reason is CloseReason.SLOW:
             self._aborted = True
         if self._ended is not None and not self._ended.done():
             self._closed_by_server = True
@@ -295,7 +295,7 @@ class EventStreamHandler(TransportHandler):
             self.set_header("Content-Type", "text/event-stream; charset=utf-8")
             self.set_header("X-Accel-Buffering", "no")  # nginx: never buffer this response
             self.flush()  # the headers, now: EventSource's open fires
-            self._response = streams.ResponseStream(self)
+            self._response = tornado_internals.ResponseStream(self)
             self.hub.register(self)
             connections.inc()
             self.metrics.connections_total.labels(endpoint=self.endpoint).inc()

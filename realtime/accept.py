@@ -11,20 +11,23 @@ Here an accept that fails for want of descriptors stops watching the listening s
 and are served once descriptors free up (an idle connection timing out, a client leaving).
 The failure is logged at most once per ``LOG_INTERVAL`` with the count of repeats held
 back, and the recovery once. The only Tornado internals used are the ones
-``TCPServer.add_sockets`` itself uses, and only in ``PausingAccept.add_sockets`` below, which
-the HTTP server and the raw TCP chat server (``handlers.tcp``) both use.
+``TCPServer.add_sockets`` itself uses, through ``realtime.tornado_internals``, and only in
+``PausingAccept.add_sockets`` below, which the HTTP server and the raw TCP chat server
+(``handlers.tcp``) both use.
 """
 
 import errno
 import logging
 import socket
 import time
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional, cast
 
 import tornado.httpserver
 from tornado.ioloop import IOLoop
+from tornado.tcpserver import TCPServer
 
 from realtime.logfmt import logfmt
+from realtime.tornado_internals import add_listening_socket
 
 log = logging.getLogger("realtime.accept")
 
@@ -134,21 +137,24 @@ class Acceptor:
             self.io_loop.remove_handler(self.sock)
 
 
+def start_accepting(sock: socket.socket, handle: Callable[[socket.socket, Any], None]
+                    ) -> Callable[[], None]:
+    """Accept on ``sock`` through an ``Acceptor``, handing connections to ``handle``; returns
+    what stops it."""
+    return Acceptor(sock, handle).close
+
+
 class PausingAccept:
     """Mixed into a Tornado ``TCPServer`` (before it): accepts through an ``Acceptor``, so
     running out of descriptors pauses accepting and is logged once a second, instead of
     spinning and flooding the log."""
 
-    _sockets: dict[int, socket.socket]
-    _handlers: dict[int, Callable[[], None]]
-    _handle_connection: Callable[[socket.socket, Any], None]
-
     def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
         """Start accepting on ``sockets`` (as ``TCPServer.add_sockets``, whose bookkeeping
         ``stop()`` relies on)."""
+        server = cast(TCPServer, self)  # a mixin: self is the TCPServer it is mixed into
         for sock in sockets:
-            self._sockets[sock.fileno()] = sock
-            self._handlers[sock.fileno()] = Acceptor(sock, self._handle_connection).close
+            add_listening_socket(server, sock, start_accepting)
 
 
 class HTTPServer(PausingAccept, tornado.httpserver.HTTPServer):

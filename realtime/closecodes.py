@@ -1,6 +1,9 @@
-"""WebSocket close codes (RFC 6455, section 7.4.1) under the names the code uses."""
+"""WebSocket close codes (RFC 6455, section 7.4.1) under the names the code uses, and the
+close a WebSocket sends for each reason the hub closes a connection."""
 
 from enum import IntEnum
+
+from realtime.delivery import CloseReason
 
 
 class CloseCode(IntEnum):
@@ -15,3 +18,12 @@ class CloseCode(IntEnum):
     TRY_AGAIN_LATER = 1013
     # Never sent on the wire: what a close without a close frame is called (in our logs).
     ABNORMAL = 1006
+
+
+# The code and text a WebSocket closes with for each reason the hub gives; the texts are
+# what clients and the README have always seen.
+CLOSE_FOR_REASON: dict[CloseReason, tuple[CloseCode, str]] = {
+    CloseReason.SLOW: (CloseCode.POLICY_VIOLATION, "slow consumer: messages were not read"),
+    CloseReason.SHUTDOWN: (CloseCode.GOING_AWAY, "server shutting down"),
+    CloseReason.ERROR: (CloseCode.INTERNAL_ERROR, "internal server error"),
+}

@@ -5,12 +5,12 @@ Every connection of the process is registered here while it is open. The hub
 * wraps a published message in one ``Envelope`` (``realtime.envelope``): serialized once,
   and each wire form (the WebSocket frame) built once, for every subscriber of every kind;
 * hands the envelope to each subscriber's ``write_envelope``: an uncompressed WebSocket
-  puts the prebuilt frame straight into its stream (``realtime.streams``), with no Task,
-  Future, header or copy per subscriber; others fall back to Tornado's ``write_message``;
+  puts the prebuilt frame straight into its stream (``realtime.tornado_internals``), with
+  no Task, Future, header or copy per subscriber; others fall back to ``write_message``;
 * bounds, per connection, what is still unsent. Before each frame the subscriber checks
   how many bytes the kernel has not taken yet (frame headers included); if that is already
   over ``max_pending_bytes`` the client has stopped reading, so instead of writing the
-  frame the hub removes the connection from every topic at once and closes it with 1008.
+  frame the hub removes the connection from every topic at once and closes it as slow.
   A stalled reader thus costs the server at most the bound plus one frame, and never holds
   up the others. Bytes the kernel took do not count, so a client that keeps reading is not
   dropped for a burst larger than the bound, nor for one frame larger than the bound;
@@ -18,6 +18,9 @@ Every connection of the process is registered here while it is open. The hub
   slices, the loop serving other clients in between; a later publish or send to a
   connection that still has a frame queued waits behind it, so every connection gets its
   frames in order, while connections with nothing queued are served at once;
+* closes a connection with a reason (``realtime.delivery.CloseReason``: slow, shutdown,
+  error), never a close code: each transport turns the reason into its own close (1008,
+  1001 or 1011 on a WebSocket; the end of an event stream; a closed TCP connection);
 * hands envelopes to a broker (``realtime.brokers``) and takes them back through
   ``deliver``, so several processes can share topics without the handlers knowing; the
   broker hears when a topic gets its first local subscriber and loses its last.
@@ -31,10 +34,9 @@ from collections import deque
 from typing import Optional, Protocol, Union
 
 from realtime.brokers import Broker, LocalBroker
-from realtime.closecodes import CloseCode
+from realtime.delivery import CLOSED, STALLED, WRITTEN, CloseReason
 from realtime.envelope import Envelope
 from realtime.messages import Message
-from realtime.streams import CLOSED, STALLED, WRITTEN
 
 log = logging.getLogger("realtime.hub")
 
@@ -56,8 +58,8 @@ class Subscriber(Protocol):
     def unflushed_bytes(self) -> int:
         """Bytes written and not yet taken by the kernel."""
 
-    def close(self, code: Optional[int] = None, reason: Optional[str] = None) -> None:
-        """Start the closing handshake."""
+    def close_for(self, reason: CloseReason) -> None:
+        """Close the connection, as its transport closes for ``reason``."""
 
 
 class _Held:
@@ -280,7 +282,7 @@ class Hub:
         except Exception:
             log.exception("writing to %r failed; dropping it", subscriber)
             self.forget(subscriber)
-            subscriber.close(CloseCode.INTERNAL_ERROR, "internal server error")
+            subscriber.close_for(CloseReason.ERROR)
 
     def _enqueue(
         self, topic: Optional[str], envelope: Envelope, subscribers: tuple[Subscriber, ...],
@@ -328,19 +330,19 @@ class Hub:
         return sum(len(subscribers) - done for _, _, subscribers, done in self._queue)
 
     def drop(self, subscriber: Subscriber) -> None:
-        """Remove a connection that stopped reading from every topic and close it with 1008."""
+        """Remove a connection that stopped reading from every topic and close it as slow."""
         log.warning(
             "dropping slow consumer %r: %d bytes unflushed (bound %d)",
             subscriber, subscriber.unflushed_bytes(), self.max_pending_bytes,
         )
         self.forget(subscriber)
         self.dropped += 1
-        subscriber.close(CloseCode.POLICY_VIOLATION, "slow consumer: messages were not read")
+        subscriber.close_for(CloseReason.SLOW)
 
-    def close_all(self, code: int, reason: str) -> None:
-        """Close every open connection with ``code`` (server shutdown)."""
+    def close_all(self, reason: CloseReason) -> None:
+        """Close every open connection for ``reason`` (server shutdown)."""
         for subscriber in self.connections:
-            subscriber.close(code, reason)
+            subscriber.close_for(reason)
 
     def topic_count(self) -> int:
         """How many topics have local subscribers."""

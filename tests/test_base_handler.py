@@ -9,6 +9,7 @@ import tornado.web
 
 from handlers.base import JsonSocketHandler
 from realtime.closecodes import CloseCode
+from realtime.delivery import CloseReason
 from realtime.hub import Hub
 from realtime.messages import ClientError, Message
 from tests.support import closed, receive_json, send_json
@@ -146,6 +147,26 @@ async def test_exception_reaches_no_other_client(ws_connect):
     await send_json(victim, {"type": "boom"})
     assert await closed(victim) == CloseCode.INTERNAL_ERROR
     await assert_still_usable(bystander)
+
+
+@pytest.mark.parametrize("reason, code, text", [
+    (CloseReason.SLOW, 1008, "slow consumer: messages were not read"),
+    (CloseReason.SHUTDOWN, 1001, "server shutting down"),
+    (CloseReason.ERROR, 1011, "internal server error"),
+], ids=lambda value: value.value if isinstance(value, CloseReason) else None)
+async def test_the_hubs_reasons_close_a_socket_with_their_code_and_text(
+    ws_connect, hub, reason, code, text
+):
+    """Each reason the hub closes a connection for reaches a WebSocket client as its close
+    code and text, the same on the wire as before the hub spoke reasons."""
+    conn = await ws_connect("/ws/probe")
+    await assert_still_usable(conn)
+    [handler] = hub.connections
+
+    handler.close_for(reason)
+
+    assert await closed(conn) == code
+    assert conn.close_reason == text
 
 
 async def test_subscriptions_are_undone_on_close(ws_connect, hub, closed_event):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from realtime.closecodes import CloseCode
+from realtime.delivery import CloseReason
 from tests.browser import chromium, collect_console_errors, wait_connected
 
 pytestmark = pytest.mark.browser
@@ -50,7 +50,7 @@ async def test_page_reconnects_after_the_server_drops_it(http_server_client, hub
         await page.goto(http_server_client.get_url("/echo"))
         await wait_connected(page)
 
-        hub.close_all(CloseCode.GOING_AWAY, "restart")
+        hub.close_all(CloseReason.SHUTDOWN)
         await page.wait_for_selector('#conn-state:not([data-state="open"])', timeout=10_000)
         await wait_connected(page)
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from realtime.closecodes import CloseCode
+from realtime.delivery import CloseReason
 from tests.browser import chromium, collect_console_errors, wait_connected
 
 pytestmark = pytest.mark.browser
@@ -267,7 +267,7 @@ async def test_page_reconnects_with_a_fresh_snapshot(http_server_client, hub):
         await option(page, "3").locator("button").click()
         await page.wait_for_selector('#poll-options li[data-option="3"][data-votes="1"]')
 
-        hub.close_all(CloseCode.GOING_AWAY, "restart")
+        hub.close_all(CloseReason.SHUTDOWN)
         await page.wait_for_selector('#conn-state:not([data-state="open"])')
         await wait_connected(page)
         await page.wait_for_selector('#poll-options li[data-option="3"][data-votes="1"]')

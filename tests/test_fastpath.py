@@ -1,6 +1,6 @@
 """The fast path over real sockets: prebuilt frames written straight into Tornado's stream.
 
-What must hold whichever way a frame goes out (``realtime.streams.FrameWriter`` or the
+What must hold whichever way a frame goes out (``realtime.tornado_internals.FrameWriter`` or the
 ``write_message`` fallback): every frame arrives whole and in order, frames Tornado writes
 itself (pings, pongs, closes) never cut into ours, nothing follows a close frame, a closed
 connection is skipped and forgotten, and a compressed connection still gets everything.
@@ -23,7 +23,7 @@ from tornado.websocket import websocket_connect
 from handlers.base import SocketHandler
 from realtime.closecodes import CloseCode
 from realtime.hub import Hub
-from realtime.streams import FrameWriter
+from realtime.tornado_internals import FrameWriter
 from tests.support import (
     OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, TIMEOUT, RawReader, client_frame,
     port_of, raw_handshake, receive, ws_url,

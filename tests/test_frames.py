@@ -1,8 +1,8 @@
 """Every frame a client sends counts toward its rate limit: fragments, pings and pongs too.
 
-``handlers/frames.py`` reaches into Tornado's frame reader for the fragments; the first test
-fails loudly if Tornado changes what it overrides, the others check the counting itself
-over raw sockets, on the frozen clock of ``test_limits.py``.
+``realtime/tornado_internals.py`` reaches into Tornado's frame reader for the fragments;
+the first test fails loudly if Tornado changes what it overrides, the others check the
+counting itself over raw sockets, on the frozen clock of ``test_limits.py``.
 """
 
 import inspect
@@ -13,9 +13,9 @@ import pytest
 import tornado.web
 from tornado.websocket import WebSocketProtocol13
 
-from handlers import frames
 from realtime.closecodes import CloseCode
 from realtime.hub import Hub
+from realtime.tornado_internals import CountingProtocol, check_tornado
 from server import Config, make_app
 from tests.probe import add_probe
 from tests.support import (
@@ -71,11 +71,11 @@ def rate_limited(received: list[tuple[int, bytes]]) -> int:
 
 async def test_tornado_still_reads_frames_the_way_we_hook(ws_connect, hub):
     """The overridden frame reader exists, and every socket reads through it."""
-    frames.check_tornado()
+    check_tornado()
     assert inspect.iscoroutinefunction(WebSocketProtocol13._receive_frame)
     await receive_type(await ws_connect("/ws/probe"), "welcome")
     [handler] = hub.connections
-    assert type(handler.ws_connection) is frames.CountingProtocol
+    assert type(handler.ws_connection) is CountingProtocol
 
 
 @pytest.mark.parametrize("path", ["/ws/probe", "/ws/echo"])

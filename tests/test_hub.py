@@ -1,14 +1,16 @@
 """The hub on its own, without a server: fan-out, topics and flow control."""
 
 import asyncio
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any, Optional
 
 import realtime.envelope
 from realtime.brokers import Deliver
-from realtime.closecodes import CloseCode
+from realtime.delivery import CLOSED, STALLED, WRITTEN, CloseReason
 from realtime.envelope import Envelope
 from realtime.hub import Hub
-from realtime.streams import CLOSED, STALLED, WRITTEN
 
 
 class FakeConnection:
@@ -20,10 +22,11 @@ class FakeConnection:
         self.frames: list[bytes] = []  # their payloads
         self.binary: list[bool] = []
         self.held = 0  # bytes its socket has not taken, as Tornado's stream would report
-        self.close_code: Optional[int] = None
+        self.closed = False  # the client closed it
+        self.closed_for: Optional[CloseReason] = None  # why the hub closed it, if it did
 
     def write_envelope(self, envelope: Envelope, max_pending: int) -> int:
-        if self.close_code is not None:
+        if self.closed or self.closed_for is not None:
             return CLOSED
         if self.held > max_pending:
             return STALLED
@@ -37,13 +40,23 @@ class FakeConnection:
     def unflushed_bytes(self) -> int:
         return self.held
 
-    def close(self, code: Optional[int] = None, reason: Optional[str] = None) -> None:
-        self.close_code = code
+    def close_for(self, reason: CloseReason) -> None:
+        self.closed_for = reason
 
 
 def make_hub(**options: Any) -> Hub:
     """A hub for fake connections."""
     return Hub(**options)
+
+
+def test_the_hub_imports_no_tornado():
+    """Importing the hub (and what it and its subscribers share) loads no Tornado: it speaks
+    outcomes and reasons, never a transport's internals or close codes."""
+    probe = ("import sys, realtime.hub, realtime.delivery; "
+             "print(sorted(name for name in sys.modules if name.split('.')[0] == 'tornado'))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent.parent, timeout=60, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 async def test_one_publish_to_1000_subscribers_serializes_once(monkeypatch):
@@ -149,8 +162,8 @@ async def test_bytes_go_out_as_binary_frames():
     assert connection.binary == [True, False]
 
 
-async def test_slow_subscriber_is_dropped_with_1008_and_others_get_everything():
-    """A subscriber that never flushes is closed with 1008 past the bound; the rest get all."""
+async def test_slow_subscriber_is_closed_as_slow_and_others_get_everything():
+    """A subscriber that never flushes is closed as slow past the bound; the rest get all."""
     hub = make_hub(max_pending_bytes=64 * 1024)
     stalled = FakeConnection(flushes=False)
     readers = [FakeConnection() for _ in range(10)]
@@ -162,7 +175,7 @@ async def test_slow_subscriber_is_dropped_with_1008_and_others_get_everything():
     for n in range(count):
         hub.publish("chat.lobby", f"{n:04d}" + "x" * 1020)
 
-    assert stalled.close_code == CloseCode.POLICY_VIOLATION
+    assert stalled.closed_for is CloseReason.SLOW
     assert hub.topics(stalled) == set()
     assert hub.subscribers("chat.other") == set()
     assert hub.dropped == 1
@@ -180,7 +193,7 @@ async def test_a_subscriber_that_keeps_up_is_never_dropped():
     for _ in range(100):
         hub.publish("chat.lobby", "x" * 1000)
 
-    assert reader.close_code is None
+    assert reader.closed_for is None
     assert len(reader.frames) == 100
     assert hub.pending_bytes(reader) == 0
 
@@ -192,14 +205,14 @@ async def test_a_frame_larger_than_the_bound_goes_out_and_the_next_waits_for_it(
     hub.subscribe("chat.lobby", connection)
 
     hub.publish("chat.lobby", "x" * 10_000)
-    assert connection.close_code is None and hub.pending_bytes(connection) == 10_000
+    assert connection.closed_for is None and hub.pending_bytes(connection) == 10_000
 
     connection.held = 0  # the client read it
     hub.publish("chat.lobby", "y" * 10_000)
-    assert connection.close_code is None
+    assert connection.closed_for is None
 
     hub.publish("chat.lobby", "z")  # 10,000 bytes are still held: it stopped reading
-    assert connection.close_code == CloseCode.POLICY_VIOLATION
+    assert connection.closed_for is CloseReason.SLOW
     assert connection.frames[-1][:1] == b"y"
 
 
@@ -210,8 +223,8 @@ async def test_a_dropped_connection_is_dropped_once():
     hub.subscribe("chat.lobby", stalled)
     hub.publish("chat.lobby", "x" * 101)
     hub.publish("chat.lobby", "dropped here")
-    closes: list[Optional[int]] = []
-    stalled.close = lambda code=None, reason=None: closes.append(code)  # type: ignore
+    closes: list[CloseReason] = []
+    stalled.close_for = closes.append  # type: ignore[method-assign]
 
     assert hub.send(stalled, "an error frame, say") is False
 
@@ -225,7 +238,7 @@ async def test_write_to_a_closed_connection_forgets_it():
     gone, alive = FakeConnection(), FakeConnection()
     hub.subscribe("chat.lobby", gone)
     hub.subscribe("chat.lobby", alive)
-    gone.close_code = CloseCode.NORMAL
+    gone.closed = True
 
     hub.publish("chat.lobby", "hello")
 
@@ -355,7 +368,7 @@ async def test_a_connection_closed_during_a_sliced_fan_out_is_skipped_and_forgot
     gone = subscribers[-1]
 
     hub.publish("chat.lobby", "hello")
-    gone.close_code = CloseCode.GOING_AWAY
+    gone.closed = True
     await until_drained(hub)
 
     assert gone.frames == []
@@ -403,7 +416,7 @@ class BrokenConnection(FakeConnection):
 
 
 async def test_a_failing_writer_is_closed_and_never_stalls_the_fan_out(caplog):
-    """A subscriber whose write raises is logged, closed with 1011 and forgotten; everyone
+    """A subscriber whose write raises is logged, closed for an error and forgotten; everyone
     else gets the frame, and later publishes still flow."""
     hub = make_hub(slice_size=10)
     subscribers = [FakeConnection() for _ in range(25)]
@@ -416,7 +429,7 @@ async def test_a_failing_writer_is_closed_and_never_stalls_the_fan_out(caplog):
     hub.publish("chat.lobby", "two")
     await until_drained(hub)
 
-    assert broken.close_code == CloseCode.INTERNAL_ERROR
+    assert broken.closed_for is CloseReason.ERROR
     assert broken not in hub.connections
     assert all(s.frames == [b"one", b"two"] for s in subscribers)
     assert "broken writer" in caplog.text
