@@ -8,7 +8,10 @@ networked broker listens only to the topics this process needs. ``start`` and ``
 run with the application (``serve()`` and its lifecycle). A networked broker may also have
 ``async ready(topics)``, returning once what other processes publish on ``topics`` reaches
 this one (``Hub.subscribed`` awaits it before a chat welcome reads history); a broker
-without it is taken to be ready at once. The default LocalBroker is for a
+without it is taken to be ready at once. A broker that keeps history has
+``async publish_with_history(topics, head, tail, history)``: store and publish a message as
+one operation (atomic on Redis, as Centrifuge's brokers do), returning its id
+(``Hub.publish_with_history``). The default LocalBroker is for a
 single process: it delivers straight back. ``realtime.redisbroker.RedisBroker`` carries
 topics between processes over Redis; only code that builds one imports it (and needs the
 ``redis`` package).

@@ -31,7 +31,7 @@ Topics are lowercase dotted names, endpoint first: ``chat.lobby``, ``vote.demo``
 import asyncio
 import logging
 from collections import deque
-from typing import Optional, Protocol, Union
+from typing import Any, Optional, Protocol, Sequence, Union
 
 from realtime.brokers import Broker, LocalBroker
 from realtime.delivery import CLOSED, STALLED, WRITTEN, CloseReason
@@ -213,11 +213,19 @@ class Hub:
         self.broker.publish(topic, envelope)
         return envelope
 
-    def deliver_published(self, topic: str, envelope: Envelope) -> None:
-        """Deliver to this process's subscribers a message that something else (a store's
-        script) already published to the other processes, counted as published here."""
-        self.published += 1
-        self.deliver(topic, envelope)
+    async def publish_with_history(
+        self, topics: Sequence[str], head: bytes, tail: bytes, history: Any
+    ) -> Optional[int]:
+        """Store a message in ``history`` and publish it on ``topics`` in one operation of
+        the broker's (atomic on Redis), its id put between ``head`` and ``tail``. Returns
+        the id, or None when the broker stored nothing (the caller decides what then)."""
+        append = getattr(self.broker, "publish_with_history", None)
+        if append is None:
+            raise TypeError(f"the {self.broker.name} broker keeps no history")
+        message_id: Optional[int] = await append(topics, head, tail, history)
+        if message_id is not None:
+            self.published += 1
+        return message_id
 
     def deliver(self, topic: str, envelope: Envelope) -> None:
         """Write ``envelope`` to this process's subscribers of ``topic`` (the broker calls

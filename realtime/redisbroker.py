@@ -46,7 +46,8 @@ import os
 import random
 import time
 from collections import deque
-from typing import Any, Iterable, Optional
+from dataclasses import dataclass
+from typing import Any, Iterable, Optional, Sequence
 
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
@@ -71,6 +72,50 @@ SUBSCRIBE_CHUNK = 1000
 # Messages per pipelined batch of PUBLISH commands.
 PUBLISH_BATCH = 500
 
+# Redis's clock in milliseconds, as ``now``.
+_NOW_MS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+# Publish with history (``RedisBroker.publish_with_history``).
+# KEYS: meta, log. ARGV: frame head, frame tail, parties ("" for public), max entries, the
+# lowest id to hand out, ttl seconds, wire prefix (kind + origin), the deadline (Redis
+# milliseconds), then broker channels.
+# Returns the id as a string, or nil (nothing stored) past the deadline: the caller has
+# given up on this call by then and shown the message under an id of its own.
+APPEND = _NOW_MS + """
+if now > tonumber(ARGV[8]) then return false end
+local last = redis.call('HGET', KEYS[1], 'last')
+local id
+if last then
+    id = math.max(tonumber(last) + 1, tonumber(ARGV[5]))
+else
+    local t = redis.call('TIME')
+    id = math.max(tonumber(t[1]) * 1000000 + tonumber(t[2]), tonumber(ARGV[5]))
+    redis.call('DEL', KEYS[2])
+    redis.call('HSET', KEYS[1], 'first', string.format('%.0f', id))
+end
+local sid = string.format('%.0f', id)
+redis.call('HSET', KEYS[1], 'last', sid)
+local frame = ARGV[1] .. sid .. ARGV[2]
+if ARGV[3] == '' then
+    redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], sid .. '-0', 'f', frame)
+else
+    redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], sid .. '-0', 'f', frame, 'p', ARGV[3])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+redis.call('EXPIRE', KEYS[2], ARGV[6])
+for i = 9, #ARGV do
+    redis.call('PUBLISH', ARGV[i], ARGV[7] .. frame)
+end
+return sid
+"""
+
+# The origin of messages ``APPEND`` publishes: no broker's (theirs are random), so every
+# process's listener delivers them, the publisher's included, in Redis's order.
+SCRIPT_ORIGIN = bytes(ORIGIN_SIZE)
+
 # What a lost or refused Redis connection raises; redis-py wraps most OSErrors.
 FAILURES = (RedisError, OSError, asyncio.TimeoutError)
 
@@ -86,6 +131,24 @@ def decode(data: bytes) -> Optional[tuple[bytes, Envelope]]:
     if len(data) < HEADER_SIZE or data[0] not in (KIND_TEXT, KIND_BINARY):
         return None
     return data[1:HEADER_SIZE], Envelope(data[HEADER_SIZE:], binary=data[0] == KIND_BINARY)
+
+
+@dataclass
+class History:
+    """Where ``RedisBroker.publish_with_history`` keeps a message, and on what terms.
+
+    Its keys and client are the caller's (the chat state's: its connections, its calls'
+    bounds); the wire format and the channels are the broker's.
+    """
+
+    client: Redis  # runs the script
+    meta: str  # a hash: ``last``, the newest id handed out; ``first``, where this run began
+    log: str  # a stream of the messages, entry id ``<message id>-0``, field ``f`` the frame
+    extra: bytes  # the entry's field ``p`` (who may read it), or b"" for none
+    length: int  # entries the log keeps
+    floor: int  # the lowest id to hand out
+    ttl: int  # seconds the log and sequence live after their last message
+    deadline: int  # Redis milliseconds past which the script stores nothing
 
 
 class ConnectionDead(Exception):
@@ -167,6 +230,7 @@ class RedisBroker:
         # caught_up() calls whose PING is on its way, by the PING's text.
         self._pinged: dict[bytes, list[asyncio.Future[None]]] = {}
         self._pings = 0  # numbers the caught_up() PINGs
+        self._scripts: dict[int, Any] = {}  # client id -> its registered APPEND
         self.published = 0  # messages sent to Redis
         self.received = 0  # messages from other processes handed to the hub
         self.dropped = 0  # publishes not sent to Redis (queue full, Redis down)
@@ -195,6 +259,35 @@ class RedisBroker:
         self._queue.append((self.channel(topic), encode(envelope, self.origin)))
         self._queued_bytes += size
         self._queue_ready.set()
+
+    async def publish_with_history(
+        self, topics: Sequence[str], head: bytes, tail: bytes, history: History
+    ) -> Optional[int]:
+        """Append a message to ``history`` and publish it on ``topics``, in one script Redis
+        runs atomically: no process can see a message its history does not hold, and ids
+        are handed out in the order messages are published. The message is ``head + id +
+        tail``; it reaches every process from its listener (this one's too, unless its
+        listener is down: then it is delivered here at once).
+
+        Returns the id, or None if the deadline had passed when Redis ran it (nothing stored,
+        nothing published).
+        """
+        script = self._scripts.get(id(history.client))
+        if script is None:
+            script = self._scripts[id(history.client)] = history.client.register_script(APPEND)
+        sid = await script(
+            keys=[history.meta, history.log],
+            args=[head, tail, history.extra, history.length, history.floor, history.ttl,
+                  bytes((KIND_TEXT,)) + SCRIPT_ORIGIN, history.deadline,
+                  *(self.channel(topic) for topic in topics)])
+        if sid is None:
+            return None
+        self.published += 1
+        if not self._listening and self._deliver is not None:
+            envelope = Envelope(head + sid + tail)
+            for topic in topics:
+                self._deliver(topic, envelope)
+        return int(sid)
 
     def subscribe(self, topic: str) -> None:
         """Have the listener SUBSCRIBE to ``topic``'s channel."""

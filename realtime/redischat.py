@@ -20,15 +20,12 @@ agree across processes is in Redis, under ``prefix`` (``realtime:``), per room `
 The log and meta expire after ``ROOM_TTL`` without a message; a nickname when its last lease
 runs out.
 
-Publish and history in one step. ``SAY`` (Lua) takes the room's next id, appends the frame to
-the log and ``PUBLISH``es it on the topics' broker channels (``realtime.redisbroker``'s wire
-format) in one script, which Redis runs atomically: no process can see a message that
-history does not hold, and ids are handed out in the order messages are published. The
-frame is built once in Python around the id (``head + id + tail``). Its origin is no
-broker's (``SCRIPT_ORIGIN``), so every process, this one included, delivers it from its
-listener: each topic reaches every client in Redis's order, and a message sent here never
-overtakes one from another process still on its way (only while the listener is down does
-this process deliver its messages itself).
+Publish and history in one step: a message goes through ``Hub.publish_with_history``, which
+the Redis broker does in one script (``realtime.redisbroker.APPEND``): it takes the room's
+next id, appends the frame to the log and publishes it, atomically, so no process can see a
+message that history does not hold, and ids are handed out in the order messages are
+published. The frame is built once in Python around the id (``head + id + tail``); every
+process, this one included, delivers it from its broker's listener, in Redis's order.
 
 Ids are unique and increasing per room across processes, and never reused even if Redis
 loses its data: a sequence that is missing starts again at Redis's clock in microseconds
@@ -53,7 +50,7 @@ process's clients with ids above every id it has seen, unstored; a nickname not 
 held here by the same holder is refused (``unavailable``: only Redis grants one);
 welcomes have no history (``recovered: false`` with ``since``) and list this process's
 members. What degrades is cross-process: delivery (the broker is down too), presence, new
-nicknames and history. ``SAY`` carries a deadline, so a message Redis runs after its
+nicknames and history. ``APPEND`` carries a deadline, so a message Redis runs after its
 sender gave up is not stored under a second id; and when Redis answers again, the process
 raises each room's sequence above the ids it handed out alone (``RAISE``) before sharing
 messages again, so ids never go backwards.
@@ -82,8 +79,8 @@ from realtime.chatstate import Replay, holder_tag, private_topic, room_topic
 from realtime.envelope import Envelope
 from realtime.hub import Hub
 from realtime.messages import UNAVAILABLE, ClientError, Message, encode
-from realtime.redisbroker import KIND_TEXT, ORIGIN_SIZE, RedisBroker
-from realtime.redisdown import Outage, probe
+from realtime.redisbroker import History, RedisBroker
+from realtime.redisdown import FAILURES, Outage, probe
 from realtime.tasks import cancel_all
 
 log = logging.getLogger("realtime.redischat")
@@ -122,39 +119,6 @@ local function nick_of(key)
     end
     return holder, shown, live, expired
 end
-"""
-
-# KEYS: meta, log. ARGV: frame head, frame tail, parties ("" for public), max entries, the
-# lowest id to hand out, ttl seconds, wire prefix (kind + origin), the deadline (Redis
-# milliseconds), then broker channels.
-# Returns the id as a string, or nil (nothing stored) past the deadline: the caller has
-# given up on this call by then and shown the message under an id of its own.
-SAY = _NOW_MS + """
-if now > tonumber(ARGV[8]) then return false end
-local last = redis.call('HGET', KEYS[1], 'last')
-local id
-if last then
-    id = math.max(tonumber(last) + 1, tonumber(ARGV[5]))
-else
-    local t = redis.call('TIME')
-    id = math.max(tonumber(t[1]) * 1000000 + tonumber(t[2]), tonumber(ARGV[5]))
-    redis.call('DEL', KEYS[2])
-    redis.call('HSET', KEYS[1], 'first', string.format('%.0f', id))
-end
-local sid = string.format('%.0f', id)
-redis.call('HSET', KEYS[1], 'last', sid)
-local frame = ARGV[1] .. sid .. ARGV[2]
-if ARGV[3] == '' then
-    redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], sid .. '-0', 'f', frame)
-else
-    redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], sid .. '-0', 'f', frame, 'p', ARGV[3])
-end
-redis.call('EXPIRE', KEYS[1], ARGV[6])
-redis.call('EXPIRE', KEYS[2], ARGV[6])
-for i = 9, #ARGV do
-    redis.call('PUBLISH', ARGV[i], ARGV[7] .. frame)
-end
-return sid
 """
 
 # KEYS: meta, log. ARGV: an id this process handed out while it could not reach Redis, ttl
@@ -238,9 +202,6 @@ return {out, gone}
 """
 
 _ID_MARK = b'"id":0,'
-# The origin of messages the scripts publish: no broker's (theirs are random), so each
-# process's listener delivers them, the sender's included.
-SCRIPT_ORIGIN = bytes(ORIGIN_SIZE)
 
 
 class Unavailable(Exception):
@@ -299,7 +260,6 @@ class RedisChatState:
         self.timeout = timeout
         self._clock = clock
         self.process = os.urandom(6).hex()  # names this process's leases and serials
-        self._wire_prefix = bytes((KIND_TEXT,)) + SCRIPT_ORIGIN
         # Two connections beyond the calls' for the probe and the clock, which bypass
         # ``_turns``: the pool itself is never what refuses a call.
         self._redis = Redis(connection_pool=ConnectionPool.from_url(
@@ -308,7 +268,6 @@ class RedisChatState:
             client_name="realtime-chat", max_connections=CONCURRENT_CALLS + 2,
         ))
         self._turns = asyncio.Semaphore(CONCURRENT_CALLS)
-        self._say = self._redis.register_script(SAY)
         self._raise = self._redis.register_script(RAISE)
         self._join = self._redis.register_script(JOIN)
         self._leave = self._redis.register_script(LEAVE)
@@ -350,9 +309,37 @@ class RedisChatState:
         self._closing = True
         if self._busy:  # connections closing at shutdown give their nicknames back
             await asyncio.wait(self._busy, timeout=self.timeout)
+        await self._give_back_all()
         tasks, self._tasks = self._tasks, []
         await cancel_all(tasks)  # a task inside a Redis call may swallow one cancel
         await self._redis.aclose(close_connection_pool=True)
+
+    async def _give_back_all(self) -> None:
+        """Give back the lease of every nickname still held here (connections that did not
+        answer the server's close are not gone yet), so a graceful stop frees them at once,
+        not after the lease; the room hears each one that is free now leave."""
+        if not self._outage.healthy():
+            return
+        held = [(room, member.nick, holder_tag(member.holder, self.process))
+                for room, local in self._rooms.items() for member in local.members()]
+        self._rooms.clear()
+
+        async def give_back(room: str, nick: str, tag: str) -> None:
+            key = nick_key(nick)
+            async with self._turns:
+                free = await self._leave(
+                    keys=[self._nick_key(room, key), self._key(room, "online"),
+                          self._key(room, "names")],
+                    args=[tag, self.process, key])
+            if free:
+                self.hub.publish(room_topic(room), {"type": "left", "room": room, "nick": nick})
+
+        try:
+            async with asyncio.timeout(self.timeout):
+                await asyncio.gather(*(give_back(*each) for each in held))
+        except FAILURES as error:
+            log.warning("stopping: some nicknames were not given back to Redis (%s); they "
+                        "are free when their lease runs out", str(error) or type(error).__name__)
 
     def healthy(self) -> bool:
         """False while Redis is known to be down."""
@@ -599,29 +586,28 @@ class RedisChatState:
             # would come after ``timeout`` (Redis frozen, the call queued) is never a
             # second copy of a message shown here under its own id.
             deadline = int(time.time() * 1000 + self._offset_ms + self.timeout * 500)
+            history = History(
+                self._redis, self._key(room, "meta"), self._key(room, "log"),
+                orjson.dumps(parties) if parties else b"", self.log_length, floor, ROOM_TTL,
+                deadline)
             try:
-                sid = await self._call(lambda: self._say(
-                    keys=[self._key(room, "meta"), self._key(room, "log")],
-                    args=[head, tail, orjson.dumps(parties) if parties else b"", self.log_length,
-                          floor, ROOM_TTL, self._wire_prefix, deadline,
-                          *(self.broker.channel(topic) for topic in topics)]))
+                stored = await self._call(
+                    lambda: self.hub.publish_with_history(topics, head, tail, history))
             except Unavailable:
-                sid = None
-            if sid is not None:
-                message_id = int(sid)
-                local = not self.broker.listening  # else it comes back through the listener
+                stored = None
+            if stored is not None:
+                message_id = stored
             else:
-                # Delivered here only, never stored, with an id above all this process saw
-                # (and above the clock's, like a new run): Redis continues above it.
+                # Never stored, with an id above all this process saw (and above the
+                # clock's, like a new run): Redis continues above it. Published as any
+                # message is: here, and to the other processes if the broker can.
                 message_id = max(floor, int(self._clock() * 1_000_000))
                 self._owed[room] = message_id
                 self.unshared += 1
-                local = True
-            self._see(room, message_id)
-            if local:
                 envelope = Envelope(head + str(message_id).encode() + tail)
                 for topic in topics:
-                    self.hub.deliver_published(topic, envelope)
+                    self.hub.publish(topic, envelope)
+            self._see(room, message_id)
         frame["id"] = message_id
         return frame
 

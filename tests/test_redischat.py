@@ -19,7 +19,7 @@ import server
 from realtime.redischat import split_frame
 from server import Config, make_app, start_components
 from tests.redis_server import RedisServer
-from tests.support import poll_until, receive_json, send_json
+from tests.support import poll_until, raw_handshake, receive_json, send_json
 
 Build = Callable[..., Awaitable[SimpleNamespace]]
 TIMEOUT = 5.0
@@ -542,3 +542,33 @@ def _delay_listener(broker: Any, delay: float) -> None:
 
     broker._tasks.append(asyncio.ensure_future(drain()))
     broker._handle = lambda reply: queue.put_nowait((loop.time() + delay, reply))
+
+
+async def test_a_chat_message_is_counted_as_published(node, ws_open):
+    """A chat message on Redis counts once in the hub's and the broker's published
+    counters, as every other publish does."""
+    a = await node()
+    conn, _ = await enter(ws_open, a)
+    hub_before, broker_before = a.hub.published, a.hub.broker.published
+    await send_json(conn, {"type": "message", "text": "counted"})
+    await frame_of(conn, "message")
+    assert (a.hub.published - hub_before, a.hub.broker.published - broker_before) == (1, 1)
+
+
+async def test_a_graceful_stop_frees_the_nicknames_of_clients_that_never_answer(node, ws_open):
+    """Nicknames held by clients that never answer the server's close (a frozen tab) are
+    free on the other process as soon as a graceful stop ends, not after the lease."""
+    a, b = await node(), await node()
+    watcher, _ = await enter(ws_open, b)
+    silent = [await raw_handshake(a.port, f"/ws/chat/lobby?nick=user{n}",
+                                  extra_headers=f"Cookie: chat_id={n:032d}\r\n")
+              for n in range(5)]
+    try:
+        for _ in silent:
+            await frame_of(watcher, "joined")
+        assert await server.shutdown(HTTPServer(a.app), a.app, 2) == 0
+        taken = [await enter(ws_open, b, nick=f"user{n}", cookie=COOKIE_B) for n in range(5)]
+        assert [welcome["nick"] for _, welcome in taken] == [f"user{n}" for n in range(5)]
+    finally:
+        for _, transport, _ in silent:
+            transport.close()
