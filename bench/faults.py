@@ -1,8 +1,8 @@
 """Fault injection for chat on Redis (issue 21): what a client sees when Redis is crowded,
 frozen or a process stops, counted, on real processes.
 
-    python bench/faults.py             # two runs, about a minute
-    python bench/faults.py --quick     # one run, a 3 s freeze: about 30 s
+    python bench/faults.py             # two runs, about 30 s
+    python bench/faults.py --quick     # one run, Redis frozen 3 s: about 15 s
 
 Each run starts a ``redis-server`` of its own (its own directory, a free loopback port,
 nothing on disk) and three ``server.py`` processes A, B and C sharing it
@@ -616,7 +616,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--runs", type=int, help="runs, each on fresh processes (default 2, "
                                                  "at most 5)")
     parser.add_argument("--quick", action="store_true",
-                        help="one run, Redis frozen 3 s, shorter traffic (about 30 s)")
+                        help="one run, Redis frozen 3 s, shorter traffic (about 15 s)")
     args = parser.parse_args(argv)
     plan = dataclasses.replace(QUICK if args.quick else Plan())
     if args.runs is not None:

@@ -1,4 +1,4 @@
-"""bench/faults.py runs end to end: ``--quick`` (about 20 s) starts its redis-server and
+"""bench/faults.py runs end to end: ``--quick`` (about 15 s) starts its redis-server and
 three server processes, plays every fault scenario, prints the table with a count in every
 row, judges it, and stops everything it started."""
 
@@ -11,7 +11,7 @@ from tests.conftest import ROOT
 from tests.support import find_program
 
 BENCH = ROOT / "bench" / "faults.py"
-RUN_TIMEOUT = 90  # seconds: --quick takes about 20 on the 2-core development VM
+RUN_TIMEOUT = 90  # seconds: --quick takes about 15 on the 2-core development VM
 SCENARIOS = ["wave", "freeze", "reconnect", "graceful stop", "logs"]
 # Rows that find a defect today, by a phrase of what they count. Each must still fail
 # (the test says when one is fixed, so it leaves this list); any other failing row fails
