@@ -213,6 +213,15 @@ class Hub:
         self.broker.publish(topic, envelope)
         return envelope
 
+    def publish_here(self, topic: str, message: Publishable) -> Envelope:
+        """Send ``message`` to this process's subscribers of ``topic`` only, counted as a
+        publish: what must not reach the other processes (a chat message Redis could not
+        store, under an id only this process handed out)."""
+        envelope = Envelope.of(message)
+        self.published += 1
+        self.deliver(topic, envelope)
+        return envelope
+
     async def publish_with_history(
         self, topics: Sequence[str], head: bytes, tail: bytes, history: Any
     ) -> Optional[int]:

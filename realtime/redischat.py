@@ -599,14 +599,15 @@ class RedisChatState:
                 message_id = stored
             else:
                 # Never stored, with an id above all this process saw (and above the
-                # clock's, like a new run): Redis continues above it. Published as any
-                # message is: here, and to the other processes if the broker can.
+                # clock's, like a new run): Redis continues above it. Delivered here only:
+                # elsewhere, where ids of other processes' own are shown, it would arrive
+                # out of order, late (a broker queue held up by a frozen Redis).
                 message_id = max(floor, int(self._clock() * 1_000_000))
                 self._owed[room] = message_id
                 self.unshared += 1
                 envelope = Envelope(head + str(message_id).encode() + tail)
                 for topic in topics:
-                    self.hub.publish(topic, envelope)
+                    self.hub.publish_here(topic, envelope)
             self._see(room, message_id)
         frame["id"] = message_id
         return frame

@@ -13,17 +13,11 @@ from tests.support import find_program
 BENCH = ROOT / "bench" / "faults.py"
 RUN_TIMEOUT = 90  # seconds: --quick takes about 15 on the 2-core development VM
 SCENARIOS = ["wave", "freeze", "reconnect", "graceful stop", "logs"]
-# Rows that find a defect today, by a phrase of what they count. Each must still fail
-# (the test says when one is fixed, so it leaves this list); any other failing row fails
-# the test. Holders that never answer the server's close frame are cut off after half of
-# --shutdown-timeout, once the chat state is closing, so their nicknames are not given
-# back and stay taken until their lease runs out (30 s).
-KNOWN_DEFECTS = ["never answer the close"]
 
 
 def test_quick_run_counts_every_fault(python):
-    """``--quick`` prints one table with every scenario, each count a number, and exits 0
-    unless a count that must be 0 is not (only the known defects, today)."""
+    """``--quick`` prints one table with every scenario, each count a number, every count
+    that must be 0 is 0, and it exits 0."""
     redis = find_program("REDIS_SERVER", "redis-server")
     run = subprocess.run(
         [python, str(BENCH), "--quick"], cwd=ROOT, capture_output=True, text=True,
@@ -36,13 +30,8 @@ def test_quick_run_counts_every_fault(python):
         assert count.removesuffix(" ✗").isdigit(), f"{scenario}: {counted}: {count}"
         assert must in ("0", "—"), counted
     failing = [counted for _, counted, count, _ in rows if count.endswith("✗")]
-    for phrase in KNOWN_DEFECTS:
-        assert any(phrase in counted for counted in failing), (
-            f"fixed? the row counting {phrase!r} passes now: take it out of KNOWN_DEFECTS")
-    unexpected = [counted for counted in failing
-                  if not any(phrase in counted for phrase in KNOWN_DEFECTS)]
-    assert not unexpected, run.stdout
-    assert run.returncode == (1 if KNOWN_DEFECTS else 0), run.stdout + run.stderr
+    assert not failing, run.stdout
+    assert run.returncode == 0, run.stdout + run.stderr
     assert "recovered: false` says" in run.stdout
 
 
