@@ -1,1 +1,3 @@
-"""The server's core, free of HTTP: the pub/sub hub, its brokers and the JSON message format."""
+"""The server's core, free of HTTP handlers: the pub/sub hub and its brokers, the chat and
+vote rules and state with their stores, and the operational parts (limits, metrics,
+lifecycle)."""
