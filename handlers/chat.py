@@ -165,6 +165,16 @@ async def leave(chat: ChatState, hub: Hub, readers: Optional[ReaderCounts], room
         readers.changed(room)
 
 
+def parse_since(raw: Optional[str]) -> Optional[int]:
+    """A ``since`` (a query argument, ``Last-Event-ID``), read alike by every transport:
+    None when absent, the id when it is one exactly (digits, maybe a leading ``-``, no
+    spaces around), else -1 (an id nothing is recovered from: the newest history, with
+    ``recovered: false``)."""
+    if raw is None:
+        return None
+    return int(raw) if _SINCE_PATTERN.fullmatch(raw) else -1
+
+
 def still_due(held: list[Envelope], history: list[Message]) -> Iterator[Envelope]:
     """The frames held while a welcome was built, in order, less those its ``history``
     holds already (read from history after they were published)."""
@@ -249,10 +259,7 @@ class ChatSocketHandler(JsonSocketHandler):
                 except ClientError as refused:
                     error = refused
             await self.hub.subscribed(*self.hub.topics(self))
-            raw_since = self._raw_query_argument("since")
-            since = None
-            if raw_since is not None:
-                since = int(raw_since) if _SINCE_PATTERN.fullmatch(raw_since) else -1
+            since = parse_since(self._raw_query_argument("since"))
             replay = await chat.replay(room, self.connection_id, since)
             welcome: Message = {
                 "type": "welcome",

@@ -22,26 +22,24 @@ cookie reads anonymously and may not take a nickname (``cookie_required``).
 """
 
 import asyncio
-import json
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
-import orjson
 import tornado.web
 from tornado.httputil import HTTPServerRequest
 
 from handlers.chat import (
-    _SINCE_PATTERN, ReaderCounts, announce, issue_chat_cookie, leave, still_due, take_nick,
+    ReaderCounts, announce, issue_chat_cookie, leave, parse_since, still_due, take_nick,
 )
-from handlers.transport import EventStreamHandler, Refusal, TransportHandler
-from realtime import streams
+from handlers.transport import EventStreamHandler, TransportHandler
+from realtime import messages, streams
+from realtime.admission import LONG_POLL, POLL_SESSION, Admission, Client, Ticket
 from realtime.chat import check_text, nick_key, normalize_nick
 from realtime.chatstate import ChatState, charge_room, new_connection_id, room_topic
 from realtime.envelope import Envelope
 from realtime.hub import Hub
-from realtime.limits import IPConnections
 from realtime.messages import ClientError, Message, encode
 from realtime.ratelimit import KeyedLimiter
 from realtime.wireforms import message_id, poll_answer, poll_form
@@ -50,6 +48,7 @@ log = logging.getLogger("realtime.chat")
 
 DEFAULT_LONG_POLL_TIMEOUT = 25.0  # seconds a long-poll is held without a message
 DEFAULT_SESSION_TIMEOUT = 35.0  # seconds a poll session outlives its last request
+SESSION_ENDPOINT = "poll_chat_session"  # poll sessions' name in logs and the gauge
 MAX_BODY_BYTES = 64 * 1024  # a message of 4,000 characters, each escaped, fits
 _JSON = re.compile(r"application/json\s*(;.*)?", re.IGNORECASE)
 
@@ -61,13 +60,6 @@ def raw_query_argument(request: HTTPServerRequest, name: str) -> Optional[str]:
     if not values:
         return None
     return values[-1].decode("utf-8", errors="surrogateescape")
-
-
-def parse_since(raw: Optional[str]) -> Optional[int]:
-    """A ``since``: None when absent, -1 (never recovered) when it is not an id."""
-    if raw is None:
-        return None
-    return int(raw) if _SINCE_PATTERN.fullmatch(raw.strip()) else -1
 
 
 class ChatEventStreamHandler(EventStreamHandler):
@@ -92,7 +84,7 @@ class ChatEventStreamHandler(EventStreamHandler):
         self.chat = chat
         self.readers = readers
 
-    def prepare(self) -> None:
+    def before_open(self, room: str) -> None:
         self.cookie = issue_chat_cookie(self)  # before the headers go out with the stream
 
     async def opened(self, room: str) -> None:
@@ -177,7 +169,7 @@ class PollSession:
 
     room: str
     cookie: str
-    ip: str
+    ticket: Ticket  # its slot of its address, and its place in the gauge
     connection: str  # its connection id in the chat state
     entered: "asyncio.Future[None]"  # the chat state knows the connection
     active: int = 0  # requests using it now
@@ -199,18 +191,19 @@ class PollSessions:
         chat: the chat state the sessions are connections of.
         readers: told when a room's count of anonymous connections may have changed.
         timeout: seconds a session lives after its last request ended.
-        ip_connections: each session counts as one open connection of its address.
+        admission: each session is a connection of its address, admitted like one (new
+            connection budget, slot, refusals counted and logged, the gauge).
     """
 
     def __init__(
         self, hub: Hub, chat: ChatState, readers: Optional[ReaderCounts] = None,
-        timeout: float = DEFAULT_SESSION_TIMEOUT, ip_connections: Optional[IPConnections] = None,
+        timeout: float = DEFAULT_SESSION_TIMEOUT, admission: Optional[Admission] = None,
     ) -> None:
         self.hub = hub
         self.chat = chat
         self.readers = readers
         self.timeout = timeout
-        self.ip_connections = ip_connections
+        self.admission = admission if admission is not None else Admission()
         self._sessions: dict[tuple[str, str], PollSession] = {}
         self._leaving: set["asyncio.Future[None]"] = set()
 
@@ -221,24 +214,24 @@ class PollSessions:
         """The live session of this browser in this room, or None."""
         return self._sessions.get((room, cookie))
 
-    async def use(self, room: str, cookie: str, ip: str,
-                  charge: Callable[[], None]) -> PollSession:
-        """The session of this browser in this room, opened if there is none (``charge()``
-        first: it raises to refuse); in use until ``done(session)``.
+    async def use(self, room: str, cookie: str, client: Client) -> PollSession:
+        """The session of this browser in this room, opened if there is none (admitted
+        first, as ``client``); in use until ``done(session)``.
 
         Raises:
-            ClientError: ``charge()``'s refusal, or ``too_many_connections``.
+            Refused: ``rate_limited`` or ``too_many_connections``.
         """
         key = (room, cookie)
         session = self._sessions.get(key)
         opened = session is None
         if session is None:
-            charge()
-            if self.ip_connections is not None and not self.ip_connections.acquire(ip):
-                raise Refusal("too_many_connections", "Too many connections from your address.", 5)
+            ticket = self.admission.admit(Client(
+                POLL_SESSION, SESSION_ENDPOINT, client.ip, client.origin))
+            ticket.open(announce=False)
             connection = new_connection_id()
             entered = asyncio.ensure_future(self.chat.enter(room, connection, cookie))
-            session = self._sessions[key] = PollSession(room, cookie, ip, connection, entered)
+            session = self._sessions[key] = PollSession(room, cookie, ticket, connection,
+                                                        entered)
         session.active += 1
         if session.timer is not None:
             session.timer.cancel()
@@ -271,7 +264,8 @@ class PollSessions:
         def listen(topic: str) -> None:
             session.listening.add(topic)
             for waiter in session.held:
-                hub.subscribe(topic, waiter)
+                if waiter.ticket is not None and not waiter.ticket.released:
+                    hub.subscribe(topic, waiter)
 
         def unlisten(topic: str) -> None:
             session.listening.discard(topic)
@@ -302,8 +296,7 @@ class PollSessions:
         if (session.active and not force) or self.find(session.room, session.cookie) is not session:
             return
         del self._sessions[(session.room, session.cookie)]
-        if self.ip_connections is not None:
-            self.ip_connections.release(session.ip)
+        session.ticket.release()
         leaving = asyncio.ensure_future(self._leave(session))
         self._leaving.add(leaving)
         leaving.add_done_callback(self._left)
@@ -327,10 +320,12 @@ class ChatLongPollHandler(TransportHandler):
     once per publish for every request it wakes (``realtime.wireforms``).
     """
 
+    transport = LONG_POLL
     cookie: Optional[str] = None
+    # Resolved to answer a held GET; made in prepare(), so a client that leaves at any
+    # await before the hold wakes it at once.
     _wake: "Optional[asyncio.Future[Optional[Envelope]]]" = None
     _since = 0
-    _gone = False  # the client went away while its request was held
 
     def initialize(  # type: ignore[override]
         self, chat: ChatState, sessions: PollSessions, room_rate: Optional[KeyedLimiter] = None,
@@ -349,6 +344,11 @@ class ChatLongPollHandler(TransportHandler):
         self.check_origin()
         self.cookie = issue_chat_cookie(self)
         if self.request.method != "POST":
+            if self._holds():
+                # A request to hold takes its slot before its first await (the session,
+                # the nickname), so a client leaving at any of them gives it back at once.
+                self.admit(new=False)
+                self._wake = asyncio.get_running_loop().create_future()
             return
         # No cross-site HTML form can send JSON, and fetch() from another origin would need
         # a CORS preflight, which is never granted.
@@ -367,11 +367,16 @@ class ChatLongPollHandler(TransportHandler):
 
     # GET: the messages after since, at once or when one comes.
 
+    def _holds(self) -> bool:
+        """Whether this GET waits for a message when there is none yet."""
+        return (raw_query_argument(self.request, "since") is not None
+                and raw_query_argument(self.request, "wait") != "0")
+
     async def get(self, room: str) -> None:
         self.charge_request()
         raw_nick = raw_query_argument(self.request, "nick")
         since = parse_since(raw_query_argument(self.request, "since"))
-        hold = since is not None and raw_query_argument(self.request, "wait") != "0"
+        hold = self.ticket is not None
         session = await self._session(room, needed=raw_nick is not None)
         try:
             if raw_nick is not None:
@@ -399,14 +404,14 @@ class ChatLongPollHandler(TransportHandler):
                       since: Optional[int], hold: bool) -> None:
         topics = session.topics() if session is not None else [room_topic(room)]
         if hold:
-            self.take_slot()
-            self._wake = asyncio.get_running_loop().create_future()
+            assert self.ticket is not None
+            if not self.ticket.open(announce=False):
+                return  # the client left while the session was found or the nick taken
             self._since = since if since is not None else 0
             for topic in topics:  # before the history is read: nothing after it is missed
                 self.hub.subscribe(topic, self)
             if session is not None:
                 session.held.add(self)
-            self.metrics.connections.labels(endpoint=self.endpoint).inc()
         try:
             if hold:
                 await self.hub.subscribed(*topics)
@@ -422,7 +427,7 @@ class ChatLongPollHandler(TransportHandler):
                 woken = await wake
             finally:
                 timer.cancel()
-            if self._gone:
+            if self.gone:
                 return  # nobody to answer
             if woken is None:
                 self.answer_json(poll_answer((), since, recovered))
@@ -431,11 +436,9 @@ class ChatLongPollHandler(TransportHandler):
         finally:
             if hold:
                 self._wake_up(None)
-                self.hub.forget(self)
                 if session is not None:
                     session.held.discard(self)
-                self.metrics.connections.labels(endpoint=self.endpoint).dec()
-                self.give_slot()
+                self.release()
 
     # POST: send a message.
 
@@ -468,18 +471,7 @@ class ChatLongPollHandler(TransportHandler):
         self.answer_json(encode(frame))
 
     def _body(self) -> Message:
-        data = b"".join(self._chunks)
-        try:
-            message = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            # As on the socket: legal JSON that orjson refuses holds an unpaired surrogate
-            # escape ("\ud800"), which no UTF-8 could carry on.
-            try:
-                json.loads(data)
-            except (ValueError, RecursionError):
-                raise ClientError("bad_json", "The body is not valid JSON.") from None
-            raise ClientError(
-                "bad_message", "A string holds an unpaired surrogate escape.") from None
+        message = messages.loads(b"".join(self._chunks), "body")  # as the socket reads a frame
         if not isinstance(message, dict):
             raise ClientError("bad_message", "The body must be a JSON object.")
         return message
@@ -499,8 +491,7 @@ class ChatLongPollHandler(TransportHandler):
                     "Holding a nickname over HTTP needs the chat_id cookie; this answer "
                     "set one: send it back."))
             return None
-        return await self.sessions.use(
-            room, self.cookie, self.request.remote_ip, self.charge_new_connection)
+        return await self.sessions.use(room, self.cookie, self.client())
 
     async def _join(self, session: PollSession, raw_nick: Any) -> None:
         """The session takes ``raw_nick`` unless it holds it already; a new nickname is
@@ -539,7 +530,7 @@ class ChatLongPollHandler(TransportHandler):
         self._wake_up(None)
 
     def on_connection_close(self) -> None:
-        self._gone = True
+        super().on_connection_close()
         self._wake_up(None)
 
     def _wake_up(self, envelope: Optional[Envelope]) -> None:
