@@ -72,6 +72,7 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
 
     hub: Hub
     ticket: Optional[Ticket] = None  # from admission, before any await of the handshake
+    _connecting: "Optional[asyncio.Future[None]]" = None  # done once connected() returned
     # Whether a refused frame is answered with a ``rate_limited`` error frame. A raw
     # endpoint (echo) sets it False: anything it writes must be what the client sent, so
     # it drops refused frames silently and only closes (1008) after the strikes.
@@ -241,7 +242,20 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
             self.write_envelope = writer.write  # type: ignore[method-assign]
             self.unflushed_bytes = writer.unflushed  # type: ignore[method-assign]
         self.hub.register(self)
-        await self._guarded(self.connected, *path_args)
+        # Tornado reads the socket, and so notices the client leaving, only once open()
+        # returns: while connected() awaits (a Redis call, a nickname), the stream's close
+        # callback lets the connection go at once.
+        stream_closed = self.ws_connection.stream
+        if stream_closed is not None:
+            stream_closed.set_close_callback(self.on_connection_close)
+        self._connecting = asyncio.get_running_loop().create_future()
+        try:
+            await self._guarded(self.connected, *path_args)
+        finally:
+            self._connecting.set_result(None)
+            if stream_closed is not None and not stream_closed.closed():
+                # From here Tornado's read loop reports the close, with its close code.
+                stream_closed.set_close_callback(None)
 
     def on_message(self, message: Frame) -> Optional[Awaitable[None]]:
         # Not a coroutine: Tornado wraps one in a Task and waits a turn of the loop for it
@@ -286,6 +300,16 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
         else:
             code, by = CloseCode.ABNORMAL, "network"  # no close frame: dropped or aborted
         self._give_back(origin=self.request.headers.get("Origin"), code=int(code), by=by)
+        connecting = self._connecting
+        if connecting is not None and not connecting.done():
+            # Slot, gauge and topics are back already; the endpoint's own cleanup waits for
+            # connected() to finish, or it would undo a half-done open (leave a room not
+            # yet entered).
+            connecting.add_done_callback(lambda _: self._disconnected())
+        else:
+            self._disconnected()
+
+    def _disconnected(self) -> None:
         try:
             self.disconnected()
         except Exception:
