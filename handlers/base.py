@@ -245,17 +245,17 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
         # Tornado reads the socket, and so notices the client leaving, only once open()
         # returns: while connected() awaits (a Redis call, a nickname), the stream's close
         # callback lets the connection go at once.
-        stream_closed = self.ws_connection.stream
-        if stream_closed is not None:
-            stream_closed.set_close_callback(self.on_connection_close)
-        self._connecting = asyncio.get_running_loop().create_future()
+        ws_stream = self.ws_connection.stream
+        if ws_stream is not None:
+            ws_stream.set_close_callback(self.on_connection_close)
+        self._connecting = connecting = asyncio.get_running_loop().create_future()
         try:
             await self._guarded(self.connected, *path_args)
         finally:
-            self._connecting.set_result(None)
-            if stream_closed is not None and not stream_closed.closed():
+            connecting.set_result(None)
+            if ws_stream is not None and not ws_stream.closed():
                 # From here Tornado's read loop reports the close, with its close code.
-                stream_closed.set_close_callback(None)
+                ws_stream.set_close_callback(None)
 
     def on_message(self, message: Frame) -> Optional[Awaitable[None]]:
         # Not a coroutine: Tornado wraps one in a Task and waits a turn of the loop for it
