@@ -41,6 +41,7 @@ from handlers.vote import (
 from handlers.transport import DEFAULT_HEARTBEAT
 from realtime import chat, limits
 from realtime.accept import HTTPServer as AcceptingHTTPServer
+from realtime.admission import Admission
 from realtime.chatstore import DB_FILENAME as CHAT_DB_FILENAME
 from realtime.brokers import Broker
 from realtime.chatsession import ReaderCounts
@@ -292,16 +293,27 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
     clock = config.clock or time.monotonic
     metrics = ServerMetrics(hub=hub)
     # What every socket route gets; routes with more dependencies pass dict(sockets, ...).
-    sockets = dict(
-        hub=hub,
+    admission = Admission(
         origins=OriginPolicy(config.allowed_origins),
-        rate_limit=RateLimit(config.rate_limit, config.rate_burst, config.rate_limit_strikes,
-                             clock=config.clock),
         ip_connections=IPConnections(config.max_connections_per_ip),
-        metrics=metrics,
-        ip_rate=keyed_limiter(config.ip_rate_limit, config.ip_rate_burst, config.clock),
         handshake_rate=keyed_limiter(
             config.handshake_rate_limit, config.handshake_rate_burst, config.clock),
+        ip_rate=keyed_limiter(config.ip_rate_limit, config.ip_rate_burst, config.clock),
+        rate_limit=RateLimit(config.rate_limit, config.rate_burst, config.rate_limit_strikes,
+                             clock=config.clock),
+        metrics=metrics,
+    )
+    # The one admission of every transport (realtime.admission); its budgets are named
+    # beside it for routes added afterwards and for tests.
+    sockets = dict(
+        hub=hub,
+        origins=admission.origins,
+        rate_limit=admission.rate_limit,
+        ip_connections=admission.ip_connections,
+        metrics=metrics,
+        ip_rate=admission.ip_rate,
+        handshake_rate=admission.handshake_rate,
+        admission=admission,
     )
     room_rate = keyed_limiter(config.room_rate_limit, config.room_rate_burst, config.clock)
     rooms = chat.Rooms(
@@ -329,8 +341,8 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
         rooms, hub, ChatStore(chat_path, rooms))
     readers = ReaderCounts(hub, chat_state)
     # Long-polling browsers' places in rooms; they leave before the chat state closes.
-    sessions = PollSessions(hub, chat_state, readers, config.poll_session_timeout,
-                            sockets["ip_connections"], room_rate)
+    sessions = PollSessions(hub, chat_state, readers, config.poll_session_timeout, admission,
+                            room_rate)
     lifecycle.on_shutdown(sessions.aclose, "poll sessions")
     lifecycle.on_shutdown(chat_state.aclose, "chat state")  # writes the last batch
     # What every chat transport shares besides the sockets' dependencies: the WebSocket
@@ -357,7 +369,7 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
         url(r"/api/polls/([^/]+)/(close|reopen)", PollStateApiHandler, dict(votes, hub=hub),
             name="api_poll_state"),
         url(r"/healthz", HealthHandler,
-            dict(hub=hub, started=clock(), clock=clock, chat=chat_state),
+            dict(hub=hub, started=clock(), clock=clock, chat=chat_state, sessions=sessions),
             name="healthz"),
         url(r"/metrics", MetricsHandler, dict(registry=metrics.registry), name="metrics"),
         url(r"/ws/echo", EchoSocketHandler, sockets, name="ws_echo"),

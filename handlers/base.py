@@ -1,12 +1,13 @@
 """Base classes for WebSocket endpoints.
 
-``SocketHandler`` is the base of every socket: it refuses handshakes from foreign origins
-(403) and from addresses over their connection cap (429), registers the connection with the
-hub, applies the per-connection and per-address rate limits to every incoming frame
-(fragments, pings and pongs too: ``tornado_internals.CountingProtocol``), writes through the hub's
-flow control, turns a ``ClientError`` into an error frame and any other exception into a
-logged traceback and a 1011 close, undoes subscriptions on close, and logs one line per
-connect and disconnect (never a message body) and keeps the metrics.
+``SocketHandler`` is the base of every socket. Admission (``realtime.admission``) refuses
+handshakes from foreign origins (403) and from addresses over their connection cap or
+handshake budget (429), rate-limits every incoming frame (fragments, pings and pongs too:
+``tornado_internals.CountingProtocol``), logs one line per connect and disconnect (never
+a message body) and keeps the gauges. The handler registers the connection with the hub,
+writes through the hub's flow control, turns a ``ClientError`` into an error frame and any
+other exception into a logged traceback and a 1011 close, and undoes subscriptions on
+close.
 
 ``JsonSocketHandler`` adds the JSON message format: each text frame is parsed as an object
 with a ``"type"`` and dispatched to the method ``handle_<type>``. Adding an endpoint is a
@@ -20,25 +21,23 @@ subclass with one ``handle_...`` method per message type::
 import asyncio
 import inspect
 import logging
-import time
 from typing import Any, Awaitable, Callable, ClassVar, Optional, Union
 
 import tornado.websocket
 
 from realtime import delivery, messages, tornado_internals
+from realtime.admission import HANDSHAKE_RATE, WEBSOCKET, Admission, Client, Refused, Ticket
 from realtime.closecodes import CLOSE_FOR_REASON, CloseCode
 from realtime.delivery import CloseReason
 from realtime.envelope import Envelope
 from realtime.hub import Hub
 from realtime.limits import UNLIMITED, IPConnections, RateLimit
-from realtime.logfmt import logfmt
 from realtime.messages import ClientError, Message
 from realtime.metrics import ServerMetrics
 from realtime.origins import SAME_HOST, OriginPolicy
 from realtime.ratelimit import KeyedLimiter, retry_after_header
 
 log = logging.getLogger("realtime.handlers")
-events = logging.getLogger("realtime.events")  # one line per connect, disconnect, refusal
 
 Frame = Union[str, bytes]
 HANDLER_PREFIX = "handle_"
@@ -57,6 +56,10 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
 
     Subclasses implement any of these hooks, plain or ``async``:
 
+    * ``before_open(*path_args)``: the connection is admitted and the handshake not yet
+      answered: what the route must know first (a poll lookup); raise an ``HTTPError`` to
+      refuse. The client may leave meanwhile: its slot is given back at once, and neither
+      ``connected`` nor ``disconnected`` is called.
     * ``connected(*path_args)``: the handshake is done; the URL's groups are the arguments.
     * ``received(frame)``: one text (``str``) or binary (``bytes``) frame arrived.
     * ``disconnected()``: the connection is closed; subscriptions are already undone.
@@ -69,6 +72,8 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
     """
 
     hub: Hub
+    ticket: Optional[Ticket] = None  # from admission, before any await of the handshake
+    _connecting: "Optional[asyncio.Future[None]]" = None  # done once connected() returned
     # Whether a refused frame is answered with a ``rate_limited`` error frame. A raw
     # endpoint (echo) sets it False: anything it writes must be what the client sent, so
     # it drops refused frames silently and only closes (1008) after the strikes.
@@ -84,6 +89,7 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
         endpoint: str = "",
         ip_rate: Optional[KeyedLimiter] = None,
         handshake_rate: Optional[KeyedLimiter] = None,
+        admission: Optional[Admission] = None,
     ) -> None:
         """Take the dependencies of the route.
 
@@ -98,23 +104,25 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
                 on every route (default: none).
             handshake_rate: the budget of new WebSockets per client address, shared by
                 every route; over it a handshake is refused with 429 (default: none).
+            admission: the process's one ``Admission`` (``make_app`` gives it); without
+                it, one is built of the arguments above.
         """
         self.hub = hub
-        self.origins = origins
-        self.rate_limit = rate_limit
-        self.ip_connections = ip_connections
-        self.metrics = metrics if metrics is not None else ServerMetrics()
+        if admission is None:
+            admission = Admission(origins, ip_connections, handshake_rate, ip_rate, rate_limit,
+                                  metrics if metrics is not None else ServerMetrics())
+        self.admission = admission
+        self.metrics = metrics if metrics is not None else admission.metrics
         self.endpoint = endpoint or type(self).__name__
-        self._bucket = rate_limit.bucket()  # this connection's tokens, None if unlimited
-        self.ip_rate = ip_rate
-        self.handshake_rate = handshake_rate
-        self._strikes = 0  # frames refused in a row for the rate limit
         self.frames_counted = 0  # incoming frames charged so far (CountingProtocol reads it)
         self._message_refused = False  # a fragment of the message being received was refused
-        self._opened_at: Optional[float] = None  # monotonic time of open(), None before
         self._close_sent: Optional[int] = None  # the close code we sent, if we closed first
 
     # Hooks for subclasses.
+
+    def before_open(self, *path_args: str) -> Optional[Awaitable[None]]:
+        """Called once admitted, before the handshake is answered."""
+        return None
 
     def connected(self, *path_args: str) -> Optional[Awaitable[None]]:
         """Called once the WebSocket is open."""
@@ -165,8 +173,10 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
         return self.send(messages.error_frame(code, message))
 
     def subscribe(self, topic: str) -> None:
-        """Receive what is published on ``topic`` until unsubscribed or closed."""
-        self.hub.subscribe(topic, self)
+        """Receive what is published on ``topic`` until unsubscribed or closed (nothing, if
+        the client has left already: an await of ``connected`` may outlast it)."""
+        if self.ticket is not None and not self.ticket.released:
+            self.hub.subscribe(topic, self)
 
     def unsubscribe(self, topic: str) -> None:
         """Stop receiving ``topic``."""
@@ -186,56 +196,50 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
         """How the hub closes this connection: with the code and text of ``reason``."""
         self.close(*CLOSE_FOR_REASON[reason])
 
-    # The handshake: connection cap and origin policy.
+    # The handshake: admission, before any await.
 
-    async def get(self, *args: Any, **kwargs: Any) -> None:
-        # Tornado's get() lasts as long as the WebSocket does, so the slot taken here is
-        # given back in one place, whatever way the connection ends.
-        ip = self.request.remote_ip
-        if self.handshake_rate is not None and not self.handshake_rate.take(ip):
-            # A reconnect storm costs a welcome (history, presence) per handshake: bounded
-            # per address like messages are, answered before any of that work is done.
-            self.metrics.refused.labels(reason="handshake_rate").inc()
-            events.warning(logfmt(event="refused", reason="handshake_rate",
-                                  endpoint=self.endpoint, ip=ip))
-            self.set_status(429)
-            self.set_header("Retry-After", retry_after_header(self.handshake_rate.retry_after(ip)))
-            self.finish("Too many new connections from your address; try again shortly.")
-            return
-        if self.ip_connections is not None and not self.ip_connections.acquire(ip):
-            self.metrics.refused.labels(reason="ip_limit").inc()
-            events.warning(logfmt(event="refused", reason="ip_limit", endpoint=self.endpoint,
-                                  ip=ip, origin=self.request.headers.get("Origin")))
-            self.set_status(429)
-            self.finish("Too many connections from your address.")
-            return
+    async def prepare(self) -> None:
+        # The ticket is taken before anything is awaited, so a client that leaves during
+        # before_open() is let go by on_close() at once, whatever it was waiting for.
         try:
-            await super().get(*args, **kwargs)
-        finally:
-            if self.ip_connections is not None:
-                self.ip_connections.release(ip)
+            self.ticket = self.admission.admit(self._client())
+        except Refused as refused:
+            self.set_status(429)
+            if refused.reason == HANDSHAKE_RATE:
+                self.set_header("Retry-After", retry_after_header(refused.retry_after or 0))
+            self.finish(refused.message)
+            return
+        pending = self.before_open(*self.path_args)
+        if pending is not None:
+            await pending
 
     def check_origin(self, origin: str) -> bool:
         """Allow same-host pages and the ``--allowed-origins`` list (``realtime.origins``)."""
-        if self.origins.allows(origin, self.request.headers.get("Host")):
-            return True
-        self.metrics.refused.labels(reason="origin").inc()
-        events.warning(logfmt(event="refused", reason="origin", endpoint=self.endpoint,
-                              ip=self.request.remote_ip, origin=origin))
-        return False
+        return self.admission.origin_allowed(self._client(), self.request.headers.get("Host"))
+
+    def on_finish(self) -> None:
+        # A handshake answered with anything but 101 (a 404 from before_open, a 403) is
+        # over; an upgraded one ends in on_close.
+        if self.get_status() != 101:
+            self._give_back()
+
+    def _client(self) -> Client:
+        return Client(WEBSOCKET, self.endpoint, self.request.remote_ip,
+                      self.request.headers.get("Origin"))
 
     # Tornado's callbacks: the one error boundary around the hooks.
 
     async def open(self, *path_args: str) -> None:
         # The labelled metric children, looked up once instead of per frame.
         self._messages_in = self.metrics.messages_in.labels(endpoint=self.endpoint)
-        self._open_connections = self.metrics.connections.labels(endpoint=self.endpoint)
-        if self.ws_connection is None or self.ws_connection.is_closing():
-            # The client went away before the upgrade (during an async prepare(), say), yet
+        ticket = self.ticket
+        if ticket is None or self.ws_connection is None or self.ws_connection.is_closing():
+            # The client went away before the upgrade (during before_open(), say), yet
             # Tornado still calls open(). Its on_close has run already, or will run before
             # anything was counted, and never runs again: count and register nothing.
             return
-        self._opened_at = time.monotonic()
+        if not ticket.open():
+            return  # released already: the client left
         stream = tornado_internals.fast_stream(self)
         if stream is not None:
             # Per connection, once: the hub then calls the writer with no detour.
@@ -243,11 +247,20 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
             self.write_envelope = writer.write  # type: ignore[method-assign]
             self.unflushed_bytes = writer.unflushed  # type: ignore[method-assign]
         self.hub.register(self)
-        self._open_connections.inc()
-        self.metrics.connections_total.labels(endpoint=self.endpoint).inc()
-        events.info(logfmt(event="connect", endpoint=self.endpoint, ip=self.request.remote_ip,
-                           origin=self.request.headers.get("Origin")))
-        await self._guarded(self.connected, *path_args)
+        # Tornado reads the socket, and so notices the client leaving, only once open()
+        # returns: while connected() awaits (a Redis call, a nickname), the stream's close
+        # callback lets the connection go at once.
+        ws_stream = self.ws_connection.stream
+        if ws_stream is not None:
+            ws_stream.set_close_callback(self.on_connection_close)
+        self._connecting = connecting = asyncio.get_running_loop().create_future()
+        try:
+            await self._guarded(self.connected, *path_args)
+        finally:
+            connecting.set_result(None)
+            if ws_stream is not None and not ws_stream.closed():
+                # From here Tornado's read loop reports the close, with its close code.
+                ws_stream.set_close_callback(None)
 
     def on_message(self, message: Frame) -> Optional[Awaitable[None]]:
         # Not a coroutine: Tornado wraps one in a Task and waits a turn of the loop for it
@@ -280,57 +293,57 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
         return tornado_internals.counting(super().get_websocket_protocol())
 
     def on_close(self) -> None:
-        if self._opened_at is None:
-            return  # the client went away during the handshake
+        ticket = self.ticket
+        if ticket is None or ticket.released or ticket.opened_at is None:
+            self._give_back()  # the client went away during the handshake
+            return
         self.hub.forget(self)
-        self._open_connections.dec()
         if self._close_sent is not None:
             code, by = self._close_sent, "server"
         elif self.close_code is not None:
             code, by = self.close_code, "client"
         else:
             code, by = CloseCode.ABNORMAL, "network"  # no close frame: dropped or aborted
-        events.info(logfmt(
-            event="disconnect", endpoint=self.endpoint, ip=self.request.remote_ip,
-            origin=self.request.headers.get("Origin"), code=int(code), by=by,
-            duration_s=time.monotonic() - self._opened_at,
-        ))
+        self._give_back(origin=self.request.headers.get("Origin"), code=int(code), by=by)
+        connecting = self._connecting
+        if connecting is not None and not connecting.done():
+            # Slot, gauge and topics are back already; the endpoint's own cleanup waits for
+            # connected() to finish, or it would undo a half-done open (leave a room not
+            # yet entered).
+            connecting.add_done_callback(lambda _: self._disconnected())
+        else:
+            self._disconnected()
+
+    def _disconnected(self) -> None:
         try:
             self.disconnected()
         except Exception:
             log.exception("%s.disconnected failed", type(self).__name__)
 
+    def _give_back(self, **disconnect: Any) -> None:
+        """Give back what admission gave (slot, gauge), once: the one way out."""
+        if self.ticket is not None:
+            self.ticket.release(**disconnect)
+
     def _frame_allowed(self) -> bool:
         """Charge one incoming frame to this connection's budget, then to its address's;
         False (after the strike policy has answered it) if either is spent."""
         self.frames_counted += 1
-        if self._close_sent is not None:
+        if self._close_sent is not None or self.ticket is None:
             return False
-        if self._bucket is not None and not self._bucket.take():
-            self._over_rate_limit("Too many messages", self._bucket.retry_after())
-            return False
-        if self.ip_rate is not None:
-            ip = self.request.remote_ip
-            if not self.ip_rate.take(ip):
-                self._over_rate_limit("Too many messages from your address (all its "
-                                      "connections together)", self.ip_rate.retry_after(ip))
-                return False
-        self._strikes = 0
-        return True
-
-    def _over_rate_limit(self, why: str, retry_after: float) -> None:
-        self.metrics.rate_limited.labels(endpoint=self.endpoint).inc()
-        self._strikes += 1
-        if self._strikes > self.rate_limit.strikes:
-            events.warning(logfmt(event="rate_limit_close", endpoint=self.endpoint,
-                                  ip=self.request.remote_ip))
+        over = self.ticket.charge()
+        if over is None:
+            return True
+        if over.close:
             self.close(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
-            return
-        if self.error_frames:
+        elif self.error_frames:
+            why = ("Too many messages from your address (all its connections together)"
+                   if over.per_address else "Too many messages")
             self.send_error_frame("rate_limited", (
-                f"{why}; this one was dropped. Send again in {retry_after:.2f} s or less "
-                f"often."
+                f"{why}; this one was dropped. Send again in {over.retry_after:.2f} s or "
+                f"less often."
             ))
+        return False
 
     async def _guarded(self, hook: Callable[..., Any], *args: Any) -> None:
         pending = self._call_hook(hook, *args)

@@ -39,11 +39,13 @@ def raw_query_argument(request: Any, name: str) -> Optional[str]:
 
 
 def parse_since(raw: Optional[str]) -> Optional[int]:
-    """A ``since`` (or ``Last-Event-ID``), the same on every transport: None when absent,
-    the id (surrounding spaces ignored), or -1 (never recovered) when it is not one."""
+    """A ``since`` (a query argument, ``Last-Event-ID``), read alike by every transport:
+    None when absent, the id when it is one exactly (digits, maybe a leading ``-``, no
+    spaces around), else -1 (an id nothing is recovered from: the newest history, with
+    ``recovered: false``)."""
     if raw is None:
         return None
-    return int(raw) if _SINCE_PATTERN.fullmatch(raw.strip()) else -1
+    return int(raw) if _SINCE_PATTERN.fullmatch(raw) else -1
 
 
 class ChatPageHandler(PageHandler):

@@ -22,24 +22,22 @@ cookie reads anonymously and may not take a nickname (``cookie_required``).
 """
 
 import asyncio
-import json
 import logging
 import re
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
-import orjson
 import tornado.web
 
 from handlers.chat import issue_chat_cookie, parse_since, raw_query_argument
-from handlers.transport import EventStreamHandler, Refusal, TransportHandler
-from realtime import delivery
+from handlers.transport import EventStreamHandler, TransportHandler
+from realtime import delivery, messages
+from realtime.admission import LONG_POLL, POLL_SESSION, Admission, Client, Ticket
 from realtime.chat import check_text, nick_key, normalize_nick
 from realtime.chatsession import ChatSession, ReaderCounts
 from realtime.chatstate import ChatState, room_topic
 from realtime.delivery import CloseReason
 from realtime.envelope import Envelope
 from realtime.hub import Hub
-from realtime.limits import IPConnections
 from realtime.messages import ClientError, Message, encode
 from realtime.ratelimit import KeyedLimiter
 from realtime.wireforms import message_id, poll_answer, poll_form
@@ -48,6 +46,7 @@ log = logging.getLogger("realtime.chat")
 
 DEFAULT_LONG_POLL_TIMEOUT = 25.0  # seconds a long-poll is held without a message
 DEFAULT_SESSION_TIMEOUT = 35.0  # seconds a poll session outlives its last request
+SESSION_ENDPOINT = "poll_chat_session"  # poll sessions' name in logs and the gauge
 MAX_BODY_BYTES = 64 * 1024  # a message of 4,000 characters, each escaped, fits
 _JSON = re.compile(r"application/json\s*(;.*)?", re.IGNORECASE)
 
@@ -70,7 +69,7 @@ class ChatEventStreamHandler(EventStreamHandler):
         self.chat = chat
         self.readers = readers
 
-    def prepare(self) -> None:
+    def before_open(self, room: str) -> None:
         self.cookie = issue_chat_cookie(self)  # before the headers go out with the stream
 
     async def opened(self, room: str) -> None:
@@ -101,14 +100,14 @@ class PollSession(ChatSession):
     Args:
         room: its room.
         cookie: the browser's chat cookie.
-        ip: the address whose connection slot it takes.
+        ticket: its slot of its address, and its place in the gauge.
     """
 
-    def __init__(self, chat: ChatState, hub: Hub, room: str, cookie: str, ip: str,
+    def __init__(self, chat: ChatState, hub: Hub, room: str, cookie: str, ticket: Ticket,
                  readers: Optional[ReaderCounts], room_rate: Optional[KeyedLimiter]) -> None:
         super().__init__(chat, hub, None, readers=readers, room_rate=room_rate)
         self.key = (room, cookie)  # in PollSessions
-        self.ip = ip
+        self.ticket = ticket
         self.entered: Optional[asyncio.Future[None]] = None  # the chat state knows it
         self.active = 0  # requests using it now
         self.held: set[ChatLongPollHandler] = set()  # requests waiting on it
@@ -123,7 +122,8 @@ class PollSession(ChatSession):
     def listen(self, topic: str) -> None:
         self.listening.add(topic)
         for waiter in self.held:
-            self.hub.subscribe(topic, waiter)
+            if waiter.ticket is not None and not waiter.ticket.released:
+                self.hub.subscribe(topic, waiter)
 
     def unlisten(self, topic: str) -> None:
         self.listening.discard(topic)
@@ -139,20 +139,21 @@ class PollSessions:
         chat: the chat state the sessions are connections of.
         readers: told when a room's count of anonymous connections may have changed.
         timeout: seconds a session lives after its last request ended.
-        ip_connections: each session counts as one open connection of its address.
+        admission: each session is a connection of its address, admitted like one (new
+            connection budget, slot, refusals counted and logged, the gauge).
         room_rate: the rooms' budget a new nickname is charged to.
     """
 
     def __init__(
         self, hub: Hub, chat: ChatState, readers: Optional[ReaderCounts] = None,
-        timeout: float = DEFAULT_SESSION_TIMEOUT, ip_connections: Optional[IPConnections] = None,
+        timeout: float = DEFAULT_SESSION_TIMEOUT, admission: Optional[Admission] = None,
         room_rate: Optional[KeyedLimiter] = None,
     ) -> None:
         self.hub = hub
         self.chat = chat
         self.readers = readers
         self.timeout = timeout
-        self.ip_connections = ip_connections
+        self.admission = admission if admission is not None else Admission()
         self.room_rate = room_rate
         self._sessions: dict[tuple[str, str], PollSession] = {}
         self._leaving: set["asyncio.Future[None]"] = set()
@@ -164,23 +165,22 @@ class PollSessions:
         """The live session of this browser in this room, or None."""
         return self._sessions.get((room, cookie))
 
-    async def use(self, room: str, cookie: str, ip: str,
-                  charge: Callable[[], None]) -> PollSession:
-        """The session of this browser in this room, opened if there is none (``charge()``
-        first: it raises to refuse); in use until ``done(session)``.
+    async def use(self, room: str, cookie: str, client: Client) -> PollSession:
+        """The session of this browser in this room, opened if there is none (admitted
+        first, as ``client``); in use until ``done(session)``.
 
         Raises:
-            ClientError: ``charge()``'s refusal, or ``too_many_connections``.
+            Refused: ``rate_limited`` or ``too_many_connections``.
         """
         key = (room, cookie)
         session = self._sessions.get(key)
         opened = session is None
         if session is None:
-            charge()
-            if self.ip_connections is not None and not self.ip_connections.acquire(ip):
-                raise Refusal("too_many_connections", "Too many connections from your address.", 5)
+            ticket = self.admission.admit(Client(
+                POLL_SESSION, SESSION_ENDPOINT, client.ip, client.origin))
+            ticket.open(announce=False)
             session = self._sessions[key] = PollSession(
-                self.chat, self.hub, room, cookie, ip, self.readers, self.room_rate)
+                self.chat, self.hub, room, cookie, ticket, self.readers, self.room_rate)
             session.entered = asyncio.ensure_future(session.enter(room, cookie))
         session.active += 1
         if session.timer is not None:
@@ -226,8 +226,7 @@ class PollSessions:
         if (session.active and not force) or self._sessions.get(session.key) is not session:
             return
         del self._sessions[session.key]
-        if self.ip_connections is not None:
-            self.ip_connections.release(session.ip)
+        session.ticket.release()
         leaving = asyncio.ensure_future(self._leave(session))
         self._leaving.add(leaving)
         leaving.add_done_callback(self._left)
@@ -252,10 +251,12 @@ class ChatLongPollHandler(TransportHandler):
     once per publish for every request it wakes (``realtime.wireforms``).
     """
 
+    transport = LONG_POLL
     cookie: Optional[str] = None
+    # Resolved to answer a held GET; made in prepare(), so a client that leaves at any
+    # await before the hold wakes it at once.
     _wake: "Optional[asyncio.Future[Optional[Envelope]]]" = None
     _since = 0
-    _gone = False  # the client went away while its request was held
 
     def initialize(  # type: ignore[override]
         self, chat: ChatState, sessions: PollSessions, room_rate: Optional[KeyedLimiter] = None,
@@ -274,6 +275,11 @@ class ChatLongPollHandler(TransportHandler):
         self.check_origin()
         self.cookie = issue_chat_cookie(self)
         if self.request.method != "POST":
+            if self._holds():
+                # A request to hold takes its slot before its first await (the session,
+                # the nickname), so a client leaving at any of them gives it back at once.
+                self.admit(new=False)
+                self._wake = asyncio.get_running_loop().create_future()
             return
         # No cross-site HTML form can send JSON, and fetch() from another origin would need
         # a CORS preflight, which is never granted.
@@ -292,11 +298,16 @@ class ChatLongPollHandler(TransportHandler):
 
     # GET: the messages after since, at once or when one comes.
 
+    def _holds(self) -> bool:
+        """Whether this GET waits for a message when there is none yet."""
+        return (raw_query_argument(self.request, "since") is not None
+                and raw_query_argument(self.request, "wait") != "0")
+
     async def get(self, room: str) -> None:
         self.charge_request()
         raw_nick = raw_query_argument(self.request, "nick")
         since = parse_since(raw_query_argument(self.request, "since"))
-        hold = since is not None and raw_query_argument(self.request, "wait") != "0"
+        hold = self.ticket is not None
         session = await self._session(room, needed=raw_nick is not None)
         try:
             if raw_nick is not None:
@@ -324,14 +335,14 @@ class ChatLongPollHandler(TransportHandler):
                       since: Optional[int], hold: bool) -> None:
         topics = session.topics() if session is not None else [room_topic(room)]
         if hold:
-            self.take_slot()
-            self._wake = asyncio.get_running_loop().create_future()
+            assert self.ticket is not None
+            if not self.ticket.open(announce=False):
+                return  # the client left while the session was found or the nick taken
             self._since = since if since is not None else 0
             for topic in topics:  # before the history is read: nothing after it is missed
                 self.hub.subscribe(topic, self)
             if session is not None:
                 session.held.add(self)
-            self.metrics.connections.labels(endpoint=self.endpoint).inc()
         try:
             if hold:
                 await self.hub.subscribed(*topics)
@@ -347,7 +358,7 @@ class ChatLongPollHandler(TransportHandler):
                 woken = await wake
             finally:
                 timer.cancel()
-            if self._gone:
+            if self.gone:
                 return  # nobody to answer
             if woken is None:
                 self.answer_json(poll_answer((), since, recovered))
@@ -356,11 +367,9 @@ class ChatLongPollHandler(TransportHandler):
         finally:
             if hold:
                 self._wake_up(None)
-                self.hub.forget(self)
                 if session is not None:
                     session.held.discard(self)
-                self.metrics.connections.labels(endpoint=self.endpoint).dec()
-                self.give_slot()
+                self.release()
 
     # POST: send a message.
 
@@ -392,18 +401,7 @@ class ChatLongPollHandler(TransportHandler):
         self.answer_json(encode(frame))
 
     def _body(self) -> Message:
-        data = b"".join(self._chunks)
-        try:
-            message = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            # As on the socket: legal JSON that orjson refuses holds an unpaired surrogate
-            # escape ("\ud800"), which no UTF-8 could carry on.
-            try:
-                json.loads(data)
-            except (ValueError, RecursionError):
-                raise ClientError("bad_json", "The body is not valid JSON.") from None
-            raise ClientError(
-                "bad_message", "A string holds an unpaired surrogate escape.") from None
+        message = messages.loads(b"".join(self._chunks), "body")  # as the socket reads a frame
         if not isinstance(message, dict):
             raise ClientError("bad_message", "The body must be a JSON object.")
         return message
@@ -423,8 +421,7 @@ class ChatLongPollHandler(TransportHandler):
                     "Holding a nickname over HTTP needs the chat_id cookie; this answer "
                     "set one: send it back."))
             return None
-        return await self.sessions.use(
-            room, self.cookie, self.request.remote_ip, self.charge_new_connection)
+        return await self.sessions.use(room, self.cookie, self.client())
 
     async def _join(self, session: PollSession, raw_nick: Any) -> None:
         """The session takes ``raw_nick`` unless it holds it already; a new nickname is
@@ -462,7 +459,7 @@ class ChatLongPollHandler(TransportHandler):
         self._wake_up(None)
 
     def on_connection_close(self) -> None:
-        self._gone = True
+        super().on_connection_close()
         self._wake_up(None)
 
     def _wake_up(self, envelope: Optional[Envelope]) -> None:

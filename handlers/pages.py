@@ -1,7 +1,7 @@
 """Page handlers: the HTML demo pages, the health check, the metrics and the error pages."""
 
 import time
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any, Awaitable, Callable, Optional, Sized
 
 import tornado.web
 from prometheus_client import CollectorRegistry
@@ -100,15 +100,18 @@ class HealthHandler(BaseHandler):
 
     def initialize(
         self, hub: Hub, started: float, clock: Callable[[], float] = time.monotonic,
-        chat: Optional[ChatState] = None,
+        chat: Optional[ChatState] = None, sessions: Optional[Sized] = None,
     ) -> None:
         """``started`` is ``clock()`` when the application was built: ``initialize`` runs
         once per request, so a start time taken here would always be a moment ago.
-        ``chat`` is the chat state, whose Redis may be down while the broker's is not."""
+        ``chat`` is the chat state, whose Redis may be down while the broker's is not;
+        ``sessions`` the long-polling browsers' poll sessions, counted apart from the
+        connections (a session is no hub connection between its requests)."""
         self.hub = hub
         self.started = started
         self.clock = clock
         self.chat = chat
+        self.sessions = sessions
 
     def get(self) -> None:
         broker_ok = self.hub.broker.healthy()
@@ -121,11 +124,11 @@ class HealthHandler(BaseHandler):
         }
         if self.chat is not None:
             status["chat"] = {"name": self.chat.name, "ok": chat_ok}
-        self.write({
-            **status,
-            "connections": len(self.hub.connections),
-            "uptime_s": round(self.clock() - self.started, 1),
-        })
+        status["connections"] = len(self.hub.connections)
+        if self.sessions is not None:
+            status["poll_sessions"] = len(self.sessions)
+        status["uptime_s"] = round(self.clock() - self.started, 1)
+        self.write(status)
 
 
 class MetricsHandler(tornado.web.RequestHandler):

@@ -6,12 +6,13 @@ speaking to the application's ``ChatState``: a TCP client meets WebSocket client
 same rooms, under the same nickname rules, in the Redis mode too. The protocol itself (lines,
 commands, how a frame is written) is ``realtime.lines``; this module is the I/O around it.
 
-What a WebSocket is held to, a TCP connection is held to as well, sharing the budgets of its
-address: a connection cap and a new-connection budget per address (checked on accept, and
-answered with one ``!`` line before closing), the per-connection and per-address rate limits
-on every line (``--rate-limit``, ``--ip-rate-limit``, ``--rate-limit-strikes``), the rooms'
-budget (``--room-rate-limit``), and the output bound (``--max-pending-bytes``): a client that
-stops reading is cut off once the server holds more than that for it. Lines are bounded
+What a WebSocket is held to, a TCP connection is held to as well, by the same admission
+(``realtime.admission``), sharing the budgets of its address: a connection cap and a
+new-connection budget per address (checked on accept, and answered with one ``!`` line
+before closing), the per-connection and per-address rate limits on every line
+(``--rate-limit``, ``--ip-rate-limit``, ``--rate-limit-strikes``), the rooms' budget
+(``--room-rate-limit``), and the output bound (``--max-pending-bytes``): a client that stops
+reading is cut off once the server holds more than that for it. Lines are bounded
 (``realtime.lines.MAX_LINE_BYTES``) and a connection that has not joined a room within
 ``join_timeout`` is closed. TCP keepalive finds peers that vanished.
 
@@ -23,7 +24,6 @@ import asyncio
 import inspect
 import logging
 import socket
-import time
 from typing import Any, Awaitable, Callable, Optional
 
 import tornado.web
@@ -33,6 +33,7 @@ from tornado.tcpserver import TCPServer
 
 from realtime import lines
 from realtime.accept import PausingAccept
+from realtime.admission import HANDSHAKE_RATE, TCP, Admission, Client, Refused, Ticket
 from realtime.chat import nick_key, normalize_nick
 from realtime.chatsession import ChatSession, ReaderCounts
 from realtime.chatstate import ChatState, charge_room
@@ -40,14 +41,12 @@ from realtime.delivery import CLOSED, STALLED, WRITTEN, CloseReason
 from realtime.envelope import Envelope
 from realtime.hub import Hub
 from realtime.limits import UNLIMITED, IPConnections, RateLimit
-from realtime.logfmt import logfmt
 from realtime.messages import ClientError, Message
 from realtime.metrics import ServerMetrics
 from realtime.ratelimit import KeyedLimiter
 from realtime.tornado_internals import stream_unflushed_bytes
 
 log = logging.getLogger("realtime.tcp")
-events = logging.getLogger("realtime.events")  # connects, disconnects, refusals
 
 ENDPOINT = "tcp_chat"  # the connections' name in logs and metric labels
 DEFAULT_JOIN_TIMEOUT = 60.0  # seconds a connection may stay without joining a room
@@ -77,6 +76,8 @@ class ChatLineServer(PausingAccept, TCPServer):
         readers: tells rooms their count of anonymous readers.
         metrics: where connections, lines and errors are counted.
         join_timeout: seconds a connection may stay without joining a room.
+        admission: the process's one ``Admission``; without it, one is built of the
+            arguments above.
     """
 
     def __init__(
@@ -84,18 +85,19 @@ class ChatLineServer(PausingAccept, TCPServer):
         ip_connections: Optional[IPConnections] = None, ip_rate: Optional[KeyedLimiter] = None,
         handshake_rate: Optional[KeyedLimiter] = None, room_rate: Optional[KeyedLimiter] = None,
         readers: Optional[ReaderCounts] = None, metrics: Optional[ServerMetrics] = None,
-        join_timeout: float = DEFAULT_JOIN_TIMEOUT,
+        join_timeout: float = DEFAULT_JOIN_TIMEOUT, admission: Optional[Admission] = None,
     ) -> None:
         super().__init__(max_buffer_size=MAX_READ_BUFFER, read_chunk_size=READ_CHUNK)
         self.hub = hub
         self.chat = chat
-        self.rate_limit = rate_limit
-        self.ip_connections = ip_connections
-        self.ip_rate = ip_rate
-        self.handshake_rate = handshake_rate
+        if admission is None:
+            admission = Admission(ip_connections=ip_connections, handshake_rate=handshake_rate,
+                                  ip_rate=ip_rate, rate_limit=rate_limit,
+                                  metrics=metrics if metrics is not None else ServerMetrics())
+        self.admission = admission
         self.room_rate = room_rate
         self.readers = readers
-        self.metrics = metrics if metrics is not None else ServerMetrics()
+        self.metrics = metrics if metrics is not None else admission.metrics
         self.join_timeout = join_timeout
 
     @classmethod
@@ -108,32 +110,26 @@ class ChatLineServer(PausingAccept, TCPServer):
             sockets["hub"], chats["chat"], rate_limit=sockets["rate_limit"],
             ip_connections=sockets["ip_connections"], ip_rate=sockets["ip_rate"],
             handshake_rate=sockets["handshake_rate"], room_rate=chats["room_rate"],
-            readers=chats["readers"], metrics=sockets["metrics"], **options,
+            readers=chats["readers"], metrics=sockets["metrics"],
+            admission=sockets.get("admission"), **options,
         )
 
     async def handle_stream(self, stream: IOStream, address: Any) -> None:
         ip = address[0] if isinstance(address, tuple) else str(address)
-        if self.handshake_rate is not None and not self.handshake_rate.take(ip):
-            wait = self.handshake_rate.retry_after(ip)
-            await self._refuse(stream, ip, "handshake_rate", lines.error_line(
-                "rate_limited", f"Too many new connections from your address; connect again "
-                f"in {wait:.2f} s."))
-            return
-        if self.ip_connections is not None and not self.ip_connections.acquire(ip):
-            await self._refuse(stream, ip, "ip_limit", lines.error_line(
-                "too_many_connections", "Too many connections from your address."))
-            return
         try:
-            _keep_alive(stream)
-            await ChatLineConnection(self, stream, ip).run()
-        finally:
-            if self.ip_connections is not None:
-                self.ip_connections.release(ip)
+            ticket = self.admission.admit(Client(TCP, ENDPOINT, ip, has_origin=False))
+        except Refused as refused:
+            message = refused.message
+            if refused.reason == HANDSHAKE_RATE:
+                message = (f"Too many new connections from your address; connect again in "
+                           f"{refused.retry_after or 0:.2f} s.")
+            await self._refuse(stream, lines.error_line(refused.code, message))
+            return
+        _keep_alive(stream)
+        await ChatLineConnection(self, stream, ticket).run()
 
-    async def _refuse(self, stream: IOStream, ip: str, reason: str, line: str) -> None:
+    async def _refuse(self, stream: IOStream, line: str) -> None:
         """Answer a connection refused on accept with one line, then close it."""
-        self.metrics.refused.labels(reason=reason).inc()
-        events.warning(logfmt(event="refused", reason=reason, endpoint=ENDPOINT, ip=ip))
         try:
             # A fresh socket's buffer takes one short line at once; never wait on it long.
             await asyncio.wait_for(stream.write(line.encode()), CLOSE_GRACE)
@@ -169,23 +165,21 @@ class ChatLineConnection:
     ``! internal_error`` line.
     """
 
-    def __init__(self, server: ChatLineServer, stream: IOStream, ip: str) -> None:
+    def __init__(self, server: ChatLineServer, stream: IOStream, ticket: Ticket) -> None:
         self.server = server
         self.hub = server.hub
         self.chat = server.chat
         self.metrics = server.metrics
         self.stream = stream
-        self.ip = ip
+        self.ticket = ticket  # admitted; released the moment the socket closes
+        self.ip = ticket.client.ip
         self.room: Optional[str] = None  # the room joined, if any
         self.session: Optional[ChatSession] = None  # the chat in that room (one per room)
         self.wanted: Optional[str] = None  # the nickname to take in each room joined
         self._me = b""  # nick key (UTF-8) of the nickname held in the room; b"" for none
-        self._bucket = server.rate_limit.bucket()  # this connection's tokens; None: no limit
-        self._strikes = 0  # lines refused in a row by a rate limit
         self._splitter = lines.LineSplitter()
         self._ending: Optional[str] = None  # why the server ends the connection, once it does
         self._idle: Optional[object] = None  # the join timeout, until a room is joined
-        self._opened_at = time.monotonic()
         self._lines_in = self.metrics.messages_in.labels(endpoint=ENDPOINT)
 
     # The hub's subscriber.
@@ -246,10 +240,13 @@ class ChatLineConnection:
 
     async def run(self) -> None:
         """Serve the connection until it closes, then leave its room."""
+        # A client leaving while a command awaits (a join on Redis) is noticed at once, not
+        # when the command is done and the next read fails.
+        self.stream.set_close_callback(self._let_go)
+        if self.stream.closed() or not self.ticket.open():
+            self._let_go()
+            return
         self.hub.register(self)
-        self.metrics.connections.labels(endpoint=ENDPOINT).inc()
-        self.metrics.connections_total.labels(endpoint=ENDPOINT).inc()
-        events.info(logfmt(event="connect", endpoint=ENDPOINT, ip=self.ip))
         self._idle = IOLoop.current().call_later(self.server.join_timeout, self._idle_timeout)
         self.send(lines.info(GREETING))
         try:
@@ -300,26 +297,18 @@ class ChatLineConnection:
     def _allowed(self) -> bool:
         """Charge one line to this connection's budget, then to its address's; False (after
         the strike policy has answered) if either is spent."""
-        if self._bucket is not None and not self._bucket.take():
-            return self._over_rate_limit("Too many lines", self._bucket.retry_after())
-        rate = self.server.ip_rate
-        if rate is not None and not rate.take(self.ip):
-            return self._over_rate_limit("Too many lines and messages from your address (all "
-                                         "its connections together)", rate.retry_after(self.ip))
-        self._strikes = 0
-        return True
-
-    def _over_rate_limit(self, why: str, retry_after: float) -> bool:
-        self.metrics.rate_limited.labels(endpoint=ENDPOINT).inc()
-        self._strikes += 1
-        if self._strikes > self.server.rate_limit.strikes:
-            events.warning(logfmt(event="rate_limit_close", endpoint=ENDPOINT, ip=self.ip))
+        over = self.ticket.charge()
+        if over is None:
+            return True
+        if over.close:
             self.metrics.errors.labels(code="rate_limited").inc()
             self.end("rate_limited", lines.error_line(
                 "rate_limited", "Too many lines over the rate limit in a row; closing."))
         else:
+            why = ("Too many lines and messages from your address (all its connections "
+                   "together)" if over.per_address else "Too many lines")
             self.send_error("rate_limited", f"{why}; this one was dropped. Send again in "
-                                            f"{retry_after:.2f} s or less often.")
+                                            f"{over.retry_after:.2f} s or less often.")
         return False
 
     def _idle_timeout(self) -> None:
@@ -338,17 +327,20 @@ class ChatLineConnection:
         self._stop_idle_timer()
         if not self.stream.closed():
             self.stream.close()
+        self._let_go()
         try:
             await self._leave()
         except Exception:
             log.exception("leaving a chat room failed")
-        self.hub.forget(self)
-        self.metrics.connections.labels(endpoint=ENDPOINT).dec()
-        events.info(logfmt(
-            event="disconnect", endpoint=ENDPOINT, ip=self.ip,
-            by="client" if self._ending is None else "server", reason=self._ending,
-            duration_s=time.monotonic() - self._opened_at,
-        ))
+        self.hub.forget(self)  # a command that was still awaiting may have subscribed
+
+    def _let_go(self) -> None:
+        """Give back the slot and gauge and stop listening: the one way out, run the moment
+        the socket closes (the hub forgets the connection once it has left its room)."""
+        for topic in self.hub.topics(self):
+            self.hub.unsubscribe(topic, self)
+        self.ticket.release(by="client" if self._ending is None else "server",
+                            reason=self._ending)
 
     # Writing.
 
@@ -458,6 +450,15 @@ class ChatLineConnection:
         self._joined()
         assert self.session is not None
         return self.session
+
+    def subscribe(self, topic: str) -> None:
+        """Listen to ``topic``, unless the client has left (a join may outlast it)."""
+        if not self.ticket.released:
+            self.hub.subscribe(topic, self)
+
+    def unsubscribe(self, topic: str) -> None:
+        """Stop listening to ``topic``."""
+        self.hub.unsubscribe(topic, self)
 
     def _joined(self) -> str:
         """The room joined.

@@ -2,10 +2,13 @@
 
 ``TransportHandler`` is what every ``/poll/...`` and ``/sse/...`` handler shares: errors as
 JSON (``{"error": {"code": ..., "message": ...}}``, the status from the code, ``Retry-After``
-when waiting helps), no caching, and the per-address budgets the sockets have: a foreign
-``Origin`` is refused (403 ``bad_origin``), a request that will be held open takes one of
-the address's ``--max-connections-per-ip`` slots (429 ``too_many_connections``), and a new
-stream is charged to ``--handshake-rate-limit`` (429 ``rate_limited``).
+when waiting helps), no caching, and the sockets' admission (``realtime.admission``): a
+foreign ``Origin`` is refused (403 ``bad_origin``), a request that will be held open takes
+one of the address's ``--max-connections-per-ip`` slots (429 ``too_many_connections``), and
+a new stream is charged to ``--handshake-rate-limit`` (429 ``rate_limited``). A request
+takes its ticket in ``prepare``, before anything is awaited, and gives it back in
+``release()``, which runs the moment the client leaves (``on_connection_close``) or the
+answer is finished (``on_finish``), whichever comes first.
 
 ``EventStreamHandler`` is the base of every SSE endpoint: a hub subscriber
 (``realtime.hub.Subscriber``) that is a plain HTTP response. Its headers go out at once (the
@@ -22,7 +25,6 @@ implement ``opened(*path_args)`` (subscribe, write the first events) and ``close
 import asyncio
 import inspect
 import logging
-import time
 from typing import Any, Awaitable, Optional
 
 from tornado.ioloop import PeriodicCallback
@@ -30,11 +32,11 @@ from tornado.ioloop import PeriodicCallback
 from handlers.errors import json_error
 from handlers.pages import BaseHandler
 from realtime import delivery, tornado_internals
+from realtime.admission import SSE, Admission, Client, Ticket
 from realtime.delivery import CloseReason
 from realtime.envelope import Envelope
 from realtime.hub import Hub
 from realtime.limits import IPConnections
-from realtime.logfmt import logfmt
 from realtime.messages import ClientError, Message, Refusal, encode
 from realtime.metrics import ServerMetrics
 from realtime.origins import SAME_HOST, OriginPolicy
@@ -42,7 +44,6 @@ from realtime.ratelimit import KeyedLimiter
 from realtime.wireforms import HEARTBEAT, chunk, sse_event, sse_form
 
 log = logging.getLogger("realtime.handlers")
-events = logging.getLogger("realtime.events")
 
 DEFAULT_HEARTBEAT = 15.0  # seconds between two comment lines on an idle event stream
 
@@ -67,6 +68,9 @@ class TransportHandler(BaseHandler):
     """
 
     endpoint = ""
+    transport = SSE  # the refusals' transport label
+    ticket: Optional[Ticket] = None  # from admission, for a request held open
+    gone = False  # the client closed the connection before the answer was finished
 
     def initialize(
         self,
@@ -77,18 +81,18 @@ class TransportHandler(BaseHandler):
         endpoint: str = "",
         ip_rate: Optional[KeyedLimiter] = None,
         handshake_rate: Optional[KeyedLimiter] = None,
+        admission: Optional[Admission] = None,
         **unused: Any,
     ) -> None:
         """Args: as ``handlers.base.SocketHandler.initialize``; ``rate_limit`` (per socket)
         has no meaning here and is ignored."""
         self.hub = hub
-        self.origins = origins
-        self.ip_connections = ip_connections
-        self.metrics = metrics if metrics is not None else ServerMetrics()
+        if admission is None:
+            admission = Admission(origins, ip_connections, handshake_rate, ip_rate,
+                                  metrics=metrics if metrics is not None else ServerMetrics())
+        self.admission = admission
+        self.metrics = metrics if metrics is not None else admission.metrics
         self.endpoint = endpoint or type(self).__name__
-        self.ip_rate = ip_rate
-        self.handshake_rate = handshake_rate
-        self._slot = False  # holds one of the address's connection slots
 
     def set_default_headers(self) -> None:
         super().set_default_headers()
@@ -99,34 +103,28 @@ class TransportHandler(BaseHandler):
 
     # Admission
 
+    def client(self, transport: Optional[str] = None, endpoint: Optional[str] = None) -> Client:
+        """Who asks, for ``realtime.admission``."""
+        return Client(transport or self.transport, endpoint or self.endpoint,
+                      self.request.remote_ip, self.request.headers.get("Origin"))
+
     def check_origin(self) -> None:
         """Refuse a page of another site (``--allowed-origins``, as for sockets).
 
         Raises:
-            ClientError: ``bad_origin``.
+            Refused: ``bad_origin``.
         """
-        origin = self.request.headers.get("Origin")
-        if self.origins.allows(origin, self.request.headers.get("Host")):
-            return
-        self.metrics.refused.labels(reason="origin").inc()
-        events.warning(logfmt(event="refused", reason="origin", endpoint=self.endpoint,
-                              ip=self.request.remote_ip, origin=origin))
-        raise ClientError("bad_origin", "Pages of this origin may not use this server.")
+        self.admission.check_origin(self.client(), self.request.headers.get("Host"))
 
-    def charge_new_connection(self) -> None:
-        """One new stream or session of this address (``--handshake-rate-limit``).
+    def admit(self, new: bool = True) -> Ticket:
+        """Take this request's ticket: charged to ``--handshake-rate-limit`` if ``new``,
+        holding a slot until ``release()``.
 
         Raises:
-            Refusal: ``rate_limited``.
+            Refused: ``rate_limited``, ``too_many_connections``.
         """
-        ip = self.request.remote_ip
-        if self.handshake_rate is None or self.handshake_rate.take(ip):
-            return
-        self.metrics.refused.labels(reason="handshake_rate").inc()
-        events.warning(logfmt(event="refused", reason="handshake_rate", endpoint=self.endpoint,
-                              ip=ip))
-        raise Refusal("rate_limited", "Too many new connections from your address; try again "
-                      "shortly.", self.handshake_rate.retry_after(ip))
+        self.ticket = self.admission.admit(self.client(), new)
+        return self.ticket
 
     def charge_request(self) -> None:
         """One request of this address, charged like a WebSocket frame (``--ip-rate-limit``).
@@ -134,36 +132,30 @@ class TransportHandler(BaseHandler):
         Raises:
             Refusal: ``rate_limited``.
         """
-        ip = self.request.remote_ip
-        if self.ip_rate is None or self.ip_rate.take(ip):
+        wait = self.admission.charge_request(self.client())
+        if wait is None:
             return
-        self.metrics.rate_limited.labels(endpoint=self.endpoint).inc()
-        wait = self.ip_rate.retry_after(ip)
         raise Refusal("rate_limited", (
             f"Too many messages from your address (all its connections together); this one "
             f"was dropped. Send again in {wait:.2f} s or less often."), wait)
 
-    def take_slot(self) -> None:
-        """Count this request as one open connection of its address until ``give_slot``.
+    def release(self) -> None:
+        """Give back what admission gave (slot, gauge) and leave the hub: the one way out,
+        run as soon as the client leaves or the answer is done, only once."""
+        self.hub.forget(self)
+        if self.ticket is not None:
+            self.ticket.release(**self.disconnect_fields())
 
-        Raises:
-            Refusal: ``too_many_connections`` at ``--max-connections-per-ip``.
-        """
-        if self.ip_connections is None or self._slot:
-            return
-        ip = self.request.remote_ip
-        if not self.ip_connections.acquire(ip):
-            self.metrics.refused.labels(reason="ip_limit").inc()
-            events.warning(logfmt(event="refused", reason="ip_limit", endpoint=self.endpoint,
-                                  ip=ip, origin=self.request.headers.get("Origin")))
-            raise Refusal("too_many_connections", "Too many connections from your address.", 5)
-        self._slot = True
+    def disconnect_fields(self) -> dict[str, Any]:
+        """What the disconnect line says besides the endpoint, address and duration."""
+        return {}
 
-    def give_slot(self) -> None:
-        """Give back the slot ``take_slot`` took, if any."""
-        if self._slot and self.ip_connections is not None:
-            self._slot = False
-            self.ip_connections.release(self.request.remote_ip)
+    def on_connection_close(self) -> None:
+        self.gone = True
+        self.release()
+
+    def on_finish(self) -> None:
+        self.release()
 
     # Errors
 
@@ -196,9 +188,11 @@ _HEARTBEATS = {False: HEARTBEAT, True: chunk(HEARTBEAT)}
 class EventStreamHandler(TransportHandler):
     """The base of every SSE endpoint; see the module docstring.
 
-    Subclasses implement ``opened(*path_args)`` and ``closed()``, plain or ``async``; a
-    ``ClientError`` raised before ``opened`` (from ``prepare``) is a JSON error answer, one
-    raised by ``opened`` an ``error`` event, after which the stream ends.
+    Subclasses implement ``before_open(*path_args)``, ``opened(*path_args)`` and
+    ``closed()``, plain or ``async``. ``before_open`` runs once the request is admitted,
+    before the headers go out (a poll lookup); a ``ClientError`` it raises is a JSON error
+    answer, and a client that leaves while it runs is let go at once: the stream never
+    starts. One raised by ``opened`` is an ``error`` event, after which the stream ends.
     """
 
     _ended: "Optional[asyncio.Future[None]]" = None
@@ -213,9 +207,14 @@ class EventStreamHandler(TransportHandler):
         self.heartbeat = heartbeat
         self._aborted = False  # closed as a slow consumer: cut the TCP connection
         self._closed_by_server = False  # close() ended it, not the client
-        self._opened_at = 0.0
+        # Created here, not in get(): a client leaving before get() must find it to end.
+        self._ended = asyncio.get_running_loop().create_future()
 
     # Hooks for subclasses.
+
+    def before_open(self, *path_args: str) -> Optional[Awaitable[None]]:
+        """Admitted, the headers not yet out: what the route must know first."""
+        return None
 
     def opened(self, *path_args: str) -> Optional[Awaitable[None]]:
         """The headers are out: subscribe, write the first events."""
@@ -242,8 +241,10 @@ class EventStreamHandler(TransportHandler):
         return self.send({"type": "error", "code": code, "message": message})
 
     def subscribe(self, topic: str) -> None:
-        """Receive what is published on ``topic`` until unsubscribed or ended."""
-        self.hub.subscribe(topic, self)
+        """Receive what is published on ``topic`` until unsubscribed or ended (nothing once
+        the client has left: an await of ``opened`` may outlast it)."""
+        if self.ticket is not None and not self.ticket.released:
+            self.hub.subscribe(topic, self)
 
     def unsubscribe(self, topic: str) -> None:
         """Stop receiving ``topic``."""
@@ -284,25 +285,26 @@ class EventStreamHandler(TransportHandler):
 
     # Tornado's side.
 
-    async def get(self, *path_args: str) -> None:
-        self._ended = asyncio.get_running_loop().create_future()
+    async def prepare(self) -> None:
+        # Admitted before anything is awaited, so a client leaving during before_open()
+        # gives its slot back at once (on_connection_close).
         self.check_origin()
-        self.charge_new_connection()
-        self.take_slot()
+        self.admit()
+        pending = self.before_open(*self.path_args)
+        if pending is not None:
+            await pending
+
+    async def get(self, *path_args: str) -> None:
+        ticket = self.ticket
+        if ticket is None or not ticket.open():
+            return  # the client left while before_open() ran; all is given back
         heartbeat: Optional[PeriodicCallback] = None
-        connections = self.metrics.connections.labels(endpoint=self.endpoint)
         try:
             self.set_header("Content-Type", "text/event-stream; charset=utf-8")
             self.set_header("X-Accel-Buffering", "no")  # nginx: never buffer this response
             self.flush()  # the headers, now: EventSource's open fires
             self._response = tornado_internals.ResponseStream(self)
             self.hub.register(self)
-            connections.inc()
-            self.metrics.connections_total.labels(endpoint=self.endpoint).inc()
-            self._opened_at = time.monotonic()
-            events.info(logfmt(event="connect", endpoint=self.endpoint,
-                               ip=self.request.remote_ip,
-                               origin=self.request.headers.get("Origin")))
             if self.heartbeat > 0:
                 heartbeat = PeriodicCallback(self._beat, self.heartbeat * 1000)
                 heartbeat.start()
@@ -312,23 +314,20 @@ class EventStreamHandler(TransportHandler):
             if heartbeat is not None:
                 heartbeat.stop()
             self._end()
-            self.hub.forget(self)
-            self.give_slot()
-            if self._response is not None:
-                connections.dec()
-                events.info(logfmt(
-                    event="disconnect", endpoint=self.endpoint, ip=self.request.remote_ip,
-                    by="server" if self._closed_by_server else "client",
-                    duration_s=time.monotonic() - self._opened_at))
-                if self._aborted:
-                    self._response.stream.close()  # a slow consumer: what it holds goes
-                await self._run_hook(self.closed)
+            self.release()
+            if self._aborted and self._response is not None:
+                self._response.stream.close()  # a slow consumer: what it holds goes
+            await self._run_hook(self.closed)
+
+    def disconnect_fields(self) -> dict[str, Any]:
+        return {"by": "server" if self._closed_by_server else "client"}
 
     def head(self, *args: Any, **kwargs: Any) -> None:
         self.set_status(405)  # a HEAD would be a stream without a body
 
     def on_connection_close(self) -> None:
         self._end()
+        super().on_connection_close()
 
     def _end(self) -> None:
         if self._ended is not None and not self._ended.done():

@@ -98,9 +98,9 @@ class VoteSocketHandler(JsonSocketHandler):
         if not is_unavailable(value):  # the store logs its outage once
             super().log_exception(typ, value, tb)
 
-    async def prepare(self) -> None:
+    async def before_open(self, poll_id: str) -> None:
         # Unknown poll: a 404 at the handshake, before anything is upgraded.
-        poll = await find_poll(self.store, self.path_args[0])
+        poll = await find_poll(self.store, poll_id)
         if poll is None:
             raise tornado.web.HTTPError(404)
         self.poll = poll
@@ -149,8 +149,8 @@ class VoteEventStreamHandler(EventStreamHandler):
         super().initialize(**base)
         self.store = store
 
-    async def prepare(self) -> None:
-        if await find_poll(self.store, self.path_args[0]) is None:
+    async def before_open(self, poll_id: str) -> None:
+        if await find_poll(self.store, poll_id) is None:
             raise ClientError("no_such_poll", "There is no poll with this id.")
 
     async def opened(self, poll_id: str) -> None:

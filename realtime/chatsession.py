@@ -17,7 +17,7 @@ The count of anonymous readers reaches a room in ``readers`` frames, coalesced p
 
 import math
 import time
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, Protocol
 
 from tornado.ioloop import IOLoop
 
@@ -105,6 +105,17 @@ def _ignore(*_: Any) -> None:
     """Where frames for a connection that has none go (a poll session between requests)."""
 
 
+class Connection(Subscriber, Protocol):
+    """What a session needs of its connection: the hub's subscriber, that subscribes
+    itself (or not, once its client has left)."""
+
+    def subscribe(self, topic: str) -> None:
+        """Receive ``topic`` from the hub."""
+
+    def unsubscribe(self, topic: str) -> None:
+        """Stop receiving ``topic``."""
+
+
 class ChatSession:
     """One connection's chat in one room; see the module docstring.
 
@@ -125,7 +136,7 @@ class ChatSession:
     """
 
     def __init__(
-        self, chat: ChatState, hub: Hub, subscriber: Optional[Subscriber],
+        self, chat: ChatState, hub: Hub, subscriber: Optional[Connection],
         send: Send = _ignore, send_error: SendError = _ignore, *,
         readers: Optional[ReaderCounts] = None, room_rate: Optional[KeyedLimiter] = None,
     ) -> None:
@@ -253,14 +264,15 @@ class ChatSession:
     # Listening: what the connection receives from the hub.
 
     def listen(self, topic: str) -> None:
-        """Receive what is published on ``topic``."""
+        """Receive what is published on ``topic`` (through the connection, which subscribes
+        nothing once its client has left: an await here may outlast it)."""
         assert self.subscriber is not None
-        self.hub.subscribe(topic, self.subscriber)
+        self.subscriber.subscribe(topic)
 
     def unlisten(self, topic: str) -> None:
         """Stop receiving ``topic``."""
         if self.subscriber is not None:
-            self.hub.unsubscribe(topic, self.subscriber)
+            self.subscriber.unsubscribe(topic)
 
     # Internals
 

@@ -7,7 +7,7 @@ without a server.
 """
 
 import json
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import orjson
 
@@ -78,21 +78,35 @@ def parse(text: str) -> Message:
             surrogate escape such as ``"\\ud800"`` (not a character: it could never be sent
             on, and quoting it back in an error frame would fail).
     """
-    try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        # orjson refuses an unpaired surrogate escape ("\udc00") like broken JSON; it is
-        # legal JSON, only no UTF-8 encoding exists to send it on, and the client is told so.
-        if "\\u" in text and _has_lone_surrogate(_stdlib_loads(text)):
-            raise ClientError(
-                "bad_message", "A string holds an unpaired surrogate escape.") from None
-        raise ClientError("bad_json", "The frame is not valid JSON.") from None
+    value = loads(text)
     if not isinstance(value, dict):
         raise ClientError("bad_message", "A message must be a JSON object.")
     kind = value.get("type")
     if not isinstance(kind, str) or not kind:
         raise ClientError("bad_message", 'A message needs a "type" field holding a string.')
     return value
+
+
+def loads(data: Union[str, bytes], what: str = "frame") -> Any:
+    """Read JSON from a client, a socket's frame or an HTTP body alike: what orjson reads.
+
+    So ``NaN``, ``Infinity`` and a leading byte order mark are ``bad_json`` on every
+    transport (the standard library would take them).
+
+    Raises:
+        ClientError: ``bad_json`` (the message names ``what``), or ``bad_message`` for an
+            unpaired surrogate escape.
+    """
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        # orjson refuses an unpaired surrogate escape ("\udc00") like broken JSON; it is
+        # legal JSON, only no UTF-8 encoding exists to send it on, and the client is told so.
+        text = data if isinstance(data, str) else data.decode("utf-8", errors="replace")
+        if "\\u" in text and _has_lone_surrogate(_stdlib_loads(text)):
+            raise ClientError(
+                "bad_message", "A string holds an unpaired surrogate escape.") from None
+        raise ClientError("bad_json", f"The {what} is not valid JSON.") from None
 
 
 def _stdlib_loads(text: str) -> Any:

@@ -100,6 +100,11 @@ class ServerMetrics:
             "realtime_connections_refused",
             "WebSocket handshakes refused, by reason (origin, ip_limit).", ["reason"],
             registry=registry)
+        # Every refusal of every transport, by what refused it (realtime.admission).
+        self.refusals = Counter(
+            "realtime_refusals", "Connections and poll sessions refused, by transport "
+            "(websocket, sse, long_poll, poll_session, tcp) and reason (origin, ip_limit, "
+            "handshake_rate).", ["transport", "reason"], registry=registry)
         self.messages_in = Counter(
             "realtime_messages_received", "Frames received from clients by endpoint.",
             ["endpoint"], registry=registry)

@@ -4,6 +4,7 @@ state and on Redis."""
 
 import asyncio
 import json
+import logging
 import threading
 import time
 from typing import Any, Optional
@@ -343,6 +344,8 @@ async def test_post_speaks_as_the_nick_its_cookie_holds_on_a_socket(
     (b"[1, 2]", 400, "bad_message"),
     (b'{"text": "\\ud800"}', 400, "bad_message"),
     (b"\xff\xfe", 400, "bad_json"),
+    (b'{"text": NaN}', 400, "bad_json"),
+    (b'\xef\xbb\xbf{"text": "hi"}', 400, "bad_json"),
     ({"nick": "x"}, 400, "bad_message"),
     ({"text": "   "}, 400, "bad_message"),
     ({"text": "x" * 4001}, 400, "too_long"),
@@ -643,3 +646,72 @@ async def test_the_chat_socket_sees_stream_clients_as_readers(sse, ws_connect):
     await stream.frame_of("welcome")
     _, welcome = await ws_join(ws_connect)
     assert welcome["readers"] == 2
+
+
+# The same reading on every transport (issue 16's drifts).
+
+
+@pytest.mark.parametrize("body", ['{"type": "message", "text": NaN}',
+                                  '\ufeff{"type": "message", "text": "hi"}'])
+async def test_a_body_and_a_frame_the_socket_calls_bad_json_are_bad_json_over_http(
+    http_server_client, ws_connect, body
+):
+    """NaN or a leading byte order mark: bad_json on the socket and on a POST alike."""
+    conn, _ = await ws_join(ws_connect)
+    await conn.write_message(body)
+    assert (await ws_frame_of(conn, "error"))["code"] == "bad_json"
+    response = await fetch(http_server_client, "/poll/chat/lobby", "POST", body.encode(), ALICE,
+                           headers={"Content-Type": "application/json"})
+    assert (response.code, json.loads(response.body)["error"]["code"]) == (400, "bad_json")
+
+
+@pytest.mark.parametrize("pattern, recovered", [("{}", True), ("%20{}", False), ("{}%20", False)])
+async def test_since_is_read_alike_on_the_socket_and_over_http(
+    http_server_client, ws_connect, pattern, recovered
+):
+    """A since is an id only as exactly its digits, on a socket and a long-poll alike: one
+    with spaces around is no id (nothing recovered)."""
+    since = pattern.format((await send(http_server_client, "first"))["id"])
+    response = await fetch(http_server_client, f"/poll/chat/lobby?since={since}&wait=0")
+    assert json.loads(response.body)["recovered"] is recovered
+    conn = await ws_connect(f"/ws/chat/lobby?since={since}")
+    welcome = await receive_json(conn)
+    assert welcome["recovered"] is recovered
+
+
+def metric(body: bytes, sample: str) -> float:
+    """One sample of a /metrics answer, 0 when absent."""
+    for line in body.decode().splitlines():
+        if line.startswith(sample + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+@pytest.mark.parametrize("overrides", [dict(max_connections_per_ip=1)])
+async def test_a_poll_session_refused_is_counted_and_logged(http_server_client, caplog):
+    """A new poll session past the address's cap is refused (429), counted under
+    realtime_refusals_total and logged as a refusal."""
+    caplog.set_level(logging.INFO, logger="realtime.events")
+    await poll(http_server_client, cookie=ALICE, since=0, wait=0)  # ALICE's session: the slot
+    response = await fetch(http_server_client, "/poll/chat/lobby?since=0&wait=0", cookie=BOB)
+    assert response.code == 429
+    assert json.loads(response.body)["error"]["code"] == "too_many_connections"
+    metrics = (await fetch(http_server_client, "/metrics")).body
+    assert metric(metrics, 'realtime_refusals_total{reason="ip_limit",transport="poll_session"}'
+                  ) == 1
+    [line] = [record.getMessage() for record in caplog.records
+              if record.getMessage().startswith("event=refused")]
+    assert line.startswith("event=refused reason=ip_limit endpoint=poll_chat_session "
+                           "ip=127.0.0.1")
+
+
+async def test_poll_sessions_are_in_a_gauge_and_in_healthz(http_server_client):
+    """Each live poll session is one realtime_connections{endpoint="poll_chat_session"} and
+    one of /healthz's poll_sessions."""
+    await poll(http_server_client, cookie=ALICE, since=0, wait=0)
+    await poll(http_server_client, cookie=BOB, since=0, wait=0)
+    await poll(http_server_client, cookie=ALICE, since=0, wait=0)  # the same session again
+    metrics = (await fetch(http_server_client, "/metrics")).body
+    assert metric(metrics, 'realtime_connections{endpoint="poll_chat_session"}') == 2
+    health = json.loads((await fetch(http_server_client, "/healthz")).body)
+    assert health["poll_sessions"] == 2

@@ -24,9 +24,16 @@ class Connection:
         self.frames: list[dict[str, Any]] = []  # written by the hub, in order
         self.errors: list[tuple[str, str]] = []
         self.closed_for: Optional[CloseReason] = None
+        self.hub = hub
         self.session = ChatSession(chat, hub, self, self.frames.append,
                                    lambda code, message: self.errors.append((code, message)),
                                    **session)
+
+    def subscribe(self, topic: str) -> None:
+        self.hub.subscribe(topic, self)
+
+    def unsubscribe(self, topic: str) -> None:
+        self.hub.unsubscribe(topic, self)
 
     def write_envelope(self, envelope: Envelope, max_pending: int) -> int:
         self.frames.append(json.loads(envelope.data))
