@@ -28,8 +28,7 @@ from tornado.web import url
 from handlers.base import SocketHandler
 from handlers.chat import ChatPageHandler, ChatSocketHandler
 from handlers.chathttp import (
-    DEFAULT_LONG_POLL_TIMEOUT, DEFAULT_SESSION_TIMEOUT, ChatEventStreamHandler,
-    ChatLongPollHandler, PollSessions,
+    DEFAULT_LONG_POLL_TIMEOUT, ChatEventStreamHandler, ChatLongPollHandler,
 )
 from handlers.echo import EchoSocketHandler
 from handlers.pages import HealthHandler, MetricsHandler, NotFoundPageHandler, PageHandler
@@ -44,7 +43,7 @@ from realtime.accept import HTTPServer as AcceptingHTTPServer
 from realtime.admission import Admission
 from realtime.chatstore import DB_FILENAME as CHAT_DB_FILENAME
 from realtime.brokers import Broker
-from realtime.chatsession import ReaderCounts
+from realtime.chatsession import DEFAULT_SESSION_TIMEOUT, LongPollSessions, ReaderCounts
 from realtime.chatstate import ChatState, EmbeddedChatState
 from realtime.chatstore import ChatStore
 from realtime.delivery import CloseReason
@@ -135,7 +134,7 @@ class Config:
     room_rate_burst: int = option(
         limits.DEFAULT_ROOM_BURST, "deliveries one chat room may cause at once after a pause")
     handshake_rate_limit: float = option(
-        limits.DEFAULT_HANDSHAKE_RATE, "new WebSockets (and event streams, poll sessions, "
+        limits.DEFAULT_HANDSHAKE_RATE, "new WebSockets (and event streams, long-poll sessions, "
         "TCP connections) per second one client address may open, sustained; past it a "
         "handshake is refused with HTTP 429 and `Retry-After` (a reconnect storm costs a "
         "welcome per socket); `0` turns it off")
@@ -144,7 +143,7 @@ class Config:
         "after a pause (a restart brings every tab of an office back at once)")
     max_connections_per_ip: int = option(
         limits.DEFAULT_MAX_CONNECTIONS_PER_IP, "open WebSockets per client address, event "
-        "streams, held long-polls, poll sessions and TCP connections included; the next "
+        "streams, held long-polls, long-poll sessions and TCP connections included; the next "
         "handshake or request is refused with HTTP 429; `0` for no limit. Behind a proxy it "
         "needs `--xheaders`, or every client counts as the proxy's address")
     max_pending_bytes: int = option(
@@ -174,10 +173,11 @@ class Config:
         DEFAULT_LONG_POLL_TIMEOUT, "seconds a chat long-poll (`GET /poll/chat/<room>?since=`) "
         "with nothing new to answer is held, waiting for a message, before it is answered "
         "empty; below the read timeout of every proxy in front")
-    poll_session_timeout: float = option(
+    long_poll_session_timeout: float = option(
         DEFAULT_SESSION_TIMEOUT, "seconds a long-polling browser keeps its place in a chat "
         "room (its nickname, its presence) after its last request ended; above "
-        "`--long-poll-timeout`, so a client that polls again in time never leaves")
+        "`--long-poll-timeout`, so a client that polls again in time never leaves",
+        aliases=("poll_session_timeout",))
     sse_heartbeat: float = option(
         DEFAULT_HEARTBEAT, "seconds between comment lines on a Server-Sent Events stream, so "
         "proxies keep an idle one open; `0` turns them off")
@@ -341,9 +341,9 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
         rooms, hub, ChatStore(chat_path, rooms))
     readers = ReaderCounts(hub, chat_state)
     # Long-polling browsers' places in rooms; they leave before the chat state closes.
-    sessions = PollSessions(hub, chat_state, readers, config.poll_session_timeout, admission,
-                            room_rate)
-    lifecycle.on_shutdown(sessions.aclose, "poll sessions")
+    sessions = LongPollSessions(hub, chat_state, readers, config.long_poll_session_timeout,
+                                admission, room_rate)
+    lifecycle.on_shutdown(sessions.aclose, "long-poll sessions")
     lifecycle.on_shutdown(chat_state.aclose, "chat state")  # writes the last batch
     # What every chat transport shares besides the sockets' dependencies: the WebSocket
     # route, the raw TCP lines (handlers/tcp.py), the event streams and the long-polls

@@ -13,9 +13,9 @@ event stream and a long-poll in one room see each other's messages.
   ``--long-poll-timeout`` passes; ``POST`` sends a message.
 
 Nicknames over HTTP belong to the chat cookie, as on sockets. A long-poll client has no
-connection between two requests, so each browser (cookie) gets a **poll session** per room
-(``PollSessions``): a connection of the chat state that its requests share, alive while one
-of them is in flight and ``--poll-session-timeout`` seconds after the last ended. It is a
+connection between two requests, so each browser (cookie) gets a **long-poll session** per room
+(``LongPollSessions``): a connection of the chat state that its requests share, alive while one
+of them is in flight and ``--long-poll-session-timeout`` seconds after the last ended. It is a
 reader of the room, or a member once it takes a nickname (``?nick=`` on a GET, or ``nick``
 in a POST), and it sees the private messages of that nickname. A request without the
 cookie reads anonymously and may not take a nickname (``cookie_required``).
@@ -31,13 +31,12 @@ import tornado.web
 from handlers.chat import issue_chat_cookie, parse_since, raw_query_argument
 from handlers.transport import EventStreamHandler, TransportHandler
 from realtime import delivery, messages
-from realtime.admission import LONG_POLL, POLL_SESSION, Admission, Client, Ticket
+from realtime.admission import LONG_POLL
 from realtime.chat import check_text, nick_key, normalize_nick
-from realtime.chatsession import ChatSession, ReaderCounts
+from realtime.chatsession import ChatSession, LongPollSession, LongPollSessions, ReaderCounts
 from realtime.chatstate import ChatState, room_topic
 from realtime.delivery import CloseReason
 from realtime.envelope import Envelope
-from realtime.hub import Hub
 from realtime.messages import ClientError, Message, encode
 from realtime.ratelimit import KeyedLimiter
 from realtime.wireforms import message_id, poll_answer, poll_form
@@ -45,8 +44,6 @@ from realtime.wireforms import message_id, poll_answer, poll_form
 log = logging.getLogger("realtime.chat")
 
 DEFAULT_LONG_POLL_TIMEOUT = 25.0  # seconds a long-poll is held without a message
-DEFAULT_SESSION_TIMEOUT = 35.0  # seconds a poll session outlives its last request
-SESSION_ENDPOINT = "poll_chat_session"  # poll sessions' name in logs and the gauge
 MAX_BODY_BYTES = 64 * 1024  # a message of 4,000 characters, each escaped, fits
 _JSON = re.compile(r"application/json\s*(;.*)?", re.IGNORECASE)
 
@@ -93,155 +90,6 @@ class ChatEventStreamHandler(EventStreamHandler):
             self.send(frame)
 
 
-class PollSession(ChatSession):
-    """One browser's presence in one room between its long-poll requests: a chat session
-    whose listening is that of the requests held on it (``held``), whichever they are.
-
-    Args:
-        room: its room.
-        cookie: the browser's chat cookie.
-        ticket: its slot of its address, and its place in the gauge.
-    """
-
-    def __init__(self, chat: ChatState, hub: Hub, room: str, cookie: str, ticket: Ticket,
-                 readers: Optional[ReaderCounts], room_rate: Optional[KeyedLimiter]) -> None:
-        super().__init__(chat, hub, None, readers=readers, room_rate=room_rate)
-        self.key = (room, cookie)  # in PollSessions
-        self.ticket = ticket
-        self.entered: Optional[asyncio.Future[None]] = None  # the chat state knows it
-        self.active = 0  # requests using it now
-        self.held: set[ChatLongPollHandler] = set()  # requests waiting on it
-        self.listening: set[str] = set()  # private topics its waiters follow
-        self.lock = asyncio.Lock()  # one join at a time
-        self.timer: Optional[asyncio.TimerHandle] = None  # its end, once no request uses it
-
-    def topics(self) -> list[str]:
-        """What a request waiting on this session listens to."""
-        return [room_topic(self.key[0]), *sorted(self.listening)]
-
-    def listen(self, topic: str) -> None:
-        self.listening.add(topic)
-        for waiter in self.held:
-            if waiter.ticket is not None and not waiter.ticket.released:
-                self.hub.subscribe(topic, waiter)
-
-    def unlisten(self, topic: str) -> None:
-        self.listening.discard(topic)
-        for waiter in self.held:
-            self.hub.unsubscribe(topic, waiter)
-
-
-class PollSessions:
-    """The poll sessions of this process, by room and chat cookie; see the module docstring.
-
-    Args:
-        hub: where presence is published and waiters subscribe.
-        chat: the chat state the sessions are connections of.
-        readers: told when a room's count of anonymous connections may have changed.
-        timeout: seconds a session lives after its last request ended.
-        admission: each session is a connection of its address, admitted like one (new
-            connection budget, slot, refusals counted and logged, the gauge).
-        room_rate: the rooms' budget a new nickname is charged to.
-    """
-
-    def __init__(
-        self, hub: Hub, chat: ChatState, readers: Optional[ReaderCounts] = None,
-        timeout: float = DEFAULT_SESSION_TIMEOUT, admission: Optional[Admission] = None,
-        room_rate: Optional[KeyedLimiter] = None,
-    ) -> None:
-        self.hub = hub
-        self.chat = chat
-        self.readers = readers
-        self.timeout = timeout
-        self.admission = admission if admission is not None else Admission()
-        self.room_rate = room_rate
-        self._sessions: dict[tuple[str, str], PollSession] = {}
-        self._leaving: set["asyncio.Future[None]"] = set()
-
-    def __len__(self) -> int:
-        return len(self._sessions)
-
-    def find(self, room: str, cookie: str) -> Optional[PollSession]:
-        """The live session of this browser in this room, or None."""
-        return self._sessions.get((room, cookie))
-
-    async def use(self, room: str, cookie: str, client: Client) -> PollSession:
-        """The session of this browser in this room, opened if there is none (admitted
-        first, as ``client``); in use until ``done(session)``.
-
-        Raises:
-            Refused: ``rate_limited`` or ``too_many_connections``.
-        """
-        key = (room, cookie)
-        session = self._sessions.get(key)
-        opened = session is None
-        if session is None:
-            ticket = self.admission.admit(Client(
-                POLL_SESSION, SESSION_ENDPOINT, client.ip, client.origin))
-            ticket.open(announce=False)
-            session = self._sessions[key] = PollSession(
-                self.chat, self.hub, room, cookie, ticket, self.readers, self.room_rate)
-            session.entered = asyncio.ensure_future(session.enter(room, cookie))
-        session.active += 1
-        if session.timer is not None:
-            session.timer.cancel()
-            session.timer = None
-        assert session.entered is not None
-        try:
-            await asyncio.shield(session.entered)
-        except BaseException:
-            self.done(session)
-            raise
-        if opened and self.readers is not None:
-            self.readers.changed(room)  # one reader more
-        return session
-
-    def done(self, session: PollSession) -> None:
-        """A request is done with ``session``: the last one starts its timeout."""
-        session.active -= 1
-        if session.active == 0 and self._sessions.get(session.key) is session:
-            session.timer = asyncio.get_running_loop().call_later(
-                self.timeout, self._expire, session)
-
-    async def join(self, session: PollSession, raw_nick: Any) -> None:
-        """Give the session a nickname (or change it); the room hears it as from a socket,
-        and the session's waiters follow the nickname's private messages from the start.
-
-        Raises:
-            ClientError: ``bad_nick``, ``nick_taken``, ``rate_limited``, ``unavailable``.
-        """
-        async with session.lock:
-            await session.join(raw_nick)
-
-    async def aclose(self) -> None:
-        """End every session now (shutdown): nicknames are given back, leases too."""
-        for session in list(self._sessions.values()):
-            if session.timer is not None:
-                session.timer.cancel()
-            self._expire(session, force=True)
-        if self._leaving:
-            await asyncio.wait(self._leaving)
-
-    def _expire(self, session: PollSession, force: bool = False) -> None:
-        if (session.active and not force) or self._sessions.get(session.key) is not session:
-            return
-        del self._sessions[session.key]
-        session.ticket.release()
-        leaving = asyncio.ensure_future(self._leave(session))
-        self._leaving.add(leaving)
-        leaving.add_done_callback(self._left)
-
-    async def _leave(self, session: PollSession) -> None:
-        assert session.entered is not None
-        await session.entered
-        await session.close()
-
-    def _left(self, task: "asyncio.Future[None]") -> None:
-        self._leaving.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("ending a poll session failed", exc_info=task.exception())
-
-
 @tornado.web.stream_request_body
 class ChatLongPollHandler(TransportHandler):
     """``GET`` and ``POST /poll/chat/<room>``: long-polling, short polling and sending.
@@ -259,7 +107,7 @@ class ChatLongPollHandler(TransportHandler):
     _since = 0
 
     def initialize(  # type: ignore[override]
-        self, chat: ChatState, sessions: PollSessions, room_rate: Optional[KeyedLimiter] = None,
+        self, chat: ChatState, sessions: LongPollSessions, room_rate: Optional[KeyedLimiter] = None,
         readers: Optional[ReaderCounts] = None, timeout: float = DEFAULT_LONG_POLL_TIMEOUT,
         **base: Any,
     ) -> None:
@@ -331,7 +179,7 @@ class ChatLongPollHandler(TransportHandler):
             if session is not None:
                 self.sessions.done(session)
 
-    async def _answer(self, room: str, connection: str, session: Optional[PollSession],
+    async def _answer(self, room: str, connection: str, session: Optional[LongPollSession],
                       since: Optional[int], hold: bool) -> None:
         topics = session.topics() if session is not None else [room_topic(room)]
         if hold:
@@ -408,7 +256,7 @@ class ChatLongPollHandler(TransportHandler):
 
     # Sessions and connections.
 
-    async def _session(self, room: str, needed: bool) -> Optional[PollSession]:
+    async def _session(self, room: str, needed: bool) -> Optional[LongPollSession]:
         """This browser's session in the room (opened if new); None without a cookie.
 
         Raises:
@@ -423,7 +271,7 @@ class ChatLongPollHandler(TransportHandler):
             return None
         return await self.sessions.use(room, self.cookie, self.client())
 
-    async def _join(self, session: PollSession, raw_nick: Any) -> None:
+    async def _join(self, session: LongPollSession, raw_nick: Any) -> None:
         """The session takes ``raw_nick`` unless it holds it already; a new nickname is
         charged to the room like a socket's join."""
         nick = normalize_nick(raw_nick)

@@ -105,7 +105,7 @@ class HealthHandler(BaseHandler):
         """``started`` is ``clock()`` when the application was built: ``initialize`` runs
         once per request, so a start time taken here would always be a moment ago.
         ``chat`` is the chat state, whose Redis may be down while the broker's is not;
-        ``sessions`` the long-polling browsers' poll sessions, counted apart from the
+        ``sessions`` the long-polling browsers' long-poll sessions, counted apart from the
         connections (a session is no hub connection between its requests)."""
         self.hub = hub
         self.started = started
@@ -126,7 +126,7 @@ class HealthHandler(BaseHandler):
             status["chat"] = {"name": self.chat.name, "ok": chat_ok}
         status["connections"] = len(self.hub.connections)
         if self.sessions is not None:
-            status["poll_sessions"] = len(self.sessions)
+            status["long_poll_sessions"] = len(self.sessions)
         status["uptime_s"] = round(self.clock() - self.started, 1)
         self.write(status)
 

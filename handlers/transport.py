@@ -180,6 +180,16 @@ class TransportHandler(BaseHandler):
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.finish(body)
 
+    def subscribe(self, topic: str) -> None:
+        """Receive what is published on ``topic`` until unsubscribed or ended (nothing once
+        the client has left: an await before it is open may outlast it)."""
+        if self.ticket is not None and not self.ticket.released:
+            self.hub.subscribe(topic, self)
+
+    def unsubscribe(self, topic: str) -> None:
+        """Stop receiving ``topic``."""
+        self.hub.unsubscribe(topic, self)
+
 
 # The comment line every idle stream gets, in both framings.
 _HEARTBEATS = {False: HEARTBEAT, True: chunk(HEARTBEAT)}
@@ -239,16 +249,6 @@ class EventStreamHandler(TransportHandler):
         """Write an error event, as a socket writes an error frame."""
         self.metrics.errors.labels(code=code).inc()
         return self.send({"type": "error", "code": code, "message": message})
-
-    def subscribe(self, topic: str) -> None:
-        """Receive what is published on ``topic`` until unsubscribed or ended (nothing once
-        the client has left: an await of ``opened`` may outlast it)."""
-        if self.ticket is not None and not self.ticket.released:
-            self.hub.subscribe(topic, self)
-
-    def unsubscribe(self, topic: str) -> None:
-        """Stop receiving ``topic``."""
-        self.hub.unsubscribe(topic, self)
 
     def publish(self, topic: str, message: Message) -> None:
         """Send ``message`` to every subscriber of ``topic``."""

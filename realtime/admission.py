@@ -42,7 +42,7 @@ events = logging.getLogger("realtime.events")  # one line per connect, disconnec
 WEBSOCKET = "websocket"
 SSE = "sse"
 LONG_POLL = "long_poll"
-POLL_SESSION = "poll_session"
+LONG_POLL_SESSION = "long_poll_session"
 TCP = "tcp"
 
 # The values of their ``reason`` label, which the refusal log lines carry too.

@@ -1,7 +1,7 @@
 """One connection's chat, whatever carries it: ``ChatSession``.
 
 Every chat transport (the WebSocket ``/ws/chat``, the event stream ``/sse/chat``, a
-long-polling browser's poll session, a raw TCP line connection) is the same conversation
+long-polling browser's long-poll session, a raw TCP line connection) is the same conversation
 with the chat state and the hub: enter a room, subscribe before the history is read, take
 a nickname while listening to its private topic, build the welcome while the hub holds
 what is published meanwhile, write what the welcome does not hold, tell the room who came
@@ -15,12 +15,15 @@ The count of anonymous readers reaches a room in ``readers`` frames, coalesced p
 (``ReaderCounts``), so a wave of reconnects is a few fan-outs, not one per connection.
 """
 
+import asyncio
+import logging
 import math
 import time
 from typing import Any, Callable, Iterator, Optional, Protocol
 
 from tornado.ioloop import IOLoop
 
+from realtime.admission import LONG_POLL_SESSION, Admission, Client, Ticket
 from realtime.chat import Joined, normalize_nick
 from realtime.chatstate import ChatState, charge_room, new_connection_id, room_topic
 from realtime.envelope import Envelope
@@ -29,7 +32,11 @@ from realtime.messages import ClientError, Message
 from realtime.ratelimit import KeyedLimiter
 from realtime.wireforms import message_id
 
+log = logging.getLogger("realtime.chat")
+
 DEFAULT_READERS_INTERVAL = 1.0  # seconds between two readers frames of one room
+DEFAULT_SESSION_TIMEOUT = 35.0  # seconds a long-long-poll session outlives its last request
+SESSION_ENDPOINT = "long_poll_session"  # long-long-poll sessions' name in logs and the gauge
 
 Send = Callable[[Message], Any]  # a frame for this connection alone
 SendError = Callable[[str, str], Any]  # an error for this connection alone: code, message
@@ -102,7 +109,7 @@ def still_due(held: list[Envelope], history: list[Message]) -> Iterator[Envelope
 
 
 def _ignore(*_: Any) -> None:
-    """Where frames for a connection that has none go (a poll session between requests)."""
+    """Where frames for a connection that has none go (a long-poll session between requests)."""
 
 
 class Connection(Subscriber, Protocol):
@@ -128,7 +135,7 @@ class ChatSession:
         chat: the chat state (rooms, nicknames, history).
         hub: where the room's frames are published and the connection subscribes.
         subscriber: the connection as the hub knows it; None for a session whose listening
-            is its own (``listen``/``unlisten`` overridden: a poll session's waiters).
+            is its own (``listen``/``unlisten`` overridden: a long-poll session's waiters).
         send: writes a frame to this connection alone (the welcome, a ``joined`` for it).
         send_error: writes an error to this connection alone.
         readers: tells rooms their anonymous readers; None: the welcome only tells.
@@ -323,3 +330,151 @@ class ChatSession:
         if self.room is None:
             raise ClientError("not_joined", "Join a room first.")
         return self.room
+
+
+class LongPollSession(ChatSession):
+    """One browser's presence in one room between its long-poll requests: a chat session
+    whose listening is that of the requests held on it (``held``), whichever they are.
+
+    Args:
+        room: its room.
+        cookie: the browser's chat cookie.
+        ticket: its slot of its address, and its place in the gauge.
+    """
+
+    def __init__(self, chat: ChatState, hub: Hub, room: str, cookie: str, ticket: Ticket,
+                 readers: Optional[ReaderCounts], room_rate: Optional[KeyedLimiter]) -> None:
+        super().__init__(chat, hub, None, readers=readers, room_rate=room_rate)
+        self.key = (room, cookie)  # in LongPollSessions
+        self.ticket = ticket
+        self.entered: Optional[asyncio.Future[None]] = None  # the chat state knows it
+        self.active = 0  # requests using it now
+        self.held: set[Connection] = set()  # requests waiting on it
+        self.listening: set[str] = set()  # private topics its waiters follow
+        self.lock = asyncio.Lock()  # one join at a time
+        self.timer: Optional[asyncio.TimerHandle] = None  # its end, once no request uses it
+
+    def topics(self) -> list[str]:
+        """What a request waiting on this session listens to."""
+        return [room_topic(self.key[0]), *sorted(self.listening)]
+
+    def listen(self, topic: str) -> None:
+        self.listening.add(topic)
+        for waiter in self.held:
+            waiter.subscribe(topic)
+
+    def unlisten(self, topic: str) -> None:
+        self.listening.discard(topic)
+        for waiter in self.held:
+            waiter.unsubscribe(topic)
+
+
+class LongPollSessions:
+    """The long-poll sessions of this process, by room and chat cookie; see the module docstring.
+
+    Args:
+        hub: where presence is published and waiters subscribe.
+        chat: the chat state the sessions are connections of.
+        readers: told when a room's count of anonymous connections may have changed.
+        timeout: seconds a session lives after its last request ended.
+        admission: each session is a connection of its address, admitted like one (new
+            connection budget, slot, refusals counted and logged, the gauge).
+        room_rate: the rooms' budget a new nickname is charged to.
+    """
+
+    def __init__(
+        self, hub: Hub, chat: ChatState, readers: Optional[ReaderCounts] = None,
+        timeout: float = DEFAULT_SESSION_TIMEOUT, admission: Optional[Admission] = None,
+        room_rate: Optional[KeyedLimiter] = None,
+    ) -> None:
+        self.hub = hub
+        self.chat = chat
+        self.readers = readers
+        self.timeout = timeout
+        self.admission = admission if admission is not None else Admission()
+        self.room_rate = room_rate
+        self._sessions: dict[tuple[str, str], LongPollSession] = {}
+        self._leaving: set["asyncio.Future[None]"] = set()
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def find(self, room: str, cookie: str) -> Optional[LongPollSession]:
+        """The live session of this browser in this room, or None."""
+        return self._sessions.get((room, cookie))
+
+    async def use(self, room: str, cookie: str, client: Client) -> LongPollSession:
+        """The session of this browser in this room, opened if there is none (admitted
+        first, as ``client``); in use until ``done(session)``.
+
+        Raises:
+            Refused: ``rate_limited`` or ``too_many_connections``.
+        """
+        key = (room, cookie)
+        session = self._sessions.get(key)
+        opened = session is None
+        if session is None:
+            ticket = self.admission.admit(Client(
+                LONG_POLL_SESSION, SESSION_ENDPOINT, client.ip, client.origin))
+            ticket.open(announce=False)
+            session = self._sessions[key] = LongPollSession(
+                self.chat, self.hub, room, cookie, ticket, self.readers, self.room_rate)
+            session.entered = asyncio.ensure_future(session.enter(room, cookie))
+        session.active += 1
+        if session.timer is not None:
+            session.timer.cancel()
+            session.timer = None
+        assert session.entered is not None
+        try:
+            await asyncio.shield(session.entered)
+        except BaseException:
+            self.done(session)
+            raise
+        if opened and self.readers is not None:
+            self.readers.changed(room)  # one reader more
+        return session
+
+    def done(self, session: LongPollSession) -> None:
+        """A request is done with ``session``: the last one starts its timeout."""
+        session.active -= 1
+        if session.active == 0 and self._sessions.get(session.key) is session:
+            session.timer = asyncio.get_running_loop().call_later(
+                self.timeout, self._expire, session)
+
+    async def join(self, session: LongPollSession, raw_nick: Any) -> None:
+        """Give the session a nickname (or change it); the room hears it as from a socket,
+        and the session's waiters follow the nickname's private messages from the start.
+
+        Raises:
+            ClientError: ``bad_nick``, ``nick_taken``, ``rate_limited``, ``unavailable``.
+        """
+        async with session.lock:
+            await session.join(raw_nick)
+
+    async def aclose(self) -> None:
+        """End every session now (shutdown): nicknames are given back, leases too."""
+        for session in list(self._sessions.values()):
+            if session.timer is not None:
+                session.timer.cancel()
+            self._expire(session, force=True)
+        if self._leaving:
+            await asyncio.wait(self._leaving)
+
+    def _expire(self, session: LongPollSession, force: bool = False) -> None:
+        if (session.active and not force) or self._sessions.get(session.key) is not session:
+            return
+        del self._sessions[session.key]
+        session.ticket.release()
+        leaving = asyncio.ensure_future(self._leave(session))
+        self._leaving.add(leaving)
+        leaving.add_done_callback(self._left)
+
+    async def _leave(self, session: LongPollSession) -> None:
+        assert session.entered is not None
+        await session.entered
+        await session.close()
+
+    def _left(self, task: "asyncio.Future[None]") -> None:
+        self._leaving.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("ending a long-poll session failed", exc_info=task.exception())

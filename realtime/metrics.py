@@ -102,8 +102,8 @@ class ServerMetrics:
             registry=registry)
         # Every refusal of every transport, by what refused it (realtime.admission).
         self.refusals = Counter(
-            "realtime_refusals", "Connections and poll sessions refused, by transport "
-            "(websocket, sse, long_poll, poll_session, tcp) and reason (origin, ip_limit, "
+            "realtime_refusals", "Connections and long-poll sessions refused, by transport "
+            "(websocket, sse, long_poll, long_poll_session, tcp) and reason (origin, ip_limit, "
             "handshake_rate).", ["transport", "reason"], registry=registry)
         self.messages_in = Counter(
             "realtime_messages_received", "Frames received from clients by endpoint.",

@@ -20,10 +20,12 @@ ENV_PREFIX = "REALTIME_"
 _HELP = "option.help"
 _SERVED = "option.served"  # the value a served process starts with, when not the field's
 _SHOWN = "option.shown"  # how the README writes the default, when not the plain value
+_ALIASES = "option.aliases"  # old names that still set it (a flag and a variable each)
 
 
 def option(
     default: Any, help: str, *, served: Any = dataclasses.MISSING, shown: Optional[str] = None,
+    aliases: tuple[str, ...] = (),
 ) -> Any:
     """Declare a dataclass field as an option.
 
@@ -33,8 +35,10 @@ def option(
         served: the flag's default, where a served process needs another value than the
             dataclass (the data directory: none in tests, ``./data`` when served).
         shown: the default as the README writes it, where the value itself says little.
+        aliases: old field names of the option, whose flag and variable still set it (a
+            rename keeps deployments that use the old name working).
     """
-    metadata = {_HELP: help, _SERVED: served, _SHOWN: shown}
+    metadata = {_HELP: help, _SERVED: served, _SHOWN: shown, _ALIASES: aliases}
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -70,6 +74,14 @@ def flag_default(f: dataclasses.Field) -> Any:  # type: ignore[type-arg]
     return f.default if served is dataclasses.MISSING else served
 
 
+def _defined_default(f: dataclasses.Field, multiple: bool) -> Any:  # type: ignore[type-arg]
+    """The default a flag is defined with (a list for a list, "" for None)."""
+    default = flag_default(f)
+    if multiple:
+        return list(default)
+    return "" if default is None else default
+
+
 def define_options(
     cls: type, registry: tornado.options.OptionParser, group: str = "server",
 ) -> None:
@@ -77,13 +89,11 @@ def define_options(
     ``--help``."""
     for f in option_fields(cls):
         kind, multiple = _kind(cls, f.name)
-        default = flag_default(f)
-        if multiple:
-            default = list(default)
-        elif default is None:
-            default = ""
-        registry.define(f.name, default=default, type=kind, multiple=multiple,
+        registry.define(f.name, default=_defined_default(f, multiple), type=kind, multiple=multiple,
                         help=f.metadata[_HELP], group=group)
+        for alias in f.metadata[_ALIASES]:
+            registry.define(alias, default=None, type=kind, multiple=multiple,
+                            help=f"the old name of --{flag_name(f.name)}", group=group)
 
 
 def values_from(cls: type, registry: tornado.options.OptionParser) -> dict[str, Any]:
@@ -92,6 +102,12 @@ def values_from(cls: type, registry: tornado.options.OptionParser) -> dict[str, 
     for f in option_fields(cls):
         kind, multiple = _kind(cls, f.name)
         value = getattr(registry, f.name)
+        for alias in f.metadata[_ALIASES]:
+            # An old name counts where the new one was left at its default: given both,
+            # the new name wins.
+            old = getattr(registry, alias)
+            if old not in (None, []) and value == _defined_default(f, multiple):
+                value = old
         if multiple:
             value = tuple(value)
         elif value == "" and kind is str and f.default is None:
@@ -105,9 +121,10 @@ def environment_args(cls: type, environ: Mapping[str, str]) -> list[str]:
     ``environ``."""
     args = []
     for f in option_fields(cls):
-        value = environ.get(env_name(f.name))
-        if value is not None:
-            args.append(f"--{f.name}={value}")
+        for name in (*f.metadata[_ALIASES], f.name):  # the new name last: it wins
+            value = environ.get(env_name(name))
+            if value is not None:
+                args.append(f"--{name}={value}")
     return args
 
 
@@ -143,6 +160,8 @@ def markdown_table(cls: type) -> str:
     rows = ["| option | environment | default | what it does |", "| --- | --- | --- | --- |"]
     for f in option_fields(cls):
         help_text = f.metadata[_HELP].replace("|", "\\|")
+        for alias in f.metadata[_ALIASES]:
+            help_text += f" (old name, still read: `--{flag_name(alias)}`, `{env_name(alias)}`)"
         rows.append(
             f"| `--{flag_name(f.name)}` | `{env_name(f.name)}` | {_shown(f)} | {help_text} |"
         )

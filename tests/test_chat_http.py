@@ -21,7 +21,7 @@ from tests.support import (
     RawReader, TIMEOUT, poll_until, port_of, receive_json, send_json,
 )
 
-# --long-poll-timeout and --poll-session-timeout here: longer than any test waits, so an
+# --long-poll-timeout and --long-poll-session-timeout here: longer than any test waits, so an
 # answer within TIMEOUT was never a timeout and no session ends halfway; the tests of the
 # timeouts themselves shorten them.
 LONG_POLL = 3 * TIMEOUT
@@ -51,7 +51,7 @@ def config(backend, tmp_path, request, overrides):
     under a key prefix of the test's own."""
     settings: dict[str, Any] = dict(
         data_dir=str(tmp_path / "data"), long_poll_timeout=LONG_POLL, sse_heartbeat=HEARTBEAT,
-        poll_session_timeout=SESSION)
+        long_poll_session_timeout=SESSION)
     settings.update(backend_settings(backend, request))
     settings.update(overrides)
     return Config(**settings)
@@ -305,9 +305,9 @@ async def test_post_with_a_free_nick_takes_it_and_the_session_keeps_it(
     assert again["from"] == "alice"
 
 
-@pytest.mark.parametrize("overrides", [dict(poll_session_timeout=SHORT)])
+@pytest.mark.parametrize("overrides", [dict(long_poll_session_timeout=SHORT)])
 async def test_a_poll_session_leaves_after_its_timeout(http_server_client, ws_connect):
-    """--poll-session-timeout after a session's last request, its nickname leaves the room."""
+    """--long-poll-session-timeout after a session's last request, its nickname leaves the room."""
     watcher, _ = await ws_join(ws_connect)
     started = time.monotonic()
     await poll(http_server_client, cookie=ALICE, nick="alice")
@@ -688,8 +688,8 @@ def metric(body: bytes, sample: str) -> float:
 
 
 @pytest.mark.parametrize("overrides", [dict(max_connections_per_ip=1)])
-async def test_a_poll_session_refused_is_counted_and_logged(http_server_client, caplog):
-    """A new poll session past the address's cap is refused (429), counted under
+async def test_a_long_poll_session_refused_is_counted_and_logged(http_server_client, caplog):
+    """A new long-poll session past the address's cap is refused (429), counted under
     realtime_refusals_total and logged as a refusal."""
     caplog.set_level(logging.INFO, logger="realtime.events")
     await poll(http_server_client, cookie=ALICE, since=0, wait=0)  # ALICE's session: the slot
@@ -697,21 +697,21 @@ async def test_a_poll_session_refused_is_counted_and_logged(http_server_client, 
     assert response.code == 429
     assert json.loads(response.body)["error"]["code"] == "too_many_connections"
     metrics = (await fetch(http_server_client, "/metrics")).body
-    assert metric(metrics, 'realtime_refusals_total{reason="ip_limit",transport="poll_session"}'
+    assert metric(metrics, 'realtime_refusals_total{reason="ip_limit",transport="long_poll_session"}'
                   ) == 1
     [line] = [record.getMessage() for record in caplog.records
               if record.getMessage().startswith("event=refused")]
-    assert line.startswith("event=refused reason=ip_limit endpoint=poll_chat_session "
+    assert line.startswith("event=refused reason=ip_limit endpoint=long_poll_session "
                            "ip=127.0.0.1")
 
 
-async def test_poll_sessions_are_in_a_gauge_and_in_healthz(http_server_client):
-    """Each live poll session is one realtime_connections{endpoint="poll_chat_session"} and
-    one of /healthz's poll_sessions."""
+async def test_long_poll_sessions_are_in_a_gauge_and_in_healthz(http_server_client):
+    """Each live long-poll session is one realtime_connections{endpoint="long_poll_session"} and
+    one of /healthz's long_poll_sessions."""
     await poll(http_server_client, cookie=ALICE, since=0, wait=0)
     await poll(http_server_client, cookie=BOB, since=0, wait=0)
     await poll(http_server_client, cookie=ALICE, since=0, wait=0)  # the same session again
     metrics = (await fetch(http_server_client, "/metrics")).body
-    assert metric(metrics, 'realtime_connections{endpoint="poll_chat_session"}') == 2
+    assert metric(metrics, 'realtime_connections{endpoint="long_poll_session"}') == 2
     health = json.loads((await fetch(http_server_client, "/healthz")).body)
-    assert health["poll_sessions"] == 2
+    assert health["long_poll_sessions"] == 2

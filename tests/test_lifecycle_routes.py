@@ -136,9 +136,9 @@ class Point:
     request: Callable[[int], bytes]
     handler: Optional[type] = None  # the route's handler class (None: the TCP lines)
     tcp: bool = False
-    session: bool = False  # needs this cookie's poll session to exist first
+    session: bool = False  # needs this cookie's long-poll session to exist first
     repeatable: bool = True  # every request reaches the gate (no lock or shared future)
-    # What the client leaves behind by design: a poll session it opened lives on, and a
+    # What the client leaves behind by design: a long-poll session it opened lives on, and a
     # nickname its session took is held by the session (no longer an anonymous reader).
     leaves_session: bool = False
     readers_change: int = 0
@@ -213,7 +213,7 @@ def leave(sock: socket.socket, how: str) -> None:
 
 
 async def start_session(http_server_client) -> None:
-    """Open COOKIE's poll session in the room with a request that is not held."""
+    """Open COOKIE's long-poll session in the room with a request that is not held."""
     response = await http_server_client.fetch(
         f"/poll/chat/{ROOM}?since=0&wait=0", headers={"Cookie": f"chat_id={COOKIE}"})
     assert response.code == 200
@@ -285,7 +285,7 @@ async def test_a_client_leaving_at_an_await_point_gets_everything_back_at_once(
         await noticed.wait()  # the gate holds the await while the server sees the client go
         expected = before
         if point.leaves_session:
-            gauges = dict(before["gauges"], poll_chat_session=1.0)
+            gauges = dict(before["gauges"], long_poll_session=1.0)
             expected = {"slots": before["slots"] + 1, "gauges": gauges}
         await poll_until(lambda: counts(app) == expected)  # the gate still holds the await
         gate.open()

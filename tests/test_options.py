@@ -63,3 +63,16 @@ def test_every_option_has_a_flag_a_variable_and_a_readme_row():
     assert replace_table(readme, markdown_table(server.Config)) == readme
     for f in option_fields(server.Config):
         assert f"`--{f.name.replace('_', '-')}`" in readme
+
+
+def test_an_old_flag_name_still_sets_its_renamed_option():
+    """--poll-session-timeout, the old name of --long-poll-session-timeout, still sets it."""
+    assert parse(["--poll-session-timeout", "50"], {}).long_poll_session_timeout == 50
+
+
+def test_an_old_variable_name_still_sets_its_renamed_option():
+    """REALTIME_POLL_SESSION_TIMEOUT still sets --long-poll-session-timeout; the new name
+    wins when both are set."""
+    assert parse([], {"REALTIME_POLL_SESSION_TIMEOUT": "50"}).long_poll_session_timeout == 50
+    both = {"REALTIME_POLL_SESSION_TIMEOUT": "50", "REALTIME_LONG_POLL_SESSION_TIMEOUT": "60"}
+    assert parse([], both).long_poll_session_timeout == 60

@@ -62,12 +62,13 @@ async def test_healthz_answers_json(http_server_client):
     response = await http_server_client.fetch("/healthz")
     assert response.code == 200
     body = json.loads(response.body)
-    assert set(body) == {"status", "broker", "chat", "connections", "poll_sessions", "uptime_s"}
+    assert set(body) == {"status", "broker", "chat", "connections", "long_poll_sessions",
+                         "uptime_s"}
     assert body["status"] == "ok"
     assert body["broker"] == {"name": "local", "ok": True}
     assert body["chat"] == {"name": "embedded", "ok": True}
     assert body["connections"] == 0
-    assert body["poll_sessions"] == 0
+    assert body["long_poll_sessions"] == 0
     assert isinstance(body["uptime_s"], float) and body["uptime_s"] >= 0
 
 
