@@ -80,21 +80,27 @@ class Scoped:
         self._prefix = namespace + ":"
 
     async def get(self, key: str) -> Optional[str]:
+        """The value of ``key``, or None if it has none."""
         return await self.base.get(self._prefix + key)
 
     async def set(self, key: str, value: str) -> None:
+        """Give ``key`` the value ``value`` (at most ``MAX_VALUE_BYTES``)."""
         await self.base.set(self._prefix + key, value)
 
     async def incr(self, key: str, by: int = 1) -> int:
+        """Add ``by`` to the integer at ``key`` (0 if none), atomically; return the sum."""
         return await self.base.incr(self._prefix + key, by)
 
     def scoped(self, namespace: str) -> AppState:
+        """A view of this state whose keys are all under ``<namespace>:``."""
         return Scoped(self.base, self._prefix + namespace)
 
     async def start(self) -> None:
+        """Start the state seen through this view."""
         await self.base.start()
 
     async def aclose(self) -> None:
+        """Close the state seen through this view."""
         await self.base.aclose()
 
 
@@ -129,13 +135,16 @@ class EmbeddedAppState:
         self.evicted = 0  # keys forgotten for the bound
 
     async def get(self, key: str) -> Optional[str]:
+        """The value of ``key``, or None if it has none."""
         return self._values.get(key)
 
     async def set(self, key: str, value: str) -> None:
+        """Give ``key`` the value ``value`` (at most ``MAX_VALUE_BYTES``)."""
         check_value(value)
         self._write(key, value)
 
     async def incr(self, key: str, by: int = 1) -> int:
+        """Add ``by`` to the integer at ``key`` (0 if none), atomically; return the sum."""
         check_by(by)
         current = self._values.get(key, "0")
         try:
@@ -148,6 +157,7 @@ class EmbeddedAppState:
         return total
 
     def scoped(self, namespace: str) -> AppState:
+        """A view of this state whose keys are all under ``<namespace>:``."""
         return Scoped(self, namespace)
 
     async def start(self) -> None:

@@ -72,14 +72,17 @@ class RedisAppState:
                               "app state is back")
 
     async def get(self, key: str) -> Optional[str]:
+        """The value of ``key``, or None if it has none."""
         value: Optional[str] = await self._call(lambda: self._redis.get(self.prefix + key))
         return value
 
     async def set(self, key: str, value: str) -> None:
+        """Give ``key`` the value ``value`` (at most ``MAX_VALUE_BYTES``)."""
         check_value(value)
         await self._call(lambda: self._redis.set(self.prefix + key, value, ex=self.ttl))
 
     async def incr(self, key: str, by: int = 1) -> int:
+        """Add ``by`` to the integer at ``key`` (0 if none), atomically; return the sum."""
         check_by(by)
         if not INT_MIN <= by <= INT_MAX:
             raise ValueError("incr's by is a signed 64-bit integer")
@@ -92,6 +95,7 @@ class RedisAppState:
         return await self._call(job)
 
     def scoped(self, namespace: str) -> AppState:
+        """A view of this state whose keys are all under ``<namespace>:``."""
         return Scoped(self, namespace)
 
     async def start(self) -> None:
