@@ -25,6 +25,7 @@ import tornado.web
 from tornado.options import options
 from tornado.web import url
 
+from handlers.apps import app_routes
 from handlers.base import SocketHandler
 from handlers.chat import ChatPageHandler, ChatSocketHandler
 from handlers.chathttp import (
@@ -41,11 +42,14 @@ from handlers.transport import DEFAULT_HEARTBEAT
 from realtime import chat, limits
 from realtime.accept import HTTPServer as AcceptingHTTPServer
 from realtime.admission import Admission
+from realtime.appstate import AppState, EmbeddedAppState
 from realtime.chatstore import DB_FILENAME as CHAT_DB_FILENAME
 from realtime.brokers import Broker
 from realtime.chatsession import DEFAULT_SESSION_TIMEOUT, LongPollSessions, ReaderCounts
 from realtime.chatstate import ChatState, EmbeddedChatState
 from realtime.chatstore import ChatStore
+from realtime.counter import NAME_PATTERN as COUNTER_NAME
+from realtime.counter import CounterSession
 from realtime.delivery import CloseReason
 from realtime.fdlimit import raise_open_files_limit
 from realtime.hub import DEFAULT_MAX_PENDING_BYTES, Hub
@@ -188,10 +192,11 @@ class Config:
         "both in WAL mode, and the generated cookie secret live; relative to the working "
         "directory", served="data", shown="`./data`")
     redis_url: Optional[str] = option(
-        None, "share chat rooms, nicknames, presence, history and polls with the other "
-        "processes using this Redis (`redis://host:port/db`), for several processes behind "
-        "one proxy; needs `pip install .[redis]`. Unset: everything stays in this process "
-        "(SQLite in the data directory)", shown="unset")
+        None, "share chat rooms, nicknames, presence, history, polls and the apps' state "
+        "with the other processes using this Redis (`redis://host:port/db`), for several "
+        "processes behind one proxy; needs `pip install .[redis]`. Unset: everything stays in "
+        "this process (SQLite in the data directory; the apps' state in memory)",
+        shown="unset")
     redis_prefix: str = option(
         "realtime:", "put before every Redis key and channel name, so deployments can share "
         "one Redis")
@@ -282,7 +287,9 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
     ``lifecycle.on_shutdown(...)`` where a component is built here), ``sockets``, the
     dependencies of every socket route, for routes added afterwards, and ``chats``, what
     every chat transport adds to them (the chat state, the rooms' budget, the readers'
-    counts), for the raw TCP chat (``handlers.tcp.ChatLineServer.for_app``). Whoever
+    counts), for the raw TCP chat (``handlers.tcp.ChatLineServer.for_app``), and
+    ``apps``, what every real-time app's routes get (``handlers.apps.app_routes``), with
+    ``app_state``, the state they share. Whoever
     builds the app without ``serve()`` closes the poll store; chat history stays in memory
     unless they ``await app.settings["chat"].start()`` before serving (and ``aclose()`` it).
     """
@@ -354,12 +361,18 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
     lifecycle.on_shutdown(metrics.loop_lag.aclose, "loop lag sampling")
     votes = dict(store=store)
     event_streams = dict(sockets, heartbeat=config.sse_heartbeat)  # what /sse/ routes get
+    # What every real-time app's routes get (handlers/apps.py): the sockets' and streams'
+    # dependencies, and the state apps share (on Redis with --redis-url).
+    app_state = shared_app_state(config) or EmbeddedAppState()
+    lifecycle.on_shutdown(app_state.aclose, "app state")
+    apps = dict(event_streams, state=app_state)
     poll_limiter = KeyedLimiter(rate=config.polls_per_hour / 3600, burst=config.poll_burst)
     routes = name_socket_endpoints([
         url(r"/", PageHandler, dict(template="index.html"), name="index"),
         url(r"/echo", PageHandler, dict(template="echo.html"), name="echo"),
         url(r"/chat", ChatPageHandler, dict(template="chat.html"), name="chat"),
         url(r"/models", PageHandler, dict(template="models.html"), name="models"),
+        url(r"/counter", PageHandler, dict(template="counter.html"), name="counter"),
         url(r"/vote", VotePageHandler, votes, name="vote"),
         url(r"/vote/([^/]+)", PollPageHandler, votes, name="vote_poll"),
         url(r"/vote/([^/]+)/present", PresentPageHandler, votes, name="vote_present"),
@@ -384,6 +397,7 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
             dict(sockets, **chats, sessions=sessions, timeout=config.long_poll_timeout,
                  endpoint="poll_chat"),
             name="poll_chat"),
+        *app_routes(rf"/counter/({COUNTER_NAME})", CounterSession, apps),
     ])
     resources = resource_dir()
     app = tornado.web.Application(
@@ -403,7 +417,7 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
     # through initialize().
     app.settings.update(
         hub=hub, metrics=metrics, lifecycle=lifecycle, sockets=sockets, polls=store,
-        chat=chat_state, chats=chats,
+        chat=chat_state, chats=chats, app_state=app_state, apps=apps,
     )
     return app
 
@@ -424,6 +438,15 @@ def shared_polls(config: Config) -> Optional[Polls]:
     from realtime.redispolls import RedisPollStore  # the optional `redis` extra
 
     return RedisPollStore(config.redis_url, config.redis_prefix)
+
+
+def shared_app_state(config: Config) -> Optional[AppState]:
+    """The apps' state on Redis when ``--redis-url`` is set, else None (this process)."""
+    if not config.redis_url:
+        return None
+    from realtime.redisappstate import RedisAppState  # the optional `redis` extra
+
+    return RedisAppState(config.redis_url, config.redis_prefix)
 
 
 def shared_chat(config: Config, hub: Hub) -> Optional[ChatState]:
@@ -489,6 +512,7 @@ async def start_components(app: tornado.web.Application) -> None:
     await app.settings["hub"].broker.start()
     # Chat history back into the rooms (or Redis reached) before any client can open one.
     await app.settings["chat"].start()
+    await app.settings["app_state"].start()
 
 
 async def serve(config: Config, app: Optional[tornado.web.Application] = None) -> int:

@@ -61,6 +61,14 @@ async def models_with_a_batch(page: Page, tag: str) -> None:
         timeout=WAIT)
 
 
+async def counter_pressed(page: Page, tag: str) -> None:
+    """The counter page connected, pressed once."""
+    await wait_connected(page)
+    await page.locator("#counter-value", has_text="0").wait_for(timeout=WAIT)
+    await page.click("#counter-increment")
+    await page.locator("#counter-value", has_text="1").wait_for(timeout=WAIT)
+
+
 async def as_loaded(page: Page, tag: str) -> None:
     """The page as it loads."""
 
@@ -74,6 +82,7 @@ PAGES: dict[str, tuple[str, Callable[[Page, str], Awaitable[None]]]] = {
     "vote": ("/vote", as_loaded),
     "poll": ("/vote/demo", poll_with_a_vote),
     "present": ("/vote/demo/present", as_loaded),
+    "counter": ("/counter?name=a11y-{tag}", counter_pressed),
     "not-found": ("/no/such/page", as_loaded),
 }
 

@@ -697,8 +697,8 @@ async def test_a_long_poll_session_refused_is_counted_and_logged(http_server_cli
     assert response.code == 429
     assert json.loads(response.body)["error"]["code"] == "too_many_connections"
     metrics = (await fetch(http_server_client, "/metrics")).body
-    assert metric(metrics, 'realtime_refusals_total{reason="ip_limit",transport="long_poll_session"}'
-                  ) == 1
+    refused = 'realtime_refusals_total{reason="ip_limit",transport="long_poll_session"}'
+    assert metric(metrics, refused) == 1
     [line] = [record.getMessage() for record in caplog.records
               if record.getMessage().startswith("event=refused")]
     assert line.startswith("event=refused reason=ip_limit endpoint=long_poll_session "

@@ -8,7 +8,7 @@ from tornado.httpclient import AsyncHTTPClient
 
 from server import Config, make_app
 
-PAGES = ["/", "/echo", "/chat", "/models", "/vote", "/vote/demo"]
+PAGES = ["/", "/echo", "/chat", "/models", "/vote", "/vote/demo", "/counter"]
 
 
 @pytest.mark.parametrize("path", PAGES)
@@ -23,7 +23,7 @@ async def test_page_is_served_as_html(http_server_client, path):
 async def test_index_links_every_demo(http_server_client):
     """The index page links to every demo."""
     body = (await http_server_client.fetch("/")).body.decode()
-    for page in ["/echo", "/chat", "/models", "/vote"]:
+    for page in ["/echo", "/chat", "/models", "/vote", "/counter"]:
         assert f'href="{page}"' in body
 
 
