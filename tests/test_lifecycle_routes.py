@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator, Optional
 import pytest
 import tornado.netutil
 
+from handlers.apps import AppEventStreamHandler, AppSocketHandler
 from handlers.chat import ChatSocketHandler
 from handlers.chathttp import ChatEventStreamHandler, ChatLongPollHandler
 from handlers.tcp import ChatLineServer
@@ -131,7 +132,7 @@ class Point:
     """One await point of one route: where the gate is and what reaches it."""
 
     name: str
-    target: str  # "polls" or "chat": the app setting whose method is held
+    target: str  # "polls", "chat" or "app_state": the app setting whose method is held
     method: str
     request: Callable[[int], bytes]
     handler: Optional[type] = None  # the route's handler class (None: the TCP lines)
@@ -173,10 +174,18 @@ POINTS = [
           session=True),
     Point("poll_chat-anonymous", "chat", "enter", http_request(f"/poll/chat/{ROOM}?since=0"),
           ChatLongPollHandler),
+    Point("ws_counter-state", "app_state", "get", ws_request("/ws/counter/demo"),
+          AppSocketHandler),
+    Point("sse_counter-state", "app_state", "get", http_request("/sse/counter/demo"),
+          AppEventStreamHandler),
     Point("tcp-join", "chat", "enter", tcp_lines(f"/join {ROOM}"), tcp=True),
     Point("tcp-nick", "chat", "join", tcp_lines("/nick alice", f"/join {ROOM}"), tcp=True),
 ]
 REPEATED = [point for point in POINTS if point.repeatable]
+
+
+# What a probe opens, by the route's endpoint family.
+PATHS = {"vote": "vote/demo", "chat": f"chat/{ROOM}", "counter": "counter/demo"}
 
 
 def counts(app) -> dict[str, Any]:
@@ -235,15 +244,13 @@ async def probe(point: Point, http_server_client, port: int) -> None:
         await asyncio.wait_for(reader.read(), TIMEOUT)  # to the end: the server closed
         writer.close()
         await writer.wait_closed()
-    elif route in ("ws_vote", "ws_chat"):
-        conn = await connect(http_server_client, "/ws/vote/demo" if route == "ws_vote"
-                             else f"/ws/chat/{ROOM}")
-        await receive_json(conn)  # the poll, or the welcome: connected() is done
+    elif route.startswith("ws_"):
+        conn = await connect(http_server_client, "/ws/" + PATHS[route[3:]])
+        await receive_json(conn)  # the poll, the welcome, the count: connected() is done
         conn.close()
         await closed(conn)
-    elif route in ("sse_vote", "sse_chat"):
-        stream = await EventStream.open(port, "/sse/vote/demo" if route == "sse_vote"
-                                        else f"/sse/chat/{ROOM}")
+    elif route.startswith("sse_"):
+        stream = await EventStream.open(port, "/sse/" + PATHS[route[4:]])
         await stream.frame()
         stream.close()
     else:
