@@ -17,21 +17,20 @@ The count of anonymous readers reaches a room in ``readers`` frames, coalesced p
 
 import math
 import time
-from typing import Any, Callable, Iterator, Optional, Protocol
+from typing import Any, Callable, Iterator, Optional
 
 from tornado.ioloop import IOLoop
 
 from realtime.chat import Joined, normalize_nick
 from realtime.chatstate import ChatState, charge_room, new_connection_id, room_topic
 from realtime.envelope import Envelope
-from realtime.hub import Hub, Subscriber
+from realtime.hub import Connection, Hub, Send
 from realtime.messages import ClientError, Message
 from realtime.ratelimit import KeyedLimiter
 from realtime.wireforms import message_id
 
 DEFAULT_READERS_INTERVAL = 1.0  # seconds between two readers frames of one room
 
-Send = Callable[[Message], Any]  # a frame for this connection alone
 SendError = Callable[[str, str], Any]  # an error for this connection alone: code, message
 
 
@@ -103,17 +102,6 @@ def still_due(held: list[Envelope], history: list[Message]) -> Iterator[Envelope
 
 def _ignore(*_: Any) -> None:
     """Where frames for a connection that has none go (a poll session between requests)."""
-
-
-class Connection(Subscriber, Protocol):
-    """What a session needs of its connection: the hub's subscriber, that subscribes
-    itself (or not, once its client has left)."""
-
-    def subscribe(self, topic: str) -> None:
-        """Receive ``topic`` from the hub."""
-
-    def unsubscribe(self, topic: str) -> None:
-        """Stop receiving ``topic``."""
 
 
 class ChatSession:
