@@ -1,8 +1,11 @@
-"""Live voting: the poll pages, the JSON API and the ``/ws/vote/<id>`` socket.
+"""Live voting: the poll pages, the JSON API, the ``/ws/vote/<id>`` socket and the
+``/sse/vote/<id>`` event stream.
 
 Votes go through a poll store (``realtime.polls.Polls``: SQLite, or Redis to share polls
 between processes), which makes each vote durable before its tally is published on the topic
-``vote.<poll id>``. The voter is a random id in a signed
+``vote.<poll id>``. What the socket and the event stream say to the store and the hub (the
+first frame, the tallies, a vote) is ``realtime.votesession.VoteSession``'s, written once;
+the handlers here read requests and write frames. The voter is a random id in a signed
 cookie, issued by the vote pages, the same for every poll; only one-vote polls need it.
 
 A poll's creator manages it with the token the creation answered: close, reopen and delete
@@ -29,6 +32,7 @@ from realtime.messages import ClientError, Message, is_unavailable, require_str
 from realtime.polls import Polls
 from realtime.pollspec import POLL_ID_MAX, Poll, PollFieldError, validate_new_poll
 from realtime.ratelimit import KeyedLimiter, retry_after_header
+from realtime.votesession import VoteSession, find_poll, poll_topic
 
 VOTER_COOKIE = "voter"
 VOTER_COOKIE_DAYS = 365
@@ -38,11 +42,6 @@ MAX_BODY_BYTES = 64 * 1024  # a poll at its largest is well under half of this
 QR_MAX_AGE = 86400  # seconds a QR code may be cached: a poll's URL never changes
 # What a Host header may be to go into a QR code's URL: a name or address and a port.
 HOST_PATTERN = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
-
-
-def topic(poll_id: str) -> str:
-    """The hub topic of one poll's tallies and state changes."""
-    return f"vote.{poll_id}"
 
 
 def bearer_token(request: tornado.httputil.HTTPServerRequest) -> Optional[str]:
@@ -69,21 +68,16 @@ def issue_voter_cookie(handler: tornado.web.RequestHandler) -> None:
     )
 
 
-async def find_poll(store: Polls, poll_id: str) -> Optional[Poll]:
-    """The poll with that id, or None; absurdly long ids are not looked up."""
-    return await store.get(poll_id) if len(poll_id) <= POLL_ID_MAX else None
-
-
 class VoteSocketHandler(JsonSocketHandler):
     """``/ws/vote/<id>``: a ``poll`` snapshot first, then every ``tally`` of the poll.
 
     A client sends ``{"type": "vote", "option": "<option id>"}``; once the vote is committed
-    every client of the poll gets the full counts, and the voter then gets ``voted``.
+    every client of the poll gets the full counts, and the voter then gets ``voted``. The
+    conversation is the ``VoteSession``'s; this object reads frames and writes them.
     """
 
     store: Polls
-    poll: Poll  # as of the handshake; options never change, counts come from the store
-    voter: Optional[str]
+    session: VoteSession
 
     def initialize(self, store: Polls, **base: Any) -> None:
         """Take the store besides the base class's dependencies."""
@@ -99,42 +93,20 @@ class VoteSocketHandler(JsonSocketHandler):
             super().log_exception(typ, value, tb)
 
     async def before_open(self, poll_id: str) -> None:
+        self.session = VoteSession(
+            self.store, self.hub, self, self.send, poll_id, voter_id(self))
         # Unknown poll: a 404 at the handshake, before anything is upgraded.
-        poll = await find_poll(self.store, poll_id)
-        if poll is None:
+        if await self.session.find() is None:
             raise tornado.web.HTTPError(404)
-        self.poll = poll
-        self.voter = voter_id(self)
 
     async def connected(self, poll_id: str) -> None:
-        # The snapshot is read, then the topic joined, with no await in between. Either store
-        # runs a process's jobs one at a time and hands back results in order, so every vote
-        # of this process committed before this read has already published its tally (it is
-        # in the snapshot) and every later one publishes after we subscribe (we get its
-        # tally): the poll frame comes first and no tally is missed. (Other processes'
-        # tallies come through the broker, in their own order.)
-        snapshot = await self.store.snapshot(poll_id, self.voter)
-        if snapshot is None:
-            raise ClientError("no_such_poll", "This poll no longer exists.")
-        poll, voted = snapshot
-        self.subscribe(topic(poll_id))
-        self.send({"type": "poll", "poll": poll.to_json(), "voted": voted})
+        await self.session.open()
 
     async def handle_vote(self, message: Message) -> None:
-        """Count a vote, publish the poll's counts, then tell the voter it counted, with the
-        counts that include it."""
-        option = require_str(message, "option")
-        # Cheap refusals before the database; the store checks the same again.
-        if option not in self.poll.option_ids():
-            raise ClientError("no_such_option", "This poll has no such option.")
-        tally = await self.store.vote(self.poll.id, option, self.voter)
+        """``{"type": "vote", "option": ...}``: count a vote; the poll hears the counts, the
+        voter gets ``voted``."""
+        await self.session.vote(require_str(message, "option"))
         self.metrics.votes.inc()
-        counts = tally.to_json()
-        self.publish(topic(self.poll.id), counts)
-        # The acknowledgement carries the counts with this vote in them, so what it means
-        # does not hang on how the broadcast travels: through another process it may come
-        # before or after this frame.
-        self.send({"type": "voted", "option": option, "tally": counts})
 
 
 class VoteEventStreamHandler(EventStreamHandler):
@@ -144,24 +116,20 @@ class VoteEventStreamHandler(EventStreamHandler):
     or the page; an unknown poll is a 404 before the stream starts."""
 
     store: Polls
+    session: VoteSession
 
     def initialize(self, store: Polls, **base: Any) -> None:  # type: ignore[override]
         super().initialize(**base)
         self.store = store
 
     async def before_open(self, poll_id: str) -> None:
-        if await find_poll(self.store, poll_id) is None:
+        self.session = VoteSession(
+            self.store, self.hub, self, self.send, poll_id, voter_id(self))
+        if await self.session.find() is None:
             raise ClientError("no_such_poll", "There is no poll with this id.")
 
     async def opened(self, poll_id: str) -> None:
-        # As the socket does: the snapshot read, then the topic joined with no await in
-        # between, so the poll comes first and no tally is missed or counted twice.
-        snapshot = await self.store.snapshot(poll_id, voter_id(self))
-        if snapshot is None:
-            raise ClientError("no_such_poll", "This poll no longer exists.")
-        poll, voted = snapshot
-        self.subscribe(topic(poll_id))
-        self.send({"type": "poll", "poll": poll.to_json(), "voted": voted})
+        await self.session.open()
 
 
 class ApiHandler(BaseHandler):
@@ -286,7 +254,7 @@ class PollApiHandler(ManageApiHandler):
     async def delete(self, poll_id: str) -> None:
         await self.check_owner(poll_id)
         if await self.store.delete(poll_id):
-            self.hub.publish(topic(poll_id), {"type": "deleted", "poll": poll_id})
+            self.hub.publish(poll_topic(poll_id), {"type": "deleted", "poll": poll_id})
         self.set_status(204)
 
 
@@ -300,7 +268,7 @@ class PollStateApiHandler(ManageApiHandler):
         if poll is None:  # deleted in between
             raise ApiError(404, "no_such_poll", "There is no poll with this id.")
         frame = "closed" if poll.closed else "reopened"
-        self.hub.publish(topic(poll_id), {"type": frame, "poll": poll_id})
+        self.hub.publish(poll_topic(poll_id), {"type": frame, "poll": poll_id})
         self.write(poll.to_json())
 
 

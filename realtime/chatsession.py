@@ -19,7 +19,7 @@ import asyncio
 import logging
 import math
 import time
-from typing import Any, Callable, Iterator, Optional, Protocol
+from typing import Any, Callable, Iterator, Optional
 
 from tornado.ioloop import IOLoop
 
@@ -27,7 +27,7 @@ from realtime.admission import LONG_POLL_SESSION, Admission, Client, Ticket
 from realtime.chat import Joined, normalize_nick
 from realtime.chatstate import ChatState, charge_room, new_connection_id, room_topic
 from realtime.envelope import Envelope
-from realtime.hub import Hub, Subscriber
+from realtime.hub import Connection, Hub, Send
 from realtime.messages import ClientError, Message
 from realtime.ratelimit import KeyedLimiter
 from realtime.wireforms import message_id
@@ -38,7 +38,6 @@ DEFAULT_READERS_INTERVAL = 1.0  # seconds between two readers frames of one room
 DEFAULT_SESSION_TIMEOUT = 35.0  # seconds a long-long-poll session outlives its last request
 SESSION_ENDPOINT = "long_poll_session"  # long-long-poll sessions' name in logs and the gauge
 
-Send = Callable[[Message], Any]  # a frame for this connection alone
 SendError = Callable[[str, str], Any]  # an error for this connection alone: code, message
 
 
@@ -110,17 +109,6 @@ def still_due(held: list[Envelope], history: list[Message]) -> Iterator[Envelope
 
 def _ignore(*_: Any) -> None:
     """Where frames for a connection that has none go (a long-poll session between requests)."""
-
-
-class Connection(Subscriber, Protocol):
-    """What a session needs of its connection: the hub's subscriber, that subscribes
-    itself (or not, once its client has left)."""
-
-    def subscribe(self, topic: str) -> None:
-        """Receive ``topic`` from the hub."""
-
-    def unsubscribe(self, topic: str) -> None:
-        """Stop receiving ``topic``."""
 
 
 class ChatSession:

@@ -31,7 +31,7 @@ Topics are lowercase dotted names, endpoint first: ``chat.lobby``, ``vote.demo``
 import asyncio
 import logging
 from collections import deque
-from typing import Any, Optional, Protocol, Sequence, Union
+from typing import Any, Callable, Optional, Protocol, Sequence, Union
 
 from realtime.brokers import Broker, LocalBroker
 from realtime.delivery import CLOSED, STALLED, WRITTEN, CloseReason
@@ -60,6 +60,21 @@ class Subscriber(Protocol):
 
     def close_for(self, reason: CloseReason) -> None:
         """Close the connection, as its transport closes for ``reason``."""
+
+
+class Connection(Subscriber, Protocol):
+    """What a session (``realtime.chatsession``, ``realtime.votesession``) needs of its
+    connection: the hub's subscriber, that subscribes itself (or not, once its client has
+    left)."""
+
+    def subscribe(self, topic: str) -> None:
+        """Receive ``topic`` from the hub."""
+
+    def unsubscribe(self, topic: str) -> None:
+        """Stop receiving ``topic``."""
+
+
+Send = Callable[[Message], Any]  # how a session writes a frame to its connection alone
 
 
 class _Held:

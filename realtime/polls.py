@@ -3,8 +3,8 @@
 Every database call runs on **one dedicated worker thread** (``realtime.sqlite.SqliteWorker``),
 so the IOLoop never waits for the disk and the connection is only ever used by the thread
 that opened it. One thread also means the jobs run one at a time, in the order they were
-submitted, and their results come back to the loop in that same order; the vote handler
-relies on this to publish tallies in commit order (see ``handlers/vote.py``).
+submitted, and their results come back to the loop in that same order; the vote session
+relies on this to publish tallies in commit order (see ``realtime/votesession.py``).
 
 Durability: the database is in WAL mode with ``synchronous=FULL``, so a commit returns
 only once the WAL is on disk. ``synchronous=NORMAL`` would survive a killed process just

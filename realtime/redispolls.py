@@ -36,8 +36,8 @@ been counted: refused-but-counted is possible, acknowledged-but-lost is not. One
 logged per outage, not per call.
 
 Ordering. A process's calls run one at a time, in the order they were made, on one
-connection, as ``PollStore``'s jobs do, so the vote socket's reasoning about snapshots and
-tallies (``handlers/vote.py``) holds for the votes of this process.
+connection, as ``PollStore``'s jobs do, so the vote session's reasoning about snapshots and
+tallies (``realtime/votesession.py``) holds for the votes of this process.
 """
 
 import asyncio
