@@ -11,21 +11,23 @@ It does no I/O of its own: it awaits the ``Polls`` store (which may be Redis), s
 frame, an event). A refusal is a ``ClientError`` raised for the transport to answer in its
 own form. So it is tested without a server (tests/test_votesession.py).
 
-Ordering. The snapshot is read, then the topic joined, with no await in between, and a vote
-publishes its tally as soon as the store hands it back, with no await in between either.
-Either store runs a process's jobs one at a time and hands back their results in order, so
-every vote of this process committed before the snapshot was read has published its tally
-before the subscribe (it is in the snapshot, not a tally), and every later one publishes
-after it (a tally): the ``poll`` frame comes first and no tally is missed or repeated. So
-no frame has to be held (``Hub.hold``) while the first frame is built: nothing can reach the
-connection between the subscribe and the ``poll`` frame. Other processes' tallies come
-through the broker, in their own order.
+Ordering. The connection joins the poll's topic first, with the hub holding what is
+published on it (``Hub.hold``), and waits until the broker confirms the subscription (on
+Redis, a tally another process publishes from then on reaches this one); then the snapshot
+is read, the ``poll`` frame sent, and the held frames follow it, less the tallies the
+snapshot already counts (a tally's ``total`` grows by one per vote: one at or below the
+snapshot's is in it). So no tally is missed, from this process or another, and none is
+repeated. A vote publishes its tally as soon as the store hands it back, with no await in
+between: a process's tallies go out in commit order.
 
 Voter identity (the signed cookie) is the transport's to read; the session is given it.
 """
 
-from typing import Optional
+from typing import Iterator, Optional
 
+import orjson
+
+from realtime.envelope import Envelope
 from realtime.hub import Connection, Hub, Send
 from realtime.messages import ClientError, Message
 from realtime.polls import Polls, refused
@@ -83,13 +85,24 @@ class VoteSession:
         Raises:
             ClientError: ``no_such_poll`` if the poll was deleted since it was found.
         """
-        snapshot = await self.store.snapshot(self.poll_id, self.voter)
+        topic = poll_topic(self.poll_id)
+        self.hub.hold(self.connection)
+        try:
+            self.connection.subscribe(topic)
+            await self.hub.subscribed(topic)
+            snapshot = await self.store.snapshot(self.poll_id, self.voter)
+        finally:
+            held = self.hub.release(self.connection)
         if snapshot is None:
+            self.connection.unsubscribe(topic)
             raise ClientError("no_such_poll", "This poll no longer exists.")
         self.poll, voted = snapshot
-        self.connection.subscribe(poll_topic(self.poll_id))  # no await since the snapshot
         frame: Message = {"type": "poll", "poll": self.poll.to_json(), "voted": voted}
         self.send(frame)
+        counted = sum(option.votes for option in self.poll.options)
+        for envelope in _not_counted(held, counted):
+            if not self.hub.send(self.connection, envelope):
+                break
         return frame
 
     async def vote(self, option: str) -> Message:
@@ -115,3 +128,11 @@ class VoteSession:
         voted: Message = {"type": "voted", "option": option, "tally": counts}
         self.send(voted)
         return voted
+
+
+def _not_counted(held: list[Envelope], counted: int) -> Iterator[Envelope]:
+    """The frames held while the snapshot was read, less the tallies it counts already."""
+    for envelope in held:
+        frame = orjson.loads(envelope.data)
+        if frame.get("type") != "tally" or frame.get("total", 0) > counted:
+            yield envelope

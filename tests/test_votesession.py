@@ -9,6 +9,7 @@ from typing import Any, Iterator, Optional
 import pytest
 
 from realtime.delivery import WRITTEN, CloseReason
+from realtime.brokers import LocalBroker
 from realtime.envelope import Envelope
 from realtime.hub import Hub
 from realtime.messages import ClientError
@@ -226,3 +227,62 @@ async def test_find_does_not_look_up_an_absurdly_long_id(hub, store, monkeypatch
 
     monkeypatch.setattr(store, "get", no_store)
     assert await Connection(hub, store, "x" * 65).session.find() is None
+
+
+class ConfirmingBroker(LocalBroker):
+    """As Redis pub/sub: another process's publish reaches this one only once this
+    process's subscription is confirmed, a moment after the hub asks for it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.confirmed: set[str] = set()
+        self._waiting: dict[str, asyncio.Event] = {}
+
+    def subscribe(self, topic: str) -> None:
+        asyncio.get_running_loop().call_later(0.05, self._confirm, topic)
+
+    def _confirm(self, topic: str) -> None:
+        self.confirmed.add(topic)
+        self._waiting.setdefault(topic, asyncio.Event()).set()
+
+    async def ready(self, topics: Any) -> None:
+        for topic in topics:
+            await self._waiting.setdefault(topic, asyncio.Event()).wait()
+
+    def from_another_process(self, topic: str, message: dict[str, Any]) -> None:
+        if topic in self.confirmed:
+            assert self._deliver is not None
+            self._deliver(topic, Envelope.of(message))
+
+
+async def test_a_tally_from_another_process_after_the_poll_frame_arrives(store):
+    """A vote counted on another process right after a connection got its poll frame
+    reaches that connection (its subscription was confirmed before the snapshot)."""
+    broker = ConfirmingBroker()
+    hub = Hub(broker=broker)
+    watcher = Connection(hub, store)
+    await watcher.open()
+    option = (await store.get(DEMO_ID)).options[0].id
+    tally = await store.vote(DEMO_ID, option, "elsewhere")  # the other process's vote
+    broker.from_another_process(poll_topic(DEMO_ID), tally.to_json())
+    assert watcher.kinds() == ["poll", "tally"]
+
+
+async def test_a_tally_the_snapshot_counts_is_not_sent_again(hub, store):
+    """A tally published while the snapshot was read, and counted in it, does not follow
+    the poll frame."""
+    watcher = Connection(hub, store)
+    snapshot = store.snapshot
+
+    async def snapshot_after_a_vote(*args: Any) -> Any:
+        store.snapshot = snapshot  # type: ignore[method-assign]
+        voter = Connection(hub, store, voter="v1")
+        await voter.open()
+        option = (await store.get(DEMO_ID)).options[0].id
+        await voter.session.vote(option)  # committed and published before the snapshot
+        return await snapshot(*args)
+
+    store.snapshot = snapshot_after_a_vote  # type: ignore[method-assign]
+    frame = await watcher.open()
+    assert frame["poll"]["total"] == 1
+    assert watcher.kinds() == ["poll"]
