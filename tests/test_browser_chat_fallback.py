@@ -4,6 +4,7 @@ back to Server-Sent Events and POST, or to long-polling and POST, says which, an
 import pytest
 
 from handlers.chathttp import ChatEventStreamHandler
+from realtime.delivery import CloseReason
 from tests.browser import chromium, collect_console_errors, wait_connected
 
 pytestmark = pytest.mark.browser
@@ -148,7 +149,7 @@ async def test_fallback_reconnects_without_losing_messages(http_server_client, h
         await bob.route("**/sse/chat/**", lambda route: route.abort())
         for connection in list(hub.connections):
             if isinstance(connection, ChatEventStreamHandler):
-                connection.close()
+                connection.close_for(CloseReason.SHUTDOWN)
         await bob.wait_for_selector('#conn-state:not([data-state="open"])', timeout=WAIT)
         await say(alice, "while bob was away")
         await alice.locator("#chat-log .entry.mine", has_text="while bob was away").wait_for(
