@@ -26,8 +26,8 @@ from tornado.options import options
 from tornado.web import url
 
 from handlers.apps import app_routes
-from handlers.base import SocketHandler
 from handlers.chat import ChatPageHandler, ChatSocketHandler
+from handlers.websocket import SocketHandler
 from handlers.chathttp import (
     DEFAULT_LONG_POLL_TIMEOUT, ChatEventStreamHandler, ChatLongPollHandler,
 )
@@ -38,31 +38,32 @@ from handlers.vote import (
     PollApiHandler, PollPageHandler, PollsApiHandler, PollStateApiHandler, PresentPageHandler,
     QrCodeHandler, VoteEventStreamHandler, VotePageHandler, VoteSocketHandler,
 )
-from handlers.transport import DEFAULT_HEARTBEAT
-from realtime import chat, limits
-from realtime.accept import HTTPServer as AcceptingHTTPServer
-from realtime.admission import Admission
-from realtime.appstate import AppState, EmbeddedAppState
-from realtime.chatstore import DB_FILENAME as CHAT_DB_FILENAME
-from realtime.brokers import Broker
-from realtime.chatsession import DEFAULT_SESSION_TIMEOUT, LongPollSessions, ReaderCounts
-from realtime.chatstate import ChatState, EmbeddedChatState
-from realtime.chatstore import ChatStore
-from realtime.counter import NAME_PATTERN as COUNTER_NAME
-from realtime.counter import CounterSession
-from realtime.delivery import CloseReason
-from realtime.fdlimit import raise_open_files_limit
-from realtime.hub import DEFAULT_MAX_PENDING_BYTES, Hub
-from realtime.lifecycle import Lifecycle
-from realtime.limits import IPConnections, RateLimit
-from realtime.logfmt import logfmt
-from realtime.metrics import ServerMetrics
-from realtime.options import (
+from handlers.http import DEFAULT_HEARTBEAT
+from realtime.apps.counter import CounterSession
+from realtime.apps.counter import NAME_PATTERN as COUNTER_NAME
+from realtime.apps.state import AppState, EmbeddedAppState
+from realtime.chat import rules
+from realtime.chat.session import DEFAULT_SESSION_TIMEOUT, LongPollSessions, ReaderCounts
+from realtime.chat.state import ChatState, EmbeddedChatState
+from realtime.chat.store import ChatStore
+from realtime.chat.store import DB_FILENAME as CHAT_DB_FILENAME
+from realtime.limits import policy
+from realtime.limits.admission import Admission
+from realtime.limits.policy import IPConnections, RateLimit
+from realtime.ops.accept import HTTPServer as AcceptingHTTPServer
+from realtime.ops.fdlimit import raise_open_files_limit
+from realtime.ops.lifecycle import Lifecycle
+from realtime.ops.logfmt import logfmt
+from realtime.ops.metrics import ServerMetrics
+from realtime.pubsub.brokers import Broker
+from realtime.pubsub.delivery import CloseReason
+from realtime.pubsub.hub import DEFAULT_MAX_PENDING_BYTES, Hub
+from realtime.ops.options import (
     define_options, environment_args, join_option_values, option, values_from,
 )
-from realtime.origins import OriginPolicy
-from realtime.polls import DB_FILENAME, Polls, PollStore
-from realtime.ratelimit import Clock, KeyedLimiter
+from realtime.limits.origins import OriginPolicy
+from realtime.limits.ratelimit import Clock, KeyedLimiter
+from realtime.votes.store import DB_FILENAME, Polls, PollStore
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -88,7 +89,7 @@ class Config:
     """Everything ``make_app`` and ``serve`` need, and the one declaration of every option.
 
     Each ``option(...)`` field is a command-line flag, a ``REALTIME_*`` variable and a row of
-    the README's options table (``realtime.options``); ``main()`` fills it from them.
+    the README's options table (``realtime.ops.options``); ``main()`` fills it from them.
     """
 
     port: int = option(8888, "TCP port to listen on")
@@ -117,36 +118,36 @@ class Config:
         64 * 1024, "bytes in one incoming WebSocket message (all fragments together); a "
         "message of exactly this size passes, a larger one closes the socket with 1009")
     rate_limit: float = option(
-        limits.DEFAULT_RATE, "frames per second each WebSocket (or raw TCP line connection) "
+        policy.DEFAULT_RATE, "frames per second each WebSocket (or raw TCP line connection) "
         "may send, sustained (token bucket); `0` turns the limit off")
     rate_burst: int = option(
-        limits.DEFAULT_BURST, "frames (or TCP lines) a connection may send at once after a "
+        policy.DEFAULT_BURST, "frames (or TCP lines) a connection may send at once after a "
         "pause")
     rate_limit_strikes: int = option(
-        limits.DEFAULT_STRIKES, "frames refused in a row (each answered with `rate_limited`) "
+        policy.DEFAULT_STRIKES, "frames refused in a row (each answered with `rate_limited`) "
         "before the socket is closed with 1008")
     ip_rate_limit: float = option(
-        limits.DEFAULT_IP_RATE, "frames per second one client address may send over all its "
+        policy.DEFAULT_IP_RATE, "frames per second one client address may send over all its "
         "WebSockets, TCP lines and HTTP chat requests (every frame counts, as for "
         "`--rate-limit`); `0` turns it off")
     ip_rate_burst: int = option(
-        limits.DEFAULT_IP_BURST, "frames one client address may send at once after a pause")
+        policy.DEFAULT_IP_BURST, "frames one client address may send at once after a pause")
     room_rate_limit: float = option(
-        limits.DEFAULT_ROOM_RATE, "deliveries per second one chat room's public messages and "
+        policy.DEFAULT_ROOM_RATE, "deliveries per second one chat room's public messages and "
         "joins may cause (a message to N listeners costs N); over it the sender gets "
         "`rate_limited` and nothing is published; `0` turns it off")
     room_rate_burst: int = option(
-        limits.DEFAULT_ROOM_BURST, "deliveries one chat room may cause at once after a pause")
+        policy.DEFAULT_ROOM_BURST, "deliveries one chat room may cause at once after a pause")
     handshake_rate_limit: float = option(
-        limits.DEFAULT_HANDSHAKE_RATE, "new WebSockets (and event streams, long-poll sessions, "
+        policy.DEFAULT_HANDSHAKE_RATE, "new WebSockets (and event streams, long-poll sessions, "
         "TCP connections) per second one client address may open, sustained; past it a "
         "handshake is refused with HTTP 429 and `Retry-After` (a reconnect storm costs a "
         "welcome per socket); `0` turns it off")
     handshake_rate_burst: int = option(
-        limits.DEFAULT_HANDSHAKE_BURST, "new connections one client address may open at once "
+        policy.DEFAULT_HANDSHAKE_BURST, "new connections one client address may open at once "
         "after a pause (a restart brings every tab of an office back at once)")
     max_connections_per_ip: int = option(
-        limits.DEFAULT_MAX_CONNECTIONS_PER_IP, "open WebSockets per client address, event "
+        policy.DEFAULT_MAX_CONNECTIONS_PER_IP, "open WebSockets per client address, event "
         "streams, held long-polls, long-poll sessions and TCP connections included; the next "
         "handshake or request is refused with HTTP 429; `0` for no limit. Behind a proxy it "
         "needs `--xheaders`, or every client counts as the proxy's address")
@@ -158,19 +159,19 @@ class Config:
         "most this plus one frame; bytes the kernel took do not count, so a reading client "
         "may get a burst, or a single frame, larger than this")
     chat_history: int = option(
-        chat.DEFAULT_HISTORY, "chat messages a newcomer gets in its welcome")
+        rules.DEFAULT_HISTORY, "chat messages a newcomer gets in its welcome")
     chat_replay: int = option(
-        chat.DEFAULT_REPLAY, "chat messages each room keeps for clients that reconnect with "
+        rules.DEFAULT_REPLAY, "chat messages each room keeps for clients that reconnect with "
         "`?since=`")
     chat_max_rooms: int = option(
-        chat.DEFAULT_MAX_ROOMS, "chat rooms held at once; past it, idle empty rooms (and "
+        rules.DEFAULT_MAX_ROOMS, "chat rooms held at once; past it, idle empty rooms (and "
         "their history) are forgotten first")
     chat_room_history_bytes: int = option(
-        chat.DEFAULT_ROOM_HISTORY_BYTES, "bytes of messages, measured as JSON, one chat room "
+        rules.DEFAULT_ROOM_HISTORY_BYTES, "bytes of messages, measured as JSON, one chat room "
         "keeps; also the most a welcome's history holds (and at most half of "
         "`--max-pending-bytes`)")
     chat_history_bytes: int = option(
-        chat.DEFAULT_HISTORY_BYTES, "bytes of messages all chat rooms keep together, each "
+        rules.DEFAULT_HISTORY_BYTES, "bytes of messages all chat rooms keep together, each "
         "message counting its JSON size plus 512 for its bookkeeping; past it the oldest "
         "message of any room goes first")
     long_poll_timeout: float = option(
@@ -310,7 +311,7 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
                              clock=config.clock),
         metrics=metrics,
     )
-    # The one admission of every transport (realtime.admission); its budgets are named
+    # The one admission of every transport (realtime.limits.admission); its budgets are named
     # beside it for routes added afterwards and for tests.
     sockets = dict(
         hub=hub,
@@ -323,7 +324,7 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
         admission=admission,
     )
     room_rate = keyed_limiter(config.room_rate_limit, config.room_rate_burst, config.clock)
-    rooms = chat.Rooms(
+    rooms = rules.Rooms(
         config.chat_history, config.chat_replay, config.chat_max_rooms,
         room_history_bytes=config.chat_room_history_bytes,
         history_bytes=config.chat_history_bytes,
@@ -386,14 +387,14 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
             name="healthz"),
         url(r"/metrics", MetricsHandler, dict(registry=metrics.registry), name="metrics"),
         url(r"/ws/echo", EchoSocketHandler, sockets, name="ws_echo"),
-        url(rf"/ws/chat/({chat.ROOM_PATTERN})", ChatSocketHandler, dict(sockets, **chats),
+        url(rf"/ws/chat/({rules.ROOM_PATTERN})", ChatSocketHandler, dict(sockets, **chats),
             name="ws_chat"),
         url(r"/ws/vote/([^/]+)", VoteSocketHandler, dict(sockets, store=store), name="ws_vote"),
-        url(rf"/sse/chat/({chat.ROOM_PATTERN})", ChatEventStreamHandler,
+        url(rf"/sse/chat/({rules.ROOM_PATTERN})", ChatEventStreamHandler,
             dict(event_streams, **chats, endpoint="sse_chat"), name="sse_chat"),
         url(r"/sse/vote/([^/]+)", VoteEventStreamHandler,
             dict(event_streams, store=store, endpoint="sse_vote"), name="sse_vote"),
-        url(rf"/poll/chat/({chat.ROOM_PATTERN})", ChatLongPollHandler,
+        url(rf"/poll/chat/({rules.ROOM_PATTERN})", ChatLongPollHandler,
             dict(sockets, **chats, sessions=sessions, timeout=config.long_poll_timeout,
                  endpoint="poll_chat"),
             name="poll_chat"),
@@ -426,7 +427,7 @@ def shared_broker(config: Config) -> Optional[Broker]:
     """The Redis broker when ``--redis-url`` is set, else None (this process only)."""
     if not config.redis_url:
         return None
-    from realtime.redisbroker import RedisBroker  # the optional `redis` extra
+    from realtime.pubsub.redisbroker import RedisBroker  # the optional `redis` extra
 
     return RedisBroker(config.redis_url, config.redis_prefix)
 
@@ -435,7 +436,7 @@ def shared_polls(config: Config) -> Optional[Polls]:
     """Polls on Redis when ``--redis-url`` is set, else None (SQLite in the data dir)."""
     if not config.redis_url:
         return None
-    from realtime.redispolls import RedisPollStore  # the optional `redis` extra
+    from realtime.votes.redisstore import RedisPollStore  # the optional `redis` extra
 
     return RedisPollStore(config.redis_url, config.redis_prefix)
 
@@ -444,7 +445,7 @@ def shared_app_state(config: Config) -> Optional[AppState]:
     """The apps' state on Redis when ``--redis-url`` is set, else None (this process)."""
     if not config.redis_url:
         return None
-    from realtime.redisappstate import RedisAppState  # the optional `redis` extra
+    from realtime.apps.redisstate import RedisAppState  # the optional `redis` extra
 
     return RedisAppState(config.redis_url, config.redis_prefix)
 
@@ -453,7 +454,7 @@ def shared_chat(config: Config, hub: Hub) -> Optional[ChatState]:
     """Chat state on Redis when ``--redis-url`` is set, else None (this process, SQLite)."""
     if not config.redis_url:
         return None
-    from realtime.redischat import RedisChatState  # the optional `redis` extra
+    from realtime.chat.redisstate import RedisChatState  # the optional `redis` extra
 
     return RedisChatState(
         config.redis_url, hub, config.redis_prefix, history=config.chat_history,
@@ -530,7 +531,7 @@ async def serve(config: Config, app: Optional[tornado.web.Application] = None) -
     before, soft, hard = raise_open_files_limit()
     log.info(logfmt(event="open_files_limit", before=before, soft=soft, hard=hard))
     # Tornado's HTTPServer with an accept loop that pauses, instead of spinning, when the
-    # process runs out of descriptors (realtime/accept.py).
+    # process runs out of descriptors (realtime/ops/accept.py).
     server = AcceptingHTTPServer(
         app, xheaders=config.xheaders,
         idle_connection_timeout=config.idle_connection_timeout,
@@ -563,7 +564,7 @@ async def shutdown(
     ``others`` (the raw TCP chat) stop accepting with ``server``; their connections are the
     hub's, told the server is going away and closed with the WebSockets. Everything happens
     within ``timeout`` seconds: sockets get up to half of it to finish their closing
-    handshakes, the closers what is left (``realtime.lifecycle``).
+    handshakes, the closers what is left (``realtime.ops.lifecycle``).
     """
     deadline = time.monotonic() + timeout
     hub: Hub = app.settings["hub"]

@@ -27,8 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 import redis.asyncio  # noqa: E402
 
-from realtime.envelope import Envelope  # noqa: E402
-from realtime.redisbroker import RedisBroker, encode  # noqa: E402
+from realtime.pubsub.envelope import Envelope  # noqa: E402
+from realtime.pubsub.redisbroker import RedisBroker, encode  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 
 FRAME = b'{"type":"message","id":1764000000000001,"room":"lobby","from":"alice","text":"hello"}'

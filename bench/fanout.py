@@ -45,8 +45,8 @@ def serve(port: int) -> None:
     """The server side: make_app with the bench endpoint, limits off, no pings."""
     from tornado.web import url
 
-    from handlers.base import JsonSocketHandler
-    from realtime.messages import Message
+    from handlers.websocket import JsonSocketHandler
+    from realtime.wire.messages import Message
     from server import Config, make_app, name_socket_endpoints, serve as run
 
     class BenchSocketHandler(JsonSocketHandler):

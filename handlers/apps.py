@@ -1,16 +1,16 @@
-"""Every transport for any real-time app (``realtime.apps.AppSession``), and its routes.
+"""Every transport for any real-time app (``realtime.apps.session.AppSession``), and its routes.
 
 ``app_routes(r"/counter/([a-z0-9-]{1,40})", CounterSession, apps)`` makes three routes:
 
-* ``/ws/counter/<name>`` (``AppSocketHandler``): a JSON socket (``handlers.base``), so
+* ``/ws/counter/<name>`` (``AppSocketHandler``): a JSON socket (``handlers.websocket``), so
   origins, connection caps, handshake and frame budgets, metrics and the slow-consumer
   bound are those of every socket. Each frame goes to the session's ``handle_<type>``.
 * ``/sse/counter/<name>`` (``AppEventStreamHandler``): the same frames out, as Server-Sent
-  Events (``handlers.transport``): origin, caps, handshake budget, heartbeats, the
+  Events (``handlers.http``): origin, caps, handshake budget, heartbeats, the
   slow-consumer bound. No ``id:``: a reconnect starts again from the welcome.
 * ``POST /api/counter/<name>`` (``AppPostHandler``): one message in, as a JSON body
   ``{"type": ..., ...}``, answered with what its handler returned; errors as every HTTP
-  transport answers them (``{"error": {"code", "message"}}``, ``handlers.transport.STATUS``).
+  transport answers them (``{"error": {"code", "message"}}``, ``handlers.http.STATUS``).
 
 A session that refuses to open (``ClientError`` from ``opened``) gets its error frame and
 the socket is closed (1013 for ``unavailable``, else 1008); a stream gets an error event
@@ -25,13 +25,13 @@ from typing import Any, Optional
 import tornado.web
 from tornado.web import url
 
-from handlers.base import Frame, JsonSocketHandler
-from handlers.transport import EventStreamHandler, TransportHandler
-from realtime import messages
-from realtime.appstate import AppState
-from realtime.apps import AppSession
-from realtime.closecodes import CloseCode
-from realtime.messages import ClientError, Message, encode, is_unavailable
+from handlers.http import EventStreamHandler, TransportHandler
+from handlers.websocket import Frame, JsonSocketHandler
+from realtime.apps.session import AppSession
+from realtime.apps.state import AppState
+from realtime.wire import messages
+from realtime.wire.closecodes import CloseCode
+from realtime.wire.messages import ClientError, Message, encode, is_unavailable
 
 log = logging.getLogger("realtime.apps")
 

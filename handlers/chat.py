@@ -1,8 +1,8 @@
 """The chat endpoint over WebSockets, and what every chat transport shares of HTTP.
 
-``/ws/chat/<room>`` speaks the chat of ``realtime.chatsession.ChatSession`` (which holds
+``/ws/chat/<room>`` speaks the chat of ``realtime.chat.session.ChatSession`` (which holds
 the whole conversation with the chat state, written once for every transport) in JSON
-frames. The rules live in ``realtime/chat.py``; topics are ``realtime.chatstate``'s.
+frames. The rules live in ``realtime/chat/rules.py``; topics are ``realtime.chat.state``'s.
 
 The chat cookie (``chat_id``) and the raw query arguments (``nick``, ``since``) are read
 here for every HTTP-borne transport alike (``handlers/chathttp.py`` too).
@@ -14,12 +14,12 @@ import re
 import secrets
 from typing import Any, Optional
 
-from handlers.base import JsonSocketHandler
 from handlers.pages import PageHandler
-from realtime.chatsession import ChatSession, ReaderCounts
-from realtime.chatstate import ChatState
-from realtime.messages import Message
-from realtime.ratelimit import KeyedLimiter
+from handlers.websocket import JsonSocketHandler
+from realtime.chat.session import ChatSession, ReaderCounts
+from realtime.chat.state import ChatState
+from realtime.limits.ratelimit import KeyedLimiter
+from realtime.wire.messages import Message
 
 log = logging.getLogger("realtime.chat")
 

@@ -29,17 +29,18 @@ from typing import Any, Optional
 import tornado.web
 
 from handlers.chat import issue_chat_cookie, parse_since, raw_query_argument
-from handlers.transport import EventStreamHandler, TransportHandler
-from realtime import delivery, messages
-from realtime.admission import LONG_POLL
-from realtime.chat import check_text, nick_key, normalize_nick
-from realtime.chatsession import ChatSession, LongPollSession, LongPollSessions, ReaderCounts
-from realtime.chatstate import ChatState, room_topic
-from realtime.delivery import CloseReason
-from realtime.envelope import Envelope
-from realtime.messages import ClientError, Message, encode
-from realtime.ratelimit import KeyedLimiter
-from realtime.wireforms import message_id, poll_answer, poll_form
+from handlers.http import EventStreamHandler, TransportHandler
+from realtime.chat.rules import check_text, nick_key, normalize_nick
+from realtime.chat.session import ChatSession, LongPollSession, LongPollSessions, ReaderCounts
+from realtime.chat.state import ChatState, room_topic
+from realtime.limits.admission import LONG_POLL
+from realtime.limits.ratelimit import KeyedLimiter
+from realtime.pubsub import delivery
+from realtime.pubsub.delivery import CloseReason
+from realtime.pubsub.envelope import Envelope
+from realtime.wire import messages
+from realtime.wire.forms import message_id, poll_answer, poll_form
+from realtime.wire.messages import ClientError, Message, encode
 
 log = logging.getLogger("realtime.chat")
 
@@ -96,7 +97,7 @@ class ChatLongPollHandler(TransportHandler):
 
     A held ``GET`` is a hub subscriber until it is answered: the first message after its
     ``since`` wakes it, and its answer is that message's ``"poll"`` form, one body built
-    once per publish for every request it wakes (``realtime.wireforms``).
+    once per publish for every request it wakes (``realtime.wire.forms``).
     """
 
     transport = LONG_POLL
@@ -286,7 +287,7 @@ class ChatLongPollHandler(TransportHandler):
         await visit.enter(room, None)
         return visit
 
-    # The Subscriber protocol (realtime.hub), while a GET is held.
+    # The Subscriber protocol (realtime.pubsub.hub), while a GET is held.
 
     def write_envelope(self, envelope: Envelope, max_pending: int) -> int:
         """Wake the request with the first message after its ``since``; other frames

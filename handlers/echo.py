@@ -1,6 +1,6 @@
 """The echo endpoint: every frame comes back unchanged, text as text and binary as binary."""
 
-from handlers.base import Frame, SocketHandler
+from handlers.websocket import Frame, SocketHandler
 
 
 class EchoSocketHandler(SocketHandler):

@@ -4,13 +4,13 @@
 An error answers ``{"error": {"code": ..., "message": ...}}``: ``code`` is for programs (the
 same snake_case codes the sockets' error frames carry), ``message`` for people, and
 ``"field"`` names the body's field at fault when there is one. Its status comes from the
-handler: an ``ApiError`` carries its own; ``handlers.transport.STATUS`` maps a
-``ClientError``'s code; a store that does not answer is a 503 (``handlers.pages``); anything
+handler: an ``ApiError`` carries its own; ``handlers.http.STATUS`` maps a
+``ClientError``'s code; a store that does not answer is a 503 (``handlers.http``); anything
 else is Tornado's status, with its reason phrase as the message. ``Retry-After`` goes with
 every error that waiting cures: the wait a ``Refusal`` knows, or a few seconds for a 503.
 
 Each family writes the body in its own JSON form, the one its successful answers use (the
-API Tornado's ``write(dict)``, the transports ``realtime.messages.encode``); this module
+API Tornado's ``write(dict)``, the transports ``realtime.wire.messages.encode``); this module
 decides what the body and headers say.
 """
 
@@ -18,10 +18,12 @@ from typing import Any, Optional
 
 import tornado.web
 
-from handlers.pages import RETRY_AFTER_UNAVAILABLE
-from realtime.messages import ClientError, Message, Refusal
-from realtime.ratelimit import retry_after_header
-from realtime.tornado_internals import reason_phrase
+from realtime.limits.ratelimit import retry_after_header
+from realtime.pubsub.tornado_internals import reason_phrase
+from realtime.wire.messages import ClientError, Message, Refusal
+
+
+RETRY_AFTER_UNAVAILABLE = "5"  # seconds: a Redis restart, a failover
 
 
 class ApiError(tornado.web.HTTPError):

@@ -4,16 +4,16 @@
 accepts is a ``ChatLineConnection``, a subscriber of the application's hub like a WebSocket,
 speaking to the application's ``ChatState``: a TCP client meets WebSocket clients in the
 same rooms, under the same nickname rules, in the Redis mode too. The protocol itself (lines,
-commands, how a frame is written) is ``realtime.lines``; this module is the I/O around it.
+commands, how a frame is written) is ``realtime.chat.lines``; this module is the I/O around it.
 
 What a WebSocket is held to, a TCP connection is held to as well, by the same admission
-(``realtime.admission``), sharing the budgets of its address: a connection cap and a
+(``realtime.limits.admission``), sharing the budgets of its address: a connection cap and a
 new-connection budget per address (checked on accept, and answered with one ``!`` line
 before closing), the per-connection and per-address rate limits on every line
 (``--rate-limit``, ``--ip-rate-limit``, ``--rate-limit-strikes``), the rooms' budget
 (``--room-rate-limit``), and the output bound (``--max-pending-bytes``): a client that stops
 reading is cut off once the server holds more than that for it. Lines are bounded
-(``realtime.lines.MAX_LINE_BYTES``) and a connection that has not joined a room within
+(``realtime.chat.lines.MAX_LINE_BYTES``) and a connection that has not joined a room within
 ``join_timeout`` is closed. TCP keepalive finds peers that vanished.
 
 A connection is a cookie-less holder: its nickname is its own, never shared with a browser
@@ -31,20 +31,20 @@ from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream, StreamClosedError
 from tornado.tcpserver import TCPServer
 
-from realtime import lines
-from realtime.accept import PausingAccept
-from realtime.admission import HANDSHAKE_RATE, TCP, Admission, Client, Refused, Ticket
-from realtime.chat import nick_key, normalize_nick
-from realtime.chatsession import ChatSession, ReaderCounts
-from realtime.chatstate import ChatState, charge_room
-from realtime.delivery import CLOSED, STALLED, WRITTEN, CloseReason
-from realtime.envelope import Envelope
-from realtime.hub import Hub
-from realtime.limits import UNLIMITED, IPConnections, RateLimit
-from realtime.messages import ClientError, Message
-from realtime.metrics import ServerMetrics
-from realtime.ratelimit import KeyedLimiter
-from realtime.tornado_internals import stream_unflushed_bytes
+from realtime.chat import lines
+from realtime.chat.rules import nick_key, normalize_nick
+from realtime.chat.session import ChatSession, ReaderCounts
+from realtime.chat.state import ChatState, charge_room
+from realtime.limits.admission import HANDSHAKE_RATE, TCP, Admission, Client, Refused, Ticket
+from realtime.limits.policy import UNLIMITED, IPConnections, RateLimit
+from realtime.limits.ratelimit import KeyedLimiter
+from realtime.ops.accept import PausingAccept
+from realtime.ops.metrics import ServerMetrics
+from realtime.pubsub.delivery import CLOSED, STALLED, WRITTEN, CloseReason
+from realtime.pubsub.envelope import Envelope
+from realtime.pubsub.hub import Hub
+from realtime.pubsub.tornado_internals import stream_unflushed_bytes
+from realtime.wire.messages import ClientError, Message
 
 log = logging.getLogger("realtime.tcp")
 
@@ -185,7 +185,7 @@ class ChatLineConnection:
     # The hub's subscriber.
 
     def write_envelope(self, envelope: Envelope, max_pending: int) -> int:
-        """Write the envelope's line (``realtime.lines.line_of``) unless the connection is
+        """Write the envelope's line (``realtime.chat.lines.line_of``) unless the connection is
         ending (``CLOSED``) or holds more than ``max_pending`` unsent bytes (``STALLED``)."""
         stream = self.stream
         if self._ending is not None or stream.closed():

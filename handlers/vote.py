@@ -1,10 +1,10 @@
 """Live voting: the poll pages, the JSON API, the ``/ws/vote/<id>`` socket and the
 ``/sse/vote/<id>`` event stream.
 
-Votes go through a poll store (``realtime.polls.Polls``: SQLite, or Redis to share polls
+Votes go through a poll store (``realtime.votes.store.Polls``: SQLite, or Redis to share polls
 between processes), which makes each vote durable before its tally is published on the topic
 ``vote.<poll id>``. What the socket and the event stream say to the store and the hub (the
-first frame, the tallies, a vote) is ``realtime.votesession.VoteSession``'s, written once;
+first frame, the tallies, a vote) is ``realtime.votes.session.VoteSession``'s, written once;
 the handlers here read requests and write frames. The voter is a random id in a signed
 cookie, issued by the vote pages, the same for every poll; only one-vote polls need it.
 
@@ -23,16 +23,16 @@ import segno
 import tornado.httputil
 import tornado.web
 
-from handlers.base import JsonSocketHandler
 from handlers.errors import ApiError, json_error
-from handlers.pages import BaseHandler, unavailable_status
-from handlers.transport import EventStreamHandler
-from realtime.hub import Hub
-from realtime.messages import ClientError, Message, is_unavailable, require_str
-from realtime.polls import Polls
-from realtime.pollspec import POLL_ID_MAX, Poll, PollFieldError, validate_new_poll
-from realtime.ratelimit import KeyedLimiter, retry_after_header
-from realtime.votesession import VoteSession, find_poll, poll_topic
+from handlers.http import BaseHandler, unavailable_status
+from handlers.http import EventStreamHandler
+from handlers.websocket import JsonSocketHandler
+from realtime.limits.ratelimit import KeyedLimiter, retry_after_header
+from realtime.pubsub.hub import Hub
+from realtime.votes.session import VoteSession, find_poll, poll_topic
+from realtime.votes.spec import POLL_ID_MAX, Poll, PollFieldError, validate_new_poll
+from realtime.votes.store import Polls
+from realtime.wire.messages import ClientError, Message, is_unavailable, require_str
 
 VOTER_COOKIE = "voter"
 VOTER_COOKIE_DAYS = 365

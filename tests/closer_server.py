@@ -11,8 +11,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from realtime.hub import Hub  # noqa: E402
-from realtime.lifecycle import Lifecycle  # noqa: E402
+from realtime.ops.lifecycle import Lifecycle  # noqa: E402
+from realtime.pubsub.hub import Hub  # noqa: E402
 from server import Config, serve  # noqa: E402
 
 

@@ -13,7 +13,7 @@ import tornado.netutil
 import tornado.web
 from tornado.websocket import WebSocketClientConnection as Client
 
-from realtime.hub import Hub
+from realtime.pubsub.hub import Hub
 from server import Config, make_app, start_components
 from tests.cluster import Cluster
 from tests.redis_server import RedisServer
@@ -77,8 +77,8 @@ def polls_on(
     if request.param == "embedded":
         yield dict(hub=hub, data_dir=data_dir)
         return
-    from realtime.redisbroker import RedisBroker  # the optional `redis` extra
-    from realtime.redispolls import RedisPollStore
+    from realtime.pubsub.redisbroker import RedisBroker  # the optional `redis` extra
+    from realtime.votes.redisstore import RedisPollStore
 
     url = request.getfixturevalue("session_redis").url
     prefix = f"test{next(PREFIXES)}:"

@@ -12,8 +12,8 @@ from typing import Any, Optional
 import tornado.web
 from tornado.web import url
 
-from handlers.base import JsonSocketHandler
-from realtime.messages import Message, require_str
+from handlers.websocket import JsonSocketHandler
+from realtime.wire.messages import Message, require_str
 from server import name_socket_endpoints
 
 TOPIC = "probe.room"

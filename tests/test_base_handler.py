@@ -7,11 +7,11 @@ import logging
 import pytest
 import tornado.web
 
-from handlers.base import JsonSocketHandler
-from realtime.closecodes import CloseCode
-from realtime.delivery import CloseReason
-from realtime.hub import Hub
-from realtime.messages import ClientError, Message
+from handlers.websocket import JsonSocketHandler
+from realtime.pubsub.delivery import CloseReason
+from realtime.pubsub.hub import Hub
+from realtime.wire.closecodes import CloseCode
+from realtime.wire.messages import ClientError, Message
 from tests.support import closed, receive_json, send_json
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from realtime.closecodes import CloseCode
+from realtime.wire.closecodes import CloseCode
 from tests.browser import chromium, collect_console_errors, wait_connected
 
 pytestmark = pytest.mark.browser

@@ -4,7 +4,7 @@ back to Server-Sent Events and POST, or to long-polling and POST, says which, an
 import pytest
 
 from handlers.chathttp import ChatEventStreamHandler
-from realtime.delivery import CloseReason
+from realtime.pubsub.delivery import CloseReason
 from tests.browser import chromium, collect_console_errors, wait_connected
 
 pytestmark = pytest.mark.browser

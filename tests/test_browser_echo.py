@@ -2,7 +2,7 @@
 
 import pytest
 
-from realtime.delivery import CloseReason
+from realtime.pubsub.delivery import CloseReason
 from tests.browser import chromium, collect_console_errors, wait_connected
 
 pytestmark = pytest.mark.browser

@@ -6,8 +6,8 @@ from urllib.parse import quote
 import pytest
 from tornado.httpclient import HTTPClientError
 
-from realtime import chat
-from realtime.hub import Hub
+from realtime.chat import rules
+from realtime.pubsub.hub import Hub
 from server import Config, make_app
 from tests.conftest import backend_settings
 from tests.support import receive, receive_type, send_json
@@ -332,7 +332,7 @@ async def test_reconnect_up_to_date_gets_empty_history(ws_connect):
     assert welcome["history"] == [] and welcome["recovered"] is True
 
 
-# Redis's version of a restart (it loses its data) is in tests/test_redischat.py.
+# Redis's version of a restart (it loses its data) is in tests/chat/test_redischat.py.
 @pytest.mark.parametrize("backend", ["embedded"])
 async def test_reconnect_after_restart_is_not_recovered(http_server_client, ws_connect, backend):
     """A since from before a restart gets recovered false and the newest history."""
@@ -400,7 +400,7 @@ async def test_heavy_history_gives_a_welcome_within_the_room_bound(ws_connect):
         await receive_type(writer, "message")
     newcomer = await ws_connect("/ws/chat/lobby")
     raw = await receive(newcomer)
-    assert len(raw.encode("utf-8")) <= chat.DEFAULT_ROOM_HISTORY_BYTES
+    assert len(raw.encode("utf-8")) <= rules.DEFAULT_ROOM_HISTORY_BYTES
     assert json.loads(raw)["history"][-1]["text"] == HEAVY
     await say(newcomer, "still here")
     assert (await receive_type(newcomer, "message"))["text"] == "still here"
@@ -421,7 +421,7 @@ async def test_replay_past_the_room_bound_is_not_recovered(ws_connect):
     raw = await receive(conn)
     welcome = json.loads(raw)
     assert welcome["recovered"] is False
-    assert len(raw.encode("utf-8")) <= chat.DEFAULT_ROOM_HISTORY_BYTES
+    assert len(raw.encode("utf-8")) <= rules.DEFAULT_ROOM_HISTORY_BYTES
 
 
 async def test_private_history_of_a_cookieless_nick_does_not_pass_to_its_next_holder(ws_connect):

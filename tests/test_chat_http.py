@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 import pytest
 from tornado.httpclient import AsyncHTTPClient
 
-from realtime import wireforms
+from realtime.wire import forms
 from server import Config
 from tests.conftest import backend_settings
 from tests.eventstream import EventStream
@@ -229,8 +229,8 @@ async def test_one_message_wakes_many_held_requests_with_one_body(
     """50 held requests cost no thread; one message answers them all with one body, built
     once for every one of them."""
     builds = []
-    build = wireforms.build_poll
-    monkeypatch.setattr(wireforms, "build_poll", lambda e: builds.append(e) or build(e))
+    build = forms.build_poll
+    monkeypatch.setattr(forms, "build_poll", lambda e: builds.append(e) or build(e))
     last = await send(http_server_client, "before")
     threads = threading.active_count()
     clients = [await raw_get(http_server_client, f"/poll/chat/lobby?since={last['id']}")
@@ -403,7 +403,7 @@ async def test_posts_are_charged_to_the_room_budget(http_server_client):
 
 async def test_an_unavailable_chat_state_is_a_503(http_server_client, app, monkeypatch):
     """A chat state that cannot answer makes a POST a 503 unavailable with Retry-After."""
-    from realtime.messages import ClientError
+    from realtime.wire.messages import ClientError
 
     async def down(*args: Any) -> None:
         raise ClientError("unavailable", "Redis does not answer.")
@@ -574,7 +574,7 @@ async def test_a_stalled_sse_reader_is_cut_off(sse, hub, ws_connect, monkeypatch
                 break
             received += 1
     assert hub.dropped == 1
-    one_event = len(wireforms.chunk(wireforms.sse_event(json.dumps(big).encode(), 1)))
+    one_event = len(forms.chunk(forms.sse_event(json.dumps(big).encode(), 1)))
     assert 64 * 1024 < held_at_drop[0] <= 64 * 1024 + one_event
     assert await ws_frame_of(watcher, "left") == {"type": "left", "room": "lobby",
                                                   "nick": "sleepy"}
@@ -584,8 +584,8 @@ async def test_a_stalled_sse_reader_is_cut_off(sse, hub, ws_connect, monkeypatch
 async def test_one_publish_to_many_streams_builds_the_event_once(sse, hub, monkeypatch):
     """Five streams get one message; its event bytes were built once for all of them."""
     builds = []
-    build = wireforms.build_sse
-    monkeypatch.setattr(wireforms, "build_sse", lambda e: builds.append(e) or build(e))
+    build = forms.build_sse
+    monkeypatch.setattr(forms, "build_sse", lambda e: builds.append(e) or build(e))
     streams = [await sse("/sse/chat/lobby") for _ in range(5)]
     for stream in streams:
         await stream.frame_of("welcome")

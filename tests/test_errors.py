@@ -7,8 +7,8 @@ import tornado.web
 from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine
 
 from handlers.errors import ApiError, json_error
-from handlers.pages import RETRY_AFTER_UNAVAILABLE
-from realtime.messages import ClientError, Refusal
+from handlers.errors import RETRY_AFTER_UNAVAILABLE
+from realtime.wire.messages import ClientError, Refusal
 
 
 def handler(status: int) -> tornado.web.RequestHandler:

@@ -9,11 +9,11 @@ from typing import Any, Callable
 import pytest
 from tornado.httpclient import HTTPClientError
 
-from realtime.hub import Hub
+from realtime.pubsub.hub import Hub
 from server import Config, keyed_limiter, make_app
 from tests.probe import add_probe
 from tests.support import receive_json, receive_type, send_json
-from tests.test_limits import FakeClock
+from tests.limits.test_limits import FakeClock
 
 PER_CONNECTION_BURST = 5
 IP_BURST = 8

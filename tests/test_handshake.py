@@ -3,7 +3,7 @@
 import pytest
 from tornado.httpclient import HTTPClientError
 
-from realtime.hub import Hub
+from realtime.pubsub.hub import Hub
 from server import Config
 from tests.support import closed, connect, poll_until, port_of, raw_handshake, receive
 

@@ -21,8 +21,8 @@ import tornado.netutil
 import tornado.web
 from tornado.httpclient import HTTPClientError
 
-from realtime.closecodes import CloseCode
-from realtime.hub import Hub
+from realtime.pubsub.hub import Hub
+from realtime.wire.closecodes import CloseCode
 from server import Config, make_app
 from tests.probe import TOPIC, add_probe
 import tests.support

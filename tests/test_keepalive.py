@@ -7,7 +7,7 @@ import struct
 import pytest
 import tornado.web
 
-from realtime.hub import Hub
+from realtime.pubsub.hub import Hub
 from server import Config, make_app
 from tests.probe import add_probe
 from tests.support import (

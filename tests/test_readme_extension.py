@@ -29,8 +29,8 @@ def section_blocks() -> list[str]:
 
 
 MODULE, ROUTES, TESTS = section_blocks()
-# The module's name, from the step that introduces it: "`realtime/reactions.py`, ...".
-MODULE_NAME = re.search(r"`(\w+)/(\w+)\.py`, the session", README.read_text(encoding="utf-8"))
+# The module's path, from the step that introduces it: "`realtime/apps/reactions.py`, ...".
+MODULE_NAME = re.search(r"`([\w/]+)\.py`, the session", README.read_text(encoding="utf-8"))
 
 
 def load_tests() -> types.ModuleType:
@@ -47,7 +47,7 @@ README_TESTS = sorted(name for name in vars(load_tests()) if name.startswith("te
 def session_module() -> Iterator[types.ModuleType]:
     """The README's session module, importable under the name it is given there."""
     assert MODULE_NAME is not None, "the README names the session's module"
-    name = f"{MODULE_NAME.group(1)}.{MODULE_NAME.group(2)}"
+    name = MODULE_NAME.group(1).replace("/", ".")
     module = types.ModuleType(name)
     exec(compile(MODULE, f"README.md ({name})", "exec"), module.__dict__)
     sys.modules[name] = module

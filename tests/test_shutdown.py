@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from tornado.httpclient import AsyncHTTPClient
 
-from realtime.closecodes import CloseCode
+from realtime.wire.closecodes import CloseCode
 from tests.support import (
     accepts, closed, free_port, poll_until, raw_handshake, receive, receive_type,
     send_json, wait_listening,

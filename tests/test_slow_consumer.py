@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 import tornado.web
 
-from handlers.base import JsonSocketHandler
-from realtime.closecodes import CloseCode
-from realtime.hub import DEFAULT_MAX_PENDING_BYTES, Hub
+from handlers.websocket import JsonSocketHandler
+from realtime.pubsub.hub import DEFAULT_MAX_PENDING_BYTES, Hub
+from realtime.wire.closecodes import CloseCode
 from tests.support import port_of, raw_close_code, raw_handshake, receive
 
 BOUND = DEFAULT_MAX_PENDING_BYTES

@@ -11,8 +11,8 @@ import pytest
 import tornado.netutil
 
 from handlers.tcp import DEFAULT_JOIN_TIMEOUT, ChatLineConnection, ChatLineServer
-from realtime import lines
-from realtime.lines import MAX_LINE_BYTES
+from realtime.chat import lines
+from realtime.chat.lines import MAX_LINE_BYTES
 from server import Config
 from tests.conftest import backend_settings
 from tests.process import start_server_process
@@ -537,7 +537,7 @@ async def test_a_connection_that_never_joins_is_closed(tcp_connect):
 
 
 def test_every_command_has_a_handler():
-    """Each command of realtime.lines.COMMANDS has its handle_<name> method."""
+    """Each command of realtime.chat.lines.COMMANDS has its handle_<name> method."""
     for name in lines.COMMANDS:
         assert callable(getattr(ChatLineConnection, f"handle_{name}"))
 

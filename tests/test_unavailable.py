@@ -6,8 +6,8 @@ import pytest
 import tornado.web
 from tornado.httpclient import HTTPClientError
 
-from realtime.hub import Hub
-from realtime.redispolls import RedisPollStore
+from realtime.pubsub.hub import Hub
+from realtime.votes.redisstore import RedisPollStore
 from server import Config, make_app
 from tests.support import connect, free_port
 

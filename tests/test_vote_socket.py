@@ -12,10 +12,10 @@ import pytest
 from tornado.httpclient import HTTPClientError
 
 from handlers.vote import VoteSocketHandler
-from realtime.brokers import LocalBroker
-from realtime.envelope import Envelope
-from realtime.hub import Hub
-from realtime.polls import PollStore
+from realtime.pubsub.brokers import LocalBroker
+from realtime.pubsub.envelope import Envelope
+from realtime.pubsub.hub import Hub
+from realtime.votes.store import PollStore
 from server import Config, make_app
 from tests.support import TIMEOUT, port_of, receive_json, receive_type, send_json
 

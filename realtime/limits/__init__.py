@@ -1,0 +1,1 @@
+"""Protecting the server: rate limits, per-address caps, origins, admission."""

@@ -1,0 +1,2 @@
+"""Running the server: options, metrics, loop lag, logs, lifecycle, accept loop, open-file
+limit, background tasks."""

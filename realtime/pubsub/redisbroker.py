@@ -1,0 +1,627 @@
+"""A broker on Redis pub/sub, so several server processes share topics.
+
+``Hub(broker=RedisBroker("redis://127.0.0.1:6379/0"))``: the hub is unchanged, the broker
+carries each publish to the other processes and hands theirs to the local hub.
+
+Channels. One Redis channel per topic, ``<prefix>topic:<topic>``. The listener SUBSCRIBEs
+a topic's channel when the hub gets the topic's first local subscriber and UNSUBSCRIBEs it
+when the last one leaves, so a process receives only what its clients listen to; it never
+subscribes to a pattern. The hub's calls are synchronous: they update the wanted set and
+wake the listener task, which sends the difference on its connection.
+
+Wire format. Each publish is serialized once into ``kind (1 byte) + origin (16 bytes) +
+payload``: the kind is ``0x00`` for text and ``0x01`` for binary (other values are
+reserved for later formats and ignored), the origin is this broker's random id, the
+payload the envelope's bytes as they are. ``publish`` delivers to the local subscribers at
+once, so local delivery never waits on Redis; the listener skips messages carrying its own
+origin, so no process delivers its own message twice.
+
+Publishing never blocks the loop: ``publish`` appends to a queue bounded in messages and
+in bytes, and one publisher task sends what is queued in pipelined batches over one
+connection (so a process's messages reach the others in the order it published them).
+When the queue is full, or Redis is known to be down, the message is dropped and counted
+(it still reached the local subscribers); a warning is logged once per outage (once per
+overflow), never per message.
+
+Faults. The listener sends its own PING every ``ping_interval`` seconds and declares the
+connection dead when nothing at all came back for ``timeout`` seconds (a half-open
+connection, a paused Redis); a closed connection (Redis stopped, ``CLIENT KILL``, the
+``client-output-buffer-limit`` of a slow subscriber) is noticed at once. Either way it
+reconnects with jittered exponential backoff capped at ``max_backoff`` seconds, forever,
+and resubscribes every wanted topic. ``healthy()`` is True only while the listener is
+subscribed and hearing from Redis and the last publish did not fail; it turns True again
+once Redis answers. Messages published by other processes while this one was cut off are
+lost (Redis pub/sub keeps nothing); replay is history's job, not the broker's.
+
+Start. ``start()`` waits up to ``timeout`` seconds for the first connection, and if Redis
+does not answer it logs a warning and returns anyway: the server starts degraded, serves
+its local clients, answers 503 on ``/healthz`` and connects as soon as Redis answers (a
+process restarted by systemd during a Redis outage should not crash-loop). A malformed URL
+fails at once, in the constructor.
+"""
+
+import asyncio
+import logging
+import os
+import random
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Iterable, Optional, Sequence
+
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from realtime.ops.tasks import cancel_all
+from realtime.pubsub.brokers import Deliver
+from realtime.pubsub.envelope import Envelope
+
+log = logging.getLogger("realtime.redis")
+
+KIND_TEXT = 0
+KIND_BINARY = 1
+ORIGIN_SIZE = 16
+HEADER_SIZE = 1 + ORIGIN_SIZE
+
+DEFAULT_MAX_QUEUE = 10_000
+DEFAULT_MAX_QUEUE_BYTES = 16 * 1024 * 1024
+# Channels per SUBSCRIBE command when resubscribing thousands of topics at once.
+SUBSCRIBE_CHUNK = 1000
+# Messages per pipelined batch of PUBLISH commands.
+PUBLISH_BATCH = 500
+
+# Redis's clock in milliseconds, as ``now``.
+_NOW_MS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+# Publish with history (``RedisBroker.publish_with_history``).
+# KEYS: meta, log. ARGV: frame head, frame tail, parties ("" for public), max entries, the
+# lowest id to hand out, ttl seconds, wire prefix (kind + origin), the deadline (Redis
+# milliseconds), then broker channels.
+# Returns the id as a string, or nil (nothing stored) past the deadline: the caller has
+# given up on this call by then and shown the message under an id of its own.
+APPEND = _NOW_MS + """
+if now > tonumber(ARGV[8]) then return false end
+local last = redis.call('HGET', KEYS[1], 'last')
+local id
+if last then
+    id = math.max(tonumber(last) + 1, tonumber(ARGV[5]))
+else
+    local t = redis.call('TIME')
+    id = math.max(tonumber(t[1]) * 1000000 + tonumber(t[2]), tonumber(ARGV[5]))
+    redis.call('DEL', KEYS[2])
+    redis.call('HSET', KEYS[1], 'first', string.format('%.0f', id))
+end
+local sid = string.format('%.0f', id)
+redis.call('HSET', KEYS[1], 'last', sid)
+local frame = ARGV[1] .. sid .. ARGV[2]
+if ARGV[3] == '' then
+    redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], sid .. '-0', 'f', frame)
+else
+    redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], sid .. '-0', 'f', frame, 'p', ARGV[3])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+redis.call('EXPIRE', KEYS[2], ARGV[6])
+for i = 9, #ARGV do
+    redis.call('PUBLISH', ARGV[i], ARGV[7] .. frame)
+end
+return sid
+"""
+
+# The origin of messages ``APPEND`` publishes: no broker's (theirs are random), so every
+# process's listener delivers them, the publisher's included, in Redis's order.
+SCRIPT_ORIGIN = bytes(ORIGIN_SIZE)
+
+# What a lost or refused Redis connection raises; redis-py wraps most OSErrors.
+FAILURES = (RedisError, OSError, asyncio.TimeoutError)
+
+
+def encode(envelope: Envelope, origin: bytes) -> bytes:
+    """The Redis form of ``envelope`` published by ``origin``."""
+    kind = KIND_BINARY if envelope.binary else KIND_TEXT
+    return bytes((kind,)) + origin + envelope.data
+
+
+def decode(data: bytes) -> Optional[tuple[bytes, Envelope]]:
+    """``(origin, envelope)`` from the Redis form, or None if it is not one we know."""
+    if len(data) < HEADER_SIZE or data[0] not in (KIND_TEXT, KIND_BINARY):
+        return None
+    return data[1:HEADER_SIZE], Envelope(data[HEADER_SIZE:], binary=data[0] == KIND_BINARY)
+
+
+@dataclass
+class History:
+    """Where ``RedisBroker.publish_with_history`` keeps a message, and on what terms.
+
+    Its keys and client are the caller's (the chat state's: its connections, its calls'
+    bounds); the wire format and the channels are the broker's.
+    """
+
+    client: Redis  # runs the script
+    meta: str  # a hash: ``last``, the newest id handed out; ``first``, where this run began
+    log: str  # a stream of the messages, entry id ``<message id>-0``, field ``f`` the frame
+    extra: bytes  # the entry's field ``p`` (who may read it), or b"" for none
+    length: int  # entries the log keeps
+    floor: int  # the lowest id to hand out
+    ttl: int  # seconds the log and sequence live after their last message
+    deadline: int  # Redis milliseconds past which the script stores nothing
+
+
+class ConnectionDead(Exception):
+    """Redis sent nothing, not even a PONG, for ``timeout`` seconds."""
+
+
+class RedisBroker:
+    """Topics shared between processes through Redis pub/sub; see the module docstring.
+
+    Args:
+        url: ``redis://[user:password@]host:port/db`` (or ``rediss://``, ``unix://``).
+        prefix: put before every channel name, to share one Redis between deployments.
+        max_queue: publishes waiting for the publisher task, at most; more are dropped.
+        max_queue_bytes: their bytes (Redis form), at most.
+        ping_interval: seconds between the listener's PINGs.
+        timeout: seconds of silence after which a connection is dead; also the connect
+            and publish timeout, and how long ``start()`` waits for Redis.
+        max_backoff: the longest wait between two reconnection attempts.
+
+    Raises:
+        ValueError: ``url`` is not a Redis URL.
+    """
+
+    name = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        prefix: str = "realtime:",
+        *,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+        max_queue_bytes: int = DEFAULT_MAX_QUEUE_BYTES,
+        ping_interval: float = 1.0,
+        timeout: float = 3.0,
+        max_backoff: float = 2.0,
+    ) -> None:
+        self.url = url
+        self.channel_prefix = f"{prefix}topic:".encode()
+        self.max_queue = max_queue
+        self.max_queue_bytes = max_queue_bytes
+        self.ping_interval = ping_interval
+        self.timeout = timeout
+        self.max_backoff = max_backoff
+        self.origin = os.urandom(ORIGIN_SIZE)  # tells this broker's messages from others'
+        # redis-py's own retries and health checks are off: they would hide a lost
+        # connection (and a resubscription) from us, and we handle both below. RESP2, the
+        # protocol every Redis speaks, so messages are plain replies to the listener's
+        # reads (redis-py 8 defaults to RESP3, where they are push frames handled apart).
+        common: dict[str, Any] = dict(
+            socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0),
+            health_check_interval=0, protocol=2,
+        )
+        # The listener reads with no timeout (its PINGs find a silent Redis); the
+        # publisher's commands time out, so a half-open connection fails a publish.
+        self._listener_pool = ConnectionPool.from_url(
+            url, socket_timeout=None, client_name="realtime-listener", **common)
+        self._publisher = Redis(connection_pool=ConnectionPool.from_url(
+            url, socket_timeout=timeout, client_name="realtime-publisher", max_connections=2,
+            **common))
+        self._deliver: Optional[Deliver] = None
+        self._topics: set[str] = set()  # topics the hub has local subscribers of
+        self._wake = asyncio.Event()  # the wanted topics changed
+        self._queue: deque[tuple[bytes, bytes]] = deque()  # (channel, Redis form)
+        self._queued_bytes = 0
+        self._queue_ready = asyncio.Event()
+        self._listening = False  # subscribed to every wanted topic and hearing from Redis
+        self._publishing = True  # the last publish did not fail
+        self._last_heard = 0.0  # loop time the listener last read anything
+        self._down_since: Optional[float] = None  # monotonic start of the current outage
+        self._down_logged = False  # this outage's warning is out
+        self._drop_logged = False  # this outage's (or overflow's) drop warning is out
+        self._malformed_logged = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._ready = asyncio.Event()  # set the first time the listener is subscribed
+        self._confirmed: set[str] = set()  # topics Redis confirmed on this connection
+        # ready() calls waiting for confirmations: (topics still missing, their future).
+        self._waiters: list[tuple[set[str], asyncio.Future[None]]] = []
+        self._barriers: list[asyncio.Future[None]] = []  # caught_up() calls not yet sent
+        # caught_up() calls whose PING is on its way, by the PING's text.
+        self._pinged: dict[bytes, list[asyncio.Future[None]]] = {}
+        self._pings = 0  # numbers the caught_up() PINGs
+        self._scripts: dict[int, Any] = {}  # client id -> its registered APPEND
+        self.published = 0  # messages sent to Redis
+        self.received = 0  # messages from other processes handed to the hub
+        self.dropped = 0  # publishes not sent to Redis (queue full, Redis down)
+        self.reconnects = 0  # listener connections after the first
+        self.malformed = 0  # messages on our channels that are not in our format
+
+    # The seam
+
+    def attach(self, deliver: Deliver) -> None:
+        """Set the hub's delivery callback."""
+        self._deliver = deliver
+
+    def publish(self, topic: str, envelope: Envelope) -> None:
+        """Deliver to this process's subscribers now, and queue for the other processes."""
+        if self._deliver is None:
+            raise RuntimeError("RedisBroker.publish before attach")
+        self._deliver(topic, envelope)
+        if not self._publishing or not self._tasks:
+            self._drop("Redis is unavailable")
+            return
+        size = HEADER_SIZE + len(envelope.data)
+        if len(self._queue) >= self.max_queue or self._queued_bytes + size > self.max_queue_bytes:
+            self._drop(f"the publish queue is full ({len(self._queue)} messages, "
+                       f"{self._queued_bytes} bytes)")
+            return
+        self._queue.append((self.channel(topic), encode(envelope, self.origin)))
+        self._queued_bytes += size
+        self._queue_ready.set()
+
+    async def publish_with_history(
+        self, topics: Sequence[str], head: bytes, tail: bytes, history: History
+    ) -> Optional[int]:
+        """Append a message to ``history`` and publish it on ``topics``, in one script Redis
+        runs atomically: no process can see a message its history does not hold, and ids
+        are handed out in the order messages are published. The message is ``head + id +
+        tail``; it reaches every process from its listener (this one's too, unless its
+        listener is down: then it is delivered here at once).
+
+        Returns the id, or None if the deadline had passed when Redis ran it (nothing stored,
+        nothing published).
+        """
+        script = self._scripts.get(id(history.client))
+        if script is None:
+            script = self._scripts[id(history.client)] = history.client.register_script(APPEND)
+        sid = await script(
+            keys=[history.meta, history.log],
+            args=[head, tail, history.extra, history.length, history.floor, history.ttl,
+                  bytes((KIND_TEXT,)) + SCRIPT_ORIGIN, history.deadline,
+                  *(self.channel(topic) for topic in topics)])
+        if sid is None:
+            return None
+        self.published += 1
+        if not self._listening and self._deliver is not None:
+            envelope = Envelope(head + sid + tail)
+            for topic in topics:
+                self._deliver(topic, envelope)
+        return int(sid)
+
+    def subscribe(self, topic: str) -> None:
+        """Have the listener SUBSCRIBE to ``topic``'s channel."""
+        self._topics.add(topic)
+        self._wake.set()
+
+    def unsubscribe(self, topic: str) -> None:
+        """Have the listener UNSUBSCRIBE from ``topic``'s channel."""
+        self._topics.discard(topic)
+        self._confirmed.discard(topic)
+        self._wake.set()
+
+    async def ready(self, topics: Iterable[str]) -> None:
+        """Return once Redis has confirmed the SUBSCRIBE of every one of ``topics`` (each
+        already wanted through ``subscribe``), so whatever any process publishes on them
+        from now on reaches this one; at once while Redis is down (nothing would come),
+        and after ``timeout`` seconds at most."""
+        if not self._listening:
+            return
+        missing = {topic for topic in topics if topic not in self._confirmed}
+        if not missing:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (missing, waiter)
+        self._waiters.append(entry)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), self.timeout)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            if entry in self._waiters:
+                self._waiters.remove(entry)
+
+    async def caught_up(self) -> None:
+        """Return once the listener has handed the hub every message Redis published to
+        this process before the call (a PING on the listener's connection comes back
+        after them); at once while Redis is down, and after ``timeout`` seconds at most.
+
+        A welcome read from history, then ``caught_up()``, holds every live message its
+        history holds: none can arrive after it and be shown twice.
+        """
+        if not self._listening:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._barriers.append(waiter)
+        self._wake.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), self.timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    def _confirm(self, channel: bytes, subscribed: bool) -> None:
+        """Redis answered a SUBSCRIBE (or an UNSUBSCRIBE) of ``channel``."""
+        if not channel.startswith(self.channel_prefix):
+            return
+        topic = channel[len(self.channel_prefix):].decode()
+        if not subscribed or topic not in self._topics:
+            self._confirmed.discard(topic)
+            return
+        self._confirmed.add(topic)
+        for missing, waiter in list(self._waiters):
+            missing.discard(topic)
+            if not missing and not waiter.done():
+                waiter.set_result(None)
+
+    def _release_waiters(self) -> None:
+        """The listener lost its connection: nothing is confirmed, nobody waits for it."""
+        self._confirmed.clear()
+        barriers = [waiter for waiters in self._pinged.values() for waiter in waiters]
+        self._pinged.clear()
+        barriers += self._barriers
+        self._barriers = []
+        for waiter in [waiter for _, waiter in self._waiters] + barriers:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def start(self) -> None:
+        """Start the listener and the publisher; wait up to ``timeout`` s for Redis."""
+        if self._tasks:
+            return
+        self._tasks = [
+            asyncio.create_task(self._listen_forever(), name="redis-listener"),
+            asyncio.create_task(self._publish_forever(), name="redis-publisher"),
+        ]
+        try:
+            await asyncio.wait_for(self._ready.wait(), self.timeout)
+        except asyncio.TimeoutError:
+            log.warning("Redis at %s did not answer within %.0f s: starting degraded "
+                        "(/healthz 503), connecting in the background", self._where(),
+                        self.timeout)
+
+    async def close(self) -> None:
+        """Stop both tasks and close every connection; queued publishes are dropped."""
+        tasks, self._tasks = self._tasks, []
+        await cancel_all(tasks)  # not cancel() and gather(): a cancel may be swallowed
+        self.dropped += len(self._queue)
+        self._queue.clear()
+        self._queued_bytes = 0
+        self._listening = False
+        await self._publisher.aclose(close_connection_pool=True)
+        await self._listener_pool.disconnect()
+
+    @property
+    def listening(self) -> bool:
+        """Whether the listener is subscribed and hearing from Redis right now."""
+        return self._listening
+
+    def healthy(self) -> bool:
+        """True while the listener is subscribed and hearing from Redis and publishes go."""
+        return self._listening and self._publishing
+
+    # Introspection
+
+    def channel(self, topic: str) -> bytes:
+        """The Redis channel of ``topic``."""
+        return self.channel_prefix + topic.encode()
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters for the metrics: each is exported as ``realtime_broker_<name>_total``."""
+        return {
+            "published": self.published, "received": self.received,
+            "dropped": self.dropped, "reconnects": self.reconnects,
+        }
+
+    # Health bookkeeping
+
+    def _where(self) -> str:
+        kwargs = self._listener_pool.connection_kwargs
+        return kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
+
+    def _went_down(self, reason: object) -> None:
+        """A connection failed: warn once per outage."""
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+        if not self._down_logged:
+            self._down_logged = True
+            log.warning("Redis at %s unavailable (%s): cross-process delivery paused, "
+                        "publishes dropped until it answers; reconnecting", self._where(),
+                        str(reason) or type(reason).__name__)
+
+    def _maybe_up(self) -> None:
+        """Both connections work again: end the outage, if there was one."""
+        if not self.healthy() or self._down_since is None:
+            return
+        log.info("Redis at %s available again after %.1f s (%d publishes dropped so far)",
+                 self._where(), time.monotonic() - self._down_since, self.dropped)
+        self._down_since = None
+        self._down_logged = self._drop_logged = False
+
+    def _drop(self, why: str) -> None:
+        self.dropped += 1
+        if not self._drop_logged:
+            self._drop_logged = True
+            log.warning("dropping publishes to Redis: %s; they still reach this process's "
+                        "subscribers. Counted in realtime_broker_dropped_total, not logged "
+                        "again until it recovers", why)
+
+    # The listener
+
+    async def _listen_forever(self) -> None:
+        """Connect, subscribe, read; on any failure reconnect with backoff, forever."""
+        backoff = 0.1
+        connected_before = False
+        while True:
+            conn = self._listener_pool.make_connection()
+            try:
+                await asyncio.wait_for(conn.connect(), self.timeout)
+                if connected_before:
+                    self.reconnects += 1
+                connected_before = True
+                await self._listen(conn)
+            except Exception as exc:
+                if not isinstance(exc, FAILURES + (ConnectionDead,)):
+                    # A bug (or a reply we did not expect) must not leave the process deaf.
+                    log.exception("the Redis listener failed; reconnecting")
+                if self._listening:
+                    backoff = 0.1  # it had worked: retry soon
+                self._listening = False
+                self._went_down(exc)
+            finally:
+                self._listening = False
+                self._release_waiters()
+                await conn.disconnect(nowait=True)
+            await asyncio.sleep(random.uniform(backoff / 2, backoff))
+            backoff = min(backoff * 2, self.max_backoff)
+
+    async def _listen(self, conn: Any) -> None:
+        """Serve one listener connection until it fails (it raises)."""
+        loop = asyncio.get_running_loop()
+        subscribed: set[str] = set()  # topics SUBSCRIBEd on this connection
+        self._last_heard = loop.time()
+        await self._sync_topics(conn, subscribed)
+        # Redis answers in order: the PONG to this PING means every SUBSCRIBE before it
+        # took effect.
+        await self._send(conn, "PING", b"subscribed")
+        last_ping = loop.time()
+        # One task reads and handles every reply as it comes (no task or wait per message);
+        # this one sends: SUBSCRIBEs when the wanted topics change, and the PINGs.
+        reader = asyncio.ensure_future(self._read_replies(conn))
+        wake = asyncio.ensure_future(self._wake.wait())
+        try:
+            while True:
+                wait = max(0.0, last_ping + self.ping_interval - loop.time())
+                await asyncio.wait((reader, wake), timeout=wait,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                if reader.done():
+                    reader.result()  # raises: the connection failed
+                    raise ConnectionDead("the listener's reader stopped")
+                if wake.done():
+                    self._wake.clear()
+                    wake = asyncio.ensure_future(self._wake.wait())
+                    await self._sync_topics(conn, subscribed)
+                    if self._barriers:
+                        self._pings += 1
+                        text = b"caught-up:%d" % self._pings
+                        self._pinged[text], self._barriers = self._barriers, []
+                        await self._send(conn, "PING", text)
+                now = loop.time()
+                if now - self._last_heard > self.timeout:
+                    raise ConnectionDead(f"no reply from Redis for {self.timeout:.0f} s")
+                if now - last_ping >= self.ping_interval:
+                    await self._send(conn, "PING")
+                    last_ping = now
+        finally:
+            reader.cancel()
+            wake.cancel()
+            await asyncio.gather(reader, wake, return_exceptions=True)
+
+    async def _read_replies(self, conn: Any) -> None:
+        """Read and handle the listener connection's replies until it fails (it raises)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            reply = await conn.read_response(disconnect_on_error=False)
+            self._last_heard = loop.time()
+            self._handle(reply)
+
+    async def _send(self, conn: Any, *args: Any) -> None:
+        """Send one command on the listener connection (its reply comes to the reader)."""
+        await asyncio.wait_for(conn.send_command(*args), self.timeout)
+
+    async def _sync_topics(self, conn: Any, subscribed: set[str]) -> None:
+        """SUBSCRIBE and UNSUBSCRIBE so the connection listens to exactly the wanted topics."""
+        for command, topics in (("SUBSCRIBE", self._topics - subscribed),
+                                ("UNSUBSCRIBE", subscribed - self._topics)):
+            ordered = sorted(topics)
+            for start in range(0, len(ordered), SUBSCRIBE_CHUNK):
+                chunk = ordered[start:start + SUBSCRIBE_CHUNK]
+                await self._send(conn, command, *(self.channel(topic) for topic in chunk))
+            if command == "SUBSCRIBE":
+                subscribed |= topics
+            else:
+                subscribed -= topics
+
+    def _handle(self, reply: Any) -> None:
+        """One reply read by the listener: a message, a (un)subscribe or a PONG."""
+        if not isinstance(reply, list):  # PONG outside subscribed mode: b"PONG" or the text
+            self._pong(reply)
+            return
+        kind = reply[0]
+        if kind == b"message":
+            self._message(reply[1], reply[2])
+        elif kind in (b"subscribe", b"unsubscribe"):
+            self._confirm(reply[1], kind == b"subscribe")
+        elif kind == b"pong":
+            self._pong(reply[1])
+
+    def _pong(self, text: Any) -> None:
+        for waiter in self._pinged.pop(text, ()):
+            if not waiter.done():
+                waiter.set_result(None)
+        if text == b"subscribed" and not self._listening:
+            self._listening = True
+            self._ready.set()
+            self._maybe_up()
+
+    def _message(self, channel: bytes, data: bytes) -> None:
+        if not channel.startswith(self.channel_prefix):
+            return
+        topic = channel[len(self.channel_prefix):].decode()
+        decoded = decode(data)
+        if decoded is None:
+            self.malformed += 1
+            if not self._malformed_logged:
+                self._malformed_logged = True
+                log.warning("ignoring a message on %r that is not in this broker's format "
+                            "(further ones are counted, not logged)", channel)
+            return
+        origin, envelope = decoded
+        if origin == self.origin or topic not in self._topics or self._deliver is None:
+            return
+        self.received += 1
+        try:
+            self._deliver(topic, envelope)
+        except Exception:  # a bug in delivery must not leave the process deaf
+            log.exception("delivering a message from Redis on %s failed", topic)
+
+    # The publisher
+
+    async def _publish_forever(self) -> None:
+        """Send queued publishes in pipelined batches; after a failure, PING until Redis
+        answers, dropping what is published meanwhile."""
+        backoff = 0.1
+        while True:
+            if not self._publishing:
+                await asyncio.sleep(random.uniform(backoff / 2, backoff))
+                backoff = min(backoff * 2, self.max_backoff)
+                try:
+                    await self._publisher.ping()
+                except FAILURES:
+                    continue
+                backoff = 0.1
+                self._publishing = True
+                self._maybe_up()
+                continue
+            await self._queue_ready.wait()
+            batch = [self._queue.popleft() for _ in range(min(len(self._queue), PUBLISH_BATCH))]
+            self._queued_bytes -= sum(len(wire) for _, wire in batch)
+            if not self._queue:
+                self._queue_ready.clear()
+                if self._publishing and self._down_since is None:
+                    self._drop_logged = False  # an overflow is over once the queue empties
+            try:
+                async with self._publisher.pipeline(transaction=False) as pipe:
+                    for channel, wire in batch:
+                        pipe.publish(channel, wire)
+                    await pipe.execute()
+                self.published += len(batch)
+            except Exception as exc:
+                if not isinstance(exc, FAILURES):
+                    log.exception("publishing to Redis failed")
+                self._publishing = False
+                self.dropped += len(batch) + len(self._queue)
+                self._queue.clear()
+                self._queued_bytes = 0
+                self._queue_ready.clear()
+                self._went_down(exc)

@@ -1,0 +1,278 @@
+"""Every use of Tornado's private attributes, in one module.
+
+Tornado's public API leaves out a few things this server needs. Each is reached here
+through a small, named, typed function or class; no other module touches a name Tornado
+keeps private. ``INTERNALS`` lists every such name by the class that owns it, and
+``tests/pubsub/test_tornado_internals.py`` checks each against the installed Tornado (it exists,
+with the type and behaviour relied on) and that no other module uses one, so an upgrade
+that changes them fails there loudly instead of silently switching something off.
+
+* **What a stream still holds** (``unflushed_bytes``, ``stream_unflushed_bytes``): flow
+  control. Tornado tells when a write has completed (the awaitable ``write_message``
+  returns) but not how much waits behind it, and a counter kept beside it would be wrong: it
+  learns of a completed write only on a later turn of the loop, after the kernel took the
+  bytes. Only the connection's ``IOStream`` knows the figure. ``IOStream.write`` appends
+  the frame, header included, to ``_write_buffer`` and at once sends what the kernel takes,
+  so what stays in the buffer is exactly what the kernel refused.
+* **The fast path** (``fast_stream``, ``FrameWriter``, ``append``, ``ResponseStream``): a
+  frame built once per publish, written to each stream with no Task, no Future and no
+  header or copy per subscriber. It keeps the stream's write indices agreeing with its
+  buffer (Tornado resolves its own write futures by them) and asks the loop, through
+  ``_add_io_state``, to call back when the socket can take more. A WebSocket qualifies
+  without compression (``WebSocketProtocol13._compressor``); an event stream must know
+  whether Tornado chunks its body (``HTTP1Connection._chunking_output``). Only on a
+  ``VERIFIED_TORNADO``; elsewhere everything goes through the public writes.
+* **Counting every frame a client sends** (``CountingProtocol``, ``counting``): Tornado
+  tells a handler about each whole message, ping and pong, not about a data frame that
+  does not end its message, so a client could send endless empty continuation fragments
+  and never be counted. ``CountingProtocol`` overrides ``WebSocketProtocol13._receive_frame``
+  (one frame read and handled per call, Tornado 6.x); ``check_tornado()`` fails at import
+  if it is gone, so the server refuses to start without it.
+* **A response's reason phrase** (``reason_phrase``): what ``set_status`` set, for the
+  JSON and HTML error bodies (``RequestHandler._reason``).
+* **Accepting through our own loop** (``add_listening_socket``): what
+  ``TCPServer.add_sockets`` records so that ``stop()`` stops accepting
+  (``TCPServer._sockets``, ``_handlers``, ``_handle_connection``), for ``realtime.ops.accept``.
+"""
+
+import inspect
+import socket
+import sys
+from typing import Any, Callable, Optional, Protocol
+
+import tornado
+from tornado.http1connection import HTTP1Connection
+from tornado.ioloop import IOLoop
+from tornado.iostream import IOStream
+from tornado.tcpserver import TCPServer
+from tornado.web import RequestHandler
+from tornado.websocket import WebSocketProtocol, WebSocketProtocol13
+
+from realtime.pubsub.delivery import CLOSED, STALLED, WRITTEN
+
+# Every private name of Tornado's used below, by the class that owns it (instance
+# attributes and methods alike). tests/pubsub/test_tornado_internals.py checks each one.
+INTERNALS: dict[type, tuple[str, ...]] = {
+    IOStream: ("_write_buffer", "_total_write_index", "_total_write_done_index",
+               "_add_io_state"),
+    WebSocketProtocol13: ("_compressor", "_receive_frame"),
+    HTTP1Connection: ("_chunking_output",),
+    RequestHandler: ("_reason",),
+    TCPServer: ("_sockets", "_handlers", "_handle_connection"),
+}
+
+VERIFIED_TORNADO = ((6, 5), (6, 6))  # minor versions the fast path was checked against
+
+
+# What a stream still holds.
+
+def unflushed_bytes(handler: Any) -> int:
+    """Bytes queued for ``handler``'s client that Tornado has not yet handed to the kernel.
+
+    Frames count whole, headers included (compressed, if the client negotiated compression).
+    0 before the handshake and once the stream is closed: Tornado frees its buffer then.
+
+    Args:
+        handler: a ``tornado.websocket.WebSocketHandler`` (typed loosely, as the hub's
+            subscribers are).
+    """
+    connection = handler.ws_connection
+    return stream_unflushed_bytes(connection.stream if connection is not None else None)
+
+
+def stream_unflushed_bytes(stream: Optional[IOStream]) -> int:
+    """Bytes written to ``stream`` that it has not yet handed to the kernel; 0 once closed.
+
+    For any transport on a plain ``IOStream`` (the raw TCP lines of ``handlers.tcp``, the
+    event streams of ``handlers.http``).
+    """
+    if stream is None or stream.closed():
+        return 0
+    return len(stream._write_buffer)
+
+
+# The fast path.
+
+
+def fast_stream(handler: Any) -> Optional[IOStream]:
+    """The plain ``IOStream`` of ``handler``'s connection if prebuilt frames can go straight
+    into it, else None (compression negotiated, TLS in Tornado, an unverified Tornado)."""
+    if tornado.version_info[:2] not in VERIFIED_TORNADO or sys.platform == "win32":
+        return None
+    connection = handler.ws_connection
+    if not isinstance(connection, WebSocketProtocol13):
+        return None
+    if connection._compressor is not None or connection.mask_outgoing:
+        return None
+    stream = connection.stream
+    if type(stream) is not IOStream or stream.closed():
+        return None
+    return stream
+
+
+class FrameWriter:
+    """Writes an envelope's prebuilt WebSocket frame to one uncompressed connection.
+
+    Frames are appended whole to the stream Tornado writes its own frames (pings, pongs,
+    closes) to, on the loop's one thread, so they never interleave and keep their order.
+    """
+
+    __slots__ = ("_connection", "_stream", "_buffer")
+
+    def __init__(self, handler: Any, stream: IOStream) -> None:
+        self._connection = handler.ws_connection
+        self._stream = stream
+        self._buffer = stream._write_buffer
+
+    def write(self, envelope: Any, max_pending: int) -> int:
+        """Write ``envelope.ws_frame`` unless the stream is closed or holds over
+        ``max_pending`` bytes; WRITTEN, CLOSED or STALLED."""
+        if self._connection.is_closing():
+            return CLOSED
+        if len(self._buffer) > max_pending:
+            return STALLED
+        return append(self._stream, envelope.ws_frame)
+
+    def unflushed(self) -> int:
+        """Bytes still held for this connection."""
+        return len(self._buffer)
+
+
+def append(stream: IOStream, data: bytes) -> int:
+    """Write ``data`` to a plain ``IOStream`` (one ``fast_stream`` or ``ResponseStream``
+    found fit) with no Future: sent at once as far as the kernel takes it, the rest queued
+    behind what the stream already holds, in order. WRITTEN, or CLOSED if the send failed."""
+    buffer = stream._write_buffer
+    size = len(data)
+    stream._total_write_index += size
+    if len(buffer):
+        # Tornado already waits for the socket to be writable and will send this after
+        # what is ahead of it.
+        buffer.append(data)
+        return WRITTEN
+    try:
+        sent = stream.socket.send(data)
+    except BlockingIOError:
+        sent = 0
+    except OSError as error:
+        stream._total_write_index -= size
+        stream.close(exc_info=error)  # as Tornado does on a failed send: on_close follows
+        return CLOSED
+    stream._total_write_done_index += sent
+    if sent < size:
+        buffer.append(memoryview(data)[sent:])
+        stream._add_io_state(IOLoop.WRITE)
+    return WRITTEN
+
+
+class ResponseStream:
+    """The body of one HTTP response, written straight into its connection's stream once
+    its headers are out (an event stream: ``handlers/http.py``).
+
+    ``chunked`` says whether Tornado frames this response's body in chunks (an HTTP/1.1
+    response without a ``Content-Length``): the writer must then send whole chunks, so
+    that Tornado's own last chunk still ends the body. ``fast`` says whether bytes go in
+    through ``append`` (a plain ``IOStream`` of a verified Tornado) or ``IOStream.write``.
+    """
+
+    __slots__ = ("stream", "chunked", "fast")
+
+    def __init__(self, handler: Any) -> None:
+        connection = handler.request.connection
+        self.stream: IOStream = connection.stream
+        self.chunked = bool(connection._chunking_output)
+        self.fast = (tornado.version_info[:2] in VERIFIED_TORNADO and sys.platform != "win32"
+                     and type(self.stream) is IOStream)
+
+    def write(self, data: bytes) -> int:
+        """Write ``data`` (already chunked if ``chunked``); WRITTEN or CLOSED."""
+        stream = self.stream
+        if stream.closed():
+            return CLOSED
+        if self.fast:
+            return append(stream, data)
+        stream.write(data)  # its Future retrieves its own error
+        return WRITTEN
+
+    def unflushed(self) -> int:
+        """Bytes of this response the kernel has not taken yet."""
+        return stream_unflushed_bytes(self.stream)
+
+
+# Counting every frame a client sends.
+
+
+class FrameCounter(Protocol):
+    """What ``CountingProtocol`` needs from its handler."""
+
+    frames_counted: int  # frames the handler counted in on_message, on_ping and on_pong
+
+    def on_fragment(self) -> None:
+        """A data frame arrived that does not end its message."""
+
+
+def check_tornado() -> None:
+    """Raise ``ImportError`` if Tornado no longer reads frames the way ``CountingProtocol``
+    expects."""
+    method = getattr(WebSocketProtocol13, "_receive_frame", None)
+    if method is None or not inspect.iscoroutinefunction(method):
+        raise ImportError(
+            "tornado.websocket.WebSocketProtocol13._receive_frame is gone or no longer a "
+            "coroutine: realtime/pubsub/tornado_internals.py cannot count fragments with this "
+            "Tornado"
+        )
+
+
+check_tornado()
+
+
+class CountingProtocol(WebSocketProtocol13):
+    """Tornado's ``WebSocketProtocol13`` with one addition: after each frame it has read, if
+    the handler heard of no message, ping or pong, it calls ``handler.on_fragment()``.
+
+    The handler (a ``FrameCounter``) keeps ``frames_counted``, the number of frames its
+    public hooks have counted, which is how the protocol knows whether the frame was heard of.
+    """
+
+    async def _receive_frame(self) -> None:
+        counter: Any = self.handler
+        counted = counter.frames_counted
+        await super()._receive_frame()
+        # A close frame or a protocol error ends the connection: nothing left to count.
+        if counter.frames_counted == counted and not self.client_terminated:
+            counter.on_fragment()
+
+
+def counting(protocol: Optional[WebSocketProtocol]) -> Optional[WebSocketProtocol]:
+    """``protocol`` (what ``WebSocketHandler.get_websocket_protocol`` built) as a
+    ``CountingProtocol`` with the same handler and parameters; None stays None."""
+    if not isinstance(protocol, WebSocketProtocol13):
+        return protocol
+    return CountingProtocol(protocol.handler, protocol.mask_outgoing, protocol.params)
+
+
+# A response's reason phrase.
+
+
+def reason_phrase(handler: RequestHandler) -> str:
+    """The reason phrase of ``handler``'s status: the one given to ``set_status``, else the
+    standard one for the code ("Unknown" for a code without one)."""
+    return handler._reason
+
+
+# Accepting through our own loop.
+
+ConnectionHandler = Callable[[socket.socket, Any], None]  # (connection, address)
+
+
+def add_listening_socket(
+    server: TCPServer,
+    sock: socket.socket,
+    accept: Callable[[socket.socket, ConnectionHandler], Callable[[], None]],
+) -> None:
+    """Listen on ``sock`` for ``server`` as ``TCPServer.add_sockets`` does, but accepting
+    through ``accept(sock, handle_connection)``, which starts accepting, hands each
+    connection to ``handle_connection`` and returns what stops it (``server.stop()`` calls
+    that and closes ``sock``)."""
+    server._sockets[sock.fileno()] = sock
+    server._handlers[sock.fileno()] = accept(sock, server._handle_connection)

@@ -1,0 +1,1 @@
+"""What the stores share: the SQLite worker, Redis outage bookkeeping."""

@@ -1,0 +1,1 @@
+"""Live polls: what a poll is, and the stores (SQLite, Redis)."""

@@ -1,0 +1,344 @@
+"""Polls on Redis: ``RedisPollStore`` keeps polls and votes where every process sees them.
+
+It has the coroutine API of ``PollStore`` (``realtime.votes.store.Polls``), so the vote handlers
+work unchanged with either. Several server processes on one Redis share every poll: a vote
+counted on one shows on all, and counts once.
+
+Keys, under ``prefix`` (``realtime:``), for a poll ``<id>``:
+
+- ``poll:<id>``: a hash of the poll's fields (``title``, ``one_vote_per_voter``, ``listed``,
+  ``closed``, ``created_at``, ``manage_hash``; ``options``, the JSON list of
+  ``[id, label, gloss]`` in order);
+- ``poll:<id>:votes``: a hash, option id -> count, every option present from creation;
+- ``poll:<id>:voters``: a hash, voter id -> the option it chose (one-vote polls only; a hash
+  rather than a set so a reconnecting page is told which option it chose);
+- ``polls:listed``: a sorted set of the listed polls' ids, scored by ``polls:seq``, a counter
+  (so "newest first" never depends on two clocks agreeing).
+
+One vote per voter, atomically across processes: ``VOTE``, a Lua script, checks that the
+poll exists and is open and that the option exists, then, for a one-vote poll, ``HSETNX``
+the voter (0: ``already_voted``), increments the option and returns the new counts. Redis
+runs a script as one step, so no other command (no other process's vote) comes between the
+check and the increment, and the counts it returns are exactly those with this vote in
+them. The script is sent once and then called by its SHA (redis-py's ``register_script``
+loads it again after a Redis restart).
+
+Durability is Redis's: an acknowledged vote survives a crash only if Redis runs with
+``appendonly yes`` and ``appendfsync always`` (``deploy/redis.conf``). The script's writes go
+to the AOF as one ``MULTI``/``EXEC`` block, so a crash keeps both the voter and its count or
+neither.
+
+Faults. Every call, waiting for its turn included, is bounded by ``timeout`` seconds (2 by
+default); a Redis that is down, refuses writes or does not answer makes it raise
+``PollsUnavailable``, a ``ClientError`` coded ``unavailable``, so the socket answers with an
+error frame and never sends ``voted``. A vote that timed out after reaching Redis may have
+been counted: refused-but-counted is possible, acknowledged-but-lost is not. One warning is
+logged per outage, not per call.
+
+Ordering. A process's calls run one at a time, in the order they were made, on one
+connection, as ``PollStore``'s jobs do, so the vote session's reasoning about snapshots and
+tallies (``realtime/votes/session.py``) holds for the votes of this process.
+"""
+
+import asyncio
+import hmac
+import json
+import logging
+import re
+import time
+from typing import Any, Awaitable, Callable, Optional, TypeVar
+
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from realtime.wire.messages import ClientError
+from realtime.votes.store import (
+    DEMO, DEMO_ID, LIST_LIMIT, VOTE_REFUSALS, new_manage_token, new_poll_id, refused,
+    token_hash,
+)
+from realtime.storage.redisdown import FAILURES, Outage
+from realtime.votes.spec import NewPoll, Option, Poll, Tally
+
+log = logging.getLogger("realtime.redispolls")
+
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT = 2.0  # seconds; the contract is an answer within 5 s with Redis down
+# Ids we look up: what new_poll_id draws, and the demo's. Anything else (a ":" in
+# particular, which could name another key) is no poll.
+POLL_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+# KEYS: poll, votes, voters. ARGV: option id, voter id ("" for none).
+# Returns a refusal code (a string) or the counts (HGETALL of the votes hash).
+VOTE = """
+local poll = redis.call('HMGET', KEYS[1], 'one_vote_per_voter', 'closed')
+if not poll[1] then return 'no_such_poll' end
+if poll[2] == '1' then return 'poll_closed' end
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then return 'no_such_option' end
+if poll[1] == '1' then
+    if ARGV[2] == '' then return 'no_voter_id' end
+    if redis.call('HSETNX', KEYS[3], ARGV[2], ARGV[1]) == 0 then return 'already_voted' end
+end
+redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+return redis.call('HGETALL', KEYS[2])
+"""
+
+# KEYS: poll, votes, listed, seq. ARGV: id, title, one_vote_per_voter, listed, created_at,
+# options JSON, manage hash ("" for none), then the option ids. 0 if the id is taken.
+CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'title', ARGV[2], 'one_vote_per_voter', ARGV[3],
+           'listed', ARGV[4], 'closed', '0', 'created_at', ARGV[5], 'options', ARGV[6],
+           'manage_hash', ARGV[7])
+redis.call('DEL', KEYS[2])
+for i = 8, #ARGV do redis.call('HSET', KEYS[2], ARGV[i], 0) end
+if ARGV[4] == '1' then redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[4]), ARGV[1]) end
+return 1
+"""
+
+# KEYS: poll. ARGV: "1" to close, "0" to reopen. 0 if there is no such poll.
+SET_CLOSED = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'closed', ARGV[1])
+return 1
+"""
+
+# KEYS: poll, votes, voters, listed. ARGV: id. 1 if the poll existed.
+DELETE = """
+local existed = redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('ZREM', KEYS[4], ARGV[1])
+return existed
+"""
+
+
+class PollsUnavailable(ClientError):
+    """Redis did not answer in time (or refused to write): nothing was acknowledged."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "unavailable", "Voting is unavailable right now; try again in a moment.")
+
+
+def ordered_counts(flat: list[str]) -> dict[str, int]:
+    """``HGETALL``'s ``[id, count, id, count, ...]`` as a dict in option order (ids are
+    "1", "2", ... by position)."""
+    counts = {flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)}
+    return dict(sorted(counts.items(), key=lambda item: int(item[0])))
+
+
+def parse_poll(poll_id: str, fields: dict[str, str], votes: dict[str, str]) -> Optional[Poll]:
+    """A ``Poll`` from its hash and its votes hash; None if the poll hash is missing."""
+    if "title" not in fields:
+        return None
+    options = tuple(
+        Option(option_id, label, int(votes.get(option_id, 0)), gloss)
+        for option_id, label, gloss in json.loads(fields["options"])
+    )
+    return Poll(
+        poll_id, fields["title"], fields["one_vote_per_voter"] == "1", options,
+        listed=fields["listed"] == "1", closed=fields["closed"] == "1",
+    )
+
+
+class RedisPollStore:
+    """Polls and their votes in Redis, shared by every process using the same Redis and
+    prefix; see the module docstring.
+
+    Args:
+        url: ``redis://[user:password@]host:port/db`` (or ``rediss://``, ``unix://``).
+        prefix: put before every key, to share one Redis between deployments.
+        timeout: seconds any call may take, its wait for the connection included.
+
+    Raises:
+        ValueError: ``url`` is not a Redis URL.
+    """
+
+    def __init__(self, url: str, prefix: str = "realtime:", *,
+                 timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.timeout = timeout
+        # No redis-py retries (the caller retries, once told "unavailable"); every socket
+        # operation times out, so a half-open connection fails a call instead of hanging
+        # it. RESP2, as the broker pins it.
+        self._redis = Redis(connection_pool=ConnectionPool.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0), health_check_interval=0, protocol=2,
+            decode_responses=True, client_name="realtime-polls", max_connections=2,
+        ))
+        self._vote = self._redis.register_script(VOTE)
+        self._create_script = self._redis.register_script(CREATE)
+        self._set_closed_script = self._redis.register_script(SET_CLOSED)
+        self._delete_script = self._redis.register_script(DELETE)
+        self._turn = asyncio.Lock()  # one call at a time, in order (see Ordering)
+        # Every call still tries Redis during an outage (each bounded by timeout): the first
+        # that answers ends it, with no probe to wait for.
+        self._outage = Outage(log, url, "polls", "votes are refused until it answers",
+                              "polls are back")
+        # Whether the demo poll is known to exist: checked before the first call, and again
+        # after an outage (a Redis that comes back may have come back empty).
+        self._demo_ready = False
+        self._closed = False
+
+    def _key(self, poll_id: str, part: str = "") -> str:
+        return f"{self.prefix}poll:{poll_id}{part}"
+
+    def _poll_keys(self, poll_id: str) -> list[str]:
+        return [self._key(poll_id), self._key(poll_id, ":votes"), self._key(poll_id, ":voters")]
+
+    @property
+    def _listed(self) -> str:
+        return f"{self.prefix}polls:listed"
+
+    async def _call(self, job: Callable[[], Awaitable[T]]) -> T:
+        """Run ``job`` in this store's turn, bounded by ``timeout``; Redis failures become
+        ``PollsUnavailable``, logged once per outage."""
+        if self._closed:
+            raise RuntimeError("the poll store is closed")
+        try:
+            async with asyncio.timeout(self.timeout):
+                async with self._turn:
+                    if not self._demo_ready:
+                        await self._ensure_demo()
+                        self._demo_ready = True
+                    result = await job()
+        except FAILURES as error:
+            self._demo_ready = False
+            self._outage.failed(error)  # one warning per outage
+            raise PollsUnavailable() from error
+        self._outage.answered()
+        return result
+
+    # The Polls API.
+
+    async def start(self) -> None:
+        """Check that Redis answers and create the demo poll if it is missing. With Redis
+        down it logs a warning and returns: the server starts, votes answer
+        ``unavailable``, and the demo poll is created on the first call Redis answers."""
+        try:
+            await self._call(self._redis.ping)
+        except PollsUnavailable:
+            log.warning("starting without Redis for polls; they come back when it answers")
+
+    async def create(self, new: NewPoll) -> tuple[Poll, str]:
+        """Store a new poll under a fresh random id; return it and its manage token."""
+        token = new_manage_token()
+        for _ in range(5):
+            poll_id = new_poll_id()
+            if await self._call(lambda: self._insert(poll_id, new, token_hash(token))):
+                poll = await self.get(poll_id)
+                if poll is not None:
+                    return poll, token
+        raise RuntimeError("could not find a free poll id")
+
+    async def is_owner(self, poll_id: str, token: Optional[str]) -> Optional[bool]:
+        """Whether ``token`` is the poll's manage token; None if there is no such poll."""
+        if not POLL_ID.fullmatch(poll_id):
+            return None
+        title, stored = await self._call(
+            lambda: self._redis.hmget(self._key(poll_id), ["title", "manage_hash"]))
+        if title is None:
+            return None
+        if not stored or not token:
+            return False
+        return hmac.compare_digest(stored, token_hash(token))
+
+    async def set_closed(self, poll_id: str, closed: bool) -> Optional[Poll]:
+        """Close or reopen a poll; the poll as it is now, or None if there is none."""
+        if not POLL_ID.fullmatch(poll_id):
+            return None
+        found = await self._call(lambda: self._set_closed_script(
+            keys=[self._key(poll_id)], args=["1" if closed else "0"]))
+        return await self.get(poll_id) if found else None
+
+    async def delete(self, poll_id: str) -> bool:
+        """Delete a poll with its counts and voters; False if there was none."""
+        if not POLL_ID.fullmatch(poll_id):
+            return False
+        existed = await self._call(lambda: self._delete_script(
+            keys=[*self._poll_keys(poll_id), self._listed], args=[poll_id]))
+        return bool(existed)
+
+    async def get(self, poll_id: str) -> Optional[Poll]:
+        """The poll with its current counts, or None."""
+        found = await self.snapshot(poll_id, None)
+        return None if found is None else found[0]
+
+    async def recent(self, limit: int = LIST_LIMIT) -> list[Poll]:
+        """The newest listed polls first, at most ``limit``, with their counts."""
+        async def job() -> list[Poll]:
+            ids = await self._redis.zrevrange(self._listed, 0, limit - 1)
+            if not ids:
+                return []
+            async with self._redis.pipeline(transaction=True) as pipe:
+                for poll_id in ids:
+                    pipe.hgetall(self._key(poll_id)).hgetall(self._key(poll_id, ":votes"))
+                replies = await pipe.execute()
+            polls = [parse_poll(poll_id, replies[2 * n], replies[2 * n + 1])
+                     for n, poll_id in enumerate(ids)]
+            return [poll for poll in polls if poll is not None]
+        return await self._call(job)
+
+    async def vote(self, poll_id: str, option_id: str, voter_id: Optional[str]) -> Tally:
+        """Count one vote and return the poll's counts with it, once Redis has it.
+
+        Raises:
+            ClientError: ``no_such_poll``, ``poll_closed``, ``no_such_option``,
+                ``no_voter_id``, ``already_voted`` (as ``PollStore.vote``).
+            PollsUnavailable: Redis did not take the vote (``unavailable``).
+        """
+        if not POLL_ID.fullmatch(poll_id):
+            raise refused("no_such_poll")
+        result = await self._call(lambda: self._vote(
+            keys=self._poll_keys(poll_id), args=[option_id, voter_id or ""]))
+        if isinstance(result, str):
+            raise refused(result if result in VOTE_REFUSALS else "no_such_poll")
+        return Tally(poll_id, ordered_counts(result))
+
+    async def snapshot(
+        self, poll_id: str, voter_id: Optional[str]
+    ) -> Optional[tuple[Poll, Optional[str]]]:
+        """The poll with its counts and the option ``voter_id`` chose in it, read in one
+        transaction; None if there is no such poll."""
+        if not POLL_ID.fullmatch(poll_id):
+            return None
+        return await self._call(lambda: self._read(poll_id, voter_id))
+
+    async def aclose(self) -> None:
+        """Close the connections; closing twice is harmless."""
+        self._closed = True
+        await self._redis.aclose(close_connection_pool=True)
+
+    # The jobs, run by _call.
+
+    async def _read(
+        self, poll_id: str, voter_id: Optional[str]
+    ) -> Optional[tuple[Poll, Optional[str]]]:
+        poll_key, votes_key, voters_key = self._poll_keys(poll_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(poll_key).hgetall(votes_key)
+            if voter_id is not None:
+                pipe.hget(voters_key, voter_id)
+            replies: list[Any] = await pipe.execute()
+        poll = parse_poll(poll_id, replies[0], replies[1])
+        if poll is None:
+            return None
+        return poll, replies[2] if voter_id is not None else None
+
+    async def _insert(self, poll_id: str, new: NewPoll, manage_hash: Optional[str]) -> bool:
+        glosses = new.glosses or (None,) * len(new.labels)
+        ids = [str(n) for n in range(1, len(new.labels) + 1)]
+        options = json.dumps([list(option) for option in zip(ids, new.labels, glosses)],
+                             ensure_ascii=False)
+        created = await self._create_script(
+            keys=[self._key(poll_id), self._key(poll_id, ":votes"), self._listed,
+                  f"{self.prefix}polls:seq"],
+            args=[poll_id, new.title, int(new.one_vote_per_voter), int(new.listed),
+                  repr(time.time()), options, manage_hash or "", *ids])
+        return bool(created)
+
+    async def _ensure_demo(self) -> None:
+        if await self._insert(DEMO_ID, DEMO, None):
+            log.info("demo poll created in Redis at %s", self.url)

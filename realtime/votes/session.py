@@ -1,0 +1,138 @@
+"""One connection's view of one poll, whatever carries it: ``VoteSession``.
+
+The vote socket ``/ws/vote/<id>`` and the event stream ``/sse/vote/<id>`` are the same
+conversation with the poll store and the hub: find the poll before the handshake is
+answered, read its snapshot and join its topic so that no tally is missed or repeated, send
+the ``poll`` frame; and, on the socket, vote: the store counts it, the poll's topic hears the
+tally, the voter gets ``voted`` with it. ``VoteSession`` is that choreography, written once.
+It does no I/O of its own: it awaits the ``Polls`` store (which may be Redis), subscribes its
+``Connection`` to the hub, and hands the frames meant for its connection alone to the
+``send`` callable it was given, which each transport turns into its own wire form (a JSON
+frame, an event). A refusal is a ``ClientError`` raised for the transport to answer in its
+own form. So it is tested without a server (tests/votes/test_votesession.py).
+
+Ordering. The connection joins the poll's topic first, with the hub holding what is
+published on it (``Hub.hold``), and waits until the broker confirms the subscription (on
+Redis, a tally another process publishes from then on reaches this one); then the snapshot
+is read, the ``poll`` frame sent, and the held frames follow it, less the tallies the
+snapshot already counts (a tally's ``total`` grows by one per vote: one at or below the
+snapshot's is in it). So no tally is missed, from this process or another, and none is
+repeated. A vote publishes its tally as soon as the store hands it back, with no await in
+between: a process's tallies go out in commit order.
+
+Voter identity (the signed cookie) is the transport's to read; the session is given it.
+"""
+
+from typing import Iterator, Optional
+
+import orjson
+
+from realtime.pubsub.envelope import Envelope
+from realtime.pubsub.hub import Connection, Hub, Send
+from realtime.votes.spec import POLL_ID_MAX, Poll
+from realtime.votes.store import Polls, refused
+from realtime.wire.messages import ClientError, Message
+
+
+def poll_topic(poll_id: str) -> str:
+    """The hub topic of one poll's tallies and state changes (``closed``, ``reopened``,
+    ``deleted``)."""
+    return f"vote.{poll_id}"
+
+
+async def find_poll(store: Polls, poll_id: str) -> Optional[Poll]:
+    """The poll with that id, or None; absurdly long ids are not looked up."""
+    return await store.get(poll_id) if len(poll_id) <= POLL_ID_MAX else None
+
+
+class VoteSession:
+    """One connection's view of one poll; see the module docstring.
+
+    Args:
+        store: the poll store (SQLite or Redis).
+        hub: where the poll's tallies are published and the connection subscribes.
+        connection: the connection as the hub knows it; it subscribes nothing once its
+            client has left (an await here may outlast it).
+        send: writes a frame to this connection alone (the ``poll`` frame, ``voted``).
+        poll_id: the poll, as the request named it.
+        voter: the voter id of the request's cookie, or None.
+    """
+
+    def __init__(
+        self, store: Polls, hub: Hub, connection: Connection, send: Send, poll_id: str,
+        voter: Optional[str] = None,
+    ) -> None:
+        self.store = store
+        self.hub = hub
+        self.connection = connection
+        self.send = send
+        self.poll_id = poll_id
+        self.voter = voter
+        # The poll as last read (options never change; counts come from the store).
+        self.poll: Optional[Poll] = None
+
+    async def find(self) -> Optional[Poll]:
+        """Look the poll up before the handshake is answered; None if there is none (each
+        transport refuses in its own form: a 404, a JSON error)."""
+        self.poll = await find_poll(self.store, self.poll_id)
+        return self.poll
+
+    async def open(self) -> Message:
+        """Send the ``poll`` frame (the poll with its counts, and the option this voter
+        chose, if any) and from then on every frame published on the poll's topic;
+        returns the ``poll`` frame. See Ordering in the module docstring.
+
+        Raises:
+            ClientError: ``no_such_poll`` if the poll was deleted since it was found.
+        """
+        topic = poll_topic(self.poll_id)
+        self.hub.hold(self.connection)
+        try:
+            self.connection.subscribe(topic)
+            await self.hub.subscribed(topic)
+            snapshot = await self.store.snapshot(self.poll_id, self.voter)
+        finally:
+            held = self.hub.release(self.connection)
+        if snapshot is None:
+            self.connection.unsubscribe(topic)
+            raise ClientError("no_such_poll", "This poll no longer exists.")
+        self.poll, voted = snapshot
+        frame: Message = {"type": "poll", "poll": self.poll.to_json(), "voted": voted}
+        self.send(frame)
+        counted = sum(option.votes for option in self.poll.options)
+        for envelope in _not_counted(held, counted):
+            if not self.hub.send(self.connection, envelope):
+                break
+        return frame
+
+    async def vote(self, option: str) -> Message:
+        """Count a vote for ``option``, publish the poll's counts, then tell this voter it
+        counted, with the counts that include it; returns the ``voted`` frame.
+
+        The acknowledgement carries the counts with this vote in them, so what it means
+        does not hang on how the broadcast travels: through another process it may come
+        before or after this frame.
+
+        Raises:
+            ClientError: ``no_such_option`` (checked before the store is asked, which
+                checks again), ``no_such_poll``, ``poll_closed``, ``no_voter_id``,
+                ``already_voted`` (``realtime.votes.store.VOTE_REFUSALS``), ``unavailable``.
+        """
+        poll = self.poll
+        assert poll is not None, "a vote before the poll was found"
+        if option not in poll.option_ids():
+            raise refused("no_such_option")
+        tally = await self.store.vote(poll.id, option, self.voter)
+        counts = tally.to_json()
+        self.hub.publish(poll_topic(poll.id), counts)  # no await since the commit: in order
+        voted: Message = {"type": "voted", "option": option, "tally": counts}
+        self.send(voted)
+        return voted
+
+
+def _not_counted(held: list[Envelope], counted: int) -> Iterator[Envelope]:
+    """The frames held while the snapshot was read, less the tallies it counts already."""
+    for envelope in held:
+        frame = orjson.loads(envelope.data)
+        if frame.get("type") != "tally" or frame.get("total", 0) > counted:
+            yield envelope

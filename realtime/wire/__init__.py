@@ -1,0 +1,2 @@
+"""What goes on the wire: the JSON message format and errors, the HTTP transports' forms,
+WebSocket close codes."""

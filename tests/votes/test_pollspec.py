@@ -1,0 +1,105 @@
+"""Validation of new polls and the poll JSON, without a server."""
+
+import pytest
+
+from realtime.votes.spec import Option, Poll, PollFieldError, Tally, validate_new_poll
+from realtime.wire.messages import ClientError
+
+GOOD = {"title": "Lunch?", "options": ["Pizza", "Soup"]}
+
+
+def code_of(body) -> str:
+    with pytest.raises(ClientError) as caught:
+        validate_new_poll(body)
+    return caught.value.code
+
+
+def test_good_body_is_accepted_with_one_vote_off_by_default():
+    """A title and two options make a poll where every click counts."""
+    new = validate_new_poll(GOOD)
+    assert (new.title, new.labels, new.one_vote_per_voter) == ("Lunch?", ("Pizza", "Soup"), False)
+
+
+def test_text_is_stripped_and_normalized():
+    """Surrounding spaces go and text is stored in NFC."""
+    new = validate_new_poll({"title": "  Cafe\u0301 ", "options": [" a", "b "]})
+    assert new.title == "Caf\u00e9" and new.labels == ("a", "b")
+
+
+def test_limits_count_code_points_not_bytes():
+    """200 CJK characters are a valid title even though they are 600 UTF-8 bytes."""
+    new = validate_new_poll({"title": "钢" * 200, "options": ["铁" * 100, "贝"]})
+    assert len(new.title) == 200
+
+
+@pytest.mark.parametrize("body", [[], "x", None, 3])
+def test_body_that_is_not_an_object_is_bad_request(body):
+    """A JSON array, string, null or number is bad_request."""
+    assert code_of(body) == "bad_request"
+
+
+@pytest.mark.parametrize("title", [None, "", "   ", 7, "x" * 201, "a\nb", "\ud800", ["t"]])
+def test_bad_titles_are_refused(title):
+    """Missing, empty, too long, multi-line, lone-surrogate or non-string titles are bad_title."""
+    assert code_of({**GOOD, "title": title}) == "bad_title"
+
+
+@pytest.mark.parametrize("options", [
+    None, "a,b", ["only"], [str(n) for n in range(21)], ["a", ""], ["a", " "], ["a", 2],
+    ["a", "x" * 101], ["a", "a"], ["Yes", "yes"], ["a", "b\tc"], ["a", "\udfff"],
+])
+def test_bad_options_are_refused(options):
+    """Too few, too many, empty, long, non-string or duplicate options are bad_options."""
+    assert code_of({**GOOD, "options": options}) == "bad_options"
+
+
+@pytest.mark.parametrize("flag", [None, "true", 1, 0])
+def test_one_vote_flag_must_be_a_boolean(flag):
+    """one_vote_per_voter must be true or false when present."""
+    assert code_of({**GOOD, "one_vote_per_voter": flag}) == "bad_one_vote_per_voter"
+
+
+def test_twenty_options_are_allowed():
+    """The upper bound itself is valid."""
+    assert len(validate_new_poll({**GOOD, "options": [str(n) for n in range(20)]}).labels) == 20
+
+
+def test_poll_json_has_the_documented_shape():
+    """Poll JSON carries id, title, the flags, options with glosses and votes, and the
+    total."""
+    poll = Poll("p1", "T", True, (Option("1", "A", 2, "a gloss"), Option("2", "B", 3)),
+                closed=True)
+    assert poll.to_json() == {
+        "id": "p1", "title": "T", "one_vote_per_voter": True, "listed": False, "closed": True,
+        "options": [{"id": "1", "label": "A", "gloss": "a gloss", "votes": 2},
+                    {"id": "2", "label": "B", "gloss": None, "votes": 3}],
+        "total": 5,
+    }
+
+
+def test_tally_frame_has_every_count_and_the_total():
+    """A tally frame names the poll and carries all counts and their sum."""
+    assert Tally("p1", {"1": 2, "2": 0}).to_json() == {
+        "type": "tally", "poll": "p1", "votes": {"1": 2, "2": 0}, "total": 2,
+    }
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"options": ["a", "b"]}, "title"),
+    ({**GOOD, "options": None}, "options"),
+    ({**GOOD, "options": ["a", "b", "A"]}, "options.2"),
+    ({**GOOD, "options": ["a", "b\nc"]}, "options.1"),
+    ({**GOOD, "one_vote_per_voter": 1}, "one_vote_per_voter"),
+    ({**GOOD, "listed": None}, "listed"),
+])
+def test_refusals_name_their_field(body, field):
+    """Every refusal of a field says which field it is about."""
+    with pytest.raises(PollFieldError) as caught:
+        validate_new_poll(body)
+    assert caught.value.field == field
+
+
+def test_listed_is_off_by_default():
+    """A poll is unlisted unless the body says listed: true."""
+    assert validate_new_poll(GOOD).listed is False
+    assert validate_new_poll({**GOOD, "listed": True}).listed is True
