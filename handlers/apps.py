@@ -19,7 +19,6 @@ and ends (the browser retries).
 
 import asyncio
 import logging
-import re
 from typing import Any, Optional
 
 import tornado.web
@@ -35,9 +34,7 @@ from realtime.wire.messages import ClientError, Message, encode, is_unavailable
 
 log = logging.getLogger("realtime.apps")
 
-MAX_BODY_BYTES = 64 * 1024  # one message, as for a chat POST
 OK: Message = {"type": "ok"}  # the answer to a POST whose handler returned nothing
-_JSON = re.compile(r"application/json\s*(;.*)?", re.IGNORECASE)
 
 
 def query_of(request: Any) -> dict[str, str]:
@@ -126,27 +123,18 @@ class AppPostHandler(TransportHandler):
         super().initialize(**base)
         self.session_class = session_class
         self.state = state
-        self._chunks: list[bytes] = []
 
     def prepare(self) -> None:
         self.check_origin()
         if self.request.method != "POST":
             return
-        if not _JSON.fullmatch(self.request.headers.get("Content-Type", "").strip()):
-            raise ClientError("unsupported_media_type", "Send the body as application/json.")
-        length = self.request.headers.get("Content-Length")
-        if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            raise ClientError("too_large", f"The body may be {MAX_BODY_BYTES} bytes at most.")
-        self.request.connection.set_max_body_size(MAX_BODY_BYTES)  # chunked bodies too
-
-    def data_received(self, chunk: bytes) -> None:
-        self._chunks.append(chunk)
+        self.expect_json_body()
 
     async def post(self, *args: str) -> None:
         self.metrics.messages_in.labels(endpoint=self.endpoint).inc()
         self.charge_request()
         try:
-            text = b"".join(self._chunks).decode("utf-8")
+            text = self.body().decode("utf-8")
         except UnicodeDecodeError:
             raise ClientError("bad_json", "The body is not UTF-8 JSON.") from None
         message = messages.parse(text)  # the socket's rules: bad_json, bad_message

@@ -23,7 +23,6 @@ cookie reads anonymously and may not take a nickname (``cookie_required``).
 
 import asyncio
 import logging
-import re
 from typing import Any, Optional
 
 import tornado.web
@@ -45,8 +44,6 @@ from realtime.wire.messages import ClientError, Message, encode
 log = logging.getLogger("realtime.chat")
 
 DEFAULT_LONG_POLL_TIMEOUT = 25.0  # seconds a long-poll is held without a message
-MAX_BODY_BYTES = 64 * 1024  # a message of 4,000 characters, each escaped, fits
-_JSON = re.compile(r"application/json\s*(;.*)?", re.IGNORECASE)
 
 
 class ChatEventStreamHandler(EventStreamHandler):
@@ -118,7 +115,6 @@ class ChatLongPollHandler(TransportHandler):
         self.room_rate = room_rate
         self.readers = readers
         self.timeout = timeout
-        self._chunks: list[bytes] = []
 
     def prepare(self) -> None:
         self.check_origin()
@@ -130,17 +126,7 @@ class ChatLongPollHandler(TransportHandler):
                 self.admit(new=False)
                 self._wake = asyncio.get_running_loop().create_future()
             return
-        # No cross-site HTML form can send JSON, and fetch() from another origin would need
-        # a CORS preflight, which is never granted.
-        if not _JSON.fullmatch(self.request.headers.get("Content-Type", "").strip()):
-            raise ClientError("unsupported_media_type", "Send the body as application/json.")
-        length = self.request.headers.get("Content-Length")
-        if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            raise ClientError("too_large", f"The body may be {MAX_BODY_BYTES} bytes at most.")
-        self.request.connection.set_max_body_size(MAX_BODY_BYTES)  # chunked bodies too
-
-    def data_received(self, chunk: bytes) -> None:
-        self._chunks.append(chunk)
+        self.expect_json_body()
 
     def head(self, *args: Any, **kwargs: Any) -> None:
         raise tornado.web.HTTPError(405)
@@ -250,7 +236,7 @@ class ChatLongPollHandler(TransportHandler):
         self.answer_json(encode(frame))
 
     def _body(self) -> Message:
-        message = messages.loads(b"".join(self._chunks), "body")  # as the socket reads a frame
+        message = messages.loads(self.body(), "body")  # as the socket reads a frame
         if not isinstance(message, dict):
             raise ClientError("bad_message", "The body must be a JSON object.")
         return message

@@ -30,6 +30,7 @@ undone), plain or ``async``."""
 import asyncio
 import inspect
 import logging
+import re
 from typing import Any, Awaitable, Optional
 
 import tornado.web
@@ -115,6 +116,8 @@ class BaseHandler(tornado.web.RequestHandler):
         return head_as_get(self, *args, **kwargs)
 
 
+MAX_BODY_BYTES = 64 * 1024  # one message of 4,000 characters, each escaped, fits
+_JSON = re.compile(r"application/json\s*(;.*)?", re.IGNORECASE)
 DEFAULT_HEARTBEAT = 15.0  # seconds between two comment lines on an idle event stream
 
 # The HTTP status of each error code an HTTP transport answers; any other code is a 400.
@@ -243,6 +246,27 @@ class TransportHandler(BaseHandler):
         body = json_error(self, kwargs)  # the API's one error model (handlers/errors.py)
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.finish(encode(body))
+
+    def expect_json_body(self) -> None:
+        """For a POST (call from ``prepare``): a body that is not ``application/json`` is
+        refused (415: no cross-site HTML form can send JSON, and ``fetch()`` from another
+        origin would need a CORS preflight, which is never granted), one over
+        ``MAX_BODY_BYTES`` too (413, chunked bodies included); the rest is collected for
+        ``body()`` (the subclass is ``@tornado.web.stream_request_body``)."""
+        if not _JSON.fullmatch(self.request.headers.get("Content-Type", "").strip()):
+            raise ClientError("unsupported_media_type", "Send the body as application/json.")
+        length = self.request.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
+            raise ClientError("too_large", f"The body may be {MAX_BODY_BYTES} bytes at most.")
+        self.request.connection.set_max_body_size(MAX_BODY_BYTES)
+        self._chunks: list[bytes] = []
+
+    def data_received(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
+
+    def body(self) -> bytes:
+        """The POST's body, as collected."""
+        return b"".join(self._chunks)
 
     def answer_json(self, body: bytes, status: int = 200) -> None:
         """Finish with a JSON body already encoded."""
