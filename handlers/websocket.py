@@ -42,7 +42,6 @@ from realtime.wire.messages import ClientError, Message
 log = logging.getLogger("realtime.handlers")
 
 Frame = Union[str, bytes]
-HANDLER_PREFIX = "handle_"
 
 
 def _retrieve(written: "asyncio.Future[Any]") -> None:
@@ -397,11 +396,7 @@ class JsonSocketHandler(SocketHandler):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls._dispatch = {
-            name[len(HANDLER_PREFIX):]: name
-            for name in dir(cls)
-            if name.startswith(HANDLER_PREFIX) and callable(getattr(cls, name))
-        }
+        cls._dispatch = messages.handlers_by_type(cls)
 
     @classmethod
     def resolve(cls, frame: Frame) -> tuple[str, Message]:

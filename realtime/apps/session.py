@@ -34,12 +34,11 @@ from typing import Any, Awaitable, Callable, ClassVar, Mapping, Optional
 import orjson
 
 from realtime.apps.state import AppState
-from realtime.pubsub.hub import Hub, Subscriber
+from realtime.pubsub.hub import Hub, Send, Subscriber
+from realtime.wire import messages
 from realtime.wire.messages import ClientError, Message, quote
 
-HANDLER_PREFIX = "handle_"
 
-Send = Callable[[Message], Any]  # a frame for this connection alone
 StillDue = Callable[[Message, Message], bool]  # (welcome, held frame) -> send it after?
 
 
@@ -69,11 +68,7 @@ class AppSession:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls._dispatch = {
-            name[len(HANDLER_PREFIX):]: name
-            for name in dir(cls)
-            if name.startswith(HANDLER_PREFIX) and callable(getattr(cls, name))
-        }
+        cls._dispatch = messages.handlers_by_type(cls)
 
     def __init__(
         self, hub: Hub, state: AppState, subscriber: Optional[Subscriber] = None,

@@ -146,3 +146,16 @@ def require_str(message: Message, field: str) -> str:
     if not isinstance(value, str):
         raise ClientError("bad_message", f'The "{field}" field must be a string.')
     return value
+
+
+HANDLER_PREFIX = "handle_"  # ``handle_<type>`` handles messages of that type (never ``on_``)
+
+
+def handlers_by_type(cls: type) -> dict[str, str]:
+    """The message types ``cls`` handles, each with the name of its ``handle_<type>``
+    method: how a socket handler or an app session dispatches a message."""
+    return {
+        name[len(HANDLER_PREFIX):]: name
+        for name in dir(cls)
+        if name.startswith(HANDLER_PREFIX) and callable(getattr(cls, name))
+    }
