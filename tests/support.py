@@ -294,3 +294,34 @@ def stop_process(process: Any, grace: float = 5.0) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=grace)
+
+
+class RecordingConnection:
+    """A hub subscriber for server-less session tests: it keeps every frame written to it,
+    JSON-decoded, in the order it arrived, and the reason the hub closed it for, if any.
+    A test's own connection adds its session (``self.frames.append`` as its ``send``)."""
+
+    def __init__(self, hub: Any) -> None:
+        self.hub = hub
+        self.frames: list[dict[str, Any]] = []
+        self.closed_for: Any = None
+
+    def subscribe(self, topic: str) -> None:
+        self.hub.subscribe(topic, self)
+
+    def unsubscribe(self, topic: str) -> None:
+        self.hub.unsubscribe(topic, self)
+
+    def write_envelope(self, envelope: Any, max_pending: int) -> int:
+        self.frames.append(json.loads(envelope.data))
+        return 0  # realtime.pubsub.delivery.WRITTEN
+
+    def unflushed_bytes(self) -> int:
+        return 0
+
+    def close_for(self, reason: Any) -> None:
+        self.closed_for = reason
+
+    def kinds(self) -> list[str]:
+        """The types of the frames received so far, ``readers`` left out."""
+        return [frame["type"] for frame in self.frames if frame["type"] != "readers"]

@@ -3,38 +3,24 @@ out (what the session sends its connection, what the hub writes to each subscrib
 the embedded app state and a real hub."""
 
 import asyncio
-import json
-from typing import Any, Optional
 
 import pytest
 
 from realtime.apps.counter import CounterSession
 from realtime.apps.session import AppSession
 from realtime.apps.state import EmbeddedAppState
-from realtime.pubsub.delivery import WRITTEN, CloseReason
-from realtime.pubsub.envelope import Envelope
 from realtime.pubsub.hub import Hub
 from realtime.wire.messages import ClientError, Message
+from tests.support import RecordingConnection
 
 
-class Connection:
-    """A hub subscriber that keeps what it is written and what its session sends it."""
+class Connection(RecordingConnection):
+    """A recording connection with its app session."""
 
     def __init__(self, hub: Hub, state: EmbeddedAppState, session_class: type = CounterSession,
                  args: tuple[str, ...] = ("demo",)) -> None:
-        self.frames: list[dict[str, Any]] = []  # in the order they reached the connection
-        self.closed_for: Optional[CloseReason] = None
+        super().__init__(hub)
         self.session = session_class(hub, state, self, self.frames.append, args)
-
-    def write_envelope(self, envelope: Envelope, max_pending: int) -> int:
-        self.frames.append(json.loads(envelope.data))
-        return WRITTEN
-
-    def unflushed_bytes(self) -> int:
-        return 0
-
-    def close_for(self, reason: CloseReason) -> None:
-        self.closed_for = reason
 
 
 @pytest.fixture

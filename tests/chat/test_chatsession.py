@@ -2,7 +2,6 @@
 whisper, close), frames out (what the session sends its connection, what the hub writes to
 each subscriber), on the embedded chat state and a real hub."""
 
-import json
 from typing import Any, Optional
 
 import pytest
@@ -11,43 +10,20 @@ from realtime.chat.rules import Rooms
 from realtime.chat.session import ChatSession
 from realtime.chat.state import EmbeddedChatState, room_topic
 from realtime.limits.ratelimit import KeyedLimiter
-from realtime.pubsub.delivery import WRITTEN, CloseReason
-from realtime.pubsub.envelope import Envelope
 from realtime.pubsub.hub import Hub
 from realtime.wire.messages import ClientError
+from tests.support import RecordingConnection
 
 
-class Connection:
-    """A hub subscriber that keeps what it is written, and what its session sends it."""
+class Connection(RecordingConnection):
+    """A recording connection with its chat session, whose errors it keeps too."""
 
     def __init__(self, hub: Hub, chat: EmbeddedChatState, **session: Any) -> None:
-        self.frames: list[dict[str, Any]] = []  # written by the hub, in order
+        super().__init__(hub)
         self.errors: list[tuple[str, str]] = []
-        self.closed_for: Optional[CloseReason] = None
-        self.hub = hub
         self.session = ChatSession(chat, hub, self, self.frames.append,
                                    lambda code, message: self.errors.append((code, message)),
                                    **session)
-
-    def subscribe(self, topic: str) -> None:
-        self.hub.subscribe(topic, self)
-
-    def unsubscribe(self, topic: str) -> None:
-        self.hub.unsubscribe(topic, self)
-
-    def write_envelope(self, envelope: Envelope, max_pending: int) -> int:
-        self.frames.append(json.loads(envelope.data))
-        return WRITTEN
-
-    def unflushed_bytes(self) -> int:
-        return 0
-
-    def close_for(self, reason: CloseReason) -> None:
-        self.closed_for = reason
-
-    def kinds(self) -> list[str]:
-        """The types of the frames received so far, ``readers`` left out."""
-        return [frame["type"] for frame in self.frames if frame["type"] != "readers"]
 
 
 @pytest.fixture

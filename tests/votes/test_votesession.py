@@ -3,17 +3,17 @@ frames out (what the hub writes to each connection), on an in-memory ``PollStore
 real hub."""
 
 import asyncio
-import json
 from typing import Any, Iterator, Optional
 
 import pytest
 
 from realtime.pubsub.brokers import LocalBroker
-from realtime.pubsub.delivery import WRITTEN, CloseReason
+from realtime.pubsub.delivery import CloseReason
 from realtime.pubsub.envelope import Envelope
 from realtime.pubsub.hub import Hub
 from realtime.votes.redisstore import PollsUnavailable
 from realtime.votes.session import VoteSession, poll_topic
+from tests.support import RecordingConnection
 from realtime.votes.spec import NewPoll
 from realtime.votes.store import DEMO_ID, PollStore
 from realtime.wire.messages import ClientError
@@ -21,14 +21,13 @@ from realtime.wire.messages import ClientError
 ONE_VOTE = NewPoll("Pick one", ("a", "b"), one_vote_per_voter=True)
 
 
-class Connection:
-    """A hub subscriber that keeps every frame written to it, in order, with its session
-    (which sends through the hub, as a handler's ``send`` does)."""
+class Connection(RecordingConnection):
+    """A recording connection with its vote session (which sends through the hub, as a
+    handler's ``send`` does); the hub never closes it in these tests."""
 
     def __init__(self, hub: Hub, store: PollStore, poll_id: str = DEMO_ID,
                  voter: Optional[str] = None) -> None:
-        self.frames: list[dict[str, Any]] = []
-        self.hub = hub
+        super().__init__(hub)
         self.session = VoteSession(store, hub, self, lambda frame: hub.send(self, frame),
                                    poll_id, voter)
 
@@ -37,25 +36,8 @@ class Connection:
         assert await self.session.find() is not None
         return await self.session.open()
 
-    def subscribe(self, topic: str) -> None:
-        self.hub.subscribe(topic, self)
-
-    def unsubscribe(self, topic: str) -> None:
-        self.hub.unsubscribe(topic, self)
-
-    def write_envelope(self, envelope: Envelope, max_pending: int) -> int:
-        self.frames.append(json.loads(envelope.data))
-        return WRITTEN
-
-    def unflushed_bytes(self) -> int:
-        return 0
-
     def close_for(self, reason: CloseReason) -> None:
         raise AssertionError(f"closed for {reason}")
-
-    def kinds(self) -> list[str]:
-        """The types of the frames received so far."""
-        return [frame["type"] for frame in self.frames]
 
 
 @pytest.fixture
