@@ -325,12 +325,8 @@ class RedisChatState:
         self._rooms.clear()
 
         async def give_back(room: str, nick: str, tag: str) -> None:
-            key = nick_key(nick)
-            async with self._turns:
-                free = await self._leave(
-                    keys=[self._nick_key(room, key), self._key(room, "online"),
-                          self._key(room, "names")],
-                    args=[tag, self.process, key])
+            async with self._turns:  # not through _call: the state is closing
+                free = await self._give_back(room, nick_key(nick), tag)
             if free:
                 self.hub.publish(room_topic(room), {"type": "left", "room": room, "nick": nick})
 
@@ -548,13 +544,17 @@ class RedisChatState:
     async def _release(self, room: str, key: str, tag: str) -> bool:
         """Give back this process's lease on a nickname; whether it is free now."""
         try:
-            gone = await self._call(lambda: self._leave(
-                keys=[self._nick_key(room, key), self._key(room, "online"),
-                      self._key(room, "names")],
-                args=[tag, self.process, key]))
+            return await self._call(lambda: self._give_back(room, key, tag))
         except Unavailable:
             return True  # as far as this process can tell
-        return bool(gone)
+
+    async def _give_back(self, room: str, key: str, tag: str) -> bool:
+        """The ``LEAVE`` script for one lease of this process: whether the nickname is free
+        now."""
+        return bool(await self._leave(
+            keys=[self._nick_key(room, key), self._key(room, "online"),
+                  self._key(room, "names")],
+            args=[tag, self.process, key]))
 
     async def _find(self, room: str, raw_to: str) -> Optional[tuple[str, str]]:
         """``(holder tag, nickname)`` of whoever holds ``raw_to`` in the room, anywhere."""
