@@ -463,13 +463,7 @@ async def test_a_message_that_timed_out_is_never_stored_under_a_second_id(
     conn, _ = await enter(ws_open, a)
     await send_json(conn, {"type": "message", "text": "before"})  # Redis knows the script
     await frame_of(conn, "message")
-    redis_server.pause()
-    try:
-        await send_json(conn, {"type": "message", "text": "in flight"})
-        shown = await frame_of(conn, "message", timeout=10)
-    finally:
-        redis_server.resume()
-    await poll_until(a.chat.healthy, timeout=10)
+    shown = await say_while_frozen(redis_server, a, conn, "in flight")
     logged = await admin.xrange("realtime:chat:lobby:log")
     stored = {int(entry_id.split(b"-")[0]): json.loads(fields[b"f"])["text"]
               for entry_id, fields in logged}
@@ -484,13 +478,7 @@ async def test_ids_never_go_backwards_after_an_outage(node, ws_open, redis_serve
     on_b, _ = await enter(ws_open, b)
     await send_json(on_b, {"type": "message", "text": "before"})
     await frame_of(on_a, "message")
-    redis_server.pause()
-    try:
-        await send_json(on_a, {"type": "message", "text": "during"})
-        during = await frame_of(on_a, "message", timeout=10)
-    finally:
-        redis_server.resume()
-    await poll_until(a.chat.healthy, timeout=10)
+    during = await say_while_frozen(redis_server, a, on_a, "during")
     await send_json(on_b, {"type": "message", "text": "after"})
     after = await frame_of(on_a, "message")
     assert after["text"] == "after" and after["id"] > during["id"]
@@ -501,13 +489,7 @@ async def test_a_client_that_saw_an_outage_id_recovers_after_it(node, ws_open, r
     after Redis returns and is told nothing was lost."""
     a = await node()
     conn, _ = await enter(ws_open, a)
-    redis_server.pause()
-    try:
-        await send_json(conn, {"type": "message", "text": "during"})
-        during = await frame_of(conn, "message", timeout=10)
-    finally:
-        redis_server.resume()
-    await poll_until(a.chat.healthy, timeout=10)
+    during = await say_while_frozen(redis_server, a, conn, "during")
     _, welcome = await enter(ws_open, a, since=during["id"])
     assert welcome["recovered"] is True
 
@@ -526,6 +508,21 @@ async def test_a_slow_listener_never_repeats_a_welcome_s_history(node, ws_open):
     await send_json(sender, {"type": "message", "text": "marker"})
     frame = await frame_of(conn, "message")
     assert frame["text"] == "marker", frame
+
+
+async def say_while_frozen(redis_server: RedisServer, at: SimpleNamespace, conn: Any,
+                           text: str) -> dict[str, Any]:
+    """Send ``text`` on ``conn`` while Redis is frozen (SIGSTOP), past the chat state's
+    timeout, so it is shown under a local id; return that frame once Redis answers again
+    and ``at`` has noticed."""
+    redis_server.pause()
+    try:
+        await send_json(conn, {"type": "message", "text": text})
+        shown = await frame_of(conn, "message", timeout=10)
+    finally:
+        redis_server.resume()
+    await poll_until(at.chat.healthy, timeout=10)
+    return shown
 
 
 def _delay_listener(broker: Any, delay: float) -> None:
