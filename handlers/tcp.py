@@ -419,7 +419,8 @@ class ChatLineConnection:
         server = self.server
         self.room = room
         self.session = ChatSession(self.chat, self.hub, self, self._send_frame, self.send_error,
-                                   readers=server.readers, room_rate=server.room_rate)
+                                   readers=server.readers, room_rate=server.room_rate,
+                                   lost=self._forget_nick)
         await self.session.open(room, None, self.wanted)
         self._stop_idle_timer()
 
@@ -434,6 +435,12 @@ class ChatLineConnection:
         line = lines.frame_line(frame)
         if line is not None:
             self.send(line + "\n")
+
+    def _forget_nick(self, nick: str) -> None:
+        """The nickname was taken from this connection (``nick_lost``): private messages are
+        no longer shown as its own, and a /join does not ask for it again."""
+        self._me = b""
+        self.wanted = None
 
     async def _leave(self) -> None:
         """Leave the room joined, if any: unsubscribed, and its presence told."""

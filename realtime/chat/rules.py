@@ -317,6 +317,17 @@ class Room:
         del self._members[key]
         return member.nick
 
+    def unname(self, key: str) -> Optional[tuple[str, list[Connection]]]:
+        """The member whose nick key is ``key`` loses its nickname: each of its connections
+        stays in the room, anonymous. Returns the nickname and those connections, or None if
+        nobody holds it here."""
+        member = self._members.pop(key, None)
+        if member is None:
+            return None
+        for connection in member.connections:
+            self._nick_of.pop(connection, None)
+        return member.nick, list(member.connections)
+
     def close(self, connection: Connection) -> Optional[str]:
         """A connection closed: it leaves, and its cookie is forgotten. The last one to
         close a room without messages makes it idle."""

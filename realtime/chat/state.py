@@ -24,7 +24,7 @@ even one that subscribes while the message is on its way.
 import hashlib
 import itertools
 from dataclasses import dataclass
-from typing import Optional, Protocol
+from typing import Callable, Optional, Protocol
 
 from realtime.chat.rules import Holder, Joined, Rooms, nick_key
 from realtime.chat.store import ChatStore
@@ -68,6 +68,9 @@ def charge_room(budget: Optional[KeyedLimiter], hub: Hub, room: str) -> None:
             f"sent. Send again in {wait:.2f} s."), wait)
 
 
+# What a connection is told when the state takes its nickname away (the nickname it lost).
+Lost = Callable[[str], None]
+
 _connection_ids = itertools.count(1)
 
 
@@ -89,8 +92,8 @@ class ChatState(Protocol):
     """Rooms, nicknames, presence and history, keyed by room name and connection id.
 
     Every method that changes state raises ``ClientError`` (``bad_nick``, ``nick_taken``,
-    ``bad_message``, ``too_long``, ``nick_required``, ``no_such_user``, ``unavailable``)
-    before anything changed.
+    ``bad_message``, ``too_long``, ``nick_required``, ``no_such_user``, ``unavailable``,
+    ``nick_lost``) before anything changed.
     """
 
     name: str
@@ -104,9 +107,12 @@ class ChatState(Protocol):
     def healthy(self) -> bool:
         """Whether the state is shared as configured right now (``/healthz``)."""
 
-    async def enter(self, room: str, connection: str, cookie: Optional[str]) -> None:
+    async def enter(self, room: str, connection: str, cookie: Optional[str],
+                    lost: Optional[Lost] = None) -> None:
         """A connection opened on ``room``, anonymous; ``cookie`` is its browser's chat
-        cookie, if it sent a valid one."""
+        cookie, if it sent a valid one. ``lost`` is called with the nickname if the state
+        ever takes it from the connection (the connection is anonymous by then): a shared
+        state does when this process can no longer prove it holds the nickname."""
 
     async def join(self, room: str, connection: str, raw_nick: object) -> Joined:
         """Give the connection a nickname (or change it)."""
@@ -171,7 +177,9 @@ class EmbeddedChatState:
     def healthy(self) -> bool:
         return True
 
-    async def enter(self, room: str, connection: str, cookie: Optional[str]) -> None:
+    async def enter(self, room: str, connection: str, cookie: Optional[str],
+                    lost: Optional[Lost] = None) -> None:
+        # One process grants every nickname and never takes one back: ``lost`` is not needed.
         self.rooms.get(room).enter(connection, cookie)
 
     async def join(self, room: str, connection: str, raw_nick: object) -> Joined:
