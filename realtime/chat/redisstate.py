@@ -806,7 +806,7 @@ class RedisChatState:
         if status == 0:
             self.conflicts += 1
             self._fence(room, key, "another process holds it now: its lease here ran out "
-                        "before this process could renew it", announce=False)
+                        "before this process could renew it")
             return False
         self._leased(room, key, sent)
         if was is not None:  # its own lapsed lease: the room hears it leave and come back
@@ -848,7 +848,7 @@ class RedisChatState:
             if self._covers(room, nick):
                 return True  # valid still; Redis stores nothing meanwhile anyway
             self._fence(room, nick_key(nick), "its lease ran out and Redis could not be "
-                        "reached to renew it", announce=True)
+                        "reached to renew it")
             return False
 
     async def _speaker(self, room: str, nick: Optional[str]) -> Optional[str]:
@@ -863,10 +863,16 @@ class RedisChatState:
         raise ClientError(NICK_LOST, f"Your message was not sent: the nickname {nick} is no "
                           "longer yours. Pick a nickname and send it again.")
 
-    def _fence(self, room: str, key: str, why: str, announce: bool) -> None:
+    def _fence(self, room: str, key: str, why: str) -> None:
         """The nickname ``key`` is not this process's any more: each connection holding it
-        here becomes anonymous and is told (``nick_lost``), once; the room hears it left if
-        ``announce`` (else whoever took it over announced that, before its join)."""
+        here becomes anonymous and is told (``nick_lost``), once.
+
+        The room hears it left from Redis's side, once, in order: from the process that
+        takes it over (``JOIN`` status 3, before its ``joined``), or from the first sweep
+        that finds its lease lapsed (``ONLINE``). A ``left`` from here would come after
+        the new holder's ``joined`` and strike the nickname off every list while it is
+        held; with Redis unreachable it could not reach the other processes anyway.
+        """
         self._valid_until.pop((room, key), None)
         local = self._rooms.get(room)
         lost = local.unname(key) if local is not None else None
@@ -876,8 +882,6 @@ class RedisChatState:
         self.fenced += 1
         log.warning("room %s: the nickname %s is no longer held by this process (%s); its %d "
                     "connection(s) here are anonymous now", room, nick, why, len(connections))
-        if announce:
-            self._announce_left(room, nick)
         for connection in connections:
             told = self._lost.get((room, connection))
             if told is not None:
@@ -890,7 +894,7 @@ class RedisChatState:
         for (room, key), until in list(self._valid_until.items()):
             if until <= now:
                 self._fence(room, key, "its lease ran out and Redis could not be reached to "
-                            "renew it", announce=True)
+                            "renew it")
 
     def _announce_left(self, room: str, nick: str) -> None:
         self.hub.publish(room_topic(room), {"type": "left", "room": room, "nick": nick})

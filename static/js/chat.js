@@ -331,6 +331,26 @@ function onFrame(frame) {
         nickInput.focus();
         renderOnline();
       }
+      if (frame.code === "nick_lost") {
+        if (myNick !== null) {
+          // The server could not prove the nickname was still ours: anonymous now, and
+          // neither a reconnect nor a join asks for it again unless the user does.
+          const lost = myNick;
+          myNick = null;
+          wantedNick = "";
+          joinAsked = null;
+          nickBeforeJoin = undefined;
+          nickInput.value = lost;
+          renderEvent(`You lost the nickname ${lost}; you are reading without one. Pick a nickname to speak again.`);
+          showWhere();
+          renderOnline();
+          nickInput.focus();
+        } else if (pending.length) {
+          // The second one: a message of ours refused as the nickname went.
+          const failed = pending.shift();
+          if (!textInput.value) textInput.value = failed.text;
+        }
+      }
       // An answer to a message we sent (over HTTP, `unsent` says so): it will not come back.
       if ((frame.unsent || MESSAGE_ERRORS.has(frame.code)) && pending.length) {
         const failed = pending.shift();
