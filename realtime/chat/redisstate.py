@@ -852,13 +852,14 @@ class RedisChatState:
             return False
 
     async def _speaker(self, room: str, nick: Optional[str]) -> Optional[str]:
-        """``nick``, as a message is sent under it, once proven held for the time the
-        message may take to reach Redis (``timeout``).
+        """``nick``, as a message is sent under it, once proven held until the message's
+        deadline in Redis (half of ``timeout``, see ``_append``): Redis runs it while the
+        lease is this process's, or not at all.
 
         Raises:
             ClientError: ``nick_lost`` if this process no longer holds it.
         """
-        if nick is None or await self._prove(room, nick, self.timeout):
+        if nick is None or await self._prove(room, nick, self.timeout / 2):
             return nick
         raise ClientError(NICK_LOST, f"Your message was not sent: the nickname {nick} is no "
                           "longer yours. Pick a nickname and send it again.")

@@ -341,3 +341,19 @@ def test_history_memory_stays_within_the_budget():
         tracemalloc.stop()
     assert rooms.budget.bytes <= 2 * 1024 * 1024
     assert held < 3 * 1024 * 1024
+
+
+def test_unname_leaves_every_connection_of_the_nickname_in_the_room_anonymous():
+    """A nickname taken from a member (fencing) leaves all its connections in the room,
+    anonymous readers, and the nickname free there."""
+    room = Room("r")
+    for connection in ("c1", "c2", "c3"):
+        room.enter(connection, "cookie-a" if connection != "c3" else "cookie-b")
+    room.join("c1", "Alice")
+    room.join("c2", "alice")
+    room.join("c3", "bob")
+    nick, connections = room.unname(nick_key("ALICE"))
+    assert (nick, sorted(connections)) == ("Alice", ["c1", "c2"])
+    assert (room.nick("c1"), room.nick("c2"), room.online(), room.readers()) == (
+        None, None, ["bob"], 2)
+    assert room.unname(nick_key("alice")) is None

@@ -12,15 +12,18 @@ from urllib.parse import quote
 
 import pytest
 import redis.asyncio
+import tornado.netutil
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from tornado.httpserver import HTTPServer
 
 import server
+from handlers.tcp import ChatLineConnection, ChatLineServer
 from realtime.chat.redisstate import split_frame
 from server import Config, make_app, start_components
 from tests.browser import chromium, collect_console_errors, wait_connected
 from tests.redis_server import RedisServer
 from tests.support import poll_until, raw_handshake, receive_json, send_json
+from tests.test_tcp import LineClient
 
 Build = Callable[..., Awaitable[SimpleNamespace]]
 TIMEOUT = 5.0
@@ -670,3 +673,33 @@ async def test_chat_page_shows_the_nickname_was_lost_and_offers_it_again(node, r
         assert await page.locator("#chat-nick").input_value() == "alice"
         assert await page.locator("#chat-online .name.me").count() == 0
         assert errors == []
+
+
+async def test_tcp_connection_gets_a_nick_lost_line_and_speaks_anonymously(
+        node, redis_server):
+    """A raw TCP connection whose nickname is lost (Redis unreachable past the lease) gets
+    an ``! nick_lost`` line, and its next message is from ``anonymous``."""
+    a = await node(redis_nick_lease=1.0)
+    server = ChatLineServer.for_app(a.app)
+    sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
+    server.add_sockets(sockets)
+    client = LineClient(*await asyncio.open_connection("127.0.0.1", sockets[0].getsockname()[1]))
+    try:
+        await client.line()  # the greeting
+        assert (await client.join(nick="alice"))[0] == "* you are in lobby as alice"
+        redis_server.pause()
+        try:
+            while not (line := await asyncio.wait_for(client.line(), 10)).startswith("!"):
+                pass
+            assert line.startswith("! nick_lost: "), line
+            client.send("after the loss")
+            while not (line := await client.line()).startswith("[lobby]"):
+                pass
+            assert line == "[lobby] anonymous: after the loss"
+        finally:
+            redis_server.resume()
+    finally:
+        client.close()
+        server.stop()
+        for connection in [c for c in a.hub.connections if isinstance(c, ChatLineConnection)]:
+            connection.end("test over")
