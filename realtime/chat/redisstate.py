@@ -40,7 +40,19 @@ renews the leases of its nicknames every third of that, and gives a nickname's l
 when its last connection here leaves; the nickname is free once no process holds a lease,
 so a crashed process's nicknames free themselves within ``lease`` seconds. When it renews,
 a process also sweeps its rooms (``ONLINE``): a member whose leases all ran out is removed
-atomically and announced ``left`` by the process that removed it, once.
+atomically and announced ``left`` by the process that removed it, once; a process that
+takes over the nickname of such a member before any sweep (``JOIN`` status 3) announces it
+left before its own join.
+
+Fencing. A process uses a nickname (posts under it, delivers a private message to it
+without asking Redis, lets another tab share it) only while its lease is known valid: until
+the time, on this process's monotonic clock, it sent the ``JOIN`` that last set it, plus
+``lease`` (Redis set the lease's end no earlier). Past that, it renews first. When Redis
+says another holder has the nickname (this process was frozen past the lease: a VM pause,
+swap, a long GC), or when the lease runs out while Redis cannot be reached, the nickname is
+lost here: each connection holding it is told (the ``lost`` callback given to ``enter``;
+the session sends ``nick_lost``) and is anonymous. The renewal loop wakes when a lease is
+due as well as every third of it, so it notices a freeze in its first round after it.
 
 Faults. At most ``CONCURRENT_CALLS`` calls run at once; the others wait their turn (up to
 ``timeout``), so a wave of connections is a queue, not an outage. Every call is bounded by
@@ -59,8 +71,8 @@ messages again, so ids never go backwards.
 import asyncio
 import itertools
 import logging
-import os
 import math
+import os
 import time
 from typing import Any, Awaitable, Callable, Optional, TypeVar
 
