@@ -127,6 +127,11 @@ class Config:
     ping_timeout: float = option(
         10.0, "seconds to wait for the pong; no pong, the socket is closed (at most "
         "`--ping-interval`)", group=NETWORK)
+    compression: bool = option(
+        False, "offer permessage-deflate (RFC 7692) to WebSocket clients; a client that "
+        "accepts gets its frames compressed, each one for it alone (no frame is built once "
+        "for all subscribers), at some CPU and about 300 KB of zlib state per connection. "
+        "Connections without it keep the fast path", group=NETWORK)
     max_message_size: int = option(
         64 * 1024, "bytes in one incoming WebSocket message (all fragments together); a "
         "message of exactly this size passes, a larger one closes the socket with 1009",
@@ -433,6 +438,7 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
         websocket_ping_interval=config.ping_interval or None,
         websocket_ping_timeout=config.ping_timeout or None,
         websocket_max_message_size=config.max_message_size,
+        websocket_compression=config.compression,  # read by SocketHandler
         cookie_secret=cookie_secret or secrets.token_urlsafe(48),
     )
     # For serve() and for routes added later (tests); handlers get their dependencies
