@@ -63,6 +63,12 @@ def test_bad_environment_value_names_the_variable(tmp_path):
     assert "REALTIME_RATE_LIMIT: a number expected, not 'fast'" in line
 
 
+def test_bad_log_level_from_the_environment_is_refused(tmp_path):
+    """REALTIME_LOGGING, Tornado's --logging as a variable, is read and checked too."""
+    line = refusal(run_server(tmp_path, env={"REALTIME_LOGGING": "loud"}))
+    assert "REALTIME_LOGGING: one of debug, info, warning, error" in line
+
+
 def test_option_without_its_value_is_refused(tmp_path):
     """A trailing --port with nothing after it asks for its value."""
     assert "--port needs a value" in refusal(run_server(tmp_path, "--port"))
