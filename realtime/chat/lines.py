@@ -24,6 +24,7 @@ whatever the number of connections (``LINE``; a private message has a second for
 """
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Optional, Union
 
@@ -69,6 +70,20 @@ _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 _VISIBLE = {code: 0x2400 + code for code in range(0x20) if code != 0x09}
 _VISIBLE.update({0x7F: 0x2421, 0x2028: 0x2424, 0x2029: 0x2424})
 _VISIBLE.update({code: 0xFFFD for code in range(0x80, 0xA0)})
+# The bidi controls (Unicode's Bidi_Control: marks, embeddings, overrides, isolates) become
+# U+FFFD too: written raw, a right-to-left override (U+202E) would turn the rest of the line
+# around on the reader's screen, so that a text could show as someone else's words.
+BIDI_CONTROLS = (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
+_VISIBLE.update({code: 0xFFFD for code in BIDI_CONTROLS})
+
+# Where a frame's line wraps: the server cuts it into rows of at most LINE_WIDTH terminal
+# columns, each row after the first starting with CONTINUATION. A terminal at least that
+# wide never wraps a line itself, so every row it shows starts with what the server chose
+# ([room], *, ! or the marker), and no text, however padded, can start a row that reads as
+# another message (`[lobby] admin: ...`).
+LINE_WIDTH = 80
+CONTINUATION = "  ↳ "
+_TAB_WIDTH = 8  # a tab takes up to 8 columns: counted as 8, so a row is never too wide
 
 
 @dataclass(frozen=True)
@@ -213,9 +228,42 @@ def printable(text: str) -> str:
     return text.translate(_VISIBLE)
 
 
+def fitted(line: str) -> str:
+    """``line`` cut into rows of at most ``LINE_WIDTH`` columns, joined by newlines, each
+    row after the first starting with ``CONTINUATION``. A wide (East Asian) character counts
+    two columns, a tab eight, anything else one (a combining mark too, so a row is never
+    wider than counted); a row never ends before a combining mark."""
+    if len(line) * 2 <= LINE_WIDTH and "\t" not in line:  # no row of it can be too wide
+        return line
+    rows: list[str] = []
+    start = 0  # where the current row's text starts in line
+    used = 0  # columns the current row takes so far
+    for index, char in enumerate(line):
+        width = _columns(char)
+        if used + width > LINE_WIDTH and index > start and not unicodedata.combining(char):
+            rows.append(line[start:index])
+            start = index
+            used = len(CONTINUATION)
+        used += width
+    rows.append(line[start:])
+    return ("\n" + CONTINUATION).join(rows)
+
+
+def _columns(char: str) -> int:
+    if char == "\t":
+        return _TAB_WIDTH
+    return 2 if unicodedata.east_asian_width(char) in "WF" else 1
+
+
 def frame_line(frame: Message, sent: bool = False) -> Optional[str]:
-    """The line (without its newline) for a chat frame, None for a frame not shown as a line
-    (``readers`` counts). ``sent``: a private message as its sender sees it."""
+    """The line (without its final newline) for a chat frame, None for a frame not shown as
+    a line (``readers`` counts). ``sent``: a private message as its sender sees it. A line
+    wider than ``LINE_WIDTH`` continues on rows of its own (``fitted``)."""
+    line = _unfitted(frame, sent)
+    return None if line is None else fitted(line)
+
+
+def _unfitted(frame: Message, sent: bool) -> Optional[str]:
     kind = frame.get("type")
     room = _shown(frame.get("room"))
     if kind == "message":
