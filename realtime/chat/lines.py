@@ -233,8 +233,16 @@ def fitted(line: str) -> str:
     row after the first starting with ``CONTINUATION``. A wide (East Asian) character counts
     two columns, a tab eight, anything else one (a combining mark too, so a row is never
     wider than counted); a row never ends before a combining mark."""
-    if len(line) * 2 <= LINE_WIDTH and "\t" not in line:  # no row of it can be too wide
-        return line
+    if "\t" not in line:
+        if len(line) * 2 <= LINE_WIDTH:  # no row of it can be too wide
+            return line
+        if line.isascii():  # one column a character (controls are pictures by now)
+            if len(line) <= LINE_WIDTH:
+                return line
+            step = LINE_WIDTH - len(CONTINUATION)
+            rows = [line[:LINE_WIDTH]]
+            rows += (line[start:start + step] for start in range(LINE_WIDTH, len(line), step))
+            return ("\n" + CONTINUATION).join(rows)
     rows: list[str] = []
     start = 0  # where the current row's text starts in line
     used = 0  # columns the current row takes so far

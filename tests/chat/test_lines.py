@@ -175,14 +175,16 @@ def test_a_message_padded_with_spaces_cannot_start_a_row():
 @pytest.mark.parametrize("filler", ["x", " ", "\t", "\u8a9e", "e\u0301", "\u0430"])
 def test_no_row_of_a_long_message_is_wider_than_a_terminal(filler):
     """Every row of a long message fits LINE_WIDTH columns (wide characters count two, a tab
-    eight), and each after the first starts with the continuation marker."""
+    eight), each after the first starts with the continuation marker, and the rows hold the
+    whole text in order."""
     text = "a" + filler * 4000
     rows = lines.frame_line(message(text[:4000])).split("\n")
     assert len(rows) > 1
     for row in rows:
         assert sum(8 if c == "\t" else 2 if c == "\u8a9e" else 1 for c in row) <= lines.LINE_WIDTH
     assert all(row.startswith(lines.CONTINUATION) for row in rows[1:])
-    assert "".join(row.removeprefix(lines.CONTINUATION) for row in rows[1:]) in text
+    rest = "".join(row.removeprefix(lines.CONTINUATION) for row in rows[1:])
+    assert rows[0] + rest == "[lobby] alice: " + text[:4000]
 
 
 def test_each_form_is_built_once_per_envelope(monkeypatch):
