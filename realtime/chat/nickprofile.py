@@ -36,13 +36,15 @@ ADDED = " "
 REMOVED = ":"
 
 _checker = icu.SpoofChecker()
-_allowed = icu.UnicodeSet()  # not a copy of ICU's set: a copy stays frozen, ignoring add()
-_allowed.addAll(_checker.getRecommendedUnicodeSet())
-_allowed.addAll(_checker.getInclusionUnicodeSet())
-_allowed.add(ADDED)
-_allowed.remove(REMOVED)
-_allowed.freeze()
-_checker.setAllowedUnicodeSet(_allowed)
+# The characters a nickname may hold: the profile, tailored. Built, not copied: a copy of
+# ICU's frozen set stays frozen and ignores add().
+ALLOWED = icu.UnicodeSet()
+ALLOWED.addAll(_checker.getRecommendedUnicodeSet())
+ALLOWED.addAll(_checker.getInclusionUnicodeSet())
+ALLOWED.add(ADDED)
+ALLOWED.remove(REMOVED)
+ALLOWED.freeze()
+_checker.setAllowedUnicodeSet(ALLOWED)
 _checker.setRestrictionLevel(icu.URestrictionLevel.SINGLE_SCRIPT_RESTRICTIVE)
 _checker.setChecks(icu.USpoofChecks.CHAR_LIMIT | icu.USpoofChecks.RESTRICTION_LEVEL
                    | icu.USpoofChecks.MIXED_NUMBERS | icu.USpoofChecks.INVISIBLE)

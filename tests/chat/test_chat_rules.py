@@ -1,9 +1,11 @@
 """Chat rules without a server: nicknames, text, ids, history and replay."""
 
 import tracemalloc
+import unicodedata
 
 import pytest
 
+from realtime.chat import nickprofile
 from realtime.chat.rules import Room, Rooms, check_text, nick_key, normalize_nick
 from realtime.wire.messages import ClientError, encode
 
@@ -413,3 +415,17 @@ def test_unname_leaves_every_connection_of_the_nickname_in_the_room_anonymous():
     assert (room.nick("c1"), room.nick("c2"), room.online(), room.readers()) == (
         None, None, ["bob"], 2)
     assert room.unname(nick_key("alice")) is None
+
+
+def test_every_key_is_plain_text():
+    """The key of any character a nickname may hold is text with no control, format or
+    separator character but space, so it is safe in a Redis key's name and a topic."""
+    allowed = nickprofile.ALLOWED
+    for char in (str(item) for item in allowed):
+        try:
+            nick = normalize_nick(char)
+        except ClientError:  # assigned after Python's Unicode version, or space alone
+            continue
+        for cat in map(unicodedata.category, nick_key(nick)):
+            assert cat[0] != "C" and (cat[0] != "Z" or cat == "Zs"), hex(ord(char))
+    assert " " not in nick_key("a") and nick_key("a b") == "a b"
