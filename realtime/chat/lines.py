@@ -17,7 +17,9 @@ Here: ``LineSplitter`` cuts the bytes read into lines of at most ``MAX_LINE_BYTE
 of a longer line discarded up to its newline, so a client can never make the server buffer
 more; ``decode`` and ``parse`` turn one line into a command or refuse it with a
 ``ClientError``; ``frame_line`` writes a chat frame as a line, with control characters made
-visible so no text can end a line early or drive the reader's terminal; ``line_of`` is how
+visible and bidi controls neutralised so no text can end a line early, turn it around or
+drive the reader's terminal, and cut into rows of 80 columns (``fitted``) so no text can
+start a row of the terminal that reads as another line; ``line_of`` is how
 a connection gets its line from a published ``Envelope``, each form built once per publish
 whatever the number of connections (``LINE``; a private message has a second form,
 ``LINE_SENT``, for its sender).
