@@ -3,13 +3,14 @@
 ``handlers/tcp.py`` is the thin I/O around it. A client sends UTF-8 lines, each ended by
 ``\\n`` (``\\r\\n`` too): a command (``/nick alice``, ``/join lobby``, ``/msg bob hi``, ``/who``,
 ``/help``, ``/quit``) or, otherwise, a message to the room. The server writes UTF-8 lines
-ended by ``\\n``, of three kinds told apart by their first character:
+ended by ``\\n``, told apart by their first characters:
 
 * ``[room] ...``: a message: ``[lobby] alice: hi`` (``anonymous`` for a sender without a
   nickname), a private one as its recipient sees it, ``[lobby] alice -> you: hi``, and as its
   sender does, ``[lobby] you -> bob: hi``;
 * ``* ...``: news and answers: presence (``* alice joined lobby``, ``* alice left lobby``,
   ``* alice is now alicia in lobby``), the welcome of a room, ``/who`` and ``/help``;
+* ``  ↳ ...``: the rest of the line before, past 80 columns (``fitted``);
 * ``! <code>: <message>``: an error, ``code`` one of the WebSocket's error codes or a few of
   the line protocol's own (``unknown_command``, ``not_joined``, ``bad_room``...).
 
