@@ -327,6 +327,30 @@ async def test_messages_cross_between_tcp_and_websocket(tcp_connect, ws_connect,
     assert (frame["to"], frame["text"]) == ("alice", "back")
 
 
+async def test_bidi_override_reaches_tcp_neutralised(tcp_connect, ws_connect):
+    """A browser's message holding a right-to-left override (U+202E) shows on a TCP client
+    with U+FFFD in its place, so it cannot turn the line around."""
+    browser = await ws_join(ws_connect, nick="alice")
+    tcp = await tcp_connect()
+    await tcp.join()
+    await send_json(browser, {"type": "message", "text": "see \u202egnp.exe"})
+    assert await tcp.line() == "[lobby] alice: see \ufffdgnp.exe"
+
+
+async def test_padded_tcp_message_cannot_forge_a_line(tcp_connect):
+    """A message padded with spaces so that a fake "[lobby] admin:" would start a terminal
+    row arrives with that part on a row after the continuation marker."""
+    sender, reader = await tcp_connect(), await tcp_connect()
+    await sender.join(nick="mallory")
+    await reader.join()
+    sender.send("hi" + " " * 150 + "[lobby] admin: your password please")
+    rows = [await reader.line()]
+    while not rows[-1].endswith("your password please"):
+        rows.append(await reader.line())
+    assert rows[0].startswith("[lobby] mallory: hi")
+    assert len(rows) > 1 and all(row.startswith(lines.CONTINUATION) for row in rows[1:])
+
+
 @pytest.mark.parametrize("backend", ["embedded", "redis"])
 async def test_presence_crosses_between_tcp_and_websocket(tcp_connect, ws_connect, backend):
     """joined, renamed and left cross between a TCP client and a browser, both ways."""
@@ -445,8 +469,10 @@ async def test_client_that_stops_reading_is_dropped_at_the_bound(tcp_connect, ap
     await stalled.join()
     (_, connection) = tcp_connections(hub)
     bound = hub.max_pending_bytes
-    line_size = len(lines.frame_line({"type": "message", "room": "lobby", "from": "feed",
-                                      "text": "x" * 10_000})) + 1 + 6
+    # Each message is one line cut into rows (lines.fitted); every message's text is as long.
+    shown = lines.frame_line({"type": "message", "room": "lobby", "from": "feed",
+                              "text": "0" * 6 + "x" * 10_000})
+    line_size, rows = len(shown.encode()) + 1, shown.count("\n") + 1
     most_held = sent = 0
     while hub.dropped == 0 and sent < 3000:  # 30 MB at most, far past any kernel buffer
         hub.publish("chat.lobby", {"type": "message", "id": sent, "room": "lobby",
@@ -454,6 +480,8 @@ async def test_client_that_stops_reading_is_dropped_at_the_bound(tcp_connect, ap
         sent += 1
         most_held = max(most_held, connection.unflushed_bytes())
         assert (await reader.line()).startswith(f"[lobby] feed: {sent - 1:06d}")
+        for _ in range(rows - 1):
+            assert (await reader.line()).startswith(lines.CONTINUATION)
 
     assert hub.dropped == 1
     assert bound < most_held <= bound + line_size

@@ -33,6 +33,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Iterable, Iterator, Optional, Protocol, Union
 
+from realtime.chat import nickprofile
 from realtime.chat.history import Budget, History
 from realtime.wire.messages import ClientError, Message, encode
 
@@ -60,9 +61,11 @@ def normalize_nick(raw: Any) -> str:
 
     Raises:
         ClientError: ``bad_nick`` if it is not a string, is empty or longer than 32 code
-            points after normalisation, or contains a character of Unicode category C
-            (controls, format characters such as zero-width and bidi marks, private use,
-            unassigned).
+            points after normalisation, contains a character of Unicode category C
+            (controls, format characters such as zero-width and bidi controls, private use,
+            unassigned) or a separator other than space (U+2028, U+2029), or is outside
+            the identifier security profile (``realtime.chat.nickprofile``: a symbol, mixed
+            scripts, mixed digits).
     """
     if not isinstance(raw, str):
         raise ClientError("bad_nick", "A nickname must be a string.")
@@ -71,16 +74,27 @@ def normalize_nick(raw: Any) -> str:
         raise ClientError("bad_nick", "A nickname cannot be empty.")
     if len(nick) > MAX_NICK_LENGTH:
         raise ClientError("bad_nick", f"A nickname has at most {MAX_NICK_LENGTH} characters.")
-    if any(unicodedata.category(char).startswith("C") for char in nick):
-        raise ClientError(
-            "bad_nick", "A nickname cannot contain control, format or unassigned characters."
-        )
+    if any(_hidden(char) for char in nick):
+        raise ClientError("bad_nick", "A nickname cannot contain control, format (bidi, "
+                          "zero-width), separator or unassigned characters.")
+    why = nickprofile.refusal(nick)
+    if why is not None:
+        raise ClientError("bad_nick", why)
     return nick
 
 
+def _hidden(char: str) -> bool:
+    """A control, format (bidi, zero-width), private-use or unassigned character, or a
+    separator other than space (U+2028, U+2029, which end a line in some readers)."""
+    category = unicodedata.category(char)
+    return category[0] == "C" or (category[0] == "Z" and char != " ")
+
+
 def nick_key(nick: str) -> str:
-    """The form two nicknames are compared in: casefolded, then NFKC again."""
-    return unicodedata.normalize("NFKC", nick.casefold())
+    """The form two nicknames are compared in (and named by in Redis): their confusable
+    skeleton after case folding (``realtime.chat.nickprofile.skeleton``), so nicknames that
+    look alike are one."""
+    return nickprofile.skeleton(nick)
 
 
 def check_text(raw: Any) -> str:

@@ -162,6 +162,16 @@ async def test_nickname_held_on_one_process_is_refused_on_the_other(node, ws_ope
     assert error["code"] == "nick_taken"
 
 
+async def test_look_alike_nickname_held_on_one_process_is_refused_on_the_other(node, ws_open):
+    """Another browser cannot take, on another process, a nickname that looks like one held
+    (all-Cyrillic асе for ace): they share one key in Redis."""
+    a, b = await node(), await node()
+    await enter(ws_open, a, nick="ace", cookie=COOKIE_A)
+    conn, welcome = await enter(ws_open, b, nick="\u0430\u0441\u0435", cookie=COOKIE_B)
+    assert welcome["nick"] is None
+    assert (await frame_of(conn, "error"))["code"] == "nick_taken"
+
+
 async def test_same_browser_shares_its_nickname_across_processes(node, ws_open):
     """Two tabs of one browser, on two processes, speak under one nickname, announced once."""
     a, b = await node(), await node()
