@@ -14,6 +14,7 @@ import signal
 import sys
 import tempfile
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
@@ -36,7 +37,7 @@ from handlers.pages import HealthHandler, MetricsHandler, NotFoundPageHandler, P
 from handlers.tcp import ChatLineServer
 from handlers.vote import (
     PollApiHandler, PollPageHandler, PollsApiHandler, PollStateApiHandler, PresentPageHandler,
-    QrCodeHandler, VoteEventStreamHandler, VotePageHandler, VoteSocketHandler,
+    QrCodeHandler, QrCodes, VoteEventStreamHandler, VotePageHandler, VoteSocketHandler,
 )
 from handlers.http import DEFAULT_HEARTBEAT
 from realtime.apps.counter import CounterSession
@@ -53,7 +54,7 @@ from realtime.limits.policy import IPConnections, RateLimit
 from realtime.ops.accept import HTTPServer as AcceptingHTTPServer
 from realtime.ops.fdlimit import raise_open_files_limit
 from realtime.ops.lifecycle import Lifecycle
-from realtime.ops.logfmt import logfmt
+from realtime.ops.logfmt import ThrottledLog, logfmt
 from realtime.ops.metrics import ServerMetrics
 from realtime.pubsub.brokers import Broker
 from realtime.pubsub.delivery import CloseReason
@@ -143,6 +144,14 @@ class Config:
         "TCP connections) per second one client address may open, sustained; past it a "
         "handshake is refused with HTTP 429 and `Retry-After` (a reconnect storm costs a "
         "welcome per socket); `0` turns it off")
+    http_rate_limit: float = option(
+        policy.DEFAULT_HTTP_RATE, "plain HTTP requests per second one client address may make "
+        "to pages, the poll API and QR codes (not `/healthz`, `/metrics`, static files or "
+        "the transports, which have the budgets above), sustained; past it the answer is "
+        "429 with `Retry-After` (JSON `rate_limited` on the API); `0` turns it off")
+    http_rate_burst: int = option(
+        policy.DEFAULT_HTTP_BURST, "plain HTTP requests one client address may make at once "
+        "after a pause")
     handshake_rate_burst: int = option(
         policy.DEFAULT_HANDSHAKE_BURST, "new connections one client address may open at once "
         "after a pause (a restart brings every tab of an office back at once)")
@@ -192,6 +201,11 @@ class Config:
         None, "where the poll database (`polls.sqlite3`), the chat history (`chat.sqlite3`), "
         "both in WAL mode, and the generated cookie secret live; relative to the working "
         "directory", served="data", shown="`./data`")
+    public_url: Optional[str] = option(
+        None, "the origin clients reach the server at (`https://polls.example.org`, no "
+        "path): absolute URLs (a poll's QR code and share link) are built from it alone. "
+        "Unset: from the request's scheme and its `Host`, when that is a host name (else "
+        "400 `bad_host`)", shown="unset")
     redis_url: Optional[str] = option(
         None, "share chat rooms, nicknames, presence, history, polls and the apps' state "
         "with the other processes using this Redis (`redis://host:port/db`), for several "
@@ -377,7 +391,8 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
         url(r"/vote", VotePageHandler, votes, name="vote"),
         url(r"/vote/([^/]+)", PollPageHandler, votes, name="vote_poll"),
         url(r"/vote/([^/]+)/present", PresentPageHandler, votes, name="vote_present"),
-        url(r"/vote/([^/]+)/qr\.svg", QrCodeHandler, votes, name="vote_qr"),
+        url(r"/vote/([^/]+)/qr\.svg", QrCodeHandler, dict(votes, codes=QrCodes()),
+            name="vote_qr"),
         url(r"/api/polls", PollsApiHandler, dict(votes, limiter=poll_limiter), name="api_polls"),
         url(r"/api/polls/([^/]+)", PollApiHandler, dict(votes, hub=hub), name="api_poll"),
         url(r"/api/polls/([^/]+)/(close|reopen)", PollStateApiHandler, dict(votes, hub=hub),
@@ -413,6 +428,10 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
         websocket_ping_timeout=config.ping_timeout or None,
         websocket_max_message_size=config.max_message_size,
         cookie_secret=cookie_secret or secrets.token_urlsafe(48),
+        # What every page handler reads (handlers.http.BaseHandler), the 404 page included.
+        http_rate=keyed_limiter(config.http_rate_limit, config.http_rate_burst, config.clock),
+        public_url=public_origin(config.public_url),
+        failures=ThrottledLog(logging.getLogger("realtime.handlers")),
     )
     # For serve() and for routes added later (tests); handlers get their dependencies
     # through initialize().
@@ -421,6 +440,22 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
         chat=chat_state, chats=chats, app_state=app_state, apps=apps,
     )
     return app
+
+
+def public_origin(public_url: Optional[str]) -> Optional[str]:
+    """``--public-url`` as an origin (``https://host[:port]``, no trailing slash), or None.
+
+    Raises:
+        ValueError: it is not an http(s) origin.
+    """
+    if not public_url:
+        return None
+    parts = urllib.parse.urlsplit(public_url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/") \
+            or parts.query or parts.fragment:
+        raise ValueError(f"--public-url must be an origin like https://example.org, "
+                         f"not {public_url!r}")
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def shared_broker(config: Config) -> Optional[Broker]:
