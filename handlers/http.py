@@ -7,8 +7,9 @@ that never show a traceback. It also holds what every route needs against a host
 client:
 
 * the per-address request budget (``--http-rate-limit``): a page, API or QR request over it
-  is a 429 with ``Retry-After`` (JSON ``rate_limited`` on the API); the transports have
-  their own admission and opt out (``budgeted = False``), as does ``/healthz``;
+  is a 429 with ``Retry-After`` (JSON ``rate_limited`` on the API), answered after one to
+  two seconds so a flood slows itself down; the transports have their own
+  admission and opt out (``budgeted = False``), as does ``/healthz``;
 * bodies: a route that takes one is ``@tornado.web.stream_request_body``, and a body over
   ``MAX_BODY_BYTES`` is a 413 ``too_large`` (``Content-Length`` or chunked alike) before
   more of it is kept (Tornado's own limit would answer a chunked one a bare 400). Routes
@@ -46,6 +47,7 @@ import asyncio
 import inspect
 import logging
 import os
+import random
 import re
 import traceback
 from typing import Any, Awaitable, Optional
@@ -108,6 +110,8 @@ MAX_BODY_BYTES = 64 * 1024  # one message of 4,000 characters, each escaped, fit
 # name has 253 characters at most; a longer Host would not even fit in a QR code.
 HOST_PATTERN = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 HOST_MAX = 253 + len(":65535")
+# Seconds a request over the budget waits for its 429 (its Retry-After is 1 s or more).
+REFUSAL_HOLD = (1.0, 2.0)
 
 
 def too_large() -> ApiError:
@@ -156,17 +160,19 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_header("Referrer-Policy", "same-origin")
         self.set_header("Content-Security-Policy", CONTENT_SECURITY_POLICY)
 
-    def prepare(self) -> Optional[Awaitable[None]]:
+    async def prepare(self) -> None:
         """Charge the request budget and refuse a declared oversized body; a subclass that
-        overrides this calls it first."""
-        self.charge_http_budget()
+        overrides this awaits it first."""
+        await self.charge_http_budget()
         self.check_body_length()
-        return None
 
     # The request budget.
 
-    def charge_http_budget(self) -> None:
-        """One request of this address, charged to ``--http-rate-limit``.
+    async def charge_http_budget(self) -> None:
+        """One request of this address, charged to ``--http-rate-limit``. A refusal is held
+        one to two seconds before it is answered (its ``Retry-After`` says at least 1): a
+        client that does not wait (a flood on keep-alive connections) then costs one answer
+        per connection every second or two, instead of as many as it can send.
 
         Raises:
             ApiError: 429 ``rate_limited`` with ``Retry-After``.
@@ -181,6 +187,9 @@ class BaseHandler(tornado.web.RequestHandler):
         if metrics is not None:
             metrics.rate_limited.labels(endpoint="http").inc()
         wait = retry_after_header(budget.retry_after(ip))
+        # Each hold drawn at random, so a flood's refusals come back spread over the second,
+        # not in one burst that would hold up everyone else's requests together.
+        await asyncio.sleep(random.uniform(*REFUSAL_HOLD))
         raise ApiError(429, "rate_limited",
                        f"Too many requests from your address; try again in {wait} s.",
                        {"Retry-After": wait})
