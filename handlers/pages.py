@@ -25,8 +25,8 @@ class PageHandler(BaseHandler):
 class NotFoundPageHandler(BaseHandler):
     """Every unknown path: a 404 page."""
 
-    def prepare(self) -> None:
-        super().prepare()  # a flood of unknown paths is charged to the budget too
+    async def prepare(self) -> None:
+        await super().prepare()  # a flood of unknown paths is charged to the budget too
         raise tornado.web.HTTPError(404)
 
 

@@ -195,8 +195,8 @@ class PollsApiHandler(ApiHandler):
         super().initialize(store)
         self.limiter = limiter
 
-    def prepare(self) -> None:
-        super().prepare()  # the request budget; a body over the limit is a 413
+    async def prepare(self) -> None:
+        await super().prepare()  # the request budget; a body over the limit is a 413
         if self.request.method != "POST":
             return
         # A cross-site HTML form can only send form or text bodies; demanding JSON means no
