@@ -181,8 +181,10 @@ class Config:
         "`--max-pending-bytes`)")
     chat_history_bytes: int = option(
         rules.DEFAULT_HISTORY_BYTES, "bytes of messages all chat rooms keep together, each "
-        "message counting its JSON size plus 512 for its bookkeeping; past it the oldest "
-        "message of any room goes first")
+        "message counting its JSON size (or its text's size in memory, if larger) plus 512 "
+        "for its bookkeeping; past it the oldest message of any room goes first. The "
+        "process's resident memory grows by about 1-2x this once it is full "
+        "(`bench/history_rss.py`)")
     long_poll_timeout: float = option(
         DEFAULT_LONG_POLL_TIMEOUT, "seconds a chat long-poll (`GET /poll/chat/<room>?since=`) "
         "with nothing new to answer is held, waiting for a message, before it is answered "
