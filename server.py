@@ -311,6 +311,7 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
     unless they ``await app.settings["chat"].start()`` before serving (and ``aclose()`` it).
     """
     config = config or Config()
+    public_url = public_origin(config.public_url)  # a bad one stops us before anything opens
     hub = config.hub or Hub(
         broker=shared_broker(config), max_pending_bytes=config.max_pending_bytes)
     lifecycle = config.lifecycle or Lifecycle()
@@ -432,7 +433,7 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
         cookie_secret=cookie_secret or secrets.token_urlsafe(48),
         # What every page handler reads (handlers.http.BaseHandler), the 404 page included.
         http_rate=keyed_limiter(config.http_rate_limit, config.http_rate_burst, config.clock),
-        public_url=public_origin(config.public_url),
+        public_url=public_url,
         failures=ThrottledLog(logging.getLogger("realtime.handlers")),
     )
     # For serve() and for routes added later (tests); handlers get their dependencies

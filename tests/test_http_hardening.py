@@ -184,6 +184,14 @@ async def test_public_url_makes_every_absolute_url_whatever_the_host(serve):
     assert b'value="https://polls.example.org/vote/demo"' in page.body
 
 
+@pytest.mark.parametrize("public_url", ["polls.example.org", "https://polls.example.org/vote",
+                                        "ftp://polls.example.org", "https://x.org/?a=1"])
+def test_a_public_url_that_is_not_an_origin_stops_the_server(hub, public_url):
+    """--public-url must be http(s)://host[:port]: anything else fails at start, not later."""
+    with pytest.raises(ValueError, match="--public-url"):
+        make_app(Config(hub=hub, public_url=public_url))
+
+
 class FailingHandler(BaseHandler):
     """A page with a bug that puts the request's header in its exception."""
 
