@@ -17,6 +17,7 @@ import socket
 import sys
 import tempfile
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
@@ -39,7 +40,7 @@ from handlers.pages import HealthHandler, MetricsHandler, NotFoundPageHandler, P
 from handlers.tcp import ChatLineServer
 from handlers.vote import (
     PollApiHandler, PollPageHandler, PollsApiHandler, PollStateApiHandler, PresentPageHandler,
-    QrCodeHandler, VoteEventStreamHandler, VotePageHandler, VoteSocketHandler,
+    QrCodeHandler, QrCodes, VoteEventStreamHandler, VotePageHandler, VoteSocketHandler,
 )
 from handlers.http import DEFAULT_HEARTBEAT
 from realtime.apps.counter import CounterSession
@@ -60,7 +61,7 @@ from realtime.ops.commandline import (
 from realtime.ops.datalock import DataDirInUse, DataDirLock
 from realtime.ops.fdlimit import raise_open_files_limit
 from realtime.ops.lifecycle import Lifecycle
-from realtime.ops.logfmt import logfmt
+from realtime.ops.logfmt import ThrottledLog, logfmt
 from realtime.ops.metrics import ServerMetrics
 from realtime.pubsub.brokers import Broker
 from realtime.pubsub.delivery import CloseReason
@@ -164,6 +165,15 @@ class Config:
         "TCP connections) per second one client address may open, sustained; past it a "
         "handshake is refused with HTTP 429 and `Retry-After` (a reconnect storm costs a "
         "welcome per socket); `0` turns it off", group=LIMITS)
+    http_rate_limit: float = option(
+        policy.DEFAULT_HTTP_RATE, "plain HTTP requests per second one client address may make "
+        "to pages, the poll API and QR codes (not `/healthz`, `/metrics`, static files or "
+        "the transports, which have the budgets above), sustained; past it the answer is "
+        "429 with `Retry-After` (JSON `rate_limited` on the API); `0` turns it off",
+        group=LIMITS)
+    http_rate_burst: int = option(
+        policy.DEFAULT_HTTP_BURST, "plain HTTP requests one client address may make at once "
+        "after a pause", group=LIMITS)
     handshake_rate_burst: int = option(
         policy.DEFAULT_HANDSHAKE_BURST, "new connections one client address may open at once "
         "after a pause (a restart brings every tab of an office back at once)", group=LIMITS)
@@ -193,8 +203,10 @@ class Config:
         "`--max-pending-bytes`)", group=CHAT)
     chat_history_bytes: int = option(
         rules.DEFAULT_HISTORY_BYTES, "bytes of messages all chat rooms keep together, each "
-        "message counting its JSON size plus 512 for its bookkeeping; past it the oldest "
-        "message of any room goes first", group=CHAT)
+        "message counting its JSON size (or its text's size in memory, if larger) plus 512 "
+        "for its bookkeeping; past it the oldest message of any room goes first. The "
+        "process's resident memory grows by about 1-2x this once it is full "
+        "(`bench/history_rss.py`)", group=CHAT)
     long_poll_timeout: float = option(
         DEFAULT_LONG_POLL_TIMEOUT, "seconds a chat long-poll (`GET /poll/chat/<room>?since=`) "
         "with nothing new to answer is held, waiting for a message, before it is answered "
@@ -214,6 +226,11 @@ class Config:
         "both in WAL mode, and the generated cookie secret live; relative to the working "
         "directory. One process per directory: a second one started on it refuses to start "
         "(a lock on `server.lock`)", served="data", shown="`./data`", group=POLLS)
+    public_url: Optional[str] = option(
+        None, "the origin clients reach the server at (`https://polls.example.org`, no "
+        "path): absolute URLs (a poll's QR code and share link) are built from it alone. "
+        "Unset: from the request's scheme and its `Host`, when that is a host name (else "
+        "400 `bad_host`)", shown="unset", group=NETWORK)
     redis_url: Optional[str] = option(
         None, "share chat rooms, nicknames, presence, history, polls and the apps' state "
         "with the other processes using this Redis (`redis://host:port/db`), for several "
@@ -321,6 +338,7 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
     unless they ``await app.settings["chat"].start()`` before serving (and ``aclose()`` it).
     """
     config = config or Config()
+    public_url = public_origin(config.public_url)  # a bad one stops us before anything opens
     hub = config.hub or Hub(
         broker=shared_broker(config), max_pending_bytes=config.max_pending_bytes)
     lifecycle = config.lifecycle or Lifecycle()
@@ -403,7 +421,8 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
         url(r"/vote", VotePageHandler, votes, name="vote"),
         url(r"/vote/([^/]+)", PollPageHandler, votes, name="vote_poll"),
         url(r"/vote/([^/]+)/present", PresentPageHandler, votes, name="vote_present"),
-        url(r"/vote/([^/]+)/qr\.svg", QrCodeHandler, votes, name="vote_qr"),
+        url(r"/vote/([^/]+)/qr\.svg", QrCodeHandler, dict(votes, codes=QrCodes()),
+            name="vote_qr"),
         url(r"/api/polls", PollsApiHandler, dict(votes, limiter=poll_limiter), name="api_polls"),
         url(r"/api/polls/([^/]+)", PollApiHandler, dict(votes, hub=hub), name="api_poll"),
         url(r"/api/polls/([^/]+)/(close|reopen)", PollStateApiHandler, dict(votes, hub=hub),
@@ -440,6 +459,10 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
         websocket_max_message_size=config.max_message_size,
         websocket_compression=config.compression,  # read by SocketHandler
         cookie_secret=cookie_secret or secrets.token_urlsafe(48),
+        # What every page handler reads (handlers.http.BaseHandler), the 404 page included.
+        http_rate=keyed_limiter(config.http_rate_limit, config.http_rate_burst, config.clock),
+        public_url=public_url,
+        failures=ThrottledLog(logging.getLogger("realtime.handlers")),
     )
     # For serve() and for routes added later (tests); handlers get their dependencies
     # through initialize().
@@ -448,6 +471,22 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
         chat=chat_state, chats=chats, app_state=app_state, apps=apps,
     )
     return app
+
+
+def public_origin(public_url: Optional[str]) -> Optional[str]:
+    """``--public-url`` as an origin (``https://host[:port]``, no trailing slash), or None.
+
+    Raises:
+        ValueError: it is not an http(s) origin.
+    """
+    if not public_url:
+        return None
+    parts = urllib.parse.urlsplit(public_url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/") \
+            or parts.query or parts.fragment:
+        raise ValueError(f"--public-url must be an origin like https://example.org, "
+                         f"not {public_url!r}")
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def shared_broker(config: Config) -> Optional[Broker]:

@@ -27,6 +27,7 @@ journal's messages back at startup. Without a journal, history lives in memory o
 """
 
 import itertools
+import sys
 import time
 import unicodedata
 from collections import OrderedDict
@@ -142,9 +143,14 @@ class Stored:
     parties: Optional[Parties] = None
     size: int = 0  # bytes of the frame as JSON (UTF-8); measured on creation
     held: bool = False  # whether the room's history still holds it
+    # Bytes its text takes in memory, which the process-wide budget counts when more than
+    # ``size`` (a text with an emoji is kept in 4 bytes a character: history.entry_cost).
+    memory: int = 0
 
     def __post_init__(self) -> None:
         self.size = len(encode(self.frame))
+        text = self.frame.get("text")
+        self.memory = sys.getsizeof(text) if isinstance(text, str) else 0
 
     @property
     def id(self) -> int:

@@ -310,6 +310,18 @@ def test_rooms_share_one_byte_budget_oldest_first():
     assert len(busy.history(speaker_in(busy))[0]) == 4
 
 
+def test_the_budget_counts_a_text_by_its_memory_when_that_is_larger():
+    """4,000 letters and an emoji (4 KB as JSON, 20 KB in CPython) count 20 KB: a 50,000-byte
+    budget keeps two such messages, not ten."""
+    rooms = Rooms(room_history_bytes=10**6, history_bytes=50_000)
+    room = rooms.get("lobby")
+    writer = speaker_in(room)
+    for n in range(8):
+        room.say(writer, f"{n}" + "x" * 3998 + "\N{GRINNING FACE}")
+    assert len(room.history(writer)[0]) == 2
+    assert rooms.budget.bytes <= 50_000
+
+
 def test_empty_room_without_messages_is_forgotten_when_its_last_connection_closes():
     """A room nobody is in and with no history goes at once."""
     rooms = Rooms()
