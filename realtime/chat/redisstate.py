@@ -724,11 +724,13 @@ class RedisChatState:
             room = room_of_topic(topic)
             if room is not None:
                 by_room.setdefault(room, set()).add(topic)
+        # One wait for Redis for all the rooms, not one each: the hub's deadline is shared.
+        deadline = time.monotonic() + GAP_WAIT
         for room, mine in by_room.items():
             if room not in self._rooms:
                 continue  # nobody here: the topics are left to be ended (none listens)
             try:
-                await self._catch_up_room(room, mine)
+                await self._catch_up_room(room, mine, deadline)
             except Unavailable:
                 log.warning("room %s: messages missed while the Redis listener was cut off "
                             "cannot be read back; ending its connections here (they "
@@ -737,17 +739,18 @@ class RedisChatState:
         return {topic for room, mine in by_room.items() if room in self._rooms
                 for topic in mine}
 
-    async def _catch_up_room(self, room: str, topics: set[str]) -> None:
+    async def _catch_up_room(self, room: str, topics: set[str], deadline: float) -> None:
         """Deliver what ``room``'s log holds after the last id delivered here, to those of
         ``topics`` it was published on, then the room's members.
 
         Raises:
             Unavailable: the log does not hold all that was missed, or Redis did not
-                answer within ``GAP_WAIT`` seconds.
+                answer before ``deadline`` (monotonic).
         """
         known = [self.broker.last_id(topic) for topic in topics | {room_topic(room)}]
         after = max((mark for mark in known if mark is not None), default=None)
-        first, last, entries = await self._call_soon(lambda: self._read_raw(room, after))
+        first, last, entries = await self._call_before(
+            deadline, lambda: self._read_raw(room, after))
         if after is None:  # nothing delivered here yet: everything the run holds is new
             if first is None:
                 return
@@ -778,9 +781,8 @@ class RedisChatState:
         return [private_topic_of_key(room, key, tag)
                 for key, tag in orjson.loads(parties).items()]
 
-    async def _call_soon(self, job: Callable[[], Awaitable[T]]) -> T:
-        """``_call``, retried for up to ``GAP_WAIT`` seconds while Redis is down."""
-        deadline = time.monotonic() + GAP_WAIT
+    async def _call_before(self, deadline: float, job: Callable[[], Awaitable[T]]) -> T:
+        """``_call``, tried again while Redis is down until ``deadline`` (monotonic)."""
         while True:
             try:
                 return await self._call(job)

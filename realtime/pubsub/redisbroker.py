@@ -37,12 +37,14 @@ once Redis answers. Messages published by other processes while this one was cut
 not in Redis pub/sub (it keeps nothing): see Gaps.
 
 Gaps. Once the listener is subscribed again after any interruption (a reconnect, or a
-start without Redis), it calls ``_after_gap`` with every wanted topic: live messages on
-them are held (up to ``max_queue_bytes``) while the hub's gap handlers catch the topics up
-(``Hub.catch_up``: the chat state delivers what each room's log holds after the last id
-delivered here, ``deliver_recovered``; the polls send a fresh tally) or end their
-subscribers (``CloseReason.GAP``); then the held messages follow, less those the catch-up
-delivered already (by id). ``caught_up()`` waits for a catch-up in progress.
+start without Redis), it calls ``_after_gap`` with every wanted topic. Their live messages
+are held (up to ``max_queue_bytes``), from the moment the connection was lost, so one
+that arrives before the catch-up starts cannot hide what was missed, while the hub's gap
+handlers catch the topics up (``Hub.catch_up``: the chat state delivers what each room's
+log holds after the last id delivered here, ``deliver_recovered``; the polls send a fresh
+tally) or end their subscribers (``CloseReason.GAP``); then the held messages follow, less
+those the catch-up delivered already (by id). ``caught_up()`` waits for a catch-up in
+progress.
 
 Start. ``start()`` waits up to ``timeout`` seconds for the first connection, and if Redis
 does not answer it logs a warning and returns anyway: the server starts degraded, serves
@@ -378,6 +380,7 @@ class RedisBroker:
         self._topics.discard(topic)
         self._confirmed.discard(topic)
         self._last_ids.pop(topic, None)
+        self._sent_alone.pop(topic, None)
         self._wake.set()
 
     async def ready(self, topics: Iterable[str]) -> None:
@@ -667,14 +670,18 @@ class RedisBroker:
         subscribers up, then hand over what was held. Each listener (one per connection)
         calls it once per interruption it recovers from."""
         self.gaps += 1
-        self._sent_alone = {topic: ids for topic, ids in self._sent_alone.items()
-                            if topic in topics}
+        if self._recover is None:  # nobody to catch topics up: what was held goes as it is
+            topics = set()
         topics = {topic for topic in topics if topic in self._topics}
-        if not topics or self._recover is None:
-            return
-        for topic in topics:
+        # Held since the gap began on a topic no catch-up covers (left since, or none to
+        # run): handed over as it is.
+        stray = {topic for topic in self._held if topic not in topics | self._holds.keys()}
+        for topic in topics | stray:
             self._holds[topic] = self._holds.get(topic, 0) + 1
             self._held.setdefault(topic, [])
+        self._hand_over(stray)
+        if not topics:
+            return
         task = asyncio.ensure_future(self._catch_up(topics))
         self._gap_tasks.add(task)
         task.add_done_callback(self._gap_tasks.discard)
@@ -697,14 +704,15 @@ class RedisBroker:
         all; past that the topic's subscribers are ended once the catch-up is over."""
         if topic in self._overflowed:
             return
+        held = self._held.setdefault(topic, [])
         self._held_bytes += len(envelope.data)
         if self._held_bytes > self.max_queue_bytes:
             self._overflowed.add(topic)
-            self._held_bytes -= sum(len(held.data) for held, _ in self._held[topic])
+            self._held_bytes -= sum(len(each.data) for each, _ in held)
             self._held_bytes -= len(envelope.data)
-            self._held[topic] = []
+            held.clear()
             return
-        self._held[topic].append((envelope, message_id))
+        held.append((envelope, message_id))
 
     def _hand_over(self, topics: set[str]) -> None:
         """A catch-up of ``topics`` is over: deliver what was held on the topics no other
@@ -750,7 +758,10 @@ class RedisBroker:
         if origin == self.origin or topic not in self._topics or self._deliver is None:
             return
         self.received += 1
-        if self._holds and topic in self._holds:
+        # Held from the moment a gap began: a message that arrives on the new connection
+        # before its catch-up starts (SUBSCRIBE confirmed, PING not answered yet) must not
+        # move the topic's last id past what was missed.
+        if self._gapped or (self._holds and topic in self._holds):
             self._hold(topic, envelope, message_id)
             return
         if message_id is not None:
