@@ -69,6 +69,7 @@ from realtime.pubsub.hub import DEFAULT_MAX_PENDING_BYTES, Hub
 from realtime.ops.options import define_options, option, values_from
 from realtime.limits.origins import OriginPolicy
 from realtime.limits.ratelimit import Clock, KeyedLimiter
+from realtime.votes.session import poll_refresher
 from realtime.votes.store import DB_FILENAME, Polls, PollStore
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -388,6 +389,7 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
                 os.path.join(config.data_dir, COOKIE_SECRET_FILENAME)
             )
     store = config.polls or shared_polls(config) or PollStore(db_path)
+    hub.on_gap(poll_refresher(store, hub))  # a fresh tally after a broker's gap
     lifecycle.on_shutdown(store.aclose, "poll store")  # pending votes are committed first
     chat_state = shared_chat(config, hub) or EmbeddedChatState(
         rooms, hub, ChatStore(chat_path, rooms))

@@ -203,12 +203,16 @@ class ChatLineConnection:
 
     def close_for(self, reason: CloseReason) -> None:
         """The hub's way to end the connection: a slow consumer is cut at once; a server
-        going away or failing to write says so in a last line."""
+        going away, failing to write or unable to give messages it missed says so in a
+        last line."""
         if reason is CloseReason.SLOW:
             self.end("slow_consumer")
         elif reason is CloseReason.SHUTDOWN:
             self.end("shutdown", lines.info("the server is shutting down; connect again in a "
                                             "moment"))
+        elif reason is CloseReason.GAP:
+            self.end("gap", lines.info("messages of this room were missed while the server "
+                                       "lost its link to the others; connect again"))
         else:
             self.end("internal_error", self._internal_error_line())
 

@@ -8,6 +8,7 @@ from typing import Optional, Union
 from urllib.parse import quote
 
 import pytest
+import redis.asyncio
 import tornado.netutil
 
 from handlers.tcp import DEFAULT_JOIN_TIMEOUT, ChatLineConnection, ChatLineServer
@@ -635,3 +636,64 @@ async def test_tcp_clients_of_two_processes_share_nicknames_and_rooms(cluster):
     finally:
         for client in clients:
             client.close()
+
+
+async def two_tcp_processes(cluster) -> tuple["LineClient", "LineClient"]:
+    """alice on A and bob on B in lobby, by TCP, each having seen both join."""
+    tcp_ports = [free_port(), free_port()]
+    nodes = [(await cluster.start(1, "--tcp-port", str(port)))[0] for port in tcp_ports]
+    clients = []
+    for node, port in zip(nodes, tcp_ports):
+        await wait_listening("127.0.0.1", port, node.process)
+        clients.append(LineClient(*await asyncio.open_connection("127.0.0.1", port)))
+    alice, bob = clients
+    for client in clients:
+        assert (await client.line()).startswith("* hello: ")
+    await alice.join(nick="alice")
+    assert await alice.line() == "* alice joined lobby"
+    await bob.join(nick="bob")
+    for client in clients:
+        assert await client.line() == "* bob joined lobby"
+    await cluster.wait_subscribed("chat.lobby", 2)
+    return alice, bob
+
+
+async def test_tcp_client_is_caught_up_after_its_process_lost_redis_pubsub(cluster):
+    """``CLIENT KILL TYPE pubsub`` while A's alice talks: B's bob gets each of her lines once,
+    in order, and a line saying who is online."""
+    alice, bob = await two_tcp_processes(cluster)
+    try:
+        async with redis.asyncio.Redis.from_url(cluster.redis.url) as admin:
+            for n in range(10):
+                if n == 5:
+                    assert await admin.client_kill_filter(_type="pubsub") == 2
+                alice.send(f"line {n}")
+                await asyncio.sleep(0.02)
+        got: list[str] = []
+        while len([line for line in got if line.startswith("[lobby]")]) < 10 or \
+                "* online in lobby: alice, bob" not in got:
+            got.append(await bob.line())
+        assert [line for line in got if line.startswith("[lobby]")] == [
+            f"[lobby] alice: line {n}" for n in range(10)]
+    finally:
+        alice.close()
+        bob.close()
+
+
+async def test_tcp_client_is_told_when_redis_lost_what_it_missed(cluster):
+    """Redis killed and restarted without its data: B's bob gets a line saying messages were
+    missed, then the connection ends (he connects again and joins anew)."""
+    alice, bob = await two_tcp_processes(cluster)
+    try:
+        alice.send("before")
+        assert await bob.line() == "[lobby] alice: before"
+        cluster.redis.kill()
+        await cluster.redis.restart()
+        while not (line := await bob.line()).startswith("* messages"):
+            pass
+        assert line == ("* messages of this room were missed while the server lost its link "
+                        "to the others; connect again")
+        assert await bob.ended() == b""
+    finally:
+        alice.close()
+        bob.close()

@@ -291,6 +291,9 @@ def _unfitted(frame: Message, sent: bool) -> Optional[str]:
         return f"* {_shown(frame.get('nick'))} left {room}"
     if kind == "renamed":
         return f"* {_shown(frame.get('from'))} is now {_shown(frame.get('to'))} in {room}"
+    if kind == "online" and isinstance(frame.get("online"), list):
+        names = ", ".join(_shown(nick) for nick in frame["online"]) or "nobody"
+        return f"* online in {room}: {names}"
     return None
 
 

@@ -66,6 +66,17 @@ nicknames and history. ``APPEND`` carries a deadline, so a message Redis runs af
 sender gave up is not stored under a second id; and when Redis answers again, the process
 raises each room's sequence above the ids it handed out alone (``RAISE``) before sharing
 messages again, so ids never go backwards.
+
+Gaps. When the broker's listener was cut off (``CLIENT KILL``, the output-buffer limit,
+Redis frozen or restarted) and is subscribed again, ``_catch_up`` reads each local room's
+log after the last id delivered here (the broker's ``last_id``, or the newest a welcome
+read) and delivers the entries in order to exactly the topics they were published on: a
+public one to the room's topic, a private one to its parties' private topics (those
+subscribed here). It then sends the room's members (an ``online`` frame), since presence
+is not in the log. Where the log cannot say what was missed (trimmed past that id, a new
+run after Redis lost its data, Redis still not answering after ``GAP_WAIT`` seconds), the
+room's connections here are ended (``CloseReason.GAP``): their clients reconnect with
+``since`` and learn ``recovered: false`` if anything is gone.
 """
 
 import asyncio
@@ -88,7 +99,9 @@ from realtime.chat.rules import (
     DEFAULT_HISTORY, DEFAULT_REPLAY, DEFAULT_ROOM_HISTORY_BYTES, MAX_NICK_LENGTH, Joined, Room,
     check_text, nick_key, normalize_nick,
 )
-from realtime.chat.state import Lost, Replay, holder_tag, private_topic, room_topic
+from realtime.chat.state import (
+    Lost, Replay, holder_tag, private_topic, private_topic_of_key, room_of_topic, room_topic,
+)
 from realtime.ops.tasks import cancel_all
 from realtime.pubsub.envelope import Envelope
 from realtime.pubsub.hub import Hub
@@ -109,6 +122,9 @@ OUTAGES = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutErro
 # Calls to Redis at once; more wait for a turn (at most ``timeout``), so a wave of
 # connections is a queue, never mistaken for an outage.
 CONCURRENT_CALLS = 16
+# Seconds a catch-up after a gap waits for this state to reach Redis again (its own probe
+# may find Redis back a little after the broker's listener).
+GAP_WAIT = 5.0
 
 # Redis's clock in milliseconds (scripts use it, so every process agrees on lease times).
 _NOW_MS = """
@@ -227,6 +243,10 @@ class Unavailable(Exception):
     """Redis is down (or was, and has not answered a PING since)."""
 
 
+# One log entry as stored: its id, its frame's bytes, its parties (JSON) or None.
+RawEntry = tuple[int, bytes, Optional[bytes]]
+
+
 def split_frame(frame: Message) -> tuple[bytes, bytes]:
     """The JSON of ``frame`` (its ``id`` 0) cut around the id: ``head + id + tail``."""
     data = encode(frame)
@@ -301,6 +321,7 @@ class RedisChatState:
         # the nickname is used for nothing before Redis says again that it is ours.
         self._valid_until: dict[tuple[str, str], float] = {}
         self._lost: dict[tuple[str, str], Lost] = {}  # (room, connection) -> told on a loss
+        hub.on_gap(self._catch_up)
         # Holders of cookie-less connections, for every room of this process: a room's Room
         # goes when its last connection here leaves, its log stays, and a serial given again
         # would hand the private history of a holder gone to whoever gets it next.
@@ -488,6 +509,9 @@ class RedisChatState:
         await self.broker.caught_up()
         if last is not None:
             self._see(room, last)
+            # This connection holds the room up to ``last``: a catch-up starts there at
+            # the latest (``delivered`` knows when it must not raise the mark).
+            self.broker.delivered(room_topic(room), last)
         visible = [(frame, size) for frame, size, parties in entries
                    if parties is None
                    or (viewer is not None and parties.get(viewer[0]) == viewer[1])]
@@ -666,6 +690,16 @@ class RedisChatState:
     ) -> tuple[Optional[int], Optional[int], list[tuple[Message, int, Optional[dict[str, str]]]]]:
         """``first``, ``last`` and the log's entries after ``since`` (or the newest),
         oldest first, each as ``(frame, size, parties)``, read in one transaction."""
+        first, last, raw = await self._read_raw(room, since)
+        entries = [(orjson.loads(data), len(data), orjson.loads(parties) if parties else None)
+                   for _, data, parties in raw]
+        return first, last, entries
+
+    async def _read_raw(
+        self, room: str, since: Optional[int]
+    ) -> tuple[Optional[int], Optional[int], list[RawEntry]]:
+        """``first``, ``last`` and the log's entries after ``since`` (or the newest),
+        oldest first, as stored, read in one transaction."""
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hmget(self._key(room, "meta"), "first", "last")
             if since is None:
@@ -676,13 +710,86 @@ class RedisChatState:
             (first, last), raw = await pipe.execute()
         if since is None:
             raw.reverse()
-        entries = []
-        for _, fields in raw:
-            data = fields[b"f"]
-            parties = fields.get(b"p")
-            entries.append((orjson.loads(data), len(data),
-                            orjson.loads(parties) if parties else None))
+        entries = [(int(entry_id.split(b"-", 1)[0]), fields[b"f"], fields.get(b"p"))
+                   for entry_id, fields in raw]
         return (int(first) if first else None, int(last) if last else None, entries)
+
+    # Gaps
+
+    async def _catch_up(self, topics: set[str]) -> set[str]:
+        """The hub's gap handler: catch up the chat topics among ``topics`` (see Gaps in
+        the module docstring); returns them."""
+        by_room: dict[str, set[str]] = {}
+        for topic in topics:
+            room = room_of_topic(topic)
+            if room is not None:
+                by_room.setdefault(room, set()).add(topic)
+        # One wait for Redis for all the rooms, not one each: the hub's deadline is shared.
+        deadline = time.monotonic() + GAP_WAIT
+        for room, mine in by_room.items():
+            if room not in self._rooms:
+                continue  # nobody here: the topics are left to be ended (none listens)
+            try:
+                await self._catch_up_room(room, mine, deadline)
+            except Unavailable:
+                log.warning("room %s: messages missed while the Redis listener was cut off "
+                            "cannot be read back; ending its connections here (they "
+                            "reconnect with since)", room)
+                self.hub.end_topics(mine)
+        return {topic for room, mine in by_room.items() if room in self._rooms
+                for topic in mine}
+
+    async def _catch_up_room(self, room: str, topics: set[str], deadline: float) -> None:
+        """Deliver what ``room``'s log holds after the last id delivered here, to those of
+        ``topics`` it was published on, then the room's members.
+
+        Raises:
+            Unavailable: the log does not hold all that was missed, or Redis did not
+                answer before ``deadline`` (monotonic).
+        """
+        known = [self.broker.last_id(topic) for topic in topics | {room_topic(room)}]
+        after = max((mark for mark in known if mark is not None), default=None)
+        first, last, entries = await self._call_before(
+            deadline, lambda: self._read_raw(room, after))
+        if after is None:  # nothing delivered here yet: everything the run holds is new
+            if first is None:
+                return
+            after = first - 1
+        complete = (
+            first is not None and last is not None and first - 1 <= after <= last
+            and (after == last or (bool(entries) and entries[0][0] == after + 1))
+        )
+        if not complete:
+            raise Unavailable()
+        for message_id, data, parties in entries:
+            envelope = Envelope(data)
+            for topic in self._topics_of(room, parties):
+                if topic in topics:
+                    self.broker.deliver_recovered(topic, envelope, message_id)
+        assert last is not None
+        for topic in topics:
+            self.broker.delivered(topic, last)
+        online = await self.online(room)
+        self.hub.publish_here(room_topic(room), {"type": "online", "room": room,
+                                                 "online": online})
+
+    @staticmethod
+    def _topics_of(room: str, parties: Optional[bytes]) -> list[str]:
+        """The topics a log entry was published on: the room's, or its parties'."""
+        if not parties:
+            return [room_topic(room)]
+        return [private_topic_of_key(room, key, tag)
+                for key, tag in orjson.loads(parties).items()]
+
+    async def _call_before(self, deadline: float, job: Callable[[], Awaitable[T]]) -> T:
+        """``_call``, tried again while Redis is down until ``deadline`` (monotonic)."""
+        while True:
+            try:
+                return await self._call(job)
+            except Unavailable:
+                if time.monotonic() >= deadline:
+                    raise
+            await asyncio.sleep(0.1)
 
     def _newest_fitting(self, messages: list[tuple[Message, int]], count: int) -> list[Message]:
         """The newest ``count`` frames that fit in ``welcome_bytes``, oldest first."""

@@ -40,7 +40,22 @@ def room_topic(room: str) -> str:
 
 def private_topic(room: str, nick: str, holder_tag: str) -> str:
     """The topic of the connections holding ``nick`` in ``room`` for one holder."""
-    return f"chat.{room}.to.{nick_key(nick)}.{holder_tag}"
+    return private_topic_of_key(room, nick_key(nick), holder_tag)
+
+
+def private_topic_of_key(room: str, key: str, holder_tag: str) -> str:
+    """``private_topic`` from the nickname's key (``nick_key``), as a private message's
+    parties are stored."""
+    return f"chat.{room}.to.{key}.{holder_tag}"
+
+
+def room_of_topic(topic: str) -> Optional[str]:
+    """The room of a chat topic (its room's or a private one), or None for another topic.
+    Room names have no dots (``realtime.chat.rules``), so the first part after ``chat.``
+    is the room."""
+    if not topic.startswith("chat."):
+        return None
+    return topic[len("chat."):].split(".", 1)[0] or None
 
 
 def holder_tag(holder: Holder, process: str) -> str:

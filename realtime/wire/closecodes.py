@@ -18,6 +18,7 @@ class CloseCode(IntEnum):
     POLICY_VIOLATION = 1008  # slow consumer, rate-limit flooding: the client broke a rule
     MESSAGE_TOO_BIG = 1009  # a message over --max-message-size (sent by Tornado)
     INTERNAL_ERROR = 1011  # a bug on our side; the traceback is in the server log
+    SERVICE_RESTART = 1012  # messages were missed (Redis interrupted): reconnect with since
     TRY_AGAIN_LATER = 1013
     # Never sent on the wire: what a close without a close frame is called (in our logs).
     ABNORMAL = 1006
@@ -29,6 +30,7 @@ CLOSE_FOR_REASON: dict[CloseReason, tuple[CloseCode, str]] = {
     CloseReason.SLOW: (CloseCode.POLICY_VIOLATION, "slow consumer: messages were not read"),
     CloseReason.SHUTDOWN: (CloseCode.GOING_AWAY, "server shutting down"),
     CloseReason.ERROR: (CloseCode.INTERNAL_ERROR, "internal server error"),
+    CloseReason.GAP: (CloseCode.SERVICE_RESTART, "messages missed: reconnect with since"),
 }
 
 
