@@ -68,7 +68,7 @@ from realtime.pubsub import tornado_internals
 from realtime.pubsub.delivery import CloseReason
 from realtime.pubsub.envelope import Envelope
 from realtime.pubsub.hub import Hub
-from realtime.pubsub.tornado_internals import reason_phrase
+from realtime.pubsub.tornado_internals import reason_phrase, response_finished
 from realtime.wire.forms import HEARTBEAT, chunk, sse_event, sse_form
 from realtime.wire.messages import ClientError, Message, Refusal, encode, is_unavailable
 
@@ -210,7 +210,7 @@ class BaseHandler(tornado.web.RequestHandler):
         """(A streaming subclass's.) Keep the body up to ``MAX_BODY_BYTES``; past it answer
         413 ``too_large`` at once (a chunked body declares no length): Tornado reads no more
         of it for us and closes the connection once the answer is out."""
-        if self._finished:
+        if response_finished(self):
             return  # answered already (this 413, or a refusal in prepare)
         self._body_size += len(chunk)
         if self._body_size > MAX_BODY_BYTES:

@@ -62,7 +62,7 @@ INTERNALS: dict[type, tuple[str, ...]] = {
                "_add_io_state"),
     WebSocketProtocol13: ("_compressor", "_receive_frame", "_handle_message"),
     HTTP1Connection: ("_chunking_output",),
-    RequestHandler: ("_reason",),
+    RequestHandler: ("_reason", "_finished"),
     TCPServer: ("_sockets", "_handlers", "_handle_connection"),
 }
 
@@ -275,6 +275,12 @@ def reason_phrase(handler: RequestHandler) -> str:
     """The reason phrase of ``handler``'s status: the one given to ``set_status``, else the
     standard one for the code ("Unknown" for a code without one)."""
     return handler._reason
+
+
+def response_finished(handler: RequestHandler) -> bool:
+    """Whether ``handler`` has finished its response (Tornado keeps that flag private): a
+    streaming body must stop collecting once a refusal is out."""
+    return bool(handler._finished)
 
 
 # Accepting through our own loop.

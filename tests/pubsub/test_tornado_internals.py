@@ -33,7 +33,7 @@ from realtime.pubsub import tornado_internals
 from realtime.pubsub.hub import Hub
 from realtime.pubsub.tornado_internals import (
     INTERNALS, VERIFIED_TORNADO, CountingProtocol, FrameWriter, ResponseStream,
-    add_listening_socket, fast_stream, reason_phrase, unflushed_bytes,
+    add_listening_socket, fast_stream, reason_phrase, response_finished, unflushed_bytes,
 )
 from tests.support import OP_TEXT, port_of, raw_handshake, read_frame, receive
 
@@ -59,6 +59,9 @@ class InternalsHandler(RequestHandler):
         self.flush()  # the headers go out: HTTP/1.1 without Content-Length, so chunked
         self.seen["chunking_after"] = connection._chunking_output
         self.seen["chunked"] = ResponseStream(self).chunked
+        self.seen["finished_before"] = response_finished(self)
+        self.finish()
+        self.seen["finished_after"] = response_finished(self)
 
 
 @pytest.fixture
@@ -164,7 +167,8 @@ async def test_every_internal_the_module_lists_exists_with_the_shape_relied_on(
     _add_io_state(state); WebSocketProtocol13's _compressor (None uncompressed) and
     _receive_frame (a coroutine every socket reads through); HTTP1Connection's
     _chunking_output (set once an HTTP/1.1 response's headers go out without a length);
-    RequestHandler's _reason (the phrase set_status set); TCPServer's _sockets, _handlers and
+    RequestHandler's _reason (the phrase set_status set) and _finished (set by finish());
+    TCPServer's _sockets, _handlers and
     _handle_connection (what stop() undoes). Public neighbours relied on are checked too."""
     checked: dict[type, set[str]] = {}
 
@@ -208,6 +212,8 @@ async def test_every_internal_the_module_lists_exists_with_the_shape_relied_on(
           not seen["chunking_before"] and seen["chunking_after"] and seen["chunked"] is True)
     check(RequestHandler, "_reason", (seen["reason_default"], seen["reason_standard"],
                                       seen["reason_given"]) == ("OK", "I'm a Teapot", "Quite Fine"))
+    check(RequestHandler, "_finished",
+          seen["finished_before"] is False and seen["finished_after"] is True)
 
     # A TCPServer: what add_sockets records and stop() undoes.
     server = TCPServer()
