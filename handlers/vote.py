@@ -224,9 +224,15 @@ class PollsApiHandler(ApiHandler):
             raise ApiError(400, "bad_json", "The body is not valid JSON.") from None
         try:
             new = validate_new_poll(body)
+        except PollFieldError as error:
+            raise ApiError(
+                400, error.code, error.message, field=error.field,
+                # Several problems: all of them, so a form shows each beside its field.
+                errors=([problem.to_json() for problem in error.problems]
+                        if len(error.problems) > 1 else None),
+            ) from None
         except ClientError as error:
-            field = error.field if isinstance(error, PollFieldError) else None
-            raise ApiError(400, error.code, error.message, field=field) from None
+            raise ApiError(400, error.code, error.message) from None
         ip = self.request.remote_ip
         if not self.limiter.take(ip):
             wait = retry_after_header(self.limiter.retry_after(ip))

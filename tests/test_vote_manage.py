@@ -141,7 +141,7 @@ async def test_manage_unknown_poll_is_404(http_server_client, method, path):
 async def test_close_and_reopen_are_live_and_gate_votes(http_server_client, ws_connect):
     """Closing answers the poll with closed: true, tells every open page, and refuses votes
     with poll_closed; reopening undoes all three."""
-    poll = await create(http_server_client)
+    poll = await create(http_server_client, one_vote_per_voter=False)
     token, path = poll["manage_token"], f"/api/polls/{poll['id']}"
     conn = await ws_connect(f"/ws/vote/{poll['id']}")
     assert (await receive_json(conn))["poll"]["closed"] is False

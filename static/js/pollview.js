@@ -22,17 +22,39 @@ export function barWidth(count, total) {
   return `${total ? ((count / total) * 100).toFixed(2) : 0}%`;
 }
 
+// Whether the API says there is no such poll (a 404); false when it cannot tell.
+export async function pollIsGone(pollId) {
+  try {
+    const response = await fetch(`/api/polls/${encodeURIComponent(pollId)}`, { cache: "no-store" });
+    return response.status === 404;
+  } catch {
+    return false;
+  }
+}
+
 // The socket of one poll. `view` gets:
 //   poll(message)        the snapshot, first on every (re)connect
 //   tally(votes, total)  newer counts (an older tally, overtaken on its way, is dropped)
 //   voted(message)       our vote counted (its tally is applied first)
 //   state(closed)        the poll was closed (true) or reopened (false)
-//   deleted()            the poll is gone; the socket is stopped
+//   deleted()            the poll is gone; the socket has ended (no more retries)
 //   error(message)       an error frame
+// A page that was disconnected when the poll was deleted missed the frame, and its
+// handshakes are 404s: after each lost connection it asks the API whether the poll still
+// exists, and a 404 there ends the socket as the frame would.
 // Returns the socket; call connect() on it.
 export function pollSocket(pollId, view) {
   const socket = new ReconnectingSocket(socketUrl(`/ws/vote/${encodeURIComponent(pollId)}`));
   showState(socket);
+  const gone = () => {
+    if (socket.state === "ended") return;
+    socket.end("poll deleted");
+    view.deleted?.();
+  };
+  socket.addEventListener("close", async () => {
+    if (socket.stopped) return;
+    if (await pollIsGone(pollId)) gone();
+  });
   let total = -1;
   const tally = (frame) => {
     if (!frame || frame.poll !== pollId || frame.total < total) return;
@@ -57,9 +79,7 @@ export function pollSocket(pollId, view) {
         if (message.poll === pollId) view.state?.(message.type === "closed");
         break;
       case "deleted":
-        if (message.poll !== pollId) break;
-        socket.stop();
-        view.deleted?.();
+        if (message.poll === pollId) gone();
         break;
       case "error":
         view.error?.(message);

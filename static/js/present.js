@@ -60,6 +60,7 @@ const socket = pollSocket(pollId, {
   deleted() {
     closedBanner.textContent = "This poll was deleted.";
     closedBanner.hidden = false;
+    document.getElementById("present-join").hidden = true; // no QR code to a poll that is gone
   },
 });
 

@@ -127,6 +127,14 @@ function labelOf(optionId) {
   return rows.get(optionId)?.label ?? optionId;
 }
 
+// The poll is gone: say so where the poll was, and take down what invites people to it.
+function showDeleted() {
+  deleted = true;
+  say("This poll was deleted.");
+  document.getElementById("share").hidden = true;
+  syncButtons();
+}
+
 function setClosed(isClosed) {
   closed = isClosed;
   say(closed ? "The poll was closed." : "The poll was reopened: you can vote again.");
@@ -150,9 +158,7 @@ const socket = pollSocket(pollId, {
   },
   state: setClosed,
   deleted() {
-    deleted = true;
-    say("This poll was deleted by its creator.");
-    syncButtons();
+    showDeleted();
   },
   error(message) {
     waiting = false;
@@ -232,10 +238,8 @@ const manage = (() => {
   deleteButton.addEventListener("click", () => {
     if (!confirm("Delete this poll and all its votes? This cannot be undone.")) return;
     send("DELETE", "", async () => {
-      deleted = true;
-      socket.stop();
-      say("You deleted this poll.");
-      syncButtons();
+      socket.end("poll deleted");
+      showDeleted();
     });
   });
   return {

@@ -14,7 +14,7 @@ from realtime.votes.store import DB_FILENAME, DEMO_ID, PollStore
 from realtime.wire.messages import ClientError
 
 ONE_VOTE = NewPoll("Pick one", ("a", "b"), one_vote_per_voter=True)
-EVERY_CLICK = NewPoll("Click away", ("a", "b"))
+EVERY_CLICK = NewPoll("Click away", ("a", "b"), one_vote_per_voter=False)
 
 
 @pytest.fixture

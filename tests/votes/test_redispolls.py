@@ -19,7 +19,7 @@ from tests.redis_server import RedisServer, shipped_settings
 from tests.support import TIMEOUT, receive_json, receive_type, send_json
 
 ONE_VOTE = NewPoll("Pick one", ("a", "b"), one_vote_per_voter=True, listed=True)
-EVERY_CLICK = NewPoll("Click away", ("a", "b"), listed=True)
+EVERY_CLICK = NewPoll("Click away", ("a", "b"), one_vote_per_voter=False, listed=True)
 SHIPPED_CONFIG = Path(__file__).resolve().parent.parent.parent / "deploy" / "redis.conf"
 UNAVAILABLE_WITHIN = 5.0  # ISSUE10, Faults: votes are refused within 5 s
 
