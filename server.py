@@ -35,8 +35,9 @@ from handlers.echo import EchoSocketHandler
 from handlers.pages import HealthHandler, MetricsHandler, NotFoundPageHandler, PageHandler
 from handlers.tcp import ChatLineServer
 from handlers.vote import (
-    PollApiHandler, PollPageHandler, PollsApiHandler, PollStateApiHandler, PresentPageHandler,
-    QrCodeHandler, VoteEventStreamHandler, VotePageHandler, VoteSocketHandler,
+    JoinPageHandler, PollApiHandler, PollPageHandler, PollsApiHandler, PollStateApiHandler,
+    PresentPageHandler, QrCodeHandler, VoteEventStreamHandler, VotePageHandler,
+    VoteSocketHandler,
 )
 from handlers.http import DEFAULT_HEARTBEAT
 from realtime.apps.counter import CounterSession
@@ -375,6 +376,7 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
         url(r"/models", PageHandler, dict(template="models.html"), name="models"),
         url(r"/counter", PageHandler, dict(template="counter.html"), name="counter"),
         url(r"/vote", VotePageHandler, votes, name="vote"),
+        url(r"/j/([^/]+)", JoinPageHandler, votes, name="vote_join"),
         url(r"/vote/([^/]+)", PollPageHandler, votes, name="vote_poll"),
         url(r"/vote/([^/]+)/present", PresentPageHandler, votes, name="vote_present"),
         url(r"/vote/([^/]+)/qr\.svg", QrCodeHandler, votes, name="vote_qr"),

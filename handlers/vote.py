@@ -29,6 +29,7 @@ from handlers.http import EventStreamHandler
 from handlers.websocket import JsonSocketHandler
 from realtime.limits.ratelimit import KeyedLimiter, retry_after_header
 from realtime.pubsub.hub import Hub
+from realtime.votes.ids import normalize_code
 from realtime.votes.session import VoteSession, find_poll, poll_topic
 from realtime.votes.spec import POLL_ID_MAX, Poll, PollFieldError, validate_new_poll
 from realtime.votes.store import Polls
@@ -279,14 +280,48 @@ class PollStateApiHandler(ManageApiHandler):
 
 
 class VotePageHandler(BaseHandler):
-    """``/vote``: create a poll, and the list of polls."""
+    """``/vote``: create a poll, join one by its code, and the list of polls.
+
+    ``/vote?code=<join code>`` redirects to the poll with that code; an unknown code shows
+    this page with a 404 and a sentence beside the code box.
+    """
 
     def initialize(self, store: Polls) -> None:
         self.store = store
 
     async def get(self) -> None:
+        typed = self.get_query_argument("code", None)
+        if typed is not None:
+            await self.join(typed)
+            return
+        await self.show()
+
+    head = get
+
+    async def join(self, typed: str) -> None:
+        """Redirect to the poll whose join code ``typed`` is, or show why not."""
+        code = normalize_code(typed)
+        poll_id = await self.store.find_code(code) if code is not None else None
+        if poll_id is not None:
+            self.redirect(self.reverse_url("vote_poll", poll_id))
+            return
+        self.set_status(404)
+        await self.show(code_error=f"No poll has the code “{typed.strip()[:20]}”. Check it "
+                        "on the screen and try again.", typed=typed.strip()[:20])
+
+    async def show(self, code_error: Optional[str] = None, typed: str = "") -> None:
+        """The page itself."""
         issue_voter_cookie(self)
-        self.render("polls.html", polls=await self.store.recent())
+        self.render("polls.html", polls=await self.store.recent(), code_error=code_error,
+                    typed=typed)
+
+
+class JoinPageHandler(VotePageHandler):
+    """``/j/<code>``: the short join address shown on the present view; redirects to the
+    poll, or shows ``/vote`` with a 404 and the reason."""
+
+    async def get(self, typed: str) -> None:  # type: ignore[override]
+        await self.join(typed)
 
     head = get
 

@@ -7,11 +7,15 @@ counted on one shows on all, and counts once.
 Keys, under ``prefix`` (``realtime:``), for a poll ``<id>``:
 
 - ``poll:<id>``: a hash of the poll's fields (``title``, ``one_vote_per_voter``, ``listed``,
-  ``closed``, ``created_at``, ``manage_hash``; ``options``, the JSON list of
+  ``closed``, ``created_at``, ``manage_hash``, ``code``; ``options``, the JSON list of
   ``[id, label, gloss]`` in order);
 - ``poll:<id>:votes``: a hash, option id -> count, every option present from creation;
 - ``poll:<id>:voters``: a hash, voter id -> the option it chose (one-vote polls only; a hash
   rather than a set so a reconnecting page is told which option it chose);
+- ``code:<code>``: the id of the poll with that join code (``realtime/votes/ids.py``), set
+  (``NX``) before the poll is created and deleted with it, each as a command of its own: the
+  code's key is not the poll's, so no script may touch both (a Redis Cluster would put them
+  in different slots); a code whose poll is gone finds nothing;
 - ``polls:listed``: a sorted set of the listed polls' ids, scored by ``polls:seq``, a counter
   (so "newest first" never depends on two clocks agreeing).
 
@@ -54,9 +58,9 @@ from redis.backoff import NoBackoff
 
 from realtime.wire.messages import ClientError
 from realtime.votes.store import (
-    DEMO, DEMO_ID, LIST_LIMIT, VOTE_REFUSALS, new_manage_token, new_poll_id, refused,
-    token_hash,
+    DEMO, DEMO_ID, LIST_LIMIT, VOTE_REFUSALS, new_manage_token, refused, token_hash,
 )
+from realtime.votes.ids import CODE, new_join_code, new_poll_id
 from realtime.storage.redisdown import FAILURES, Outage
 from realtime.votes.spec import NewPoll, Option, Poll, Tally
 
@@ -85,14 +89,15 @@ return redis.call('HGETALL', KEYS[2])
 """
 
 # KEYS: poll, votes, listed, seq. ARGV: id, title, one_vote_per_voter, listed, created_at,
-# options JSON, manage hash ("" for none), then the option ids. 0 if the id is taken.
+# options JSON, manage hash ("" for none), join code, then the option ids. 0 if the id is
+# taken.
 CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'title', ARGV[2], 'one_vote_per_voter', ARGV[3],
            'listed', ARGV[4], 'closed', '0', 'created_at', ARGV[5], 'options', ARGV[6],
-           'manage_hash', ARGV[7])
+           'manage_hash', ARGV[7], 'code', ARGV[8])
 redis.call('DEL', KEYS[2])
-for i = 8, #ARGV do redis.call('HSET', KEYS[2], ARGV[i], 0) end
+for i = 9, #ARGV do redis.call('HSET', KEYS[2], ARGV[i], 0) end
 if ARGV[4] == '1' then redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[4]), ARGV[1]) end
 return 1
 """
@@ -139,6 +144,7 @@ def parse_poll(poll_id: str, fields: dict[str, str], votes: dict[str, str]) -> O
     return Poll(
         poll_id, fields["title"], fields["one_vote_per_voter"] == "1", options,
         listed=fields["listed"] == "1", closed=fields["closed"] == "1",
+        code=fields.get("code") or None,
     )
 
 
@@ -187,6 +193,9 @@ class RedisPollStore:
 
     def _poll_keys(self, poll_id: str) -> list[str]:
         return [self._key(poll_id), self._key(poll_id, ":votes"), self._key(poll_id, ":voters")]
+
+    def _code_key(self, code: str) -> str:
+        return f"{self.prefix}code:{code}"
 
     @property
     def _listed(self) -> str:
@@ -257,9 +266,21 @@ class RedisPollStore:
         """Delete a poll with its counts and voters; False if there was none."""
         if not POLL_ID.fullmatch(poll_id):
             return False
-        existed = await self._call(lambda: self._delete_script(
-            keys=[*self._poll_keys(poll_id), self._listed], args=[poll_id]))
-        return bool(existed)
+
+        async def job() -> bool:
+            code = await self._redis.hget(self._key(poll_id), "code")
+            existed = await self._delete_script(
+                keys=[*self._poll_keys(poll_id), self._listed], args=[poll_id])
+            if code:
+                await self._redis.delete(self._code_key(code))
+            return bool(existed)
+        return await self._call(job)
+
+    async def find_code(self, code: str) -> Optional[str]:
+        """The id of the poll with that join code, or None."""
+        if not CODE.fullmatch(code):
+            return None
+        return await self._call(lambda: self._redis.get(self._code_key(code)))
 
     async def get(self, poll_id: str) -> Optional[Poll]:
         """The poll with its current counts, or None."""
@@ -332,12 +353,23 @@ class RedisPollStore:
         ids = [str(n) for n in range(1, len(new.labels) + 1)]
         options = json.dumps([list(option) for option in zip(ids, new.labels, glosses)],
                              ensure_ascii=False)
+        code = await self._claim_code(poll_id)
         created = await self._create_script(
             keys=[self._key(poll_id), self._key(poll_id, ":votes"), self._listed,
                   f"{self.prefix}polls:seq"],
             args=[poll_id, new.title, int(new.one_vote_per_voter), int(new.listed),
-                  repr(time.time()), options, manage_hash or "", *ids])
+                  repr(time.time()), options, manage_hash or "", code, *ids])
+        if not created:  # the id is taken: the code goes back
+            await self._redis.delete(self._code_key(code))
         return bool(created)
+
+    async def _claim_code(self, poll_id: str) -> str:
+        """A fresh join code, now pointing at ``poll_id``."""
+        for _ in range(20):
+            code = new_join_code()
+            if await self._redis.set(self._code_key(code), poll_id, nx=True):
+                return code
+        raise RuntimeError("could not find a free join code")
 
     async def _ensure_demo(self) -> None:
         if await self._insert(DEMO_ID, DEMO, None):

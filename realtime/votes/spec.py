@@ -2,8 +2,8 @@
 
 Poll JSON, as the HTTP API and the ``poll`` frame carry it::
 
-    {"id": "k3J9x_2a", "title": "Lunch?", "one_vote_per_voter": true,
-     "listed": false, "closed": false,
+    {"id": "k3j9xa2mpq", "title": "Lunch?", "one_vote_per_voter": true,
+     "listed": false, "closed": false, "code": "HK7M3Q",
      "options": [{"id": "1", "label": "Pizza", "gloss": null, "votes": 3}, ...], "total": 3}
 
 A refused new poll raises ``PollFieldError``: a ``ClientError`` that also names the field it
@@ -54,6 +54,7 @@ class Poll:
     options: tuple[Option, ...]
     listed: bool = False  # shown in GET /api/polls and on /vote
     closed: bool = False  # takes no votes until reopened
+    code: Optional[str] = None  # the short join code (/j/<code>); None for older polls
 
     @property
     def total(self) -> int:
@@ -72,6 +73,7 @@ class Poll:
             "one_vote_per_voter": self.one_vote_per_voter,
             "listed": self.listed,
             "closed": self.closed,
+            "code": self.code,
             "options": [
                 {"id": option.id, "label": option.label, "gloss": option.gloss,
                  "votes": option.votes}

@@ -25,7 +25,9 @@ added ``listed``, ``closed`` and ``manage_hash`` to ``polls`` and ``gloss`` to `
 a version 1 database is migrated when it is opened: its polls stay **listed** (they were
 created when every poll was public, and their creators expect them there), stay open, and
 have no manage token (nobody can close or delete them through the API). The demo poll gets
-its glosses; its option ids, and so its votes, are unchanged.
+its glosses; its option ids, and so its votes, are unchanged. Schema version 3 added
+``join_code`` (unique; ``realtime/votes/ids.py``): every poll of an older database is given
+one when it is opened.
 """
 
 import hashlib
@@ -37,6 +39,7 @@ import time
 from typing import Optional, Protocol
 
 from realtime.storage.sqlite import SqliteWorker, transaction
+from realtime.votes.ids import new_join_code, new_poll_id
 from realtime.votes.spec import NewPoll, Option, Poll, Tally
 from realtime.wire.messages import ClientError
 
@@ -44,7 +47,7 @@ log = logging.getLogger("realtime.polls")
 
 DB_FILENAME = "polls.sqlite3"
 LIST_LIMIT = 100  # GET /api/polls answers the newest polls, at most this many
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 DEMO_ID = "demo"
 # The original lesson's candidates, with a gloss for readers who do not read Chinese.
@@ -61,7 +64,8 @@ CREATE TABLE IF NOT EXISTS polls (
     created_at REAL NOT NULL,
     listed INTEGER NOT NULL DEFAULT 1,
     closed INTEGER NOT NULL DEFAULT 0,
-    manage_hash TEXT
+    manage_hash TEXT,
+    join_code TEXT
 );
 CREATE INDEX IF NOT EXISTS polls_by_age ON polls (created_at);
 CREATE TABLE IF NOT EXISTS options (
@@ -127,6 +131,9 @@ class Polls(Protocol):
     async def get(self, poll_id: str) -> Optional[Poll]:
         """The poll with its counts, or None."""
 
+    async def find_code(self, code: str) -> Optional[str]:
+        """The id of the poll with that join code (``realtime.votes.ids``), or None."""
+
     async def recent(self, limit: int = ...) -> list[Poll]:
         """The newest listed polls first, at most ``limit``."""
 
@@ -142,11 +149,6 @@ class Polls(Protocol):
         """Finish pending work and let go of the database or connections."""
 
 
-def new_poll_id() -> str:
-    """A short random URL-safe id (48 bits: guessing one is hopeless, listing is the way)."""
-    return secrets.token_urlsafe(6)
-
-
 def new_manage_token() -> str:
     """The secret that lets a poll's creator close, reopen and delete it (192 bits)."""
     return secrets.token_urlsafe(24)
@@ -157,13 +159,14 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-# Columns added by schema version 2 to a version 1 database: (table, column, definition).
-# Version 1 polls were all public, so they stay listed.
+# Columns added by schema versions 2 and 3 to an older database: (table, column,
+# definition). Version 1 polls were all public, so they stay listed.
 MIGRATION_2 = [
     ("polls", "listed", "INTEGER NOT NULL DEFAULT 1"),
     ("polls", "closed", "INTEGER NOT NULL DEFAULT 0"),
     ("polls", "manage_hash", "TEXT"),
     ("options", "gloss", "TEXT"),
+    ("polls", "join_code", "TEXT"),  # schema version 3
 ]
 
 
@@ -207,6 +210,10 @@ class PollStore:
     async def get(self, poll_id: str) -> Optional[Poll]:
         """The poll with its current counts, or None if there is none with that id."""
         return await self._worker.run(self._get, poll_id)
+
+    async def find_code(self, code: str) -> Optional[str]:
+        """The id of the poll with that join code, or None."""
+        return await self._worker.run(self._find_code, code)
 
     async def recent(self, limit: int = LIST_LIMIT) -> list[Poll]:
         """The newest listed polls first, at most ``limit``, with their counts."""
@@ -258,7 +265,7 @@ class PollStore:
                 with transaction(conn):
                     insert_poll(conn, poll_id, new, token_hash(token))
             except sqlite3.IntegrityError:
-                continue  # the id is taken (about one in 2**48): draw again
+                continue  # the id or the join code is taken: draw again
             poll = load_poll(conn, poll_id)
             assert poll is not None
             return poll, token
@@ -291,6 +298,10 @@ class PollStore:
 
     def _get(self, conn: sqlite3.Connection, poll_id: str) -> Optional[Poll]:
         return load_poll(conn, poll_id)
+
+    def _find_code(self, conn: sqlite3.Connection, code: str) -> Optional[str]:
+        row = conn.execute("SELECT id FROM polls WHERE join_code = ?", (code,)).fetchone()
+        return None if row is None else row[0]
 
     def _recent(self, conn: sqlite3.Connection, limit: int) -> list[Poll]:
         ids = conn.execute(
@@ -349,7 +360,7 @@ class PollStore:
 
 
 def migrate(conn: sqlite3.Connection) -> None:
-    """Create the tables, or bring a version 1 database to version 2 (in the caller's
+    """Create the tables, or bring a version 1 or 2 database to version 3 (in the caller's
     transaction: a failed migration leaves the file as it was)."""
     for statement in SCHEMA.split(";"):
         if statement.strip():
@@ -362,6 +373,10 @@ def migrate(conn: sqlite3.Connection) -> None:
     conn.execute(
         "CREATE INDEX IF NOT EXISTS listed_polls_by_age ON polls (listed, created_at)"
     )
+    conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS polls_by_code ON polls (join_code)")
+    # Version 3: every poll from before gets a join code too.
+    for (poll_id,) in conn.execute("SELECT id FROM polls WHERE join_code IS NULL").fetchall():
+        give_join_code(conn, poll_id)
     # The demo poll of a version 1 database gets its glosses (and stays listed).
     conn.executemany(
         "UPDATE options SET gloss = ? WHERE poll_id = ? AND id = ? AND label = ? "
@@ -372,15 +387,26 @@ def migrate(conn: sqlite3.Connection) -> None:
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
+def give_join_code(conn: sqlite3.Connection, poll_id: str) -> None:
+    """Give an existing poll a fresh join code (one that no poll has)."""
+    for _ in range(20):
+        try:
+            conn.execute("UPDATE polls SET join_code = ? WHERE id = ?", (new_join_code(), poll_id))
+            return
+        except sqlite3.IntegrityError:
+            continue  # taken: draw again
+
+
 def insert_poll(
     conn: sqlite3.Connection, poll_id: str, new: NewPoll, manage_hash: Optional[str]
 ) -> None:
-    """Insert a poll and its options (option ids "1", "2", ... in the given order)."""
+    """Insert a poll with a fresh join code, and its options (option ids "1", "2", ... in
+    the given order). Raises ``sqlite3.IntegrityError`` if the id or the code is taken."""
     conn.execute(
-        "INSERT INTO polls (id, title, one_vote_per_voter, created_at, listed, manage_hash)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO polls (id, title, one_vote_per_voter, created_at, listed, manage_hash,"
+        " join_code) VALUES (?, ?, ?, ?, ?, ?, ?)",
         (poll_id, new.title, int(new.one_vote_per_voter), time.time(), int(new.listed),
-         manage_hash),
+         manage_hash, new_join_code()),
     )
     glosses = new.glosses or (None,) * len(new.labels)
     conn.executemany(
@@ -393,7 +419,8 @@ def insert_poll(
 def load_poll(conn: sqlite3.Connection, poll_id: str) -> Optional[Poll]:
     """Read one poll and its counts, or None."""
     row = conn.execute(
-        "SELECT title, one_vote_per_voter, listed, closed FROM polls WHERE id = ?", (poll_id,)
+        "SELECT title, one_vote_per_voter, listed, closed, join_code FROM polls WHERE id = ?",
+        (poll_id,)
     ).fetchone()
     if row is None:
         return None
@@ -404,4 +431,5 @@ def load_poll(conn: sqlite3.Connection, poll_id: str) -> Optional[Poll]:
             (poll_id,),
         )
     )
-    return Poll(poll_id, row[0], bool(row[1]), options, listed=bool(row[2]), closed=bool(row[3]))
+    return Poll(poll_id, row[0], bool(row[1]), options, listed=bool(row[2]), closed=bool(row[3]),
+                code=row[4])

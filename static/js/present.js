@@ -34,6 +34,7 @@ function render(poll) {
   }
   update(Object.fromEntries(poll.options.map((option) => [option.id, option.votes])), poll.total);
   setClosed(poll.closed);
+  fit();
 }
 
 function update(votes, total) {
@@ -47,10 +48,14 @@ function update(votes, total) {
     row.item.dataset.votes = String(count);
     row.item.classList.toggle("leading", count > 0 && count === most);
   }
+  // Longer numbers may wrap a label: fit again only then (a tally can come many times a second).
+  if (document.documentElement.scrollHeight > window.innerHeight) fit();
 }
 
 function setClosed(closed) {
+  if (closedBanner.hidden === !closed) return;
   closedBanner.hidden = !closed;
+  fit();
 }
 
 const socket = pollSocket(pollId, {
@@ -61,11 +66,37 @@ const socket = pollSocket(pollId, {
     closedBanner.textContent = "This poll was deleted.";
     closedBanner.hidden = false;
     document.getElementById("present-join").hidden = true; // no QR code to a poll that is gone
+    fit();
   },
 });
 
-document.getElementById("present-url").textContent =
-  `${location.host}/vote/${encodeURIComponent(pollId)}`;
+// The join address: the short /j/<code> when the poll has a code, else its own address. It
+// may break between the host and the path, never inside either.
+const joinUrl = document.getElementById("present-url");
+const joinPath = joinUrl.dataset.code
+  ? `/j/${joinUrl.dataset.code}` : `/vote/${encodeURIComponent(pollId)}`;
+joinUrl.replaceChildren(el("span", "nobreak", location.host), document.createElement("wbr"),
+  el("span", "nobreak", joinPath));
+
+// Everything on one screen: the sizes in vote.css are multiplied by --fit, lowered step by
+// step until the page is no taller than the window (or reaches FIT_MIN). Rerun whenever
+// what is shown or the window changes.
+const FIT_MIN = 0.3;
+const FIT_STEP = 0.025;
+function fit() {
+  const root = document.documentElement;
+  let value = 1;
+  document.body.style.setProperty("--fit", "1");
+  while (root.scrollHeight > window.innerHeight && value > FIT_MIN) {
+    value = Math.max(FIT_MIN, value - FIT_STEP);
+    document.body.style.setProperty("--fit", value.toFixed(2));
+  }
+  section.dataset.fit = value.toFixed(2);
+}
+window.addEventListener("resize", fit);
+document.addEventListener("fullscreenchange", fit);
+document.getElementById("present-qr").addEventListener("load", fit);
+document.fonts?.ready.then(fit);
 
 fullscreen.hidden = !document.fullscreenEnabled;
 fullscreen.addEventListener("click", () => {

@@ -216,3 +216,16 @@ async def test_acknowledged_votes_survive_sigkill_with_the_shipped_config(
             assert await vote_error(after, ballot.id, "1", voter) == "already_voted"
     finally:
         server.stop()
+
+
+async def test_a_join_code_finds_its_poll_until_the_poll_is_deleted(store):
+    """Each new poll has its own join code, which finds the poll's id until it is deleted."""
+    first, token = await store.create(ONE_VOTE)
+    second, _ = await store.create(ONE_VOTE)
+    assert first.code and second.code and first.code != second.code
+    assert (await store.get(first.id)).code == first.code
+    assert await store.find_code(first.code) == first.id
+    assert await store.find_code(second.code) == second.id
+    assert await store.delete(first.id) is True
+    assert await store.find_code(first.code) is None
+    assert await store.find_code("ZZZZZZ") is None and await store.find_code("a:b") is None
