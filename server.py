@@ -36,7 +36,7 @@ from handlers.pages import HealthHandler, MetricsHandler, NotFoundPageHandler, P
 from handlers.tcp import ChatLineServer
 from handlers.vote import (
     JoinPageHandler, PollApiHandler, PollPageHandler, PollsApiHandler, PollStateApiHandler,
-    PresentPageHandler, QrCodeHandler, VoteEventStreamHandler, VotePageHandler,
+    PresentPageHandler, QrCodeHandler, VoteApiHandler, VoteEventStreamHandler, VotePageHandler,
     VoteSocketHandler,
 )
 from handlers.http import DEFAULT_HEARTBEAT
@@ -384,6 +384,8 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
         url(r"/api/polls/([^/]+)", PollApiHandler, dict(votes, hub=hub), name="api_poll"),
         url(r"/api/polls/([^/]+)/(close|reopen)", PollStateApiHandler, dict(votes, hub=hub),
             name="api_poll_state"),
+        url(r"/api/polls/([^/]+)/vote", VoteApiHandler, dict(votes, hub=hub, metrics=metrics),
+            name="api_poll_vote"),
         url(r"/healthz", HealthHandler,
             dict(hub=hub, started=clock(), clock=clock, chat=chat_state, sessions=sessions),
             name="healthz"),

@@ -23,14 +23,14 @@ import segno
 import tornado.httputil
 import tornado.web
 
-from handlers.errors import ApiError, json_error
+from handlers.errors import RETRY_AFTER_UNAVAILABLE, ApiError, json_error
 from handlers.http import BaseHandler, unavailable_status
 from handlers.http import EventStreamHandler
 from handlers.websocket import JsonSocketHandler
 from realtime.limits.ratelimit import KeyedLimiter, retry_after_header
 from realtime.pubsub.hub import Hub
 from realtime.votes.ids import normalize_code
-from realtime.votes.session import VoteSession, find_poll, poll_topic
+from realtime.votes.session import VoteSession, cast_vote, find_poll, poll_topic
 from realtime.votes.spec import POLL_ID_MAX, Poll, PollFieldError, validate_new_poll
 from realtime.votes.store import Polls
 from realtime.wire.messages import ClientError, Message, is_unavailable, require_str
@@ -182,24 +182,21 @@ class ManageApiHandler(ApiHandler):
 
 
 @tornado.web.stream_request_body
-class PollsApiHandler(ApiHandler):
-    """``GET /api/polls`` lists the newest polls; ``POST /api/polls`` creates one.
+class JsonBodyApiHandler(ApiHandler):
+    """Base of the API's POSTs: a JSON body, streamed so an oversized one is refused
+    before it is read into memory; ``json_body()`` parses it."""
 
-    The body is streamed so an oversized one is refused before it is read into memory.
-    """
+    chunks: list[bytes]
 
-    limiter: KeyedLimiter
-
-    def initialize(self, store: Polls, limiter: KeyedLimiter) -> None:  # type: ignore[override]
+    def initialize(self, store: Polls) -> None:
         super().initialize(store)
-        self.limiter = limiter
-        self.chunks: list[bytes] = []
+        self.chunks = []
 
     def prepare(self) -> None:
         if self.request.method != "POST":
             return
         # A cross-site HTML form can only send form or text bodies; demanding JSON means no
-        # other site can create polls in a visitor's name (and fetch() from another origin
+        # other site can create polls or vote in a visitor's name (and fetch() from another origin
         # would need a CORS preflight, which we never grant).
         content_type = self.request.headers.get("Content-Type", "")
         if content_type.split(";")[0].strip().lower() != "application/json":
@@ -212,6 +209,23 @@ class PollsApiHandler(ApiHandler):
     def data_received(self, chunk: bytes) -> None:
         self.chunks.append(chunk)
 
+    def json_body(self) -> Any:
+        """The body, parsed; a 400 ``bad_json`` if it is not JSON."""
+        try:
+            return json.loads(b"".join(self.chunks))
+        except (ValueError, RecursionError):
+            raise ApiError(400, "bad_json", "The body is not valid JSON.") from None
+
+
+class PollsApiHandler(JsonBodyApiHandler):
+    """``GET /api/polls`` lists the newest polls; ``POST /api/polls`` creates one."""
+
+    limiter: KeyedLimiter
+
+    def initialize(self, store: Polls, limiter: KeyedLimiter) -> None:  # type: ignore[override]
+        super().initialize(store)
+        self.limiter = limiter
+
     async def get(self) -> None:
         polls = await self.store.recent()
         self.write({"polls": [poll.to_json() for poll in polls]})
@@ -219,10 +233,7 @@ class PollsApiHandler(ApiHandler):
     head = get
 
     async def post(self) -> None:
-        try:
-            body = json.loads(b"".join(self.chunks))
-        except (ValueError, RecursionError):
-            raise ApiError(400, "bad_json", "The body is not valid JSON.") from None
+        body = self.json_body()
         try:
             new = validate_new_poll(body)
         except PollFieldError as error:
@@ -247,6 +258,46 @@ class PollsApiHandler(ApiHandler):
         # The token is answered this once and never logged; the page keeps it in the URL's
         # fragment (/vote/<id>#manage=<token>), which browsers never send to a server.
         self.write({**poll.to_json(), "manage_token": token})
+
+
+# The HTTP status of each refused vote (the socket answers the same codes in error frames).
+VOTE_STATUS = {
+    "no_such_poll": 404,
+    "poll_closed": 403,
+    "already_voted": 409,
+    "no_such_option": 400,
+    "no_voter_id": 400,
+    "unavailable": 503,
+}
+
+
+class VoteApiHandler(JsonBodyApiHandler):
+    """``POST /api/polls/<id>/vote`` with ``{"option": "<id>"}``: a vote without a socket,
+    with the same voter cookie, rules and error codes; answers the ``voted`` frame (the
+    tally with this vote in it) and publishes the tally to every page of the poll."""
+
+    hub: Hub
+    metrics: Any
+
+    def initialize(self, store: Polls, hub: Hub, metrics: Any) -> None:  # type: ignore[override]
+        super().initialize(store)
+        self.hub = hub
+        self.metrics = metrics
+
+    async def post(self, poll_id: str) -> None:
+        body = self.json_body()
+        option = body.get("option") if isinstance(body, dict) else None
+        if not isinstance(option, str):
+            raise ApiError(400, "bad_request", 'Send {"option": "<option id>"}.', field="option")
+        poll = await self.existing_poll(poll_id)
+        try:
+            voted = await cast_vote(self.store, self.hub, poll, option, voter_id(self))
+        except ClientError as error:
+            status = VOTE_STATUS.get(error.code, 400)
+            headers = {"Retry-After": RETRY_AFTER_UNAVAILABLE} if status == 503 else None
+            raise ApiError(status, error.code, error.message, headers) from None
+        self.metrics.votes.inc()
+        self.write(voted)
 
 
 class PollApiHandler(ManageApiHandler):
@@ -327,7 +378,11 @@ class JoinPageHandler(VotePageHandler):
 
 
 class PollPageHandler(BaseHandler):
-    """``/vote/<id>``: one poll's live chart; a 404 page for an unknown id."""
+    """``/vote/<id>``: one poll's live chart; a 404 page for an unknown id.
+
+    The page carries the ``poll`` frame (the poll, its counts and this voter's choice) as
+    JSON, so it shows the options and bars at once, before and without any socket.
+    """
 
     def initialize(self, store: Polls) -> None:
         self.store = store
@@ -335,11 +390,15 @@ class PollPageHandler(BaseHandler):
     template = "vote.html"
 
     async def get(self, poll_id: str) -> None:
-        poll = await find_poll(self.store, poll_id)
-        if poll is None:
+        snapshot = None
+        if len(poll_id) <= POLL_ID_MAX:
+            snapshot = await self.store.snapshot(poll_id, voter_id(self))
+        if snapshot is None:
             raise tornado.web.HTTPError(404)
+        poll, voted = snapshot
         issue_voter_cookie(self)
-        self.render(self.template, poll=poll)
+        frame = {"type": "poll", "poll": poll.to_json(), "voted": voted}
+        self.render(self.template, poll=poll, frame=frame)
 
     head = get
 

@@ -70,6 +70,7 @@ async def test_the_form_makes_one_vote_per_voter_polls_by_default(http_server_cl
         await page.wait_for_url("**/vote/*")
         await wait_connected(page)
         await page.locator('#poll-options li[data-option="1"] button').click()
+        await page.wait_for_selector('#poll-options li[data-option="1"].chosen')
         reason = page.locator("#poll-reason")
         await reason.wait_for(state="visible")
         assert "You already voted" in await reason.text_content()

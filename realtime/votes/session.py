@@ -118,16 +118,29 @@ class VoteSession:
                 checks again), ``no_such_poll``, ``poll_closed``, ``no_voter_id``,
                 ``already_voted`` (``realtime.votes.store.VOTE_REFUSALS``), ``unavailable``.
         """
-        poll = self.poll
-        assert poll is not None, "a vote before the poll was found"
-        if option not in poll.option_ids():
-            raise refused("no_such_option")
-        tally = await self.store.vote(poll.id, option, self.voter)
-        counts = tally.to_json()
-        self.hub.publish(poll_topic(poll.id), counts)  # no await since the commit: in order
-        voted: Message = {"type": "voted", "option": option, "tally": counts}
+        assert self.poll is not None, "a vote before the poll was found"
+        voted = await cast_vote(self.store, self.hub, self.poll, option, self.voter)
         self.send(voted)
         return voted
+
+
+async def cast_vote(
+    store: Polls, hub: Hub, poll: Poll, option: str, voter: Optional[str]
+) -> Message:
+    """Count ``voter``'s vote for ``option`` of ``poll``, publish the poll's counts on its
+    topic, and return the ``voted`` frame (the vote socket's and ``POST .../vote``'s).
+
+    Raises:
+        ClientError: ``no_such_option`` (checked before the store is asked, which checks
+            again), ``no_such_poll``, ``poll_closed``, ``no_voter_id``, ``already_voted``
+            (``realtime.votes.store.VOTE_REFUSALS``), ``unavailable``.
+    """
+    if option not in poll.option_ids():
+        raise refused("no_such_option")
+    tally = await store.vote(poll.id, option, voter)
+    counts = tally.to_json()
+    hub.publish(poll_topic(poll.id), counts)  # no await since the commit: in order
+    return {"type": "voted", "option": option, "tally": counts}
 
 
 def _not_counted(held: list[Envelope], counted: int) -> Iterator[Envelope]:

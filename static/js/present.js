@@ -1,7 +1,7 @@
 // The present view (/vote/<id>/present): one poll full screen for a room, big bars, the
 // total, the question and the QR code, live over the same socket as the poll page.
 import { el } from "./socket.js";
-import { barName, barWidth, percentText, pollSocket, votesText } from "./pollview.js";
+import { barName, barWidth, pageFrame, percentText, pollSocket, votesText } from "./pollview.js";
 
 const section = document.getElementById("present");
 const pollId = section.dataset.pollId;
@@ -107,4 +107,5 @@ document.addEventListener("fullscreenchange", () => {
   fullscreen.textContent = document.fullscreenElement ? "Leave full screen" : "Full screen";
 });
 
+socket.show(pageFrame()); // the options and counts the page came with, before any socket
 socket.connect();

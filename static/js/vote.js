@@ -1,10 +1,12 @@
 // The poll page (/vote/<id>): a live bar chart of one poll; click an option to vote.
+// The page comes with the poll and its counts; the live connection is a WebSocket, or
+// Server-Sent Events and POSTed votes where WebSockets do not get through (pollview.js).
 // The server sends a full "poll" snapshot on every (re)connect and the full counts in
 // every "tally", so a lost frame or a reconnect never leaves the chart wrong. With
 // #manage=<token> in the address (the link its creator got) the page can close, reopen
 // and delete the poll; the fragment never reaches the server's logs.
 import { el } from "./socket.js";
-import { barName, barWidth, percentText, pollSocket, votesText } from "./pollview.js";
+import { barName, barWidth, pageFrame, percentText, pollSocket, votesText } from "./pollview.js";
 import { shareLink as wireShare } from "./share.js";
 
 const section = document.getElementById("poll");
@@ -113,7 +115,7 @@ function syncButtons() {
 }
 
 function vote(optionId) {
-  if (!socket.sendJson({ type: "vote", option: optionId })) {
+  if (!socket.vote(optionId)) {
     say("Not connected: your vote was not sent. Try again in a moment.", true);
     return;
   }
@@ -270,5 +272,6 @@ shareLink.value = `${location.origin}/vote/${encodeURIComponent(pollId)}`;
 // link selected with a word on how to copy it (share.js). The manage link is only copied.
 wireShare({ input: shareLink, button: copyButton, title: document.title });
 
+socket.show(pageFrame()); // the options and counts the page came with, before any socket
 syncButtons();
 socket.connect();
