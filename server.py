@@ -35,9 +35,9 @@ from handlers.echo import EchoSocketHandler
 from handlers.pages import HealthHandler, MetricsHandler, NotFoundPageHandler, PageHandler
 from handlers.tcp import ChatLineServer
 from handlers.vote import (
-    JoinPageHandler, PollApiHandler, PollPageHandler, PollsApiHandler, PollStateApiHandler,
-    PresentPageHandler, QrCodeHandler, VoteApiHandler, VoteEventStreamHandler, VotePageHandler,
-    VoteSocketHandler,
+    JoinPageHandler, OwnerApiHandler, PollApiHandler, PollPageHandler, PollsApiHandler,
+    PollStateApiHandler, PresentPageHandler, QrCodeHandler, VoteApiHandler,
+    VoteEventStreamHandler, VotePageHandler, VoteSocketHandler,
 )
 from handlers.http import DEFAULT_HEARTBEAT
 from realtime.apps.counter import CounterSession
@@ -384,6 +384,8 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
         url(r"/api/polls/([^/]+)", PollApiHandler, dict(votes, hub=hub), name="api_poll"),
         url(r"/api/polls/([^/]+)/(close|reopen)", PollStateApiHandler, dict(votes, hub=hub),
             name="api_poll_state"),
+        url(r"/api/polls/([^/]+)/owner", OwnerApiHandler, dict(votes, hub=hub),
+            name="api_poll_owner"),
         url(r"/api/polls/([^/]+)/vote", VoteApiHandler, dict(votes, hub=hub, metrics=metrics),
             name="api_poll_vote"),
         url(r"/healthz", HealthHandler,

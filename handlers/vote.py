@@ -316,6 +316,16 @@ class PollApiHandler(ManageApiHandler):
         self.set_status(204)
 
 
+class OwnerApiHandler(ManageApiHandler):
+    """``GET /api/polls/<id>/owner``: 200 ``{"owner": true}`` if the bearer token is the
+    poll's manage token (403 ``not_owner`` if not), so a browser that opens a manage link
+    checks it before keeping it."""
+
+    async def get(self, poll_id: str) -> None:
+        await self.check_owner(poll_id)
+        self.write({"owner": True})
+
+
 class PollStateApiHandler(ManageApiHandler):
     """``POST /api/polls/<id>/close`` and ``.../reopen`` (creator only): answer the poll
     and publish ``closed`` or ``reopened`` to its pages."""

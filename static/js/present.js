@@ -1,6 +1,7 @@
 // The present view (/vote/<id>/present): one poll full screen for a room, big bars, the
 // total, the question and the QR code, live over the same socket as the poll page.
 import { el } from "./socket.js";
+import { manageRequest, ownerToken } from "./owner.js";
 import { barName, barWidth, pageFrame, percentText, pollSocket, votesText } from "./pollview.js";
 
 const section = document.getElementById("present");
@@ -52,7 +53,40 @@ function update(votes, total) {
   if (document.documentElement.scrollHeight > window.innerHeight) fit();
 }
 
+// The owner's buttons (owner.js): shown only in a browser that owns the poll, never the
+// manage link itself.
+const owner = {
+  box: document.getElementById("present-owner"),
+  close: document.getElementById("present-close"),
+  reopen: document.getElementById("present-reopen"),
+  note: document.getElementById("present-note"),
+  token: null,
+};
+
+function syncOwner(closed) {
+  owner.close.hidden = closed;
+  owner.reopen.hidden = !closed;
+}
+
+async function manage(path) {
+  const answer = await manageRequest(pollId, owner.token, "POST", path);
+  owner.note.textContent = answer.message;
+  owner.note.hidden = answer.ok;
+  if (answer.ok) setClosed(answer.body.closed); // the frame follows, for every other page
+  fit();
+}
+
+ownerToken(pollId).then(({ token }) => {
+  if (!token) return;
+  owner.token = token;
+  owner.box.hidden = false;
+  owner.close.addEventListener("click", () => manage("/close"));
+  owner.reopen.addEventListener("click", () => manage("/reopen"));
+  fit();
+});
+
 function setClosed(closed) {
+  syncOwner(closed);
   if (closedBanner.hidden === !closed) return;
   closedBanner.hidden = !closed;
   fit();
@@ -66,6 +100,7 @@ const socket = pollSocket(pollId, {
     closedBanner.textContent = "This poll was deleted.";
     closedBanner.hidden = false;
     document.getElementById("present-join").hidden = true; // no QR code to a poll that is gone
+    owner.box.hidden = true;
     fit();
   },
 });

@@ -2,11 +2,11 @@
 // The page comes with the poll and its counts; the live connection is a WebSocket, or
 // Server-Sent Events and POSTed votes where WebSockets do not get through (pollview.js).
 // The server sends a full "poll" snapshot on every (re)connect and the full counts in
-// every "tally", so a lost frame or a reconnect never leaves the chart wrong. With
-// #manage=<token> in the address (the link its creator got) the page can close, reopen
-// and delete the poll; the fragment never reaches the server's logs.
+// every "tally", so a lost frame or a reconnect never leaves the chart wrong. In a browser
+// that owns the poll (owner.js) the page can close, reopen and delete it.
 import { el } from "./socket.js";
 import { barName, barWidth, pageFrame, percentText, pollSocket, votesText } from "./pollview.js";
+import { manageLink, manageRequest, ownerToken } from "./owner.js";
 import { shareLink as wireShare } from "./share.js";
 
 const section = document.getElementById("poll");
@@ -175,83 +175,64 @@ socket.addEventListener("state", (event) => {
   syncButtons();
 });
 
-// The manage token: from the address the creator was sent to (then taken out of the
-// address bar, so copying the address to invite voters never hands it out), or from this
-// tab's session storage after a reload.
-function manageToken() {
-  const key = `manage:${pollId}`;
-  const fromHash = new URLSearchParams(location.hash.slice(1)).get("manage");
-  if (fromHash) {
-    try {
-      sessionStorage.setItem(key, fromHash);
-      history.replaceState(null, "", location.pathname + location.search);
-    } catch {
-      // No storage: the token stays in the address, or a reload would lose it.
-    }
-    return fromHash;
-  }
-  try { return sessionStorage.getItem(key); } catch { return null; }
-}
-
-// The creator's controls, shown when the page has the manage token.
-const manage = (() => {
-  const token = manageToken();
+// The creator's controls, shown when this browser owns the poll (owner.js): its own tab,
+// any other tab of the browser that created it, or a browser that opened the manage link.
+const manage = { sync() {} };
+ownerToken(pollId).then(({ token, problem }) => {
   const panel = document.getElementById("manage");
   const closeButton = document.getElementById("manage-close");
   const reopenButton = document.getElementById("manage-reopen");
   const deleteButton = document.getElementById("manage-delete");
   const manageNote = document.getElementById("manage-note");
-  if (!token) return { sync() {} };
+  if (problem) say(problem, true);
+  if (!token) return;
   panel.hidden = false;
+  // The link stays hidden until asked for: this page may be on a projector.
   const link = document.getElementById("manage-link");
-  link.value = `${location.origin}/vote/${encodeURIComponent(pollId)}#manage=${encodeURIComponent(token)}`;
+  const show = document.getElementById("manage-show");
+  link.value = manageLink(pollId, token);
+  show.addEventListener("click", () => {
+    link.hidden = !link.hidden;
+    show.setAttribute("aria-expanded", String(!link.hidden));
+    show.textContent = link.hidden ? "Show" : "Hide";
+  });
   copyOnClick(document.getElementById("manage-copy"), link);
 
   async function send(method, path, done) {
     manageNote.textContent = "";
     manageNote.classList.remove("error");
-    try {
-      const response = await fetch(`/api/polls/${encodeURIComponent(pollId)}${path}`, {
-        method, headers: { Authorization: `Bearer ${token}` },
-      });
-      if (response.ok) {
-        await done(response);
-        return;
-      }
-      const body = await response.json().catch(() => null);
-      manageNote.textContent = response.status === 403
-        ? "This manage link does not belong to this poll."
-        : body?.error?.message ?? `The server answered ${response.status}.`;
-    } catch {
-      manageNote.textContent = "Could not reach the server. Try again.";
+    const answer = await manageRequest(pollId, token, method, path);
+    if (answer.ok) {
+      await done(answer.body);
+      return;
     }
+    manageNote.textContent = answer.message;
     manageNote.classList.add("error");
   }
 
   // The live frame updates every page; the answer updates this one even before it comes.
-  closeButton.addEventListener("click", () => send("POST", "/close", async (r) => {
-    closed = (await r.json()).closed;
+  closeButton.addEventListener("click", () => send("POST", "/close", (poll) => {
+    closed = poll.closed;
     syncButtons();
   }));
-  reopenButton.addEventListener("click", () => send("POST", "/reopen", async (r) => {
-    closed = (await r.json()).closed;
+  reopenButton.addEventListener("click", () => send("POST", "/reopen", (poll) => {
+    closed = poll.closed;
     syncButtons();
   }));
   deleteButton.addEventListener("click", () => {
     if (!confirm("Delete this poll and all its votes? This cannot be undone.")) return;
-    send("DELETE", "", async () => {
+    send("DELETE", "", () => {
       socket.end("poll deleted");
       showDeleted();
     });
   });
-  return {
-    sync() {
-      panel.hidden = deleted;
-      closeButton.hidden = closed;
-      reopenButton.hidden = !closed;
-    },
+  manage.sync = () => {
+    panel.hidden = deleted;
+    closeButton.hidden = closed;
+    reopenButton.hidden = !closed;
   };
-})();
+  syncButtons();
+});
 
 function copyOnClick(button, input) {
   const label = button.textContent;
