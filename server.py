@@ -382,7 +382,7 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
         url(r"/vote/([^/]+)/qr\.svg", QrCodeHandler, votes, name="vote_qr"),
         url(r"/api/polls", PollsApiHandler, dict(votes, limiter=poll_limiter), name="api_polls"),
         url(r"/api/polls/([^/]+)", PollApiHandler, dict(votes, hub=hub), name="api_poll"),
-        url(r"/api/polls/([^/]+)/(close|reopen)", PollStateApiHandler, dict(votes, hub=hub),
+        url(r"/api/polls/([^/]+)/(close|reopen|reveal)", PollStateApiHandler, dict(votes, hub=hub),
             name="api_poll_state"),
         url(r"/api/polls/([^/]+)/owner", OwnerApiHandler, dict(votes, hub=hub),
             name="api_poll_owner"),

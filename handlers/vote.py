@@ -301,11 +301,15 @@ class VoteApiHandler(JsonBodyApiHandler):
 
 
 class PollApiHandler(ManageApiHandler):
-    """``GET /api/polls/<id>``: one poll with its counts; ``DELETE`` (creator only) removes
-    it with its votes, answers 204 and publishes ``deleted``."""
+    """``GET /api/polls/<id>``: one poll with its counts (while its results are hidden,
+    only with the manage token); ``DELETE`` (creator only) removes it with its votes,
+    answers 204 and publishes ``deleted``."""
 
     async def get(self, poll_id: str) -> None:
-        self.write((await self.existing_poll(poll_id)).to_json())
+        poll = await self.existing_poll(poll_id)
+        # Hidden results: the counts only for the owner's token.
+        owner = poll.hidden and await self.store.is_owner(poll_id, bearer_token(self.request))
+        self.write(poll.to_json(reveal=bool(owner)))
 
     head = get
 
@@ -327,16 +331,23 @@ class OwnerApiHandler(ManageApiHandler):
 
 
 class PollStateApiHandler(ManageApiHandler):
-    """``POST /api/polls/<id>/close`` and ``.../reopen`` (creator only): answer the poll
-    and publish ``closed`` or ``reopened`` to its pages."""
+    """``POST /api/polls/<id>/close``, ``.../reopen`` and ``.../reveal`` (creator only):
+    answer the poll and publish ``closed``, ``reopened`` or ``revealed`` (with the counts)
+    to its pages."""
 
     async def post(self, poll_id: str, action: str) -> None:
         await self.check_owner(poll_id)
-        poll = await self.store.set_closed(poll_id, action == "close")
+        if action == "reveal":
+            poll = await self.store.reveal(poll_id)
+        else:
+            poll = await self.store.set_closed(poll_id, action == "close")
         if poll is None:  # deleted in between
             raise ApiError(404, "no_such_poll", "There is no poll with this id.")
-        frame = "closed" if poll.closed else "reopened"
-        self.hub.publish(poll_topic(poll_id), {"type": frame, "poll": poll_id})
+        if action == "reveal":
+            frame = poll.revealed_frame()
+        else:
+            frame = {"type": "closed" if poll.closed else "reopened", "poll": poll_id}
+        self.hub.publish(poll_topic(poll_id), frame)
         self.write(poll.to_json())
 
 

@@ -109,3 +109,40 @@ async def test_the_manage_link_stays_hidden_until_asked_for(http_server_client):
         await page.goto(f"{base}/vote/{poll_id}/present")
         await page.locator("#present-close").wait_for(state="visible")
         assert token not in await page.content()
+
+
+async def test_hidden_results_show_once_the_owner_reveals_them(http_server_client):
+    """A poll made with hidden results shows voters no counts, only the total; the
+    owner's Reveal results on the present view shows every page the bars."""
+    base = http_server_client.get_url("").rstrip("/")
+    async with chromium() as browser:
+        owner = await (await browser.new_context(**DESKTOP)).new_page()
+        errors = collect_console_errors(owner)
+        await owner.goto(base + "/vote")
+        await owner.fill("#new-title", "Secret?")
+        await owner.fill("#new-option-0", "Tea")
+        await owner.fill("#new-option-1", "Coffee")
+        await owner.check("#new-hidden")
+        await owner.click("#new-create")
+        await owner.wait_for_url("**/vote/*")
+        poll_id = owner.url.rsplit("/", 1)[1]
+        await owner.locator("#manage").wait_for(state="visible")
+
+        voter = await (await browser.new_context(**DESKTOP)).new_page()
+        await voter.goto(f"{base}/vote/{poll_id}")
+        await wait_connected(voter)
+        await voter.locator('#poll-options li[data-option="2"] button').click()
+        await voter.wait_for_selector('#poll-options li[data-option="2"].chosen')
+        assert "results hidden" in await voter.locator("#poll-total").text_content()
+        assert await voter.locator('#poll-options li[data-option="2"] .count').text_content() == ""
+
+        await owner.goto(f"{base}/vote/{poll_id}/present")
+        await wait_connected(owner)
+        numbers = owner.locator('#present-bars li[data-option="2"] .numbers')
+        assert await numbers.text_content() == ""
+        await owner.click("#present-reveal")
+        await voter.wait_for_selector('#poll-options li[data-option="2"][data-votes="1"]')
+        assert await voter.locator("#poll-total").text_content() == "1 vote"
+        await owner.wait_for_selector('#present-bars li[data-option="2"][data-votes="1"]')
+        assert await owner.locator("#present-reveal").is_hidden()
+        assert errors == []

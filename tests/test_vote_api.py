@@ -37,7 +37,8 @@ async def test_create_answers_201_with_the_poll(http_server_client):
     poll = json.loads(response.body)
     assert poll == {
         "id": poll["id"], "title": "Lunch?", "one_vote_per_voter": True,
-        "listed": False, "closed": False, "code": poll["code"],
+        "listed": False, "closed": False, "code": poll["code"], "results": "live",
+        "revealed": False,
         "options": [{"id": "1", "label": "Pizza", "gloss": None, "votes": 0},
                     {"id": "2", "label": "Soup", "gloss": None, "votes": 0}],
         "total": 0, "manage_token": poll["manage_token"],

@@ -7,7 +7,8 @@ counted on one shows on all, and counts once.
 Keys, under ``prefix`` (``realtime:``), for a poll ``<id>``:
 
 - ``poll:<id>``: a hash of the poll's fields (``title``, ``one_vote_per_voter``, ``listed``,
-  ``closed``, ``created_at``, ``manage_hash``, ``code``; ``options``, the JSON list of
+  ``closed``, ``created_at``, ``manage_hash``, ``code``, ``results``, ``revealed``;
+  ``options``, the JSON list of
   ``[id, label, gloss]`` in order);
 - ``poll:<id>:votes``: a hash, option id -> count, every option present from creation;
 - ``poll:<id>:voters``: a hash, voter id -> the option it chose (one-vote polls only; a hash
@@ -89,23 +90,23 @@ return redis.call('HGETALL', KEYS[2])
 """
 
 # KEYS: poll, votes, listed, seq. ARGV: id, title, one_vote_per_voter, listed, created_at,
-# options JSON, manage hash ("" for none), join code, then the option ids. 0 if the id is
-# taken.
+# options JSON, manage hash ("" for none), join code, results, then the option ids. 0 if
+# the id is taken.
 CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'title', ARGV[2], 'one_vote_per_voter', ARGV[3],
            'listed', ARGV[4], 'closed', '0', 'created_at', ARGV[5], 'options', ARGV[6],
-           'manage_hash', ARGV[7], 'code', ARGV[8])
+           'manage_hash', ARGV[7], 'code', ARGV[8], 'results', ARGV[9], 'revealed', '0')
 redis.call('DEL', KEYS[2])
-for i = 9, #ARGV do redis.call('HSET', KEYS[2], ARGV[i], 0) end
+for i = 10, #ARGV do redis.call('HSET', KEYS[2], ARGV[i], 0) end
 if ARGV[4] == '1' then redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[4]), ARGV[1]) end
 return 1
 """
 
-# KEYS: poll. ARGV: "1" to close, "0" to reopen. 0 if there is no such poll.
+# KEYS: poll. ARGV: the field ("closed", "revealed"), its value. 0 if there is no such poll.
 SET_CLOSED = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'closed', ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
 
@@ -144,7 +145,8 @@ def parse_poll(poll_id: str, fields: dict[str, str], votes: dict[str, str]) -> O
     return Poll(
         poll_id, fields["title"], fields["one_vote_per_voter"] == "1", options,
         listed=fields["listed"] == "1", closed=fields["closed"] == "1",
-        code=fields.get("code") or None,
+        code=fields.get("code") or None, results=fields.get("results") or "live",
+        revealed=fields.get("revealed") == "1",
     )
 
 
@@ -258,8 +260,17 @@ class RedisPollStore:
         """Close or reopen a poll; the poll as it is now, or None if there is none."""
         if not POLL_ID.fullmatch(poll_id):
             return None
+        return await self._set_flag(poll_id, "closed", closed)
+
+    async def reveal(self, poll_id: str) -> Optional[Poll]:
+        """Reveal a hidden poll's results (for good); the poll as it is now, or None."""
+        return await self._set_flag(poll_id, "revealed", True)
+
+    async def _set_flag(self, poll_id: str, field: str, value: bool) -> Optional[Poll]:
+        if not POLL_ID.fullmatch(poll_id):
+            return None
         found = await self._call(lambda: self._set_closed_script(
-            keys=[self._key(poll_id)], args=["1" if closed else "0"]))
+            keys=[self._key(poll_id)], args=[field, "1" if value else "0"]))
         return await self.get(poll_id) if found else None
 
     async def delete(self, poll_id: str) -> bool:
@@ -312,11 +323,18 @@ class RedisPollStore:
         """
         if not POLL_ID.fullmatch(poll_id):
             raise refused("no_such_poll")
-        result = await self._call(lambda: self._vote(
-            keys=self._poll_keys(poll_id), args=[option_id, voter_id or ""]))
+
+        async def job() -> tuple[Any, list[Optional[str]]]:
+            result = await self._vote(
+                keys=self._poll_keys(poll_id), args=[option_id, voter_id or ""])
+            # Whether the counts may be shown, read after the vote, in this store's turn.
+            flags = await self._redis.hmget(self._key(poll_id), ["results", "revealed"])
+            return result, flags
+        result, (results, revealed) = await self._call(job)
         if isinstance(result, str):
             raise refused(result if result in VOTE_REFUSALS else "no_such_poll")
-        return Tally(poll_id, ordered_counts(result))
+        return Tally(poll_id, ordered_counts(result),
+                     hidden=results == "hidden" and revealed != "1")
 
     async def snapshot(
         self, poll_id: str, voter_id: Optional[str]
@@ -358,7 +376,7 @@ class RedisPollStore:
             keys=[self._key(poll_id), self._key(poll_id, ":votes"), self._listed,
                   f"{self.prefix}polls:seq"],
             args=[poll_id, new.title, int(new.one_vote_per_voter), int(new.listed),
-                  repr(time.time()), options, manage_hash or "", code, *ids])
+                  repr(time.time()), options, manage_hash or "", code, new.results, *ids])
         if not created:  # the id is taken: the code goes back
             await self._redis.delete(self._code_key(code))
         return bool(created)

@@ -3,7 +3,7 @@
 Poll JSON, as the HTTP API and the ``poll`` frame carry it::
 
     {"id": "k3j9xa2mpq", "title": "Lunch?", "one_vote_per_voter": true,
-     "listed": false, "closed": false, "code": "HK7M3Q",
+     "listed": false, "closed": false, "code": "HK7M3Q", "results": "live", "revealed": false,
      "options": [{"id": "1", "label": "Pizza", "gloss": null, "votes": 3}, ...], "total": 3}
 
 A refused new poll raises ``PollFieldError``: a ``ClientError`` that also names the field it
@@ -32,6 +32,7 @@ LABEL_MAX = 100  # code points
 OPTIONS_MIN = 2
 OPTIONS_MAX = 20
 POLL_ID_MAX = 64  # longer ids are never looked up
+RESULTS = ("live", "hidden")  # when voters see the counts: as they come, or once revealed
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,14 @@ class Poll:
     listed: bool = False  # shown in GET /api/polls and on /vote
     closed: bool = False  # takes no votes until reopened
     code: Optional[str] = None  # the short join code (/j/<code>); None for older polls
+    results: str = "live"  # "live", or "hidden" until the owner reveals them
+    revealed: bool = False  # a "hidden" poll's results were revealed (for good)
+
+    @property
+    def hidden(self) -> bool:
+        """Whether the per-option counts are kept from every page (``results: "hidden"``,
+        not yet revealed); the total is still shown."""
+        return self.results == "hidden" and not self.revealed
 
     @property
     def total(self) -> int:
@@ -65,8 +74,10 @@ class Poll:
         """The ids a vote may name."""
         return frozenset(option.id for option in self.options)
 
-    def to_json(self) -> Message:
-        """The poll JSON of the HTTP API and the ``poll`` frame."""
+    def to_json(self, reveal: bool = False) -> Message:
+        """The poll JSON of the HTTP API and the ``poll`` frame; while the results are
+        hidden every option's ``votes`` is null unless ``reveal`` (the owner asks)."""
+        hide = self.hidden and not reveal
         return {
             "id": self.id,
             "title": self.title,
@@ -74,13 +85,21 @@ class Poll:
             "listed": self.listed,
             "closed": self.closed,
             "code": self.code,
+            "results": self.results,
+            "revealed": self.revealed,
             "options": [
                 {"id": option.id, "label": option.label, "gloss": option.gloss,
-                 "votes": option.votes}
+                 "votes": None if hide else option.votes}
                 for option in self.options
             ],
             "total": self.total,
         }
+
+    def revealed_frame(self) -> Message:
+        """The ``revealed`` frame: the owner revealed the results, here they are."""
+        return {"type": "revealed", "poll": self.id,
+                "votes": {option.id: option.votes for option in self.options},
+                "total": self.total}
 
 
 @dataclass(frozen=True)
@@ -92,6 +111,7 @@ class NewPoll:
     one_vote_per_voter: bool = True  # one vote per voter cookie unless asked otherwise
     listed: bool = False
     glosses: tuple[Optional[str], ...] = ()  # per label, by position; only the demo has any
+    results: str = "live"  # or "hidden" until the owner reveals them
 
 
 @dataclass(frozen=True)
@@ -100,6 +120,7 @@ class Tally:
 
     poll_id: str
     votes: dict[str, int]  # option id -> votes, every option of the poll
+    hidden: bool = False  # the poll's results are hidden: the frame carries the total only
 
     @property
     def total(self) -> int:
@@ -107,8 +128,10 @@ class Tally:
         return sum(self.votes.values())
 
     def to_json(self) -> Message:
-        """The ``tally`` frame every client of the poll gets."""
-        return {"type": "tally", "poll": self.poll_id, "votes": self.votes, "total": self.total}
+        """The ``tally`` frame every client of the poll gets (``votes`` null while the
+        results are hidden)."""
+        return {"type": "tally", "poll": self.poll_id,
+                "votes": None if self.hidden else self.votes, "total": self.total}
 
 
 class PollFieldError(ClientError):
@@ -194,8 +217,9 @@ def validate_new_poll(body: Any) -> NewPoll:
 
     Raises:
         ClientError: ``bad_request`` (not an object).
-        PollFieldError: ``bad_title``, ``bad_options``, ``bad_one_vote_per_voter`` or
-            ``bad_listed``, naming the field (``options.<index>`` for one option).
+        PollFieldError: ``bad_title``, ``bad_options``, ``bad_one_vote_per_voter``,
+            ``bad_listed`` or ``bad_results``, naming the field (``options.<index>`` for
+            one option).
     """
     if not isinstance(body, dict):
         raise ClientError("bad_request", "The body must be a JSON object.")
@@ -205,6 +229,10 @@ def validate_new_poll(body: Any) -> NewPoll:
         message = "Write a question." if problem == "empty" else f"The question is {problem}."
         problems.append(PollFieldError("bad_title", message, "title"))
     labels = _labels(body.get("options"), problems)
+    results = body.get("results", "live")
+    if results not in RESULTS:
+        problems.append(PollFieldError(
+            "bad_results", '"results" must be "live" or "hidden".', "results"))
     flags = {}
     for name, default in (("one_vote_per_voter", True), ("listed", False)):
         flag = body.get(name, default)
@@ -218,7 +246,7 @@ def validate_new_poll(body: Any) -> NewPoll:
         raise first
     title = clean_text(body.get("title"), TITLE_MAX)
     assert title is not None
-    return NewPoll(title, tuple(labels), **flags)
+    return NewPoll(title, tuple(labels), **flags, results=results)
 
 
 def _labels(raw: Any, problems: list[PollFieldError]) -> list[str]:

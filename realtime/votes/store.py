@@ -27,7 +27,7 @@ created when every poll was public, and their creators expect them there), stay 
 have no manage token (nobody can close or delete them through the API). The demo poll gets
 its glosses; its option ids, and so its votes, are unchanged. Schema version 3 added
 ``join_code`` (unique; ``realtime/votes/ids.py``): every poll of an older database is given
-one when it is opened.
+one when it is opened; and ``results`` and ``revealed`` (older polls show results live).
 """
 
 import hashlib
@@ -65,7 +65,9 @@ CREATE TABLE IF NOT EXISTS polls (
     listed INTEGER NOT NULL DEFAULT 1,
     closed INTEGER NOT NULL DEFAULT 0,
     manage_hash TEXT,
-    join_code TEXT
+    join_code TEXT,
+    results TEXT NOT NULL DEFAULT 'live',
+    revealed INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS polls_by_age ON polls (created_at);
 CREATE TABLE IF NOT EXISTS options (
@@ -125,6 +127,9 @@ class Polls(Protocol):
     async def set_closed(self, poll_id: str, closed: bool) -> Optional[Poll]:
         """Close or reopen a poll; the poll as it is now, or None."""
 
+    async def reveal(self, poll_id: str) -> Optional[Poll]:
+        """Reveal a hidden poll's results for good; the poll as it is now, or None."""
+
     async def delete(self, poll_id: str) -> bool:
         """Delete a poll and its votes; False if there was none."""
 
@@ -167,6 +172,8 @@ MIGRATION_2 = [
     ("polls", "manage_hash", "TEXT"),
     ("options", "gloss", "TEXT"),
     ("polls", "join_code", "TEXT"),  # schema version 3
+    ("polls", "results", "TEXT NOT NULL DEFAULT 'live'"),
+    ("polls", "revealed", "INTEGER NOT NULL DEFAULT 0"),
 ]
 
 
@@ -202,6 +209,10 @@ class PollStore:
     async def set_closed(self, poll_id: str, closed: bool) -> Optional[Poll]:
         """Close (no more votes) or reopen a poll; the poll as it is now, or None if none."""
         return await self._worker.run(self._set_closed, poll_id, closed)
+
+    async def reveal(self, poll_id: str) -> Optional[Poll]:
+        """Reveal a hidden poll's results (for good); the poll as it is now, or None."""
+        return await self._worker.run(self._reveal, poll_id)
 
     async def delete(self, poll_id: str) -> bool:
         """Delete a poll with its options and ballots; False if there was none."""
@@ -290,6 +301,11 @@ class PollStore:
             conn.execute("UPDATE polls SET closed = ? WHERE id = ?", (int(closed), poll_id))
             return load_poll(conn, poll_id)
 
+    def _reveal(self, conn: sqlite3.Connection, poll_id: str) -> Optional[Poll]:
+        with transaction(conn):
+            conn.execute("UPDATE polls SET revealed = 1 WHERE id = ?", (poll_id,))
+            return load_poll(conn, poll_id)
+
     def _delete(self, conn: sqlite3.Connection, poll_id: str) -> bool:
         with transaction(conn):
             conn.execute("DELETE FROM ballots WHERE poll_id = ?", (poll_id,))
@@ -316,7 +332,8 @@ class PollStore:
     ) -> Tally:
         with transaction(conn):
             row = conn.execute(
-                "SELECT one_vote_per_voter, closed FROM polls WHERE id = ?", (poll_id,)
+                "SELECT one_vote_per_voter, closed, results, revealed FROM polls WHERE id = ?",
+                (poll_id,)
             ).fetchone()
             if row is None:
                 raise refused("no_such_poll")
@@ -342,7 +359,7 @@ class PollStore:
             votes = dict(conn.execute(
                 "SELECT id, votes FROM options WHERE poll_id = ? ORDER BY position", (poll_id,)
             ).fetchall())
-        return Tally(poll_id, votes)
+        return Tally(poll_id, votes, hidden=row[2] == "hidden" and not row[3])
 
     def _snapshot(
         self, conn: sqlite3.Connection, poll_id: str, voter_id: Optional[str]
@@ -404,9 +421,9 @@ def insert_poll(
     the given order). Raises ``sqlite3.IntegrityError`` if the id or the code is taken."""
     conn.execute(
         "INSERT INTO polls (id, title, one_vote_per_voter, created_at, listed, manage_hash,"
-        " join_code) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        " join_code, results) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (poll_id, new.title, int(new.one_vote_per_voter), time.time(), int(new.listed),
-         manage_hash, new_join_code()),
+         manage_hash, new_join_code(), new.results),
     )
     glosses = new.glosses or (None,) * len(new.labels)
     conn.executemany(
@@ -419,8 +436,8 @@ def insert_poll(
 def load_poll(conn: sqlite3.Connection, poll_id: str) -> Optional[Poll]:
     """Read one poll and its counts, or None."""
     row = conn.execute(
-        "SELECT title, one_vote_per_voter, listed, closed, join_code FROM polls WHERE id = ?",
-        (poll_id,)
+        "SELECT title, one_vote_per_voter, listed, closed, join_code, results, revealed"
+        " FROM polls WHERE id = ?", (poll_id,)
     ).fetchone()
     if row is None:
         return None
@@ -432,4 +449,4 @@ def load_poll(conn: sqlite3.Connection, poll_id: str) -> Optional[Poll]:
         )
     )
     return Poll(poll_id, row[0], bool(row[1]), options, listed=bool(row[2]), closed=bool(row[3]),
-                code=row[4])
+                code=row[4], results=row[5], revealed=bool(row[6]))

@@ -15,6 +15,7 @@ const optionList = document.getElementById("new-option-list");
 const addButton = document.getElementById("new-add-option");
 const oneVote = document.getElementById("new-one-vote");
 const listed = document.getElementById("new-listed");
+const hideResults = document.getElementById("new-hidden");
 const button = document.getElementById("new-create");
 const formError = document.getElementById("new-error");
 
@@ -130,6 +131,7 @@ form.addEventListener("submit", async (event) => {
       body: JSON.stringify({
         title: title.value, options: labels,
         one_vote_per_voter: oneVote.checked, listed: listed.checked,
+        results: hideResults.checked ? "hidden" : "live",
       }),
     });
     const body = await response.json().catch(() => null);

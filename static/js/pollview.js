@@ -158,9 +158,17 @@ export class PollConnection extends EventTarget {
   }
 }
 
+// The counts of poll JSON, option id -> votes; null while the results are hidden.
+export function countsOf(poll) {
+  if (poll.options.some((option) => option.votes === null)) return null;
+  return Object.fromEntries(poll.options.map((option) => [option.id, option.votes]));
+}
+
 // The live connection of one poll. `view` gets:
 //   poll(message)        the snapshot: the page's own (show() it), then on every (re)connect
-//   tally(votes, total)  newer counts (an older tally, overtaken on its way, is dropped)
+//   tally(votes, total)  newer counts (an older tally, overtaken on its way, is dropped);
+//                        `votes` is null while the results are hidden, then the "revealed"
+//                        frame's counts come the same way
 //   voted(message)       our vote counted (its tally is applied first)
 //   state(closed)        the poll was closed (true) or reopened (false)
 //   deleted()            the poll is gone; the connection has ended (no more retries)
@@ -182,8 +190,10 @@ export function pollSocket(pollId, view) {
     if (await pollIsGone(pollId)) gone();
   });
   let total = -1;
+  let revealed = false; // results shown: a counts-less tally overtaken by the reveal is dropped
   const tally = (frame) => {
     if (!frame || frame.poll !== pollId || frame.total < total) return;
+    if (frame.votes === null && revealed) return;
     total = frame.total;
     view.tally?.(frame.votes, frame.total);
   };
@@ -191,7 +201,14 @@ export function pollSocket(pollId, view) {
     switch (message.type) {
       case "poll":
         total = message.poll.total;
+        revealed = countsOf(message.poll) !== null;
         view.poll?.(message);
+        break;
+      case "revealed":
+        if (message.poll !== pollId) break;
+        revealed = true;
+        total = message.total;
+        view.tally?.(message.votes, message.total);
         break;
       case "tally":
         tally(message);

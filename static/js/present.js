@@ -2,7 +2,9 @@
 // total, the question and the QR code, live over the same socket as the poll page.
 import { el } from "./socket.js";
 import { manageRequest, ownerToken } from "./owner.js";
-import { barName, barWidth, pageFrame, percentText, pollSocket, votesText } from "./pollview.js";
+import {
+  barName, barWidth, countsOf, pageFrame, percentText, pollSocket, votesText,
+} from "./pollview.js";
 
 const section = document.getElementById("present");
 const pollId = section.dataset.pollId;
@@ -33,21 +35,27 @@ function render(poll) {
     bars.append(item);
     rows.set(option.id, { item, track, bar, numbers, label: option.label });
   }
-  update(Object.fromEntries(poll.options.map((option) => [option.id, option.votes])), poll.total);
+  update(countsOf(poll), poll.total);
   setClosed(poll.closed);
   fit();
 }
 
+// New counts; `votes` null: hidden until the speaker reveals them (the total still shows).
 function update(votes, total) {
-  totalText.textContent = votesText(total);
-  const most = Math.max(0, ...Object.values(votes));
+  const hidden = votes === null;
+  const counts = votes ?? {};
+  totalText.textContent = hidden ? `${votesText(total)} · results hidden` : votesText(total);
+  section.dataset.results = hidden ? "hidden" : "shown";
+  owner.reveal.hidden = !hidden;
+  const most = Math.max(0, ...Object.values(counts));
   for (const [id, row] of rows) {
-    const count = votes[id] ?? 0;
-    row.numbers.textContent = `${votesText(count)} · ${percentText(count, total)}`;
-    row.bar.style.width = barWidth(count, total);
-    row.track.setAttribute("aria-label", barName(row.label, count, total));
-    row.item.dataset.votes = String(count);
-    row.item.classList.toggle("leading", count > 0 && count === most);
+    const count = counts[id] ?? 0;
+    row.numbers.textContent = hidden ? "" : `${votesText(count)} · ${percentText(count, total)}`;
+    row.bar.style.width = hidden ? "0%" : barWidth(count, total);
+    row.track.setAttribute("aria-label", hidden ? `${row.label}: results hidden`
+      : barName(row.label, count, total));
+    row.item.dataset.votes = hidden ? "" : String(count);
+    row.item.classList.toggle("leading", !hidden && count > 0 && count === most);
   }
   // Longer numbers may wrap a label: fit again only then (a tally can come many times a second).
   if (document.documentElement.scrollHeight > window.innerHeight) fit();
@@ -59,6 +67,7 @@ const owner = {
   box: document.getElementById("present-owner"),
   close: document.getElementById("present-close"),
   reopen: document.getElementById("present-reopen"),
+  reveal: document.getElementById("present-reveal"),
   note: document.getElementById("present-note"),
   token: null,
 };
@@ -72,7 +81,10 @@ async function manage(path) {
   const answer = await manageRequest(pollId, owner.token, "POST", path);
   owner.note.textContent = answer.message;
   owner.note.hidden = answer.ok;
-  if (answer.ok) setClosed(answer.body.closed); // the frame follows, for every other page
+  if (answer.ok) { // the frame follows, for every other page; this one shows it now
+    setClosed(answer.body.closed);
+    if (path === "/reveal") update(countsOf(answer.body), answer.body.total);
+  }
   fit();
 }
 
@@ -82,6 +94,7 @@ ownerToken(pollId).then(({ token }) => {
   owner.box.hidden = false;
   owner.close.addEventListener("click", () => manage("/close"));
   owner.reopen.addEventListener("click", () => manage("/reopen"));
+  owner.reveal.addEventListener("click", () => manage("/reveal"));
   fit();
 });
 

@@ -5,7 +5,9 @@
 // every "tally", so a lost frame or a reconnect never leaves the chart wrong. In a browser
 // that owns the poll (owner.js) the page can close, reopen and delete it.
 import { el } from "./socket.js";
-import { barName, barWidth, pageFrame, percentText, pollSocket, votesText } from "./pollview.js";
+import {
+  barName, barWidth, countsOf, pageFrame, percentText, pollSocket, votesText,
+} from "./pollview.js";
 import { manageLink, manageRequest, ownerToken } from "./owner.js";
 import { shareLink as wireShare } from "./share.js";
 
@@ -22,6 +24,7 @@ const copyButton = document.getElementById("share-copy");
 let rows = new Map(); // option id -> { item, button, bar, count, percent, mine, label }
 let votes = {};
 let total = 0;
+let hidden = false; // the results are hidden until the speaker reveals them
 let oneVote = section.dataset.oneVote === "true";
 let closed = section.dataset.closed === "true";
 let deleted = false;
@@ -69,21 +72,26 @@ function render(poll) {
     list.append(item);
     rows.set(option.id, { item, button, bar, count, percent, mine, label: option.label });
   }
-  update(Object.fromEntries(poll.options.map((option) => [option.id, option.votes])), poll.total);
+  update(countsOf(poll), poll.total);
 }
 
+// New counts; `newVotes` null: the results are hidden until the speaker reveals them (the
+// total still shows).
 function update(newVotes, newTotal) {
-  votes = newVotes;
+  hidden = newVotes === null;
+  votes = newVotes ?? {};
   total = newTotal;
-  totalText.textContent = votesText(total);
+  totalText.textContent = hidden
+    ? `${votesText(total)} · results hidden until the speaker reveals them` : votesText(total);
+  section.dataset.results = hidden ? "hidden" : "shown";
   const most = Math.max(0, ...Object.values(votes));
   for (const [id, row] of rows) {
     const count = votes[id] ?? 0;
-    row.count.textContent = votesText(count);
-    row.percent.textContent = percentText(count, total);
-    row.bar.style.width = barWidth(count, total);
-    row.item.dataset.votes = String(count);
-    row.item.classList.toggle("leading", count > 0 && count === most);
+    row.count.textContent = hidden ? "" : votesText(count);
+    row.percent.textContent = hidden ? "" : percentText(count, total);
+    row.bar.style.width = hidden ? "0%" : barWidth(count, total);
+    row.item.dataset.votes = hidden ? "" : String(count);
+    row.item.classList.toggle("leading", !hidden && count > 0 && count === most);
   }
   syncButtons();
 }
@@ -108,7 +116,7 @@ function syncButtons() {
     row.button.disabled = why !== "";
     row.item.classList.toggle("chosen", chosen);
     row.mine.hidden = !chosen;
-    const name = barName(row.label, votes[id] ?? 0, total);
+    const name = hidden ? row.label : barName(row.label, votes[id] ?? 0, total);
     row.button.setAttribute("aria-label", chosen ? `${name}, your vote` : name);
   }
   manage.sync();

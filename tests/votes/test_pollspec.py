@@ -76,7 +76,7 @@ def test_poll_json_has_the_documented_shape():
                 closed=True)
     assert poll.to_json() == {
         "id": "p1", "title": "T", "one_vote_per_voter": True, "listed": False, "closed": True,
-        "code": None,
+        "code": None, "results": "live", "revealed": False,
         "options": [{"id": "1", "label": "A", "gloss": "a gloss", "votes": 2},
                     {"id": "2", "label": "B", "gloss": None, "votes": 3}],
         "total": 5,

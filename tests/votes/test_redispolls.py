@@ -229,3 +229,21 @@ async def test_a_join_code_finds_its_poll_until_the_poll_is_deleted(store):
     assert await store.delete(first.id) is True
     assert await store.find_code(first.code) is None
     assert await store.find_code("ZZZZZZ") is None and await store.find_code("a:b") is None
+
+
+async def test_hidden_results_stay_hidden_until_revealed(store):
+    """A poll with hidden results hands out tallies marked hidden and redacted poll JSON
+    until it is revealed; then its counts are out, and stay out."""
+    poll, _ = await store.create(NewPoll("Secret?", ("a", "b"), one_vote_per_voter=False,
+                                         results="hidden"))
+    tally = await store.vote(poll.id, "2", None)
+    assert tally.hidden and tally.to_json()["votes"] is None and tally.total == 1
+    found = await store.get(poll.id)
+    assert found.hidden and [o["votes"] for o in found.to_json()["options"]] == [None, None]
+    assert [o["votes"] for o in found.to_json(reveal=True)["options"]] == [0, 1]
+    revealed = await store.reveal(poll.id)
+    assert not revealed.hidden and revealed.revealed
+    assert revealed.revealed_frame() == {
+        "type": "revealed", "poll": poll.id, "votes": {"1": 0, "2": 1}, "total": 1}
+    assert (await store.vote(poll.id, "1", None)).to_json()["votes"] == {"1": 1, "2": 1}
+    assert await store.reveal("nosuchpoll") is None
