@@ -35,9 +35,9 @@ from handlers.echo import EchoSocketHandler
 from handlers.pages import HealthHandler, MetricsHandler, NotFoundPageHandler, PageHandler
 from handlers.tcp import ChatLineServer
 from handlers.vote import (
-    JoinPageHandler, OwnerApiHandler, PollApiHandler, PollPageHandler, PollsApiHandler,
-    PollStateApiHandler, PresentPageHandler, QrCodeHandler, VoteApiHandler,
-    VoteEventStreamHandler, VotePageHandler, VoteSocketHandler,
+    DuplicateApiHandler, JoinPageHandler, OwnerApiHandler, PollApiHandler, PollPageHandler,
+    PollsApiHandler, PollStateApiHandler, PresentPageHandler, QrCodeHandler, ResultsCsvHandler,
+    VoteApiHandler, VoteEventStreamHandler, VotePageHandler, VoteSocketHandler,
 )
 from handlers.http import DEFAULT_HEARTBEAT
 from realtime.apps.counter import CounterSession
@@ -386,6 +386,10 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
             name="api_poll_state"),
         url(r"/api/polls/([^/]+)/owner", OwnerApiHandler, dict(votes, hub=hub),
             name="api_poll_owner"),
+        url(r"/api/polls/([^/]+)/duplicate", DuplicateApiHandler,
+            dict(votes, hub=hub, limiter=poll_limiter), name="api_poll_duplicate"),
+        url(r"/api/polls/([^/]+)/results\.csv", ResultsCsvHandler, dict(votes, hub=hub),
+            name="api_poll_csv"),
         url(r"/api/polls/([^/]+)/vote", VoteApiHandler, dict(votes, hub=hub, metrics=metrics),
             name="api_poll_vote"),
         url(r"/healthz", HealthHandler,

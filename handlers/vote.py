@@ -13,6 +13,7 @@ take it as ``Authorization: Bearer <token>`` and publish ``closed``, ``reopened`
 ``deleted`` on the poll's topic, so every open page follows.
 """
 
+import csv
 import io
 import json
 import re
@@ -31,7 +32,7 @@ from realtime.limits.ratelimit import KeyedLimiter, retry_after_header
 from realtime.pubsub.hub import Hub
 from realtime.votes.ids import normalize_code
 from realtime.votes.session import VoteSession, cast_vote, find_poll, poll_topic
-from realtime.votes.spec import POLL_ID_MAX, Poll, PollFieldError, validate_new_poll
+from realtime.votes.spec import POLL_ID_MAX, NewPoll, Poll, PollFieldError, validate_new_poll
 from realtime.votes.store import Polls
 from realtime.wire.messages import ClientError, Message, is_unavailable, require_str
 
@@ -245,19 +246,30 @@ class PollsApiHandler(JsonBodyApiHandler):
             ) from None
         except ClientError as error:
             raise ApiError(400, error.code, error.message) from None
-        ip = self.request.remote_ip
-        if not self.limiter.take(ip):
-            wait = retry_after_header(self.limiter.retry_after(ip))
-            raise ApiError(
-                429, "rate_limited", f"Too many new polls; try again in {wait} s.",
-                {"Retry-After": wait},
-            )
+        take_creation(self)
         poll, token = await self.store.create(new)
-        self.set_status(201)
-        self.set_header("Location", self.reverse_url("api_poll", poll.id))
-        # The token is answered this once and never logged; the page keeps it in the URL's
-        # fragment (/vote/<id>#manage=<token>), which browsers never send to a server.
-        self.write({**poll.to_json(), "manage_token": token})
+        created(self, poll, token)
+
+
+def take_creation(handler: Any) -> None:
+    """Count a new poll against the client's creation limit (``handler.limiter``), or
+    refuse it with 429 ``rate_limited``."""
+    ip = handler.request.remote_ip
+    if not handler.limiter.take(ip):
+        wait = retry_after_header(handler.limiter.retry_after(ip))
+        raise ApiError(
+            429, "rate_limited", f"Too many new polls; try again in {wait} s.",
+            {"Retry-After": wait},
+        )
+
+
+def created(handler: tornado.web.RequestHandler, poll: Poll, token: str) -> None:
+    """Answer a new poll: 201, its ``Location``, the poll and its manage token."""
+    handler.set_status(201)
+    handler.set_header("Location", handler.reverse_url("api_poll", poll.id))
+    # The token is answered this once and never logged; the page keeps it in the URL's
+    # fragment (/vote/<id>#manage=<token>), which browsers never send to a server.
+    handler.write({**poll.to_json(), "manage_token": token})
 
 
 # The HTTP status of each refused vote (the socket answers the same codes in error frames).
@@ -328,6 +340,63 @@ class OwnerApiHandler(ManageApiHandler):
     async def get(self, poll_id: str) -> None:
         await self.check_owner(poll_id)
         self.write({"owner": True})
+
+
+class DuplicateApiHandler(ManageApiHandler):
+    """``POST /api/polls/<id>/duplicate`` (creator only): a new poll with the same question,
+    options and settings and no votes, answered as ``POST /api/polls`` answers (201, with
+    its own ``manage_token``); counted against the same creation limit."""
+
+    limiter: KeyedLimiter
+
+    def initialize(  # type: ignore[override]
+        self, store: Polls, hub: Hub, limiter: KeyedLimiter
+    ) -> None:
+        super().initialize(store, hub)
+        self.limiter = limiter
+
+    async def post(self, poll_id: str) -> None:
+        await self.check_owner(poll_id)
+        poll = await self.existing_poll(poll_id)
+        take_creation(self)
+        copy, token = await self.store.create(NewPoll(
+            poll.title, tuple(option.label for option in poll.options),
+            one_vote_per_voter=poll.one_vote_per_voter, listed=poll.listed,
+            results=poll.results,
+        ))
+        created(self, copy, token)
+
+
+class ResultsCsvHandler(ManageApiHandler):
+    """``GET /api/polls/<id>/results.csv`` (creator only): the counts as CSV, one row per
+    option (``option,label,votes,percent``), for a spreadsheet; hidden results included."""
+
+    async def get(self, poll_id: str) -> None:
+        await self.check_owner(poll_id)
+        poll = await self.existing_poll(poll_id)
+        self.set_header("Content-Type", "text/csv; charset=utf-8")
+        self.set_header("Content-Disposition", f'attachment; filename="poll-{poll.id}.csv"')
+        self.write(results_csv(poll))
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet runs as a formula
+
+
+def results_csv(poll: Poll) -> str:
+    """A poll's counts as CSV: a header, one row per option in order, then the total.
+
+    A label that a spreadsheet would take for a formula (``=``, ``+``, ``-``, ``@``, tab
+    or carriage return first) is prefixed with ``'``, so opening the file runs nothing.
+    """
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(["option", "label", "votes", "percent"])
+    for option in poll.options:
+        label = "'" + option.label if option.label[:1] in FORMULA_STARTS else option.label
+        percent = round(100 * option.votes / poll.total, 1) if poll.total else 0
+        writer.writerow([option.id, label, option.votes, percent])
+    writer.writerow(["", "total", poll.total, 100 if poll.total else 0])
+    return out.getvalue()
 
 
 class PollStateApiHandler(ManageApiHandler):

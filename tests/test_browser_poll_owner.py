@@ -2,6 +2,7 @@
 that created it, a browser that opened its manage link, and the present view's buttons."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -145,4 +146,31 @@ async def test_hidden_results_show_once_the_owner_reveals_them(http_server_clien
         assert await voter.locator("#poll-total").text_content() == "1 vote"
         await owner.wait_for_selector('#present-bars li[data-option="2"][data-votes="1"]')
         assert await owner.locator("#present-reveal").is_hidden()
+        assert errors == []
+
+
+async def test_the_owner_duplicates_and_downloads_the_results(http_server_client):
+    """From the manage panel the owner downloads the results as a CSV file and duplicates
+    the poll, landing on the copy as its owner."""
+    base = http_server_client.get_url("").rstrip("/")
+    async with chromium() as browser:
+        page = await (await browser.new_context(**DESKTOP, accept_downloads=True)).new_page()
+        errors = collect_console_errors(page)
+        poll_id = await create_with_the_form(page, base)
+        await wait_connected(page)
+        await page.locator('#poll-options li[data-option="1"] button').click()
+        await page.wait_for_selector('#poll-options li[data-option="1"][data-votes="1"]')
+        async with page.expect_download() as waiting:
+            await page.click("#manage-csv")
+        download = await waiting.value
+        assert download.suggested_filename == f"poll-{poll_id}.csv"
+        text = Path(await download.path()).read_text(encoding="utf-8")
+        assert text.splitlines()[1] == "1,Tea,1,100.0"
+
+        await page.click("#manage-duplicate")
+        await page.wait_for_url(lambda url: poll_id not in url and "/vote/" in url)
+        await page.locator("#manage").wait_for(state="visible")
+        assert await page.locator("h1").text_content() == "Tea or coffee?"
+        await wait_connected(page)
+        assert await page.locator("#poll-total").text_content() == "0 votes"
         assert errors == []

@@ -26,6 +26,27 @@ function keep(pollId, token) {
   }
 }
 
+// The answer of a manage request as a file download (the results CSV): fetched with the
+// token, which a plain link could not send, then saved under the server's file name.
+export async function download(pollId, token, path) {
+  try {
+    const response = await fetch(`/api/polls/${encodeURIComponent(pollId)}${path}`, {
+      headers: { Authorization: `Bearer ${token}` }, cache: "no-store",
+    });
+    if (!response.ok) return "The results could not be downloaded. Try again.";
+    const name = /filename="([^"]+)"/.exec(response.headers.get("Content-Disposition") ?? "");
+    const url = URL.createObjectURL(await response.blob());
+    const link = document.createElement("a");
+    link.href = url;
+    link.download = name ? name[1] : "results.csv";
+    link.click();
+    setTimeout(() => URL.revokeObjectURL(url), 1000);
+    return "";
+  } catch {
+    return "Could not reach the server. Try again.";
+  }
+}
+
 // A manage request with the token; {ok, status, body, message}: `message` says in words
 // why it failed.
 export async function manageRequest(pollId, token, method, path) {

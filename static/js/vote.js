@@ -8,7 +8,7 @@ import { el } from "./socket.js";
 import {
   barName, barWidth, countsOf, pageFrame, percentText, pollSocket, votesText,
 } from "./pollview.js";
-import { manageLink, manageRequest, ownerToken } from "./owner.js";
+import { download, manageLink, manageRequest, ownerToken } from "./owner.js";
 import { shareLink as wireShare } from "./share.js";
 
 const section = document.getElementById("poll");
@@ -227,6 +227,16 @@ ownerToken(pollId).then(({ token, problem }) => {
     closed = poll.closed;
     syncButtons();
   }));
+  // A copy with no votes, for asking again: opened as its owner (its own manage link).
+  document.getElementById("manage-duplicate").addEventListener("click", () => send(
+    "POST", "/duplicate", (copy) => {
+      location.assign(`/vote/${encodeURIComponent(copy.id)}#manage=${encodeURIComponent(copy.manage_token)}`);
+    }));
+  document.getElementById("manage-csv").addEventListener("click", async () => {
+    const problem = await download(pollId, token, "/results.csv");
+    manageNote.textContent = problem;
+    manageNote.classList.toggle("error", Boolean(problem));
+  });
   deleteButton.addEventListener("click", () => {
     if (!confirm("Delete this poll and all its votes? This cannot be undone.")) return;
     send("DELETE", "", () => {
