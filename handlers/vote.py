@@ -31,9 +31,9 @@ from handlers.websocket import JsonSocketHandler
 from realtime.limits.ratelimit import KeyedLimiter, retry_after_header
 from realtime.pubsub.hub import Hub
 from realtime.votes.ids import normalize_code
-from realtime.votes.session import VoteSession, cast_vote, find_poll, poll_topic
+from realtime.votes.session import VoteSession, cast_vote, find_poll, poll_frame, poll_topic
 from realtime.votes.spec import POLL_ID_MAX, NewPoll, Poll, PollFieldError, validate_new_poll
-from realtime.votes.store import Polls
+from realtime.votes.store import Choice, Polls
 from realtime.wire.messages import ClientError, Message, is_unavailable, require_str
 
 VOTER_COOKIE = "voter"
@@ -44,6 +44,17 @@ MAX_BODY_BYTES = 64 * 1024  # a poll at its largest is well under half of this
 QR_MAX_AGE = 86400  # seconds a QR code may be cached: a poll's URL never changes
 # What a Host header may be to go into a QR code's URL: a name or address and a port.
 HOST_PATTERN = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
+
+
+def ballot_of(message: Message) -> Choice:
+    """What a vote names: ``"option": "<id>"``, or ``"options": ["<id>", ...]`` (multiple
+    choice). Raises ``bad_message`` if it names neither as strings."""
+    options = message.get("options")
+    if options is None:
+        return require_str(message, "option")
+    if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
+        raise ClientError("bad_message", '"options" must be a list of option ids.')
+    return tuple(options)
 
 
 def bearer_token(request: tornado.httputil.HTTPServerRequest) -> Optional[str]:
@@ -107,7 +118,7 @@ class VoteSocketHandler(JsonSocketHandler):
     async def handle_vote(self, message: Message) -> None:
         """``{"type": "vote", "option": ...}``: count a vote; the poll hears the counts, the
         voter gets ``voted``."""
-        await self.session.vote(require_str(message, "option"))
+        await self.session.vote(ballot_of(message))
         self.metrics.votes.inc()
 
 
@@ -279,6 +290,7 @@ VOTE_STATUS = {
     "already_voted": 409,
     "no_such_option": 400,
     "no_voter_id": 400,
+    "too_many_choices": 400,
     "unavailable": 503,
 }
 
@@ -298,12 +310,14 @@ class VoteApiHandler(JsonBodyApiHandler):
 
     async def post(self, poll_id: str) -> None:
         body = self.json_body()
-        option = body.get("option") if isinstance(body, dict) else None
-        if not isinstance(option, str):
-            raise ApiError(400, "bad_request", 'Send {"option": "<option id>"}.', field="option")
+        try:
+            ballot = ballot_of(body if isinstance(body, dict) else {})
+        except ClientError:
+            raise ApiError(400, "bad_request", 'Send {"option": "<option id>"} or {"options": '
+                           '["<option id>", ...]}.', field="option") from None
         poll = await self.existing_poll(poll_id)
         try:
-            voted = await cast_vote(self.store, self.hub, poll, option, voter_id(self))
+            voted = await cast_vote(self.store, self.hub, poll, ballot, voter_id(self))
         except ClientError as error:
             status = VOTE_STATUS.get(error.code, 400)
             headers = {"Retry-After": RETRY_AFTER_UNAVAILABLE} if status == 503 else None
@@ -362,7 +376,7 @@ class DuplicateApiHandler(ManageApiHandler):
         copy, token = await self.store.create(NewPoll(
             poll.title, tuple(option.label for option in poll.options),
             one_vote_per_voter=poll.one_vote_per_voter, listed=poll.listed,
-            results=poll.results,
+            results=poll.results, allow_change=poll.allow_change, max_choices=poll.max_choices,
         ))
         created(self, copy, token)
 
@@ -485,10 +499,9 @@ class PollPageHandler(BaseHandler):
             snapshot = await self.store.snapshot(poll_id, voter_id(self))
         if snapshot is None:
             raise tornado.web.HTTPError(404)
-        poll, voted = snapshot
+        poll, ballot = snapshot
         issue_voter_cookie(self)
-        frame = {"type": "poll", "poll": poll.to_json(), "voted": voted}
-        self.render(self.template, poll=poll, frame=frame)
+        self.render(self.template, poll=poll, frame=poll_frame(poll, ballot))
 
     head = get
 

@@ -38,7 +38,7 @@ async def test_create_answers_201_with_the_poll(http_server_client):
     assert poll == {
         "id": poll["id"], "title": "Lunch?", "one_vote_per_voter": True,
         "listed": False, "closed": False, "code": poll["code"], "results": "live",
-        "revealed": False,
+        "revealed": False, "allow_change": False, "max_choices": 1,
         "options": [{"id": "1", "label": "Pizza", "gloss": None, "votes": 0},
                     {"id": "2", "label": "Soup", "gloss": None, "votes": 0}],
         "total": 0, "manage_token": poll["manage_token"],

@@ -52,7 +52,7 @@ async def test_a_posted_vote_is_answered_with_the_tally_that_counts_it(http_serv
     response = await vote(http_server_client, poll["id"], {"option": "2"}, cookie)
     assert response.code == 200
     assert json.loads(response.body) == {
-        "type": "voted", "option": "2",
+        "type": "voted", "option": "2", "options": ["2"],
         "tally": {"type": "tally", "poll": poll["id"], "votes": {"1": 0, "2": 1}, "total": 1},
     }
 
@@ -124,3 +124,21 @@ async def test_refusals_without_a_cookie_an_unknown_poll_or_a_form_body(http_ser
     response = await vote(http_server_client, poll["id"], "option=1", cookie,
                           content_type="application/x-www-form-urlencoded")
     assert response.code == 415
+
+
+async def test_a_changed_vote_moves_over_the_socket_and_http(http_server_client, ws_connect):
+    """In a poll that allows changes, a voter's vote over the socket, then over HTTP, moves
+    its one vote; a multiple-choice ballot of more than max_choices is too_many_choices."""
+    poll = await create(http_server_client, allow_change=True, max_choices=2)
+    cookie = await voter(http_server_client, poll["id"])
+    conn = await ws_connect(f"/ws/vote/{poll['id']}", cookie)
+    await receive_json(conn)
+    await conn.write_message(json.dumps({"type": "vote", "options": ["1", "2"]}))
+    voted = await receive_type(conn, "voted")
+    assert voted["options"] == ["1", "2"] and voted["tally"]["votes"] == {"1": 1, "2": 1}
+    response = await vote(http_server_client, poll["id"], {"option": "2"}, cookie)
+    assert json.loads(response.body)["tally"]["votes"] == {"1": 0, "2": 1}
+    response = await vote(http_server_client, poll["id"], {"options": ["1", "2", "2"]}, cookie)
+    assert response.code == 400 and error_code(response) == "too_many_choices"
+    page = (await http_server_client.fetch(f"/vote/{poll['id']}", headers=cookie)).body
+    assert b"&quot;choices&quot;: [&quot;2&quot;]" in page

@@ -59,7 +59,8 @@ from redis.backoff import NoBackoff
 
 from realtime.wire.messages import ClientError
 from realtime.votes.store import (
-    DEMO, DEMO_ID, LIST_LIMIT, VOTE_REFUSALS, new_manage_token, refused, token_hash,
+    DEMO, DEMO_ID, LIST_LIMIT, VOTE_REFUSALS, Choice, choices, new_manage_token, refused,
+    token_hash,
 )
 from realtime.votes.ids import CODE, new_join_code, new_poll_id
 from realtime.storage.redisdown import FAILURES, Outage
@@ -89,16 +90,42 @@ redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
 return redis.call('HGETALL', KEYS[2])
 """
 
+# A ballot that VOTE does not take: several options (multiple choice), or a voter changing
+# its vote where the poll allows it. KEYS: poll, votes, voters. ARGV: voter id, then the
+# option ids. Returns a refusal code or the counts. The voter's old ballot (ids joined by
+# commas) gives back its votes before the new one is counted, so a voter counts once.
+BALLOT = """
+local poll = redis.call('HMGET', KEYS[1], 'one_vote_per_voter', 'closed', 'allow_change',
+                        'max_choices')
+if not poll[1] then return 'no_such_poll' end
+if poll[2] == '1' then return 'poll_closed' end
+if #ARGV - 1 > tonumber(poll[4] or '1') then return 'too_many_choices' end
+for i = 2, #ARGV do
+    if redis.call('HEXISTS', KEYS[2], ARGV[i]) == 0 then return 'no_such_option' end
+end
+if poll[1] ~= '1' then return 'too_many_choices' end
+if ARGV[1] == '' then return 'no_voter_id' end
+local old = redis.call('HGET', KEYS[3], ARGV[1])
+if old and poll[3] ~= '1' then return 'already_voted' end
+if old then
+    for id in string.gmatch(old, '[^,]+') do redis.call('HINCRBY', KEYS[2], id, -1) end
+end
+for i = 2, #ARGV do redis.call('HINCRBY', KEYS[2], ARGV[i], 1) end
+redis.call('HSET', KEYS[3], ARGV[1], table.concat(ARGV, ',', 2))
+return redis.call('HGETALL', KEYS[2])
+"""
+
 # KEYS: poll, votes, listed, seq. ARGV: id, title, one_vote_per_voter, listed, created_at,
-# options JSON, manage hash ("" for none), join code, results, then the option ids. 0 if
-# the id is taken.
+# options JSON, manage hash ("" for none), join code, results, allow_change, max_choices,
+# then the option ids. 0 if the id is taken.
 CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'title', ARGV[2], 'one_vote_per_voter', ARGV[3],
            'listed', ARGV[4], 'closed', '0', 'created_at', ARGV[5], 'options', ARGV[6],
-           'manage_hash', ARGV[7], 'code', ARGV[8], 'results', ARGV[9], 'revealed', '0')
+           'manage_hash', ARGV[7], 'code', ARGV[8], 'results', ARGV[9], 'revealed', '0',
+           'allow_change', ARGV[10], 'max_choices', ARGV[11])
 redis.call('DEL', KEYS[2])
-for i = 10, #ARGV do redis.call('HSET', KEYS[2], ARGV[i], 0) end
+for i = 12, #ARGV do redis.call('HSET', KEYS[2], ARGV[i], 0) end
 if ARGV[4] == '1' then redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[4]), ARGV[1]) end
 return 1
 """
@@ -146,7 +173,8 @@ def parse_poll(poll_id: str, fields: dict[str, str], votes: dict[str, str]) -> O
         poll_id, fields["title"], fields["one_vote_per_voter"] == "1", options,
         listed=fields["listed"] == "1", closed=fields["closed"] == "1",
         code=fields.get("code") or None, results=fields.get("results") or "live",
-        revealed=fields.get("revealed") == "1",
+        revealed=fields.get("revealed") == "1", allow_change=fields.get("allow_change") == "1",
+        max_choices=int(fields.get("max_choices") or 1),
     )
 
 
@@ -177,6 +205,7 @@ class RedisPollStore:
             decode_responses=True, client_name="realtime-polls", max_connections=2,
         ))
         self._vote = self._redis.register_script(VOTE)
+        self._ballot = self._redis.register_script(BALLOT)
         self._create_script = self._redis.register_script(CREATE)
         self._set_closed_script = self._redis.register_script(SET_CLOSED)
         self._delete_script = self._redis.register_script(DELETE)
@@ -313,24 +342,38 @@ class RedisPollStore:
             return [poll for poll in polls if poll is not None]
         return await self._call(job)
 
-    async def vote(self, poll_id: str, option_id: str, voter_id: Optional[str]) -> Tally:
-        """Count one vote and return the poll's counts with it, once Redis has it.
+    async def vote(self, poll_id: str, option_id: Choice, voter_id: Optional[str]) -> Tally:
+        """Count one ballot (as ``PollStore.vote``) and return the poll's counts with it,
+        once Redis has it: ``VOTE`` for one option, ``BALLOT`` for several or for a change
+        of vote.
 
         Raises:
             ClientError: ``no_such_poll``, ``poll_closed``, ``no_such_option``,
-                ``no_voter_id``, ``already_voted`` (as ``PollStore.vote``).
+                ``no_voter_id``, ``already_voted``, ``too_many_choices`` (as
+                ``PollStore.vote``).
             PollsUnavailable: Redis did not take the vote (``unavailable``).
         """
         if not POLL_ID.fullmatch(poll_id):
             raise refused("no_such_poll")
 
+        chosen = choices(option_id)
+        keys = self._poll_keys(poll_id)
+
         async def job() -> tuple[Any, list[Optional[str]]]:
-            result = await self._vote(
-                keys=self._poll_keys(poll_id), args=[option_id, voter_id or ""])
-            # Whether the counts may be shown, read after the vote, in this store's turn.
-            flags = await self._redis.hmget(self._key(poll_id), ["results", "revealed"])
+            if len(chosen) == 1:
+                result = await self._vote(keys=keys, args=[chosen[0], voter_id or ""])
+            else:
+                result = await self._ballot(keys=keys, args=[voter_id or "", *chosen])
+            # Whether the counts may be shown and the vote changed, read after the vote, in
+            # this store's turn.
+            flags = await self._redis.hmget(
+                self._key(poll_id), ["results", "revealed", "allow_change"])
+            if result == "already_voted" and flags[2] == "1":  # a change of vote
+                result = await self._ballot(keys=keys, args=[voter_id or "", *chosen])
             return result, flags
-        result, (results, revealed) = await self._call(job)
+        if not chosen or len(set(chosen)) < len(chosen):
+            raise refused("too_many_choices")
+        result, (results, revealed, _) = await self._call(job)
         if isinstance(result, str):
             raise refused(result if result in VOTE_REFUSALS else "no_such_poll")
         return Tally(poll_id, ordered_counts(result),
@@ -376,7 +419,8 @@ class RedisPollStore:
             keys=[self._key(poll_id), self._key(poll_id, ":votes"), self._listed,
                   f"{self.prefix}polls:seq"],
             args=[poll_id, new.title, int(new.one_vote_per_voter), int(new.listed),
-                  repr(time.time()), options, manage_hash or "", code, new.results, *ids])
+                  repr(time.time()), options, manage_hash or "", code, new.results,
+                  int(new.allow_change), new.max_choices, *ids])
         if not created:  # the id is taken: the code goes back
             await self._redis.delete(self._code_key(code))
         return bool(created)

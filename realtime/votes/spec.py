@@ -4,6 +4,7 @@ Poll JSON, as the HTTP API and the ``poll`` frame carry it::
 
     {"id": "k3j9xa2mpq", "title": "Lunch?", "one_vote_per_voter": true,
      "listed": false, "closed": false, "code": "HK7M3Q", "results": "live", "revealed": false,
+     "allow_change": false, "max_choices": 1,
      "options": [{"id": "1", "label": "Pizza", "gloss": null, "votes": 3}, ...], "total": 3}
 
 A refused new poll raises ``PollFieldError``: a ``ClientError`` that also names the field it
@@ -58,6 +59,8 @@ class Poll:
     code: Optional[str] = None  # the short join code (/j/<code>); None for older polls
     results: str = "live"  # "live", or "hidden" until the owner reveals them
     revealed: bool = False  # a "hidden" poll's results were revealed (for good)
+    allow_change: bool = False  # a voter may change its vote while the poll is open
+    max_choices: int = 1  # options one ballot may name (multiple choice above 1)
 
     @property
     def hidden(self) -> bool:
@@ -87,6 +90,8 @@ class Poll:
             "code": self.code,
             "results": self.results,
             "revealed": self.revealed,
+            "allow_change": self.allow_change,
+            "max_choices": self.max_choices,
             "options": [
                 {"id": option.id, "label": option.label, "gloss": option.gloss,
                  "votes": None if hide else option.votes}
@@ -112,6 +117,8 @@ class NewPoll:
     listed: bool = False
     glosses: tuple[Optional[str], ...] = ()  # per label, by position; only the demo has any
     results: str = "live"  # or "hidden" until the owner reveals them
+    allow_change: bool = False  # one-vote polls only
+    max_choices: int = 1  # one-vote polls only above 1
 
 
 @dataclass(frozen=True)
@@ -218,7 +225,8 @@ def validate_new_poll(body: Any) -> NewPoll:
     Raises:
         ClientError: ``bad_request`` (not an object).
         PollFieldError: ``bad_title``, ``bad_options``, ``bad_one_vote_per_voter``,
-            ``bad_listed`` or ``bad_results``, naming the field (``options.<index>`` for
+            ``bad_listed``, ``bad_results``, ``bad_allow_change`` or ``bad_max_choices``,
+            naming the field (``options.<index>`` for
             one option).
     """
     if not isinstance(body, dict):
@@ -234,19 +242,31 @@ def validate_new_poll(body: Any) -> NewPoll:
         problems.append(PollFieldError(
             "bad_results", '"results" must be "live" or "hidden".', "results"))
     flags = {}
-    for name, default in (("one_vote_per_voter", True), ("listed", False)):
+    for name, default in (("one_vote_per_voter", True), ("listed", False),
+                          ("allow_change", False)):
         flag = body.get(name, default)
         if not isinstance(flag, bool):
             problems.append(
                 PollFieldError(f"bad_{name}", f'"{name}" must be true or false.', name))
         flags[name] = flag
+    choices = body.get("max_choices", 1)
+    most = max(len(labels), 1)
+    if isinstance(choices, bool) or not isinstance(choices, int) or not 1 <= choices <= most:
+        problems.append(PollFieldError(
+            "bad_max_choices", f'"max_choices" must be a whole number from 1 to {most}.',
+            "max_choices"))
+    elif flags["one_vote_per_voter"] is False and (choices > 1 or flags["allow_change"]):
+        field = "max_choices" if choices > 1 else "allow_change"
+        problems.append(PollFieldError(
+            f"bad_{field}", "Multiple choice and changing one's vote need one vote per voter.",
+            field))
     if problems:
         first = problems[0]
         first.problems = problems
         raise first
     title = clean_text(body.get("title"), TITLE_MAX)
     assert title is not None
-    return NewPoll(title, tuple(labels), **flags, results=results)
+    return NewPoll(title, tuple(labels), **flags, results=results, max_choices=choices)
 
 
 def _labels(raw: Any, problems: list[PollFieldError]) -> list[str]:

@@ -27,7 +27,9 @@ created when every poll was public, and their creators expect them there), stay 
 have no manage token (nobody can close or delete them through the API). The demo poll gets
 its glosses; its option ids, and so its votes, are unchanged. Schema version 3 added
 ``join_code`` (unique; ``realtime/votes/ids.py``): every poll of an older database is given
-one when it is opened; and ``results`` and ``revealed`` (older polls show results live).
+one when it is opened; and ``results``, ``revealed``, ``allow_change`` and ``max_choices``
+(older polls show results live, take one choice and no change). A ballot's ``option_id``
+holds the ids it chose joined by commas (one id for all but multiple choice).
 """
 
 import hashlib
@@ -36,7 +38,7 @@ import logging
 import secrets
 import sqlite3
 import time
-from typing import Optional, Protocol
+from typing import Optional, Protocol, Sequence, Union
 
 from realtime.storage.sqlite import SqliteWorker, transaction
 from realtime.votes.ids import new_join_code, new_poll_id
@@ -67,7 +69,9 @@ CREATE TABLE IF NOT EXISTS polls (
     manage_hash TEXT,
     join_code TEXT,
     results TEXT NOT NULL DEFAULT 'live',
-    revealed INTEGER NOT NULL DEFAULT 0
+    revealed INTEGER NOT NULL DEFAULT 0,
+    allow_change INTEGER NOT NULL DEFAULT 0,
+    max_choices INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS polls_by_age ON polls (created_at);
 CREATE TABLE IF NOT EXISTS options (
@@ -99,7 +103,17 @@ VOTE_REFUSALS = {
         "the page (with cookies allowed) and vote again."
     ),
     "already_voted": "You have already voted in this poll.",
+    "too_many_choices": "This poll takes fewer choices than that: choose again.",
 }
+
+
+# What a ballot names: one option id, or several (multiple choice).
+Choice = Union[str, Sequence[str]]
+
+
+def choices(choice: Choice) -> tuple[str, ...]:
+    """A ballot's option ids, as a tuple."""
+    return (choice,) if isinstance(choice, str) else tuple(choice)
 
 
 def refused(code: str) -> ClientError:
@@ -142,8 +156,10 @@ class Polls(Protocol):
     async def recent(self, limit: int = ...) -> list[Poll]:
         """The newest listed polls first, at most ``limit``."""
 
-    async def vote(self, poll_id: str, option_id: str, voter_id: Optional[str]) -> Tally:
-        """Count one vote and return the counts that include it."""
+    async def vote(self, poll_id: str, option_id: Choice, voter_id: Optional[str]) -> Tally:
+        """Count one ballot (an option id, or several for multiple choice; a voter's new
+        ballot replaces its old one where the poll allows changes) and return the counts
+        that include it."""
 
     async def snapshot(
         self, poll_id: str, voter_id: Optional[str]
@@ -174,6 +190,8 @@ MIGRATION_2 = [
     ("polls", "join_code", "TEXT"),  # schema version 3
     ("polls", "results", "TEXT NOT NULL DEFAULT 'live'"),
     ("polls", "revealed", "INTEGER NOT NULL DEFAULT 0"),
+    ("polls", "allow_change", "INTEGER NOT NULL DEFAULT 0"),
+    ("polls", "max_choices", "INTEGER NOT NULL DEFAULT 1"),
 ]
 
 
@@ -230,13 +248,20 @@ class PollStore:
         """The newest listed polls first, at most ``limit``, with their counts."""
         return await self._worker.run(self._recent, limit)
 
-    async def vote(self, poll_id: str, option_id: str, voter_id: Optional[str]) -> Tally:
-        """Count one vote and return the poll's counts once the vote is committed to disk.
+    async def vote(self, poll_id: str, option_id: Choice, voter_id: Optional[str]) -> Tally:
+        """Count one ballot and return the poll's counts once it is committed to disk.
+
+        ``option_id`` is an option id, or a sequence of distinct ones (multiple choice, up
+        to the poll's ``max_choices``). A ballot is kept per voter in one-vote polls, its
+        option ids joined by commas; where the poll allows changes, a voter's new ballot
+        replaces the old one (its options lose a vote, the new ones gain one), so a voter
+        always counts once.
 
         Raises:
             ClientError: ``no_such_poll``, ``poll_closed``, ``no_such_option``,
-                ``no_voter_id`` (a one-vote
-                poll and no voter) or ``already_voted`` (this voter has voted in this poll).
+                ``too_many_choices``, ``no_voter_id`` (a one-vote poll and no voter) or
+                ``already_voted`` (this voter has voted in this poll, which allows no
+                change).
         """
         return await self._worker.run(self._vote, poll_id, option_id, voter_id)
 
@@ -328,31 +353,40 @@ class PollStore:
         return [poll for poll in polls if poll is not None]
 
     def _vote(
-        self, conn: sqlite3.Connection, poll_id: str, option_id: str, voter_id: Optional[str]
+        self, conn: sqlite3.Connection, poll_id: str, option_id: Choice,
+        voter_id: Optional[str],
     ) -> Tally:
+        chosen = choices(option_id)
         with transaction(conn):
             row = conn.execute(
-                "SELECT one_vote_per_voter, closed, results, revealed FROM polls WHERE id = ?",
-                (poll_id,)
+                "SELECT one_vote_per_voter, closed, results, revealed, allow_change,"
+                " max_choices FROM polls WHERE id = ?", (poll_id,)
             ).fetchone()
             if row is None:
                 raise refused("no_such_poll")
             if row[1]:
                 raise refused("poll_closed")
-            counted = conn.execute(
-                "UPDATE options SET votes = votes + 1 WHERE poll_id = ? AND id = ?",
-                (poll_id, option_id),
-            ).rowcount
-            if counted == 0:
-                raise refused("no_such_option")
+            if not chosen or len(chosen) > row[5] or len(set(chosen)) < len(chosen):
+                raise refused("too_many_choices")
+            self._count(conn, poll_id, chosen, 1)
             if row[0]:
                 if voter_id is None:
                     raise refused("no_voter_id")
+                ballot = ",".join(chosen)
+                old = conn.execute(
+                    "SELECT option_id FROM ballots WHERE poll_id = ? AND voter_id = ?",
+                    (poll_id, voter_id),
+                ).fetchone()
+                if old is not None and not row[4]:
+                    raise refused("already_voted")
+                if old is not None:  # a change: the old ballot's options give back its vote
+                    self._count(conn, poll_id, tuple(old[0].split(",")), -1)
                 try:
                     conn.execute(
                         "INSERT INTO ballots (poll_id, voter_id, option_id, cast_at)"
-                        " VALUES (?, ?, ?, ?)",
-                        (poll_id, voter_id, option_id, time.time()),
+                        " VALUES (?, ?, ?, ?) ON CONFLICT (poll_id, voter_id) DO UPDATE SET"
+                        " option_id = excluded.option_id, cast_at = excluded.cast_at",
+                        (poll_id, voter_id, ballot, time.time()),
                     )
                 except sqlite3.IntegrityError:
                     raise refused("already_voted") from None
@@ -360,6 +394,18 @@ class PollStore:
                 "SELECT id, votes FROM options WHERE poll_id = ? ORDER BY position", (poll_id,)
             ).fetchall())
         return Tally(poll_id, votes, hidden=row[2] == "hidden" and not row[3])
+
+    @staticmethod
+    def _count(conn: sqlite3.Connection, poll_id: str, chosen: tuple[str, ...], step: int) -> None:
+        """Add ``step`` to each chosen option's count; ``no_such_option`` if one is not the
+        poll's (the caller's transaction then rolls everything back)."""
+        for option in chosen:
+            counted = conn.execute(
+                "UPDATE options SET votes = votes + ? WHERE poll_id = ? AND id = ?",
+                (step, poll_id, option),
+            ).rowcount
+            if counted == 0:
+                raise refused("no_such_option")
 
     def _snapshot(
         self, conn: sqlite3.Connection, poll_id: str, voter_id: Optional[str]
@@ -421,9 +467,9 @@ def insert_poll(
     the given order). Raises ``sqlite3.IntegrityError`` if the id or the code is taken."""
     conn.execute(
         "INSERT INTO polls (id, title, one_vote_per_voter, created_at, listed, manage_hash,"
-        " join_code, results) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        " join_code, results, allow_change, max_choices) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (poll_id, new.title, int(new.one_vote_per_voter), time.time(), int(new.listed),
-         manage_hash, new_join_code(), new.results),
+         manage_hash, new_join_code(), new.results, int(new.allow_change), new.max_choices),
     )
     glosses = new.glosses or (None,) * len(new.labels)
     conn.executemany(
@@ -436,8 +482,8 @@ def insert_poll(
 def load_poll(conn: sqlite3.Connection, poll_id: str) -> Optional[Poll]:
     """Read one poll and its counts, or None."""
     row = conn.execute(
-        "SELECT title, one_vote_per_voter, listed, closed, join_code, results, revealed"
-        " FROM polls WHERE id = ?", (poll_id,)
+        "SELECT title, one_vote_per_voter, listed, closed, join_code, results, revealed,"
+        " allow_change, max_choices FROM polls WHERE id = ?", (poll_id,)
     ).fetchone()
     if row is None:
         return None
@@ -449,4 +495,5 @@ def load_poll(conn: sqlite3.Connection, poll_id: str) -> Optional[Poll]:
         )
     )
     return Poll(poll_id, row[0], bool(row[1]), options, listed=bool(row[2]), closed=bool(row[3]),
-                code=row[4], results=row[5], revealed=bool(row[6]))
+                code=row[4], results=row[5], revealed=bool(row[6]),
+                allow_change=bool(row[7]), max_choices=row[8])

@@ -76,7 +76,8 @@ def test_poll_json_has_the_documented_shape():
                 closed=True)
     assert poll.to_json() == {
         "id": "p1", "title": "T", "one_vote_per_voter": True, "listed": False, "closed": True,
-        "code": None, "results": "live", "revealed": False,
+        "code": None, "results": "live", "revealed": False, "allow_change": False,
+        "max_choices": 1,
         "options": [{"id": "1", "label": "A", "gloss": "a gloss", "votes": 2},
                     {"id": "2", "label": "B", "gloss": None, "votes": 3}],
         "total": 5,
@@ -151,3 +152,26 @@ def test_every_problem_of_a_body_is_listed_first_one_first():
     assert problems == [("bad_title", "title"), ("bad_options", "options.1"),
                         ("bad_options", "options.2"), ("bad_listed", "listed")]
     assert caught.value.problems[0] is caught.value
+
+
+@pytest.mark.parametrize("fields, code", [
+    ({"max_choices": 0}, "bad_max_choices"),
+    ({"max_choices": 3}, "bad_max_choices"),
+    ({"max_choices": True}, "bad_max_choices"),
+    ({"max_choices": "2"}, "bad_max_choices"),
+    ({"allow_change": "yes"}, "bad_allow_change"),
+    ({"one_vote_per_voter": False, "allow_change": True}, "bad_allow_change"),
+    ({"one_vote_per_voter": False, "max_choices": 2}, "bad_max_choices"),
+])
+def test_multiple_choice_and_changes_are_checked(fields, code):
+    """max_choices is 1 to the number of options, allow_change a boolean, and both need
+    one vote per voter."""
+    assert code_of({**GOOD, **fields}) == code
+
+
+def test_multiple_choice_and_changes_are_off_by_default():
+    """A poll takes one choice and no change unless asked; asked, it takes them."""
+    new = validate_new_poll(GOOD)
+    assert (new.allow_change, new.max_choices) == (False, 1)
+    new = validate_new_poll({**GOOD, "allow_change": True, "max_choices": 2})
+    assert (new.allow_change, new.max_choices) == (True, 2)

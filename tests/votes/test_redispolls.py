@@ -247,3 +247,32 @@ async def test_hidden_results_stay_hidden_until_revealed(store):
         "type": "revealed", "poll": poll.id, "votes": {"1": 0, "2": 1}, "total": 1}
     assert (await store.vote(poll.id, "1", None)).to_json()["votes"] == {"1": 1, "2": 1}
     assert await store.reveal("nosuchpoll") is None
+
+
+async def test_a_voter_may_change_its_vote_where_allowed_and_counts_once(store):
+    """In a poll that allows changes a voter's new vote moves its one vote; changing to the
+    same option changes nothing; in a poll that does not, the second vote is refused."""
+    poll, _ = await store.create(NewPoll("Change?", ("a", "b", "c"), allow_change=True))
+    await store.vote(poll.id, "1", "alice")
+    await store.vote(poll.id, "2", "bob")
+    assert (await store.vote(poll.id, "3", "alice")).votes == {"1": 0, "2": 1, "3": 1}
+    assert (await store.vote(poll.id, "3", "alice")).votes == {"1": 0, "2": 1, "3": 1}
+    assert (await store.snapshot(poll.id, "alice"))[1] == "3"
+    fixed, _ = await store.create(ONE_VOTE)
+    await store.vote(fixed.id, "1", "alice")
+    assert await vote_error(store, fixed.id, "2", "alice") == "already_voted"
+
+
+async def test_multiple_choice_counts_each_choice_once_up_to_the_limit(store):
+    """A multiple-choice ballot counts each of its options once, at most max_choices, each
+    a real option; changed, the old choices give their votes back."""
+    poll, _ = await store.create(
+        NewPoll("Pick two", ("a", "b", "c"), allow_change=True, max_choices=2))
+    assert (await store.vote(poll.id, ("1", "3"), "alice")).votes == {"1": 1, "2": 0, "3": 1}
+    assert await vote_error(store, poll.id, ("1", "2", "3"), "bob") == "too_many_choices"
+    assert await vote_error(store, poll.id, ("1", "9"), "bob") == "no_such_option"
+    assert await vote_error(store, poll.id, ("1", "1"), "bob") == "too_many_choices"
+    assert (await store.vote(poll.id, ("2",), "alice")).votes == {"1": 0, "2": 1, "3": 0}
+    assert (await store.snapshot(poll.id, "alice"))[1] == "2"
+    assert (await store.vote(poll.id, ("2", "3"), "alice")).votes == {"1": 0, "2": 1, "3": 1}
+    assert (await store.snapshot(poll.id, "alice"))[1] == "2,3"
