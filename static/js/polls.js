@@ -16,6 +16,8 @@ const addButton = document.getElementById("new-add-option");
 const oneVote = document.getElementById("new-one-vote");
 const listed = document.getElementById("new-listed");
 const hideResults = document.getElementById("new-hidden");
+const allowChange = document.getElementById("new-allow-change");
+const maxChoices = document.getElementById("new-max-choices");
 const button = document.getElementById("new-create");
 const formError = document.getElementById("new-error");
 
@@ -98,6 +100,8 @@ function clearErrors() {
 function showError(text, field, focus = true) {
   const target = {
     title: [title, "new-title-error"],
+    max_choices: [maxChoices, "new-max-choices-error"],
+    allow_change: [maxChoices, "new-max-choices-error"],
     options: [document.getElementById("new-options"), "new-options-error"],
   }[field] ?? (/^options\.\d+$/.test(field ?? "")
     ? [document.getElementById(`new-option-${field.split(".")[1]}`), `new-option-${field.split(".")[1]}-error`]
@@ -132,6 +136,8 @@ form.addEventListener("submit", async (event) => {
         title: title.value, options: labels,
         one_vote_per_voter: oneVote.checked, listed: listed.checked,
         results: hideResults.checked ? "hidden" : "live",
+        allow_change: allowChange.checked,
+        max_choices: Number(maxChoices.value) || 1,
       }),
     });
     const body = await response.json().catch(() => null);

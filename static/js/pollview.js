@@ -80,12 +80,14 @@ export class PollConnection extends EventTarget {
     this.setState("ended");
   }
 
-  // Vote for `option`: over the socket, or POSTed; the answer comes back as a "json"
+  // Vote for `choice` (an option id, or a list of them for multiple choice): over the
+  // socket, or POSTed; the answer comes back as a "json"
   // frame ("voted", or an error frame). False if it could not be sent at all.
-  vote(option) {
+  vote(choice) {
     if (this.state !== "open") return false;
-    if (this.transport === "websocket") return this.channel.sendJson({ type: "vote", option });
-    this.post({ option });
+    const ballot = Array.isArray(choice) ? { options: choice } : { option: choice };
+    if (this.transport === "websocket") return this.channel.sendJson({ type: "vote", ...ballot });
+    this.post(ballot);
     return true;
   }
 

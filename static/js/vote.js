@@ -28,7 +28,11 @@ let hidden = false; // the results are hidden until the speaker reveals them
 let oneVote = section.dataset.oneVote === "true";
 let closed = section.dataset.closed === "true";
 let deleted = false;
-let voted = null; // the option this browser voted for, in a one-vote poll
+let voted = null; // the option this browser voted for (its first choice), in a one-vote poll
+let choices = new Set(); // every option of this browser's ballot
+let allowChange = false; // the poll lets a voter change its vote while open
+let maxChoices = 1; // options one ballot may name: multiple choice above 1
+let picked = new Set(); // multiple choice: the options ticked, not yet sent
 let waiting = false; // a one-vote poll's vote is on its way: no second click meanwhile
 
 function say(text, isError = false) {
@@ -67,7 +71,7 @@ function render(poll) {
     }
     button.append(track);
     button.setAttribute("aria-describedby", described.join(" "));
-    button.addEventListener("click", () => vote(option.id));
+    button.addEventListener("click", () => pick(option.id));
     item.append(button);
     list.append(item);
     rows.set(option.id, { item, button, bar, count, percent, mine, label: option.label });
@@ -102,9 +106,15 @@ function disabledReason() {
   if (closed) return "Poll closed: voting has ended.";
   if (socket.state !== "open") return "Not connected yet: you can vote once the connection is back.";
   if (waiting) return "Sending your vote…";
-  if (oneVote && voted !== null) return "You already voted: one vote per voter.";
+  if (oneVote && voted !== null && !allowChange) return "You already voted: one vote per voter.";
   return "";
 }
+
+// Multiple choice: the send button, and what it says about the ticked options.
+const sendButton = document.getElementById("poll-send");
+sendButton.addEventListener("click", () => {
+  if (picked.size) vote([...picked]);
+});
 
 function syncButtons() {
   const why = disabledReason();
@@ -112,16 +122,34 @@ function syncButtons() {
   reason.hidden = !why;
   closedBanner.hidden = !closed || deleted;
   for (const [id, row] of rows) {
-    const chosen = id === voted;
+    const chosen = choices.has(id);
     row.button.disabled = why !== "";
     row.item.classList.toggle("chosen", chosen);
     row.mine.hidden = !chosen;
     const name = hidden ? row.label : barName(row.label, votes[id] ?? 0, total);
     row.button.setAttribute("aria-label", chosen ? `${name}, your vote` : name);
+    if (maxChoices > 1) row.button.setAttribute("aria-pressed", String(picked.has(id)));
+    else row.button.removeAttribute("aria-pressed");
   }
+  sendButton.hidden = maxChoices <= 1;
+  sendButton.disabled = why !== "" || picked.size === 0;
+  sendButton.textContent = `Send my ${picked.size === 1 ? "choice" : "choices"} (${picked.size} of at most ${maxChoices})`;
   manage.sync();
 }
 
+// A click on an option: a vote, or in multiple choice a tick (sent with the send button).
+function pick(optionId) {
+  if (maxChoices <= 1) {
+    if (!(allowChange && choices.has(optionId))) vote(optionId);
+    return;
+  }
+  if (picked.has(optionId)) picked.delete(optionId);
+  else if (picked.size < maxChoices) picked.add(optionId);
+  else say(`Choose at most ${maxChoices} options: untick one first.`, true);
+  syncButtons();
+}
+
+// Send a ballot: one option id, or a list of them (multiple choice).
 function vote(optionId) {
   if (!socket.vote(optionId)) {
     say("Not connected: your vote was not sent. Try again in a moment.", true);
@@ -154,16 +182,25 @@ function setClosed(isClosed) {
 const socket = pollSocket(pollId, {
   poll(message) {
     voted = message.voted ?? null;
+    choices = new Set(message.choices ?? (voted === null ? [] : [voted]));
+    picked = new Set(choices);
+    allowChange = message.poll.allow_change ?? false;
+    maxChoices = message.poll.max_choices ?? 1;
     waiting = false;
     closed = message.poll.closed;
     render(message.poll);
-    if (voted !== null) say(`You voted for ${labelOf(voted)}.`);
+    if (voted !== null) say(`You voted for ${[...choices].map(labelOf).join(", ")}.`);
   },
   tally: update,
   voted(message) {
     waiting = false;
-    if (oneVote) voted = message.option;
-    say(`Your vote for ${labelOf(message.option)} counted.`);
+    const ballot = message.options ?? [message.option];
+    if (oneVote) {
+      voted = message.option;
+      choices = new Set(ballot);
+      picked = new Set(ballot);
+    }
+    say(`Your vote for ${ballot.map(labelOf).join(", ")} counted.`);
     syncButtons();
   },
   state: setClosed,
