@@ -8,9 +8,12 @@ first frame, the tallies, a vote) is ``realtime.votes.session.VoteSession``'s, w
 the handlers here read requests and write frames. The voter is a random id in a signed
 cookie, issued by the vote pages, the same for every poll; only one-vote polls need it.
 
-A poll's creator manages it with the token the creation answered: close, reopen and delete
-take it as ``Authorization: Bearer <token>`` and publish ``closed``, ``reopened`` or
-``deleted`` on the poll's topic, so every open page follows.
+A poll's creator manages it with the token the creation answered: close, reopen, reveal and
+delete take it as ``Authorization: Bearer <token>`` and publish ``closed``, ``reopened``,
+``revealed`` or ``deleted`` on the poll's topic, so every open page follows; duplicate, the
+CSV export and the owner check take it too. ``POST /api/polls/<id>/vote`` votes without a
+socket, through the same ``cast_vote`` as the socket; ``/j/<code>`` and ``/vote?code=`` lead
+to a poll by its join code.
 """
 
 import csv
