@@ -39,8 +39,10 @@ from handlers.echo import EchoSocketHandler
 from handlers.pages import HealthHandler, MetricsHandler, NotFoundPageHandler, PageHandler
 from handlers.tcp import ChatLineServer
 from handlers.vote import (
-    PollApiHandler, PollPageHandler, PollsApiHandler, PollStateApiHandler, PresentPageHandler,
-    QrCodeHandler, QrCodes, VoteEventStreamHandler, VotePageHandler, VoteSocketHandler,
+    DuplicateApiHandler, JoinPageHandler, OwnerApiHandler, PollApiHandler, PollPageHandler,
+    PollsApiHandler, PollStateApiHandler, PresentPageHandler, QrCodeHandler, QrCodes,
+    ResultsCsvHandler, VoteApiHandler, VoteEventStreamHandler, VotePageHandler,
+    VoteSocketHandler,
 )
 from handlers.http import DEFAULT_HEARTBEAT
 from realtime.apps.counter import CounterSession
@@ -421,14 +423,23 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
         url(r"/models", PageHandler, dict(template="models.html"), name="models"),
         url(r"/counter", PageHandler, dict(template="counter.html"), name="counter"),
         url(r"/vote", VotePageHandler, votes, name="vote"),
+        url(r"/j/([^/]+)", JoinPageHandler, votes, name="vote_join"),
         url(r"/vote/([^/]+)", PollPageHandler, votes, name="vote_poll"),
         url(r"/vote/([^/]+)/present", PresentPageHandler, votes, name="vote_present"),
         url(r"/vote/([^/]+)/qr\.svg", QrCodeHandler, dict(votes, codes=QrCodes()),
             name="vote_qr"),
         url(r"/api/polls", PollsApiHandler, dict(votes, limiter=poll_limiter), name="api_polls"),
         url(r"/api/polls/([^/]+)", PollApiHandler, dict(votes, hub=hub), name="api_poll"),
-        url(r"/api/polls/([^/]+)/(close|reopen)", PollStateApiHandler, dict(votes, hub=hub),
+        url(r"/api/polls/([^/]+)/(close|reopen|reveal)", PollStateApiHandler, dict(votes, hub=hub),
             name="api_poll_state"),
+        url(r"/api/polls/([^/]+)/owner", OwnerApiHandler, dict(votes, hub=hub),
+            name="api_poll_owner"),
+        url(r"/api/polls/([^/]+)/duplicate", DuplicateApiHandler,
+            dict(votes, hub=hub, limiter=poll_limiter), name="api_poll_duplicate"),
+        url(r"/api/polls/([^/]+)/results\.csv", ResultsCsvHandler, dict(votes, hub=hub),
+            name="api_poll_csv"),
+        url(r"/api/polls/([^/]+)/vote", VoteApiHandler, dict(votes, hub=hub, metrics=metrics),
+            name="api_poll_vote"),
         url(r"/healthz", HealthHandler,
             dict(hub=hub, started=clock(), clock=clock, chat=chat_state, sessions=sessions),
             name="healthz"),

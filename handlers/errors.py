@@ -3,7 +3,9 @@
 
 An error answers ``{"error": {"code": ..., "message": ...}}``: ``code`` is for programs (the
 same snake_case codes the sockets' error frames carry), ``message`` for people, and
-``"field"`` names the body's field at fault when there is one. Its status comes from the
+``"field"`` names the body's field at fault when there is one, and ``"errors"`` lists every
+problem of a body that has several (each ``{"code", "message", "field"}``, the first being
+the one the error itself names). Its status comes from the
 handler: an ``ApiError`` carries its own; ``handlers.http.STATUS`` maps a
 ``ClientError``'s code; a store that does not answer is a 503 (``handlers.http``); anything
 else is Tornado's status, with its reason phrase as the message. ``Retry-After`` goes with
@@ -36,17 +38,19 @@ class ApiError(tornado.web.HTTPError):
         message: a sentence for people.
         headers: extra response headers (``Retry-After``).
         field: the request body's field at fault, if one is.
+        errors: every problem of the body, when it has more than one field at fault.
     """
 
     def __init__(
         self, status: int, code: str, message: str, headers: Optional[dict[str, str]] = None,
-        field: Optional[str] = None,
+        field: Optional[str] = None, errors: Optional[list[Message]] = None,
     ) -> None:
         super().__init__(status)
         self.code = code
         self.message = message
         self.headers = headers or {}
         self.field = field
+        self.errors = errors
 
 
 def json_error(handler: tornado.web.RequestHandler, kwargs: dict[str, Any]) -> Message:
@@ -61,6 +65,8 @@ def json_error(handler: tornado.web.RequestHandler, kwargs: dict[str, Any]) -> M
         body = {"code": error.code, "message": error.message}
         if error.field is not None:
             body["field"] = error.field
+        if error.errors is not None:
+            body["errors"] = error.errors
         for name, value in error.headers.items():
             handler.set_header(name, value)
     elif isinstance(error, ClientError):

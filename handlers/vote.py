@@ -8,11 +8,15 @@ first frame, the tallies, a vote) is ``realtime.votes.session.VoteSession``'s, w
 the handlers here read requests and write frames. The voter is a random id in a signed
 cookie, issued by the vote pages, the same for every poll; only one-vote polls need it.
 
-A poll's creator manages it with the token the creation answered: close, reopen and delete
-take it as ``Authorization: Bearer <token>`` and publish ``closed``, ``reopened`` or
-``deleted`` on the poll's topic, so every open page follows.
+A poll's creator manages it with the token the creation answered: close, reopen, reveal and
+delete take it as ``Authorization: Bearer <token>`` and publish ``closed``, ``reopened``,
+``revealed`` or ``deleted`` on the poll's topic, so every open page follows; duplicate, the
+CSV export and the owner check take it too. ``POST /api/polls/<id>/vote`` votes without a
+socket, through the same ``cast_vote`` as the socket; ``/j/<code>`` and ``/vote?code=`` lead
+to a poll by its join code.
 """
 
+import csv
 import hashlib
 import io
 import json
@@ -25,15 +29,16 @@ import tornado.httputil
 import tornado.web
 
 from handlers.cookies import read_cookie, write_cookie
-from handlers.errors import ApiError, json_error
+from handlers.errors import RETRY_AFTER_UNAVAILABLE, ApiError, json_error
 from handlers.http import BaseHandler, unavailable_status
 from handlers.http import EventStreamHandler
 from handlers.websocket import JsonSocketHandler
 from realtime.limits.ratelimit import KeyedLimiter, retry_after_header
 from realtime.pubsub.hub import Hub
-from realtime.votes.session import VoteSession, find_poll, poll_topic
-from realtime.votes.spec import POLL_ID_MAX, Poll, PollFieldError, validate_new_poll
-from realtime.votes.store import Polls
+from realtime.votes.ids import normalize_code
+from realtime.votes.session import VoteSession, cast_vote, find_poll, poll_frame, poll_topic
+from realtime.votes.spec import POLL_ID_MAX, NewPoll, Poll, PollFieldError, validate_new_poll
+from realtime.votes.store import Choice, Polls
 from realtime.wire.messages import ClientError, Message, is_unavailable, require_str
 
 VOTER_COOKIE = "voter"
@@ -43,6 +48,17 @@ QR_MAX_AGE = 86400  # seconds a QR code may be cached: a poll's URL never change
 # QR codes kept drawn: one per poll and host its pages are reached by; drawing one costs
 # ~3.4 ms of CPU, a lookup next to nothing, so a flood of qr.svg costs lookups.
 QR_CACHE_ENTRIES = 256
+
+
+def ballot_of(message: Message) -> Choice:
+    """What a vote names: ``"option": "<id>"``, or ``"options": ["<id>", ...]`` (multiple
+    choice). Raises ``bad_message`` if it names neither as strings."""
+    options = message.get("options")
+    if options is None:
+        return require_str(message, "option")
+    if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
+        raise ClientError("bad_message", '"options" must be a list of option ids.')
+    return tuple(options)
 
 
 def bearer_token(request: tornado.httputil.HTTPServerRequest) -> Optional[str]:
@@ -106,7 +122,7 @@ class VoteSocketHandler(JsonSocketHandler):
     async def handle_vote(self, message: Message) -> None:
         """``{"type": "vote", "option": ...}``: count a vote; the poll hears the counts, the
         voter gets ``voted``."""
-        await self.session.vote(require_str(message, "option"))
+        await self.session.vote(ballot_of(message))
         self.metrics.votes.inc()
 
 
@@ -182,29 +198,40 @@ class ManageApiHandler(ApiHandler):
 
 
 @tornado.web.stream_request_body
-class PollsApiHandler(ApiHandler):
-    """``GET /api/polls`` lists the newest polls; ``POST /api/polls`` creates one.
+class JsonBodyApiHandler(ApiHandler):
+    """Base of the API's POSTs: a JSON body, streamed so an oversized one is refused
+    before it is read into memory; ``json_body()`` parses it."""
 
-    The body is streamed (``BaseHandler.data_received``), so an oversized one is refused
-    before it is read into memory.
-    """
-
-    limiter: KeyedLimiter
-
-    def initialize(self, store: Polls, limiter: KeyedLimiter) -> None:  # type: ignore[override]
+    def initialize(self, store: Polls) -> None:
         super().initialize(store)
-        self.limiter = limiter
 
     async def prepare(self) -> None:
         await super().prepare()  # the request budget; a body over the limit is a 413
         if self.request.method != "POST":
             return
         # A cross-site HTML form can only send form or text bodies; demanding JSON means no
-        # other site can create polls in a visitor's name (and fetch() from another origin
+        # other site can create polls or vote in a visitor's name (and fetch() from another origin
         # would need a CORS preflight, which we never grant).
         content_type = self.request.headers.get("Content-Type", "")
         if content_type.split(";")[0].strip().lower() != "application/json":
             raise ApiError(415, "unsupported_media_type", "Send the body as application/json.")
+
+    def json_body(self) -> Any:
+        """The body, parsed; a 400 ``bad_json`` if it is not JSON."""
+        try:
+            return json.loads(self.body())
+        except (ValueError, RecursionError):
+            raise ApiError(400, "bad_json", "The body is not valid JSON.") from None
+
+
+class PollsApiHandler(JsonBodyApiHandler):
+    """``GET /api/polls`` lists the newest polls; ``POST /api/polls`` creates one."""
+
+    limiter: KeyedLimiter
+
+    def initialize(self, store: Polls, limiter: KeyedLimiter) -> None:  # type: ignore[override]
+        super().initialize(store)
+        self.limiter = limiter
 
     async def get(self) -> None:
         polls = await self.store.recent()
@@ -213,36 +240,97 @@ class PollsApiHandler(ApiHandler):
     head = get
 
     async def post(self) -> None:
-        try:
-            body = json.loads(self.body())
-        except (ValueError, RecursionError):
-            raise ApiError(400, "bad_json", "The body is not valid JSON.") from None
+        body = self.json_body()
         try:
             new = validate_new_poll(body)
-        except ClientError as error:
-            field = error.field if isinstance(error, PollFieldError) else None
-            raise ApiError(400, error.code, error.message, field=field) from None
-        ip = self.request.remote_ip
-        if not self.limiter.take(ip):
-            wait = retry_after_header(self.limiter.retry_after(ip))
+        except PollFieldError as error:
             raise ApiError(
-                429, "rate_limited", f"Too many new polls; try again in {wait} s.",
-                {"Retry-After": wait},
-            )
+                400, error.code, error.message, field=error.field,
+                # Several problems: all of them, so a form shows each beside its field.
+                errors=([problem.to_json() for problem in error.problems]
+                        if len(error.problems) > 1 else None),
+            ) from None
+        except ClientError as error:
+            raise ApiError(400, error.code, error.message) from None
+        take_creation(self)
         poll, token = await self.store.create(new)
-        self.set_status(201)
-        self.set_header("Location", self.reverse_url("api_poll", poll.id))
-        # The token is answered this once and never logged; the page keeps it in the URL's
-        # fragment (/vote/<id>#manage=<token>), which browsers never send to a server.
-        self.write({**poll.to_json(), "manage_token": token})
+        created(self, poll, token)
+
+
+def take_creation(handler: Any) -> None:
+    """Count a new poll against the client's creation limit (``handler.limiter``), or
+    refuse it with 429 ``rate_limited``."""
+    ip = handler.request.remote_ip
+    if not handler.limiter.take(ip):
+        wait = retry_after_header(handler.limiter.retry_after(ip))
+        raise ApiError(
+            429, "rate_limited", f"Too many new polls; try again in {wait} s.",
+            {"Retry-After": wait},
+        )
+
+
+def created(handler: tornado.web.RequestHandler, poll: Poll, token: str) -> None:
+    """Answer a new poll: 201, its ``Location``, the poll and its manage token."""
+    handler.set_status(201)
+    handler.set_header("Location", handler.reverse_url("api_poll", poll.id))
+    # The token is answered this once and never logged; the page keeps it in the URL's
+    # fragment (/vote/<id>#manage=<token>), which browsers never send to a server.
+    handler.write({**poll.to_json(), "manage_token": token})
+
+
+# The HTTP status of each refused vote (the socket answers the same codes in error frames).
+VOTE_STATUS = {
+    "no_such_poll": 404,
+    "poll_closed": 403,
+    "already_voted": 409,
+    "no_such_option": 400,
+    "no_voter_id": 400,
+    "too_many_choices": 400,
+    "unavailable": 503,
+}
+
+
+class VoteApiHandler(JsonBodyApiHandler):
+    """``POST /api/polls/<id>/vote`` with ``{"option": "<id>"}``: a vote without a socket,
+    with the same voter cookie, rules and error codes; answers the ``voted`` frame (the
+    tally with this vote in it) and publishes the tally to every page of the poll."""
+
+    hub: Hub
+    metrics: Any
+
+    def initialize(self, store: Polls, hub: Hub, metrics: Any) -> None:  # type: ignore[override]
+        super().initialize(store)
+        self.hub = hub
+        self.metrics = metrics
+
+    async def post(self, poll_id: str) -> None:
+        body = self.json_body()
+        try:
+            ballot = ballot_of(body if isinstance(body, dict) else {})
+        except ClientError:
+            raise ApiError(400, "bad_request", 'Send {"option": "<option id>"} or {"options": '
+                           '["<option id>", ...]}.', field="option") from None
+        poll = await self.existing_poll(poll_id)
+        try:
+            voted = await cast_vote(self.store, self.hub, poll, ballot, voter_id(self))
+        except ClientError as error:
+            status = VOTE_STATUS.get(error.code, 400)
+            headers = {"Retry-After": RETRY_AFTER_UNAVAILABLE} if status == 503 else None
+            raise ApiError(status, error.code, error.message, headers) from None
+        self.metrics.votes.inc()
+        self.write(voted)
 
 
 class PollApiHandler(ManageApiHandler):
-    """``GET /api/polls/<id>``: one poll with its counts; ``DELETE`` (creator only) removes
-    it with its votes, answers 204 and publishes ``deleted``."""
+    """``GET /api/polls/<id>``: one poll with its counts (while its results are hidden,
+    only with the manage token); ``DELETE`` (creator only) removes it with its votes,
+    answers 204 and publishes ``deleted``."""
 
     async def get(self, poll_id: str) -> None:
-        self.write((await self.existing_poll(poll_id)).to_json())
+        poll = await self.existing_poll(poll_id)
+        # Hidden results: the counts only for the owner's token.
+        owner = poll.hidden and await self.store.is_owner(poll_id, bearer_token(self.request))
+        self.write(poll.to_json(reveal=bool(owner)))
 
     head = get
 
@@ -253,35 +341,147 @@ class PollApiHandler(ManageApiHandler):
         self.set_status(204)
 
 
+class OwnerApiHandler(ManageApiHandler):
+    """``GET /api/polls/<id>/owner``: 200 ``{"owner": true}`` if the bearer token is the
+    poll's manage token (403 ``not_owner`` if not), so a browser that opens a manage link
+    checks it before keeping it."""
+
+    async def get(self, poll_id: str) -> None:
+        await self.check_owner(poll_id)
+        self.write({"owner": True})
+
+
+class DuplicateApiHandler(ManageApiHandler):
+    """``POST /api/polls/<id>/duplicate`` (creator only): a new poll with the same question,
+    options and settings and no votes, answered as ``POST /api/polls`` answers (201, with
+    its own ``manage_token``); counted against the same creation limit."""
+
+    limiter: KeyedLimiter
+
+    def initialize(  # type: ignore[override]
+        self, store: Polls, hub: Hub, limiter: KeyedLimiter
+    ) -> None:
+        super().initialize(store, hub)
+        self.limiter = limiter
+
+    async def post(self, poll_id: str) -> None:
+        await self.check_owner(poll_id)
+        poll = await self.existing_poll(poll_id)
+        take_creation(self)
+        copy, token = await self.store.create(NewPoll(
+            poll.title, tuple(option.label for option in poll.options),
+            one_vote_per_voter=poll.one_vote_per_voter, listed=poll.listed,
+            results=poll.results, allow_change=poll.allow_change, max_choices=poll.max_choices,
+        ))
+        created(self, copy, token)
+
+
+class ResultsCsvHandler(ManageApiHandler):
+    """``GET /api/polls/<id>/results.csv`` (creator only): the counts as CSV, one row per
+    option (``option,label,votes,percent``), for a spreadsheet; hidden results included."""
+
+    async def get(self, poll_id: str) -> None:
+        await self.check_owner(poll_id)
+        poll = await self.existing_poll(poll_id)
+        self.set_header("Content-Type", "text/csv; charset=utf-8")
+        self.set_header("Content-Disposition", f'attachment; filename="poll-{poll.id}.csv"')
+        self.write(results_csv(poll))
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet runs as a formula
+
+
+def results_csv(poll: Poll) -> str:
+    """A poll's counts as CSV: a header, one row per option in order, then the total.
+
+    A label that a spreadsheet would take for a formula (``=``, ``+``, ``-``, ``@``, tab
+    or carriage return first) is prefixed with ``'``, so opening the file runs nothing.
+    """
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(["option", "label", "votes", "percent"])
+    for option in poll.options:
+        label = "'" + option.label if option.label[:1] in FORMULA_STARTS else option.label
+        percent = round(100 * option.votes / poll.total, 1) if poll.total else 0
+        writer.writerow([option.id, label, option.votes, percent])
+    writer.writerow(["", "total", poll.total, 100 if poll.total else 0])
+    return out.getvalue()
+
+
 class PollStateApiHandler(ManageApiHandler):
-    """``POST /api/polls/<id>/close`` and ``.../reopen`` (creator only): answer the poll
-    and publish ``closed`` or ``reopened`` to its pages."""
+    """``POST /api/polls/<id>/close``, ``.../reopen`` and ``.../reveal`` (creator only):
+    answer the poll and publish ``closed``, ``reopened`` or ``revealed`` (with the counts)
+    to its pages."""
 
     async def post(self, poll_id: str, action: str) -> None:
         await self.check_owner(poll_id)
-        poll = await self.store.set_closed(poll_id, action == "close")
+        if action == "reveal":
+            poll = await self.store.reveal(poll_id)
+        else:
+            poll = await self.store.set_closed(poll_id, action == "close")
         if poll is None:  # deleted in between
             raise ApiError(404, "no_such_poll", "There is no poll with this id.")
-        frame = "closed" if poll.closed else "reopened"
-        self.hub.publish(poll_topic(poll_id), {"type": frame, "poll": poll_id})
+        if action == "reveal":
+            frame = poll.revealed_frame()
+        else:
+            frame = {"type": "closed" if poll.closed else "reopened", "poll": poll_id}
+        self.hub.publish(poll_topic(poll_id), frame)
         self.write(poll.to_json())
 
 
 class VotePageHandler(BaseHandler):
-    """``/vote``: create a poll, and the list of polls."""
+    """``/vote``: create a poll, join one by its code, and the list of polls.
+
+    ``/vote?code=<join code>`` redirects to the poll with that code; an unknown code shows
+    this page with a 404 and a sentence beside the code box.
+    """
 
     def initialize(self, store: Polls) -> None:
         self.store = store
 
     async def get(self) -> None:
+        typed = self.get_query_argument("code", None)
+        if typed is not None:
+            await self.join(typed)
+            return
+        await self.show()
+
+    head = get
+
+    async def join(self, typed: str) -> None:
+        """Redirect to the poll whose join code ``typed`` is, or show why not."""
+        code = normalize_code(typed)
+        poll_id = await self.store.find_code(code) if code is not None else None
+        if poll_id is not None:
+            self.redirect(self.reverse_url("vote_poll", poll_id))
+            return
+        self.set_status(404)
+        await self.show(code_error=f"No poll has the code “{typed.strip()[:20]}”. Check it "
+                        "on the screen and try again.", typed=typed.strip()[:20])
+
+    async def show(self, code_error: Optional[str] = None, typed: str = "") -> None:
+        """The page itself."""
         issue_voter_cookie(self)
-        self.render("polls.html", polls=await self.store.recent())
+        self.render("polls.html", polls=await self.store.recent(), code_error=code_error,
+                    typed=typed)
+
+
+class JoinPageHandler(VotePageHandler):
+    """``/j/<code>``: the short join address shown on the present view; redirects to the
+    poll, or shows ``/vote`` with a 404 and the reason."""
+
+    async def get(self, typed: str) -> None:  # type: ignore[override]
+        await self.join(typed)
 
     head = get
 
 
 class PollPageHandler(BaseHandler):
-    """``/vote/<id>``: one poll's live chart; a 404 page for an unknown id."""
+    """``/vote/<id>``: one poll's live chart; a 404 page for an unknown id.
+
+    The page carries the ``poll`` frame (the poll, its counts and this voter's choice) as
+    JSON, so it shows the options and bars at once, before and without any socket.
+    """
 
     def initialize(self, store: Polls) -> None:
         self.store = store
@@ -289,12 +489,15 @@ class PollPageHandler(BaseHandler):
     template = "vote.html"
 
     async def get(self, poll_id: str) -> None:
-        poll = await find_poll(self.store, poll_id)
-        if poll is None:
+        snapshot = None
+        if len(poll_id) <= POLL_ID_MAX:
+            snapshot = await self.store.snapshot(poll_id, voter_id(self))
+        if snapshot is None:
             raise tornado.web.HTTPError(404)
+        poll, ballot = snapshot
         issue_voter_cookie(self)
         share_url = self.absolute_url(self.reverse_url("vote_poll", poll.id))
-        self.render(self.template, poll=poll, share_url=share_url)
+        self.render(self.template, poll=poll, share_url=share_url, frame=poll_frame(poll, ballot))
 
     head = get
 

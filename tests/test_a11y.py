@@ -82,6 +82,7 @@ PAGES: dict[str, tuple[str, Callable[[Page, str], Awaitable[None]]]] = {
     "vote": ("/vote", as_loaded),
     "poll": ("/vote/demo", poll_with_a_vote),
     "present": ("/vote/demo/present", as_loaded),
+    "join-error": ("/j/ZZZZZZ", as_loaded),
     "counter": ("/counter?name=a11y-{tag}", counter_pressed),
     "not-found": ("/no/such/page", as_loaded),
 }

@@ -71,7 +71,8 @@ async def test_colour_scheme_follows_the_system(http_server_client, scheme, size
         assert body == BACKGROUND[scheme]
         assert await page.evaluate(
             "getComputedStyle(document.documentElement).colorScheme") == "light dark"
-        card = await page.locator(".panel").evaluate("p => getComputedStyle(p).backgroundColor")
+        card = await page.locator(".panel").first.evaluate(
+            "p => getComputedStyle(p).backgroundColor")
         field = await page.locator("#new-title").evaluate("i => getComputedStyle(i).color")
         dark_card, light_text = card == "rgb(31, 34, 38)", field == "rgb(232, 234, 237)"
         assert (dark_card, light_text) == ((True, True) if scheme == "dark" else (False, False))

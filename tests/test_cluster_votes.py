@@ -13,7 +13,7 @@ from tests.cluster import Node
 from tests.support import receive_json, receive_type, send_json
 
 ONE_VOTE = {"title": "Pick one", "options": ["a", "b"], "one_vote_per_voter": True}
-EVERY_CLICK = {"title": "Click away", "options": ["a", "b"]}
+EVERY_CLICK = {"title": "Click away", "options": ["a", "b"], "one_vote_per_voter": False}
 SEEN_WITHIN = 1.0  # seconds from a vote's acknowledgement on one process to the API of another
 
 

@@ -37,7 +37,8 @@ async def test_create_answers_201_with_the_poll(http_server_client):
     poll = json.loads(response.body)
     assert poll == {
         "id": poll["id"], "title": "Lunch?", "one_vote_per_voter": True,
-        "listed": False, "closed": False,
+        "listed": False, "closed": False, "code": poll["code"], "results": "live",
+        "revealed": False, "allow_change": False, "max_choices": 1,
         "options": [{"id": "1", "label": "Pizza", "gloss": None, "votes": 0},
                     {"id": "2", "label": "Soup", "gloss": None, "votes": 0}],
         "total": 0, "manage_token": poll["manage_token"],
@@ -142,3 +143,21 @@ async def test_refused_bodies_do_not_use_up_the_limit(http_server_client):
     for _ in range(BURST + 2):
         assert (await post(http_server_client, {"title": ""})).code == 400
     assert (await post(http_server_client, GOOD)).code == 201
+
+
+async def test_poll_created_without_the_field_takes_one_vote_per_voter(http_server_client):
+    """A poll created with only a title and options answers one_vote_per_voter: true."""
+    response = await post(http_server_client, GOOD)
+    assert json.loads(response.body)["one_vote_per_voter"] is True
+
+
+async def test_every_problem_of_a_body_is_answered_at_once(http_server_client):
+    """A body with several bad fields answers all of them in "errors", each with its field;
+    the error itself is the first."""
+    response = await post(http_server_client, {"title": " ", "options": ["Tea", "tea\u200b"]})
+    error = json.loads(response.body)["error"]
+    assert response.code == 400
+    assert [(e["code"], e["field"]) for e in error["errors"]] == [
+        ("bad_title", "title"), ("bad_options", "options.1")]
+    assert (error["code"], error["field"]) == ("bad_title", "title")
+    assert all(e["message"] for e in error["errors"])

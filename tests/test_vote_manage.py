@@ -141,7 +141,7 @@ async def test_manage_unknown_poll_is_404(http_server_client, method, path):
 async def test_close_and_reopen_are_live_and_gate_votes(http_server_client, ws_connect):
     """Closing answers the poll with closed: true, tells every open page, and refuses votes
     with poll_closed; reopening undoes all three."""
-    poll = await create(http_server_client)
+    poll = await create(http_server_client, one_vote_per_voter=False)
     token, path = poll["manage_token"], f"/api/polls/{poll['id']}"
     conn = await ws_connect(f"/ws/vote/{poll['id']}")
     assert (await receive_json(conn))["poll"]["closed"] is False
@@ -267,3 +267,16 @@ async def test_present_page_shows_the_question_and_the_qr_code(http_server_clien
     assert "Best &lt;b&gt;tea&lt;/b&gt;?" in page
     assert f'src="/vote/{poll["id"]}/qr.svg"' in page
     assert 'id="present-total"' in page
+
+
+async def test_owner_check_answers_whether_the_token_is_the_polls(http_server_client):
+    """GET /api/polls/<id>/owner is 200 with the manage token, 403 not_owner with another,
+    404 for an unknown poll: how a browser checks a manage link before keeping it."""
+    poll = await create(http_server_client)
+    ok = await manage(http_server_client, "GET", f"/api/polls/{poll['id']}/owner",
+                      poll["manage_token"])
+    assert ok.code == 200 and json.loads(ok.body) == {"owner": True}
+    wrong = await manage(http_server_client, "GET", f"/api/polls/{poll['id']}/owner", "nope")
+    assert wrong.code == 403 and error_of(wrong)["code"] == "not_owner"
+    unknown = await manage(http_server_client, "GET", "/api/polls/nosuchpoll/owner", "x")
+    assert unknown.code == 404 and error_of(unknown)["code"] == "no_such_poll"

@@ -118,7 +118,8 @@ async def test_the_acknowledgement_does_not_wait_for_the_broadcast(start_server,
 
 async def test_tally_does_not_reach_other_polls(ws_connect, http_server_client):
     """A vote in one poll sends nothing to the clients of another."""
-    other_id = await create_poll(http_server_client, {"title": "Other", "options": ["x", "y"]})
+    other_id = await create_poll(
+        http_server_client, {"title": "Other", "options": ["x", "y"], "one_vote_per_voter": False})
     other, _ = await open_poll(ws_connect, other_id)
     voter, _ = await open_poll(ws_connect, "demo")
     await send_json(voter, {"type": "vote", "option": "1"})

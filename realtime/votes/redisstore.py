@@ -7,11 +7,16 @@ counted on one shows on all, and counts once.
 Keys, under ``prefix`` (``realtime:``), for a poll ``<id>``:
 
 - ``poll:<id>``: a hash of the poll's fields (``title``, ``one_vote_per_voter``, ``listed``,
-  ``closed``, ``created_at``, ``manage_hash``; ``options``, the JSON list of
+  ``closed``, ``created_at``, ``manage_hash``, ``code``, ``results``, ``revealed``;
+  ``options``, the JSON list of
   ``[id, label, gloss]`` in order);
 - ``poll:<id>:votes``: a hash, option id -> count, every option present from creation;
 - ``poll:<id>:voters``: a hash, voter id -> the option it chose (one-vote polls only; a hash
   rather than a set so a reconnecting page is told which option it chose);
+- ``code:<code>``: the id of the poll with that join code (``realtime/votes/ids.py``), set
+  (``NX``) before the poll is created and deleted with it, each as a command of its own: the
+  code's key is not the poll's, so no script may touch both (a Redis Cluster would put them
+  in different slots); a code whose poll is gone finds nothing;
 - ``polls:listed``: a sorted set of the listed polls' ids, scored by ``polls:seq``, a counter
   (so "newest first" never depends on two clocks agreeing).
 
@@ -54,9 +59,10 @@ from redis.backoff import NoBackoff
 
 from realtime.wire.messages import ClientError
 from realtime.votes.store import (
-    DEMO, DEMO_ID, LIST_LIMIT, VOTE_REFUSALS, new_manage_token, new_poll_id, refused,
+    DEMO, DEMO_ID, LIST_LIMIT, VOTE_REFUSALS, Choice, choices, new_manage_token, refused,
     token_hash,
 )
+from realtime.votes.ids import CODE, new_join_code, new_poll_id
 from realtime.storage.redisdown import FAILURES, Outage
 from realtime.votes.spec import NewPoll, Option, Poll, Tally
 
@@ -84,23 +90,50 @@ redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
 return redis.call('HGETALL', KEYS[2])
 """
 
+# A ballot that VOTE does not take: several options (multiple choice), or a voter changing
+# its vote where the poll allows it. KEYS: poll, votes, voters. ARGV: voter id, then the
+# option ids. Returns a refusal code or the counts. The voter's old ballot (ids joined by
+# commas) gives back its votes before the new one is counted, so a voter counts once.
+BALLOT = """
+local poll = redis.call('HMGET', KEYS[1], 'one_vote_per_voter', 'closed', 'allow_change',
+                        'max_choices')
+if not poll[1] then return 'no_such_poll' end
+if poll[2] == '1' then return 'poll_closed' end
+if #ARGV - 1 > tonumber(poll[4] or '1') then return 'too_many_choices' end
+for i = 2, #ARGV do
+    if redis.call('HEXISTS', KEYS[2], ARGV[i]) == 0 then return 'no_such_option' end
+end
+if poll[1] ~= '1' then return 'too_many_choices' end
+if ARGV[1] == '' then return 'no_voter_id' end
+local old = redis.call('HGET', KEYS[3], ARGV[1])
+if old and poll[3] ~= '1' then return 'already_voted' end
+if old then
+    for id in string.gmatch(old, '[^,]+') do redis.call('HINCRBY', KEYS[2], id, -1) end
+end
+for i = 2, #ARGV do redis.call('HINCRBY', KEYS[2], ARGV[i], 1) end
+redis.call('HSET', KEYS[3], ARGV[1], table.concat(ARGV, ',', 2))
+return redis.call('HGETALL', KEYS[2])
+"""
+
 # KEYS: poll, votes, listed, seq. ARGV: id, title, one_vote_per_voter, listed, created_at,
-# options JSON, manage hash ("" for none), then the option ids. 0 if the id is taken.
+# options JSON, manage hash ("" for none), join code, results, allow_change, max_choices,
+# then the option ids. 0 if the id is taken.
 CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'title', ARGV[2], 'one_vote_per_voter', ARGV[3],
            'listed', ARGV[4], 'closed', '0', 'created_at', ARGV[5], 'options', ARGV[6],
-           'manage_hash', ARGV[7])
+           'manage_hash', ARGV[7], 'code', ARGV[8], 'results', ARGV[9], 'revealed', '0',
+           'allow_change', ARGV[10], 'max_choices', ARGV[11])
 redis.call('DEL', KEYS[2])
-for i = 8, #ARGV do redis.call('HSET', KEYS[2], ARGV[i], 0) end
+for i = 12, #ARGV do redis.call('HSET', KEYS[2], ARGV[i], 0) end
 if ARGV[4] == '1' then redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[4]), ARGV[1]) end
 return 1
 """
 
-# KEYS: poll. ARGV: "1" to close, "0" to reopen. 0 if there is no such poll.
+# KEYS: poll. ARGV: the field ("closed", "revealed"), its value. 0 if there is no such poll.
 SET_CLOSED = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'closed', ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
 
@@ -139,6 +172,9 @@ def parse_poll(poll_id: str, fields: dict[str, str], votes: dict[str, str]) -> O
     return Poll(
         poll_id, fields["title"], fields["one_vote_per_voter"] == "1", options,
         listed=fields["listed"] == "1", closed=fields["closed"] == "1",
+        code=fields.get("code") or None, results=fields.get("results") or "live",
+        revealed=fields.get("revealed") == "1", allow_change=fields.get("allow_change") == "1",
+        max_choices=int(fields.get("max_choices") or 1),
     )
 
 
@@ -169,6 +205,7 @@ class RedisPollStore:
             decode_responses=True, client_name="realtime-polls", max_connections=2,
         ))
         self._vote = self._redis.register_script(VOTE)
+        self._ballot = self._redis.register_script(BALLOT)
         self._create_script = self._redis.register_script(CREATE)
         self._set_closed_script = self._redis.register_script(SET_CLOSED)
         self._delete_script = self._redis.register_script(DELETE)
@@ -187,6 +224,9 @@ class RedisPollStore:
 
     def _poll_keys(self, poll_id: str) -> list[str]:
         return [self._key(poll_id), self._key(poll_id, ":votes"), self._key(poll_id, ":voters")]
+
+    def _code_key(self, code: str) -> str:
+        return f"{self.prefix}code:{code}"
 
     @property
     def _listed(self) -> str:
@@ -249,17 +289,38 @@ class RedisPollStore:
         """Close or reopen a poll; the poll as it is now, or None if there is none."""
         if not POLL_ID.fullmatch(poll_id):
             return None
+        return await self._set_flag(poll_id, "closed", closed)
+
+    async def reveal(self, poll_id: str) -> Optional[Poll]:
+        """Reveal a hidden poll's results (for good); the poll as it is now, or None."""
+        return await self._set_flag(poll_id, "revealed", True)
+
+    async def _set_flag(self, poll_id: str, field: str, value: bool) -> Optional[Poll]:
+        if not POLL_ID.fullmatch(poll_id):
+            return None
         found = await self._call(lambda: self._set_closed_script(
-            keys=[self._key(poll_id)], args=["1" if closed else "0"]))
+            keys=[self._key(poll_id)], args=[field, "1" if value else "0"]))
         return await self.get(poll_id) if found else None
 
     async def delete(self, poll_id: str) -> bool:
         """Delete a poll with its counts and voters; False if there was none."""
         if not POLL_ID.fullmatch(poll_id):
             return False
-        existed = await self._call(lambda: self._delete_script(
-            keys=[*self._poll_keys(poll_id), self._listed], args=[poll_id]))
-        return bool(existed)
+
+        async def job() -> bool:
+            code = await self._redis.hget(self._key(poll_id), "code")
+            existed = await self._delete_script(
+                keys=[*self._poll_keys(poll_id), self._listed], args=[poll_id])
+            if code:
+                await self._redis.delete(self._code_key(code))
+            return bool(existed)
+        return await self._call(job)
+
+    async def find_code(self, code: str) -> Optional[str]:
+        """The id of the poll with that join code, or None."""
+        if not CODE.fullmatch(code):
+            return None
+        return await self._call(lambda: self._redis.get(self._code_key(code)))
 
     async def get(self, poll_id: str) -> Optional[Poll]:
         """The poll with its current counts, or None."""
@@ -281,21 +342,42 @@ class RedisPollStore:
             return [poll for poll in polls if poll is not None]
         return await self._call(job)
 
-    async def vote(self, poll_id: str, option_id: str, voter_id: Optional[str]) -> Tally:
-        """Count one vote and return the poll's counts with it, once Redis has it.
+    async def vote(self, poll_id: str, option_id: Choice, voter_id: Optional[str]) -> Tally:
+        """Count one ballot (as ``PollStore.vote``) and return the poll's counts with it,
+        once Redis has it: ``VOTE`` for one option, ``BALLOT`` for several or for a change
+        of vote.
 
         Raises:
             ClientError: ``no_such_poll``, ``poll_closed``, ``no_such_option``,
-                ``no_voter_id``, ``already_voted`` (as ``PollStore.vote``).
+                ``no_voter_id``, ``already_voted``, ``too_many_choices`` (as
+                ``PollStore.vote``).
             PollsUnavailable: Redis did not take the vote (``unavailable``).
         """
         if not POLL_ID.fullmatch(poll_id):
             raise refused("no_such_poll")
-        result = await self._call(lambda: self._vote(
-            keys=self._poll_keys(poll_id), args=[option_id, voter_id or ""]))
+
+        chosen = choices(option_id)
+        keys = self._poll_keys(poll_id)
+
+        async def job() -> tuple[Any, list[Optional[str]]]:
+            if len(chosen) == 1:
+                result = await self._vote(keys=keys, args=[chosen[0], voter_id or ""])
+            else:
+                result = await self._ballot(keys=keys, args=[voter_id or "", *chosen])
+            # Whether the counts may be shown and the vote changed, read after the vote, in
+            # this store's turn.
+            flags = await self._redis.hmget(
+                self._key(poll_id), ["results", "revealed", "allow_change"])
+            if result == "already_voted" and flags[2] == "1":  # a change of vote
+                result = await self._ballot(keys=keys, args=[voter_id or "", *chosen])
+            return result, flags
+        if not chosen or len(set(chosen)) < len(chosen):
+            raise refused("too_many_choices")
+        result, (results, revealed, _) = await self._call(job)
         if isinstance(result, str):
             raise refused(result if result in VOTE_REFUSALS else "no_such_poll")
-        return Tally(poll_id, ordered_counts(result))
+        return Tally(poll_id, ordered_counts(result),
+                     hidden=results == "hidden" and revealed != "1")
 
     async def snapshot(
         self, poll_id: str, voter_id: Optional[str]
@@ -332,12 +414,24 @@ class RedisPollStore:
         ids = [str(n) for n in range(1, len(new.labels) + 1)]
         options = json.dumps([list(option) for option in zip(ids, new.labels, glosses)],
                              ensure_ascii=False)
+        code = await self._claim_code(poll_id)
         created = await self._create_script(
             keys=[self._key(poll_id), self._key(poll_id, ":votes"), self._listed,
                   f"{self.prefix}polls:seq"],
             args=[poll_id, new.title, int(new.one_vote_per_voter), int(new.listed),
-                  repr(time.time()), options, manage_hash or "", *ids])
+                  repr(time.time()), options, manage_hash or "", code, new.results,
+                  int(new.allow_change), new.max_choices, *ids])
+        if not created:  # the id is taken: the code goes back
+            await self._redis.delete(self._code_key(code))
         return bool(created)
+
+    async def _claim_code(self, poll_id: str) -> str:
+        """A fresh join code, now pointing at ``poll_id``."""
+        for _ in range(20):
+            code = new_join_code()
+            if await self._redis.set(self._code_key(code), poll_id, nx=True):
+                return code
+        raise RuntimeError("could not find a free join code")
 
     async def _ensure_demo(self) -> None:
         if await self._insert(DEMO_ID, DEMO, None):

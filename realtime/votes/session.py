@@ -37,7 +37,7 @@ import orjson
 from realtime.pubsub.envelope import Envelope
 from realtime.pubsub.hub import Connection, GapHandler, Hub, Send
 from realtime.votes.spec import POLL_ID_MAX, Poll, Tally
-from realtime.votes.store import Polls, refused
+from realtime.votes.store import Choice, Polls, choices, refused
 from realtime.wire.messages import ClientError, Message
 
 
@@ -92,7 +92,7 @@ def poll_refresher(store: Polls, hub: Hub) -> GapHandler:
                 hub.publish_here(topic, {"type": "deleted", "poll": poll_id})
             else:
                 votes = {option.id: option.votes for option in poll.options}
-                hub.publish_here(topic, Tally(poll.id, votes).to_json())
+                hub.publish_here(topic, Tally(poll.id, votes, hidden=poll.hidden).to_json())
         return mine
 
     return refresh
@@ -154,16 +154,15 @@ class VoteSession:
         if snapshot is None:
             self.connection.unsubscribe(topic)
             raise ClientError("no_such_poll", "This poll no longer exists.")
-        self.poll, voted = snapshot
-        frame: Message = {"type": "poll", "poll": self.poll.to_json(), "voted": voted}
+        self.poll, ballot = snapshot
+        frame = poll_frame(self.poll, ballot)
         self.send(frame)
-        counted = sum(option.votes for option in self.poll.options)
-        for envelope in _not_counted(held, counted):
+        for envelope in _not_counted(held, self.poll):
             if not self.hub.send(self.connection, envelope):
                 break
         return frame
 
-    async def vote(self, option: str) -> Message:
+    async def vote(self, option: Choice) -> Message:
         """Count a vote for ``option``, publish the poll's counts, then tell this voter it
         counted, with the counts that include it; returns the ``voted`` frame.
 
@@ -176,21 +175,53 @@ class VoteSession:
                 checks again), ``no_such_poll``, ``poll_closed``, ``no_voter_id``,
                 ``already_voted`` (``realtime.votes.store.VOTE_REFUSALS``), ``unavailable``.
         """
-        poll = self.poll
-        assert poll is not None, "a vote before the poll was found"
-        if option not in poll.option_ids():
-            raise refused("no_such_option")
-        tally = await self.store.vote(poll.id, option, self.voter)
-        counts = tally.to_json()
-        self.hub.publish(poll_topic(poll.id), counts)  # no await since the commit: in order
-        voted: Message = {"type": "voted", "option": option, "tally": counts}
+        assert self.poll is not None, "a vote before the poll was found"
+        voted = await cast_vote(self.store, self.hub, self.poll, option, self.voter)
         self.send(voted)
         return voted
 
 
-def _not_counted(held: list[Envelope], counted: int) -> Iterator[Envelope]:
-    """The frames held while the snapshot was read, less the tallies it counts already."""
+async def cast_vote(
+    store: Polls, hub: Hub, poll: Poll, option: Choice, voter: Optional[str]
+) -> Message:
+    """Count ``voter``'s ballot (an option id of ``poll``, or several where it takes
+    multiple choice), publish the poll's counts on its topic, and return the ``voted``
+    frame (the vote socket's and ``POST .../vote``'s): ``option`` the first choice,
+    ``options`` all of them, ``tally`` the counts with this ballot in them.
+
+    Raises:
+        ClientError: ``no_such_option``, ``too_many_choices`` (checked before the store is
+            asked, which checks again), ``no_such_poll``, ``poll_closed``, ``no_voter_id``,
+            ``already_voted`` (``realtime.votes.store.VOTE_REFUSALS``), ``unavailable``.
+    """
+    chosen = choices(option)
+    if not chosen or len(chosen) > poll.max_choices or len(set(chosen)) < len(chosen):
+        raise refused("too_many_choices")
+    if not set(chosen) <= poll.option_ids():
+        raise refused("no_such_option")
+    tally = await store.vote(poll.id, chosen[0] if len(chosen) == 1 else chosen, voter)
+    counts = tally.to_json()
+    hub.publish(poll_topic(poll.id), counts)  # no await since the commit: in order
+    return {"type": "voted", "option": chosen[0], "options": list(chosen), "tally": counts}
+
+
+def poll_frame(poll: Poll, ballot: Optional[str]) -> Message:
+    """The ``poll`` frame: the poll, and the ballot this voter cast in it (the store's
+    comma-joined ids): ``voted`` its first choice (or null), ``choices`` all of them."""
+    chosen = ballot.split(",") if ballot else []
+    return {"type": "poll", "poll": poll.to_json(), "voted": chosen[0] if chosen else None,
+            "choices": chosen}
+
+
+def _not_counted(held: list[Envelope], poll: Poll) -> Iterator[Envelope]:
+    """The frames held while the snapshot was read, less the tallies it counts already: a
+    lower total, or the same total with the same counts (a changed vote keeps the total)."""
+    counted = poll.total
+    counts = {option.id: option.votes for option in poll.options}
     for envelope in held:
         frame = orjson.loads(envelope.data)
-        if frame.get("type") != "tally" or frame.get("total", 0) > counted:
+        if frame.get("type") != "tally":
+            yield envelope
+        elif frame.get("total", 0) > counted or (
+                frame.get("total") == counted and frame.get("votes") not in (None, counts)):
             yield envelope

@@ -25,7 +25,11 @@ added ``listed``, ``closed`` and ``manage_hash`` to ``polls`` and ``gloss`` to `
 a version 1 database is migrated when it is opened: its polls stay **listed** (they were
 created when every poll was public, and their creators expect them there), stay open, and
 have no manage token (nobody can close or delete them through the API). The demo poll gets
-its glosses; its option ids, and so its votes, are unchanged.
+its glosses; its option ids, and so its votes, are unchanged. Schema version 3 added
+``join_code`` (unique; ``realtime/votes/ids.py``): every poll of an older database is given
+one when it is opened; and ``results``, ``revealed``, ``allow_change`` and ``max_choices``
+(older polls show results live, take one choice and no change). A ballot's ``option_id``
+holds the ids it chose joined by commas (one id for all but multiple choice).
 """
 
 import hashlib
@@ -34,9 +38,10 @@ import logging
 import secrets
 import sqlite3
 import time
-from typing import Optional, Protocol
+from typing import Optional, Protocol, Sequence, Union
 
 from realtime.storage.sqlite import SqliteWorker, transaction
+from realtime.votes.ids import new_join_code, new_poll_id
 from realtime.votes.spec import NewPoll, Option, Poll, Tally
 from realtime.wire.messages import ClientError
 
@@ -44,7 +49,7 @@ log = logging.getLogger("realtime.polls")
 
 DB_FILENAME = "polls.sqlite3"
 LIST_LIMIT = 100  # GET /api/polls answers the newest polls, at most this many
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 DEMO_ID = "demo"
 # The original lesson's candidates, with a gloss for readers who do not read Chinese.
@@ -61,7 +66,12 @@ CREATE TABLE IF NOT EXISTS polls (
     created_at REAL NOT NULL,
     listed INTEGER NOT NULL DEFAULT 1,
     closed INTEGER NOT NULL DEFAULT 0,
-    manage_hash TEXT
+    manage_hash TEXT,
+    join_code TEXT,
+    results TEXT NOT NULL DEFAULT 'live',
+    revealed INTEGER NOT NULL DEFAULT 0,
+    allow_change INTEGER NOT NULL DEFAULT 0,
+    max_choices INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS polls_by_age ON polls (created_at);
 CREATE TABLE IF NOT EXISTS options (
@@ -93,7 +103,17 @@ VOTE_REFUSALS = {
         "the page (with cookies allowed) and vote again."
     ),
     "already_voted": "You have already voted in this poll.",
+    "too_many_choices": "This poll takes fewer choices than that: choose again.",
 }
+
+
+# What a ballot names: one option id, or several (multiple choice).
+Choice = Union[str, Sequence[str]]
+
+
+def choices(choice: Choice) -> tuple[str, ...]:
+    """A ballot's option ids, as a tuple."""
+    return (choice,) if isinstance(choice, str) else tuple(choice)
 
 
 def refused(code: str) -> ClientError:
@@ -121,17 +141,25 @@ class Polls(Protocol):
     async def set_closed(self, poll_id: str, closed: bool) -> Optional[Poll]:
         """Close or reopen a poll; the poll as it is now, or None."""
 
+    async def reveal(self, poll_id: str) -> Optional[Poll]:
+        """Reveal a hidden poll's results for good; the poll as it is now, or None."""
+
     async def delete(self, poll_id: str) -> bool:
         """Delete a poll and its votes; False if there was none."""
 
     async def get(self, poll_id: str) -> Optional[Poll]:
         """The poll with its counts, or None."""
 
+    async def find_code(self, code: str) -> Optional[str]:
+        """The id of the poll with that join code (``realtime.votes.ids``), or None."""
+
     async def recent(self, limit: int = ...) -> list[Poll]:
         """The newest listed polls first, at most ``limit``."""
 
-    async def vote(self, poll_id: str, option_id: str, voter_id: Optional[str]) -> Tally:
-        """Count one vote and return the counts that include it."""
+    async def vote(self, poll_id: str, option_id: Choice, voter_id: Optional[str]) -> Tally:
+        """Count one ballot (an option id, or several for multiple choice; a voter's new
+        ballot replaces its old one where the poll allows changes) and return the counts
+        that include it."""
 
     async def snapshot(
         self, poll_id: str, voter_id: Optional[str]
@@ -140,11 +168,6 @@ class Polls(Protocol):
 
     async def aclose(self) -> None:
         """Finish pending work and let go of the database or connections."""
-
-
-def new_poll_id() -> str:
-    """A short random URL-safe id (48 bits: guessing one is hopeless, listing is the way)."""
-    return secrets.token_urlsafe(6)
 
 
 def new_manage_token() -> str:
@@ -157,13 +180,18 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-# Columns added by schema version 2 to a version 1 database: (table, column, definition).
-# Version 1 polls were all public, so they stay listed.
+# Columns added by schema versions 2 and 3 to an older database: (table, column,
+# definition). Version 1 polls were all public, so they stay listed.
 MIGRATION_2 = [
     ("polls", "listed", "INTEGER NOT NULL DEFAULT 1"),
     ("polls", "closed", "INTEGER NOT NULL DEFAULT 0"),
     ("polls", "manage_hash", "TEXT"),
     ("options", "gloss", "TEXT"),
+    ("polls", "join_code", "TEXT"),  # schema version 3
+    ("polls", "results", "TEXT NOT NULL DEFAULT 'live'"),
+    ("polls", "revealed", "INTEGER NOT NULL DEFAULT 0"),
+    ("polls", "allow_change", "INTEGER NOT NULL DEFAULT 0"),
+    ("polls", "max_choices", "INTEGER NOT NULL DEFAULT 1"),
 ]
 
 
@@ -200,6 +228,10 @@ class PollStore:
         """Close (no more votes) or reopen a poll; the poll as it is now, or None if none."""
         return await self._worker.run(self._set_closed, poll_id, closed)
 
+    async def reveal(self, poll_id: str) -> Optional[Poll]:
+        """Reveal a hidden poll's results (for good); the poll as it is now, or None."""
+        return await self._worker.run(self._reveal, poll_id)
+
     async def delete(self, poll_id: str) -> bool:
         """Delete a poll with its options and ballots; False if there was none."""
         return await self._worker.run(self._delete, poll_id)
@@ -208,17 +240,28 @@ class PollStore:
         """The poll with its current counts, or None if there is none with that id."""
         return await self._worker.run(self._get, poll_id)
 
+    async def find_code(self, code: str) -> Optional[str]:
+        """The id of the poll with that join code, or None."""
+        return await self._worker.run(self._find_code, code)
+
     async def recent(self, limit: int = LIST_LIMIT) -> list[Poll]:
         """The newest listed polls first, at most ``limit``, with their counts."""
         return await self._worker.run(self._recent, limit)
 
-    async def vote(self, poll_id: str, option_id: str, voter_id: Optional[str]) -> Tally:
-        """Count one vote and return the poll's counts once the vote is committed to disk.
+    async def vote(self, poll_id: str, option_id: Choice, voter_id: Optional[str]) -> Tally:
+        """Count one ballot and return the poll's counts once it is committed to disk.
+
+        ``option_id`` is an option id, or a sequence of distinct ones (multiple choice, up
+        to the poll's ``max_choices``). A ballot is kept per voter in one-vote polls, its
+        option ids joined by commas; where the poll allows changes, a voter's new ballot
+        replaces the old one (its options lose a vote, the new ones gain one), so a voter
+        always counts once.
 
         Raises:
             ClientError: ``no_such_poll``, ``poll_closed``, ``no_such_option``,
-                ``no_voter_id`` (a one-vote
-                poll and no voter) or ``already_voted`` (this voter has voted in this poll).
+                ``too_many_choices``, ``no_voter_id`` (a one-vote poll and no voter) or
+                ``already_voted`` (this voter has voted in this poll, which allows no
+                change).
         """
         return await self._worker.run(self._vote, poll_id, option_id, voter_id)
 
@@ -258,7 +301,7 @@ class PollStore:
                 with transaction(conn):
                     insert_poll(conn, poll_id, new, token_hash(token))
             except sqlite3.IntegrityError:
-                continue  # the id is taken (about one in 2**48): draw again
+                continue  # the id or the join code is taken: draw again
             poll = load_poll(conn, poll_id)
             assert poll is not None
             return poll, token
@@ -283,6 +326,11 @@ class PollStore:
             conn.execute("UPDATE polls SET closed = ? WHERE id = ?", (int(closed), poll_id))
             return load_poll(conn, poll_id)
 
+    def _reveal(self, conn: sqlite3.Connection, poll_id: str) -> Optional[Poll]:
+        with transaction(conn):
+            conn.execute("UPDATE polls SET revealed = 1 WHERE id = ?", (poll_id,))
+            return load_poll(conn, poll_id)
+
     def _delete(self, conn: sqlite3.Connection, poll_id: str) -> bool:
         with transaction(conn):
             conn.execute("DELETE FROM ballots WHERE poll_id = ?", (poll_id,))
@@ -291,6 +339,10 @@ class PollStore:
 
     def _get(self, conn: sqlite3.Connection, poll_id: str) -> Optional[Poll]:
         return load_poll(conn, poll_id)
+
+    def _find_code(self, conn: sqlite3.Connection, code: str) -> Optional[str]:
+        row = conn.execute("SELECT id FROM polls WHERE join_code = ?", (code,)).fetchone()
+        return None if row is None else row[0]
 
     def _recent(self, conn: sqlite3.Connection, limit: int) -> list[Poll]:
         ids = conn.execute(
@@ -301,37 +353,59 @@ class PollStore:
         return [poll for poll in polls if poll is not None]
 
     def _vote(
-        self, conn: sqlite3.Connection, poll_id: str, option_id: str, voter_id: Optional[str]
+        self, conn: sqlite3.Connection, poll_id: str, option_id: Choice,
+        voter_id: Optional[str],
     ) -> Tally:
+        chosen = choices(option_id)
         with transaction(conn):
             row = conn.execute(
-                "SELECT one_vote_per_voter, closed FROM polls WHERE id = ?", (poll_id,)
+                "SELECT one_vote_per_voter, closed, results, revealed, allow_change,"
+                " max_choices FROM polls WHERE id = ?", (poll_id,)
             ).fetchone()
             if row is None:
                 raise refused("no_such_poll")
             if row[1]:
                 raise refused("poll_closed")
-            counted = conn.execute(
-                "UPDATE options SET votes = votes + 1 WHERE poll_id = ? AND id = ?",
-                (poll_id, option_id),
-            ).rowcount
-            if counted == 0:
-                raise refused("no_such_option")
+            if not chosen or len(chosen) > row[5] or len(set(chosen)) < len(chosen):
+                raise refused("too_many_choices")
+            self._count(conn, poll_id, chosen, 1)
             if row[0]:
                 if voter_id is None:
                     raise refused("no_voter_id")
+                ballot = ",".join(chosen)
+                old = conn.execute(
+                    "SELECT option_id FROM ballots WHERE poll_id = ? AND voter_id = ?",
+                    (poll_id, voter_id),
+                ).fetchone()
+                if old is not None and not row[4]:
+                    raise refused("already_voted")
+                if old is not None:  # a change: the old ballot's options give back its vote
+                    self._count(conn, poll_id, tuple(old[0].split(",")), -1)
                 try:
                     conn.execute(
                         "INSERT INTO ballots (poll_id, voter_id, option_id, cast_at)"
-                        " VALUES (?, ?, ?, ?)",
-                        (poll_id, voter_id, option_id, time.time()),
+                        " VALUES (?, ?, ?, ?) ON CONFLICT (poll_id, voter_id) DO UPDATE SET"
+                        " option_id = excluded.option_id, cast_at = excluded.cast_at",
+                        (poll_id, voter_id, ballot, time.time()),
                     )
                 except sqlite3.IntegrityError:
                     raise refused("already_voted") from None
             votes = dict(conn.execute(
                 "SELECT id, votes FROM options WHERE poll_id = ? ORDER BY position", (poll_id,)
             ).fetchall())
-        return Tally(poll_id, votes)
+        return Tally(poll_id, votes, hidden=row[2] == "hidden" and not row[3])
+
+    @staticmethod
+    def _count(conn: sqlite3.Connection, poll_id: str, chosen: tuple[str, ...], step: int) -> None:
+        """Add ``step`` to each chosen option's count; ``no_such_option`` if one is not the
+        poll's (the caller's transaction then rolls everything back)."""
+        for option in chosen:
+            counted = conn.execute(
+                "UPDATE options SET votes = votes + ? WHERE poll_id = ? AND id = ?",
+                (step, poll_id, option),
+            ).rowcount
+            if counted == 0:
+                raise refused("no_such_option")
 
     def _snapshot(
         self, conn: sqlite3.Connection, poll_id: str, voter_id: Optional[str]
@@ -349,7 +423,7 @@ class PollStore:
 
 
 def migrate(conn: sqlite3.Connection) -> None:
-    """Create the tables, or bring a version 1 database to version 2 (in the caller's
+    """Create the tables, or bring a version 1 or 2 database to version 3 (in the caller's
     transaction: a failed migration leaves the file as it was)."""
     for statement in SCHEMA.split(";"):
         if statement.strip():
@@ -362,6 +436,10 @@ def migrate(conn: sqlite3.Connection) -> None:
     conn.execute(
         "CREATE INDEX IF NOT EXISTS listed_polls_by_age ON polls (listed, created_at)"
     )
+    conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS polls_by_code ON polls (join_code)")
+    # Version 3: every poll from before gets a join code too.
+    for (poll_id,) in conn.execute("SELECT id FROM polls WHERE join_code IS NULL").fetchall():
+        give_join_code(conn, poll_id)
     # The demo poll of a version 1 database gets its glosses (and stays listed).
     conn.executemany(
         "UPDATE options SET gloss = ? WHERE poll_id = ? AND id = ? AND label = ? "
@@ -372,15 +450,26 @@ def migrate(conn: sqlite3.Connection) -> None:
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
+def give_join_code(conn: sqlite3.Connection, poll_id: str) -> None:
+    """Give an existing poll a fresh join code (one that no poll has)."""
+    for _ in range(20):
+        try:
+            conn.execute("UPDATE polls SET join_code = ? WHERE id = ?", (new_join_code(), poll_id))
+            return
+        except sqlite3.IntegrityError:
+            continue  # taken: draw again
+
+
 def insert_poll(
     conn: sqlite3.Connection, poll_id: str, new: NewPoll, manage_hash: Optional[str]
 ) -> None:
-    """Insert a poll and its options (option ids "1", "2", ... in the given order)."""
+    """Insert a poll with a fresh join code, and its options (option ids "1", "2", ... in
+    the given order). Raises ``sqlite3.IntegrityError`` if the id or the code is taken."""
     conn.execute(
-        "INSERT INTO polls (id, title, one_vote_per_voter, created_at, listed, manage_hash)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO polls (id, title, one_vote_per_voter, created_at, listed, manage_hash,"
+        " join_code, results, allow_change, max_choices) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (poll_id, new.title, int(new.one_vote_per_voter), time.time(), int(new.listed),
-         manage_hash),
+         manage_hash, new_join_code(), new.results, int(new.allow_change), new.max_choices),
     )
     glosses = new.glosses or (None,) * len(new.labels)
     conn.executemany(
@@ -393,7 +482,8 @@ def insert_poll(
 def load_poll(conn: sqlite3.Connection, poll_id: str) -> Optional[Poll]:
     """Read one poll and its counts, or None."""
     row = conn.execute(
-        "SELECT title, one_vote_per_voter, listed, closed FROM polls WHERE id = ?", (poll_id,)
+        "SELECT title, one_vote_per_voter, listed, closed, join_code, results, revealed,"
+        " allow_change, max_choices FROM polls WHERE id = ?", (poll_id,)
     ).fetchone()
     if row is None:
         return None
@@ -404,4 +494,6 @@ def load_poll(conn: sqlite3.Connection, poll_id: str) -> Optional[Poll]:
             (poll_id,),
         )
     )
-    return Poll(poll_id, row[0], bool(row[1]), options, listed=bool(row[2]), closed=bool(row[3]))
+    return Poll(poll_id, row[0], bool(row[1]), options, listed=bool(row[2]), closed=bool(row[3]),
+                code=row[4], results=row[5], revealed=bool(row[6]),
+                allow_change=bool(row[7]), max_choices=row[8])

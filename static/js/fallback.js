@@ -21,9 +21,9 @@ export const TRANSPORTS = ["websocket", "sse", "long-polling"];
 export const TRANSPORT_NAMES = {
   websocket: "WebSocket", sse: "Server-Sent Events", "long-polling": "long-polling",
 };
-const GIVE_UP_AFTER = 3;
+export const GIVE_UP_AFTER = 3;
 
-function available(transport) {
+export function available(transport) {
   if (transport === "websocket") return typeof WebSocket === "function";
   if (transport === "sse") return typeof EventSource === "function";
   return true;

@@ -1,6 +1,8 @@
 // The /vote page: create a poll through the JSON API, then open it with its manage link.
-// The server's refusal names the field it is about ("title", "options", "options.2"), and
-// the page shows the sentence next to that field.
+// The server's refusal lists every problem of the form, each naming its field ("title",
+// "options", "options.2"), and the page shows each sentence next to its field, all at once.
+// Enter in an option box goes to the next option (adding one at the end) instead of
+// submitting the form half-filled.
 import { el } from "./socket.js";
 
 const MIN_OPTIONS = 2;
@@ -13,10 +15,11 @@ const optionList = document.getElementById("new-option-list");
 const addButton = document.getElementById("new-add-option");
 const oneVote = document.getElementById("new-one-vote");
 const listed = document.getElementById("new-listed");
+const hideResults = document.getElementById("new-hidden");
+const allowChange = document.getElementById("new-allow-change");
+const maxChoices = document.getElementById("new-max-choices");
 const button = document.getElementById("new-create");
 const formError = document.getElementById("new-error");
-
-const placeholders = ["Pizza", "Noodles", "Salad"];
 
 // The option inputs, rebuilt from their values whenever one is added or removed, so the
 // labels, ids and error slots always read "Option 1", "Option 2", ... in order.
@@ -32,7 +35,12 @@ function renderOptions(values) {
     input.id = id;
     input.maxLength = 100;
     input.value = value;
-    if (placeholders[index]) input.placeholder = placeholders[index];
+    input.placeholder = `Type option ${index + 1}`;
+    input.addEventListener("keydown", (event) => {
+      if (event.key !== "Enter" || event.isComposing) return;
+      event.preventDefault();
+      nextOption(index);
+    });
     item.append(label, input);
     if (values.length > MIN_OPTIONS) {
       const remove = el("button", "secondary remove-option", "Remove");
@@ -59,12 +67,21 @@ function optionValues() {
   return [...optionList.querySelectorAll("input")].map((input) => input.value);
 }
 
-addButton.addEventListener("click", () => {
+function addOption() {
   const values = optionValues();
   values.push("");
   renderOptions(values);
   document.getElementById(`new-option-${values.length - 1}`).focus();
-});
+}
+
+// Enter in option `index`: the next box, or a new one after the last (up to the maximum).
+function nextOption(index) {
+  const next = document.getElementById(`new-option-${index + 1}`);
+  if (next) next.focus();
+  else if (optionValues().length < MAX_OPTIONS) addOption();
+}
+
+addButton.addEventListener("click", addOption);
 
 function clearErrors() {
   formError.hidden = true;
@@ -79,9 +96,12 @@ function clearErrors() {
 }
 
 // Show `text` next to the field the server named; anything else goes under the form.
-function showError(text, field) {
+// `focus`: move the focus to that field (the first error's).
+function showError(text, field, focus = true) {
   const target = {
     title: [title, "new-title-error"],
+    max_choices: [maxChoices, "new-max-choices-error"],
+    allow_change: [maxChoices, "new-max-choices-error"],
     options: [document.getElementById("new-options"), "new-options-error"],
   }[field] ?? (/^options\.\d+$/.test(field ?? "")
     ? [document.getElementById(`new-option-${field.split(".")[1]}`), `new-option-${field.split(".")[1]}-error`]
@@ -93,11 +113,11 @@ function showError(text, field) {
     formError.hidden = false;
     return;
   }
-  slot.textContent = text;
+  slot.textContent = slot.textContent ? `${slot.textContent} ${text}` : text;
   slot.hidden = false;
   control.setAttribute("aria-invalid", "true");
   control.setAttribute("aria-describedby", errorId);
-  (control.tagName === "INPUT" ? control : control.querySelector("input"))?.focus();
+  if (focus) (control.tagName === "INPUT" ? control : control.querySelector("input"))?.focus();
 }
 
 form.addEventListener("submit", async (event) => {
@@ -115,6 +135,9 @@ form.addEventListener("submit", async (event) => {
       body: JSON.stringify({
         title: title.value, options: labels,
         one_vote_per_voter: oneVote.checked, listed: listed.checked,
+        results: hideResults.checked ? "hidden" : "live",
+        allow_change: allowChange.checked,
+        max_choices: Number(maxChoices.value) || 1,
       }),
     });
     const body = await response.json().catch(() => null);
@@ -123,7 +146,9 @@ form.addEventListener("submit", async (event) => {
       location.assign(`/vote/${encodeURIComponent(body.id)}#manage=${token}`);
       return;
     }
-    showError(body?.error?.message ?? `The server answered ${response.status}.`, body?.error?.field);
+    const problems = body?.error?.errors ?? [body?.error ?? {}];
+    problems.forEach((problem, index) => showError(
+      problem.message ?? `The server answered ${response.status}.`, problem.field, index === 0));
   } catch {
     showError("Could not reach the server. Try again.");
   } finally {

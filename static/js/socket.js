@@ -120,20 +120,32 @@ export class ReconnectingSocket extends EventTarget {
     if (this.ws) this.ws.close(1000);
   }
 
+  // Stop for good because what the socket was for is gone (a deleted poll): the state
+  // becomes "ended", `label` says why (the badge shows it), and nothing retries.
+  end(label) {
+    this.stop();
+    this.endLabel = label;
+    this.setState("ended");
+  }
+
   setState(state) {
+    if (this.state === "ended" && this.stopped) return; // nothing follows the end
     this.state = state;
     this.dispatchEvent(new CustomEvent("state", { detail: state }));
   }
 }
 
-const STATE_LABELS = { connecting: "connecting…", open: "connected", closed: "disconnected — retrying" };
+const STATE_LABELS = {
+  connecting: "connecting…", open: "connected", closed: "disconnected — retrying", ended: "ended",
+};
 
 // Mirror a socket's state into the header badge (#conn-state).
 export function showState(socket, element = document.getElementById("conn-state")) {
   if (!element) return;
   socket.addEventListener("state", (event) => {
     element.dataset.state = event.detail;
-    element.textContent = STATE_LABELS[event.detail] || event.detail;
+    element.textContent = (event.detail === "ended" && socket.endLabel)
+      || STATE_LABELS[event.detail] || event.detail;
   });
 }
 

@@ -14,7 +14,7 @@ from realtime.votes.store import DB_FILENAME, DEMO_ID, PollStore
 from realtime.wire.messages import ClientError
 
 ONE_VOTE = NewPoll("Pick one", ("a", "b"), one_vote_per_voter=True)
-EVERY_CLICK = NewPoll("Click away", ("a", "b"))
+EVERY_CLICK = NewPoll("Click away", ("a", "b"), one_vote_per_voter=False)
 
 
 @pytest.fixture
@@ -218,7 +218,7 @@ async def test_version_1_database_is_migrated_keeping_votes(path):
     finally:
         store.close()
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
     conn.close()
 
 
@@ -249,3 +249,17 @@ async def test_closed_poll_refuses_votes_and_delete_removes_everything(store):
     assert await store.delete(poll.id) is True
     assert await store.get(poll.id) is None and await store.delete(poll.id) is False
     assert await vote_error(store, poll.id, "1", "v3") == "no_such_poll"
+
+
+async def test_older_polls_get_a_join_code_when_migrated(path):
+    """Opening a version 1 database gives each of its polls a join code of its own."""
+    conn = sqlite3.connect(path)
+    conn.executescript(SCHEMA_V1)
+    conn.close()
+    store = PollStore(path)
+    try:
+        codes = [(await store.get(poll_id)).code for poll_id in (DEMO_ID, "old")]
+        assert all(codes) and codes[0] != codes[1]
+        assert await store.find_code(codes[1]) == "old"
+    finally:
+        store.close()

@@ -14,10 +14,15 @@ def code_of(body) -> str:
     return caught.value.code
 
 
-def test_good_body_is_accepted_with_one_vote_off_by_default():
-    """A title and two options make a poll where every click counts."""
+def test_good_body_is_accepted_with_one_vote_per_voter_by_default():
+    """A title and two options make a poll where each voter votes once."""
     new = validate_new_poll(GOOD)
-    assert (new.title, new.labels, new.one_vote_per_voter) == ("Lunch?", ("Pizza", "Soup"), False)
+    assert (new.title, new.labels, new.one_vote_per_voter) == ("Lunch?", ("Pizza", "Soup"), True)
+
+
+def test_every_click_counts_only_when_asked():
+    """one_vote_per_voter: false makes a poll where every click counts."""
+    assert validate_new_poll({**GOOD, "one_vote_per_voter": False}).one_vote_per_voter is False
 
 
 def test_text_is_stripped_and_normalized():
@@ -71,6 +76,8 @@ def test_poll_json_has_the_documented_shape():
                 closed=True)
     assert poll.to_json() == {
         "id": "p1", "title": "T", "one_vote_per_voter": True, "listed": False, "closed": True,
+        "code": None, "results": "live", "revealed": False, "allow_change": False,
+        "max_choices": 1,
         "options": [{"id": "1", "label": "A", "gloss": "a gloss", "votes": 2},
                     {"id": "2", "label": "B", "gloss": None, "votes": 3}],
         "total": 5,
@@ -103,3 +110,68 @@ def test_listed_is_off_by_default():
     """A poll is unlisted unless the body says listed: true."""
     assert validate_new_poll(GOOD).listed is False
     assert validate_new_poll({**GOOD, "listed": True}).listed is True
+
+
+@pytest.mark.parametrize("twin", ["Pizza\u200b", "\uff30\uff49\uff5a\uff5a\uff41", "PIZZA",
+                                  "Piz\u00adza", "Pizza\ufe0f", "Pizza  "])
+def test_options_that_look_the_same_are_one_option(twin):
+    """Pizza with a zero-width space, in fullwidth letters, upper case, with a soft hyphen or
+    a variation selector is the same option as Pizza."""
+    with pytest.raises(PollFieldError) as caught:
+        validate_new_poll({**GOOD, "options": ["Pizza", twin]})
+    assert (caught.value.code, caught.value.field) == ("bad_options", "options.1")
+    assert caught.value.message == "Option 2 is the same as option 1."
+
+
+@pytest.mark.parametrize("char", ["\u2028", "\u2029", "\u202a", "\u202b", "\u202c",
+                                  "\u202d", "\u202e", "\u2066", "\u2067", "\u2068",
+                                  "\u2069"])
+def test_separators_and_bidi_controls_are_refused_in_titles_and_options(char):
+    """A line or paragraph separator or a bidi override or isolate is refused in the title
+    and in an option, by field."""
+    assert code_of({**GOOD, "title": f"Lunch{char}?"}) == "bad_title"
+    with pytest.raises(PollFieldError) as caught:
+        validate_new_poll({**GOOD, "options": ["Pizza", f"So{char}up"]})
+    assert (caught.value.code, caught.value.field) == ("bad_options", "options.1")
+
+
+@pytest.mark.parametrize("label", ["\u200b", "\u200b\u200d", " \ufeff "])
+def test_an_option_of_invisible_characters_is_empty(label):
+    """An option made only of zero-width characters is refused as empty."""
+    with pytest.raises(PollFieldError) as caught:
+        validate_new_poll({**GOOD, "options": ["Pizza", label]})
+    assert caught.value.message == "Option 2 is empty."
+
+
+def test_every_problem_of_a_body_is_listed_first_one_first():
+    """A body with a bad title, two bad options and a bad flag is refused with all four
+    problems, each naming its field, the first one being the error itself."""
+    with pytest.raises(PollFieldError) as caught:
+        validate_new_poll({"title": "", "options": ["a", "", "A"], "listed": "yes"})
+    problems = [(p.code, p.field) for p in caught.value.problems]
+    assert problems == [("bad_title", "title"), ("bad_options", "options.1"),
+                        ("bad_options", "options.2"), ("bad_listed", "listed")]
+    assert caught.value.problems[0] is caught.value
+
+
+@pytest.mark.parametrize("fields, code", [
+    ({"max_choices": 0}, "bad_max_choices"),
+    ({"max_choices": 3}, "bad_max_choices"),
+    ({"max_choices": True}, "bad_max_choices"),
+    ({"max_choices": "2"}, "bad_max_choices"),
+    ({"allow_change": "yes"}, "bad_allow_change"),
+    ({"one_vote_per_voter": False, "allow_change": True}, "bad_allow_change"),
+    ({"one_vote_per_voter": False, "max_choices": 2}, "bad_max_choices"),
+])
+def test_multiple_choice_and_changes_are_checked(fields, code):
+    """max_choices is 1 to the number of options, allow_change a boolean, and both need
+    one vote per voter."""
+    assert code_of({**GOOD, **fields}) == code
+
+
+def test_multiple_choice_and_changes_are_off_by_default():
+    """A poll takes one choice and no change unless asked; asked, it takes them."""
+    new = validate_new_poll(GOOD)
+    assert (new.allow_change, new.max_choices) == (False, 1)
+    new = validate_new_poll({**GOOD, "allow_change": True, "max_choices": 2})
+    assert (new.allow_change, new.max_choices) == (True, 2)

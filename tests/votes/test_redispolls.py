@@ -19,7 +19,7 @@ from tests.redis_server import RedisServer, shipped_settings
 from tests.support import TIMEOUT, receive_json, receive_type, send_json
 
 ONE_VOTE = NewPoll("Pick one", ("a", "b"), one_vote_per_voter=True, listed=True)
-EVERY_CLICK = NewPoll("Click away", ("a", "b"), listed=True)
+EVERY_CLICK = NewPoll("Click away", ("a", "b"), one_vote_per_voter=False, listed=True)
 SHIPPED_CONFIG = Path(__file__).resolve().parent.parent.parent / "deploy" / "redis.conf"
 UNAVAILABLE_WITHIN = 5.0  # ISSUE10, Faults: votes are refused within 5 s
 
@@ -216,3 +216,63 @@ async def test_acknowledged_votes_survive_sigkill_with_the_shipped_config(
             assert await vote_error(after, ballot.id, "1", voter) == "already_voted"
     finally:
         server.stop()
+
+
+async def test_a_join_code_finds_its_poll_until_the_poll_is_deleted(store):
+    """Each new poll has its own join code, which finds the poll's id until it is deleted."""
+    first, token = await store.create(ONE_VOTE)
+    second, _ = await store.create(ONE_VOTE)
+    assert first.code and second.code and first.code != second.code
+    assert (await store.get(first.id)).code == first.code
+    assert await store.find_code(first.code) == first.id
+    assert await store.find_code(second.code) == second.id
+    assert await store.delete(first.id) is True
+    assert await store.find_code(first.code) is None
+    assert await store.find_code("ZZZZZZ") is None and await store.find_code("a:b") is None
+
+
+async def test_hidden_results_stay_hidden_until_revealed(store):
+    """A poll with hidden results hands out tallies marked hidden and redacted poll JSON
+    until it is revealed; then its counts are out, and stay out."""
+    poll, _ = await store.create(NewPoll("Secret?", ("a", "b"), one_vote_per_voter=False,
+                                         results="hidden"))
+    tally = await store.vote(poll.id, "2", None)
+    assert tally.hidden and tally.to_json()["votes"] is None and tally.total == 1
+    found = await store.get(poll.id)
+    assert found.hidden and [o["votes"] for o in found.to_json()["options"]] == [None, None]
+    assert [o["votes"] for o in found.to_json(reveal=True)["options"]] == [0, 1]
+    revealed = await store.reveal(poll.id)
+    assert not revealed.hidden and revealed.revealed
+    assert revealed.revealed_frame() == {
+        "type": "revealed", "poll": poll.id, "votes": {"1": 0, "2": 1}, "total": 1}
+    assert (await store.vote(poll.id, "1", None)).to_json()["votes"] == {"1": 1, "2": 1}
+    assert await store.reveal("nosuchpoll") is None
+
+
+async def test_a_voter_may_change_its_vote_where_allowed_and_counts_once(store):
+    """In a poll that allows changes a voter's new vote moves its one vote; changing to the
+    same option changes nothing; in a poll that does not, the second vote is refused."""
+    poll, _ = await store.create(NewPoll("Change?", ("a", "b", "c"), allow_change=True))
+    await store.vote(poll.id, "1", "alice")
+    await store.vote(poll.id, "2", "bob")
+    assert (await store.vote(poll.id, "3", "alice")).votes == {"1": 0, "2": 1, "3": 1}
+    assert (await store.vote(poll.id, "3", "alice")).votes == {"1": 0, "2": 1, "3": 1}
+    assert (await store.snapshot(poll.id, "alice"))[1] == "3"
+    fixed, _ = await store.create(ONE_VOTE)
+    await store.vote(fixed.id, "1", "alice")
+    assert await vote_error(store, fixed.id, "2", "alice") == "already_voted"
+
+
+async def test_multiple_choice_counts_each_choice_once_up_to_the_limit(store):
+    """A multiple-choice ballot counts each of its options once, at most max_choices, each
+    a real option; changed, the old choices give their votes back."""
+    poll, _ = await store.create(
+        NewPoll("Pick two", ("a", "b", "c"), allow_change=True, max_choices=2))
+    assert (await store.vote(poll.id, ("1", "3"), "alice")).votes == {"1": 1, "2": 0, "3": 1}
+    assert await vote_error(store, poll.id, ("1", "2", "3"), "bob") == "too_many_choices"
+    assert await vote_error(store, poll.id, ("1", "9"), "bob") == "no_such_option"
+    assert await vote_error(store, poll.id, ("1", "1"), "bob") == "too_many_choices"
+    assert (await store.vote(poll.id, ("2",), "alice")).votes == {"1": 0, "2": 1, "3": 0}
+    assert (await store.snapshot(poll.id, "alice"))[1] == "2"
+    assert (await store.vote(poll.id, ("2", "3"), "alice")).votes == {"1": 0, "2": 1, "3": 1}
+    assert (await store.snapshot(poll.id, "alice"))[1] == "2,3"

@@ -106,7 +106,7 @@ async def test_voted_carries_the_counts_with_the_vote(hub, store):
     await voter.session.vote("1")
     voted = await voter.session.vote("1")
     assert voted == voter.frames[-1]
-    assert voted == {"type": "voted", "option": "1", "tally": {
+    assert voted == {"type": "voted", "option": "1", "options": ["1"], "tally": {
         "type": "tally", "poll": DEMO_ID, "votes": {"1": 2, "2": 0, "3": 0}, "total": 2}}
 
 
