@@ -779,3 +779,19 @@ async def test_a_wave_of_nicknames_shares_pipelines(node):
     assert a.chat.batcher.pipelines - pipelines <= 2
     expected = ["warm"] + [f"nick{n}" for n in range(99)]
     assert sorted(await a.chat.online("lobby")) == sorted(expected)
+
+
+async def test_messages_are_stored_after_redis_forgot_its_scripts(node, ws_open, admin):
+    """After ``SCRIPT FLUSH``, the 10 messages of the next turn are each stored once, with
+    consecutive ids in the order sent, and Redis stays up for chat."""
+    a = await node()
+    names = await senders(a.chat, 10)
+    await a.chat.say("lobby", names[0], "before")
+    await admin.script_flush()
+    frames = await asyncio.gather(*(a.chat.say("lobby", name, f"m{n}")
+                                    for n, name in enumerate(names)))
+    ids = [frame["id"] for frame in frames]
+    assert ids == list(range(ids[0], ids[0] + 10))
+    log = await admin.xrange("realtime:chat:lobby:log", f"{ids[0]}-0", "+")
+    assert [json.loads(fields[b"f"])["text"] for _, fields in log] == [f"m{n}" for n in range(10)]
+    assert a.chat.healthy() and a.chat.unshared == 0
