@@ -719,9 +719,9 @@ class RedisChatState:
         stored under an id below one shown here.
         """
         turn, deadline = self._deadline
-        if turn != self.batcher.turns or not self.batcher.batching:
+        if turn != self.batcher.turn or not self.batcher.batching:
             deadline = int(time.time() * 1000 + self._offset_ms + self.timeout * 500)
-            self._deadline = (self.batcher.turns, deadline)
+            self._deadline = (self.batcher.turn, deadline)
         return deadline
 
     async def _script(self, script: Any, keys: list[Any], args: list[Any]) -> Any:

@@ -103,6 +103,12 @@ class ScriptBatcher:
         self.calls = 0  # calls sent
 
     @property
+    def turn(self) -> int:
+        """The number of the loop turn a call made now goes with: the same for every call
+        of one turn, a new one for the first call of the next."""
+        return self.turns if self._flush_scheduled else self.turns + 1
+
+    @property
     def batching(self) -> bool:
         """Whether calls share pipelines (``max_count`` above 1)."""
         return self.max_count > 1

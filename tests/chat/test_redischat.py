@@ -795,3 +795,17 @@ async def test_messages_are_stored_after_redis_forgot_its_scripts(node, ws_open,
     log = await admin.xrange("realtime:chat:lobby:log", f"{ids[0]}-0", "+")
     assert [json.loads(fields[b"f"])["text"] for _, fields in log] == [f"m{n}" for n in range(10)]
     assert a.chat.healthy() and a.chat.unshared == 0
+
+
+async def test_a_message_after_an_idle_spell_is_shared(node, ws_open):
+    """A message sent after the process sent nothing for longer than a message may wait for
+    Redis (half of the 2 s call timeout) is stored and reaches the other process."""
+    a, b = await node(), await node()
+    there, _ = await enter(ws_open, b)
+    names = await senders(a.chat, 2)
+    await asyncio.gather(*(a.chat.say("lobby", name, "before") for name in names))
+    await asyncio.sleep(a.chat.timeout / 2 + 0.2)  # idle: time passes, nothing is awaited
+    await asyncio.gather(*(a.chat.say("lobby", name, "after") for name in names))
+    assert a.chat.unshared == 0
+    texts = [(await frame_of(there, "message"))["text"] for _ in range(4)]
+    assert texts == ["before", "before", "after", "after"]

@@ -140,3 +140,16 @@ async def test_pipelining_off_sends_each_call_alone(batcher):
     replies = await asyncio.gather(*(batch.call(script, ["n"], [f"m{i}"]) for i in range(5)))
     assert batch.pipelines == 5 and not batch.batching
     assert [count for count, _ in replies] == list(range(1, 6))
+
+
+async def test_turn_numbers_the_loop_turn_a_call_goes_with(batcher):
+    """``turn`` is the same for every call of one loop turn, asked before or after each, and
+    new for the first call of the next turn."""
+    batch, client = batcher()
+    script = await loaded(client, COUNT)
+    first = batch.turn
+    calls = [asyncio.ensure_future(batch.call(script, ["n"], ["a"]))]
+    assert batch.turn == first
+    calls.append(asyncio.ensure_future(batch.call(script, ["n"], ["b"])))
+    await asyncio.gather(*calls)
+    assert batch.turn == first + 1
