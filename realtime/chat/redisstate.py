@@ -326,7 +326,8 @@ class RedisChatState:
         self._turns = asyncio.Semaphore(CONCURRENT_CALLS)
         # Sends the script calls of each loop turn in one pipeline (counts its pipelines).
         self.batcher = ScriptBatcher(self._redis, max_count=batch)
-        # The deadline of the messages of the batcher's current loop turn: (turn, deadline).
+        # The deadline of the first message of the batcher's latest pipeline: (pipeline,
+        # deadline); the later ones of that pipeline take it if theirs is later.
         self._deadline: tuple[int, int] = (-1, 0)
         self._raise = self._redis.register_script(RAISE)
         self._join = self._redis.register_script(JOIN)
@@ -686,7 +687,7 @@ class RedisChatState:
         history = History(
             self._redis, self._key(room, "meta"), self._key(room, "log"),
             orjson.dumps(parties) if parties else b"", self.log_length,
-            lambda: self._floor.get(room, 0), ROOM_TTL, self._turn_deadline(), self.batcher)
+            lambda: self._floor.get(room, 0), ROOM_TTL, self._deadline_of(), self.batcher)
         try:
             stored = await self._call(
                 lambda: self.hub.publish_with_history(topics, head, tail, history), turn=False)
@@ -709,19 +710,26 @@ class RedisChatState:
         frame["id"] = message_id
         return frame
 
-    def _turn_deadline(self) -> int:
-        """Redis milliseconds after which a message of this loop turn is not stored.
+    def _deadline_of(self) -> Callable[[], int]:
+        """The deadline of a message sent now: Redis milliseconds after which it is not
+        stored, read when its pipeline is built.
 
         Redis stores nothing once a call has half its time left: a reply that would come
         after ``timeout`` (Redis frozen, the call queued) is never a second copy of a
-        message shown here under its own id. Every message of one turn (one pipeline) has
-        the same deadline, so if one of them is too late, every later one is too: none is
-        stored under an id below one shown here.
+        message shown here under its own id. Every message of a pipeline takes the
+        deadline of its first one (the earliest, as messages are sent in order), so if one
+        of them is too late, every later one is too: none is stored under an id below one
+        shown here.
         """
-        turn, deadline = self._deadline
-        if turn != self.batcher.turn or not self.batcher.batching:
-            deadline = int(time.time() * 1000 + self._offset_ms + self.timeout * 500)
-            self._deadline = (self.batcher.turn, deadline)
+        own = int(time.time() * 1000 + self._offset_ms + self.timeout * 500)
+
+        def deadline() -> int:
+            pipeline, first = self._deadline
+            if pipeline != self.batcher.pipelines:  # the first message of this pipeline
+                self._deadline = (self.batcher.pipelines, own)
+                return own
+            return min(first, own)
+
         return deadline
 
     async def _script(self, script: Any, keys: list[Any], args: list[Any]) -> Any:

@@ -179,7 +179,9 @@ class History:
     # The lowest id to hand out; a function is called when the script is sent.
     floor: Union[int, Callable[[], int]]
     ttl: int  # seconds the log and sequence live after their last message
-    deadline: int  # Redis milliseconds past which the script stores nothing
+    # Redis milliseconds past which the script stores nothing; a function is called when
+    # the script is sent.
+    deadline: Union[int, Callable[[], int]]
     # Sends the script in the pipeline of its loop turn, in order with the other calls
     # made through it (``realtime.storage.redisbatch``); None: one call of its own.
     batch: Optional[ScriptBatcher] = None

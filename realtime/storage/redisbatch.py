@@ -1,11 +1,13 @@
-"""Auto-batching of Redis script calls: the calls made in one loop turn go in one pipeline.
+"""Auto-batching of Redis script calls: the calls made in one loop turn share one pipeline.
 
 A process that runs one Lua script per chat message (or vote, or nickname lease) spends
 most of its time sending commands one round trip at a time. ``ScriptBatcher.call`` instead
 queues the call and, at the end of the loop turn (``loop.call_soon``), sends everything
 queued as one pipeline of ``EVALSHA`` commands: one write, one read, one round trip for a
-whole burst. Each call is still its own script, which Redis runs atomically (a chat
-message's append and publish stay one step); only the trip is shared.
+whole burst. While a pipeline is on its way, calls queue for the next one, which takes
+everything queued (the calls of several turns) when the one before is back. Each call is
+still its own script, which Redis runs atomically (a chat message's append and publish
+stay one step); only the trip is shared.
 
 Bounds. A pipeline holds at most ``max_count`` calls and ``max_bytes`` bytes of arguments;
 more goes into the next one (a single call larger than ``max_bytes`` goes alone).
@@ -17,6 +19,9 @@ it. That is what keeps a chat room's ids in the order its messages were sent (a 
 sent later never gets a lower id, nor is published before an earlier one). Results are
 handed back in the same order, so callers resume in commit order. While a pipeline is on
 its way, new calls gather for the next one: the busier the process, the bigger the batch.
+(Taking only one turn's calls per pipeline would not do: callers answered together call
+again together, so a process would keep as many small pipelines going round as there
+were turns at the start of a burst.)
 
 Failures. Every caller gets its own result or its own exception. A script error (a refused
 command) fails that call only. A failure of the pipeline itself (the connection lost, a
@@ -29,10 +34,11 @@ loads a script; only another client loading the same script in the middle of one
 could let a later call of it run before an earlier one is retried.)
 
 Fresh arguments. An argument may be a function of no arguments: it is called when the
-pipeline is built, after the callers of the pipeline before it have handled their replies
-(the sender lets them run first). A chat message's lowest id is one: a message whose
-predecessor could not be stored, and was shown under an id of this process's own, is
-stored above that id.
+pipeline is built (``pipelines`` already counts it), after the callers of the pipeline
+before it have handled their replies (the sender lets them run first). A chat message's
+lowest id is one: a message whose predecessor could not be stored, and was shown under an
+id of this process's own, is stored above that id; its deadline is another (see
+``realtime.chat.redisstate``).
 
 The client is given (any ``redis.asyncio`` client with ``pipeline()``), so the same batcher
 can run on another connection pool or, later, on a cluster client whose pipelines group
@@ -93,20 +99,15 @@ class ScriptBatcher:
         self.client = client
         self.max_count = max_count
         self.max_bytes = max_bytes
-        self._pending: list[_Call] = []  # calls of this loop turn, not yet in a batch
+        self._queue: deque[_Call] = deque()  # calls not sent yet, in the order made
         self._flush_scheduled = False
-        self._batches: deque[list[_Call]] = deque()  # batches waiting for the connection
-        self._sender: Optional[asyncio.Task[None]] = None  # sends the batches, in order
+        self._sender: Optional[asyncio.Task[None]] = None  # sends the pipelines, in order
         self._closed = False
-        self.turns = 0  # loop turns that made calls: the same number for calls of one turn
-        self.pipelines = 0  # round trips: pipelines (NOSCRIPT retries too), single calls
+        # Round trips: pipelines (NOSCRIPT retries too) and single calls. It counts up
+        # before a pipeline's arguments are read, so a function among them can tell the
+        # pipelines apart.
+        self.pipelines = 0
         self.calls = 0  # calls sent
-
-    @property
-    def turn(self) -> int:
-        """The number of the loop turn a call made now goes with: the same for every call
-        of one turn, a new one for the first call of the next."""
-        return self.turns if self._flush_scheduled else self.turns + 1
 
     @property
     def batching(self) -> bool:
@@ -116,8 +117,8 @@ class ScriptBatcher:
     async def call(self, script: Any, keys: Sequence[Any] = (),
                    args: Sequence[Any] = ()) -> Any:
         """Run ``script`` (a registered redis-py script: its ``sha`` and ``script``) with
-        ``keys`` and ``args`` in the pipeline of this loop turn; its reply, once Redis has
-        run it. A function among ``args`` is called when the pipeline is built.
+        ``keys`` and ``args`` in the next pipeline; its reply, once Redis has run it. A
+        function among ``args`` is called when the pipeline is built.
 
         Raises:
             redis.exceptions.ResponseError: Redis refused this call (the script failed).
@@ -128,11 +129,10 @@ class ScriptBatcher:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         body = script.script.decode() if isinstance(script.script, bytes) else script.script
-        self._pending.append(_Call(script.sha, body, keys, args,
-                                   size_of(keys) + size_of(args), future))
+        self._queue.append(_Call(script.sha, body, keys, args,
+                                 size_of(keys) + size_of(args), future))
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            self.turns += 1
             loop.call_soon(self._flush)  # after every call this turn makes
         return await future
 
@@ -143,38 +143,39 @@ class ScriptBatcher:
         if sender is not None:
             sender.cancel()
             await asyncio.gather(sender, return_exceptions=True)
-        waiting = [call for batch in self._batches for call in batch] + self._pending
-        self._batches.clear()
-        self._pending = []
+        waiting = list(self._queue)
+        self._queue.clear()
         self._fail(waiting, RedisConnectionError("the batcher is closed"))
 
     def _flush(self) -> None:
-        """End of the turn: cut what was queued into batches and have them sent."""
+        """End of the turn: have what is queued sent, unless a pipeline is on its way (the
+        sender takes what is queued when it is back)."""
         self._flush_scheduled = False
-        calls, self._pending = self._pending, []
-        batch: list[_Call] = []
-        size = 0
-        for call in calls:
-            if batch and (len(batch) >= self.max_count or size + call.size > self.max_bytes):
-                self._batches.append(batch)
-                batch, size = [], 0
-            batch.append(call)
-            size += call.size
-        if batch:
-            self._batches.append(batch)
-        if self._batches and self._sender is None and not self._closed:
+        if self._queue and self._sender is None and not self._closed:
             self._sender = asyncio.create_task(self._send_all(), name="redis-batcher")
 
+    def _take(self) -> list[_Call]:
+        """The next pipeline's calls: the oldest queued, within the bounds."""
+        batch: list[_Call] = []
+        size = 0
+        while self._queue and len(batch) < self.max_count:
+            call = self._queue[0]
+            if batch and size + call.size > self.max_bytes:
+                break
+            batch.append(self._queue.popleft())
+            size += call.size
+        return batch
+
     async def _send_all(self) -> None:
-        """Send the batches one after the other until none is left."""
+        """Send pipelines one after the other until nothing is queued."""
         try:
-            while self._batches:
+            while self._queue:
                 # The callers of the pipeline before have their replies: let them act on
                 # them (see "Fresh arguments") before the next one is built.
                 await asyncio.sleep(0)
-                if not self._batches:
+                batch = self._take()
+                if not batch:
                     break
-                batch = self._batches.popleft()
                 try:
                     await self._send(batch)
                 except asyncio.CancelledError:
@@ -182,8 +183,8 @@ class ScriptBatcher:
                     raise
                 except Exception as error:
                     # Nothing queued behind a failed pipeline may overtake it.
-                    behind = [call for later in self._batches for call in later]
-                    self._batches.clear()
+                    behind = list(self._queue)
+                    self._queue.clear()
                     self._fail(batch + behind, error)
         finally:
             self._sender = None
@@ -197,11 +198,11 @@ class ScriptBatcher:
         for _ in range(2):  # the second time, after loading the scripts it lacked
             if not todo:
                 return
+            self.pipelines += 1
+            self.calls += len(todo)
             async with self.client.pipeline(transaction=False) as pipe:
                 for call in todo:
                     pipe.evalsha(call.sha, len(call.keys), *call.keys, *fresh(call.args))
-                self.pipelines += 1
-                self.calls += len(todo)
                 replies = await pipe.execute(raise_on_error=False)
             missing: dict[str, str] = {}
             again: list[_Call] = []
@@ -225,7 +226,7 @@ class ScriptBatcher:
         self._fail(todo, NoScriptError("the script is still unknown after loading it"))
 
     async def _send_alone(self, call: _Call) -> None:
-        """A call with no other in its turn: a plain ``EVALSHA``, as redis-py's scripts
+        """A call alone in its pipeline: a plain ``EVALSHA``, as redis-py's scripts
         send it (no pipeline to build), loading the script on a ``NOSCRIPT``."""
         self.pipelines += 1
         self.calls += 1

@@ -13,6 +13,7 @@ from redis.exceptions import ResponseError
 
 from realtime.storage.redisbatch import ScriptBatcher
 from tests.redis_server import RedisServer
+from tests.support import poll_until
 
 # KEYS: a counter. ARGV: a label. Counts the call and returns {count, label}: the order in
 # which Redis ran the calls.
@@ -142,14 +143,22 @@ async def test_pipelining_off_sends_each_call_alone(batcher):
     assert [count for count, _ in replies] == list(range(1, 6))
 
 
-async def test_turn_numbers_the_loop_turn_a_call_goes_with(batcher):
-    """``turn`` is the same for every call of one loop turn, asked before or after each, and
-    new for the first call of the next turn."""
+async def test_calls_made_while_a_pipeline_travels_share_the_next_one(batcher, redis_server):
+    """10 calls made in 10 loop turns while a pipeline is on its way (Redis frozen) go
+    together in the next pipeline, after it, in the order made."""
     batch, client = batcher()
     script = await loaded(client, COUNT)
-    first = batch.turn
-    calls = [asyncio.ensure_future(batch.call(script, ["n"], ["a"]))]
-    assert batch.turn == first
-    calls.append(asyncio.ensure_future(batch.call(script, ["n"], ["b"])))
-    await asyncio.gather(*calls)
-    assert batch.turn == first + 1
+    redis_server.pause()
+    try:
+        first = asyncio.ensure_future(batch.call(script, ["n"], ["first"]))
+        await poll_until(lambda: batch.pipelines == 1)  # sent, unanswered
+        later = []
+        for n in range(10):
+            later.append(asyncio.ensure_future(batch.call(script, ["n"], [f"m{n}"])))
+            await asyncio.sleep(0)  # the next call in another loop turn
+    finally:
+        redis_server.resume()
+    replies = await asyncio.gather(first, *later)
+    assert batch.pipelines == 2
+    assert labels(replies) == ["first"] + [f"m{n}" for n in range(10)]
+    assert [count for count, _ in replies] == list(range(1, 12))
