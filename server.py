@@ -247,6 +247,11 @@ class Config:
         30.0, "with `--redis-url`: seconds a nickname stays held after its process last "
         "renewed it (every third of this), so a crashed process's nicknames free themselves",
         group=REDIS)
+    redis_batch: int = option(
+        500, "with `--redis-url`: the most script calls (chat messages, votes, nickname "
+        "leases) sent to Redis in one pipeline; the calls made in one event-loop turn share "
+        "a pipeline, in order (1 MiB of arguments at most). `1` turns pipelining off: one "
+        "round trip per call", group=REDIS)
     cookie_secret_file: Optional[str] = option(
         None, "file holding the secret that signs voter cookies; generated (mode 0600) if "
         "missing, safely when several processes start at once. Keep it, and give every "
@@ -517,7 +522,7 @@ def shared_polls(config: Config) -> Optional[Polls]:
         return None
     from realtime.votes.redisstore import RedisPollStore  # the optional `redis` extra
 
-    return RedisPollStore(config.redis_url, config.redis_prefix)
+    return RedisPollStore(config.redis_url, config.redis_prefix, batch=config.redis_batch)
 
 
 def shared_app_state(config: Config) -> Optional[AppState]:
@@ -537,7 +542,7 @@ def shared_chat(config: Config, hub: Hub) -> Optional[ChatState]:
 
     return RedisChatState(
         config.redis_url, hub, config.redis_prefix, history=config.chat_history,
-        replay=config.chat_replay, lease=config.redis_nick_lease,
+        replay=config.chat_replay, lease=config.redis_nick_lease, batch=config.redis_batch,
         welcome_bytes=min(config.chat_room_history_bytes, config.max_pending_bytes // 2),
     )
 

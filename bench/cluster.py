@@ -1,7 +1,7 @@
 """Cross-process fan-out: one chat room on one process, then on two processes sharing Redis.
 
-    python bench/cluster.py            # 1,000 subscribers: about a minute
-    python bench/cluster.py --quick    # 200 subscribers, one burst: about 20 s
+    python bench/cluster.py            # 1,000 subscribers: about a minute and a half
+    python bench/cluster.py --quick    # 200 subscribers, one burst: about 40 s
 
 Starts a ``redis-server`` of its own (its own directory, a free loopback port, nothing
 kept on disk: ``tests/redis_server.py``), and measures, one setup after the other, each
@@ -21,6 +21,15 @@ delivery. Then, in a room of two (one subscriber on each process in (b)), P mess
 steady rate: the CPU per publish of the server processes and of ``redis-server``, from
 /proc (``procs.cpu_seconds``; the kernel counts in 10 ms ticks, hence P in the thousands),
 which is what Redis adds to a publish.
+
+Last, the messages one process can append and publish per second on Redis, with
+pipelining off (``--redis-batch 1``: one round trip per message) and on (``--redis-batch
+500``), one after the other in the same run, each on two fresh processes: S chat
+connections on process A, each in a room of its own, send M messages each, all at once;
+a subscriber of each room on process B counts them arriving (messages/s: from the first
+write to the last arrival). With it, the CPU per message of ``redis-server`` (from its
+``INFO cpu``: ``used_cpu_sys`` + ``used_cpu_user``) and of process A. A second table shows
+both, with the ratio of on to off (``--no-appends`` leaves it out).
 
 The subscribers are the raw load clients of ``compare.py`` (``loadclient.py``, two
 processes: with (b), the first connects to A and the second to B). With two CPUs or more,
@@ -47,14 +56,14 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Awaitable, Callable, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 
 from compare import (  # noqa: E402
-    Bench, Plan, fmt, machine, median_burst, progress, split_cores, wait_idle,
+    HOST, Bench, Plan, completion, fmt, machine, median_burst, progress, split_cores, wait_idle,
 )
 from loadclient import default_loop, raise_fd_limit  # noqa: E402
 from procs import cpu_seconds  # noqa: E402
@@ -76,12 +85,16 @@ class ClusterPlan:
     publishes: int = 3000  # messages in the room of two, for the CPU per publish
     publish_rate: float = 1000.0  # their rate, per second
     single_redis: bool = True  # measure (c), one process with --redis-url
+    appends: bool = True  # measure the appends per second, pipelining off and on
+    senders: int = 200  # chat connections sending at once on the appending process
+    messages_each: int = 50  # messages each of them sends
+    pipeline_batch: int = 500  # --redis-batch with pipelining on
     timeout: float = 60.0  # the most any one step may take, in seconds
     client_loop: str = "asyncio"
 
 
 QUICK = ClusterPlan(subscribers=200, burst=20, repeats=1, latency_seconds=1.0,
-                    publishes=1000, publish_rate=1000.0)
+                    publishes=1000, publish_rate=1000.0, senders=50, messages_each=20)
 
 
 @dataclass
@@ -99,6 +112,20 @@ SETUPS = [
     Setup("b", "2 processes + Redis", 2, True),
     Setup("c", "1 process + Redis", 1, True),
 ]
+
+
+@dataclass
+class Mode:
+    """One column of the appends table: pipelining off or on."""
+
+    key: str
+    title: str
+
+
+def modes(plan: ClusterPlan) -> list[Mode]:
+    """Pipelining off, then on: the columns of the appends table."""
+    return [Mode("off", "pipelining off (`--redis-batch 1`)"),
+            Mode("on", f"pipelining on (`--redis-batch {plan.pipeline_batch}`)")]
 
 
 def cpu_of(pids: dict[str, int]) -> dict[str, float]:
@@ -137,11 +164,25 @@ class Cluster:
         options = {"redis_url": self.redis.url} if setup.redis else {}
         servers = [real_server(self.tmp, key=f"{setup.key}{i}", name=f"{setup.key}{i}",
                                **options)[0] for i in range(setup.processes)]
+        return await self._on(servers, lambda result: self._measure(setup, servers, result))
+
+    async def appends(self, mode: Mode) -> dict[str, Any]:
+        """The appends row of one mode, on two fresh server processes stopped afterwards."""
+        batch = self.plan.pipeline_batch if mode.key == "on" else 1
+        servers = [real_server(self.tmp, key=f"{mode.key}{i}", name=f"{mode.key}{i}",
+                               redis_url=self.redis.url, redis_batch=batch)[0]
+                   for i in range(2)]
+        return await self._on(servers, lambda result: self._appends(mode, servers, result))
+
+    async def _on(self, servers: list[Server],
+                  measure: Callable[[dict[str, Any]], Awaitable[None]]) -> dict[str, Any]:
+        """Start ``servers``, run ``measure`` into a result, stop them; their errors and
+        error log lines go in the result."""
         result: dict[str, Any] = {}
         try:
             for server in servers:
                 server.start(self.server_cores)
-            await self._measure(setup, servers, result)
+            await measure(result)
         finally:
             for server in servers:
                 if not server.alive():
@@ -207,6 +248,55 @@ class Cluster:
         result["cost"] = cost
         await bench.close(first)
         progress(f"({setup.key}) {setup.title}: CPU per publish done")
+
+    async def _appends(self, mode: Mode, servers: list[Server],
+                       result: dict[str, Any]) -> None:
+        """Senders on the first process, a subscriber per room on the second: how fast
+        the messages cross."""
+        plan = self.plan
+        sender, receiver = self.bench.workers
+        path = f"/ws/chat/append-{mode.key}-{{i}}"  # a room per sender
+        for worker, server in ((sender, servers[0]), (receiver, servers[1])):
+            opened = await worker.call(
+                "open", plan.timeout + 10, host=HOST, port=server.port, path=path,
+                indices=list(range(plan.senders)), welcome=True, concurrency=100,
+                timeout=plan.timeout)
+            if opened.get("opened") != plan.senders:
+                result["error"] = (f"{opened.get('opened')}/{plan.senders} opened: "
+                                   f"{(opened.get('error') or ['?'])[0]}")
+                return
+        await settle(servers)
+        tag = f"append{mode.key}"
+        await receiver.call("arm", plan.timeout, tag=tag, expect=plan.messages_each,
+                            timed=False)
+        pids = {"publisher": servers[0].pid, "other": servers[1].pid}
+        before, redis_before = cpu_of(pids), await self.redis_cpu()
+        sent, got = await asyncio.gather(
+            sender.call("publish_each", plan.timeout, tag=tag, count=plan.messages_each),
+            receiver.call("wait", plan.timeout + 10, timeout=plan.timeout))
+        result["cpu_s"] = dict(used(before, pids), redis=await self.redis_cpu() - redis_before)
+        result.update(completion(sent, [got]))
+        if "error" not in result:
+            messages = plan.senders * plan.messages_each
+            result["messages"] = messages
+            result["messages_per_s"] = messages / ((result["last_ns"] - sent["t0"]) / 1e9)
+            result["redis_cpu_us"] = 1e6 * result["cpu_s"]["redis"] / messages
+            result["publisher_cpu_us"] = 1e6 * result["cpu_s"]["publisher"] / messages
+        for worker in (sender, receiver):
+            await worker.call("close", plan.timeout)
+        await settle(servers)
+        progress(f"appends, {mode.title}: done")
+
+    async def redis_cpu(self) -> float:
+        """CPU seconds ``redis-server`` has used so far, as its ``INFO cpu`` says."""
+        import redis.asyncio  # the bench needs the `redis` extra anyway
+
+        client = redis.asyncio.Redis.from_url(self.redis.url)
+        try:
+            info = await client.info("cpu")
+        finally:
+            await client.aclose()
+        return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
 
 def server_seconds(cpu: dict[str, float]) -> float:
@@ -304,6 +394,47 @@ def redis_cost(values: dict[str, dict[str, Any]]) -> Optional[str]:
     return "The cost Redis adds per publish: " + "; ".join(parts) + "." if parts else None
 
 
+APPEND_ROWS = [
+    ("messages_per_s", "messages/s one process appends and publishes, counted arriving on "
+     "the other process ({senders:,} senders × {each:,} messages, all at once)"),
+    ("redis_cpu_us", "redis-server CPU µs per message (`INFO cpu`, sys + user)"),
+    ("publisher_cpu_us", "appending process CPU µs per message"),
+]
+
+
+def appends_table(plan: ClusterPlan, results: dict[str, dict[str, Any]]) -> str:
+    """The appends table: a row per measurement, pipelining off and on, on's ratio to off."""
+    columns = modes(plan)
+    lines = ["| Redis appends | " + " | ".join(mode.title for mode in columns) + " |",
+             "| --- |" + " ---: |" * len(columns)]
+    for key, label in APPEND_ROWS:
+        base = results.get("off", {}).get(key)
+        cells = []
+        for mode in columns:
+            result = results.get(mode.key, {})
+            value = result.get(key, result.get("error"))
+            if value is None:
+                cells.append("—")
+            elif isinstance(value, str):
+                cells.append(value.replace("|", "/")[:60])
+            elif mode.key != "off" and isinstance(base, (int, float)) and base:
+                cells.append(f"{fmt(value)} ({value / base:.2f}x)")
+            else:
+                cells.append(fmt(value))
+        label = label.format(senders=plan.senders, each=plan.messages_each)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def pipelining_gain(results: dict[str, dict[str, Any]]) -> Optional[str]:
+    """The appends per second with pipelining on against off, in words."""
+    off, on = (results.get(key, {}).get("messages_per_s") for key in ("off", "on"))
+    if not (isinstance(off, float) and isinstance(on, float)):
+        return None
+    return (f"Pipelining: {on / off:.1f}x the messages per second of pipelining off "
+            f"({on:,.0f} against {off:,.0f}; the target is 10x).")
+
+
 def load_average() -> str:
     """The 1, 5 and 15 minute load averages, as ``uptime`` shows them."""
     return " ".join(f"{load:.2f}" for load in os.getloadavg())
@@ -319,6 +450,7 @@ async def run(plan: ClusterPlan, results_dir: str) -> int:
     setups = [setup for setup in SETUPS if plan.single_redis or setup.key != "c"]
     load_before, started = load_average(), time.monotonic()
     results: dict[str, dict[str, Any]] = {}
+    appends: dict[str, dict[str, Any]] = {}  # pipelining off and on
     with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
         redis = RedisServer(Path(tmp) / "redis")
         try:
@@ -335,6 +467,13 @@ async def run(plan: ClusterPlan, results_dir: str) -> int:
                         results[setup.key] = {"error": f"{type(error).__name__}: {error}"}
                     if "error" in results[setup.key]:
                         progress(f"({setup.key}) {setup.title}: {results[setup.key]['error']}")
+                for mode in modes(plan) if plan.appends else []:
+                    try:
+                        appends[mode.key] = await cluster.appends(mode)
+                    except Exception as error:  # one mode failing still prints the other
+                        appends[mode.key] = {"error": f"{type(error).__name__}: {error}"}
+                    if "error" in appends[mode.key]:
+                        progress(f"appends, {mode.title}: {appends[mode.key]['error']}")
             finally:
                 await cluster.bench.stop()
         finally:
@@ -348,13 +487,20 @@ async def run(plan: ClusterPlan, results_dir: str) -> int:
     cost = redis_cost(values)
     if cost:
         print(cost)
+    if appends:
+        print()
+        print(appends_table(plan, appends))
+        print()
+        gain = pipelining_gain(appends)
+        if gain:
+            print(gain)
     print(f"Machine: {info['cpus']} CPUs ({info['cpu_model']}), Linux {info['kernel']}; "
           f"Python {info['python']}, Tornado {info['tornado']}; load clients on "
           f"{plan.client_loop}. Servers and redis-server pinned to CPU "
           f"{sorted(server_cores or [])}, 2 load-client processes to CPU "
           f"{sorted(client_cores or [])}; one run, {elapsed:.0f} s. Load average "
           f"(1, 5, 15 min): {load_before} at the start, {load_after} at the end.")
-    for key, result in results.items():
+    for key, result in [*results.items(), *appends.items()]:
         errors = result.get("log_errors", [])
         if errors:
             print(f"Warning: the servers of ({key}) logged {len(errors)} error line(s) or "
@@ -363,22 +509,26 @@ async def run(plan: ClusterPlan, results_dir: str) -> int:
     path = os.path.join(results_dir, time.strftime("cluster-%Y%m%d-%H%M%S.json"))
     with open(path, "w", encoding="utf-8") as out:
         json.dump({"plan": asdict(plan), "machine": info, "load_average":
-                   [load_before, load_after], "results": results, "table": values},
+                   [load_before, load_after], "results": results, "table": values,
+                   "appends": appends},
                   out, indent=1, default=str)
     progress(f"results: {os.path.relpath(path)}")
-    return 0 if all("error" not in result for result in results.values()) else 1
+    return 0 if all("error" not in result
+                    for result in [*results.values(), *appends.values()]) else 1
 
 
 def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
-                        help="200 subscribers, one burst, shorter runs (about 20 s)")
+                        help="200 subscribers, one burst, shorter runs (about 40 s)")
     parser.add_argument("--subscribers", type=int,
                         help=f"subscribers in the fan-out room (default 1000, at most "
                              f"{MAX_SUBSCRIBERS})")
     parser.add_argument("--no-single-redis", action="store_true",
                         help="leave out (c), one process with --redis-url")
+    parser.add_argument("--no-appends", action="store_true",
+                        help="leave out the appends per second, pipelining off and on")
     parser.add_argument("--results", default=os.path.join(HERE, "results"),
                         help="where the JSON of the run goes (default: bench/results)")
     parser.add_argument("--client-loop", choices=["uvloop", "asyncio"], default=default_loop(),
@@ -386,6 +536,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     args = parser.parse_args(argv)
     plan = dataclasses.replace(QUICK if args.quick else ClusterPlan(),
                                single_redis=not args.no_single_redis,
+                               appends=not args.no_appends,
                                client_loop=args.client_loop)
     if args.subscribers is not None:
         if not 2 <= args.subscribers <= MAX_SUBSCRIBERS:

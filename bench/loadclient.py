@@ -299,6 +299,16 @@ class Session:
             publisher.write(chat_message(tag, seq))
         return {"t0": int(t0 * 1e9)}
 
+    async def publish_each(self, tag: str, count: int) -> dict[str, Any]:
+        """Send ``count`` marked chat messages from every connection, each connection's
+        in one write, all at once."""
+        live = [conn for conn in self.conns if not conn.closed]
+        frames = [b"".join(chat_message(tag, seq) for seq in range(count)) for _ in live]
+        t0 = monotonic_ns()
+        for conn, data in zip(live, frames):
+            conn.write(data)
+        return {"t0": t0, "sent": len(live) * count}
+
     # Echo: each client keeps one frame in flight.
 
     async def echo(self, host: str, port: int, path: str, clients: int, duration: float,

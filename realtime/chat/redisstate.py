@@ -54,7 +54,17 @@ lost here: each connection holding it is told (the ``lost`` callback given to ``
 the session sends ``nick_lost``) and is anonymous. The renewal loop wakes when a lease is
 due as well as every third of it, so it notices a freeze in its first round after it.
 
-Faults. At most ``CONCURRENT_CALLS`` calls run at once; the others wait their turn (up to
+Pipelining. The scripts of messages (``APPEND``) and of nicknames (``JOIN``, ``LEAVE``,
+``LOOKUP``, ``ONLINE``) go through one ``realtime.storage.redisbatch.ScriptBatcher``: those
+issued in the same loop turn (a burst of messages, a wave of connections, the renewal of
+every lease of a room) reach Redis in one pipeline of at most ``batch`` calls (and 1 MiB of
+arguments), one pipeline at a time, in order. So a message sent after another of the room
+is run (and gets its id, and is published) after it, and each stays one atomic script.
+``batch=1`` (``--redis-batch 1``) sends each call on its own: messages one round trip at a
+time, the nickname scripts as separate calls (``CONCURRENT_CALLS`` at once).
+
+Faults. At most ``CONCURRENT_CALLS`` calls run at once (the batcher's pipelines, one at a
+time, on a connection of their own, count as none); the others wait their turn (up to
 ``timeout``), so a wave of connections is a queue, not an outage. Every call is bounded by
 ``timeout`` (2 s). Only a lost connection or a timeout marks the state down (one warning per
 outage), and until a background PING answers, calls do not wait on it: messages go to this
@@ -106,6 +116,7 @@ from realtime.ops.tasks import cancel_all
 from realtime.pubsub.envelope import Envelope
 from realtime.pubsub.hub import Hub
 from realtime.pubsub.redisbroker import History, RedisBroker
+from realtime.storage.redisbatch import DEFAULT_MAX_COUNT, ScriptBatcher
 from realtime.storage.redisdown import FAILURES, Outage, probe
 from realtime.wire.messages import NICK_LOST, UNAVAILABLE, ClientError, Message, encode
 
@@ -269,6 +280,7 @@ class RedisChatState:
         timeout: seconds any call may take.
         clock: wall-clock seconds, for message timestamps.
         monotonic: monotonic seconds, for how long a lease is known valid (fencing).
+        batch: script calls per pipeline, at most; 1 sends each on its own.
     """
 
     name = "redis"
@@ -286,6 +298,7 @@ class RedisChatState:
         timeout: float = DEFAULT_TIMEOUT,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        batch: int = DEFAULT_MAX_COUNT,
     ) -> None:
         broker = hub.broker
         if not isinstance(broker, RedisBroker):
@@ -302,14 +315,20 @@ class RedisChatState:
         self._clock = clock
         self._monotonic = monotonic
         self.process = os.urandom(6).hex()  # names this process's leases and serials
-        # Two connections beyond the calls' for the probe and the clock, which bypass
-        # ``_turns``: the pool itself is never what refuses a call.
+        # Three connections beyond the calls': the probe's and the clock's, which bypass
+        # ``_turns``, and the batcher's (one pipeline at a time): the pool itself is never
+        # what refuses a call.
         self._redis = Redis(connection_pool=ConnectionPool.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 0), health_check_interval=0, protocol=2,
-            client_name="realtime-chat", max_connections=CONCURRENT_CALLS + 2,
+            client_name="realtime-chat", max_connections=CONCURRENT_CALLS + 3,
         ))
         self._turns = asyncio.Semaphore(CONCURRENT_CALLS)
+        # Sends the script calls of each loop turn in one pipeline (counts its pipelines).
+        self.batcher = ScriptBatcher(self._redis, max_count=batch)
+        # The deadline of the first message of the batcher's latest pipeline: (pipeline,
+        # deadline); the later ones of that pipeline take it if theirs is later.
+        self._deadline: tuple[int, int] = (-1, 0)
         self._raise = self._redis.register_script(RAISE)
         self._join = self._redis.register_script(JOIN)
         self._leave = self._redis.register_script(LEAVE)
@@ -332,7 +351,6 @@ class RedisChatState:
         self._owed: dict[str, int] = {}
         self._offset_ms = 0.0  # Redis's clock minus this process's, in milliseconds
         self._refused_logged = False  # a refused call was logged since the last success
-        self._appending = asyncio.Lock()  # messages are appended one at a time, in order
         self._outage = Outage(log, url, "chat", "rooms are local to each process until it "
                               "answers", "chat rooms are shared again")
         self._tasks: list[asyncio.Task[None]] = []
@@ -361,6 +379,7 @@ class RedisChatState:
         await self._give_back_all()
         tasks, self._tasks = self._tasks, []
         await cancel_all(tasks)  # a task inside a Redis call may swallow one cancel
+        await self.batcher.aclose()
         await self._redis.aclose(close_connection_pool=True)
 
     async def _give_back_all(self) -> None:
@@ -374,8 +393,12 @@ class RedisChatState:
         self._rooms.clear()
 
         async def give_back(room: str, nick: str, tag: str) -> None:
-            async with self._turns:  # not through _call: the state is closing
+            # Not through _call: the state is closing. Batched, they share pipelines.
+            if self.batcher.batching:
                 free = await self._give_back(room, nick_key(nick), tag)
+            else:
+                async with self._turns:
+                    free = await self._give_back(room, nick_key(nick), tag)
             if free:
                 self.hub.publish(room_topic(room), {"type": "left", "room": room, "nick": nick})
 
@@ -429,7 +452,8 @@ class RedisChatState:
         tag = self._tag(room, connection)
         sent = self._monotonic()
         try:
-            status, shown, was = await self._call(lambda: self._claim(room, key, tag, nick))
+            status, shown, was = await self._call(
+                lambda: self._claim(room, key, tag, nick), turn=not self.batcher.batching)
         except Unavailable:
             # Another process may hold it: only Redis grants a nickname.
             raise ClientError(UNAVAILABLE, "Nicknames cannot be checked right now; try again "
@@ -530,7 +554,7 @@ class RedisChatState:
 
     async def online(self, room: str) -> list[str]:
         try:
-            return await self._call(lambda: self._sweep(room))
+            return await self._call(lambda: self._sweep(room), turn=not self.batcher.batching)
         except Unavailable:
             self._fence_lapsed()  # what this process can no longer prove it holds is not shown
             local = self._rooms.get(room)
@@ -593,9 +617,9 @@ class RedisChatState:
     async def _sweep(self, room: str) -> list[str]:
         """The room's members; those whose leases ran out (a crashed process's) leave it,
         each announced once, by whichever process found it gone."""
-        live, gone = await self._online(
-            keys=[self._key(room, "online"), self._key(room, "names")],
-            args=[self._key(room, "nick:")])
+        live, gone = await self._script(
+            self._online, [self._key(room, "online"), self._key(room, "names")],
+            [self._key(room, "nick:")])
         for nick in gone:
             self._announce_left(room, nick.decode())
         return [nick.decode() for nick in live]
@@ -605,10 +629,10 @@ class RedisChatState:
     ) -> tuple[int, str, Optional[str]]:
         """The ``JOIN`` script: its status, the nickname as shown, and the lapsed member it
         replaced, who has to be announced left (status 3; as 2 here), or None."""
-        reply = await self._join(
-            keys=[self._nick_key(room, key), self._key(room, "online"),
-                  self._key(room, "names")],
-            args=[tag, nick, self.process, int(self.lease * 1000), key])
+        reply = await self._script(
+            self._join, [self._nick_key(room, key), self._key(room, "online"),
+                         self._key(room, "names")],
+            [tag, nick, self.process, int(self.lease * 1000), key])
         status, shown = int(reply[0]), reply[1]
         was = reply[2].decode() if status == 3 else None
         return min(status, 2), shown.decode() if isinstance(shown, bytes) else nick, was
@@ -616,17 +640,18 @@ class RedisChatState:
     async def _release(self, room: str, key: str, tag: str) -> bool:
         """Give back this process's lease on a nickname; whether it is free now."""
         try:
-            return await self._call(lambda: self._give_back(room, key, tag))
+            return await self._call(lambda: self._give_back(room, key, tag),
+                                    turn=not self.batcher.batching)
         except Unavailable:
             return True  # as far as this process can tell
 
     async def _give_back(self, room: str, key: str, tag: str) -> bool:
         """The ``LEAVE`` script for one lease of this process: whether the nickname is free
         now."""
-        return bool(await self._leave(
-            keys=[self._nick_key(room, key), self._key(room, "online"),
-                  self._key(room, "names")],
-            args=[tag, self.process, key]))
+        return bool(await self._script(
+            self._leave, [self._nick_key(room, key), self._key(room, "online"),
+                          self._key(room, "names")],
+            [tag, self.process, key]))
 
     async def _find(self, room: str, raw_to: str) -> Optional[tuple[str, str]]:
         """``(holder tag, nickname)`` of whoever holds ``raw_to`` in the room, anywhere."""
@@ -640,7 +665,9 @@ class RedisChatState:
         except ClientError:
             return None
         try:
-            found = await self._call(lambda: self._lookup(keys=[self._nick_key(room, key)]))
+            found = await self._call(
+                lambda: self._script(self._lookup, [self._nick_key(room, key)], []),
+                turn=not self.batcher.batching)
         except Unavailable:
             return None
         if not found:
@@ -653,37 +680,64 @@ class RedisChatState:
         """Store ``frame`` in the room's log and publish it on ``topics``, everywhere."""
         frame["room"] = room
         head, tail = split_frame(frame)
-        async with self._appending:
-            floor = self._floor.get(room, 0)
-            # Redis stores nothing once this call has half its time left: a reply that
-            # would come after ``timeout`` (Redis frozen, the call queued) is never a
-            # second copy of a message shown here under its own id.
-            deadline = int(time.time() * 1000 + self._offset_ms + self.timeout * 500)
-            history = History(
-                self._redis, self._key(room, "meta"), self._key(room, "log"),
-                orjson.dumps(parties) if parties else b"", self.log_length, floor, ROOM_TTL,
-                deadline)
-            try:
-                stored = await self._call(
-                    lambda: self.hub.publish_with_history(topics, head, tail, history))
-            except Unavailable:
-                stored = None
-            if stored is not None:
-                message_id = stored
-            else:
-                # Never stored, with an id above all this process saw (and above the
-                # clock's, like a new run): Redis continues above it. Delivered here only:
-                # elsewhere, where ids of other processes' own are shown, it would arrive
-                # out of order, late (a broker queue held up by a frozen Redis).
-                message_id = max(floor, int(self._clock() * 1_000_000))
-                self._owed[room] = message_id
-                self.unshared += 1
-                envelope = Envelope(head + str(message_id).encode() + tail)
-                for topic in topics:
-                    self.hub.publish_here(topic, envelope)
-            self._see(room, message_id)
+        # The lowest id is read when the batcher builds the message's pipeline, after the
+        # messages before it were handled: one shown here under an id of its own (not
+        # stored) is followed by ids above it. The batcher runs messages in the order
+        # they were sent.
+        history = History(
+            self._redis, self._key(room, "meta"), self._key(room, "log"),
+            orjson.dumps(parties) if parties else b"", self.log_length,
+            lambda: self._floor.get(room, 0), ROOM_TTL, self._deadline_of(), self.batcher)
+        try:
+            stored = await self._call(
+                lambda: self.hub.publish_with_history(topics, head, tail, history), turn=False)
+        except Unavailable:
+            stored = None
+        if stored is not None:
+            message_id = stored
+        else:
+            # Never stored, with an id above all this process saw (and above the clock's,
+            # like a new run): Redis continues above it. Delivered here only: elsewhere,
+            # where ids of other processes' own are shown, it would arrive out of order,
+            # late (a broker queue held up by a frozen Redis).
+            message_id = max(self._floor.get(room, 0), int(self._clock() * 1_000_000))
+            self._owed[room] = message_id
+            self.unshared += 1
+            envelope = Envelope(head + str(message_id).encode() + tail)
+            for topic in topics:
+                self.hub.publish_here(topic, envelope)
+        self._see(room, message_id)
         frame["id"] = message_id
         return frame
+
+    def _deadline_of(self) -> Callable[[], int]:
+        """The deadline of a message sent now: Redis milliseconds after which it is not
+        stored, read when its pipeline is built.
+
+        Redis stores nothing once a call has half its time left: a reply that would come
+        after ``timeout`` (Redis frozen, the call queued) is never a second copy of a
+        message shown here under its own id. Every message of a pipeline takes the
+        deadline of its first one (the earliest, as messages are sent in order), so if one
+        of them is too late, every later one is too: none is stored under an id below one
+        shown here.
+        """
+        own = int(time.time() * 1000 + self._offset_ms + self.timeout * 500)
+
+        def deadline() -> int:
+            pipeline, first = self._deadline
+            if pipeline != self.batcher.pipelines:  # the first message of this pipeline
+                self._deadline = (self.batcher.pipelines, own)
+                return own
+            return min(first, own)
+
+        return deadline
+
+    async def _script(self, script: Any, keys: list[Any], args: list[Any]) -> Any:
+        """Run one of the nickname scripts: in the pipeline of this loop turn, or on its
+        own with pipelining off."""
+        if self.batcher.batching:
+            return await self.batcher.call(script, keys, args)
+        return await script(keys=keys, args=args)
 
     async def _read(
         self, room: str, since: Optional[int]
@@ -803,9 +857,10 @@ class RedisChatState:
         taken.reverse()
         return taken
 
-    async def _call(self, job: Callable[[], Awaitable[T]]) -> T:
+    async def _call(self, job: Callable[[], Awaitable[T]], turn: bool = True) -> T:
         """Run ``job`` within ``timeout`` once its turn comes (within ``timeout`` too);
-        with Redis down, raise ``Unavailable`` at once.
+        with Redis down, raise ``Unavailable`` at once. ``turn=False`` for a job that only
+        goes through the batcher: its pipeline, not each call, holds a connection.
 
         Only a lost connection or a timeout marks Redis down. A call that waited too long
         for its turn, or that Redis refused, fails alone with ``Unavailable``.
@@ -817,12 +872,13 @@ class RedisChatState:
         if task is not None:
             self._busy.add(task)
         try:
-            try:
-                async with asyncio.timeout(self.timeout):
-                    await self._turns.acquire()
-            except TimeoutError:
-                self.waited_out += 1
-                raise Unavailable() from None
+            if turn:
+                try:
+                    async with asyncio.timeout(self.timeout):
+                        await self._turns.acquire()
+                except TimeoutError:
+                    self.waited_out += 1
+                    raise Unavailable() from None
             try:
                 async with asyncio.timeout(self.timeout):
                     result = await job()
@@ -835,7 +891,8 @@ class RedisChatState:
                     log.warning("Redis at %s refused a chat call: %s", self.url, error)
                 raise Unavailable() from error
             finally:
-                self._turns.release()
+                if turn:
+                    self._turns.release()
             self._refused_logged = False
             return result
         finally:
@@ -894,14 +951,19 @@ class RedisChatState:
             self._fence_lapsed()
             return
         for room, local in list(self._rooms.items()):
-            for member in local.members():
-                try:
-                    await self._renew_one(room, member.nick, member.holder)
-                except Unavailable:
+            # A room's leases all at once: with pipelining on, in one pipeline.
+            renewed = await asyncio.gather(
+                *(self._renew_one(room, member.nick, member.holder)
+                  for member in local.members()),
+                return_exceptions=True)
+            for outcome in renewed:
+                if isinstance(outcome, Unavailable):
                     self._fence_lapsed()
                     return
+                if isinstance(outcome, BaseException):
+                    raise outcome
             try:
-                await self._call(lambda: self._sweep(room))
+                await self._call(lambda: self._sweep(room), turn=not self.batcher.batching)
             except Unavailable:
                 return
 
@@ -914,7 +976,8 @@ class RedisChatState:
         key = nick_key(nick)
         tag = holder_tag(holder, self.process)
         sent = self._monotonic()
-        status, shown, was = await self._call(lambda: self._claim(room, key, tag, nick))
+        status, shown, was = await self._call(
+            lambda: self._claim(room, key, tag, nick), turn=not self.batcher.batching)
         local = self._rooms.get(room)
         member = local.member(nick) if local is not None else None
         if member is None:  # left (or lost) while Redis answered

@@ -60,7 +60,7 @@ import random
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Iterable, Optional, Sequence
+from typing import Any, Awaitable, Callable, Iterable, Optional, Sequence, Union
 
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
@@ -70,6 +70,7 @@ from redis.exceptions import RedisError
 from realtime.ops.tasks import cancel_all
 from realtime.pubsub.brokers import Deliver
 from realtime.pubsub.envelope import Envelope
+from realtime.storage.redisbatch import ScriptBatcher, fresh
 
 log = logging.getLogger("realtime.redis")
 
@@ -175,9 +176,15 @@ class History:
     log: str  # a stream of the messages, entry id ``<message id>-0``, field ``f`` the frame
     extra: bytes  # the entry's field ``p`` (who may read it), or b"" for none
     length: int  # entries the log keeps
-    floor: int  # the lowest id to hand out
+    # The lowest id to hand out; a function is called when the script is sent.
+    floor: Union[int, Callable[[], int]]
     ttl: int  # seconds the log and sequence live after their last message
-    deadline: int  # Redis milliseconds past which the script stores nothing
+    # Redis milliseconds past which the script stores nothing; a function is called when
+    # the script is sent.
+    deadline: Union[int, Callable[[], int]]
+    # Sends the script in the pipeline of its loop turn, in order with the other calls
+    # made through it (``realtime.storage.redisbatch``); None: one call of its own.
+    batch: Optional[ScriptBatcher] = None
 
 
 class ConnectionDead(Exception):
@@ -314,16 +321,20 @@ class RedisBroker:
         listener is down: then it is delivered here at once).
 
         Returns the id, or None if the deadline had passed when Redis ran it (nothing stored,
-        nothing published).
+        nothing published). With ``history.batch``, the script goes in the pipeline of this
+        loop turn, after the calls made before it.
         """
         script = self._scripts.get(id(history.client))
         if script is None:
             script = self._scripts[id(history.client)] = history.client.register_script(APPEND)
-        sid = await script(
-            keys=[history.meta, history.log],
-            args=[head, tail, history.extra, history.length, history.floor, history.ttl,
-                  bytes((KIND_TEXT_ID,)) + SCRIPT_ORIGIN, history.deadline,
-                  *(self.channel(topic) for topic in topics)])
+        keys = [history.meta, history.log]
+        args = [head, tail, history.extra, history.length, history.floor, history.ttl,
+                bytes((KIND_TEXT_ID,)) + SCRIPT_ORIGIN, history.deadline,
+                *(self.channel(topic) for topic in topics)]
+        if history.batch is not None:
+            sid = await history.batch.call(script, keys, args)
+        else:
+            sid = await script(keys=keys, args=fresh(args))
         if sid is None:
             return None
         self.published += 1

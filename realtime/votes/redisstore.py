@@ -40,9 +40,14 @@ error frame and never sends ``voted``. A vote that timed out after reaching Redi
 been counted: refused-but-counted is possible, acknowledged-but-lost is not. One warning is
 logged per outage, not per call.
 
-Ordering. A process's calls run one at a time, in the order they were made, on one
-connection, as ``PollStore``'s jobs do, so the vote session's reasoning about snapshots and
-tallies (``realtime/votes/session.py``) holds for the votes of this process.
+Ordering. The votes of one loop turn go to Redis in one pipeline of ``VOTE`` scripts
+(``realtime.storage.redisbatch``; each vote still one atomic script), one pipeline at a
+time, and their tallies come back in the order Redis counted them, so the vote session
+publishes them in commit order (``realtime/votes/session.py``).
+The other calls run one at a time, in order, on a connection of their own; a snapshot and
+a vote may pass each other, which the session's reasoning allows (a tally's ``total`` says
+whether a snapshot counts it). With ``batch=1`` every call, votes included, runs one at a
+time, in the order made.
 """
 
 import asyncio
@@ -63,6 +68,7 @@ from realtime.votes.store import (
     token_hash,
 )
 from realtime.votes.ids import CODE, new_join_code, new_poll_id
+from realtime.storage.redisbatch import DEFAULT_MAX_COUNT, ScriptBatcher
 from realtime.storage.redisdown import FAILURES, Outage
 from realtime.votes.spec import NewPoll, Option, Poll, Tally
 
@@ -118,6 +124,12 @@ return redis.call('HGETALL', KEYS[2])
 # KEYS: poll, votes, listed, seq. ARGV: id, title, one_vote_per_voter, listed, created_at,
 # options JSON, manage hash ("" for none), join code, results, allow_change, max_choices,
 # then the option ids. 0 if the id is taken.
+# KEYS: the poll's hash. Whether its counts may be shown and its votes changed: {results,
+# revealed, allow_change} (a script, so a vote's pipeline can carry it).
+FLAGS = """
+return redis.call('HMGET', KEYS[1], 'results', 'revealed', 'allow_change')
+"""
+
 CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'title', ARGV[2], 'one_vote_per_voter', ARGV[3],
@@ -186,19 +198,21 @@ class RedisPollStore:
         url: ``redis://[user:password@]host:port/db`` (or ``rediss://``, ``unix://``).
         prefix: put before every key, to share one Redis between deployments.
         timeout: seconds any call may take, its wait for the connection included.
+        batch: votes per pipeline, at most; 1 sends each vote on its own, in turn.
 
     Raises:
         ValueError: ``url`` is not a Redis URL.
     """
 
     def __init__(self, url: str, prefix: str = "realtime:", *,
-                 timeout: float = DEFAULT_TIMEOUT) -> None:
+                 timeout: float = DEFAULT_TIMEOUT, batch: int = DEFAULT_MAX_COUNT) -> None:
         self.url = url
         self.prefix = prefix
         self.timeout = timeout
         # No redis-py retries (the caller retries, once told "unavailable"); every socket
         # operation times out, so a half-open connection fails a call instead of hanging
-        # it. RESP2, as the broker pins it.
+        # it. RESP2, as the broker pins it. Two connections: the calls' (one at a time) and
+        # the batcher's (one pipeline at a time).
         self._redis = Redis(connection_pool=ConnectionPool.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 0), health_check_interval=0, protocol=2,
@@ -206,10 +220,13 @@ class RedisPollStore:
         ))
         self._vote = self._redis.register_script(VOTE)
         self._ballot = self._redis.register_script(BALLOT)
+        self._flags = self._redis.register_script(FLAGS)
         self._create_script = self._redis.register_script(CREATE)
         self._set_closed_script = self._redis.register_script(SET_CLOSED)
         self._delete_script = self._redis.register_script(DELETE)
         self._turn = asyncio.Lock()  # one call at a time, in order (see Ordering)
+        # Sends the script calls of each loop turn in one pipeline (counts its pipelines).
+        self.batcher = ScriptBatcher(self._redis, max_count=batch)
         # Every call still tries Redis during an outage (each bounded by timeout): the first
         # that answers ends it, with no probe to wait for.
         self._outage = Outage(log, url, "polls", "votes are refused until it answers",
@@ -232,18 +249,24 @@ class RedisPollStore:
     def _listed(self) -> str:
         return f"{self.prefix}polls:listed"
 
-    async def _call(self, job: Callable[[], Awaitable[T]]) -> T:
+    async def _call(self, job: Callable[[], Awaitable[T]], batched: bool = False) -> T:
         """Run ``job`` in this store's turn, bounded by ``timeout``; Redis failures become
-        ``PollsUnavailable``, logged once per outage."""
+        ``PollsUnavailable``, logged once per outage. A ``batched`` job (one that only goes
+        through the batcher, which keeps its order) takes no turn, once the demo poll is
+        known to exist."""
         if self._closed:
             raise RuntimeError("the poll store is closed")
         try:
             async with asyncio.timeout(self.timeout):
-                async with self._turn:
+                if batched:
                     if not self._demo_ready:
-                        await self._ensure_demo()
-                        self._demo_ready = True
+                        async with self._turn:
+                            await self._ensure_demo()
                     result = await job()
+                else:
+                    async with self._turn:
+                        await self._ensure_demo()
+                        result = await job()
         except FAILURES as error:
             self._demo_ready = False
             self._outage.failed(error)  # one warning per outage
@@ -355,25 +378,31 @@ class RedisPollStore:
         """
         if not POLL_ID.fullmatch(poll_id):
             raise refused("no_such_poll")
-
         chosen = choices(option_id)
-        keys = self._poll_keys(poll_id)
-
-        async def job() -> tuple[Any, list[Optional[str]]]:
-            if len(chosen) == 1:
-                result = await self._vote(keys=keys, args=[chosen[0], voter_id or ""])
-            else:
-                result = await self._ballot(keys=keys, args=[voter_id or "", *chosen])
-            # Whether the counts may be shown and the vote changed, read after the vote, in
-            # this store's turn.
-            flags = await self._redis.hmget(
-                self._key(poll_id), ["results", "revealed", "allow_change"])
-            if result == "already_voted" and flags[2] == "1":  # a change of vote
-                result = await self._ballot(keys=keys, args=[voter_id or "", *chosen])
-            return result, flags
         if not chosen or len(set(chosen)) < len(chosen):
             raise refused("too_many_choices")
-        result, (results, revealed, _) = await self._call(job)
+        keys = self._poll_keys(poll_id)
+        voter = voter_id or ""
+        # One choice, batching on: the vote and the flags go in this turn's pipeline, in
+        # order, taking no turn of this store (the batcher keeps their order).
+        batched = self.batcher.batching and len(chosen) == 1
+
+        async def job() -> tuple[Any, list[Optional[str]]]:
+            if batched:
+                result, flags = await asyncio.gather(
+                    self.batcher.call(self._vote, keys, [chosen[0], voter]),
+                    self.batcher.call(self._flags, [self._key(poll_id)]))
+            else:
+                if len(chosen) == 1:
+                    result = await self._vote(keys=keys, args=[chosen[0], voter])
+                else:
+                    result = await self._ballot(keys=keys, args=[voter, *chosen])
+                # Whether the counts may be shown and the vote changed, read after the vote.
+                flags = await self._flags(keys=[self._key(poll_id)])
+            if result == "already_voted" and flags[2] == "1":  # a change of vote
+                result = await self._ballot(keys=keys, args=[voter, *chosen])
+            return result, flags
+        result, (results, revealed, _) = await self._call(job, batched=batched)
         if isinstance(result, str):
             raise refused(result if result in VOTE_REFUSALS else "no_such_poll")
         return Tally(poll_id, ordered_counts(result),
@@ -391,6 +420,7 @@ class RedisPollStore:
     async def aclose(self) -> None:
         """Close the connections; closing twice is harmless."""
         self._closed = True
+        await self.batcher.aclose()
         await self._redis.aclose(close_connection_pool=True)
 
     # The jobs, run by _call.
@@ -434,5 +464,10 @@ class RedisPollStore:
         raise RuntimeError("could not find a free join code")
 
     async def _ensure_demo(self) -> None:
+        """Create the demo poll if it is not known to exist (before the first call, and
+        after an outage)."""
+        if self._demo_ready:
+            return
         if await self._insert(DEMO_ID, DEMO, None):
             log.info("demo poll created in Redis at %s", self.url)
+        self._demo_ready = True

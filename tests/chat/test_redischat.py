@@ -713,3 +713,99 @@ async def test_tcp_connection_gets_a_nick_lost_line_and_speaks_anonymously(
         server.stop()
         for connection in [c for c in a.hub.connections if isinstance(c, ChatLineConnection)]:
             connection.end("test over")
+
+
+async def senders(chat: Any, count: int, room: str = "lobby") -> list[str]:
+    """``count`` connections in ``room`` of ``chat`` (a RedisChatState), without nicknames."""
+    names = [f"sender{n}" for n in range(count)]
+    for name in names:
+        await chat.enter(room, name, None)
+    return names
+
+
+@pytest.mark.parametrize("batch", [500, 1])
+async def test_messages_of_one_turn_keep_their_order_and_consecutive_ids(node, ws_open,
+                                                                         admin, batch):
+    """50 messages sent in one loop turn by 50 connections get consecutive ids in the order
+    sent, each sender its own, stored and delivered on the other process in that order,
+    with pipelining on (one pipeline) and off (one round trip each)."""
+    a, b = await node(redis_batch=batch), await node()
+    there, _ = await enter(ws_open, b)
+    names = await senders(a.chat, 50)
+    await a.chat.say("lobby", names[0], "warm-up")  # loads the script into Redis
+    await frame_of(there, "message")
+    pipelines = a.chat.batcher.pipelines
+    frames = await asyncio.gather(*(a.chat.say("lobby", name, f"m{n}")
+                                    for n, name in enumerate(names)))
+    assert a.chat.batcher.pipelines - pipelines == (1 if batch > 1 else 50)
+    ids = [frame["id"] for frame in frames]
+    assert [frame["text"] for frame in frames] == [f"m{n}" for n in range(50)]
+    assert ids == list(range(ids[0], ids[0] + 50))
+    log = await admin.xrange("realtime:chat:lobby:log", f"{ids[0]}-0", "+")
+    assert [json.loads(fields[b"f"])["text"] for _, fields in log] == [f"m{n}" for n in range(50)]
+    seen = [await frame_of(there, "message") for _ in range(50)]
+    assert [(frame["id"], frame["text"]) for frame in seen] == [
+        (frame["id"], frame["text"]) for frame in frames]
+
+
+async def test_messages_of_a_pipeline_redis_never_ran_are_all_kept_local(
+        node, redis_server, caplog):
+    """Redis killed while a turn's 20 messages wait for their pipeline: every one is shown
+    here only (none acknowledged as stored), with ids still in the order sent, and the
+    outage is logged once."""
+    a = await node()
+    names = await senders(a.chat, 20)
+    await a.chat.say("lobby", names[0], "warm-up")
+    says = [asyncio.ensure_future(a.chat.say("lobby", name, f"m{n}"))
+            for n, name in enumerate(names)]
+    redis_server.kill()  # before the end of the turn: the pipeline meets a dead Redis
+    frames = await asyncio.gather(*says)
+    ids = [frame["id"] for frame in frames]
+    assert ids == sorted(ids) and len(set(ids)) == 20
+    assert a.chat.unshared == 20
+    assert caplog.text.count("unavailable for chat") == 1
+
+
+async def test_a_wave_of_nicknames_shares_pipelines(node):
+    """100 connections taking nicknames in one turn are granted each its own, in a few
+    pipelines rather than 100 round trips."""
+    a = await node()
+    names = await senders(a.chat, 100)
+    await a.chat.join("lobby", names[0], "warm")  # loads the script into Redis
+    pipelines = a.chat.batcher.pipelines
+    joined = await asyncio.gather(*(a.chat.join("lobby", name, f"nick{n}")
+                                    for n, name in enumerate(names[1:])))
+    assert [each.nick for each in joined] == [f"nick{n}" for n in range(99)]
+    assert a.chat.batcher.pipelines - pipelines <= 2
+    expected = ["warm"] + [f"nick{n}" for n in range(99)]
+    assert sorted(await a.chat.online("lobby")) == sorted(expected)
+
+
+async def test_messages_are_stored_after_redis_forgot_its_scripts(node, ws_open, admin):
+    """After ``SCRIPT FLUSH``, the 10 messages of the next turn are each stored once, with
+    consecutive ids in the order sent, and Redis stays up for chat."""
+    a = await node()
+    names = await senders(a.chat, 10)
+    await a.chat.say("lobby", names[0], "before")
+    await admin.script_flush()
+    frames = await asyncio.gather(*(a.chat.say("lobby", name, f"m{n}")
+                                    for n, name in enumerate(names)))
+    ids = [frame["id"] for frame in frames]
+    assert ids == list(range(ids[0], ids[0] + 10))
+    log = await admin.xrange("realtime:chat:lobby:log", f"{ids[0]}-0", "+")
+    assert [json.loads(fields[b"f"])["text"] for _, fields in log] == [f"m{n}" for n in range(10)]
+    assert a.chat.healthy() and a.chat.unshared == 0
+
+
+async def test_a_message_after_an_idle_spell_is_shared(node, ws_open):
+    """A message sent after the process sent nothing for longer than a message may wait for
+    Redis (half of the 2 s call timeout) is stored and reaches the other process."""
+    a, b = await node(), await node()
+    there, _ = await enter(ws_open, b)
+    names = await senders(a.chat, 2)
+    await asyncio.gather(*(a.chat.say("lobby", name, "before") for name in names))
+    await asyncio.sleep(a.chat.timeout / 2 + 0.2)  # idle: time passes, nothing is awaited
+    await asyncio.gather(*(a.chat.say("lobby", name, "after") for name in names))
+    assert a.chat.unshared == 0
+    texts = [(await frame_of(there, "message"))["text"] for _ in range(4)]
+    assert texts == ["before", "before", "after", "after"]

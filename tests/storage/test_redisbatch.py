@@ -1,0 +1,164 @@
+"""ScriptBatcher against a real ``redis-server``: the script calls of one loop turn go in one
+pipeline, bounded, in order, each caller with its own reply or its own error."""
+
+import asyncio
+from typing import Any, Callable, Iterator
+
+import pytest
+import redis.asyncio
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+from realtime.storage.redisbatch import ScriptBatcher
+from tests.redis_server import RedisServer
+from tests.support import poll_until
+
+# KEYS: a counter. ARGV: a label. Counts the call and returns {count, label}: the order in
+# which Redis ran the calls.
+COUNT = "return {redis.call('INCR', KEYS[1]), ARGV[1]}"
+# ARGV: a label. Fails the call whose label is "bad", else returns the label.
+PICKY = "if ARGV[1] == 'bad' then return redis.error_reply('refused') end return ARGV[1]"
+
+Make = Callable[..., tuple[ScriptBatcher, Any]]
+
+
+@pytest.fixture
+def batcher(redis_server: RedisServer, io_loop: Any) -> Iterator[Make]:
+    """``batcher(**options)``: a ScriptBatcher and its client on the test's Redis; both
+    closed after the test."""
+    made: list[tuple[ScriptBatcher, Any]] = []
+
+    def make(**options: Any) -> tuple[ScriptBatcher, Any]:
+        client = redis.asyncio.Redis.from_url(redis_server.url, retry=Retry(NoBackoff(), 0),
+                                              socket_timeout=2, protocol=2)
+        made.append((ScriptBatcher(client, **options), client))
+        return made[-1]
+
+    yield make
+    for each, client in made:
+        io_loop.run_sync(each.aclose, timeout=10)
+        io_loop.run_sync(client.aclose, timeout=10)
+
+
+async def loaded(client: Any, source: str) -> Any:
+    """``source`` registered with ``client`` and loaded into Redis (no NOSCRIPT at first)."""
+    await client.script_load(source)
+    return client.register_script(source)
+
+
+def labels(replies: list[Any]) -> list[str]:
+    return [label.decode() for _, label in replies]
+
+
+async def test_calls_of_one_turn_share_one_pipeline(batcher):
+    """200 calls made in one loop turn reach Redis in one pipeline, each caller gets its own
+    reply, and Redis ran them in the order they were made."""
+    batch, client = batcher()
+    script = await loaded(client, COUNT)
+    replies = await asyncio.gather(*(batch.call(script, ["n"], [f"m{i}"]) for i in range(200)))
+    assert batch.pipelines == 1
+    assert labels(replies) == [f"m{i}" for i in range(200)]
+    assert [count for count, _ in replies] == list(range(1, 201))
+
+
+async def test_a_pipeline_holds_at_most_max_count_calls(batcher):
+    """With ``max_count=4``, 10 calls of one turn go in 3 pipelines, still in order."""
+    batch, client = batcher(max_count=4)
+    script = await loaded(client, COUNT)
+    replies = await asyncio.gather(*(batch.call(script, ["n"], [f"m{i}"]) for i in range(10)))
+    assert batch.pipelines == 3
+    assert [count for count, _ in replies] == list(range(1, 11))
+
+
+async def test_a_pipeline_holds_at_most_max_bytes(batcher):
+    """With ``max_bytes`` room for two 1 KB calls, 5 such calls go in 3 pipelines."""
+    batch, client = batcher(max_bytes=2100)
+    script = await loaded(client, COUNT)
+    replies = await asyncio.gather(
+        *(batch.call(script, ["n"], [f"{i}" * 1000]) for i in range(5)))
+    assert batch.pipelines == 3
+    assert [count for count, _ in replies] == list(range(1, 6))
+
+
+async def test_a_refused_call_fails_alone(batcher):
+    """A script error fails its own call; the calls before and after it in the same
+    pipeline get their replies."""
+    batch, client = batcher()
+    script = await loaded(client, PICKY)
+    results = await asyncio.gather(*(batch.call(script, [], [label])
+                                     for label in ("a", "bad", "c")), return_exceptions=True)
+    assert results[0] == b"a" and results[2] == b"c"
+    assert isinstance(results[1], ResponseError) and "refused" in str(results[1])
+    assert batch.pipelines == 1
+
+
+async def test_scripts_flushed_from_redis_are_loaded_again(batcher):
+    """After ``SCRIPT FLUSH``, the calls of a turn are still run, once each, in order."""
+    batch, client = batcher()
+    script = await loaded(client, COUNT)
+    await batch.call(script, ["n"], ["first"])
+    await client.script_flush()
+    replies = await asyncio.gather(*(batch.call(script, ["n"], [f"m{i}"]) for i in range(20)))
+    assert [count for count, _ in replies] == list(range(2, 22))
+    assert int(await client.get("n")) == 21
+
+
+async def test_a_dead_redis_fails_every_call_of_the_pipeline(batcher, redis_server):
+    """Redis killed before a turn's pipeline is sent: every call of it, and of the
+    pipelines queued behind it, fails with a connection error, none with a reply."""
+    batch, client = batcher(max_count=5)
+    script = await loaded(client, COUNT)
+    await batch.call(script, ["n"], ["connect"])  # the connection is open
+    calls = [asyncio.ensure_future(batch.call(script, ["n"], [f"m{i}"])) for i in range(12)]
+    redis_server.kill()  # in the same turn: the pipeline goes to a dead Redis
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert all(isinstance(result, RedisConnectionError) for result in results), results
+
+
+async def test_a_function_argument_is_read_when_the_pipeline_is_built(batcher):
+    """An argument given as a function is called when its pipeline is built, after the
+    callers of the pipeline before it have handled their replies."""
+    batch, client = batcher(max_count=1)
+    script = await loaded(client, COUNT)
+    seen: list[str] = []
+
+    async def first() -> None:
+        _, label = await batch.call(script, ["n"], ["first"])
+        seen.append(label.decode())
+
+    second = asyncio.ensure_future(batch.call(script, ["n"], [lambda: f"after {seen}"]))
+    await first()
+    _, label = await second
+    assert label == b"after ['first']"
+
+
+async def test_pipelining_off_sends_each_call_alone(batcher):
+    """``max_count=1``: 5 calls of one turn take 5 pipelines, in order."""
+    batch, client = batcher(max_count=1)
+    script = await loaded(client, COUNT)
+    replies = await asyncio.gather(*(batch.call(script, ["n"], [f"m{i}"]) for i in range(5)))
+    assert batch.pipelines == 5 and not batch.batching
+    assert [count for count, _ in replies] == list(range(1, 6))
+
+
+async def test_calls_made_while_a_pipeline_travels_share_the_next_one(batcher, redis_server):
+    """10 calls made in 10 loop turns while a pipeline is on its way (Redis frozen) go
+    together in the next pipeline, after it, in the order made."""
+    batch, client = batcher()
+    script = await loaded(client, COUNT)
+    redis_server.pause()
+    try:
+        first = asyncio.ensure_future(batch.call(script, ["n"], ["first"]))
+        await poll_until(lambda: batch.pipelines == 1)  # sent, unanswered
+        later = []
+        for n in range(10):
+            later.append(asyncio.ensure_future(batch.call(script, ["n"], [f"m{n}"])))
+            await asyncio.sleep(0)  # the next call in another loop turn
+    finally:
+        redis_server.resume()
+    replies = await asyncio.gather(first, *later)
+    assert batch.pipelines == 2
+    assert labels(replies) == ["first"] + [f"m{n}" for n in range(10)]
+    assert [count for count, _ in replies] == list(range(1, 12))
