@@ -391,7 +391,7 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
             name="ws_chat"),
         url(r"/ws/vote/([^/]+)", VoteSocketHandler, dict(sockets, store=store), name="ws_vote"),
         url(rf"/sse/chat/({rules.ROOM_PATTERN})", ChatEventStreamHandler,
-            dict(event_streams, **chats, endpoint="sse_chat"), name="sse_chat"),
+            dict(event_streams, **chats, sessions=sessions, endpoint="sse_chat"), name="sse_chat"),
         url(r"/sse/vote/([^/]+)", VoteEventStreamHandler,
             dict(event_streams, store=store, endpoint="sse_vote"), name="sse_vote"),
         url(rf"/poll/chat/({rules.ROOM_PATTERN})", ChatLongPollHandler,

@@ -196,11 +196,38 @@ async def test_without_since_the_newest_history_comes_at_once_unrecovered(http_s
 
 
 async def test_since_from_before_the_room_waits_for_its_first_message(http_server_client, hub):
-    """since=0 in an empty room is held; the first message answers it, recovered false."""
+    """since=0 in an empty room is held; the first message answers it, recovered true
+    (nothing was lost: the page must not say that messages may be missing)."""
     waiting = asyncio.ensure_future(poll(http_server_client, since=0))
     await held(hub, "chat.lobby", 1)
     message = await send(http_server_client, "first")
-    assert await waiting == {"messages": [message], "last_id": message["id"], "recovered": False}
+    assert await waiting == {"messages": [message], "last_id": message["id"], "recovered": True}
+
+
+async def test_since_0_after_messages_were_sent_gets_them_all_recovered(http_server_client):
+    """since=0 in a room that dropped nothing answers every message, recovered true."""
+    first = await send(http_server_client, "one")
+    second = await send(http_server_client, "two")
+    body = await poll(http_server_client, since=0)
+    assert body == {"messages": [first, second], "last_id": second["id"], "recovered": True}
+
+
+async def test_sse_since_0_and_since_the_newest_id_are_recovered(sse, http_server_client):
+    """An event stream with since=0 in an empty room, or since its newest id, is recovered."""
+    empty = await sse("/sse/chat/quiet?since=0")
+    welcome = await empty.frame_of("welcome")
+    assert welcome["history"] == [] and welcome["recovered"] is True
+    message = await send(http_server_client, "hi", room="quiet")
+    newest = await sse(f"/sse/chat/quiet?since={message['id']}")
+    welcome = await newest.frame_of("welcome")
+    assert welcome["history"] == [] and welcome["recovered"] is True
+
+
+async def test_socket_since_0_in_an_empty_room_is_recovered(ws_connect):
+    """A WebSocket with since=0 in an empty room is welcomed recovered, with no history."""
+    conn = await ws_connect("/ws/chat/fresh?since=0")
+    welcome = await receive_json(conn)
+    assert welcome["history"] == [] and welcome["recovered"] is True
 
 
 async def test_a_disconnected_long_poll_leaves_no_waiter(http_server_client, hub, app):
@@ -516,6 +543,57 @@ async def test_sse_nick_joins_and_closing_the_stream_leaves(sse, ws_connect):
     assert (await ws_frame_of(watcher, "joined"))["nick"] == "dora"
     stream.close()
     assert await ws_frame_of(watcher, "left") == {"type": "left", "room": "lobby", "nick": "dora"}
+
+
+async def test_a_browsers_last_stream_closing_leaves_at_once(sse, ws_connect, http_server_client):
+    """A stream with the chat cookie that posted too: its closing is the browser's leaving,
+    heard at once (not after the long-poll session's timeout)."""
+    watcher, _ = await ws_join(ws_connect)
+    stream = await sse("/sse/chat/lobby?nick=dora", cookie=ALICE)
+    assert (await stream.frame_of("welcome"))["nick"] == "dora"
+    await send(http_server_client, "hi", cookie=ALICE, nick="dora")
+    assert (await ws_frame_of(watcher, "message"))["from"] == "dora"
+    stream.close()
+    assert await ws_frame_of(watcher, "left") == {"type": "left", "room": "lobby", "nick": "dora"}
+
+
+async def presence_until_marker(conn, marker_cookie: str, http_server_client) -> list[Any]:
+    """The presence frames ``conn`` gets before a marker message posted by another browser."""
+    await send(http_server_client, "marker", cookie=marker_cookie)
+    frames = []
+    while True:
+        frame = await receive_json(conn)
+        if frame["type"] == "message" and frame["text"] == "marker":
+            return frames
+        if frame["type"] in ("joined", "left", "renamed"):
+            frames.append(frame)
+
+
+async def test_a_rename_over_sse_is_one_renamed(sse, ws_connect, http_server_client):
+    """A browser that posted as ana opens a stream as bea, then closes the old one: the room
+    hears one renamed, never bea joining beside ana, never ana leaving."""
+    watcher, _ = await ws_join(ws_connect, nick="obs", cookie=BOB)
+    old = await sse("/sse/chat/lobby?nick=ana", cookie=ALICE)
+    await old.frame_of("welcome")
+    await send(http_server_client, "as ana", cookie=ALICE, nick="ana")
+    new = await sse("/sse/chat/lobby?nick=bea", cookie=ALICE)
+    assert (await new.frame_of("welcome"))["nick"] == "bea"
+    old.close()
+    assert await presence_until_marker(watcher, CAROL, http_server_client) == [
+        {"type": "joined", "room": "lobby", "nick": "obs"},
+        {"type": "joined", "room": "lobby", "nick": "ana"},
+        {"type": "renamed", "room": "lobby", "from": "ana", "to": "bea"}]
+
+
+async def test_a_rename_over_long_polling_is_one_renamed(ws_connect, http_server_client):
+    """A long-polling browser that holds ana asks for bea: the room hears one renamed."""
+    watcher, _ = await ws_join(ws_connect, nick="obs", cookie=BOB)
+    await poll(http_server_client, cookie=ALICE, nick="ana", wait=0)
+    await poll(http_server_client, cookie=ALICE, nick="bea", wait=0)
+    assert await presence_until_marker(watcher, CAROL, http_server_client) == [
+        {"type": "joined", "room": "lobby", "nick": "obs"},
+        {"type": "joined", "room": "lobby", "nick": "ana"},
+        {"type": "renamed", "room": "lobby", "from": "ana", "to": "bea"}]
 
 
 async def test_sse_taken_nick_gets_welcome_then_error(sse, ws_connect):

@@ -204,6 +204,13 @@ return {out, gone}
 _ID_MARK = b'"id":0,'
 
 
+def _whole_run(first: Optional[int], entries: list[Any]) -> bool:
+    """Whether ``entries`` (read from the start of the log) begin with the first message
+    of the room's run, or the room has none: a ``since`` of 0, a client that has seen
+    nothing, then misses nothing."""
+    return first is None or (bool(entries) and entries[0][0]["id"] == first)
+
+
 class Unavailable(Exception):
     """Redis is down (or was, and has not answered a PING since)."""
 
@@ -454,7 +461,7 @@ class RedisChatState:
             complete = (
                 first is not None and last is not None and first - 1 <= since <= last
                 and (since == last or (bool(entries) and entries[0][0]["id"] == since + 1))
-            )
+            ) or (since == 0 and _whole_run(first, entries))
             if complete:
                 fitting = self._newest_fitting(visible, len(visible))
                 if len(fitting) == len(visible):

@@ -204,6 +204,9 @@ class Room:
         # The newest id no longer held (dropped, or never held); a since below it missed
         # something. Ids before the room's first are from a forgotten room or an earlier run.
         self._lost_through = self._next_id - 1
+        # No message of this room was dropped since it began (or was restored): a
+        # ``since`` of 0, a client that has seen nothing, then misses nothing.
+        self._intact = True
         self._messages: History[Stored] = History(
             max(replay, history), history_bytes, budget, on_drop=self._dropped
         )
@@ -256,6 +259,8 @@ class Room:
         """
         if lost_through is not None:
             self._lost_through = lost_through
+        else:
+            self._intact = False
         self._restoring = True  # not idle halfway, even if every message so far was dropped
         try:
             for message in messages:
@@ -413,6 +418,7 @@ class Room:
 
     def _dropped(self, message: Stored) -> None:
         self._lost_through = max(self._lost_through, message.id)
+        self._intact = False
         if self._journal is not None:
             self._journal.dropped(self)
         self._check_idle()
@@ -441,14 +447,17 @@ class Room:
         Without ``since``: the newest messages it may see (up to the history size) and None.
         With ``since``: every message after it that it may see, and True, if the room still
         holds all of them and they fit in ``welcome_bytes``; else the newest messages and
-        False (too old, cut by a bound, or from before a restart). Either way the messages,
+        False (too old, cut by a bound, or from before a restart). A ``since`` equal to the
+        newest id is True with no message; ``since=0`` (a client that has seen nothing, such
+        as a long-poll that started in an empty room) is True while the room has dropped no
+        message since it began or was restored. Either way the messages,
         as JSON, take at most ``welcome_bytes`` (the oldest are left out).
         """
         key = self._nick_of.get(connection)
         holder = self._holder_of.get(connection)
         visible = [m for m in self._messages if m.visible_to(key, holder)]
         if since is not None:
-            if self._lost_through <= since < self._next_id:
+            if self._lost_through <= since < self._next_id or (since == 0 and self._intact):
                 missed = [m for m in visible if m.id > since]
                 fitting = self._newest_fitting(missed, len(missed))
                 if len(fitting) == len(missed):

@@ -62,6 +62,7 @@ let online = [];
 let privateTo = null;
 let pending = []; // {text, to} sent and not yet seen coming back
 let joinAsked = null; // nickname asked for with a join message, not answered yet
+let renamingFrom = null; // over HTTP: the nickname a reconnect with a new ?nick= replaces
 let nickBeforeJoin; // the nickname held before the last join was answered
 let readers = 0; // connections of the room without a nickname, as the server counts them
 let unread = 0; // messages that arrived while the tab was hidden
@@ -224,7 +225,10 @@ function onWelcome(frame) {
     nickInput.value = myNick;
     localStorage.setItem("chat.nick", myNick);
   }
-  const before = online;
+  // A rename over HTTP: the old nickname is ours, renamed, not someone who left.
+  const renamed = renamingFrom;
+  renamingFrom = null;
+  const before = online.filter((nick) => nick !== renamed);
   online = frame.online;
   readers = typeof frame.readers === "number" ? frame.readers : 0;
   renderOnline();
@@ -237,6 +241,7 @@ function onWelcome(frame) {
       renderEvent(others.length ? `Here: ${others.join(", ")}` : "Nobody else here yet.");
     }
   } else {
+    if (renamed && myNick && renamed !== myNick) renderEvent(`You are now ${myNick}.`);
     // A reconnect: tell what changed while away, not who merely reconnected.
     for (const nick of others) {
       if (!before.includes(nick) && !cameBack(nick)) renderPresence("joined", nick);
@@ -283,9 +288,13 @@ function onFrame(frame) {
       renderOnline();
       break;
     case "renamed":
+      cameBack(frame.from); // not someone to announce as gone
       online = online.map((nick) => (nick === frame.from ? frame.to : nick));
+      online = online.filter((nick, at) => online.indexOf(nick) === at);
       if (!online.includes(frame.to)) online.push(frame.to);
-      if (frame.from === myNick) {
+      if (frame.to === myNick) {
+        // Ours, over HTTP: the welcome of the reconnect that asked for it said so already.
+      } else if (frame.from === myNick) {
         myNick = frame.to;
         joinAsked = null;
         nickBeforeJoin = undefined;
@@ -408,10 +417,12 @@ joinForm.addEventListener("submit", (event) => {
     if (socket.canJoin) {
       if (socket.sendJson({ type: "join", nick })) joinAsked = nick;
     } else {
-      // Over HTTP a nickname is taken by connecting with it; the log stays.
+      // Over HTTP a nickname is taken by connecting with it (the browser's session is
+      // renamed: one "renamed" for the room); the log stays.
+      renamingFrom = myNick;
       wantedNick = nick;
       myNick = null;
-      socket.connect();
+      socket.reconnect();
     }
   }
 });

@@ -121,6 +121,32 @@ def test_replay_of_an_up_to_date_client_is_empty_and_recovered():
     assert room.history(speaker, since=last["id"]) == ([], True)
 
 
+def test_since_0_in_an_empty_room_is_recovered():
+    """A client that has seen nothing, in a room that never had a message: recovered."""
+    room = Room("lobby")
+    reader = object()
+    room.enter(reader, None)
+    assert room.history(reader, since=0) == ([], True)
+
+
+def test_since_0_gets_every_message_while_none_was_dropped():
+    """since=0 in a room that dropped nothing: every message held, recovered."""
+    room = Room("lobby", history=2)
+    speaker = object()
+    room.enter(speaker, None)
+    frames = [room.say(speaker, str(n)) for n in range(4)]
+    assert room.history(speaker, since=0) == (frames, True)
+
+
+def test_since_0_after_a_drop_is_not_recovered():
+    """Once the room dropped a message, since=0 missed it: recovered false."""
+    room = Room("lobby", history=2, replay=2)
+    speaker = object()
+    room.enter(speaker, None)
+    frames = [room.say(speaker, str(n)) for n in range(3)]
+    assert room.history(speaker, since=0) == (frames[1:], False)
+
+
 def test_private_history_is_only_for_its_two_parties():
     """A third nickname never sees a private message in history."""
     room = Room("lobby")

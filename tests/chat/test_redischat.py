@@ -209,6 +209,25 @@ async def test_since_recovers_across_processes(node, ws_open):
     assert [m["text"] for m in welcome["history"]] == ["missed 1", "missed 2"]
 
 
+async def test_since_0_is_recovered_until_the_log_is_trimmed(node, ws_open):
+    """since=0 (a client that has seen nothing) is recovered in an empty room and while the
+    log holds the room's first message; once it is trimmed away, recovered false."""
+    a = await node(chat_replay=2, chat_history=2)
+    sender, welcome = await enter(ws_open, a, since=0)
+    assert welcome["recovered"] is True and welcome["history"] == []
+    for text in ("one", "two"):
+        await send_json(sender, {"type": "message", "text": text})
+        await frame_of(sender, "message")
+    _, welcome = await enter(ws_open, a, since=0)
+    assert welcome["recovered"] is True
+    assert [m["text"] for m in welcome["history"]] == ["one", "two"]
+    await send_json(sender, {"type": "message", "text": "three"})
+    await frame_of(sender, "message")
+    _, welcome = await enter(ws_open, a, since=0)
+    assert welcome["recovered"] is False
+    assert [m["text"] for m in welcome["history"]] == ["two", "three"]
+
+
 async def test_history_is_shared_and_private_messages_stay_with_their_holders(node, ws_open):
     """A newcomer on the other process gets the public history; a private message is
     replayed to its recipient's browser only."""
