@@ -12,6 +12,7 @@
 // long-polling and POST (fallback.js), and says which it uses.
 import { showState, el, clock } from "./socket.js";
 import { ChatConnection, TRANSPORT_NAMES } from "./fallback.js";
+import { linkedText } from "./linkify.js";
 
 const $ = (id) => document.getElementById(id);
 const joinForm = $("chat-join");
@@ -117,7 +118,9 @@ function renderMessage(frame) {
   if (frame.type === "private") {
     item.append(el("span", "tag private-tag", mine ? `private → ${frame.to}` : "private to you"));
   }
-  item.append(el("span", "text", frame.text)); // a text node; CSS keeps its line breaks
+  const text = el("span", "text"); // text nodes and links; CSS keeps its line breaks
+  text.append(linkedText(frame.text));
+  item.append(text);
   addLine(item, { follow: mine, message: true });
   if (!mine) countUnread();
 }
