@@ -31,9 +31,11 @@ from typing import Any, Optional
 
 import tornado.web
 
-from handlers.chat import issue_chat_cookie, parse_since, raw_query_argument
+from handlers.chat import chat_cookie, issue_chat_cookie, parse_since, raw_query_argument
 from handlers.http import EventStreamHandler, TransportHandler
-from realtime.chat.rules import check_text, nick_key, normalize_nick
+from realtime.chat.rules import (
+    HISTORY_PAGE, MAX_HISTORY_PAGE, check_text, nick_key, normalize_nick,
+)
 from realtime.chat.session import ChatSession, LongPollSession, LongPollSessions, ReaderCounts
 from realtime.chat.state import ChatState, room_topic
 from realtime.limits.admission import LONG_POLL
@@ -82,7 +84,8 @@ class ChatEventStreamHandler(EventStreamHandler):
         if self.cookie is not None and self.sessions is not None:
             # The browser's session, shared with its POSTs and its other streams: a stream
             # opened with another ?nick= renames the browser, as a socket's join does.
-            self.shared = await self.sessions.use(room, self.cookie, self.client())
+            self.shared = await self.sessions.use(room, self.cookie, self.client(),
+                                                  admitted=True)
             await self.shared.welcome(self, self._send_frame, self.send_error_event,
                                       raw_nick, since)
             return
@@ -318,3 +321,49 @@ class ChatLongPollHandler(TransportHandler):
         wake = self._wake
         if wake is not None and not wake.done():
             wake.set_result(envelope)
+
+
+class ChatHistoryHandler(TransportHandler):
+    """``GET /api/chat/<room>/history?before=<id>&limit=<n>``: "load earlier messages".
+
+    Answers ``{"messages": [...], "more": bool}``: the newest ``limit`` messages (default 50,
+    at most 100) with an id below ``before`` that this browser may see, oldest first, at
+    most ``--chat-room-history-bytes`` of them as JSON; ``more`` is false once the start of
+    what the room keeps is reached. Private messages are in it only for a browser (chat
+    cookie) that was one of their two parties. The same for every transport, and on
+    either chat state; charged to the address's request budget like a POST.
+    """
+
+    transport = LONG_POLL
+
+    def initialize(self, chat: ChatState, **base: Any) -> None:  # type: ignore[override]
+        super().initialize(**base)
+        self.chat = chat
+
+    def prepare(self) -> None:
+        self.check_origin()
+
+    async def get(self, room: str) -> None:
+        self.charge_request()
+        before = _query_int(self.request, "before", None)
+        limit = _query_int(self.request, "limit", HISTORY_PAGE)
+        if not 1 <= limit <= MAX_HISTORY_PAGE:
+            raise ClientError("bad_query", f'"limit" is from 1 to {MAX_HISTORY_PAGE}.')
+        page = await self.chat.earlier(room, chat_cookie(self), before, limit)
+        self.answer_json(b'{"messages":[%s],"more":%s}' % (
+            b",".join(map(encode, page.messages)), b"true" if page.more else b"false"))
+
+
+def _query_int(request: Any, name: str, default: Optional[int]) -> int:
+    """A whole-number query argument, exactly its digits; ``default`` when absent (None:
+    it is required).
+
+    Raises:
+        ClientError: ``bad_query``.
+    """
+    raw = raw_query_argument(request, name)
+    if raw is None and default is not None:
+        return default
+    if raw is None or not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+        raise ClientError("bad_query", f'"{name}" must be a whole number (digits only).')
+    return int(raw)

@@ -793,3 +793,71 @@ async def test_long_poll_sessions_are_in_a_gauge_and_in_healthz(http_server_clie
     assert metric(metrics, 'realtime_connections{endpoint="long_poll_session"}') == 2
     health = json.loads((await fetch(http_server_client, "/healthz")).body)
     assert health["long_poll_sessions"] == 2
+
+
+# Load earlier messages: GET /api/chat/<room>/history.
+
+
+async def history(http_server_client, room: str = "lobby", cookie: Optional[str] = None,
+                  **query: Any) -> tuple[int, dict[str, Any]]:
+    """GET the room's history page; its status and JSON body."""
+    response = await fetch(http_server_client,
+                           f"/api/chat/{room}/history?" + urlencode(query), cookie=cookie)
+    return response.code, json.loads(response.body)
+
+
+async def test_history_pages_back_to_the_start(http_server_client):
+    """before/limit walks back through the room, oldest first in each page, more until the
+    first message."""
+    sent = [await send(http_server_client, f"m{n}") for n in range(5)]
+    code, page = await history(http_server_client, before=sent[-1]["id"] + 1, limit=2)
+    assert code == 200 and page == {"messages": sent[3:], "more": True}
+    _, page = await history(http_server_client, before=sent[3]["id"], limit=2)
+    assert page == {"messages": sent[1:3], "more": True}
+    _, page = await history(http_server_client, before=sent[1]["id"], limit=2)
+    assert page == {"messages": sent[:1], "more": False}
+
+
+async def test_history_shows_a_private_message_to_its_two_browsers_only(
+        http_server_client, ws_connect):
+    """A private message is in the history of its sender's and recipient's browsers, never
+    in a third browser's or a cookie-less request's."""
+    alice, _ = await ws_join(ws_connect, nick="alice", cookie=ALICE)
+    await ws_join(ws_connect, nick="bob", cookie=BOB)
+    await send_json(alice, {"type": "message", "text": "public"})
+    await send_json(alice, {"type": "message", "text": "secret", "to": "bob"})
+    secret = await ws_frame_of(alice, "private")
+    before = secret["id"] + 1
+    for cookie in (ALICE, BOB):
+        _, page = await history(http_server_client, cookie=cookie, before=before)
+        assert [m["text"] for m in page["messages"]] == ["public", "secret"]
+    for cookie in (CAROL, None):
+        _, page = await history(http_server_client, cookie=cookie, before=before)
+        assert [m["text"] for m in page["messages"]] == ["public"]
+
+
+@pytest.mark.parametrize("overrides", [dict(chat_room_history_bytes=4000, max_pending_bytes=2400)])
+async def test_history_is_bounded_in_bytes(http_server_client):
+    """A page holds at most a welcome's bytes of messages (here half of --max-pending-bytes),
+    the newest that fit, and says more remain."""
+    sent = [await send(http_server_client, f"{n} " + "x" * 500) for n in range(3)]
+    _, page = await history(http_server_client, before=sent[-1]["id"] + 1, limit=3)
+    assert page == {"messages": sent[1:], "more": True}
+    assert len(json.dumps(page["messages"], separators=(",", ":"))) <= 1200
+
+
+@pytest.mark.parametrize("query", [{}, {"before": "x"}, {"before": " 5"}, {"before": "-5"},
+                                   {"before": "9", "limit": "0"}, {"before": "9", "limit": "101"},
+                                   {"before": "9", "limit": "2.5"}])
+async def test_history_refuses_a_bad_query_with_a_json_error(http_server_client, query):
+    """A missing or malformed before, or a limit outside 1-100: 400 bad_query."""
+    code, body = await history(http_server_client, **query)
+    assert code == 400 and body["error"]["code"] == "bad_query"
+
+
+async def test_history_of_a_room_nobody_used_is_empty(http_server_client, app):
+    """A room with no message answers no messages and nothing more, and is not created."""
+    code, page = await history(http_server_client, room="nowhere", before=10 ** 17)
+    assert code == 200 and page == {"messages": [], "more": False}
+    rooms = getattr(app.settings["chat"], "rooms", None)
+    assert rooms is None or "nowhere" not in rooms

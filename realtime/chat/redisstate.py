@@ -8,7 +8,8 @@ agree across processes is in Redis, under ``prefix`` (``realtime:``), per room `
 
 - ``chat:<r>:log``: a stream of the room's messages, entry id ``<message id>-0``, fields
   ``f`` (the frame, as sent) and for a private one ``p`` (JSON: nick key -> holder tag);
-  bounded by ``--chat-replay`` entries (``MAXLEN``, exact);
+  bounded by ``--chat-replay`` entries (``MAXLEN``, exact); "load earlier" reads it
+  newest first below an id (``XREVRANGE``);
 - ``chat:<r>:meta``: a hash: ``last``, the newest id handed out, and ``first``, the first
   id of this run of the room's sequence;
 - ``chat:<r>:nick:<nick key>``: a hash: ``h`` the holder tag, ``n`` the nickname as shown,
@@ -73,9 +74,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from realtime.chat.rules import (
     DEFAULT_HISTORY, DEFAULT_REPLAY, DEFAULT_ROOM_HISTORY_BYTES, MAX_NICK_LENGTH, Joined, Room,
-    check_text, nick_key, normalize_nick,
+    check_text, newest_fitting, nick_key, normalize_nick,
 )
-from realtime.chat.state import Replay, holder_tag, private_topic, room_topic
+from realtime.chat.state import Earlier, Replay, holder_tag, private_topic, room_topic
 from realtime.ops.tasks import cancel_all
 from realtime.pubsub.envelope import Envelope
 from realtime.pubsub.hub import Hub
@@ -470,6 +471,16 @@ class RedisChatState:
             return Replay(newest.history, False)
         return Replay(self._newest_fitting(visible, self.history), None)
 
+    async def earlier(self, room: str, cookie: Optional[str], before: int, limit: int) -> Earlier:
+        viewer = holder_tag(cookie, self.process) if cookie is not None else None
+        try:
+            sized, more = await self._call(lambda: self._read_before(room, viewer, before, limit))
+        except Unavailable:
+            raise ClientError(UNAVAILABLE, "History cannot be read right now; try again "
+                              "in a few seconds.") from None
+        page = newest_fitting(sized, limit, self.welcome_bytes)
+        return Earlier(page, more or len(page) < len(sized))
+
     async def online(self, room: str) -> list[str]:
         try:
             return await self._call(lambda: self._sweep(room))
@@ -641,6 +652,34 @@ class RedisChatState:
             entries.append((orjson.loads(data), len(data),
                             orjson.loads(parties) if parties else None))
         return (int(first) if first else None, int(last) if last else None, entries)
+
+    async def _read_before(self, room: str, viewer: Optional[str], before: int,
+                           limit: int) -> tuple[list[tuple[Message, int]], bool]:
+        """Up to ``limit`` ``(frame, size)`` of the log below id ``before`` that ``viewer``
+        (a holder tag) may see, oldest first, read newest first (``XREVRANGE``) a batch at a
+        time, skipping the private messages of others, never past ``log_length`` entries
+        (all the log holds); and whether the log may hold older ones."""
+        found: list[tuple[Message, int]] = []
+        end, scanned = before - 1, 0
+        while len(found) < limit and scanned < self.log_length and end >= 0:
+            batch = min(limit + 1, self.log_length - scanned)
+            raw = await self._redis.xrevrange(self._key(room, "log"), f"{end}-0", "-",
+                                              count=batch)
+            scanned += len(raw)
+            for at, (entry_id, fields) in enumerate(raw):
+                end = int(entry_id.split(b"-")[0]) - 1
+                parties = fields.get(b"p")
+                if parties and viewer not in orjson.loads(parties).values():
+                    continue
+                data = fields[b"f"]
+                found.append((orjson.loads(data), len(data)))
+                if len(found) == limit:
+                    found.reverse()
+                    return found, at + 1 < len(raw) or len(raw) == batch
+            if len(raw) < batch:
+                break  # the start of the log
+        found.reverse()
+        return found, False  # the whole log (at most ``log_length`` entries) was read
 
     def _newest_fitting(self, messages: list[tuple[Message, int]], count: int) -> list[Message]:
         """The newest ``count`` frames that fit in ``welcome_bytes``, oldest first."""

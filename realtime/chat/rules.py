@@ -44,6 +44,8 @@ DEFAULT_REPLAY = 1000  # messages a room keeps for reconnecting clients
 DEFAULT_MAX_ROOMS = 1000  # rooms held at once; the idle, empty ones are forgotten first
 DEFAULT_ROOM_HISTORY_BYTES = 256 * 1024  # bytes of messages (as JSON) one room keeps
 DEFAULT_HISTORY_BYTES = 64 * 1024 * 1024  # bytes of messages every room together keeps
+HISTORY_PAGE = 50  # messages one "load earlier" answer holds unless the client asks fewer
+MAX_HISTORY_PAGE = 100  # messages one "load earlier" answer holds at most
 
 Cookie = str  # a browser's chat cookie
 # Who holds a nickname: a browser's cookie (str), or for a connection without one the serial
@@ -143,6 +145,29 @@ class Stored:
         if self.parties is None:
             return True
         return key is not None and holder is not None and self.parties.get(key) == holder
+
+
+def visible_to_browser(parties: Optional[Parties], holder: Optional[Holder]) -> bool:
+    """Whether a message with these ``parties`` (None: public) may be shown to the browser
+    ``holder`` (its chat cookie; None: public messages only): a private one only to a
+    browser that held one of its two nicknames when it was sent."""
+    if parties is None:
+        return True
+    return holder is not None and holder in parties.values()
+
+
+def newest_fitting(sized: list[tuple[Message, int]], count: int, max_bytes: int) -> list[Message]:
+    """The frames of the newest ``count`` of ``(frame, size)`` (oldest first) that fit in
+    ``max_bytes`` as a JSON list (a comma between two), oldest first."""
+    taken: list[Message] = []
+    room_left = max_bytes
+    for frame, size in reversed(sized[-count:] if count > 0 else []):
+        room_left -= size + 1
+        if room_left < 0:
+            break
+        taken.append(frame)
+    taken.reverse()
+    return taken
 
 
 class Journal(Protocol):
@@ -465,18 +490,20 @@ class Room:
         newest = self._newest_fitting(visible, self.history_size)
         return newest, None if since is None else False
 
+    def earlier(self, holder: Optional[Holder], before: int,
+                limit: int = HISTORY_PAGE) -> tuple[list[Message], bool]:
+        """A page of history for "load earlier": the newest ``limit`` messages held with an
+        id below ``before`` that the browser ``holder`` may see (``visible_to_browser``),
+        oldest first, at most ``welcome_bytes`` of them, and whether older ones remain."""
+        visible = [m for m in self._messages
+                   if m.id < before and visible_to_browser(m.parties, holder)]
+        page = newest_fitting([(m.frame, m.size) for m in visible], limit, self.welcome_bytes)
+        return page, len(page) < len(visible)
+
     def _newest_fitting(self, messages: list[Stored], count: int) -> list[Message]:
         """The frames of the newest ``count`` messages that fit in ``welcome_bytes``
         (a comma between two), oldest first."""
-        taken: list[Message] = []
-        room_left = self.welcome_bytes
-        for message in reversed(messages[-count:] if count > 0 else []):
-            room_left -= message.size + 1
-            if room_left < 0:
-                break
-            taken.append(message.frame)
-        taken.reverse()
-        return taken
+        return newest_fitting([(m.frame, m.size) for m in messages], count, self.welcome_bytes)
 
 
 class Rooms:

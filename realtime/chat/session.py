@@ -349,10 +349,11 @@ class LongPollSession(ChatSession):
     Args:
         room: its room.
         cookie: the browser's chat cookie.
-        ticket: its slot of its address, and its place in the gauge.
+        ticket: its slot of its address, and its place in the gauge; None for one an
+            event stream opened (the stream's slot counts for it).
     """
 
-    def __init__(self, chat: ChatState, hub: Hub, room: str, cookie: str, ticket: Ticket,
+    def __init__(self, chat: ChatState, hub: Hub, room: str, cookie: str, ticket: Optional[Ticket],
                  readers: Optional[ReaderCounts], room_rate: Optional[KeyedLimiter]) -> None:
         super().__init__(chat, hub, None, readers=readers, room_rate=room_rate)
         self.key = (room, cookie)  # in LongPollSessions
@@ -434,9 +435,11 @@ class LongPollSessions:
         """The live session of this browser in this room, or None."""
         return self._sessions.get((room, cookie))
 
-    async def use(self, room: str, cookie: str, client: Client) -> LongPollSession:
+    async def use(self, room: str, cookie: str, client: Client,
+                  admitted: bool = False) -> LongPollSession:
         """The session of this browser in this room, opened if there is none (admitted
-        first, as ``client``); in use until ``done(session)``.
+        first, as ``client``, unless ``admitted``: an event stream, whose own slot covers
+        the session it opens); in use until ``done(session)``.
 
         Raises:
             Refused: ``rate_limited`` or ``too_many_connections``.
@@ -445,9 +448,11 @@ class LongPollSessions:
         session = self._sessions.get(key)
         opened = session is None
         if session is None:
-            ticket = self.admission.admit(Client(
-                LONG_POLL_SESSION, SESSION_ENDPOINT, client.ip, client.origin))
-            ticket.open(announce=False)
+            ticket: Optional[Ticket] = None
+            if not admitted:
+                ticket = self.admission.admit(Client(
+                    LONG_POLL_SESSION, SESSION_ENDPOINT, client.ip, client.origin))
+                ticket.open(announce=False)
             session = self._sessions[key] = LongPollSession(
                 self.chat, self.hub, room, cookie, ticket, self.readers, self.room_rate)
             session.entered = asyncio.ensure_future(session.enter(room, cookie))
@@ -497,7 +502,8 @@ class LongPollSessions:
         if (session.active and not force) or self._sessions.get(session.key) is not session:
             return
         del self._sessions[session.key]
-        session.ticket.release()
+        if session.ticket is not None:
+            session.ticket.release()
         leaving = asyncio.ensure_future(self._leave(session))
         self._leaving.add(leaving)
         leaving.add_done_callback(self._left)

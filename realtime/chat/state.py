@@ -85,6 +85,15 @@ class Replay:
     recovered: Optional[bool]
 
 
+@dataclass
+class Earlier:
+    """A page of a room's history for "load earlier": ``messages`` oldest first, and
+    ``more``: whether older messages may remain (False: the start of what is kept)."""
+
+    messages: list[Message]
+    more: bool
+
+
 class ChatState(Protocol):
     """Rooms, nicknames, presence and history, keyed by room name and connection id.
 
@@ -128,6 +137,11 @@ class ChatState(Protocol):
 
     async def online(self, room: str) -> list[str]:
         """The nicknames in the room, in the order they joined."""
+
+    async def earlier(self, room: str, cookie: Optional[str], before: int, limit: int) -> Earlier:
+        """The newest ``limit`` messages before id ``before`` that the browser with chat
+        cookie ``cookie`` may see (public ones, and private ones it was a party to), at
+        most the welcome's bytes; a read that creates no room."""
 
     def nick(self, room: str, connection: str) -> Optional[str]:
         """The nickname the connection speaks under, or None."""
@@ -205,6 +219,12 @@ class EmbeddedChatState:
 
     async def online(self, room: str) -> list[str]:
         return self.rooms.get(room).online()
+
+    async def earlier(self, room: str, cookie: Optional[str], before: int, limit: int) -> Earlier:
+        if room not in self.rooms:
+            return Earlier([], False)
+        messages, more = self.rooms.get(room).earlier(cookie, before, limit)
+        return Earlier(messages, more)
 
     def nick(self, room: str, connection: str) -> Optional[str]:
         return self.rooms.get(room).nick(connection) if room in self.rooms else None

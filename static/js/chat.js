@@ -39,6 +39,7 @@ const peopleCount = $("chat-people-count");
 const peopleClose = $("chat-people-close");
 const joinToggle = $("chat-join-toggle");
 const transportLabel = $("conn-transport");
+const earlierButton = $("chat-earlier");
 
 const ROOM_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 // Errors that answer one message we sent: that message will not come back.
@@ -50,6 +51,7 @@ const MAX_TEXT = 4000; // code points, as the server counts them
 const COUNTER_FROM = 3500; // the counter shows from here on
 const NEAR_END_PX = 80; // closer than this to the bottom counts as "at the end"
 const AWAY_GRACE_MS = 10000; // someone gone from a reconnect's welcome may be reconnecting too
+const EARLIER_PAGE = 50; // messages one "load earlier" asks for
 const baseTitle = document.title;
 
 let room = null;
@@ -70,6 +72,8 @@ let unread = 0; // messages that arrived while the tab was hidden
 let welcomed = false; // this room's first welcome has come (later ones are reconnects)
 let away = new Map(); // nick -> timer: online before a reconnect, not in its welcome
 let following = true; // the log is scrolled to its end, and should stay there
+let oldestId = null; // lowest message id shown: where "load earlier" continues
+let mayHaveEarlier = true; // the history endpoint has not said it reached the start
 
 function showNotice(text) {
   notice.textContent = text;
@@ -105,10 +109,11 @@ function countUnread() {
   showTitle();
 }
 
-function renderMessage(frame) {
-  lastId = lastId === null ? frame.id : Math.max(lastId, frame.id);
-  if (seen.has(frame.id)) return;
+// The log line of a message, or null if it is on screen already.
+function messageItem(frame) {
+  if (seen.has(frame.id)) return null;
   seen.add(frame.id);
+  oldestId = oldestId === null ? frame.id : Math.min(oldestId, frame.id);
   const mine = frame.from !== null && frame.from === myNick;
   const item = el("li", `entry msg${mine ? " mine" : ""}${frame.type === "private" ? " private" : ""}`);
   item.dataset.id = frame.id;
@@ -121,8 +126,53 @@ function renderMessage(frame) {
   const text = el("span", "text"); // text nodes and links; CSS keeps its line breaks
   text.append(linkedText(frame.text));
   item.append(text);
+  return item;
+}
+
+function renderMessage(frame) {
+  lastId = lastId === null ? frame.id : Math.max(lastId, frame.id);
+  const item = messageItem(frame);
+  if (!item) return;
+  const mine = item.classList.contains("mine");
   addLine(item, { follow: mine, message: true });
   if (!mine) countUnread();
+}
+
+// "Load earlier messages": the page of history before the oldest message shown, put above
+// it without moving what the reader is looking at. Over any transport: a plain GET with
+// the chat cookie (private messages of this browser included).
+async function loadEarlier() {
+  if (oldestId === null || earlierButton.disabled) return;
+  const forRoom = room;
+  earlierButton.disabled = true;
+  earlierButton.textContent = "Loading…";
+  let answer = null;
+  try {
+    const response = await fetch(`/api/chat/${encodeURIComponent(room)}/history?before=${oldestId}&limit=${EARLIER_PAGE}`,
+      { headers: { Accept: "application/json" }, cache: "no-store" });
+    answer = await response.json();
+  } catch {
+    answer = null;
+  }
+  if (room !== forRoom) return; // another room was entered meanwhile
+  earlierButton.disabled = false;
+  earlierButton.textContent = "Load earlier messages";
+  if (!answer || !Array.isArray(answer.messages)) {
+    showNotice(answer && answer.error ? answer.error.message : "Earlier messages could not be loaded; try again.");
+    return;
+  }
+  const items = answer.messages.map(messageItem).filter(Boolean);
+  const fromBottom = log.scrollHeight - log.scrollTop;
+  const fragment = document.createDocumentFragment();
+  fragment.append(...items);
+  log.insertBefore(fragment, log.querySelector(".entry.msg"));
+  log.scrollTop = log.scrollHeight - fromBottom; // the same messages stay in view
+  mayHaveEarlier = Boolean(answer.more);
+  if (!mayHaveEarlier) {
+    log.prepend(el("li", "event", "The start of what this room keeps."));
+    earlierButton.hidden = true;
+    textInput.focus(); // the button is gone: focus goes where one writes, not to the page
+  }
 }
 
 function renderEvent(text) {
@@ -239,6 +289,7 @@ function onWelcome(frame) {
   if (!welcomed) {
     // The joiner's own tab says where it stands and who was here before it.
     welcomed = true;
+    mayHaveEarlier = frame.history.length > 0; // an empty room has nothing earlier
     renderEvent(myNick ? `You joined as ${myNick}.` : "You are reading without a nickname.");
     if (socket.transport !== "long-polling") { // which knows nobody's presence
       renderEvent(others.length ? `Here: ${others.join(", ")}` : "Nobody else here yet.");
@@ -266,6 +317,7 @@ function onWelcome(frame) {
     renderMessage(message);
     settlePending(message);
   }
+  earlierButton.hidden = !(mayHaveEarlier && oldestId !== null);
   // What was sent before the connection dropped and is not in the replay never arrived
   // (over HTTP every send was answered already: nothing is in doubt).
   if (socket.confirms) return;
@@ -369,6 +421,9 @@ function enter(newRoom, nick) {
   myNick = null;
   wantedNick = nick;
   lastId = null;
+  oldestId = null;
+  mayHaveEarlier = true;
+  earlierButton.hidden = true;
   replayDropped = false;
   seen = new Set();
   online = [];
@@ -504,6 +559,7 @@ new ResizeObserver(() => {
   if (following) log.scrollTop = log.scrollHeight;
 }).observe(log);
 newButton.addEventListener("click", scrollToEnd);
+earlierButton.addEventListener("click", loadEarlier);
 
 document.addEventListener("visibilitychange", () => {
   if (document.visibilityState !== "hidden" && unread) {
