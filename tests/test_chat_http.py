@@ -5,6 +5,7 @@ state and on Redis."""
 import asyncio
 import json
 import logging
+import re
 import threading
 import time
 from typing import Any, Optional
@@ -840,7 +841,7 @@ async def test_history_shows_a_private_message_to_its_two_browsers_only(
 async def test_history_is_bounded_in_bytes(http_server_client):
     """A page holds at most a welcome's bytes of messages (here half of --max-pending-bytes),
     the newest that fit, and says more remain."""
-    sent = [await send(http_server_client, f"{n} " + "x" * 500) for n in range(3)]
+    sent = [await send(http_server_client, f"{n} " + "x" * 400) for n in range(3)]
     _, page = await history(http_server_client, before=sent[-1]["id"] + 1, limit=3)
     assert page == {"messages": sent[1:], "more": True}
     assert len(json.dumps(page["messages"], separators=(",", ":"))) <= 1200
@@ -861,3 +862,24 @@ async def test_history_of_a_room_nobody_used_is_empty(http_server_client, app):
     assert code == 200 and page == {"messages": [], "more": False}
     rooms = getattr(app.settings["chat"], "rooms", None)
     assert rooms is None or "nowhere" not in rooms
+
+
+async def test_anonymous_senders_get_distinct_steady_guest_labels(http_server_client):
+    """Messages without a nickname carry from_label: the same for one browser's messages,
+    another for another browser, and nothing of the cookie in it."""
+    first = await send(http_server_client, "one", cookie=ALICE)
+    again = await send(http_server_client, "two", cookie=ALICE)
+    other = await send(http_server_client, "three", cookie=BOB)
+    assert first["from"] is None and first["from_label"] == again["from_label"]
+    assert re.fullmatch(r"guest-[0-9a-f]{4}", first["from_label"])
+    assert other["from_label"] != first["from_label"]
+    assert ALICE not in json.dumps(first)
+    body = await poll(http_server_client, since=0)
+    assert [m["from_label"] for m in body["messages"]] == [
+        first["from_label"], first["from_label"], other["from_label"]]
+
+
+async def test_a_message_under_a_nickname_has_no_guest_label(http_server_client):
+    """A sender with a nickname is its from; no from_label."""
+    message = await send(http_server_client, "hi", cookie=ALICE, nick="alice")
+    assert message["from"] == "alice" and "from_label" not in message

@@ -5,9 +5,9 @@
 ``/help``, ``/quit``) or, otherwise, a message to the room. The server writes UTF-8 lines
 ended by ``\\n``, of three kinds told apart by their first character:
 
-* ``[room] ...``: a message: ``[lobby] alice: hi`` (``anonymous`` for a sender without a
-  nickname), a private one as its recipient sees it, ``[lobby] alice -> you: hi``, and as its
-  sender does, ``[lobby] you -> bob: hi``;
+* ``[room] ...``: a message: ``[lobby] alice: hi`` (the frame's ``from_label``, such as
+  ``guest-3f2a``, for a sender without a nickname), a private one as its recipient sees
+  it, ``[lobby] alice -> you: hi``, and as its sender does, ``[lobby] you -> bob: hi``;
 * ``* ...``: news and answers: presence (``* alice joined lobby``, ``* alice left lobby``,
   ``* alice is now alicia in lobby``), the welcome of a room, ``/who`` and ``/help``;
 * ``! <code>: <message>``: an error, ``code`` one of the WebSocket's error codes or a few of
@@ -220,7 +220,10 @@ def frame_line(frame: Message, sent: bool = False) -> Optional[str]:
     room = _shown(frame.get("room"))
     if kind == "message":
         sender = frame.get("from")
-        name = _shown(sender) if sender is not None else ANONYMOUS
+        if sender is not None:
+            name = _shown(sender)
+        else:  # the sender's guest label, when the frame has one
+            name = _shown(frame.get("from_label")) or ANONYMOUS
         return f"[{room}] {name}: {_shown(frame.get('text'))}"
     if kind == "private":
         if sent:

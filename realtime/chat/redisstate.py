@@ -74,7 +74,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from realtime.chat.rules import (
     DEFAULT_HISTORY, DEFAULT_REPLAY, DEFAULT_ROOM_HISTORY_BYTES, MAX_NICK_LENGTH, Joined, Room,
-    check_text, newest_fitting, nick_key, normalize_nick,
+    check_text, guest_label, newest_fitting, nick_key, normalize_nick,
 )
 from realtime.chat.state import Earlier, Replay, holder_tag, private_topic, room_topic
 from realtime.ops.tasks import cancel_all
@@ -414,7 +414,12 @@ class RedisChatState:
     async def say(self, room: str, connection: str, raw_text: object) -> Message:
         local = self._local(room)
         text = check_text(raw_text)
-        frame = self._frame("message", local.nick(connection), text)
+        nick = local.nick(connection)
+        if nick is None:
+            label = guest_label(self._tag(room, connection))
+            frame = self._frame("message", None, text, from_label=label)
+        else:
+            frame = self._frame("message", nick, text)
         return await self._append(room, frame, None, [room_topic(room)])
 
     async def whisper(

@@ -26,6 +26,7 @@ of every one it drops, and writes them to disk off the event loop; ``Rooms.resto
 journal's messages back at startup. Without a journal, history lives in memory only.
 """
 
+import hashlib
 import itertools
 import time
 import unicodedata
@@ -47,6 +48,7 @@ DEFAULT_HISTORY_BYTES = 64 * 1024 * 1024  # bytes of messages every room togethe
 HISTORY_PAGE = 50  # messages one "load earlier" answer holds unless the client asks fewer
 MAX_HISTORY_PAGE = 100  # messages one "load earlier" answer holds at most
 
+LOCAL_PROCESS = "local"  # the process part of a cookie-less holder's tag, in one process
 Cookie = str  # a browser's chat cookie
 # Who holds a nickname: a browser's cookie (str), or for a connection without one the serial
 # number its room gave it (int), which no cookie can equal.
@@ -55,6 +57,21 @@ Connection = Hashable
 # Who holds each nickname of a private message. A holder from an earlier run of the server
 # that was a connection's serial is kept as None: it can never match anyone again.
 Parties = dict[str, Optional[Holder]]
+
+
+def holder_tag(holder: Holder, process: str) -> str:
+    """A holder as text that never shows the cookie: a digest of a cookie, or the
+    cookie-less connection's serial with the id of the process that gave it."""
+    if isinstance(holder, str):
+        return "b" + hashlib.sha256(holder.encode()).hexdigest()[:32]
+    return f"c{process}.{holder}"
+
+
+def guest_label(tag: str) -> str:
+    """What a message without a nickname is shown as from (its ``from_label``): ``guest-``
+    and four hex digits of a digest of its holder's tag, the same for every message of one
+    browser (or one cookie-less connection), which tells nothing of the cookie."""
+    return "guest-" + hashlib.sha256(b"guest:" + tag.encode()).hexdigest()[:4]
 
 
 def normalize_nick(raw: Any) -> str:
@@ -399,7 +416,15 @@ class Room:
         """
         text = check_text(raw_text)
         self._admit()
-        frame = self._frame("message", self.nick(connection), text)
+        nick = self.nick(connection)
+        if nick is None:
+            holder = self._holder_of.get(connection)
+            if holder is None:
+                holder = self._holder_of[connection] = next(self._serials)
+            label = guest_label(holder_tag(holder, LOCAL_PROCESS))
+            frame = self._frame("message", None, text, from_label=label)
+        else:
+            frame = self._frame("message", nick, text)
         self._store(Stored(frame))
         return frame
 

@@ -21,12 +21,11 @@ to the holder of a nickname reaches nobody who takes that nickname later, in any
 even one that subscribes while the message is on its way.
 """
 
-import hashlib
 import itertools
 from dataclasses import dataclass
 from typing import Optional, Protocol
 
-from realtime.chat.rules import Holder, Joined, Rooms, nick_key
+from realtime.chat.rules import LOCAL_PROCESS, Joined, Rooms, holder_tag, nick_key
 from realtime.chat.store import ChatStore
 from realtime.limits.ratelimit import KeyedLimiter
 from realtime.pubsub.hub import Hub
@@ -41,14 +40,6 @@ def room_topic(room: str) -> str:
 def private_topic(room: str, nick: str, holder_tag: str) -> str:
     """The topic of the connections holding ``nick`` in ``room`` for one holder."""
     return f"chat.{room}.to.{nick_key(nick)}.{holder_tag}"
-
-
-def holder_tag(holder: Holder, process: str) -> str:
-    """A holder as text that never shows the cookie: a digest of a cookie, or the
-    cookie-less connection's serial with the id of the process that gave it."""
-    if isinstance(holder, str):
-        return "b" + hashlib.sha256(holder.encode()).hexdigest()[:32]
-    return f"c{process}.{holder}"
 
 
 def charge_room(budget: Optional[KeyedLimiter], hub: Hub, room: str) -> None:
@@ -169,7 +160,7 @@ class EmbeddedChatState:
     """
 
     name = "embedded"
-    process = "local"  # cookie-less holders are only ever compared within this process
+    process = LOCAL_PROCESS  # cookie-less holders are only ever compared within this process
 
     def __init__(self, rooms: Rooms, hub: Hub, store: Optional[ChatStore] = None) -> None:
         self.rooms = rooms

@@ -103,7 +103,9 @@ function syncButtons() {
   closedBanner.hidden = !closed || deleted;
   for (const [id, row] of rows) {
     const chosen = id === voted;
-    row.button.disabled = why !== "";
+    // aria-disabled, not disabled: a disabled button drops keyboard focus to the page, so
+    // the voter's focus would be lost the moment the vote goes out.
+    row.button.setAttribute("aria-disabled", String(why !== ""));
     row.item.classList.toggle("chosen", chosen);
     row.mine.hidden = !chosen;
     const name = barName(row.label, votes[id] ?? 0, total);
@@ -113,6 +115,7 @@ function syncButtons() {
 }
 
 function vote(optionId) {
+  if (disabledReason()) return; // the button says why (aria-disabled, focus kept)
   if (!socket.sendJson({ type: "vote", option: optionId })) {
     say("Not connected: your vote was not sent. Try again in a moment.", true);
     return;
