@@ -40,6 +40,7 @@ const peopleClose = $("chat-people-close");
 const joinToggle = $("chat-join-toggle");
 const transportLabel = $("conn-transport");
 const earlierButton = $("chat-earlier");
+const announcer = $("chat-live");
 
 const ROOM_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 // Errors that answer one message we sent: that message will not come back.
@@ -52,6 +53,8 @@ const COUNTER_FROM = 3500; // the counter shows from here on
 const NEAR_END_PX = 80; // closer than this to the bottom counts as "at the end"
 const AWAY_GRACE_MS = 10000; // someone gone from a reconnect's welcome may be reconnecting too
 const EARLIER_PAGE = 50; // messages one "load earlier" asks for
+const ANNOUNCED = 5; // lines the screen-reader region keeps
+const GROUP_MS = 5 * 60 * 1000; // a sender's messages closer than this form one run
 const baseTitle = document.title;
 
 let room = null;
@@ -73,6 +76,9 @@ let welcomed = false; // this room's first welcome has come (later ones are reco
 let away = new Map(); // nick -> timer: online before a reconnect, not in its welcome
 let following = true; // the log is scrolled to its end, and should stay there
 let oldestId = null; // lowest message id shown: where "load earlier" continues
+let frames = new WeakMap(); // log line -> the message frame it shows
+let lastFrame = null; // the newest message in the log: its day and sender
+let below = 0; // messages arrived below the reader scrolled up (the button's count)
 let mayHaveEarlier = true; // the history endpoint has not said it reached the start
 
 function showNotice(text) {
@@ -87,16 +93,85 @@ function atEnd() {
 function scrollToEnd() {
   log.scrollTop = log.scrollHeight;
   following = true;
+  below = 0;
   newButton.hidden = true;
 }
 
 // Append a line; follow it if the reader was at the end (or it is their own message),
-// else offer the "New messages ↓" button for a message.
+// else offer the "N new messages ↓" button for a message.
 function addLine(node, { follow = false, message = false } = {}) {
   const nearEnd = atEnd();
   log.append(node);
-  if (nearEnd || follow) scrollToEnd();
-  else if (message) newButton.hidden = false;
+  if (nearEnd || follow) {
+    scrollToEnd();
+  } else if (message) {
+    below += 1;
+    newButton.textContent = `${below} new message${below === 1 ? "" : "s"} ↓`;
+    newButton.hidden = false;
+  }
+}
+
+// For screen readers: what just happened (a new message, someone joining), never the
+// history a welcome or "load earlier" puts in the log. The log itself is not a live
+// region, so 50 replayed messages are not read out on every join.
+function announce(text) {
+  const line = el("p", null, text);
+  announcer.append(line);
+  while (announcer.childElementCount > ANNOUNCED) announcer.firstElementChild.remove();
+}
+
+// Date separators and runs of one sender: a "day" line before the first message of each
+// day, and "cont" on a message that follows one of the same sender (and kind, and
+// recipient) within GROUP_MS, whose name is then shown only to screen readers.
+function dayOf(ts) {
+  return new Date(ts).toDateString();
+}
+
+function dayLine(ts) {
+  const day = dayOf(ts);
+  const today = new Date();
+  const yesterday = new Date(today.getFullYear(), today.getMonth(), today.getDate() - 1);
+  const text = day === today.toDateString() ? "Today"
+    : day === yesterday.toDateString() ? "Yesterday"
+      : new Date(ts).toLocaleDateString([], { weekday: "long", year: "numeric", month: "long", day: "numeric" });
+  const line = el("li", "event day", text);
+  line.dataset.day = day;
+  return line;
+}
+
+function senderOf(frame) {
+  return [frame.type, frame.from ?? "", frame.from_label ?? "", frame.to ?? ""].join("\u0000");
+}
+
+// Where `item` (the message `frame`) goes after `previous` (the message before it, or
+// null; `adjacent`: no other line between them): whether a day line is due, and whether
+// it continues a run.
+function place(item, frame, previous, adjacent) {
+  const newDay = !previous || dayOf(previous.ts) !== dayOf(frame.ts);
+  const run = !newDay && adjacent && senderOf(previous) === senderOf(frame)
+    && frame.ts - previous.ts < GROUP_MS;
+  item.classList.toggle("cont", run);
+  return newDay;
+}
+
+// Lay the whole log out again (after "load earlier" put messages above the others).
+function arrange() {
+  for (const line of log.querySelectorAll(".event.day")) line.remove();
+  let previous = null;
+  let adjacent = false; // the line before is a message (a run is only unbroken lines)
+  for (const item of [...log.children]) {
+    const frame = frames.get(item);
+    if (!frame) {
+      adjacent = false;
+      continue;
+    }
+    if (place(item, frame, previous, adjacent)) {
+      log.insertBefore(dayLine(frame.ts), item);
+    }
+    previous = frame;
+    adjacent = true;
+  }
+  lastFrame = previous;
 }
 
 function showTitle() {
@@ -117,8 +192,9 @@ function messageItem(frame) {
   const mine = frame.from !== null && frame.from === myNick;
   const item = el("li", `entry msg${mine ? " mine" : ""}${frame.type === "private" ? " private" : ""}`);
   item.dataset.id = frame.id;
+  frames.set(item, frame);
   item.append(el("time", "when", clock(frame.ts)));
-  item.append(el("span", "who", frame.from ?? "anonymous"));
+  item.append(el("span", "who", shownSender(frame)));
   if (mine) item.append(el("span", "you-tag", "you"));
   if (frame.type === "private") {
     item.append(el("span", "tag private-tag", mine ? `private → ${frame.to}` : "private to you"));
@@ -129,13 +205,25 @@ function messageItem(frame) {
   return item;
 }
 
-function renderMessage(frame) {
+// Show a message at the end of the log; `live`: it just happened (announced, counted as
+// unread), rather than history a welcome replays.
+function renderMessage(frame, { live = false } = {}) {
   lastId = lastId === null ? frame.id : Math.max(lastId, frame.id);
   const item = messageItem(frame);
   if (!item) return;
   const mine = item.classList.contains("mine");
+  const adjacent = log.lastElementChild !== null && frames.has(log.lastElementChild);
+  if (place(item, frame, lastFrame, adjacent)) {
+    addLine(dayLine(frame.ts));
+  }
+  lastFrame = frame;
   addLine(item, { follow: mine, message: true });
-  if (!mine) countUnread();
+  if (live) announce(`${mine ? "You" : shownSender(frame)}${frame.type === "private" ? " (private)" : ""}: ${frame.text}`);
+  if (!mine && live) countUnread();
+}
+
+function shownSender(frame) {
+  return frame.from ?? frame.from_label ?? "anonymous";
 }
 
 // "Load earlier messages": the page of history before the oldest message shown, put above
@@ -166,6 +254,7 @@ async function loadEarlier() {
   const fragment = document.createDocumentFragment();
   fragment.append(...items);
   log.insertBefore(fragment, log.querySelector(".entry.msg"));
+  arrange();
   log.scrollTop = log.scrollHeight - fromBottom; // the same messages stay in view
   mayHaveEarlier = Boolean(answer.more);
   if (!mayHaveEarlier) {
@@ -177,6 +266,7 @@ async function loadEarlier() {
 
 function renderEvent(text) {
   addLine(el("li", "event", text));
+  announce(text);
 }
 
 function renderPresence(kind, nick) {
@@ -335,7 +425,7 @@ function onFrame(frame) {
       break;
     case "message":
     case "private":
-      renderMessage(frame);
+      renderMessage(frame, { live: true });
       settlePending(frame);
       break;
     case "readers":
@@ -422,6 +512,10 @@ function enter(newRoom, nick) {
   wantedNick = nick;
   lastId = null;
   oldestId = null;
+  frames = new WeakMap();
+  lastFrame = null;
+  below = 0;
+  announcer.replaceChildren();
   mayHaveEarlier = true;
   earlierButton.hidden = true;
   replayDropped = false;
