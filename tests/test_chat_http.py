@@ -231,6 +231,14 @@ async def test_socket_since_0_in_an_empty_room_is_recovered(ws_connect):
     assert welcome["history"] == [] and welcome["recovered"] is True
 
 
+async def test_socket_since_the_newest_id_is_recovered(ws_connect, http_server_client):
+    """A WebSocket with since equal to the room's newest id: recovered, no history."""
+    message = await send(http_server_client, "newest", room="uptodate")
+    conn = await ws_connect(f"/ws/chat/uptodate?since={message['id']}")
+    welcome = await receive_json(conn)
+    assert welcome["history"] == [] and welcome["recovered"] is True
+
+
 async def test_a_disconnected_long_poll_leaves_no_waiter(http_server_client, hub, app):
     """A client that goes away while held is released at once: no subscriber, no slot."""
     last = await send(http_server_client, "before")

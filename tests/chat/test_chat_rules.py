@@ -147,6 +147,23 @@ def test_since_0_after_a_drop_is_not_recovered():
     assert room.history(speaker, since=0) == (frames[1:], False)
 
 
+def test_earlier_pages_back_with_private_messages_for_their_browsers_only():
+    """earlier() gives the newest messages below an id, oldest first, a private one only
+    to the browsers (cookies) of its two parties, and says when older ones remain."""
+    room = Room("lobby")
+    alice, bob = object(), object()
+    room.enter(alice, "alice-cookie")
+    room.enter(bob, "bob-cookie")
+    room.join(alice, "alice")
+    room.join(bob, "bob")
+    public = [room.say(alice, str(n)) for n in range(3)]
+    secret, _ = room.whisper(alice, "bob", "psst")
+    after = secret["id"] + 1
+    assert room.earlier("bob-cookie", after, 2) == ([public[2], secret], True)
+    assert room.earlier("carol-cookie", after, 2) == (public[1:], True)
+    assert room.earlier(None, public[1]["id"], 2) == (public[:1], False)
+
+
 def test_private_history_is_only_for_its_two_parties():
     """A third nickname never sees a private message in history."""
     room = Room("lobby")
