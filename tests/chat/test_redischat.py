@@ -4,6 +4,7 @@ chat state, share rooms, nicknames, presence, ids and history through a real
 
 import asyncio
 import json
+import re
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -707,7 +708,7 @@ async def test_chat_page_shows_the_nickname_was_lost_and_offers_it_again(node, r
 async def test_tcp_connection_gets_a_nick_lost_line_and_speaks_anonymously(
         node, redis_server):
     """A raw TCP connection whose nickname is lost (Redis unreachable past the lease) gets
-    an ``! nick_lost`` line, and its next message is from ``anonymous``."""
+    an ``! nick_lost`` line, and its next message is from its guest label."""
     a = await node(redis_nick_lease=1.0)
     server = ChatLineServer.for_app(a.app)
     sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
@@ -724,7 +725,7 @@ async def test_tcp_connection_gets_a_nick_lost_line_and_speaks_anonymously(
             client.send("after the loss")
             while not (line := await client.line()).startswith("[lobby]"):
                 pass
-            assert line == "[lobby] anonymous: after the loss"
+            assert re.fullmatch(r"\[lobby\] guest-[0-9a-f]{4}: after the loss", line), line
         finally:
             redis_server.resume()
     finally:
