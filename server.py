@@ -33,7 +33,7 @@ from handlers.apps import app_routes
 from handlers.chat import ChatPageHandler, ChatSocketHandler
 from handlers.websocket import SocketHandler
 from handlers.chathttp import (
-    DEFAULT_LONG_POLL_TIMEOUT, ChatEventStreamHandler, ChatLongPollHandler,
+    DEFAULT_LONG_POLL_TIMEOUT, ChatEventStreamHandler, ChatHistoryHandler, ChatLongPollHandler,
 )
 from handlers.echo import EchoSocketHandler
 from handlers.pages import HealthHandler, MetricsHandler, NotFoundPageHandler, PageHandler
@@ -454,9 +454,11 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
             name="ws_chat"),
         url(r"/ws/vote/([^/]+)", VoteSocketHandler, dict(sockets, store=store), name="ws_vote"),
         url(rf"/sse/chat/({rules.ROOM_PATTERN})", ChatEventStreamHandler,
-            dict(event_streams, **chats, endpoint="sse_chat"), name="sse_chat"),
+            dict(event_streams, **chats, sessions=sessions, endpoint="sse_chat"), name="sse_chat"),
         url(r"/sse/vote/([^/]+)", VoteEventStreamHandler,
             dict(event_streams, store=store, endpoint="sse_vote"), name="sse_vote"),
+        url(rf"/api/chat/({rules.ROOM_PATTERN})/history", ChatHistoryHandler,
+            dict(sockets, chat=chat_state, endpoint="chat_history"), name="chat_history"),
         url(rf"/poll/chat/({rules.ROOM_PATTERN})", ChatLongPollHandler,
             dict(sockets, **chats, sessions=sessions, timeout=config.long_poll_timeout,
                  endpoint="poll_chat"),

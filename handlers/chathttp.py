@@ -7,7 +7,8 @@ event stream and a long-poll in one room see each other's messages.
 * ``GET /sse/chat/<room>`` (``ChatEventStreamHandler``) is a connection like a WebSocket:
   a welcome event, then every frame of the room as an event, numbered frames with ``id:``;
   ``?nick=`` joins; the browser's reconnect sends ``Last-Event-ID`` and gets what it missed.
-  Closing it is a socket's close: the nickname leaves, the room hears ``left``.
+  Closing it (its browser's last) is a socket's close: the nickname leaves, the room hears
+  ``left``.
 * ``GET /poll/chat/<room>?since=<id>`` (``ChatLongPollHandler``) answers the messages after
   ``since`` at once if there are any, else holds the request until one comes or
   ``--long-poll-timeout`` passes; ``POST`` sends a message.
@@ -18,7 +19,10 @@ connection between two requests, so each browser (cookie) gets a **long-poll ses
 of them is in flight and ``--long-poll-session-timeout`` seconds after the last ended. It is a
 reader of the room, or a member once it takes a nickname (``?nick=`` on a GET, or ``nick``
 in a POST), and it sees the private messages of that nickname. A request without the
-cookie reads anonymously and may not take a nickname (``cookie_required``).
+cookie reads anonymously and may not take a nickname (``cookie_required``). An event stream
+with the cookie reads through that session too (its POSTs speak through it), so a new stream
+with another ``?nick=`` renames the browser (one ``renamed``); the browser's last stream
+ending ends the session at once.
 """
 
 import asyncio
@@ -27,9 +31,11 @@ from typing import Any, Optional
 
 import tornado.web
 
-from handlers.chat import issue_chat_cookie, parse_since, raw_query_argument
+from handlers.chat import chat_cookie, issue_chat_cookie, parse_since, raw_query_argument
 from handlers.http import EventStreamHandler, TransportHandler
-from realtime.chat.rules import check_text, nick_key, normalize_nick
+from realtime.chat.rules import (
+    HISTORY_PAGE, MAX_HISTORY_PAGE, check_text, nick_key, normalize_nick,
+)
 from realtime.chat.session import ChatSession, LongPollSession, LongPollSessions, ReaderCounts
 from realtime.chat.state import ChatState, room_topic
 from realtime.limits.admission import LONG_POLL
@@ -54,29 +60,43 @@ class ChatEventStreamHandler(EventStreamHandler):
     room, ``message`` and ``private`` ones with their id as the event's ``id:``.
     """
 
-    session: Optional[ChatSession] = None
+    session: Optional[ChatSession] = None  # its own, without a cookie
+    shared: Optional[LongPollSession] = None  # its browser's HTTP session, with one
     cookie: Optional[str] = None
 
     def initialize(  # type: ignore[override]
-        self, chat: ChatState, readers: Optional[ReaderCounts] = None, **base: Any
+        self, chat: ChatState, sessions: Optional[LongPollSessions] = None,
+        readers: Optional[ReaderCounts] = None, **base: Any
     ) -> None:
         super().initialize(**base)
         self.chat = chat
+        self.sessions = sessions
         self.readers = readers
 
     def before_open(self, room: str) -> None:
         self.cookie = issue_chat_cookie(self)  # before the headers go out with the stream
 
     async def opened(self, room: str) -> None:
-        self.session = ChatSession(self.chat, self.hub, self, self._send_frame,
-                                   self.send_error_event, readers=self.readers)
         # The browser's reconnect says where it was; it wins over the URL's since.
         since = parse_since(self.request.headers.get("Last-Event-ID")
                             or raw_query_argument(self.request, "since"))
-        await self.session.open(room, self.cookie, raw_query_argument(self.request, "nick"),
-                                since)
+        raw_nick = raw_query_argument(self.request, "nick")
+        if self.cookie is not None and self.sessions is not None:
+            # The browser's session, shared with its POSTs and its other streams: a stream
+            # opened with another ?nick= renames the browser, as a socket's join does.
+            self.shared = await self.sessions.use(room, self.cookie, self.client(),
+                                                  admitted=True)
+            await self.shared.welcome(self, self._send_frame, self.send_error_event,
+                                      raw_nick, since)
+            return
+        self.session = ChatSession(self.chat, self.hub, self, self._send_frame,
+                                   self.send_error_event, readers=self.readers)
+        await self.session.open(room, self.cookie, raw_nick, since)
 
     async def closed(self) -> None:
+        if self.shared is not None and self.sessions is not None:
+            self.shared.detach(self)
+            self.sessions.done(self.shared, linger=0)  # the stream's end: the browser left
         if self.session is not None:
             await self.session.close()
 
@@ -301,3 +321,49 @@ class ChatLongPollHandler(TransportHandler):
         wake = self._wake
         if wake is not None and not wake.done():
             wake.set_result(envelope)
+
+
+class ChatHistoryHandler(TransportHandler):
+    """``GET /api/chat/<room>/history?before=<id>&limit=<n>``: "load earlier messages".
+
+    Answers ``{"messages": [...], "more": bool}``: the newest ``limit`` messages (default 50,
+    at most 100) with an id below ``before`` that this browser may see, oldest first, at
+    most ``--chat-room-history-bytes`` of them as JSON; ``more`` is false once the start of
+    what the room keeps is reached. Private messages are in it only for a browser (chat
+    cookie) that was one of their two parties. The same for every transport, and on
+    either chat state; charged to the address's request budget like a POST.
+    """
+
+    transport = LONG_POLL
+
+    def initialize(self, chat: ChatState, **base: Any) -> None:  # type: ignore[override]
+        super().initialize(**base)
+        self.chat = chat
+
+    def prepare(self) -> None:
+        self.check_origin()
+
+    async def get(self, room: str) -> None:
+        self.charge_request()
+        before = _query_int(self.request, "before", None)
+        limit = _query_int(self.request, "limit", HISTORY_PAGE)
+        if not 1 <= limit <= MAX_HISTORY_PAGE:
+            raise ClientError("bad_query", f'"limit" is from 1 to {MAX_HISTORY_PAGE}.')
+        page = await self.chat.earlier(room, chat_cookie(self), before, limit)
+        self.answer_json(b'{"messages":[%s],"more":%s}' % (
+            b",".join(map(encode, page.messages)), b"true" if page.more else b"false"))
+
+
+def _query_int(request: Any, name: str, default: Optional[int]) -> int:
+    """A whole-number query argument, exactly its digits; ``default`` when absent (None:
+    it is required).
+
+    Raises:
+        ClientError: ``bad_query``.
+    """
+    raw = raw_query_argument(request, name)
+    if raw is None and default is not None:
+        return default
+    if raw is None or not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+        raise ClientError("bad_query", f'"{name}" must be a whole number (digits only).')
+    return int(raw)

@@ -25,13 +25,13 @@ async def echo_with_a_reply(page: Page, tag: str) -> None:
 
 
 async def chat_with_messages(page: Page, tag: str) -> None:
-    """The chat page as a joined user: public and private messages, a presence notice, the
-    online list with a name to click, and a private recipient chosen."""
+    """The chat page as a joined user: public (with a link) and private messages, a presence
+    notice, the online list with a name to click, and a private recipient chosen."""
     await wait_connected(page)
     await page.locator("#chat-online .name.me").wait_for(state="attached", timeout=WAIT)
-    await page.fill("#chat-text", "hello everyone")
+    await page.fill("#chat-text", "hello everyone, see https://example.com/docs")
     await page.press("#chat-text", "Enter")
-    await page.locator("#chat-log .entry.mine", has_text="hello everyone").wait_for(timeout=WAIT)
+    await page.locator("#chat-log .entry.mine a", has_text="example.com").wait_for(timeout=WAIT)
     drawer = page.locator("#chat-people-toggle")
     if await drawer.is_visible():  # a phone: the online list is a drawer
         await drawer.click()

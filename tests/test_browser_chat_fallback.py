@@ -24,13 +24,16 @@ NO_WEBSOCKET = "delete window.WebSocket;"
 NO_STREAMS = "delete window.WebSocket; delete window.EventSource;"
 
 
-async def open_chat(browser, url, nick, room, block=None):
+async def open_chat(browser, url, nick, room, block=None, fake_clock=False):
     """A person in their own browser context on the chat page as ``nick``, its WebSockets
-    (and more) taken away by the ``block`` script if given."""
+    (and more) taken away by the ``block`` script if given; with ``fake_clock``, the page's
+    timers run on Playwright's clock (``page.clock.run_for``) as well as in real time."""
     context = await browser.new_context()
     if block:
         await context.add_init_script(block)
     page = await context.new_page()
+    if fake_clock:
+        await page.clock.install()
     page.errors = collect_console_errors(page)
     await page.goto(f"{url}?room={room}&nick={nick}")
     await wait_connected(page)

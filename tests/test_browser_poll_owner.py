@@ -46,7 +46,7 @@ async def test_another_tab_of_the_creating_browser_manages_the_poll(http_server_
         await wait_connected(tab)
         await tab.locator("#present-close").wait_for(state="visible")
         await tab.click("#present-close")
-        await voter.wait_for_selector("#poll-options button:disabled")
+        await voter.wait_for_selector("#poll-options button[aria-disabled=\"true\"]")
         assert await tab.locator("#present-closed").is_visible()
         await tab.locator("#present-reopen").wait_for(state="visible")
         await tab.click("#present-reopen")

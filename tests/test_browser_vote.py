@@ -186,14 +186,15 @@ async def test_closing_from_the_manage_link_disables_voting_live(http_server_cli
         await wait_connected(owner)
 
         await owner.click("#manage-close")
-        await voter.wait_for_selector("#poll-options button:disabled")
-        assert await voter.locator("#poll-options button:enabled").count() == 0
+        # Disabled as aria-disabled (a disabled button would drop the keyboard focus).
+        await voter.wait_for_selector('#poll-options button[aria-disabled="true"]')
+        assert await voter.locator('#poll-options button[aria-disabled="false"]').count() == 0
         assert "Poll closed" in await voter.locator("#poll-reason").text_content()
         assert await voter.locator("#poll-closed").is_visible()
         await owner.locator("#manage-reopen").wait_for(state="visible")
 
         await owner.click("#manage-reopen")
-        await voter.wait_for_selector("#poll-options button:enabled")
+        await voter.wait_for_selector('#poll-options button[aria-disabled="false"]')
         assert await voter.locator("#poll-closed").is_hidden()
         assert errors == [[], []]
 
@@ -273,3 +274,19 @@ async def test_page_reconnects_with_a_fresh_snapshot(http_server_client, hub):
         await page.wait_for_selector('#poll-options li[data-option="3"][data-votes="1"]')
         await option(page, "3").locator("button").click()
         await page.wait_for_selector('#poll-options li[data-option="3"][data-votes="2"]')
+
+
+async def test_keyboard_focus_stays_on_the_option_after_voting(http_server_client, size):
+    """Voting with the keyboard in a one-vote poll leaves the focus on the option pressed
+    (now marked as the vote), not on the page."""
+    poll = await create_poll(http_server_client, one_vote_per_voter=True)
+    async with chromium() as browser:
+        page = await (await browser.new_context(**size)).new_page()
+        await page.goto(http_server_client.get_url(f"/vote/{poll['id']}"))
+        await wait_connected(page)
+        button = option(page, "2").locator("button")
+        await button.focus()
+        await page.keyboard.press("Enter")
+        await page.wait_for_selector('#poll-options li[data-option="2"].chosen')
+        assert await button.get_attribute("aria-disabled") == "true"
+        assert await button.evaluate("b => b === document.activeElement")

@@ -5,6 +5,7 @@ state and on Redis."""
 import asyncio
 import json
 import logging
+import re
 import threading
 import time
 from typing import Any, Optional
@@ -196,11 +197,46 @@ async def test_without_since_the_newest_history_comes_at_once_unrecovered(http_s
 
 
 async def test_since_from_before_the_room_waits_for_its_first_message(http_server_client, hub):
-    """since=0 in an empty room is held; the first message answers it, recovered false."""
+    """since=0 in an empty room is held; the first message answers it, recovered true
+    (nothing was lost: the page must not say that messages may be missing)."""
     waiting = asyncio.ensure_future(poll(http_server_client, since=0))
     await held(hub, "chat.lobby", 1)
     message = await send(http_server_client, "first")
-    assert await waiting == {"messages": [message], "last_id": message["id"], "recovered": False}
+    assert await waiting == {"messages": [message], "last_id": message["id"], "recovered": True}
+
+
+async def test_since_0_after_messages_were_sent_gets_them_all_recovered(http_server_client):
+    """since=0 in a room that dropped nothing answers every message, recovered true."""
+    first = await send(http_server_client, "one")
+    second = await send(http_server_client, "two")
+    body = await poll(http_server_client, since=0)
+    assert body == {"messages": [first, second], "last_id": second["id"], "recovered": True}
+
+
+async def test_sse_since_0_and_since_the_newest_id_are_recovered(sse, http_server_client):
+    """An event stream with since=0 in an empty room, or since its newest id, is recovered."""
+    empty = await sse("/sse/chat/quiet?since=0")
+    welcome = await empty.frame_of("welcome")
+    assert welcome["history"] == [] and welcome["recovered"] is True
+    message = await send(http_server_client, "hi", room="quiet")
+    newest = await sse(f"/sse/chat/quiet?since={message['id']}")
+    welcome = await newest.frame_of("welcome")
+    assert welcome["history"] == [] and welcome["recovered"] is True
+
+
+async def test_socket_since_0_in_an_empty_room_is_recovered(ws_connect):
+    """A WebSocket with since=0 in an empty room is welcomed recovered, with no history."""
+    conn = await ws_connect("/ws/chat/fresh?since=0")
+    welcome = await receive_json(conn)
+    assert welcome["history"] == [] and welcome["recovered"] is True
+
+
+async def test_socket_since_the_newest_id_is_recovered(ws_connect, http_server_client):
+    """A WebSocket with since equal to the room's newest id: recovered, no history."""
+    message = await send(http_server_client, "newest", room="uptodate")
+    conn = await ws_connect(f"/ws/chat/uptodate?since={message['id']}")
+    welcome = await receive_json(conn)
+    assert welcome["history"] == [] and welcome["recovered"] is True
 
 
 async def test_a_disconnected_long_poll_leaves_no_waiter(http_server_client, hub, app):
@@ -518,6 +554,57 @@ async def test_sse_nick_joins_and_closing_the_stream_leaves(sse, ws_connect):
     assert await ws_frame_of(watcher, "left") == {"type": "left", "room": "lobby", "nick": "dora"}
 
 
+async def test_a_browsers_last_stream_closing_leaves_at_once(sse, ws_connect, http_server_client):
+    """A stream with the chat cookie that posted too: its closing is the browser's leaving,
+    heard at once (not after the long-poll session's timeout)."""
+    watcher, _ = await ws_join(ws_connect)
+    stream = await sse("/sse/chat/lobby?nick=dora", cookie=ALICE)
+    assert (await stream.frame_of("welcome"))["nick"] == "dora"
+    await send(http_server_client, "hi", cookie=ALICE, nick="dora")
+    assert (await ws_frame_of(watcher, "message"))["from"] == "dora"
+    stream.close()
+    assert await ws_frame_of(watcher, "left") == {"type": "left", "room": "lobby", "nick": "dora"}
+
+
+async def presence_until_marker(conn, marker_cookie: str, http_server_client) -> list[Any]:
+    """The presence frames ``conn`` gets before a marker message posted by another browser."""
+    await send(http_server_client, "marker", cookie=marker_cookie)
+    frames = []
+    while True:
+        frame = await receive_json(conn)
+        if frame["type"] == "message" and frame["text"] == "marker":
+            return frames
+        if frame["type"] in ("joined", "left", "renamed"):
+            frames.append(frame)
+
+
+async def test_a_rename_over_sse_is_one_renamed(sse, ws_connect, http_server_client):
+    """A browser that posted as ana opens a stream as bea, then closes the old one: the room
+    hears one renamed, never bea joining beside ana, never ana leaving."""
+    watcher, _ = await ws_join(ws_connect, nick="obs", cookie=BOB)
+    old = await sse("/sse/chat/lobby?nick=ana", cookie=ALICE)
+    await old.frame_of("welcome")
+    await send(http_server_client, "as ana", cookie=ALICE, nick="ana")
+    new = await sse("/sse/chat/lobby?nick=bea", cookie=ALICE)
+    assert (await new.frame_of("welcome"))["nick"] == "bea"
+    old.close()
+    assert await presence_until_marker(watcher, CAROL, http_server_client) == [
+        {"type": "joined", "room": "lobby", "nick": "obs"},
+        {"type": "joined", "room": "lobby", "nick": "ana"},
+        {"type": "renamed", "room": "lobby", "from": "ana", "to": "bea"}]
+
+
+async def test_a_rename_over_long_polling_is_one_renamed(ws_connect, http_server_client):
+    """A long-polling browser that holds ana asks for bea: the room hears one renamed."""
+    watcher, _ = await ws_join(ws_connect, nick="obs", cookie=BOB)
+    await poll(http_server_client, cookie=ALICE, nick="ana", wait=0)
+    await poll(http_server_client, cookie=ALICE, nick="bea", wait=0)
+    assert await presence_until_marker(watcher, CAROL, http_server_client) == [
+        {"type": "joined", "room": "lobby", "nick": "obs"},
+        {"type": "joined", "room": "lobby", "nick": "ana"},
+        {"type": "renamed", "room": "lobby", "from": "ana", "to": "bea"}]
+
+
 async def test_sse_taken_nick_gets_welcome_then_error(sse, ws_connect):
     """A taken ?nick= gets the anonymous welcome and then a nick_taken error event."""
     await ws_join(ws_connect, nick="alice", cookie=ALICE)
@@ -715,3 +802,92 @@ async def test_long_poll_sessions_are_in_a_gauge_and_in_healthz(http_server_clie
     assert metric(metrics, 'realtime_connections{endpoint="long_poll_session"}') == 2
     health = json.loads((await fetch(http_server_client, "/healthz")).body)
     assert health["long_poll_sessions"] == 2
+
+
+# Load earlier messages: GET /api/chat/<room>/history.
+
+
+async def history(http_server_client, room: str = "lobby", cookie: Optional[str] = None,
+                  **query: Any) -> tuple[int, dict[str, Any]]:
+    """GET the room's history page; its status and JSON body."""
+    response = await fetch(http_server_client,
+                           f"/api/chat/{room}/history?" + urlencode(query), cookie=cookie)
+    return response.code, json.loads(response.body)
+
+
+async def test_history_pages_back_to_the_start(http_server_client):
+    """before/limit walks back through the room, oldest first in each page, more until the
+    first message."""
+    sent = [await send(http_server_client, f"m{n}") for n in range(5)]
+    code, page = await history(http_server_client, before=sent[-1]["id"] + 1, limit=2)
+    assert code == 200 and page == {"messages": sent[3:], "more": True}
+    _, page = await history(http_server_client, before=sent[3]["id"], limit=2)
+    assert page == {"messages": sent[1:3], "more": True}
+    _, page = await history(http_server_client, before=sent[1]["id"], limit=2)
+    assert page == {"messages": sent[:1], "more": False}
+
+
+async def test_history_shows_a_private_message_to_its_two_browsers_only(
+        http_server_client, ws_connect):
+    """A private message is in the history of its sender's and recipient's browsers, never
+    in a third browser's or a cookie-less request's."""
+    alice, _ = await ws_join(ws_connect, nick="alice", cookie=ALICE)
+    await ws_join(ws_connect, nick="bob", cookie=BOB)
+    await send_json(alice, {"type": "message", "text": "public"})
+    await send_json(alice, {"type": "message", "text": "secret", "to": "bob"})
+    secret = await ws_frame_of(alice, "private")
+    before = secret["id"] + 1
+    for cookie in (ALICE, BOB):
+        _, page = await history(http_server_client, cookie=cookie, before=before)
+        assert [m["text"] for m in page["messages"]] == ["public", "secret"]
+    for cookie in (CAROL, None):
+        _, page = await history(http_server_client, cookie=cookie, before=before)
+        assert [m["text"] for m in page["messages"]] == ["public"]
+
+
+@pytest.mark.parametrize("overrides", [dict(chat_room_history_bytes=4000, max_pending_bytes=2400)])
+async def test_history_is_bounded_in_bytes(http_server_client):
+    """A page holds at most a welcome's bytes of messages (here half of --max-pending-bytes),
+    the newest that fit, and says more remain."""
+    sent = [await send(http_server_client, f"{n} " + "x" * 400) for n in range(3)]
+    _, page = await history(http_server_client, before=sent[-1]["id"] + 1, limit=3)
+    assert page == {"messages": sent[1:], "more": True}
+    assert len(json.dumps(page["messages"], separators=(",", ":"))) <= 1200
+
+
+@pytest.mark.parametrize("query", [{}, {"before": "x"}, {"before": " 5"}, {"before": "-5"},
+                                   {"before": "9", "limit": "0"}, {"before": "9", "limit": "101"},
+                                   {"before": "9", "limit": "2.5"}])
+async def test_history_refuses_a_bad_query_with_a_json_error(http_server_client, query):
+    """A missing or malformed before, or a limit outside 1-100: 400 bad_query."""
+    code, body = await history(http_server_client, **query)
+    assert code == 400 and body["error"]["code"] == "bad_query"
+
+
+async def test_history_of_a_room_nobody_used_is_empty(http_server_client, app):
+    """A room with no message answers no messages and nothing more, and is not created."""
+    code, page = await history(http_server_client, room="nowhere", before=10 ** 17)
+    assert code == 200 and page == {"messages": [], "more": False}
+    rooms = getattr(app.settings["chat"], "rooms", None)
+    assert rooms is None or "nowhere" not in rooms
+
+
+async def test_anonymous_senders_get_distinct_steady_guest_labels(http_server_client):
+    """Messages without a nickname carry from_label: the same for one browser's messages,
+    another for another browser, and nothing of the cookie in it."""
+    first = await send(http_server_client, "one", cookie=ALICE)
+    again = await send(http_server_client, "two", cookie=ALICE)
+    other = await send(http_server_client, "three", cookie=BOB)
+    assert first["from"] is None and first["from_label"] == again["from_label"]
+    assert re.fullmatch(r"guest-[0-9a-f]{4}", first["from_label"])
+    assert other["from_label"] != first["from_label"]
+    assert ALICE not in json.dumps(first)
+    body = await poll(http_server_client, since=0)
+    assert [m["from_label"] for m in body["messages"]] == [
+        first["from_label"], first["from_label"], other["from_label"]]
+
+
+async def test_a_message_under_a_nickname_has_no_guest_label(http_server_client):
+    """A sender with a nickname is its from; no from_label."""
+    message = await send(http_server_client, "hi", cookie=ALICE, nick="alice")
+    assert message["from"] == "alice" and "from_label" not in message

@@ -123,6 +123,17 @@ def http_request(path: str, cookie: Optional[str] = None) -> Callable[[int], byt
     return request
 
 
+def fresh_cookie_request(path: str) -> Callable[[int], bytes]:
+    """As ``http_request``, with a chat cookie of its own each time: one browser's event
+    streams share its HTTP session, whose joins go one at a time, so only a stream of
+    another browser reaches the state's join while an earlier one is held there."""
+    serials = iter(range(1_000_000))
+
+    def request(port: int) -> bytes:
+        return http_request(path, f"lifecycle-browser-{next(serials):08d}")(port)
+    return request
+
+
 def tcp_lines(*lines: str) -> Callable[[int], bytes]:
     return lambda port: "".join(line + "\n" for line in lines).encode()
 
@@ -159,7 +170,7 @@ POINTS = [
           ChatSocketHandler),
     Point("sse_chat-enter", "chat", "enter", http_request(f"/sse/chat/{ROOM}"),
           ChatEventStreamHandler),
-    Point("sse_chat-nick", "chat", "join", http_request(f"/sse/chat/{ROOM}?nick=alice", COOKIE),
+    Point("sse_chat-nick", "chat", "join", fresh_cookie_request(f"/sse/chat/{ROOM}?nick=alice"),
           ChatEventStreamHandler),
     Point("poll_chat-session", "chat", "enter",
           http_request(f"/poll/chat/{ROOM}?since=0", FRESH_COOKIE), ChatLongPollHandler,

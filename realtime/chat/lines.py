@@ -5,9 +5,9 @@
 ``/help``, ``/quit``) or, otherwise, a message to the room. The server writes UTF-8 lines
 ended by ``\\n``, told apart by their first characters:
 
-* ``[room] ...``: a message: ``[lobby] alice: hi`` (``anonymous`` for a sender without a
-  nickname), a private one as its recipient sees it, ``[lobby] alice -> you: hi``, and as its
-  sender does, ``[lobby] you -> bob: hi``;
+* ``[room] ...``: a message: ``[lobby] alice: hi`` (the frame's ``from_label``, such as
+  ``guest-3f2a``, for a sender without a nickname), a private one as its recipient sees
+  it, ``[lobby] alice -> you: hi``, and as its sender does, ``[lobby] you -> bob: hi``;
 * ``* ...``: news and answers: presence (``* alice joined lobby``, ``* alice left lobby``,
   ``* alice is now alicia in lobby``), the welcome of a room, ``/who`` and ``/help``;
 * ``  ↳ ...``: the rest of the line before, past 80 columns (``fitted``);
@@ -279,7 +279,10 @@ def _unfitted(frame: Message, sent: bool) -> Optional[str]:
     room = _shown(frame.get("room"))
     if kind == "message":
         sender = frame.get("from")
-        name = _shown(sender) if sender is not None else ANONYMOUS
+        if sender is not None:
+            name = _shown(sender)
+        else:  # the sender's guest label, when the frame has one
+            name = _shown(frame.get("from_label")) or ANONYMOUS
         return f"[{room}] {name}: {_shown(frame.get('text'))}"
     if kind == "private":
         if sent:

@@ -8,7 +8,8 @@ agree across processes is in Redis, under ``prefix`` (``realtime:``), per room `
 
 - ``chat:<r>:log``: a stream of the room's messages, entry id ``<message id>-0``, fields
   ``f`` (the frame, as sent) and for a private one ``p`` (JSON: nick key -> holder tag);
-  bounded by ``--chat-replay`` entries (``MAXLEN``, exact);
+  bounded by ``--chat-replay`` entries (``MAXLEN``, exact); "load earlier" reads it
+  newest first below an id (``XREVRANGE``);
 - ``chat:<r>:meta``: a hash: ``last``, the newest id handed out, and ``first``, the first
   id of this run of the room's sequence;
 - ``chat:<r>:nick:<nick key>``: a hash: ``h`` the holder tag, ``n`` the nickname as shown,
@@ -107,10 +108,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from realtime.chat.rules import (
     DEFAULT_HISTORY, DEFAULT_REPLAY, DEFAULT_ROOM_HISTORY_BYTES, MAX_NICK_LENGTH, Joined, Room,
-    check_text, nick_key, normalize_nick,
+    check_text, guest_label, newest_fitting, nick_key, normalize_nick,
 )
 from realtime.chat.state import (
-    Lost, Replay, holder_tag, private_topic, private_topic_of_key, room_of_topic, room_topic,
+    Earlier, Lost, Replay, holder_tag, private_topic, private_topic_of_key,
+    room_of_topic, room_topic,
 )
 from realtime.ops.tasks import cancel_all
 from realtime.pubsub.envelope import Envelope
@@ -248,6 +250,13 @@ return {out, gone}
 """
 
 _ID_MARK = b'"id":0,'
+
+
+def _whole_run(first: Optional[int], entries: list[Any]) -> bool:
+    """Whether ``entries`` (read from the start of the log) begin with the first message
+    of the room's run, or the room has none: a ``since`` of 0, a client that has seen
+    nothing, then misses nothing."""
+    return first is None or (bool(entries) and entries[0][0]["id"] == first)
 
 
 class Unavailable(Exception):
@@ -491,7 +500,11 @@ class RedisChatState:
         local = self._local(room)
         text = check_text(raw_text)
         sender = await self._speaker(room, local.nick(connection))
-        frame = self._frame("message", sender, text)
+        if sender is None:
+            label = guest_label(self._tag(room, connection))
+            frame = self._frame("message", None, text, from_label=label)
+        else:
+            frame = self._frame("message", sender, text)
         return await self._append(room, frame, None, [room_topic(room)])
 
     async def whisper(
@@ -543,7 +556,7 @@ class RedisChatState:
             complete = (
                 first is not None and last is not None and first - 1 <= since <= last
                 and (since == last or (bool(entries) and entries[0][0]["id"] == since + 1))
-            )
+            ) or (since == 0 and _whole_run(first, entries))
             if complete:
                 fitting = self._newest_fitting(visible, len(visible))
                 if len(fitting) == len(visible):
@@ -551,6 +564,16 @@ class RedisChatState:
             newest = await self.replay(room, connection, None)
             return Replay(newest.history, False)
         return Replay(self._newest_fitting(visible, self.history), None)
+
+    async def earlier(self, room: str, cookie: Optional[str], before: int, limit: int) -> Earlier:
+        viewer = holder_tag(cookie, self.process) if cookie is not None else None
+        try:
+            sized, more = await self._call(lambda: self._read_before(room, viewer, before, limit))
+        except Unavailable:
+            raise ClientError(UNAVAILABLE, "History cannot be read right now; try again "
+                              "in a few seconds.") from None
+        page = newest_fitting(sized, limit, self.welcome_bytes)
+        return Earlier(page, more or len(page) < len(sized))
 
     async def online(self, room: str) -> list[str]:
         try:
@@ -767,6 +790,34 @@ class RedisChatState:
         entries = [(int(entry_id.split(b"-", 1)[0]), fields[b"f"], fields.get(b"p"))
                    for entry_id, fields in raw]
         return (int(first) if first else None, int(last) if last else None, entries)
+
+    async def _read_before(self, room: str, viewer: Optional[str], before: int,
+                           limit: int) -> tuple[list[tuple[Message, int]], bool]:
+        """Up to ``limit`` ``(frame, size)`` of the log below id ``before`` that ``viewer``
+        (a holder tag) may see, oldest first, read newest first (``XREVRANGE``) a batch at a
+        time, skipping the private messages of others, never past ``log_length`` entries
+        (all the log holds); and whether the log may hold older ones."""
+        found: list[tuple[Message, int]] = []
+        end, scanned = before - 1, 0
+        while len(found) < limit and scanned < self.log_length and end >= 0:
+            batch = min(limit + 1, self.log_length - scanned)
+            raw = await self._redis.xrevrange(self._key(room, "log"), f"{end}-0", "-",
+                                              count=batch)
+            scanned += len(raw)
+            for at, (entry_id, fields) in enumerate(raw):
+                end = int(entry_id.split(b"-")[0]) - 1
+                parties = fields.get(b"p")
+                if parties and viewer not in orjson.loads(parties).values():
+                    continue
+                data = fields[b"f"]
+                found.append((orjson.loads(data), len(data)))
+                if len(found) == limit:
+                    found.reverse()
+                    return found, at + 1 < len(raw) or len(raw) == batch
+            if len(raw) < batch:
+                break  # the start of the log
+        found.reverse()
+        return found, False  # the whole log (at most ``log_length`` entries) was read
 
     # Gaps
 

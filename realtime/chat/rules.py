@@ -26,6 +26,7 @@ of every one it drops, and writes them to disk off the event loop; ``Rooms.resto
 journal's messages back at startup. Without a journal, history lives in memory only.
 """
 
+import hashlib
 import itertools
 import sys
 import time
@@ -46,7 +47,10 @@ DEFAULT_REPLAY = 1000  # messages a room keeps for reconnecting clients
 DEFAULT_MAX_ROOMS = 1000  # rooms held at once; the idle, empty ones are forgotten first
 DEFAULT_ROOM_HISTORY_BYTES = 256 * 1024  # bytes of messages (as JSON) one room keeps
 DEFAULT_HISTORY_BYTES = 64 * 1024 * 1024  # bytes of messages every room together keeps
+HISTORY_PAGE = 50  # messages one "load earlier" answer holds unless the client asks fewer
+MAX_HISTORY_PAGE = 100  # messages one "load earlier" answer holds at most
 
+LOCAL_PROCESS = "local"  # the process part of a cookie-less holder's tag, in one process
 Cookie = str  # a browser's chat cookie
 # Who holds a nickname: a browser's cookie (str), or for a connection without one the serial
 # number its room gave it (int), which no cookie can equal.
@@ -55,6 +59,21 @@ Connection = Hashable
 # Who holds each nickname of a private message. A holder from an earlier run of the server
 # that was a connection's serial is kept as None: it can never match anyone again.
 Parties = dict[str, Optional[Holder]]
+
+
+def holder_tag(holder: Holder, process: str) -> str:
+    """A holder as text that never shows the cookie: a digest of a cookie, or the
+    cookie-less connection's serial with the id of the process that gave it."""
+    if isinstance(holder, str):
+        return "b" + hashlib.sha256(holder.encode()).hexdigest()[:32]
+    return f"c{process}.{holder}"
+
+
+def guest_label(tag: str) -> str:
+    """What a message without a nickname is shown as from (its ``from_label``): ``guest-``
+    and four hex digits of a digest of its holder's tag, the same for every message of one
+    browser (or one cookie-less connection), which tells nothing of the cookie."""
+    return "guest-" + hashlib.sha256(b"guest:" + tag.encode()).hexdigest()[:4]
 
 
 def normalize_nick(raw: Any) -> str:
@@ -165,6 +184,29 @@ class Stored:
         return key is not None and holder is not None and self.parties.get(key) == holder
 
 
+def visible_to_browser(parties: Optional[Parties], holder: Optional[Holder]) -> bool:
+    """Whether a message with these ``parties`` (None: public) may be shown to the browser
+    ``holder`` (its chat cookie; None: public messages only): a private one only to a
+    browser that held one of its two nicknames when it was sent."""
+    if parties is None:
+        return True
+    return holder is not None and holder in parties.values()
+
+
+def newest_fitting(sized: list[tuple[Message, int]], count: int, max_bytes: int) -> list[Message]:
+    """The frames of the newest ``count`` of ``(frame, size)`` (oldest first) that fit in
+    ``max_bytes`` as a JSON list (a comma between two), oldest first."""
+    taken: list[Message] = []
+    room_left = max_bytes
+    for frame, size in reversed(sized[-count:] if count > 0 else []):
+        room_left -= size + 1
+        if room_left < 0:
+            break
+        taken.append(frame)
+    taken.reverse()
+    return taken
+
+
 class Journal(Protocol):
     """What keeps rooms' messages beyond the process (``realtime.chat.store.ChatStore``)."""
 
@@ -224,6 +266,9 @@ class Room:
         # The newest id no longer held (dropped, or never held); a since below it missed
         # something. Ids before the room's first are from a forgotten room or an earlier run.
         self._lost_through = self._next_id - 1
+        # No message of this room was dropped since it began (or was restored): a
+        # ``since`` of 0, a client that has seen nothing, then misses nothing.
+        self._intact = True
         self._messages: History[Stored] = History(
             max(replay, history), history_bytes, budget, on_drop=self._dropped
         )
@@ -276,6 +321,8 @@ class Room:
         """
         if lost_through is not None:
             self._lost_through = lost_through
+        else:
+            self._intact = False
         self._restoring = True  # not idle halfway, even if every message so far was dropped
         try:
             for message in messages:
@@ -400,7 +447,15 @@ class Room:
         """
         text = check_text(raw_text)
         self._admit()
-        frame = self._frame("message", self.nick(connection), text)
+        nick = self.nick(connection)
+        if nick is None:
+            holder = self._holder_of.get(connection)
+            if holder is None:
+                holder = self._holder_of[connection] = next(self._serials)
+            label = guest_label(holder_tag(holder, LOCAL_PROCESS))
+            frame = self._frame("message", None, text, from_label=label)
+        else:
+            frame = self._frame("message", nick, text)
         self._store(Stored(frame))
         return frame
 
@@ -444,6 +499,7 @@ class Room:
 
     def _dropped(self, message: Stored) -> None:
         self._lost_through = max(self._lost_through, message.id)
+        self._intact = False
         if self._journal is not None:
             self._journal.dropped(self)
         self._check_idle()
@@ -472,14 +528,17 @@ class Room:
         Without ``since``: the newest messages it may see (up to the history size) and None.
         With ``since``: every message after it that it may see, and True, if the room still
         holds all of them and they fit in ``welcome_bytes``; else the newest messages and
-        False (too old, cut by a bound, or from before a restart). Either way the messages,
+        False (too old, cut by a bound, or from before a restart). A ``since`` equal to the
+        newest id is True with no message; ``since=0`` (a client that has seen nothing, such
+        as a long-poll that started in an empty room) is True while the room has dropped no
+        message since it began or was restored. Either way the messages,
         as JSON, take at most ``welcome_bytes`` (the oldest are left out).
         """
         key = self._nick_of.get(connection)
         holder = self._holder_of.get(connection)
         visible = [m for m in self._messages if m.visible_to(key, holder)]
         if since is not None:
-            if self._lost_through <= since < self._next_id:
+            if self._lost_through <= since < self._next_id or (since == 0 and self._intact):
                 missed = [m for m in visible if m.id > since]
                 fitting = self._newest_fitting(missed, len(missed))
                 if len(fitting) == len(missed):
@@ -487,18 +546,20 @@ class Room:
         newest = self._newest_fitting(visible, self.history_size)
         return newest, None if since is None else False
 
+    def earlier(self, holder: Optional[Holder], before: int,
+                limit: int = HISTORY_PAGE) -> tuple[list[Message], bool]:
+        """A page of history for "load earlier": the newest ``limit`` messages held with an
+        id below ``before`` that the browser ``holder`` may see (``visible_to_browser``),
+        oldest first, at most ``welcome_bytes`` of them, and whether older ones remain."""
+        visible = [m for m in self._messages
+                   if m.id < before and visible_to_browser(m.parties, holder)]
+        page = newest_fitting([(m.frame, m.size) for m in visible], limit, self.welcome_bytes)
+        return page, len(page) < len(visible)
+
     def _newest_fitting(self, messages: list[Stored], count: int) -> list[Message]:
         """The frames of the newest ``count`` messages that fit in ``welcome_bytes``
         (a comma between two), oldest first."""
-        taken: list[Message] = []
-        room_left = self.welcome_bytes
-        for message in reversed(messages[-count:] if count > 0 else []):
-            room_left -= message.size + 1
-            if room_left < 0:
-                break
-            taken.append(message.frame)
-        taken.reverse()
-        return taken
+        return newest_fitting([(m.frame, m.size) for m in messages], count, self.welcome_bytes)
 
 
 class Rooms:

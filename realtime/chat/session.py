@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from tornado.ioloop import IOLoop
 
-from realtime.chat.rules import Joined, normalize_nick
+from realtime.chat.rules import Joined, nick_key, normalize_nick
 from realtime.chat.state import ChatState, charge_room, new_connection_id, room_topic
 from realtime.limits.admission import LONG_POLL_SESSION, Admission, Client, Ticket
 from realtime.limits.ratelimit import KeyedLimiter
@@ -164,33 +164,41 @@ class ChatSession:
 
     async def open(self, room: str, cookie: Optional[str], raw_nick: Optional[str] = None,
                    since: Optional[int] = None) -> Message:
-        """Enter ``room``, under ``raw_nick`` if given and free, and send the welcome: who is
-        there, and the history (after ``since``, a client's last id, if given).
+        """Enter ``room``, under ``raw_nick`` if given and free, and send the welcome (see
+        ``welcome``). Returns the welcome."""
+        assert self.subscriber is not None, "a session without a subscriber has no welcome"
+        await self.enter(room, cookie)
+        return await self.welcome(self.subscriber, self.send, self.send_error, raw_nick, since)
+
+    async def welcome(self, subscriber: Connection, send: Send, send_error: SendError,
+                      raw_nick: Optional[str] = None, since: Optional[int] = None) -> Message:
+        """Welcome ``subscriber``, a connection listening through this session (entered):
+        under ``raw_nick`` if given and free, who is there, and the history (after
+        ``since``, a client's last id, if given).
 
         Subscribed before the history is read, so nothing published from then on is
         missed; the hub holds what arrives before the welcome, written after it less what
         its history already has. A refused nickname is an error after the welcome (the
         connection stays, anonymous). Returns the welcome.
         """
-        assert self.subscriber is not None, "a session without a subscriber has no welcome"
-        await self.enter(room, cookie)
-        hub, chat, connection = self.hub, self.chat, self.connection
-        hub.hold(self.subscriber)
+        room = self._room()
+        hub, chat = self.hub, self.chat
+        hub.hold(subscriber)
         try:
-            self.listen(room_topic(room))
+            self.attach(subscriber)
             refused: Optional[ClientError] = None
             joined = None
             if raw_nick is not None:
                 try:
-                    joined = await self._take_nick(raw_nick)
+                    joined = await self._claim(raw_nick)
                 except ClientError as error:
                     refused = error
-            await hub.subscribed(*hub.topics(self.subscriber))
-            replay = await chat.replay(room, connection, since)
+            await hub.subscribed(*hub.topics(subscriber))
+            replay = await chat.replay(room, self.connection, since)
             welcome: Message = {
                 "type": "welcome",
                 "room": room,
-                "nick": chat.nick(room, connection),
+                "nick": chat.nick(room, self.connection),
                 "online": await chat.online(room),
                 "readers": chat.readers(room),
                 "history": replay.history,
@@ -198,10 +206,10 @@ class ChatSession:
             if replay.recovered is not None:
                 welcome["recovered"] = replay.recovered
         finally:
-            held = hub.release(self.subscriber)
-        self.send(welcome)
+            held = hub.release(subscriber)
+        send(welcome)
         for envelope in still_due(held, replay.history):
-            if not hub.send(self.subscriber, envelope):
+            if not hub.send(subscriber, envelope):
                 break
         if self.readers is not None:
             if hub.subscriber_count(room_topic(room)) <= 1:
@@ -209,10 +217,15 @@ class ChatSession:
             else:
                 self.readers.changed(room)
         if refused is not None:
-            self.send_error(refused.code, refused.message)
+            send_error(refused.code, refused.message)
         if joined is not None:
-            self._announce(joined)
+            self._announce(joined, send)
         return welcome
+
+    def attach(self, subscriber: Connection) -> None:
+        """``subscriber`` listens through this session from now on: to its room."""
+        assert subscriber is self.subscriber, "a session has one subscriber"
+        self.listen(room_topic(self._room()))
 
     # What a client asks
 
@@ -275,6 +288,10 @@ class ChatSession:
 
     # Internals
 
+    async def _claim(self, raw_nick: Any) -> Optional[Joined]:
+        """Take ``raw_nick`` for a welcome; None if nothing changed."""
+        return await self._take_nick(raw_nick)
+
     async def _take_nick(self, raw_nick: Any) -> Joined:
         """Join under ``raw_nick``: listening to the nickname's private topic before it is
         anyone's to write to, and to that topic only once it is taken."""
@@ -301,10 +318,11 @@ class ChatSession:
             await self.hub.subscribed(private)  # its first private message may follow
         return joined
 
-    def _announce(self, joined: Joined) -> None:
+    def _announce(self, joined: Joined, send: Optional[Send] = None) -> None:
         """Publish what a join changed: ``renamed`` for a member under a new name, else
         ``left`` and ``joined`` as they happened. A ``joined`` only this connection needs
-        (its browser held the nickname already) goes to it alone."""
+        (its browser held the nickname already) goes to it alone (``send``, default the
+        session's)."""
         room, hub = self._room(), self.hub
         frame = {"type": "joined", "room": room, "nick": joined.nick}
         if joined.left is not None and joined.gained:
@@ -316,7 +334,7 @@ class ChatSession:
         if joined.gained:
             hub.publish(room_topic(room), frame)
         else:
-            self.send(frame)
+            (send or self.send)(frame)
 
     def _lost(self, nick: str) -> None:
         """The state took ``nick`` from this connection (another process holds it now, or
@@ -343,23 +361,28 @@ class ChatSession:
 
 
 class LongPollSession(ChatSession):
-    """One browser's presence in one room between its long-poll requests: a chat session
-    whose listening is that of the requests held on it (``held``), whichever they are.
+    """One browser's presence in one room over HTTP: a chat session whose listening is that
+    of the requests held on it and the event streams reading through it (``held``),
+    whichever they are. A long-poll's requests share it between them, and an event stream
+    of the same browser speaks through it too, so a nickname taken or changed by any of
+    them is one nickname of the browser (a rename is one ``renamed``, never a second
+    member that lingers).
 
     Args:
         room: its room.
         cookie: the browser's chat cookie.
-        ticket: its slot of its address, and its place in the gauge.
+        ticket: its slot of its address, and its place in the gauge; None for one an
+            event stream opened (the stream's slot counts for it).
     """
 
-    def __init__(self, chat: ChatState, hub: Hub, room: str, cookie: str, ticket: Ticket,
+    def __init__(self, chat: ChatState, hub: Hub, room: str, cookie: str, ticket: Optional[Ticket],
                  readers: Optional[ReaderCounts], room_rate: Optional[KeyedLimiter]) -> None:
         super().__init__(chat, hub, None, readers=readers, room_rate=room_rate)
         self.key = (room, cookie)  # in LongPollSessions
         self.ticket = ticket
         self.entered: Optional[asyncio.Future[None]] = None  # the chat state knows it
         self.active = 0  # requests using it now
-        self.held: set[Connection] = set()  # requests waiting on it
+        self.held: set[Connection] = set()  # requests waiting on it, streams reading it
         self.listening: set[str] = set()  # private topics its waiters follow
         self.lock = asyncio.Lock()  # one join at a time
         self.timer: Optional[asyncio.TimerHandle] = None  # its end, once no request uses it
@@ -377,6 +400,27 @@ class LongPollSession(ChatSession):
         self.listening.discard(topic)
         for waiter in self.held:
             waiter.unsubscribe(topic)
+
+    def attach(self, subscriber: Connection) -> None:
+        """``subscriber`` (an event stream) listens through this session until ``detach``."""
+        self.held.add(subscriber)
+        for topic in self.topics():
+            subscriber.subscribe(topic)
+
+    def detach(self, subscriber: Connection) -> None:
+        """``subscriber`` no longer listens through this session."""
+        self.held.discard(subscriber)
+        for topic in self.topics():
+            subscriber.unsubscribe(topic)
+
+    async def _claim(self, raw_nick: Any) -> Optional[Joined]:
+        """One join at a time; the nickname the session holds already changes nothing."""
+        nick = normalize_nick(raw_nick)
+        async with self.lock:
+            current = self.nick
+            if current is not None and nick_key(current) == nick_key(nick):
+                return None
+            return await self._take_nick(nick)
 
 
 class LongPollSessions:
@@ -413,9 +457,11 @@ class LongPollSessions:
         """The live session of this browser in this room, or None."""
         return self._sessions.get((room, cookie))
 
-    async def use(self, room: str, cookie: str, client: Client) -> LongPollSession:
+    async def use(self, room: str, cookie: str, client: Client,
+                  admitted: bool = False) -> LongPollSession:
         """The session of this browser in this room, opened if there is none (admitted
-        first, as ``client``); in use until ``done(session)``.
+        first, as ``client``, unless ``admitted``: an event stream, whose own slot covers
+        the session it opens); in use until ``done(session)``.
 
         Raises:
             Refused: ``rate_limited`` or ``too_many_connections``.
@@ -424,9 +470,11 @@ class LongPollSessions:
         session = self._sessions.get(key)
         opened = session is None
         if session is None:
-            ticket = self.admission.admit(Client(
-                LONG_POLL_SESSION, SESSION_ENDPOINT, client.ip, client.origin))
-            ticket.open(announce=False)
+            ticket: Optional[Ticket] = None
+            if not admitted:
+                ticket = self.admission.admit(Client(
+                    LONG_POLL_SESSION, SESSION_ENDPOINT, client.ip, client.origin))
+                ticket.open(announce=False)
             session = self._sessions[key] = LongPollSession(
                 self.chat, self.hub, room, cookie, ticket, self.readers, self.room_rate)
             session.entered = asyncio.ensure_future(session.enter(room, cookie))
@@ -444,12 +492,14 @@ class LongPollSessions:
             self.readers.changed(room)  # one reader more
         return session
 
-    def done(self, session: LongPollSession) -> None:
-        """A request is done with ``session``: the last one starts its timeout."""
+    def done(self, session: LongPollSession, linger: Optional[float] = None) -> None:
+        """A request or a stream is done with ``session``: the last one starts its end,
+        ``linger`` seconds later (default ``timeout``; an event stream's end is the
+        browser's leaving, so it passes 0)."""
         session.active -= 1
         if session.active == 0 and self._sessions.get(session.key) is session:
             session.timer = asyncio.get_running_loop().call_later(
-                self.timeout, self._expire, session)
+                self.timeout if linger is None else linger, self._expire, session)
 
     async def join(self, session: LongPollSession, raw_nick: Any) -> None:
         """Give the session a nickname (or change it); the room hears it as from a socket,
@@ -474,7 +524,8 @@ class LongPollSessions:
         if (session.active and not force) or self._sessions.get(session.key) is not session:
             return
         del self._sessions[session.key]
-        session.ticket.release()
+        if session.ticket is not None:
+            session.ticket.release()
         leaving = asyncio.ensure_future(self._leave(session))
         self._leaving.add(leaving)
         leaving.add_done_callback(self._left)

@@ -21,12 +21,11 @@ to the holder of a nickname reaches nobody who takes that nickname later, in any
 even one that subscribes while the message is on its way.
 """
 
-import hashlib
 import itertools
 from dataclasses import dataclass
 from typing import Callable, Optional, Protocol
 
-from realtime.chat.rules import Holder, Joined, Rooms, nick_key
+from realtime.chat.rules import LOCAL_PROCESS, Joined, Rooms, holder_tag, nick_key
 from realtime.chat.store import ChatStore
 from realtime.limits.ratelimit import KeyedLimiter
 from realtime.pubsub.hub import Hub
@@ -56,14 +55,6 @@ def room_of_topic(topic: str) -> Optional[str]:
     if not topic.startswith("chat."):
         return None
     return topic[len("chat."):].split(".", 1)[0] or None
-
-
-def holder_tag(holder: Holder, process: str) -> str:
-    """A holder as text that never shows the cookie: a digest of a cookie, or the
-    cookie-less connection's serial with the id of the process that gave it."""
-    if isinstance(holder, str):
-        return "b" + hashlib.sha256(holder.encode()).hexdigest()[:32]
-    return f"c{process}.{holder}"
 
 
 def charge_room(budget: Optional[KeyedLimiter], hub: Hub, room: str) -> None:
@@ -101,6 +92,15 @@ class Replay:
 
     history: list[Message]
     recovered: Optional[bool]
+
+
+@dataclass
+class Earlier:
+    """A page of a room's history for "load earlier": ``messages`` oldest first, and
+    ``more``: whether older messages may remain (False: the start of what is kept)."""
+
+    messages: list[Message]
+    more: bool
 
 
 class ChatState(Protocol):
@@ -150,6 +150,11 @@ class ChatState(Protocol):
     async def online(self, room: str) -> list[str]:
         """The nicknames in the room, in the order they joined."""
 
+    async def earlier(self, room: str, cookie: Optional[str], before: int, limit: int) -> Earlier:
+        """The newest ``limit`` messages before id ``before`` that the browser with chat
+        cookie ``cookie`` may see (public ones, and private ones it was a party to), at
+        most the welcome's bytes; a read that creates no room."""
+
     def nick(self, room: str, connection: str) -> Optional[str]:
         """The nickname the connection speaks under, or None."""
 
@@ -176,7 +181,7 @@ class EmbeddedChatState:
     """
 
     name = "embedded"
-    process = "local"  # cookie-less holders are only ever compared within this process
+    process = LOCAL_PROCESS  # cookie-less holders are only ever compared within this process
 
     def __init__(self, rooms: Rooms, hub: Hub, store: Optional[ChatStore] = None) -> None:
         self.rooms = rooms
@@ -228,6 +233,12 @@ class EmbeddedChatState:
 
     async def online(self, room: str) -> list[str]:
         return self.rooms.get(room).online()
+
+    async def earlier(self, room: str, cookie: Optional[str], before: int, limit: int) -> Earlier:
+        if room not in self.rooms:
+            return Earlier([], False)
+        messages, more = self.rooms.get(room).earlier(cookie, before, limit)
+        return Earlier(messages, more)
 
     def nick(self, room: str, connection: str) -> Optional[str]:
         return self.rooms.get(room).nick(connection) if room in self.rooms else None

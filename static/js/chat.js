@@ -12,6 +12,7 @@
 // long-polling and POST (fallback.js), and says which it uses.
 import { showState, el, clock } from "./socket.js";
 import { ChatConnection, TRANSPORT_NAMES } from "./fallback.js";
+import { linkedText } from "./linkify.js";
 
 const $ = (id) => document.getElementById(id);
 const joinForm = $("chat-join");
@@ -38,6 +39,8 @@ const peopleCount = $("chat-people-count");
 const peopleClose = $("chat-people-close");
 const joinToggle = $("chat-join-toggle");
 const transportLabel = $("conn-transport");
+const earlierButton = $("chat-earlier");
+const announcer = $("chat-live");
 
 const ROOM_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 // Errors that answer one message we sent: that message will not come back.
@@ -52,6 +55,9 @@ const MAX_TEXT = 4000; // code points, as the server counts them
 const COUNTER_FROM = 3500; // the counter shows from here on
 const NEAR_END_PX = 80; // closer than this to the bottom counts as "at the end"
 const AWAY_GRACE_MS = 10000; // someone gone from a reconnect's welcome may be reconnecting too
+const EARLIER_PAGE = 50; // messages one "load earlier" asks for
+const ANNOUNCED = 5; // lines the screen-reader region keeps
+const GROUP_MS = 5 * 60 * 1000; // a sender's messages closer than this form one run
 const baseTitle = document.title;
 
 let room = null;
@@ -66,12 +72,18 @@ let online = [];
 let privateTo = null;
 let pending = []; // {text, to} sent and not yet seen coming back
 let joinAsked = null; // nickname asked for with a join message, not answered yet
+let renamingFrom = null; // over HTTP: the nickname a reconnect with a new ?nick= replaces
 let nickBeforeJoin; // the nickname held before the last join was answered
 let readers = 0; // connections of the room without a nickname, as the server counts them
 let unread = 0; // messages that arrived while the tab was hidden
 let welcomed = false; // this room's first welcome has come (later ones are reconnects)
 let away = new Map(); // nick -> timer: online before a reconnect, not in its welcome
 let following = true; // the log is scrolled to its end, and should stay there
+let oldestId = null; // lowest message id shown: where "load earlier" continues
+let frames = new WeakMap(); // log line -> the message frame it shows
+let lastFrame = null; // the newest message in the log: its day and sender
+let below = 0; // messages arrived below the reader scrolled up (the button's count)
+let mayHaveEarlier = true; // the history endpoint has not said it reached the start
 
 function showNotice(text) {
   notice.textContent = text;
@@ -85,16 +97,85 @@ function atEnd() {
 function scrollToEnd() {
   log.scrollTop = log.scrollHeight;
   following = true;
+  below = 0;
   newButton.hidden = true;
 }
 
 // Append a line; follow it if the reader was at the end (or it is their own message),
-// else offer the "New messages ↓" button for a message.
+// else offer the "N new messages ↓" button for a message.
 function addLine(node, { follow = false, message = false } = {}) {
   const nearEnd = atEnd();
   log.append(node);
-  if (nearEnd || follow) scrollToEnd();
-  else if (message) newButton.hidden = false;
+  if (nearEnd || follow) {
+    scrollToEnd();
+  } else if (message) {
+    below += 1;
+    newButton.textContent = `${below} new message${below === 1 ? "" : "s"} ↓`;
+    newButton.hidden = false;
+  }
+}
+
+// For screen readers: what just happened (a new message, someone joining), never the
+// history a welcome or "load earlier" puts in the log. The log itself is not a live
+// region, so 50 replayed messages are not read out on every join.
+function announce(text) {
+  const line = el("p", null, text);
+  announcer.append(line);
+  while (announcer.childElementCount > ANNOUNCED) announcer.firstElementChild.remove();
+}
+
+// Date separators and runs of one sender: a "day" line before the first message of each
+// day, and "cont" on a message that follows one of the same sender (and kind, and
+// recipient) within GROUP_MS, whose name is then shown only to screen readers.
+function dayOf(ts) {
+  return new Date(ts).toDateString();
+}
+
+function dayLine(ts) {
+  const day = dayOf(ts);
+  const today = new Date();
+  const yesterday = new Date(today.getFullYear(), today.getMonth(), today.getDate() - 1);
+  const text = day === today.toDateString() ? "Today"
+    : day === yesterday.toDateString() ? "Yesterday"
+      : new Date(ts).toLocaleDateString([], { weekday: "long", year: "numeric", month: "long", day: "numeric" });
+  const line = el("li", "event day", text);
+  line.dataset.day = day;
+  return line;
+}
+
+function senderOf(frame) {
+  return [frame.type, frame.from ?? "", frame.from_label ?? "", frame.to ?? ""].join("\u0000");
+}
+
+// Where `item` (the message `frame`) goes after `previous` (the message before it, or
+// null; `adjacent`: no other line between them): whether a day line is due, and whether
+// it continues a run.
+function place(item, frame, previous, adjacent) {
+  const newDay = !previous || dayOf(previous.ts) !== dayOf(frame.ts);
+  const run = !newDay && adjacent && senderOf(previous) === senderOf(frame)
+    && frame.ts - previous.ts < GROUP_MS;
+  item.classList.toggle("cont", run);
+  return newDay;
+}
+
+// Lay the whole log out again (after "load earlier" put messages above the others).
+function arrange() {
+  for (const line of log.querySelectorAll(".event.day")) line.remove();
+  let previous = null;
+  let adjacent = false; // the line before is a message (a run is only unbroken lines)
+  for (const item of [...log.children]) {
+    const frame = frames.get(item);
+    if (!frame) {
+      adjacent = false;
+      continue;
+    }
+    if (place(item, frame, previous, adjacent)) {
+      log.insertBefore(dayLine(frame.ts), item);
+    }
+    previous = frame;
+    adjacent = true;
+  }
+  lastFrame = previous;
 }
 
 function showTitle() {
@@ -107,26 +188,89 @@ function countUnread() {
   showTitle();
 }
 
-function renderMessage(frame) {
-  lastId = lastId === null ? frame.id : Math.max(lastId, frame.id);
-  if (seen.has(frame.id)) return;
+// The log line of a message, or null if it is on screen already.
+function messageItem(frame) {
+  if (seen.has(frame.id)) return null;
   seen.add(frame.id);
+  oldestId = oldestId === null ? frame.id : Math.min(oldestId, frame.id);
   const mine = frame.from !== null && frame.from === myNick;
   const item = el("li", `entry msg${mine ? " mine" : ""}${frame.type === "private" ? " private" : ""}`);
   item.dataset.id = frame.id;
+  frames.set(item, frame);
   item.append(el("time", "when", clock(frame.ts)));
-  item.append(el("span", "who", frame.from ?? "anonymous"));
+  item.append(el("span", "who", shownSender(frame)));
   if (mine) item.append(el("span", "you-tag", "you"));
   if (frame.type === "private") {
     item.append(el("span", "tag private-tag", mine ? `private → ${frame.to}` : "private to you"));
   }
-  item.append(el("span", "text", frame.text)); // a text node; CSS keeps its line breaks
+  const text = el("span", "text"); // text nodes and links; CSS keeps its line breaks
+  text.append(linkedText(frame.text));
+  item.append(text);
+  return item;
+}
+
+// Show a message at the end of the log; `live`: it just happened (announced, counted as
+// unread), rather than history a welcome replays.
+function renderMessage(frame, { live = false } = {}) {
+  lastId = lastId === null ? frame.id : Math.max(lastId, frame.id);
+  const item = messageItem(frame);
+  if (!item) return;
+  const mine = item.classList.contains("mine");
+  const adjacent = log.lastElementChild !== null && frames.has(log.lastElementChild);
+  if (place(item, frame, lastFrame, adjacent)) {
+    addLine(dayLine(frame.ts));
+  }
+  lastFrame = frame;
   addLine(item, { follow: mine, message: true });
-  if (!mine) countUnread();
+  if (live) announce(`${mine ? "You" : shownSender(frame)}${frame.type === "private" ? " (private)" : ""}: ${frame.text}`);
+  if (!mine && live) countUnread();
+}
+
+function shownSender(frame) {
+  return frame.from ?? frame.from_label ?? "anonymous";
+}
+
+// "Load earlier messages": the page of history before the oldest message shown, put above
+// it without moving what the reader is looking at. Over any transport: a plain GET with
+// the chat cookie (private messages of this browser included).
+async function loadEarlier() {
+  if (oldestId === null || earlierButton.disabled) return;
+  const forRoom = room;
+  earlierButton.disabled = true;
+  earlierButton.textContent = "Loading…";
+  let answer = null;
+  try {
+    const response = await fetch(`/api/chat/${encodeURIComponent(room)}/history?before=${oldestId}&limit=${EARLIER_PAGE}`,
+      { headers: { Accept: "application/json" }, cache: "no-store" });
+    answer = await response.json();
+  } catch {
+    answer = null;
+  }
+  if (room !== forRoom) return; // another room was entered meanwhile
+  earlierButton.disabled = false;
+  earlierButton.textContent = "Load earlier messages";
+  if (!answer || !Array.isArray(answer.messages)) {
+    showNotice(answer && answer.error ? answer.error.message : "Earlier messages could not be loaded; try again.");
+    return;
+  }
+  const items = answer.messages.map(messageItem).filter(Boolean);
+  const fromBottom = log.scrollHeight - log.scrollTop;
+  const fragment = document.createDocumentFragment();
+  fragment.append(...items);
+  log.insertBefore(fragment, log.querySelector(".entry.msg"));
+  arrange();
+  log.scrollTop = log.scrollHeight - fromBottom; // the same messages stay in view
+  mayHaveEarlier = Boolean(answer.more);
+  if (!mayHaveEarlier) {
+    log.prepend(el("li", "event", "The start of what this room keeps."));
+    earlierButton.hidden = true;
+    textInput.focus(); // the button is gone: focus goes where one writes, not to the page
+  }
 }
 
 function renderEvent(text) {
   addLine(el("li", "event", text));
+  announce(text);
 }
 
 function renderPresence(kind, nick) {
@@ -232,7 +376,10 @@ function onWelcome(frame) {
     nickInput.value = myNick;
     localStorage.setItem("chat.nick", myNick);
   }
-  const before = online;
+  // A rename over HTTP: the old nickname is ours, renamed, not someone who left.
+  const renamed = renamingFrom;
+  renamingFrom = null;
+  const before = online.filter((nick) => nick !== renamed);
   online = frame.online;
   readers = typeof frame.readers === "number" ? frame.readers : 0;
   renderOnline();
@@ -240,11 +387,13 @@ function onWelcome(frame) {
   if (!welcomed) {
     // The joiner's own tab says where it stands and who was here before it.
     welcomed = true;
+    mayHaveEarlier = frame.history.length > 0; // an empty room has nothing earlier
     renderEvent(myNick ? `You joined as ${myNick}.` : "You are reading without a nickname.");
     if (socket.transport !== "long-polling") { // which knows nobody's presence
       renderEvent(others.length ? `Here: ${others.join(", ")}` : "Nobody else here yet.");
     }
   } else {
+    if (renamed && myNick && renamed !== myNick) renderEvent(`You are now ${myNick}.`);
     // A reconnect: tell what changed while away, not who merely reconnected.
     for (const nick of others) {
       if (!before.includes(nick) && !cameBack(nick)) renderPresence("joined", nick);
@@ -266,6 +415,7 @@ function onWelcome(frame) {
     renderMessage(message);
     settlePending(message);
   }
+  earlierButton.hidden = !(mayHaveEarlier && oldestId !== null);
   // What was sent before the connection dropped and is not in the replay never arrived
   // (over HTTP every send was answered already: nothing is in doubt).
   if (socket.confirms) return;
@@ -283,7 +433,7 @@ function onFrame(frame) {
       break;
     case "message":
     case "private":
-      renderMessage(frame);
+      renderMessage(frame, { live: true });
       settlePending(frame);
       break;
     case "readers":
@@ -305,9 +455,13 @@ function onFrame(frame) {
       break;
     }
     case "renamed":
+      cameBack(frame.from); // not someone to announce as gone
       online = online.map((nick) => (nick === frame.from ? frame.to : nick));
+      online = online.filter((nick, at) => online.indexOf(nick) === at);
       if (!online.includes(frame.to)) online.push(frame.to);
-      if (frame.from === myNick) {
+      if (frame.to === myNick) {
+        // Ours, over HTTP: the welcome of the reconnect that asked for it said so already.
+      } else if (frame.from === myNick) {
         myNick = frame.to;
         joinAsked = null;
         nickBeforeJoin = undefined;
@@ -399,6 +553,13 @@ function enter(newRoom, nick) {
   myNick = null;
   wantedNick = nick;
   lastId = null;
+  oldestId = null;
+  frames = new WeakMap();
+  lastFrame = null;
+  below = 0;
+  announcer.replaceChildren();
+  mayHaveEarlier = true;
+  earlierButton.hidden = true;
   replayDropped = false;
   seen = new Set();
   online = [];
@@ -454,10 +615,12 @@ joinForm.addEventListener("submit", (event) => {
     if (socket.canJoin) {
       if (socket.sendJson({ type: "join", nick })) joinAsked = nick;
     } else {
-      // Over HTTP a nickname is taken by connecting with it; the log stays.
+      // Over HTTP a nickname is taken by connecting with it (the browser's session is
+      // renamed: one "renamed" for the room); the log stays.
+      renamingFrom = myNick;
       wantedNick = nick;
       myNick = null;
-      socket.connect();
+      socket.reconnect();
     }
   }
 });
@@ -536,6 +699,7 @@ new ResizeObserver(() => {
   if (following) log.scrollTop = log.scrollHeight;
 }).observe(log);
 newButton.addEventListener("click", scrollToEnd);
+earlierButton.addEventListener("click", loadEarlier);
 
 document.addEventListener("visibilitychange", () => {
   if (document.visibilityState !== "hidden" && unread) {

@@ -45,6 +45,7 @@ export class ChatConnection extends EventTarget {
     this.failures = 0; // attempts in a row that ended without a frame
     this.proven = false; // the transport carried a frame: it works here
     this.outbox = Promise.resolve(); // POSTs go one at a time, in the order sent
+    this.retiring = new Set(); // channels a reconnect keeps until the new one works
   }
 
   // Every send is answered (delivered or refused): nothing to send again on a reconnect.
@@ -66,9 +67,33 @@ export class ChatConnection extends EventTarget {
     return this;
   }
 
+  // Connect again (over HTTP: how a nickname changes), keeping the previous channel open
+  // until the new one carries its first frame or fails: the server sees the browser's new
+  // nickname before its old connection ends, and tells the room one "renamed", not a
+  // "left" and a "joined".
+  reconnect() {
+    this.stopped = false;
+    const previous = this.channel;
+    const channel = this.open(this.transport);
+    this.channel = channel;
+    if (previous) {
+      this.retiring.add(previous);
+      const retire = () => {
+        this.retiring.delete(previous);
+        previous.stop();
+      };
+      channel.addEventListener("json", retire, { once: true });
+      channel.addEventListener("close", retire, { once: true });
+    }
+    channel.connect();
+    return this;
+  }
+
   stop() {
     this.stopped = true;
     if (this.channel) this.channel.stop();
+    for (const channel of this.retiring) channel.stop();
+    this.retiring.clear();
   }
 
   sendJson(message) {

@@ -123,7 +123,9 @@ function syncButtons() {
   closedBanner.hidden = !closed || deleted;
   for (const [id, row] of rows) {
     const chosen = choices.has(id);
-    row.button.disabled = why !== "";
+    // aria-disabled, not disabled: a disabled button drops keyboard focus to the page, so
+    // the voter's focus would be lost the moment the vote goes out.
+    row.button.setAttribute("aria-disabled", String(why !== ""));
     row.item.classList.toggle("chosen", chosen);
     row.mine.hidden = !chosen;
     const name = hidden ? row.label : barName(row.label, votes[id] ?? 0, total);
@@ -139,6 +141,7 @@ function syncButtons() {
 
 // A click on an option: a vote, or in multiple choice a tick (sent with the send button).
 function pick(optionId) {
+  if (disabledReason()) return; // the button says why (aria-disabled, focus kept)
   if (maxChoices <= 1) {
     if (!(allowChange && choices.has(optionId))) vote(optionId);
     return;
@@ -151,6 +154,7 @@ function pick(optionId) {
 
 // Send a ballot: one option id, or a list of them (multiple choice).
 function vote(optionId) {
+  if (disabledReason()) return; // the button says why (aria-disabled, focus kept)
   if (!socket.vote(optionId)) {
     say("Not connected: your vote was not sent. Try again in a moment.", true);
     return;

@@ -179,6 +179,49 @@ def test_replay_of_an_up_to_date_client_is_empty_and_recovered():
     assert room.history(speaker, since=last["id"]) == ([], True)
 
 
+def test_since_0_in_an_empty_room_is_recovered():
+    """A client that has seen nothing, in a room that never had a message: recovered."""
+    room = Room("lobby")
+    reader = object()
+    room.enter(reader, None)
+    assert room.history(reader, since=0) == ([], True)
+
+
+def test_since_0_gets_every_message_while_none_was_dropped():
+    """since=0 in a room that dropped nothing: every message held, recovered."""
+    room = Room("lobby", history=2)
+    speaker = object()
+    room.enter(speaker, None)
+    frames = [room.say(speaker, str(n)) for n in range(4)]
+    assert room.history(speaker, since=0) == (frames, True)
+
+
+def test_since_0_after_a_drop_is_not_recovered():
+    """Once the room dropped a message, since=0 missed it: recovered false."""
+    room = Room("lobby", history=2, replay=2)
+    speaker = object()
+    room.enter(speaker, None)
+    frames = [room.say(speaker, str(n)) for n in range(3)]
+    assert room.history(speaker, since=0) == (frames[1:], False)
+
+
+def test_earlier_pages_back_with_private_messages_for_their_browsers_only():
+    """earlier() gives the newest messages below an id, oldest first, a private one only
+    to the browsers (cookies) of its two parties, and says when older ones remain."""
+    room = Room("lobby")
+    alice, bob = object(), object()
+    room.enter(alice, "alice-cookie")
+    room.enter(bob, "bob-cookie")
+    room.join(alice, "alice")
+    room.join(bob, "bob")
+    public = [room.say(alice, str(n)) for n in range(3)]
+    secret, _ = room.whisper(alice, "bob", "psst")
+    after = secret["id"] + 1
+    assert room.earlier("bob-cookie", after, 2) == ([public[2], secret], True)
+    assert room.earlier("carol-cookie", after, 2) == (public[1:], True)
+    assert room.earlier(None, public[1]["id"], 2) == (public[:1], False)
+
+
 def test_private_history_is_only_for_its_two_parties():
     """A third nickname never sees a private message in history."""
     room = Room("lobby")

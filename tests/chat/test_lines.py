@@ -133,6 +133,12 @@ def test_room_names_follow_the_websocket_pattern(argument):
     assert lines.room_name("r" * 64) == "r" * 64
 
 
+def test_a_message_without_a_nickname_shows_its_guest_label():
+    """A message whose sender has no nickname is shown under its frame's from_label."""
+    frame = dict(message(sender=None), from_label="guest-3f2a")
+    assert lines.frame_line(frame) == "[lobby] guest-3f2a: hi"
+
+
 def test_frames_as_lines():
     """Each chat frame has its line; readers counts have none."""
     assert lines.frame_line(message()) == "[lobby] alice: hi"

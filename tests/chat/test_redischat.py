@@ -4,6 +4,7 @@ chat state, share rooms, nicknames, presence, ids and history through a real
 
 import asyncio
 import json
+import re
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -221,6 +222,25 @@ async def test_since_recovers_across_processes(node, ws_open):
     _, welcome = await enter(ws_open, b, since=seen["id"])
     assert welcome["recovered"] is True
     assert [m["text"] for m in welcome["history"]] == ["missed 1", "missed 2"]
+
+
+async def test_since_0_is_recovered_until_the_log_is_trimmed(node, ws_open):
+    """since=0 (a client that has seen nothing) is recovered in an empty room and while the
+    log holds the room's first message; once it is trimmed away, recovered false."""
+    a = await node(chat_replay=2, chat_history=2)
+    sender, welcome = await enter(ws_open, a, since=0)
+    assert welcome["recovered"] is True and welcome["history"] == []
+    for text in ("one", "two"):
+        await send_json(sender, {"type": "message", "text": text})
+        await frame_of(sender, "message")
+    _, welcome = await enter(ws_open, a, since=0)
+    assert welcome["recovered"] is True
+    assert [m["text"] for m in welcome["history"]] == ["one", "two"]
+    await send_json(sender, {"type": "message", "text": "three"})
+    await frame_of(sender, "message")
+    _, welcome = await enter(ws_open, a, since=0)
+    assert welcome["recovered"] is False
+    assert [m["text"] for m in welcome["history"]] == ["two", "three"]
 
 
 async def test_history_is_shared_and_private_messages_stay_with_their_holders(node, ws_open):
@@ -688,7 +708,7 @@ async def test_chat_page_shows_the_nickname_was_lost_and_offers_it_again(node, r
 async def test_tcp_connection_gets_a_nick_lost_line_and_speaks_anonymously(
         node, redis_server):
     """A raw TCP connection whose nickname is lost (Redis unreachable past the lease) gets
-    an ``! nick_lost`` line, and its next message is from ``anonymous``."""
+    an ``! nick_lost`` line, and its next message is from its guest label."""
     a = await node(redis_nick_lease=1.0)
     server = ChatLineServer.for_app(a.app)
     sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
@@ -705,7 +725,7 @@ async def test_tcp_connection_gets_a_nick_lost_line_and_speaks_anonymously(
             client.send("after the loss")
             while not (line := await client.line()).startswith("[lobby]"):
                 pass
-            assert line == "[lobby] anonymous: after the loss"
+            assert re.fullmatch(r"\[lobby\] guest-[0-9a-f]{4}: after the loss", line), line
         finally:
             redis_server.resume()
     finally:
