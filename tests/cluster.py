@@ -31,6 +31,7 @@ from typing import Optional
 
 import redis.asyncio
 
+from realtime.storage.rediskeys import topic_channel
 from tests.redis_server import RedisServer
 from tests.support import TIMEOUT, free_port, stop_process, wait_listening
 
@@ -113,7 +114,7 @@ class Cluster:
         process SUBSCRIBEs a topic's channel a moment after its first local subscriber;
         with the default ``--redis-prefix``)."""
         assert self.redis is not None, "start() first"
-        channel = f"{DEFAULT_PREFIX}topic:{topic}"
+        channel = topic_channel(DEFAULT_PREFIX, topic)
         deadline = time.monotonic() + timeout
         async with redis.asyncio.Redis.from_url(self.redis.url) as admin:
             while True:

@@ -4,16 +4,24 @@ It has the coroutine API of ``PollStore`` (``realtime.votes.store.Polls``), so t
 work unchanged with either. Several server processes on one Redis share every poll: a vote
 counted on one shows on all, and counts once.
 
-Keys, under ``prefix`` (``realtime:``), for a poll ``<id>``:
+Keys, under ``prefix`` (``realtime:``), for a poll ``<id>``, each with the id as its hash
+tag so a poll lives in one slot of a Redis Cluster (``realtime.storage.rediskeys``):
 
-- ``poll:<id>``: a hash of the poll's fields (``title``, ``one_vote_per_voter``, ``listed``,
+- ``poll:{<id>}``: a hash of the poll's fields (``title``, ``one_vote_per_voter``, ``listed``,
   ``closed``, ``created_at``, ``manage_hash``; ``options``, the JSON list of
   ``[id, label, gloss]`` in order);
-- ``poll:<id>:votes``: a hash, option id -> count, every option present from creation;
-- ``poll:<id>:voters``: a hash, voter id -> the option it chose (one-vote polls only; a hash
+- ``poll:{<id>}:votes``: a hash, option id -> count, every option present from creation;
+- ``poll:{<id>}:voters``: a hash, voter id -> the option it chose (one-vote polls only; a hash
   rather than a set so a reconnecting page is told which option it chose);
 - ``polls:listed``: a sorted set of the listed polls' ids, scored by ``polls:seq``, a counter
-  (so "newest first" never depends on two clocks agreeing).
+  (so "newest first" never depends on two clocks agreeing). Both live in a slot of their
+  own: a poll is created (``CREATE``), then listed; deleted, then unlisted. A listing that
+  names a poll no longer there skips it.
+
+Polls from before the hash tags (``poll:<id>``, ``poll:<id>:votes``, ``poll:<id>:voters``)
+are adopted when first missed: a call that finds no ``poll:{<id>}`` renames the old keys
+(``ADOPT``, one Redis only: a cluster never held them) and tries again, so no poll vanishes
+in the upgrade.
 
 One vote per voter, atomically across processes: ``VOTE``, a Lua script, checks that the
 poll exists and is open and that the option exists, then, for a one-vote poll, ``HSETNX``
@@ -48,7 +56,6 @@ import re
 import time
 from typing import Any, Awaitable, Callable, Optional, TypeVar
 
-from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -58,6 +65,7 @@ from realtime.votes.store import (
     token_hash,
 )
 from realtime.storage.redisdown import FAILURES, Outage
+from realtime.storage.rediskeys import client, close, is_cluster, tagged
 from realtime.votes.spec import NewPoll, Option, Poll, Tally
 
 log = logging.getLogger("realtime.redispolls")
@@ -84,8 +92,8 @@ redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
 return redis.call('HGETALL', KEYS[2])
 """
 
-# KEYS: poll, votes, listed, seq. ARGV: id, title, one_vote_per_voter, listed, created_at,
-# options JSON, manage hash ("" for none), then the option ids. 0 if the id is taken.
+# KEYS: poll, votes. ARGV: id, title, one_vote_per_voter, listed, created_at, options
+# JSON, manage hash ("" for none), then the option ids. 0 if the id is taken.
 CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'title', ARGV[2], 'one_vote_per_voter', ARGV[3],
@@ -93,7 +101,16 @@ redis.call('HSET', KEYS[1], 'title', ARGV[2], 'one_vote_per_voter', ARGV[3],
            'manage_hash', ARGV[7])
 redis.call('DEL', KEYS[2])
 for i = 8, #ARGV do redis.call('HSET', KEYS[2], ARGV[i], 0) end
-if ARGV[4] == '1' then redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[4]), ARGV[1]) end
+return 1
+"""
+
+# KEYS: the poll's three keys, then its three keys from before the hash tags. Renames the
+# old ones if the poll has none yet; 1 if it adopted a poll.
+ADOPT = """
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[4]) == 0 then return 0 end
+for i = 1, 3 do
+    if redis.call('EXISTS', KEYS[i + 3]) == 1 then redis.call('RENAME', KEYS[i + 3], KEYS[i]) end
+end
 return 1
 """
 
@@ -104,11 +121,10 @@ redis.call('HSET', KEYS[1], 'closed', ARGV[1])
 return 1
 """
 
-# KEYS: poll, votes, voters, listed. ARGV: id. 1 if the poll existed.
+# KEYS: poll, votes, voters. 1 if the poll existed.
 DELETE = """
 local existed = redis.call('DEL', KEYS[1])
 redis.call('DEL', KEYS[2], KEYS[3])
-redis.call('ZREM', KEYS[4], ARGV[1])
 return existed
 """
 
@@ -163,15 +179,17 @@ class RedisPollStore:
         # No redis-py retries (the caller retries, once told "unavailable"); every socket
         # operation times out, so a half-open connection fails a call instead of hanging
         # it. RESP2, as the broker pins it.
-        self._redis = Redis(connection_pool=ConnectionPool.from_url(
+        self._redis = client(
             url, socket_timeout=timeout, socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 0), health_check_interval=0, protocol=2,
             decode_responses=True, client_name="realtime-polls", max_connections=2,
-        ))
+        )
+        self._cluster = is_cluster(url)
         self._vote = self._redis.register_script(VOTE)
         self._create_script = self._redis.register_script(CREATE)
         self._set_closed_script = self._redis.register_script(SET_CLOSED)
         self._delete_script = self._redis.register_script(DELETE)
+        self._adopt_script = self._redis.register_script(ADOPT)
         self._turn = asyncio.Lock()  # one call at a time, in order (see Ordering)
         # Every call still tries Redis during an outage (each bounded by timeout): the first
         # that answers ends it, with no probe to wait for.
@@ -183,10 +201,19 @@ class RedisPollStore:
         self._closed = False
 
     def _key(self, poll_id: str, part: str = "") -> str:
-        return f"{self.prefix}poll:{poll_id}{part}"
+        """The key of one part of a poll; the poll's id is its hash tag (one slot)."""
+        return f"{self.prefix}poll:{tagged(poll_id)}{part}"
 
     def _poll_keys(self, poll_id: str) -> list[str]:
         return [self._key(poll_id), self._key(poll_id, ":votes"), self._key(poll_id, ":voters")]
+
+    async def _adopted(self, poll_id: str) -> bool:
+        """Whether a poll kept under the keys from before the hash tags was just moved to
+        its keys of now (``ADOPT``); never on a cluster, which never held them."""
+        if self._cluster:
+            return False
+        old = [f"{self.prefix}poll:{poll_id}{part}" for part in ("", ":votes", ":voters")]
+        return bool(await self._adopt_script(keys=[*self._poll_keys(poll_id), *old]))
 
     @property
     def _listed(self) -> str:
@@ -237,8 +264,13 @@ class RedisPollStore:
         """Whether ``token`` is the poll's manage token; None if there is no such poll."""
         if not POLL_ID.fullmatch(poll_id):
             return None
-        title, stored = await self._call(
-            lambda: self._redis.hmget(self._key(poll_id), ["title", "manage_hash"]))
+
+        async def job() -> list[Optional[str]]:
+            fields = await self._redis.hmget(self._key(poll_id), ["title", "manage_hash"])
+            if fields[0] is None and await self._adopted(poll_id):
+                fields = await self._redis.hmget(self._key(poll_id), ["title", "manage_hash"])
+            return list(fields)
+        title, stored = await self._call(job)
         if title is None:
             return None
         if not stored or not token:
@@ -249,16 +281,18 @@ class RedisPollStore:
         """Close or reopen a poll; the poll as it is now, or None if there is none."""
         if not POLL_ID.fullmatch(poll_id):
             return None
-        found = await self._call(lambda: self._set_closed_script(
-            keys=[self._key(poll_id)], args=["1" if closed else "0"]))
+        found = await self._call(lambda: self._again_if_adopted(poll_id, lambda: (
+            self._set_closed_script(keys=[self._key(poll_id)], args=["1" if closed else "0"]))))
         return await self.get(poll_id) if found else None
 
     async def delete(self, poll_id: str) -> bool:
         """Delete a poll with its counts and voters; False if there was none."""
         if not POLL_ID.fullmatch(poll_id):
             return False
-        existed = await self._call(lambda: self._delete_script(
-            keys=[*self._poll_keys(poll_id), self._listed], args=[poll_id]))
+        existed = await self._call(lambda: self._again_if_adopted(
+            poll_id, lambda: self._delete_script(keys=self._poll_keys(poll_id))))
+        # Unlisted after: a listing between the two skips the poll it cannot read.
+        await self._call(lambda: self._redis.zrem(self._listed, poll_id))
         return bool(existed)
 
     async def get(self, poll_id: str) -> Optional[Poll]:
@@ -272,12 +306,18 @@ class RedisPollStore:
             ids = await self._redis.zrevrange(self._listed, 0, limit - 1)
             if not ids:
                 return []
-            async with self._redis.pipeline(transaction=True) as pipe:
+            # Polls of several slots: a pipeline, not a transaction (each poll is read
+            # whole, as each of its changes is one script).
+            async with self._redis.pipeline(transaction=False) as pipe:
                 for poll_id in ids:
                     pipe.hgetall(self._key(poll_id)).hgetall(self._key(poll_id, ":votes"))
                 replies = await pipe.execute()
             polls = [parse_poll(poll_id, replies[2 * n], replies[2 * n + 1])
                      for n, poll_id in enumerate(ids)]
+            for n, poll_id in enumerate(ids):
+                if polls[n] is None and await self._adopted(poll_id):
+                    found = await self._read(poll_id, None)
+                    polls[n] = found[0] if found is not None else None
             return [poll for poll in polls if poll is not None]
         return await self._call(job)
 
@@ -291,8 +331,8 @@ class RedisPollStore:
         """
         if not POLL_ID.fullmatch(poll_id):
             raise refused("no_such_poll")
-        result = await self._call(lambda: self._vote(
-            keys=self._poll_keys(poll_id), args=[option_id, voter_id or ""]))
+        result = await self._call(lambda: self._again_if_adopted(poll_id, lambda: self._vote(
+            keys=self._poll_keys(poll_id), args=[option_id, voter_id or ""])))
         if isinstance(result, str):
             raise refused(result if result in VOTE_REFUSALS else "no_such_poll")
         return Tally(poll_id, ordered_counts(result))
@@ -304,14 +344,23 @@ class RedisPollStore:
         transaction; None if there is no such poll."""
         if not POLL_ID.fullmatch(poll_id):
             return None
-        return await self._call(lambda: self._read(poll_id, voter_id))
+        return await self._call(
+            lambda: self._again_if_adopted(poll_id, lambda: self._read(poll_id, voter_id)))
 
     async def aclose(self) -> None:
         """Close the connections; closing twice is harmless."""
         self._closed = True
-        await self._redis.aclose(close_connection_pool=True)
+        await close(self._redis)
 
     # The jobs, run by _call.
+
+    async def _again_if_adopted(self, poll_id: str, job: Callable[[], Awaitable[T]]) -> T:
+        """``job``'s answer; once more if it found no poll (None, 0, ``no_such_poll``) and
+        the poll was just adopted from its keys of before the hash tags."""
+        result = await job()
+        if result in (None, 0, "no_such_poll") and await self._adopted(poll_id):
+            result = await job()
+        return result
 
     async def _read(
         self, poll_id: str, voter_id: Optional[str]
@@ -332,11 +381,17 @@ class RedisPollStore:
         ids = [str(n) for n in range(1, len(new.labels) + 1)]
         options = json.dumps([list(option) for option in zip(ids, new.labels, glosses)],
                              ensure_ascii=False)
+        if await self._adopted(poll_id):
+            return False  # the id was taken before the upgrade
         created = await self._create_script(
-            keys=[self._key(poll_id), self._key(poll_id, ":votes"), self._listed,
-                  f"{self.prefix}polls:seq"],
+            keys=[self._key(poll_id), self._key(poll_id, ":votes")],
             args=[poll_id, new.title, int(new.one_vote_per_voter), int(new.listed),
                   repr(time.time()), options, manage_hash or "", *ids])
+        if created and new.listed:
+            # Listed once it exists: ``polls:seq`` and ``polls:listed`` are slots apart
+            # from the poll's (and may be from each other's) on a cluster.
+            seq = await self._redis.incr(f"{self.prefix}polls:seq")
+            await self._redis.zadd(self._listed, {poll_id: seq})
         return bool(created)
 
     async def _ensure_demo(self) -> None:

@@ -145,13 +145,13 @@ async def test_only_topics_with_local_subscribers_are_subscribed(redis_app, ws_o
     node = await redis_app(prefix="app1:")
     assert await channels(admin) == set()
     first, second = await probe(ws_open, node), await probe(ws_open, node)
-    await eventually(lambda: channels(admin), {b"app1:topic:probe.room"})
+    await eventually(lambda: channels(admin), {b"app1:topic:probe.{room}"})
     assert await admin.pubsub_numpat() == 0
-    assert await listeners(admin, b"app1:topic:probe.room") == 1
+    assert await listeners(admin, b"app1:topic:probe.{room}") == 1
 
     first.close()
     await poll_until(lambda: node.hub.subscriber_count(TOPIC) == 1)
-    assert await channels(admin) == {b"app1:topic:probe.room"}
+    assert await channels(admin) == {b"app1:topic:probe.{room}"}
     second.close()
     await eventually(lambda: channels(admin), set())
     assert node.broker.healthy()

@@ -1,0 +1,97 @@
+"""A real Redis Cluster for the tests: three masters with one replica each, on free
+loopback ports, each ``redis-server`` in a directory of its own.
+
+``RedisClusterServers(tmp_path / "rc").start()`` starts six ``redis-server --cluster-enabled
+yes`` (``tests/redis_server.RedisServer`` with cluster settings: a small
+``cluster-node-timeout`` so a replica takes over a killed master within seconds, AOF on),
+joins them with ``redis-cli --cluster create ... --cluster-replicas 1 --cluster-yes``, and
+waits until every node reports ``cluster_state:ok``. ``url`` is what ``--redis-url`` takes
+(``redis+cluster://127.0.0.1:<port>``); ``master_of(key)`` is the server holding a key's slot
+now, to ``kill()`` it; ``wait_failover(...)`` waits until a replica took its slots over.
+``stop()`` ends every process by its pid.
+"""
+
+import asyncio
+import subprocess
+import time
+from pathlib import Path
+
+import redis.asyncio
+from redis.asyncio.cluster import RedisCluster
+
+from tests.redis_server import RedisServer
+from tests.support import find_program
+
+MASTERS = 3
+NODE_TIMEOUT_MS = 1000  # how long a master may be silent before its replica takes over
+SETTLE_TIMEOUT = 30.0  # seconds for the cluster to form, or to fail over
+
+
+class RedisClusterServers:
+    """Six ``redis-server`` processes forming one cluster; see the module docstring."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        config = {
+            "cluster-enabled": "yes", "cluster-config-file": "nodes.conf",
+            "cluster-node-timeout": str(NODE_TIMEOUT_MS), "appendonly": "yes",
+            # A replica may take over at once, however long it was cut off.
+            "cluster-replica-validity-factor": "0",
+        }
+        self.servers = [RedisServer(directory / f"node{i}", config) for i in range(2 * MASTERS)]
+
+    @property
+    def url(self) -> str:
+        """The ``--redis-url`` of the cluster: any node; the client finds the others."""
+        return f"redis+cluster://127.0.0.1:{self.servers[0].port}"
+
+    def start(self) -> "RedisClusterServers":
+        """Start every node, create the cluster, wait (blocking) until it is ok."""
+        for server in self.servers:
+            server.start()
+        cli = find_program("REDIS_CLI", "redis-cli")
+        subprocess.run(
+            [cli, "--cluster", "create", *(f"127.0.0.1:{s.port}" for s in self.servers),
+             "--cluster-replicas", "1", "--cluster-yes"],
+            check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, timeout=SETTLE_TIMEOUT)
+        asyncio.run(self._wait_ok(self.servers))
+        return self
+
+    async def _wait_ok(self, servers: list[RedisServer]) -> None:
+        """Until every one of ``servers`` says ``cluster_state:ok`` and agrees all slots
+        are served."""
+        deadline = time.monotonic() + SETTLE_TIMEOUT
+        for server in servers:
+            async with redis.asyncio.Redis(host="127.0.0.1", port=server.port) as node:
+                while True:
+                    info = (await node.execute_command("CLUSTER", "INFO")).decode()
+                    if "cluster_state:ok" in info and "cluster_slots_ok:16384" in info:
+                        break
+                    assert time.monotonic() < deadline, f"cluster not ok:\n{info}"
+                    await asyncio.sleep(0.05)
+
+    async def master_of(self, key: str) -> RedisServer:
+        """The server that is the master of ``key``'s slot right now."""
+        async with RedisCluster(host="127.0.0.1", port=self.alive()[0].port) as client:
+            node = client.get_node_from_key(key)
+            return next(s for s in self.servers if s.port == int(node.port))
+
+    def alive(self) -> list[RedisServer]:
+        """The servers whose process runs."""
+        return [s for s in self.servers if s.process is not None and s.process.poll() is None]
+
+    async def wait_failover(self, killed: RedisServer) -> None:
+        """Until the cluster is ok again without ``killed`` (a replica took its slots)."""
+        deadline = time.monotonic() + SETTLE_TIMEOUT
+        while True:
+            try:
+                await self._wait_ok([s for s in self.alive() if s is not killed])
+                return
+            except AssertionError:
+                assert time.monotonic() < deadline, "no replica took over"
+
+    def stop(self) -> None:
+        """End every node by its pid."""
+        for server in self.servers:
+            server.stop()
