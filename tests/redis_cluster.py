@@ -1,20 +1,25 @@
 """A real Redis Cluster for the tests: three masters with one replica each, on free
 loopback ports, each ``redis-server`` in a directory of its own.
 
-``RedisClusterServers(tmp_path / "rc").start()`` starts six ``redis-server --cluster-enabled
+``await RedisClusterServers(tmp_path / "rc").start()`` starts six ``redis-server --cluster-enabled
 yes`` (``tests/redis_server.RedisServer`` with cluster settings: a small
 ``cluster-node-timeout`` so a replica takes over a killed master within seconds, AOF on),
 joins them with ``redis-cli --cluster create ... --cluster-replicas 1 --cluster-yes``, and
 waits until every node reports ``cluster_state:ok``. ``url`` is what ``--redis-url`` takes
 (``redis+cluster://127.0.0.1:<port>``); ``master_of(key)`` is the server holding a key's slot
 now, to ``kill()`` it; ``wait_failover(...)`` waits until a replica took its slots over.
-``stop()`` ends every process by its pid.
+``kill()`` and ``restart()`` do to every node what ``RedisServer``'s do to one (a whole
+cluster down, then back with its data and its ``nodes.conf``), so the ``Cluster`` fixture's
+outage tests run on either. ``stop()`` ends every process by its pid.
 """
 
 import asyncio
+import random
+import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Union
 
 import redis.asyncio
 from redis.asyncio.cluster import RedisCluster
@@ -25,6 +30,21 @@ from tests.support import find_program
 MASTERS = 3
 NODE_TIMEOUT_MS = 1000  # how long a master may be silent before its replica takes over
 SETTLE_TIMEOUT = 30.0  # seconds for the cluster to form, or to fail over
+BUS_OFFSET = 10000  # a node's cluster bus listens on its port plus this
+
+
+def cluster_port() -> int:
+    """A loopback port free now whose cluster bus port (10000 above) is free too; at most
+    55535, as Redis requires."""
+    while True:
+        port = random.randrange(20000, 55535)
+        try:
+            for each in (port, port + BUS_OFFSET):
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                    sock.bind(("127.0.0.1", each))
+        except OSError:
+            continue
+        return port
 
 
 class RedisClusterServers:
@@ -38,24 +58,27 @@ class RedisClusterServers:
             # A replica may take over at once, however long it was cut off.
             "cluster-replica-validity-factor": "0",
         }
-        self.servers = [RedisServer(directory / f"node{i}", config) for i in range(2 * MASTERS)]
+        self.servers = [RedisServer(directory / f"node{i}", config, cluster_port())
+                        for i in range(2 * MASTERS)]
 
     @property
     def url(self) -> str:
         """The ``--redis-url`` of the cluster: any node; the client finds the others."""
         return f"redis+cluster://127.0.0.1:{self.servers[0].port}"
 
-    def start(self) -> "RedisClusterServers":
-        """Start every node, create the cluster, wait (blocking) until it is ok."""
+    async def start(self) -> "RedisClusterServers":
+        """Start every node, create the cluster, wait until it is ok; on failure, every
+        node started is stopped by ``stop()`` (the caller's)."""
         for server in self.servers:
-            server.start()
-        cli = find_program("REDIS_CLI", "redis-cli")
-        subprocess.run(
-            [cli, "--cluster", "create", *(f"127.0.0.1:{s.port}" for s in self.servers),
-             "--cluster-replicas", "1", "--cluster-yes"],
-            check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, timeout=SETTLE_TIMEOUT)
-        asyncio.run(self._wait_ok(self.servers))
+            await server.restart()  # starts it, waiting without blocking the loop
+        cli = await asyncio.create_subprocess_exec(
+            find_program("REDIS_CLI", "redis-cli"), "--cluster", "create",
+            *(f"127.0.0.1:{s.port}" for s in self.servers), "--cluster-replicas", "1",
+            "--cluster-yes", stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT)
+        output, _ = await asyncio.wait_for(cli.communicate(), SETTLE_TIMEOUT)
+        assert cli.returncode == 0, f"redis-cli --cluster create failed:\n{output.decode()}"
+        await self._wait_ok(self.servers)
         return self
 
     async def _wait_ok(self, servers: list[RedisServer]) -> None:
@@ -71,7 +94,27 @@ class RedisClusterServers:
                     assert time.monotonic() < deadline, f"cluster not ok:\n{info}"
                     await asyncio.sleep(0.05)
 
-    async def master_of(self, key: str) -> RedisServer:
+    def kill(self) -> None:
+        """SIGKILL every node, as a power cut would."""
+        for server in self.alive():
+            server.kill()
+
+    async def restart(self) -> None:
+        """Start every node again on its port and wait, without blocking the loop, until
+        the cluster is ok."""
+        for server in self.servers:
+            if server not in self.alive():
+                await server.restart()
+        await self._wait_ok(self.servers)
+
+    async def subscribers(self, channel: bytes) -> int:
+        """How many connections listen to shard channel ``channel`` on its master."""
+        master = await self.master_of(channel)
+        async with redis.asyncio.Redis(host="127.0.0.1", port=master.port) as node:
+            _, found = await node.execute_command("PUBSUB", "SHARDNUMSUB", channel)
+            return int(found)
+
+    async def master_of(self, key: Union[str, bytes]) -> RedisServer:
         """The server that is the master of ``key``'s slot right now."""
         async with RedisCluster(host="127.0.0.1", port=self.alive()[0].port) as client:
             node = client.get_node_from_key(key)

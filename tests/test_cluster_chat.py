@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 from tornado.websocket import WebSocketClientConnection as Client
 
-from tests.cluster import Node
+from tests.cluster import Node, on_both_redis
 from tests.support import TIMEOUT, receive_json, send_json
 from tests.test_cluster_faults import wait_health
 
@@ -45,6 +45,7 @@ async def frame_of(conn: Client, kind: str, timeout: float = TIMEOUT) -> dict[st
             return frame
 
 
+@on_both_redis
 async def test_public_message_join_and_leave_cross_processes(cluster, ws_open):
     """A join, a public message and a leave made on A are seen by a client of B."""
     a, b = await cluster.start(2)
@@ -59,6 +60,7 @@ async def test_public_message_join_and_leave_cross_processes(cluster, ws_open):
     assert (await frame_of(watcher, "left"))["nick"] == "alice"
 
 
+@on_both_redis
 async def test_presence_lists_members_of_every_process(cluster, ws_open):
     """A welcome on B lists the nicknames held on A."""
     a, b = await cluster.start(2)
@@ -67,6 +69,7 @@ async def test_presence_lists_members_of_every_process(cluster, ws_open):
     assert welcome["online"] == ["alice", "bob"]
 
 
+@on_both_redis
 async def test_private_message_reaches_its_recipient_on_the_other_process_only(cluster, ws_open):
     """A private message from A reaches its recipient on B and its sender, and no third
     connection on either process."""
@@ -85,6 +88,7 @@ async def test_private_message_reaches_its_recipient_on_the_other_process_only(c
         assert frame["text"] == "public marker"
 
 
+@on_both_redis
 async def test_nickname_held_on_one_process_is_refused_on_the_other(cluster, ws_open):
     """Another browser asking B for a nickname held on A gets nick_taken."""
     a, b = await cluster.start(2)
@@ -94,6 +98,7 @@ async def test_nickname_held_on_one_process_is_refused_on_the_other(cluster, ws_
     assert (await frame_of(conn, "error"))["code"] == "nick_taken"
 
 
+@on_both_redis
 async def test_history_and_since_recovery_cross_processes(cluster, ws_open):
     """A client that saw a message on A and reconnects to B with its id gets exactly what it
     missed, recovered; a newcomer on B gets the history."""
@@ -157,6 +162,7 @@ async def test_local_chat_continues_while_redis_is_down(cluster, ws_open):
     assert body["chat"]["name"] == "redis"
 
 
+@on_both_redis
 async def test_chat_crosses_processes_again_within_10_s_of_redis_returning(cluster, ws_open):
     """Redis SIGKILLed and started again: a message sent on A reaches B within 10 s."""
     a, b = await cluster.start(2)
@@ -165,7 +171,7 @@ async def test_chat_crosses_processes_again_within_10_s_of_redis_returning(clust
     cluster.redis.kill()
     for node in (a, b):  # both have noticed the outage before Redis comes back
         await wait_health(node, 503, time.monotonic() + 5)
-    cluster.redis.start()
+    await cluster.redis.restart()
     back = time.monotonic()
     n = 0
     while True:

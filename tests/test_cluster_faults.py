@@ -11,7 +11,7 @@ from typing import Any
 from tornado.httpclient import AsyncHTTPClient
 from tornado.websocket import WebSocketClientConnection as Client
 
-from tests.cluster import Node
+from tests.cluster import Node, on_both_redis
 from tests.redis_server import shipped_settings
 from tests.support import TIMEOUT, receive_json, receive_type, send_json
 from tests.test_cluster_votes import EVERY_CLICK, create_poll, fetch_json, open_poll, outcome
@@ -52,6 +52,7 @@ async def vote_everywhere(voters: list[Client]) -> None:
                 assert (await receive_type(other, "tally"))["total"] == n
 
 
+@on_both_redis
 async def test_redis_killed_votes_answer_unavailable_and_health_503_within_5_s(
     cluster, ws_open
 ):
@@ -76,6 +77,7 @@ async def test_redis_killed_votes_answer_unavailable_and_health_503_within_5_s(
         assert body["broker"] == {"name": "redis", "ok": False}
 
 
+@on_both_redis
 async def test_redis_back_health_200_and_tallies_cross_again_within_10_s(cluster, ws_open):
     """Redis SIGKILLed and started again on the same port and directory: both processes
     answer /healthz 200 and a vote on A reaches B's socket within 10 s."""

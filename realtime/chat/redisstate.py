@@ -69,7 +69,7 @@ import orjson
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import ClusterDownError, RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from realtime.chat.rules import (
@@ -94,7 +94,10 @@ DEFAULT_LEASE = 30.0  # seconds a nickname outlives the last renewal of its proc
 ROOM_TTL = 7 * 24 * 3600  # seconds a room's log and sequence live after its last message
 # What says Redis cannot be reached. Any other error (a refused command) fails that call
 # only: Redis answers, so the state stays up.
-OUTAGES = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
+# A cluster is out when no node answers (RedisClusterException) or a slot has no master
+# (CLUSTERDOWN, during a failover).
+OUTAGES = (RedisConnectionError, RedisTimeoutError, RedisClusterException, ClusterDownError,
+           OSError, asyncio.TimeoutError)
 # Calls to Redis at once; more wait for a turn (at most ``timeout``), so a wave of
 # connections is a queue, never mistaken for an outage.
 CONCURRENT_CALLS = 16

@@ -54,7 +54,7 @@ from redis.crc import REDIS_CLUSTER_HASH_SLOTS as SLOTS
 from redis.crc import key_slot
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from realtime.ops.tasks import cancel_all
 from realtime.pubsub.brokers import Deliver
@@ -123,8 +123,9 @@ APPEND_SHARDED = APPEND.replace("'PUBLISH'", "'SPUBLISH'")
 # process's listener delivers them, the publisher's included, in Redis's order.
 SCRIPT_ORIGIN = bytes(ORIGIN_SIZE)
 
-# What a lost or refused Redis connection raises; redis-py wraps most OSErrors.
-FAILURES = (RedisError, OSError, asyncio.TimeoutError)
+# What a lost or refused Redis connection raises; redis-py wraps most OSErrors (a cluster
+# with no node reachable raises RedisClusterException, no RedisError).
+FAILURES = (RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
 
 
 def encode(envelope: Envelope, origin: bytes) -> bytes:

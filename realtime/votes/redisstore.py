@@ -54,7 +54,7 @@ import json
 import logging
 import re
 import time
-from typing import Any, Awaitable, Callable, Optional, TypeVar
+from typing import Awaitable, Callable, Optional, TypeVar
 
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -114,6 +114,15 @@ end
 return 1
 """
 
+# KEYS: poll, votes, voters. ARGV: voter id ("" for none). Returns the poll's fields, its
+# counts (both as HGETALL does) and the option the voter chose (false for none), read in
+# one step: a script rather than MULTI, which redis-py's cluster client mishandles.
+READ = """
+local chosen = false
+if ARGV[1] ~= '' then chosen = redis.call('HGET', KEYS[3], ARGV[1]) end
+return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]), chosen}
+"""
+
 # KEYS: poll. ARGV: "1" to close, "0" to reopen. 0 if there is no such poll.
 SET_CLOSED = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
@@ -142,6 +151,11 @@ def ordered_counts(flat: list[str]) -> dict[str, int]:
     "1", "2", ... by position)."""
     counts = {flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)}
     return dict(sorted(counts.items(), key=lambda item: int(item[0])))
+
+
+def pairs(flat: list[str]) -> dict[str, str]:
+    """``HGETALL``'s ``[field, value, field, value, ...]`` as a dict."""
+    return dict(zip(flat[::2], flat[1::2]))
 
 
 def parse_poll(poll_id: str, fields: dict[str, str], votes: dict[str, str]) -> Optional[Poll]:
@@ -190,6 +204,7 @@ class RedisPollStore:
         self._set_closed_script = self._redis.register_script(SET_CLOSED)
         self._delete_script = self._redis.register_script(DELETE)
         self._adopt_script = self._redis.register_script(ADOPT)
+        self._read_script = self._redis.register_script(READ)
         self._turn = asyncio.Lock()  # one call at a time, in order (see Ordering)
         # Every call still tries Redis during an outage (each bounded by timeout): the first
         # that answers ends it, with no probe to wait for.
@@ -341,7 +356,7 @@ class RedisPollStore:
         self, poll_id: str, voter_id: Optional[str]
     ) -> Optional[tuple[Poll, Optional[str]]]:
         """The poll with its counts and the option ``voter_id`` chose in it, read in one
-        transaction; None if there is no such poll."""
+        step; None if there is no such poll."""
         if not POLL_ID.fullmatch(poll_id):
             return None
         return await self._call(
@@ -365,16 +380,12 @@ class RedisPollStore:
     async def _read(
         self, poll_id: str, voter_id: Optional[str]
     ) -> Optional[tuple[Poll, Optional[str]]]:
-        poll_key, votes_key, voters_key = self._poll_keys(poll_id)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hgetall(poll_key).hgetall(votes_key)
-            if voter_id is not None:
-                pipe.hget(voters_key, voter_id)
-            replies: list[Any] = await pipe.execute()
-        poll = parse_poll(poll_id, replies[0], replies[1])
+        fields, votes, chosen = await self._read_script(
+            keys=self._poll_keys(poll_id), args=[voter_id or ""])
+        poll = parse_poll(poll_id, pairs(fields), pairs(votes))
         if poll is None:
             return None
-        return poll, replies[2] if voter_id is not None else None
+        return poll, chosen if voter_id else None
 
     async def _insert(self, poll_id: str, new: NewPoll, manage_hash: Optional[str]) -> bool:
         glosses = new.glosses or (None,) * len(new.labels)
