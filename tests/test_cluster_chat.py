@@ -1,17 +1,22 @@
-"""Chat across two real server processes on one real Redis (tests/cluster.py): messages,
-private messages, presence, nicknames and history cross; a crashed process frees its
-nicknames; chat outlives a Redis outage and crosses again after it."""
+"""Chat across two real server processes on one real Redis, or a Redis Cluster
+(tests/cluster.py): messages, private messages, presence, nicknames and history cross; a
+crashed process frees its nicknames; chat outlives a Redis outage and crosses again after
+it, and a cluster's failover."""
 
 import asyncio
+import logging
 import time
 from typing import Any, Optional
 from urllib.parse import quote
 
+import pytest
 from tornado.websocket import WebSocketClientConnection as Client
 
-from tests.cluster import Node, on_both_redis
+from tests.cluster import DEFAULT_PREFIX, Node, on_both_redis
 from tests.support import TIMEOUT, receive_json, send_json
 from tests.test_cluster_faults import wait_health
+
+log = logging.getLogger("tests.failover")
 
 ALICE = "alice-browser-0123456789"  # chat cookies, as /chat hands them out
 BOB = "bob-browser-0123456789ab"
@@ -185,3 +190,55 @@ async def test_chat_crosses_processes_again_within_10_s_of_redis_returning(clust
         assert frame["text"].startswith("try ")
         break
     await wait_health(a, 200, back + RESUMED_WITHIN)
+
+
+@pytest.mark.parametrize("redis_kind", ["cluster"])  # a failover needs a Redis Cluster
+async def test_a_killed_master_clients_recover_within_10_s_and_miss_nothing_unsaid(
+    cluster, ws_open
+):
+    """With the master of a room's slot SIGKILLed mid-stream and its replica promoted, A's
+    messages reach B again within 10 s, and a reconnect with ``since`` gets every message B
+    missed, or is told ``recovered: false``."""
+    a, b = await cluster.start(2)
+    sender, _ = await enter(ws_open, a)
+    watcher, _ = await enter(ws_open, b)
+    await cluster.wait_subscribed("chat.lobby", 2)
+    sent: list[dict[str, Any]] = []  # as the sender was shown each
+    received: list[dict[str, Any]] = []  # as the watcher got each, live
+
+    async def say(text: str) -> bool:
+        """Send ``text`` from A; whether B got it within half a second."""
+        await send_json(sender, {"type": "message", "text": text})
+        sent.append(await frame_of(sender, "message"))
+        try:
+            while True:
+                received.append(await frame_of(watcher, "message", timeout=0.5))
+                if received[-1]["text"] == text:
+                    return True
+        except asyncio.TimeoutError:
+            return False
+
+    for n in range(3):
+        assert await say(f"before {n}")
+    master = await cluster.redis.master_of(f"{DEFAULT_PREFIX}chat:{{lobby}}:log")
+    master.kill()
+    killed = time.monotonic()
+    n = 0
+    while not await say(f"during {n}"):
+        assert time.monotonic() - killed < RESUMED_WITHIN, "chat did not cross again"
+        n += 1
+    log.info("failover: chat crossed again %.2f s after the kill", time.monotonic() - killed)
+    assert await cluster.redis.master_of(f"{DEFAULT_PREFIX}chat:{{lobby}}:log") is not master
+
+    seen = {frame["text"] for frame in received}
+    missed = [frame["text"] for frame in sent if frame["text"] not in seen]
+    log.info("failover: B missed %d of %d messages live: %s", len(missed), len(sent), missed)
+    if missed:
+        first = next(i for i, frame in enumerate(sent) if frame["text"] in missed)
+        last_seen = next(frame for frame in reversed(received)
+                         if frame["text"] in {f["text"] for f in sent[:first]})
+        _, welcome = await enter(ws_open, b, since=last_seen["id"])
+        history = {frame["text"] for frame in welcome["history"]}
+        log.info("failover: a welcome since %s: recovered %s, %d messages", last_seen["id"],
+                 welcome["recovered"], len(history))
+        assert welcome["recovered"] is False or set(missed) <= history, welcome
