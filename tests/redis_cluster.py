@@ -7,7 +7,8 @@ yes`` (``tests/redis_server.RedisServer`` with cluster settings: a small
 joins them with ``redis-cli --cluster create ... --cluster-replicas 1 --cluster-yes``, and
 waits until every node reports ``cluster_state:ok``. ``url`` is what ``--redis-url`` takes
 (``redis+cluster://127.0.0.1:<port>``); ``master_of(key)`` is the server holding a key's slot
-now, to ``kill()`` it; ``wait_failover(...)`` waits until a replica took its slots over.
+now, to ``kill()`` it (a replica takes its slots over within seconds), ``replicas_of``
+its replicas.
 ``kill()`` and ``restart()`` do to every node what ``RedisServer``'s do to one (a whole
 cluster down, then back with its data and its ``nodes.conf``), so the ``Cluster`` fixture's
 outage tests run on either. ``stop()`` ends every process by its pid.
@@ -83,13 +84,18 @@ class RedisClusterServers:
 
     async def _wait_ok(self, servers: list[RedisServer]) -> None:
         """Until every one of ``servers`` says ``cluster_state:ok`` and agrees all slots
-        are served."""
+        are served, and each master among them has its replica online (in sync: a vote
+        on a cluster waits for a replica to have it)."""
         deadline = time.monotonic() + SETTLE_TIMEOUT
         for server in servers:
             async with redis.asyncio.Redis(host="127.0.0.1", port=server.port) as node:
                 while True:
                     info = (await node.execute_command("CLUSTER", "INFO")).decode()
-                    if "cluster_state:ok" in info and "cluster_slots_ok:16384" in info:
+                    replication = await node.info("replication")
+                    synced = (replication["role"] == "slave"
+                              or replication.get("slave0", {}).get("state") == "online")
+                    if "cluster_state:ok" in info and "cluster_slots_ok:16384" in info \
+                            and synced:
                         break
                     assert time.monotonic() < deadline, f"cluster not ok:\n{info}"
                     await asyncio.sleep(0.05)
@@ -120,19 +126,16 @@ class RedisClusterServers:
             node = client.get_node_from_key(key)
             return next(s for s in self.servers if s.port == int(node.port))
 
+    async def replicas_of(self, master: RedisServer) -> list[RedisServer]:
+        """The servers replicating ``master`` right now."""
+        async with redis.asyncio.Redis(host="127.0.0.1", port=master.port) as node:
+            role = await node.execute_command("ROLE")
+        ports = {int(replica[1]) for replica in role[2]}
+        return [s for s in self.servers if s.port in ports]
+
     def alive(self) -> list[RedisServer]:
         """The servers whose process runs."""
         return [s for s in self.servers if s.process is not None and s.process.poll() is None]
-
-    async def wait_failover(self, killed: RedisServer) -> None:
-        """Until the cluster is ok again without ``killed`` (a replica took its slots)."""
-        deadline = time.monotonic() + SETTLE_TIMEOUT
-        while True:
-            try:
-                await self._wait_ok([s for s in self.alive() if s is not killed])
-                return
-            except AssertionError:
-                assert time.monotonic() < deadline, "no replica took over"
 
     def stop(self) -> None:
         """End every node by its pid."""

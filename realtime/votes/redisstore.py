@@ -32,7 +32,9 @@ them. The script is sent once and then called by its SHA (redis-py's ``register_
 loads it again after a Redis restart).
 
 Durability is Redis's: an acknowledged vote survives a crash only if Redis runs with
-``appendonly yes`` and ``appendfsync always`` (``deploy/redis.conf``). The script's writes go
+``appendonly yes`` and ``appendfsync always`` (``deploy/redis.conf``). On a Redis Cluster a
+vote is acknowledged only once a replica of its master has it too (``WAIT``, see
+``_replicated``), so a failover does not lose it. The script's writes go
 to the AOF as one ``MULTI``/``EXEC`` block, so a crash keeps both the voter and its count or
 neither.
 
@@ -54,10 +56,11 @@ import json
 import logging
 import re
 import time
-from typing import Awaitable, Callable, Optional, TypeVar
+from typing import Any, Awaitable, Callable, Optional, TypeVar
 
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 
 from realtime.wire.messages import ClientError
 from realtime.votes.store import (
@@ -73,6 +76,8 @@ log = logging.getLogger("realtime.redispolls")
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT = 2.0  # seconds; the contract is an answer within 5 s with Redis down
+# On a cluster: milliseconds a vote waits for a replica of its master to have it.
+REPLICA_WAIT_MS = 1000
 # Ids we look up: what new_poll_id draws, and the demo's. Anything else (a ":" in
 # particular, which could name another key) is no poll.
 POLL_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -138,6 +143,10 @@ return existed
 """
 
 
+class NotReplicated(RedisError):
+    """On a cluster: no replica took a vote's writes in time (its master alone has it)."""
+
+
 class PollsUnavailable(ClientError):
     """Redis did not answer in time (or refused to write): nothing was acknowledged."""
 
@@ -199,6 +208,7 @@ class RedisPollStore:
             decode_responses=True, client_name="realtime-polls", max_connections=2,
         )
         self._cluster = is_cluster(url)
+        self._stale_map = False  # a cluster call failed: refresh the slot map first
         self._vote = self._redis.register_script(VOTE)
         self._create_script = self._redis.register_script(CREATE)
         self._set_closed_script = self._redis.register_script(SET_CLOSED)
@@ -346,8 +356,12 @@ class RedisPollStore:
         """
         if not POLL_ID.fullmatch(poll_id):
             raise refused("no_such_poll")
-        result = await self._call(lambda: self._again_if_adopted(poll_id, lambda: self._vote(
-            keys=self._poll_keys(poll_id), args=[option_id, voter_id or ""])))
+        keys, args = self._poll_keys(poll_id), [option_id, voter_id or ""]
+        if self._cluster:
+            result = await self._call(lambda: self._replicated(VOTE, keys, args))
+        else:
+            result = await self._call(lambda: self._again_if_adopted(
+                poll_id, lambda: self._vote(keys=keys, args=args)))
         if isinstance(result, str):
             raise refused(result if result in VOTE_REFUSALS else "no_such_poll")
         return Tally(poll_id, ordered_counts(result))
@@ -368,6 +382,41 @@ class RedisPollStore:
         await close(self._redis)
 
     # The jobs, run by _call.
+
+    async def _replicated(self, script: str, keys: list[str], args: list[str]) -> Any:
+        """On a cluster: ``script``'s answer once a replica of its master has its writes.
+
+        A master's writes reach its replicas a moment after it answered, so a master killed
+        in that moment takes an acknowledged vote with it when its replica takes over.
+        ``WAIT 1`` after the script, on the same connection (WAIT counts that connection's
+        writes), holds the answer until one replica has them; none within
+        ``REPLICA_WAIT_MS``, the vote is refused (``unavailable``: refused but counted, never
+        acknowledged and lost).
+
+        Raises:
+            NotReplicated: no replica took the writes in time.
+        """
+        cluster: Any = self._redis
+        if self._stale_map:  # a failed call may mean a failover: ask who serves what
+            await cluster.nodes_manager.initialize()
+            self._stale_map = False
+        node = cluster.get_node_from_key(keys[0])
+        conn = node.acquire_connection()
+        try:
+            await conn.send_packed_command(conn.pack_commands([
+                ("EVAL", script, len(keys), *keys, *args), ("WAIT", 1, REPLICA_WAIT_MS)]))
+            result = await conn.read_response()
+            replicas = await conn.read_response()
+        except BaseException:
+            self._stale_map = True
+            await conn.disconnect()  # a reply may still be on its way: never reuse it
+            raise
+        finally:
+            node.release(conn)
+        if int(replicas) < 1:
+            raise NotReplicated(f"no replica of {node.name} took the vote within "
+                                f"{REPLICA_WAIT_MS} ms")
+        return result
 
     async def _again_if_adopted(self, poll_id: str, job: Callable[[], Awaitable[T]]) -> T:
         """``job``'s answer; once more if it found no poll (None, 0, ``no_such_poll``) and
