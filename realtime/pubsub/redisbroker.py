@@ -3,11 +3,25 @@
 ``Hub(broker=RedisBroker("redis://127.0.0.1:6379/0"))``: the hub is unchanged, the broker
 carries each publish to the other processes and hands theirs to the local hub.
 
-Channels. One Redis channel per topic, ``<prefix>topic:<topic>``. The listener SUBSCRIBEs
-a topic's channel when the hub gets the topic's first local subscriber and UNSUBSCRIBEs it
+Channels. One Redis channel per topic, ``<prefix>topic:<topic>`` with the topic's instance
+as a hash tag, ``realtime:topic:chat.{lobby}`` (``realtime.storage.rediskeys.topic_channel``:
+the channel is in the slot of the room's keys on a cluster). The listener SUBSCRIBEs a
+topic's channel when the hub gets the topic's first local subscriber and UNSUBSCRIBEs it
 when the last one leaves, so a process receives only what its clients listen to; it never
 subscribes to a pattern. The hub's calls are synchronous: they update the wanted set and
 wake the listener task, which sends the difference on its connection.
+
+Redis Cluster (``redis+cluster://host:port``). Publishes are ``SPUBLISH`` (in ``APPEND``
+too), and there is one listener (``realtime.pubsub.redislistener.Listener``) per master,
+``SSUBSCRIBE``-ing the topics of that master's slots. The slot map comes from redis-py's
+``RedisCluster`` (``CLUSTER SLOTS``), read at start, every ``REMAP_INTERVAL`` seconds,
+every half second while a listener is down, and at once when a listener hears ``MOVED`` or
+an unasked ``sunsubscribe`` (a slot moved); a topic whose master changed moves to the new
+master's listener. ``ready()`` and ``caught_up()`` wait on each listener concerned.
+
+Gaps. Once a listener is subscribed again after losing its connection, or took topics over
+from another master's listener, the broker calls ``_after_gap(topics)`` with the topics it
+carried across the gap (the hook gap recovery plugs into).
 
 Wire format. Each publish is serialized once into ``kind (1 byte) + origin (16 bytes) +
 payload``: the kind is ``0x00`` for text and ``0x01`` for binary (other values are
@@ -23,7 +37,7 @@ When the queue is full, or Redis is known to be down, the message is dropped and
 (it still reached the local subscribers); a warning is logged once per outage (once per
 overflow), never per message.
 
-Faults. The listener sends its own PING every ``ping_interval`` seconds and declares the
+Faults. Each listener sends its own PING every ``ping_interval`` seconds and declares the
 connection dead when nothing at all came back for ``timeout`` seconds (a half-open
 connection, a paused Redis); a closed connection (Redis stopped, ``CLIENT KILL``, the
 ``client-output-buffer-limit`` of a slow subscriber) is noticed at once. Either way it

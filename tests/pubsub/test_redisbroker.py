@@ -175,6 +175,20 @@ async def test_listener_killed_by_redis_resubscribes(redis_app, ws_open, admin):
     await says(a1, "after the kill")
 
 
+async def test_a_resubscribed_listener_reports_the_topics_of_its_gap(redis_app, ws_open, admin):
+    """The gap hook (``_after_gap``) hears nothing on the first connection and, once the
+    listener is subscribed again after a ``CLIENT KILL``, every topic wanted across it."""
+    a = await redis_app()
+    gaps: list[set[str]] = []
+    a.broker._after_gap = gaps.append  # the seam gap recovery plugs into
+    await probe(ws_open, a)
+    await eventually(lambda: listeners(admin, a.broker.channel(TOPIC)), 1)
+    assert gaps == []
+    assert await admin.client_kill_filter(_type="pubsub") == 1
+    await poll_until(lambda: gaps, RESUMED_WITHIN)
+    assert gaps == [{TOPIC}] and a.broker.healthy()
+
+
 async def test_redis_killed_then_restarted(redis_app, ws_open, admin, redis_server, caplog):
     """Redis SIGKILLed: local delivery goes on, publishes are dropped with one log line,
     the broker is unhealthy within 5 s and /healthz says 503; Redis back on the same port:
