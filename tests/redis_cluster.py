@@ -130,8 +130,42 @@ class RedisClusterServers:
         """The servers replicating ``master`` right now."""
         async with redis.asyncio.Redis(host="127.0.0.1", port=master.port) as node:
             role = await node.execute_command("ROLE")
+        if role[0] != b"master":
+            return []
         ports = {int(replica[1]) for replica in role[2]}
         return [s for s in self.servers if s.port in ports]
+
+    async def move_slot(self, slot: int, target: RedisServer) -> None:
+        """Migrate ``slot`` with its keys to the master ``target``, as ``redis-cli --cluster
+        reshard`` does: IMPORTING, MIGRATING, MIGRATE of its keys, then SETSLOT NODE on
+        every master."""
+        async with RedisCluster(host="127.0.0.1", port=target.port) as client:
+            source_port = int(client.nodes_manager.slots_cache[slot][0].port)
+        source = next(s for s in self.servers if s.port == source_port)
+        masters = await self.masters()
+
+        async def on(server: RedisServer, *command: object) -> object:
+            async with redis.asyncio.Redis(host="127.0.0.1", port=server.port) as node:
+                return await node.execute_command(*command)
+
+        source_id = (await on(source, "CLUSTER", "MYID")).decode()  # type: ignore[attr-defined]
+        target_id = (await on(target, "CLUSTER", "MYID")).decode()  # type: ignore[attr-defined]
+        await on(target, "CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        await on(source, "CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+        while keys := await on(source, "CLUSTER", "GETKEYSINSLOT", slot, 100):
+            await on(source, "MIGRATE", "127.0.0.1", target.port, "", 0, 5000,
+                     "KEYS", *keys)  # type: ignore[misc]
+        for server in [target, source, *(m for m in masters if m not in (source, target))]:
+            await on(server, "CLUSTER", "SETSLOT", slot, "NODE", target_id)
+
+    async def masters(self) -> list[RedisServer]:
+        """The running servers that are masters right now."""
+        found = []
+        for server in self.alive():
+            async with redis.asyncio.Redis(host="127.0.0.1", port=server.port) as node:
+                if (await node.info("replication"))["role"] == "master":
+                    found.append(server)
+        return found
 
     def alive(self) -> list[RedisServer]:
         """The servers whose process runs."""

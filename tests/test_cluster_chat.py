@@ -10,6 +10,7 @@ from typing import Any, Optional
 from urllib.parse import quote
 
 import pytest
+from redis.crc import key_slot
 from tornado.websocket import WebSocketClientConnection as Client
 
 from tests.cluster import DEFAULT_PREFIX, Node, on_both_redis
@@ -242,3 +243,37 @@ async def test_a_killed_master_clients_recover_within_10_s_and_miss_nothing_unsa
         log.info("failover: a welcome since %s: recovered %s, %d messages", last_seen["id"],
                  welcome["recovered"], len(history))
         assert welcome["recovered"] is False or set(missed) <= history, welcome
+
+
+@pytest.mark.parametrize("redis_kind", ["cluster"])  # slots: a Redis Cluster's
+async def test_a_room_whose_slot_migrates_crosses_again_within_10_s_and_keeps_its_history(
+    cluster, ws_open
+):
+    """With the room's slot migrated to another master mid-chat, A's messages reach B again
+    within 10 s, and a newcomer's welcome holds the messages from before the move."""
+    a, b = await cluster.start(2)
+    sender, _ = await enter(ws_open, a)
+    watcher, _ = await enter(ws_open, b)
+    await cluster.wait_subscribed("chat.lobby", 2)
+    await send_json(sender, {"type": "message", "text": "before the move"})
+    assert (await frame_of(watcher, "message"))["text"] == "before the move"
+    log_key = f"{DEFAULT_PREFIX}chat:{{lobby}}:log"
+    source = await cluster.redis.master_of(log_key)
+    target = next(s for s in await cluster.redis.masters() if s is not source)
+    await cluster.redis.move_slot(key_slot(log_key.encode()), target)
+    moved = time.monotonic()
+    assert await cluster.redis.master_of(log_key) is target
+    n = 0
+    while True:
+        await send_json(sender, {"type": "message", "text": f"after {n}"})
+        try:
+            frame = await frame_of(watcher, "message", timeout=0.5)
+        except asyncio.TimeoutError:
+            assert time.monotonic() - moved < RESUMED_WITHIN, "chat did not cross again"
+            n += 1
+            continue
+        break
+    log.info("slot migration: chat crossed again %.2f s after the move (%s)",
+             time.monotonic() - moved, frame["text"])
+    _, newcomer = await enter(ws_open, b)
+    assert "before the move" in [m["text"] for m in newcomer["history"]]

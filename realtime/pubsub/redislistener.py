@@ -240,7 +240,8 @@ class Listener:
                 self._last_heard = loop.time()
                 if not self.sharded:
                     raise
-                log.info("Redis at %s: %s; mapping the cluster's slots again", self.where, error)
+                log.info("Redis at %s answered %s %s (a slot moved); mapping the cluster's "
+                         "slots again", self.where, type(error).__name__, error)
                 self.broker.remap()
                 continue
             self._last_heard = loop.time()
