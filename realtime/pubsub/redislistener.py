@@ -15,7 +15,7 @@ moved away) asks the broker to map the slots again (``remap``).
 import asyncio
 import logging
 import random
-from typing import TYPE_CHECKING, Any, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Iterable
 
 from redis.asyncio import ConnectionPool
 from redis.crc import key_slot
@@ -323,8 +323,3 @@ class Listener:
             self.listening = True
             report, self._gap_report = self._gap_report & self.topics, set()
             self.broker.listener_up(self, report)
-
-
-def owner(listeners: Iterable[Listener], topic: str) -> Optional[Listener]:
-    """The listener carrying ``topic``, if any."""
-    return next((each for each in listeners if topic in each.topics), None)
