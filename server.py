@@ -7,13 +7,17 @@ never reads the global options, so tests build a fresh app each time.
 """
 
 import asyncio
+import errno
+import importlib.util
 import logging
 import os
 import secrets
 import signal
+import socket
 import sys
 import tempfile
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
@@ -36,7 +40,7 @@ from handlers.pages import HealthHandler, MetricsHandler, NotFoundPageHandler, P
 from handlers.tcp import ChatLineServer
 from handlers.vote import (
     PollApiHandler, PollPageHandler, PollsApiHandler, PollStateApiHandler, PresentPageHandler,
-    QrCodeHandler, VoteEventStreamHandler, VotePageHandler, VoteSocketHandler,
+    QrCodeHandler, QrCodes, VoteEventStreamHandler, VotePageHandler, VoteSocketHandler,
 )
 from handlers.http import DEFAULT_HEARTBEAT
 from realtime.apps.counter import CounterSession
@@ -51,18 +55,21 @@ from realtime.limits import policy
 from realtime.limits.admission import Admission
 from realtime.limits.policy import IPConnections, RateLimit
 from realtime.ops.accept import HTTPServer as AcceptingHTTPServer
+from realtime.ops.commandline import (
+    EXIT_USAGE, LOGGING_GROUP, ConfigError, help_requested, help_text, parse,
+)
+from realtime.ops.datalock import DataDirInUse, DataDirLock
 from realtime.ops.fdlimit import raise_open_files_limit
 from realtime.ops.lifecycle import Lifecycle
-from realtime.ops.logfmt import logfmt
+from realtime.ops.logfmt import ThrottledLog, logfmt
 from realtime.ops.metrics import ServerMetrics
 from realtime.pubsub.brokers import Broker
 from realtime.pubsub.delivery import CloseReason
 from realtime.pubsub.hub import DEFAULT_MAX_PENDING_BYTES, Hub
-from realtime.ops.options import (
-    define_options, environment_args, join_option_values, option, values_from,
-)
+from realtime.ops.options import define_options, option, values_from
 from realtime.limits.origins import OriginPolicy
 from realtime.limits.ratelimit import Clock, KeyedLimiter
+from realtime.votes.session import poll_refresher
 from realtime.votes.store import DB_FILENAME, Polls, PollStore
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -84,6 +91,12 @@ log = logging.getLogger("realtime.server")
 access_log = logging.getLogger("realtime.access")
 
 
+# The groups of --help, in this order.
+NETWORK, LIMITS, CHAT, POLLS, REDIS, LOGGING = (
+    "network", "limits", "chat", "polls and data", "Redis", LOGGING_GROUP)
+HELP_GROUPS = (NETWORK, LIMITS, CHAT, POLLS, REDIS, LOGGING)
+
+
 @dataclass
 class Config:
     """Everything ``make_app`` and ``serve`` need, and the one declaration of every option.
@@ -92,106 +105,133 @@ class Config:
     the README's options table (``realtime.ops.options``); ``main()`` fills it from them.
     """
 
-    port: int = option(8888, "TCP port to listen on")
+    port: int = option(8888, "TCP port to listen on", group=NETWORK, maximum=65535)
     tcp_port: int = option(
         0, "TCP port of the raw chat: the chat rooms as UTF-8 lines for `nc` or `telnet` (see "
-        "Raw TCP), on `--address`; `0` (the default) for none", shown="`0` (off)")
+        "Raw TCP), on `--address`; `0` (the default) for none", shown="`0` (off)",
+        group=NETWORK, maximum=65535)
     address: str = option(
-        "127.0.0.1", "address to bind; `0.0.0.0` for every interface")
+        "127.0.0.1", "address to bind; `0.0.0.0` for every interface", group=NETWORK)
     debug: bool = option(
-        False, "reload on code changes, tracebacks in error pages (never in production)")
+        False, "reload on code changes, tracebacks in error pages (never in production)",
+        group=LOGGING)
     xheaders: bool = option(
         False, "trust `X-Real-IP` / `X-Forwarded-For` / `X-Forwarded-Proto` for the client's "
         "address and scheme; only behind a proxy that sets them, with the server unreachable "
-        "except through it")
+        "except through it", group=NETWORK)
     allowed_origins: tuple[str, ...] = option(
         (), "comma-separated exact origins (`https://app.example.com`, "
         "`http://localhost:3000`) whose pages may open WebSockets, besides pages of the same "
-        "host (see Origins)", shown="none (same host only)")
+        "host (see Origins)", shown="none (same host only)", group=NETWORK)
     ping_interval: float = option(
         25.0, "seconds between WebSocket pings, so proxies with a 60 s idle timeout keep the "
-        "connection and dead clients are found; `0` turns pings off")
+        "connection and dead clients are found; `0` turns pings off", group=NETWORK)
     ping_timeout: float = option(
         10.0, "seconds to wait for the pong; no pong, the socket is closed (at most "
-        "`--ping-interval`)")
+        "`--ping-interval`)", group=NETWORK)
+    compression: bool = option(
+        False, "offer permessage-deflate (RFC 7692) to WebSocket clients; a client that "
+        "accepts gets its frames compressed, each one for it alone (no frame is built once "
+        "for all subscribers), at some CPU and about 300 KB of zlib state per connection. "
+        "Connections without it keep the fast path", group=NETWORK)
     max_message_size: int = option(
         64 * 1024, "bytes in one incoming WebSocket message (all fragments together); a "
-        "message of exactly this size passes, a larger one closes the socket with 1009")
+        "message of exactly this size passes, a larger one closes the socket with 1009",
+        group=LIMITS)
     rate_limit: float = option(
         policy.DEFAULT_RATE, "frames per second each WebSocket (or raw TCP line connection) "
-        "may send, sustained (token bucket); `0` turns the limit off")
+        "may send, sustained (token bucket); `0` turns the limit off", group=LIMITS)
     rate_burst: int = option(
         policy.DEFAULT_BURST, "frames (or TCP lines) a connection may send at once after a "
-        "pause")
+        "pause", group=LIMITS)
     rate_limit_strikes: int = option(
         policy.DEFAULT_STRIKES, "frames refused in a row (each answered with `rate_limited`) "
-        "before the socket is closed with 1008")
+        "before the socket is closed with 1008", group=LIMITS)
     ip_rate_limit: float = option(
         policy.DEFAULT_IP_RATE, "frames per second one client address may send over all its "
         "WebSockets, TCP lines and HTTP chat requests (every frame counts, as for "
-        "`--rate-limit`); `0` turns it off")
+        "`--rate-limit`); `0` turns it off", group=LIMITS)
     ip_rate_burst: int = option(
-        policy.DEFAULT_IP_BURST, "frames one client address may send at once after a pause")
+        policy.DEFAULT_IP_BURST, "frames one client address may send at once after a pause",
+        group=LIMITS)
     room_rate_limit: float = option(
         policy.DEFAULT_ROOM_RATE, "deliveries per second one chat room's public messages and "
         "joins may cause (a message to N listeners costs N); over it the sender gets "
-        "`rate_limited` and nothing is published; `0` turns it off")
+        "`rate_limited` and nothing is published; `0` turns it off", group=LIMITS)
     room_rate_burst: int = option(
-        policy.DEFAULT_ROOM_BURST, "deliveries one chat room may cause at once after a pause")
+        policy.DEFAULT_ROOM_BURST, "deliveries one chat room may cause at once after a pause",
+        group=LIMITS)
     handshake_rate_limit: float = option(
         policy.DEFAULT_HANDSHAKE_RATE, "new WebSockets (and event streams, long-poll sessions, "
         "TCP connections) per second one client address may open, sustained; past it a "
         "handshake is refused with HTTP 429 and `Retry-After` (a reconnect storm costs a "
-        "welcome per socket); `0` turns it off")
+        "welcome per socket); `0` turns it off", group=LIMITS)
+    http_rate_limit: float = option(
+        policy.DEFAULT_HTTP_RATE, "plain HTTP requests per second one client address may make "
+        "to pages, the poll API and QR codes (not `/healthz`, `/metrics`, static files or "
+        "the transports, which have the budgets above), sustained; past it the answer is "
+        "429 with `Retry-After` (JSON `rate_limited` on the API); `0` turns it off",
+        group=LIMITS)
+    http_rate_burst: int = option(
+        policy.DEFAULT_HTTP_BURST, "plain HTTP requests one client address may make at once "
+        "after a pause", group=LIMITS)
     handshake_rate_burst: int = option(
         policy.DEFAULT_HANDSHAKE_BURST, "new connections one client address may open at once "
-        "after a pause (a restart brings every tab of an office back at once)")
+        "after a pause (a restart brings every tab of an office back at once)", group=LIMITS)
     max_connections_per_ip: int = option(
         policy.DEFAULT_MAX_CONNECTIONS_PER_IP, "open WebSockets per client address, event "
         "streams, held long-polls, long-poll sessions and TCP connections included; the next "
         "handshake or request is refused with HTTP 429; `0` for no limit. Behind a proxy it "
-        "needs `--xheaders`, or every client counts as the proxy's address")
+        "needs `--xheaders`, or every client counts as the proxy's address", group=LIMITS)
     max_pending_bytes: int = option(
         DEFAULT_MAX_PENDING_BYTES, "bytes (frame headers included) that Tornado may still "
         "hold for a connection (WebSocket, event stream, TCP), not yet taken by the kernel, "
         "when a new frame is due; past it the frame is not written and the connection is "
         "dropped as a slow consumer (a WebSocket with close 1008). A stalled client costs at "
         "most this plus one frame; bytes the kernel took do not count, so a reading client "
-        "may get a burst, or a single frame, larger than this")
+        "may get a burst, or a single frame, larger than this", group=LIMITS)
     chat_history: int = option(
-        rules.DEFAULT_HISTORY, "chat messages a newcomer gets in its welcome")
+        rules.DEFAULT_HISTORY, "chat messages a newcomer gets in its welcome", group=CHAT)
     chat_replay: int = option(
         rules.DEFAULT_REPLAY, "chat messages each room keeps for clients that reconnect with "
-        "`?since=`")
+        "`?since=`", group=CHAT)
     chat_max_rooms: int = option(
         rules.DEFAULT_MAX_ROOMS, "chat rooms held at once; past it, idle empty rooms (and "
-        "their history) are forgotten first")
+        "their history) are forgotten first", group=CHAT)
     chat_room_history_bytes: int = option(
         rules.DEFAULT_ROOM_HISTORY_BYTES, "bytes of messages, measured as JSON, one chat room "
         "keeps; also the most a welcome's history holds (and at most half of "
-        "`--max-pending-bytes`)")
+        "`--max-pending-bytes`)", group=CHAT)
     chat_history_bytes: int = option(
         rules.DEFAULT_HISTORY_BYTES, "bytes of messages all chat rooms keep together, each "
-        "message counting its JSON size plus 512 for its bookkeeping; past it the oldest "
-        "message of any room goes first")
+        "message counting its JSON size (or its text's size in memory, if larger) plus 512 "
+        "for its bookkeeping; past it the oldest message of any room goes first. The "
+        "process's resident memory grows by about 1-2x this once it is full "
+        "(`bench/history_rss.py`)", group=CHAT)
     long_poll_timeout: float = option(
         DEFAULT_LONG_POLL_TIMEOUT, "seconds a chat long-poll (`GET /poll/chat/<room>?since=`) "
         "with nothing new to answer is held, waiting for a message, before it is answered "
-        "empty; below the read timeout of every proxy in front")
+        "empty; below the read timeout of every proxy in front", group=CHAT)
     long_poll_session_timeout: float = option(
         DEFAULT_SESSION_TIMEOUT, "seconds a long-polling browser keeps its place in a chat "
         "room (its nickname, its presence) after its last request ended; above "
         "`--long-poll-timeout`, so a client that polls again in time never leaves",
-        aliases=("poll_session_timeout",))
+        aliases=("poll_session_timeout",), group=CHAT)
     sse_heartbeat: float = option(
         DEFAULT_HEARTBEAT, "seconds between comment lines on a Server-Sent Events stream, so "
-        "proxies keep an idle one open; `0` turns them off")
+        "proxies keep an idle one open; `0` turns them off", group=CHAT)
     # Where the poll database and the generated cookie secret live; None keeps polls in
     # memory and draws a new cookie secret (tests, throwaway servers).
     data_dir: Optional[str] = option(
         None, "where the poll database (`polls.sqlite3`), the chat history (`chat.sqlite3`), "
         "both in WAL mode, and the generated cookie secret live; relative to the working "
-        "directory", served="data", shown="`./data`")
+        "directory. One process per directory: a second one started on it refuses to start "
+        "(a lock on `server.lock`)", served="data", shown="`./data`", group=POLLS)
+    public_url: Optional[str] = option(
+        None, "the origin clients reach the server at (`https://polls.example.org`, no "
+        "path): absolute URLs (a poll's QR code and share link) are built from it alone. "
+        "Unset: from the request's scheme and its `Host`, when that is a host name (else "
+        "400 `bad_host`)", shown="unset", group=NETWORK)
     redis_url: Optional[str] = option(
         None, "share chat rooms, nicknames, presence, history, polls and the apps' state "
         "with the other processes using this Redis (`redis://host:port/db`), or this Redis "
@@ -199,34 +239,38 @@ class Config:
         "later), for several processes behind one proxy; needs `pip install .[redis]`. Unset: "
         "everything stays in "
         "this process (SQLite in the data directory; the apps' state in memory)",
-        shown="unset")
+        shown="unset", group=REDIS)
     redis_prefix: str = option(
         "realtime:", "put before every Redis key and channel name, so deployments can share "
-        "one Redis")
+        "one Redis", group=REDIS)
     redis_nick_lease: float = option(
         30.0, "with `--redis-url`: seconds a nickname stays held after its process last "
-        "renewed it (every third of this), so a crashed process's nicknames free themselves")
+        "renewed it (every third of this), so a crashed process's nicknames free themselves",
+        group=REDIS)
     cookie_secret_file: Optional[str] = option(
         None, "file holding the secret that signs voter cookies; generated (mode 0600) if "
         "missing, safely when several processes start at once. Keep it, and give every "
         "process of a deployment the same one: another secret makes every browser a new "
         "voter",
-        shown="`<data-dir>/cookie_secret`")
+        shown="`<data-dir>/cookie_secret`", group=POLLS)
     polls_per_hour: float = option(
-        60.0, "polls one client IP may create per hour, on average")
+        60.0, "polls one client IP may create per hour, on average", group=POLLS)
     poll_burst: int = option(
-        10, "polls one client IP may create at once before the hourly rate applies (then 429)")
+        10, "polls one client IP may create at once before the hourly rate applies (then 429)",
+        group=POLLS)
     shutdown_timeout: float = option(
         4.0, "seconds from SIGTERM/SIGINT to exit, closing sockets and shutdown closers "
-        "included")
+        "included", group=NETWORK)
     # HTTP connection hygiene (serve()): Tornado has one timer for an idle keep-alive
     # connection and a slow request head; above nginx's upstream keepalive_timeout (60 s) so
     # the proxy, not us, ends idle upstream connections.
     idle_connection_timeout: float = option(
         75.0, "seconds an HTTP connection may go without a complete request head (idle "
-        "keep-alive or slow headers) before it is closed; WebSockets are not affected")
+        "keep-alive or slow headers) before it is closed; WebSockets are not affected",
+        group=NETWORK)
     body_timeout: float = option(
-        30.0, "seconds to receive a whole HTTP request body before the connection is closed")
+        30.0, "seconds to receive a whole HTTP request body before the connection is closed",
+        group=NETWORK)
     # Not options: objects and secrets handed in by code (tests, embedders).
     cookie_secret: Optional[str] = field(default=None, repr=False)  # None: see data_dir
     hub: Optional[Hub] = field(default=None, repr=False)  # a ready hub, e.g. a test's
@@ -297,6 +341,7 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
     unless they ``await app.settings["chat"].start()`` before serving (and ``aclose()`` it).
     """
     config = config or Config()
+    public_url = public_origin(config.public_url)  # a bad one stops us before anything opens
     hub = config.hub or Hub(
         broker=shared_broker(config), max_pending_bytes=config.max_pending_bytes)
     lifecycle = config.lifecycle or Lifecycle()
@@ -346,6 +391,7 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
                 os.path.join(config.data_dir, COOKIE_SECRET_FILENAME)
             )
     store = config.polls or shared_polls(config) or PollStore(db_path)
+    hub.on_gap(poll_refresher(store, hub))  # a fresh tally after a broker's gap
     lifecycle.on_shutdown(store.aclose, "poll store")  # pending votes are committed first
     chat_state = shared_chat(config, hub) or EmbeddedChatState(
         rooms, hub, ChatStore(chat_path, rooms))
@@ -379,7 +425,8 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
         url(r"/vote", VotePageHandler, votes, name="vote"),
         url(r"/vote/([^/]+)", PollPageHandler, votes, name="vote_poll"),
         url(r"/vote/([^/]+)/present", PresentPageHandler, votes, name="vote_present"),
-        url(r"/vote/([^/]+)/qr\.svg", QrCodeHandler, votes, name="vote_qr"),
+        url(r"/vote/([^/]+)/qr\.svg", QrCodeHandler, dict(votes, codes=QrCodes()),
+            name="vote_qr"),
         url(r"/api/polls", PollsApiHandler, dict(votes, limiter=poll_limiter), name="api_polls"),
         url(r"/api/polls/([^/]+)", PollApiHandler, dict(votes, hub=hub), name="api_poll"),
         url(r"/api/polls/([^/]+)/(close|reopen)", PollStateApiHandler, dict(votes, hub=hub),
@@ -414,7 +461,12 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
         websocket_ping_interval=config.ping_interval or None,
         websocket_ping_timeout=config.ping_timeout or None,
         websocket_max_message_size=config.max_message_size,
+        websocket_compression=config.compression,  # read by SocketHandler
         cookie_secret=cookie_secret or secrets.token_urlsafe(48),
+        # What every page handler reads (handlers.http.BaseHandler), the 404 page included.
+        http_rate=keyed_limiter(config.http_rate_limit, config.http_rate_burst, config.clock),
+        public_url=public_url,
+        failures=ThrottledLog(logging.getLogger("realtime.handlers")),
     )
     # For serve() and for routes added later (tests); handlers get their dependencies
     # through initialize().
@@ -423,6 +475,22 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
         chat=chat_state, chats=chats, app_state=app_state, apps=apps,
     )
     return app
+
+
+def public_origin(public_url: Optional[str]) -> Optional[str]:
+    """``--public-url`` as an origin (``https://host[:port]``, no trailing slash), or None.
+
+    Raises:
+        ValueError: it is not an http(s) origin.
+    """
+    if not public_url:
+        return None
+    parts = urllib.parse.urlsplit(public_url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/") \
+            or parts.query or parts.fragment:
+        raise ValueError(f"--public-url must be an origin like https://example.org, "
+                         f"not {public_url!r}")
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def shared_broker(config: Config) -> Optional[Broker]:
@@ -518,20 +586,83 @@ async def start_components(app: tornado.web.Application) -> None:
     await app.settings["app_state"].start()
 
 
+def check_config(config: Config) -> None:
+    """What the options ask for that this installation cannot give.
+
+    Raises:
+        ConfigError: ``--redis-url`` without the ``redis`` package (the optional extra).
+    """
+    if config.redis_url and importlib.util.find_spec("redis") is None:
+        raise ConfigError("--redis-url needs the redis package, which is not installed: "
+                          "pip install '.[redis]' (or pip install 'tornado-realtime[redis]')")
+
+
+def bind(port: int, address: str, what: str) -> list[socket.socket]:
+    """The listening sockets of ``port`` on ``address`` (``what`` names the flag in errors).
+
+    Raises:
+        ConfigError: the port is taken, needs privileges, or the address is not this
+            machine's.
+    """
+    try:
+        return tornado.netutil.bind_sockets(port, address, backlog=LISTEN_BACKLOG)
+    except socket.gaierror as error:
+        raise ConfigError(f"--address {address}: not a known address ({error.strerror})") \
+            from None
+    except OSError as error:
+        where = f"{address}:{port}"
+        if error.errno == errno.EADDRINUSE:
+            problem = (f"{where} is already in use (another server running?); stop it or "
+                       f"choose another {what}")
+        elif error.errno == errno.EACCES:
+            problem = f"not allowed to listen on {where} (ports below 1024 need privileges)"
+        elif error.errno == errno.EADDRNOTAVAIL:
+            raise ConfigError(f"--address {address}: not an address of this machine") \
+                from None
+        else:
+            problem = f"cannot listen on {where} ({error.strerror})"
+        raise ConfigError(f"{what} {port}: {problem}") from None
+
+
 async def serve(config: Config, app: Optional[tornado.web.Application] = None) -> int:
     """Serve ``app`` (default: ``make_app(config)``) until SIGINT or SIGTERM, then shut down
-    gracefully; return the exit status."""
+    gracefully; return the exit status.
+
+    Raises:
+        ConfigError: the data directory is another process's, or a port cannot be listened
+            on (before anything is opened or served).
+    """
+    if config.data_dir is None:
+        return await serve_locked(config, app)
+    try:
+        lock = DataDirLock(config.data_dir)
+        lock.acquire()
+    except DataDirInUse as error:
+        raise ConfigError(str(error)) from None
+    try:
+        return await serve_locked(config, app)
+    finally:
+        lock.release()
+
+
+async def serve_locked(config: Config, app: Optional[tornado.web.Application] = None) -> int:
+    """``serve()`` once the data directory is ours."""
     # Signals first: a SIGTERM arriving as soon as the port accepts is already graceful.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    # The descriptor limit before the port accepts: connections may queue from then on.
+    before, soft, hard = raise_open_files_limit()
+    # Ports before anything else: a port in use is one line, not a half-started server.
+    # Clients connecting meanwhile wait in the listen queue until we accept.
+    http_sockets = bind(config.port, config.address, "--port")
+    line_sockets = bind(config.tcp_port, config.address, "--tcp-port") if config.tcp_port else []
+    log.info(logfmt(event="open_files_limit", before=before, soft=soft, hard=hard))
 
     app = app or make_app(config)
     await start_components(app)
     app.settings["metrics"].loop_lag.start()
-    before, soft, hard = raise_open_files_limit()
-    log.info(logfmt(event="open_files_limit", before=before, soft=soft, hard=hard))
     # Tornado's HTTPServer with an accept loop that pauses, instead of spinning, when the
     # process runs out of descriptors (realtime/ops/accept.py).
     server = AcceptingHTTPServer(
@@ -539,16 +670,12 @@ async def serve(config: Config, app: Optional[tornado.web.Application] = None) -
         idle_connection_timeout=config.idle_connection_timeout,
         body_timeout=config.body_timeout,
     )
-    server.add_sockets(
-        tornado.netutil.bind_sockets(config.port, config.address, backlog=LISTEN_BACKLOG)
-    )
+    server.add_sockets(http_sockets)
     host = "127.0.0.1" if config.address in ("", "0.0.0.0", "::") else config.address
     others: list[tornado.tcpserver.TCPServer] = []
-    if config.tcp_port:
+    if line_sockets:
         lines = ChatLineServer.for_app(app)
-        lines.add_sockets(
-            tornado.netutil.bind_sockets(config.tcp_port, config.address, backlog=LISTEN_BACKLOG)
-        )
+        lines.add_sockets(line_sockets)
         others.append(lines)
         log.info("raw TCP chat on %s:%d (nc %s %d)", host, config.tcp_port, host,
                  config.tcp_port)
@@ -597,12 +724,30 @@ async def wait_until(condition: Callable[[], bool], deadline: float) -> bool:
     return True
 
 
+USAGE = """usage: tornado-realtime [--option VALUE ...]   (in a checkout: python server.py ...)
+
+A real-time server on Tornado: echo, chat and live polls over WebSockets, event streams,
+long-polling and raw TCP. Without options it serves http://127.0.0.1:8888/."""
+
+
 def main() -> None:
-    """Parse the environment and the command line (which wins), serve, exit with the status."""
-    argv = [sys.argv[0], *environment_args(Config, os.environ),
-            *join_option_values(sys.argv[1:], options)]
-    tornado.options.parse_command_line(argv)
-    sys.exit(asyncio.run(serve(config_from_options())))
+    """Parse the environment and the command line (which wins), serve, exit with the status.
+
+    ``--help`` prints the options and exits 0; a mistake in the options prints one line on
+    stderr and exits with 2 (``realtime.ops.commandline``).
+    """
+    if help_requested(sys.argv[1:]):
+        sys.stdout.write(help_text(Config, options, USAGE, HELP_GROUPS))
+        sys.exit(0)
+    try:
+        parse(Config, options, sys.argv[1:], os.environ)
+        config = config_from_options()
+        check_config(config)
+        status = asyncio.run(serve(config))
+    except ConfigError as error:
+        print(f"{os.path.basename(sys.argv[0])}: error: {error}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    sys.exit(status)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     python bench/fairness.py                # about 30 s
     python bench/fairness.py --seconds 5 --chat 50
+    python bench/fairness.py --chat 0 --fragments 0 --qr 50    # the QR code flood
 
 Starts ``server.py`` in a subprocess exactly as a deployer would (default options, a free
 127.0.0.1 port, a temporary ``--data-dir``), then:
@@ -11,13 +12,16 @@ Starts ``server.py`` in a subprocess exactly as a deployer would (default option
 2. flood: an attacker process connected from 127.0.0.1 opens ``--chat`` anonymous sockets in
    one chat room, each sending just under the per-connection rate (``--rate``, default 19/s)
    and reading everything, plus ``--fragments`` sockets on ``/ws/echo`` sending empty
-   continuation fragments of a message that never ends (``--fragment-rate`` each); a closed
-   attacker socket reconnects a second later. After ``--warmup`` seconds the victim measures
-   again for ``--seconds``.
+   continuation fragments of a message that never ends (``--fragment-rate`` each), plus
+   ``--qr`` keep-alive HTTP connections asking for ``/vote/demo/qr.svg`` again and again,
+   each sending its next request the moment the answer is in (never waiting as a 429's
+   ``Retry-After`` asks); a closed attacker socket reconnects a second later. After
+   ``--warmup`` seconds the victim measures again for ``--seconds``.
 
-It prints the victim's p50/p99 in both phases and their ratio, the server's CPU in each, and
-what the attacker got: chat messages sent, accepted (heard back by their sender), refused
-(``rate_limited`` frames), sockets closed by the server, fragments sent, deliveries read.
+It prints the victim's p50/p90/p99 in both phases and their ratio, the server's CPU in each,
+and what the attacker got: chat messages sent, accepted (heard back by their sender), refused
+(``rate_limited`` frames), sockets closed by the server, fragments sent, deliveries read;
+QR requests sent, answered 200, answered 429.
 
 Everything is bounded: at most 100 attacker sockets (the default per-address cap), every
 wait has a timeout, loopback only; the server and the attacker are killed at the end.
@@ -78,7 +82,7 @@ class Attacker:
     def __init__(self, port: int, rate: float, fragment_rate: float, until: float) -> None:
         self.port, self.rate, self.fragment_rate, self.until = port, rate, fragment_rate, until
         self.counts = dict(sent=0, accepted=0, refused=0, closed=0, refused_handshakes=0,
-                           fragments=0, deliveries=0)
+                           fragments=0, deliveries=0, qr_sent=0, qr_ok=0, qr_refused=0)
 
     async def chat(self, index: int) -> None:
         """One chat socket, reconnecting a second after the server closes it."""
@@ -166,12 +170,47 @@ class Attacker:
             writer.close()
             await asyncio.sleep(1.0)
 
+    async def qr(self) -> None:
+        """One keep-alive HTTP connection asking for a poll's QR code as fast as answers
+        come, reconnecting a second after the server closes it."""
+        request = (f"GET /vote/demo/qr.svg HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
+                   "\r\n").encode()
+        while time.monotonic() < self.until:
+            try:
+                reader, writer = await asyncio.wait_for(asyncio.open_connection(
+                    "127.0.0.1", self.port, local_addr=(ATTACKER_IP, 0)), WAIT)
+            except (OSError, asyncio.TimeoutError):
+                self.counts["refused_handshakes"] += 1
+                await asyncio.sleep(1.0)
+                continue
+            try:
+                while time.monotonic() < self.until:
+                    writer.write(request)
+                    self.counts["qr_sent"] += 1
+                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
+                    length = 0
+                    for line in head.split(b"\r\n"):
+                        if line.lower().startswith(b"content-length:"):
+                            length = int(line.split(b":")[1])
+                    await asyncio.wait_for(reader.readexactly(length), WAIT)
+                    status = head[9:12]
+                    if status == b"200":
+                        self.counts["qr_ok"] += 1
+                    elif status == b"429":
+                        self.counts["qr_refused"] += 1
+            except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError):
+                self.counts["closed"] += 1
+                await asyncio.sleep(1.0)
+            finally:
+                writer.close()
 
-async def attack(port: int, chat: int, fragments: int, rate: float, fragment_rate: float,
-                 seconds: float) -> dict[str, int]:
+
+async def attack(port: int, chat: int, fragments: int, qr: int, rate: float,
+                 fragment_rate: float, seconds: float) -> dict[str, int]:
     attacker = Attacker(port, rate, fragment_rate, time.monotonic() + seconds)
     tasks = [attacker.chat(n) for n in range(chat)]
     tasks += [attacker.fragments() for _ in range(fragments)]
+    tasks += [attacker.qr() for _ in range(qr)]
     print("ready", flush=True)
     await asyncio.wait_for(asyncio.gather(*tasks), seconds + WAIT)
     return attacker.counts
@@ -219,7 +258,8 @@ async def phase(url: str, server_pid: int, seconds: float,
     times = await round_trips(url, seconds)
     wall = time.monotonic() - wall
     used = [100 * (cpu_seconds(pid) - before) / wall for pid, before in zip(pids, cpu)]
-    return {"p50": statistics.median(times), "p99": percentile(times, 0.99),
+    return {"p50": statistics.median(times), "p90": percentile(times, 0.90),
+            "p99": percentile(times, 0.99),
             "n": len(times), "cpu": used[0], "attacker_cpu": used[-1] if attacker_pid else 0}
 
 
@@ -238,7 +278,8 @@ async def measure(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, A
             idle = await phase(url, server.pid, args.seconds)
             attacker = subprocess.Popen(
                 [sys.executable, __file__, "--attack", str(port), "--chat", str(args.chat),
-                 "--fragments", str(args.fragments), "--rate", str(args.rate),
+                 "--fragments", str(args.fragments), "--qr", str(args.qr),
+                 "--rate", str(args.rate),
                  "--fragment-rate", str(args.fragment_rate),
                  "--seconds", str(args.warmup + args.seconds + 1)],
                 stdout=subprocess.PIPE, text=True)
@@ -261,13 +302,14 @@ async def measure(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, A
 def table(idle: dict[str, float], flood: dict[str, float], counts: dict[str, int]) -> str:
     """The results as Markdown tables."""
     lines = [
-        "| victim (127.0.0.2) echo | p50 ms | p99 ms | round trips | server CPU |",
-        "| --- | --- | --- | --- | --- |",
-        f"| idle | {idle['p50']:.2f} | {idle['p99']:.2f} | {idle['n']:.0f} | "
-        f"{idle['cpu']:.0f}% |",
-        f"| under flood | {flood['p50']:.2f} | {flood['p99']:.2f} | {flood['n']:.0f} | "
-        f"{flood['cpu']:.0f}% |",
-        f"| ratio | {flood['p50'] / idle['p50']:.1f}x | {flood['p99'] / idle['p99']:.1f}x | | |",
+        "| victim (127.0.0.2) echo | p50 ms | p90 ms | p99 ms | round trips | server CPU |",
+        "| --- | --- | --- | --- | --- | --- |",
+        f"| idle | {idle['p50']:.2f} | {idle['p90']:.2f} | {idle['p99']:.2f} | "
+        f"{idle['n']:.0f} | {idle['cpu']:.0f}% |",
+        f"| under flood | {flood['p50']:.2f} | {flood['p90']:.2f} | {flood['p99']:.2f} | "
+        f"{flood['n']:.0f} | {flood['cpu']:.0f}% |",
+        f"| ratio | {flood['p50'] / idle['p50']:.1f}x | {flood['p90'] / idle['p90']:.1f}x | "
+        f"{flood['p99'] / idle['p99']:.1f}x | | |",
         "",
         "| attacker (127.0.0.1) | chat sent | accepted | refused | closed by server | "
         "fragments sent | deliveries read | its CPU |",
@@ -275,6 +317,11 @@ def table(idle: dict[str, float], flood: dict[str, float], counts: dict[str, int
         f"| whole flood | {counts['sent']:,} | {counts['accepted']:,} | {counts['refused']:,} | "
         f"{counts['closed']:,} | {counts['fragments']:,} | {counts['deliveries']:,} | "
         f"{flood['attacker_cpu']:.0f}% |",
+        "",
+        "| attacker (127.0.0.1) | QR requests sent | answered 200 | answered 429 |",
+        "| --- | --- | --- | --- |",
+        f"| whole flood | {counts['qr_sent']:,} | {counts['qr_ok']:,} | "
+        f"{counts['qr_refused']:,} |",
     ]
     return "\n".join(lines)
 
@@ -287,6 +334,8 @@ def main(argv: Optional[list[str]] = None) -> None:
                         help="seconds of flood before the victim measures (default 2)")
     parser.add_argument("--chat", type=int, default=92, help="attacker chat sockets")
     parser.add_argument("--fragments", type=int, default=8, help="attacker fragment sockets")
+    parser.add_argument("--qr", type=int, default=0,
+                        help="attacker keep-alive connections flooding qr.svg (default 0)")
     parser.add_argument("--rate", type=float, default=19.0,
                         help="messages per second per chat socket (default 19, under 20)")
     parser.add_argument("--fragment-rate", type=float, default=2000.0,
@@ -295,12 +344,12 @@ def main(argv: Optional[list[str]] = None) -> None:
                         help="the checkout whose server.py runs (default: this one)")
     parser.add_argument("--attack", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.chat + args.fragments > MAX_SOCKETS or args.seconds > 120 or args.rate > 1000 \
-            or args.fragment_rate > 100_000:
+    if args.chat + args.fragments + args.qr > MAX_SOCKETS or args.seconds > 120 \
+            or args.rate > 1000 or args.fragment_rate > 100_000:
         parser.error(f"at most {MAX_SOCKETS} attacker sockets, 120 s, 1000 msg/s, "
                      "100,000 fragments/s")
     if args.attack:
-        counts = asyncio.run(attack(args.attack, args.chat, args.fragments, args.rate,
+        counts = asyncio.run(attack(args.attack, args.chat, args.fragments, args.qr, args.rate,
                                     args.fragment_rate, args.seconds))
         print(json.dumps(counts), flush=True)
         return
@@ -311,7 +360,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     print(f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, 1-minute load "
           f"{load:.1f} before and {os.getloadavg()[0]:.1f} after, server {args.root}, "
           f"default options; attacker: {args.chat} chat sockets at {args.rate:g}/s in one "
-          f"room, {args.fragments} fragment sockets at {args.fragment_rate:g}/s")
+          f"room, {args.fragments} fragment sockets at {args.fragment_rate:g}/s, {args.qr} "
+          f"connections flooding qr.svg")
     print(table(idle, flood, counts))
 
 

@@ -70,6 +70,7 @@ SERVER_OPTIONS = ["--handshake-rate-limit=0", "--max-connections-per-ip=0",
 CHAT_TIMEOUT = 2.0  # seconds: the Redis chat state's call timeout (redischat.DEFAULT_TIMEOUT)
 CONNECT_TIMEOUT = 10.0  # seconds for one WebSocket handshake and its welcome
 FRAME_TIMEOUT = 5.0  # seconds to wait for a frame a client expects
+GAP_CLOSE = 1012  # the server missed messages from the others: reconnect with since
 
 
 @dataclass
@@ -159,6 +160,7 @@ class ChatClient:
         # (id, text) of every message, history first, one list per connection.
         self.connections: list[list[tuple[int, str]]] = []
         self.errors: list[str] = []  # codes of error frames
+        self.gap_closes = 0  # closes with 1012 (messages missed), each reopened with since
         self._reader: Optional[asyncio.Task[None]] = None
 
     @property
@@ -174,6 +176,11 @@ class ChatClient:
                                  if m["type"] == "message"])
         self._reader = asyncio.ensure_future(self._read(self.conn, self.shown))
 
+    @property
+    def everything_shown(self) -> list[tuple[int, str]]:
+        """Every message shown, on every connection."""
+        return [message for shown in self.connections for message in shown]
+
     async def _read(self, conn: WebSocketClientConnection,
                     shown: list[tuple[int, str]]) -> None:
         while (text := await conn.read_message()) is not None:
@@ -182,6 +189,13 @@ class ChatClient:
                 shown.append((frame["id"], frame["text"]))
             elif frame["type"] == "error":
                 self.errors.append(frame["code"])
+        if conn.close_code == GAP_CLOSE and self.conn is conn:
+            # The server missed messages it cannot give here: reconnect as the page does.
+            self.gap_closes += 1
+            try:
+                await self.open(since=shown[-1][0] if shown else self.since)
+            except (OSError, ConnectionError, WebSocketClosedError) as error:
+                self.errors.append(f"reconnect after 1012 failed: {error}")
 
     async def send(self, text: str) -> bool:
         """Send a public message; False if not connected."""
@@ -344,7 +358,7 @@ async def freeze(plan: Plan, nodes: list[Node], cluster: Cluster,
     await quiet(clients)
 
     stored = await stored_messages(cluster, rooms)
-    shown = {(c.room, mid, text) for c in clients for mid, text in c.shown}
+    shown = {(c.room, mid, text) for c in clients for mid, text in c.everything_shown}
     ids_of: dict[tuple[str, str], set[int]] = {}
     for room, mid, text in shown:
         ids_of.setdefault((room, text), set()).add(mid)
@@ -364,6 +378,8 @@ async def freeze(plan: Plan, nodes: list[Node], cluster: Cluster,
         Row("freeze", "ids going backwards, on any client", backwards(clients)),
         Row("freeze", "ids shown twice to one client (history + live)", duplicates(clients)),
         Row("freeze", "messages sent that no client was shown", len(set(sent) - shown_texts)),
+        Row("freeze", "connections closed with 1012 (messages missed) and reopened with "
+                      "`since`", sum(c.gap_closes for c in clients), None),
     ]
 
 
@@ -499,6 +515,9 @@ async def stored_messages(cluster: Cluster, rooms: list[str]) -> set[tuple[str, 
                 frame = json.loads(fields[b"f"])
                 stored.add((room, int(entry_id.split(b"-")[0]), frame["text"]))
     return stored
+
+
+GAP_CLOSE = 1012  # the server missed messages from the others: reconnect with since
 
 
 def backwards(clients: list[ChatClient]) -> int:

@@ -4,8 +4,9 @@
 the whole conversation with the chat state, written once for every transport) in JSON
 frames. The rules live in ``realtime/chat/rules.py``; topics are ``realtime.chat.state``'s.
 
-The chat cookie (``chat_id``) and the raw query arguments (``nick``, ``since``) are read
-here for every HTTP-borne transport alike (``handlers/chathttp.py`` too).
+The chat cookie (``chat_id``, ``__Host-chat_id`` over HTTPS: ``handlers/cookies.py``) and
+the raw query arguments (``nick``, ``since``) are read here for every HTTP-borne transport
+alike (``handlers/chathttp.py`` too).
 """
 
 import asyncio
@@ -14,6 +15,7 @@ import re
 import secrets
 from typing import Any, Optional
 
+from handlers.cookies import read_cookie, write_cookie
 from handlers.pages import PageHandler
 from handlers.websocket import JsonSocketHandler
 from realtime.chat.session import ChatSession, ReaderCounts
@@ -61,20 +63,23 @@ class ChatPageHandler(PageHandler):
 
 
 def chat_cookie(handler: Any) -> Optional[str]:
-    """The request's chat cookie if it sent a valid one, else None."""
-    cookie = handler.get_cookie(CHAT_COOKIE)
+    """The request's chat cookie if it sent a valid one (``__Host-chat_id`` over HTTPS, else
+    the old ``chat_id``: ``handlers.cookies``), else None."""
+    cookie = read_cookie(handler, CHAT_COOKIE)[0]
     return cookie if cookie and _COOKIE_PATTERN.fullmatch(cookie) else None
 
 
 def issue_chat_cookie(handler: Any) -> Optional[str]:
-    """Give the browser a chat cookie unless the request has a valid one; return the one it
-    has (None if it had none: the new one counts from its next request)."""
-    cookie = chat_cookie(handler)
-    if cookie is None:
-        handler.set_cookie(
-            CHAT_COOKIE, secrets.token_urlsafe(24), httponly=True, samesite="Lax",
-            expires_days=365,
-        )
+    """Give the browser a chat cookie unless the request has a valid one under the current
+    name (one under the old name is written again under the new one, the same identity);
+    return the one it has (None if it had none: the new one counts from its next
+    request)."""
+    cookie, current = read_cookie(handler, CHAT_COOKIE)
+    if cookie is not None and not _COOKIE_PATTERN.fullmatch(cookie):
+        cookie, current = None, False
+    if cookie is None or not current:
+        write_cookie(handler, CHAT_COOKIE, cookie or secrets.token_urlsafe(24),
+                     expires_days=365)
     return cookie
 
 

@@ -3,7 +3,23 @@ Server-Sent Events.
 
 ``BaseHandler`` is every HTTP handler's: security headers on every response, ``HEAD``
 wherever ``GET`` is, a store that does not answer a 503 (``Retry-After``), and error pages
-that never show a traceback.
+that never show a traceback. It also holds what every route needs against a hostile
+client:
+
+* the per-address request budget (``--http-rate-limit``): a page, API or QR request over it
+  is a 429 with ``Retry-After`` (JSON ``rate_limited`` on the API), answered after one to
+  two seconds so a flood slows itself down; the transports have their own
+  admission and opt out (``budgeted = False``), as does ``/healthz``;
+* bodies: a route that takes one is ``@tornado.web.stream_request_body``, and a body over
+  ``MAX_BODY_BYTES`` is a 413 ``too_large`` (``Content-Length`` or chunked alike) before
+  more of it is kept (Tornado's own limit would answer a chunked one a bare 400). Routes
+  that stream must not await in ``prepare``: Tornado notices a client leaving only once
+  the body is read;
+* absolute URLs (``absolute_url``) come from ``--public-url`` or a Host header that is a
+  host name (bounded in length and characters), else a 400 ``bad_host``;
+* an unexpected error is one log line (its type and where it was raised, never the
+  request's data), at most one a second with the count of repeats held back: a flood that
+  hits a bug cannot flood the log.
 
 ``TransportHandler`` is what every ``/poll/...`` and ``/sse/...`` handler shares: errors as
 JSON (``{"error": {"code": ..., "message": ...}}``, the status from the code, ``Retry-After``
@@ -30,17 +46,22 @@ undone), plain or ``async``."""
 import asyncio
 import inspect
 import logging
+import os
+import random
 import re
+import traceback
 from typing import Any, Awaitable, Optional
 
+import tornado.httputil
 import tornado.web
 from tornado.ioloop import PeriodicCallback
 
-from handlers.errors import RETRY_AFTER_UNAVAILABLE, json_error
+from handlers.errors import RETRY_AFTER_UNAVAILABLE, ApiError, json_error
 from realtime.limits.admission import SSE, Admission, Client, Ticket
 from realtime.limits.origins import SAME_HOST, OriginPolicy
 from realtime.limits.policy import IPConnections
-from realtime.limits.ratelimit import KeyedLimiter
+from realtime.limits.ratelimit import KeyedLimiter, retry_after_header
+from realtime.ops.logfmt import ThrottledLog, logfmt
 from realtime.ops.metrics import ServerMetrics
 from realtime.pubsub import delivery
 from realtime.pubsub import tornado_internals
@@ -84,13 +105,138 @@ def head_as_get(
     return handler.get(*args, **kwargs)
 
 
+MAX_BODY_BYTES = 64 * 1024  # one message of 4,000 characters, each escaped, fits
+# What a Host header may be to go into an absolute URL: a name or address and a port. A DNS
+# name has 253 characters at most; a longer Host would not even fit in a QR code.
+HOST_PATTERN = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
+HOST_MAX = 253 + len(":65535")
+# Seconds a request over the budget waits for its 429 (its Retry-After is 1 s or more).
+REFUSAL_HOLD = (1.0, 2.0)
+
+
+def too_large() -> ApiError:
+    """The answer to a body over ``MAX_BODY_BYTES``."""
+    return ApiError(413, "too_large", f"The body may be {MAX_BODY_BYTES} bytes at most.")
+
+
+def origin_of(request: tornado.httputil.HTTPServerRequest, public_url: Optional[str]) -> str:
+    """``scheme://host[:port]`` of this server as its clients reach it: ``public_url`` if set
+    (``--public-url``), else the request's scheme (the proxy's, with ``--xheaders``) and Host.
+
+    Raises:
+        ApiError: 400 ``bad_host``, for a Host that is not a host name and port.
+    """
+    if public_url:
+        return public_url
+    host = request.host
+    if len(host) > HOST_MAX or not HOST_PATTERN.fullmatch(host):
+        raise ApiError(400, "bad_host", "The Host header is not a host name.")
+    return f"{request.protocol}://{host}"
+
+
+def raised_at(tb: Any) -> str:
+    """``file.py:line`` where an exception was raised: where to look, with no value in it."""
+    frames = traceback.extract_tb(tb)
+    if not frames:
+        return "-"
+    return f"{os.path.basename(frames[-1].filename)}:{frames[-1].lineno}"
+
+
 class BaseHandler(tornado.web.RequestHandler):
-    """Security headers on every response, and error pages that never show a traceback."""
+    """Security headers, bounded bodies, the request budget, absolute URLs and error pages
+    that never show a traceback; see the module docstring.
+
+    Application settings it reads (``make_app`` sets them; an app without them has no
+    budget, no public URL and logs failures unthrottled): ``http_rate`` (a
+    ``KeyedLimiter``), ``public_url``, ``failures`` (a ``ThrottledLog``).
+    """
+
+    budgeted = True  # charged to the address's --http-rate-limit
+    _body_size = 0  # bytes of body received so far
+    _chunks: Optional[list[bytes]] = None  # the body so far
 
     def set_default_headers(self) -> None:
         self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("Referrer-Policy", "same-origin")
         self.set_header("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+
+    async def prepare(self) -> None:
+        """Charge the request budget and refuse a declared oversized body; a subclass that
+        overrides this awaits it first."""
+        await self.charge_http_budget()
+        self.check_body_length()
+
+    # The request budget.
+
+    async def charge_http_budget(self) -> None:
+        """One request of this address, charged to ``--http-rate-limit``. A refusal is held
+        one to two seconds before it is answered (its ``Retry-After`` says at least 1): a
+        client that does not wait (a flood on keep-alive connections) then costs one answer
+        per connection every second or two, instead of as many as it can send.
+
+        Raises:
+            ApiError: 429 ``rate_limited`` with ``Retry-After``.
+        """
+        budget: Optional[KeyedLimiter] = self.settings.get("http_rate")
+        if budget is None or not self.budgeted:
+            return
+        ip = self.request.remote_ip
+        if budget.take(ip):
+            return
+        metrics = self.settings.get("metrics")
+        if metrics is not None:
+            metrics.rate_limited.labels(endpoint="http").inc()
+        wait = retry_after_header(budget.retry_after(ip))
+        # Each hold drawn at random, so a flood's refusals come back spread over the second,
+        # not in one burst that would hold up everyone else's requests together.
+        await asyncio.sleep(random.uniform(*REFUSAL_HOLD))
+        raise ApiError(429, "rate_limited",
+                       f"Too many requests from your address; try again in {wait} s.",
+                       {"Retry-After": wait})
+
+    # Bodies.
+
+    def check_body_length(self) -> None:
+        """Refuse a body whose ``Content-Length`` is over ``MAX_BODY_BYTES`` before reading it.
+
+        Raises:
+            ApiError: 413 ``too_large``.
+        """
+        length = self.request.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
+            raise too_large()
+
+    def data_received(self, chunk: bytes) -> None:
+        """(A streaming subclass's.) Keep the body up to ``MAX_BODY_BYTES``; past it answer
+        413 ``too_large`` at once (a chunked body declares no length): Tornado reads no more
+        of it for us and closes the connection once the answer is out."""
+        if self._finished:
+            return  # answered already (this 413, or a refusal in prepare)
+        self._body_size += len(chunk)
+        if self._body_size > MAX_BODY_BYTES:
+            self._chunks = None
+            error = too_large()
+            self.send_error(413, exc_info=(type(error), error, None))
+            return
+        if self._chunks is None:
+            self._chunks = []
+        self._chunks.append(chunk)
+
+    def body(self) -> bytes:
+        """(A streaming subclass's.) The request's body, as received."""
+        return b"".join(self._chunks or ())
+
+    # Absolute URLs.
+
+    def absolute_url(self, path: str) -> str:
+        """``path`` as an absolute URL (``origin_of``).
+
+        Raises:
+            ApiError: 400 ``bad_host``.
+        """
+        return origin_of(self.request, self.settings.get("public_url")) + path
+
+    # Errors.
 
     def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
         """As Tornado's, but a store that does not answer (``unavailable``) is a 503 the
@@ -98,12 +244,30 @@ class BaseHandler(tornado.web.RequestHandler):
         super().send_error(unavailable_status(status_code, kwargs), **kwargs)
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        if not is_unavailable(value):  # the store logs its outage once, not per request
+        """An ``HTTPError`` as Tornado logs it; a store outage not at all (the store logs it
+        once); any other error as one throttled line naming its type and place, never its
+        message or the request (both may hold what the client sent). ``--debug`` logs the
+        traceback too."""
+        if isinstance(value, tornado.web.HTTPError):
             super().log_exception(typ, value, tb)
+            return
+        if is_unavailable(value):
+            return
+        failures: Optional[ThrottledLog] = self.settings.get("failures")
+        fields = dict(event="request_failed", handler=type(self).__name__,
+                      method=self.request.method, error=typ.__name__, at=raised_at(tb))
+        if failures is None or self.settings.get("debug"):
+            log.error(logfmt(**fields), exc_info=(typ, value, tb))
+        else:
+            failures.error(**fields)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         if status_code == 503:
             self.set_header("Retry-After", RETRY_AFTER_UNAVAILABLE)
+        error = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(error, ApiError):
+            for name, value in error.headers.items():
+                self.set_header(name, value)
         reason = reason_phrase(self)
         self.render("error.html", status_code=status_code, reason=reason)
 
@@ -116,7 +280,6 @@ class BaseHandler(tornado.web.RequestHandler):
         return head_as_get(self, *args, **kwargs)
 
 
-MAX_BODY_BYTES = 64 * 1024  # one message of 4,000 characters, each escaped, fits
 _JSON = re.compile(r"application/json\s*(;.*)?", re.IGNORECASE)
 DEFAULT_HEARTBEAT = 15.0  # seconds between two comment lines on an idle event stream
 
@@ -141,6 +304,7 @@ class TransportHandler(BaseHandler):
     """
 
     endpoint = ""
+    budgeted = False  # admission budgets these: --handshake-rate-limit, --ip-rate-limit
     transport = SSE  # the refusals' transport label
     ticket: Optional[Ticket] = None  # from admission, for a request held open
     gone = False  # the client closed the connection before the answer was finished
@@ -251,22 +415,11 @@ class TransportHandler(BaseHandler):
         """For a POST (call from ``prepare``): a body that is not ``application/json`` is
         refused (415: no cross-site HTML form can send JSON, and ``fetch()`` from another
         origin would need a CORS preflight, which is never granted), one over
-        ``MAX_BODY_BYTES`` too (413, chunked bodies included); the rest is collected for
-        ``body()`` (the subclass is ``@tornado.web.stream_request_body``)."""
+        ``MAX_BODY_BYTES`` too (413, chunked bodies included: ``BaseHandler``); the rest is
+        collected for ``body()``."""
         if not _JSON.fullmatch(self.request.headers.get("Content-Type", "").strip()):
             raise ClientError("unsupported_media_type", "Send the body as application/json.")
-        length = self.request.headers.get("Content-Length")
-        if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            raise ClientError("too_large", f"The body may be {MAX_BODY_BYTES} bytes at most.")
-        self.request.connection.set_max_body_size(MAX_BODY_BYTES)
-        self._chunks: list[bytes] = []
-
-    def data_received(self, chunk: bytes) -> None:
-        self._chunks.append(chunk)
-
-    def body(self) -> bytes:
-        """The POST's body, as collected."""
-        return b"".join(self._chunks)
+        self.check_body_length()
 
     def answer_json(self, body: bytes, status: int = 200) -> None:
         """Finish with a JSON body already encoded."""

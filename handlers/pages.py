@@ -25,12 +25,15 @@ class PageHandler(BaseHandler):
 class NotFoundPageHandler(BaseHandler):
     """Every unknown path: a 404 page."""
 
-    def prepare(self) -> None:
+    async def prepare(self) -> None:
+        await super().prepare()  # a flood of unknown paths is charged to the budget too
         raise tornado.web.HTTPError(404)
 
 
 class HealthHandler(BaseHandler):
     """``GET /healthz``: 200 with a small JSON status while the server can serve."""
+
+    budgeted = False  # a monitor polling it must never be refused
 
     def initialize(
         self, hub: Hub, started: float, clock: Callable[[], float] = time.monotonic,

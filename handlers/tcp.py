@@ -203,12 +203,16 @@ class ChatLineConnection:
 
     def close_for(self, reason: CloseReason) -> None:
         """The hub's way to end the connection: a slow consumer is cut at once; a server
-        going away or failing to write says so in a last line."""
+        going away, failing to write or unable to give messages it missed says so in a
+        last line."""
         if reason is CloseReason.SLOW:
             self.end("slow_consumer")
         elif reason is CloseReason.SHUTDOWN:
             self.end("shutdown", lines.info("the server is shutting down; connect again in a "
                                             "moment"))
+        elif reason is CloseReason.GAP:
+            self.end("gap", lines.info("messages of this room were missed while the server "
+                                       "lost its link to the others; connect again"))
         else:
             self.end("internal_error", self._internal_error_line())
 
@@ -419,7 +423,8 @@ class ChatLineConnection:
         server = self.server
         self.room = room
         self.session = ChatSession(self.chat, self.hub, self, self._send_frame, self.send_error,
-                                   readers=server.readers, room_rate=server.room_rate)
+                                   readers=server.readers, room_rate=server.room_rate,
+                                   lost=self._forget_nick)
         await self.session.open(room, None, self.wanted)
         self._stop_idle_timer()
 
@@ -434,6 +439,12 @@ class ChatLineConnection:
         line = lines.frame_line(frame)
         if line is not None:
             self.send(line + "\n")
+
+    def _forget_nick(self, nick: str) -> None:
+        """The nickname was taken from this connection (``nick_lost``): private messages are
+        no longer shown as its own, and a /join does not ask for it again."""
+        self._me = b""
+        self.wanted = None
 
     async def _leave(self) -> None:
         """Leave the room joined, if any: unsubscribed, and its presence told."""

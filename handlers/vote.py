@@ -13,16 +13,18 @@ take it as ``Authorization: Bearer <token>`` and publish ``closed``, ``reopened`
 ``deleted`` on the poll's topic, so every open page follows.
 """
 
+import hashlib
 import io
 import json
-import re
 import secrets
-from typing import Any, Optional
+from collections import OrderedDict
+from typing import Any, NamedTuple, Optional
 
 import segno
 import tornado.httputil
 import tornado.web
 
+from handlers.cookies import read_cookie, write_cookie
 from handlers.errors import ApiError, json_error
 from handlers.http import BaseHandler, unavailable_status
 from handlers.http import EventStreamHandler
@@ -36,12 +38,11 @@ from realtime.wire.messages import ClientError, Message, is_unavailable, require
 
 VOTER_COOKIE = "voter"
 VOTER_COOKIE_DAYS = 365
-MAX_BODY_BYTES = 64 * 1024  # a poll at its largest is well under half of this
-
 
 QR_MAX_AGE = 86400  # seconds a QR code may be cached: a poll's URL never changes
-# What a Host header may be to go into a QR code's URL: a name or address and a port.
-HOST_PATTERN = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
+# QR codes kept drawn: one per poll and host its pages are reached by; drawing one costs
+# ~3.4 ms of CPU, a lookup next to nothing, so a flood of qr.svg costs lookups.
+QR_CACHE_ENTRIES = 256
 
 
 def bearer_token(request: tornado.httputil.HTTPServerRequest) -> Optional[str]:
@@ -53,19 +54,19 @@ def bearer_token(request: tornado.httputil.HTTPServerRequest) -> Optional[str]:
 
 
 def voter_id(handler: tornado.web.RequestHandler) -> Optional[str]:
-    """The voter id of the request's signed cookie, or None if it has none that is valid."""
-    value = handler.get_signed_cookie(VOTER_COOKIE, max_age_days=VOTER_COOKIE_DAYS)
-    return value.decode("ascii", "replace") if value else None
+    """The voter id of the request's signed cookie, or None if it has none that is valid
+    (``__Host-voter`` over HTTPS, or the old ``voter``: ``handlers.cookies``)."""
+    return read_cookie(handler, VOTER_COOKIE, max_age_days=VOTER_COOKIE_DAYS)[0]
 
 
 def issue_voter_cookie(handler: tornado.web.RequestHandler) -> None:
-    """Give the browser a voter id unless it already has a valid one."""
-    if voter_id(handler) is not None:
+    """Give the browser a voter id unless it already has a valid one under the current name;
+    one under the old name is written again under the new one, the same voter."""
+    voter, current = read_cookie(handler, VOTER_COOKIE, max_age_days=VOTER_COOKIE_DAYS)
+    if voter is not None and current:
         return
-    handler.set_signed_cookie(
-        VOTER_COOKIE, secrets.token_urlsafe(18), expires_days=VOTER_COOKIE_DAYS,
-        httponly=True, samesite="Lax", secure=handler.request.protocol == "https",
-    )
+    write_cookie(handler, VOTER_COOKIE, voter or secrets.token_urlsafe(18), signed=True,
+                 expires_days=VOTER_COOKIE_DAYS)
 
 
 class VoteSocketHandler(JsonSocketHandler):
@@ -184,7 +185,8 @@ class ManageApiHandler(ApiHandler):
 class PollsApiHandler(ApiHandler):
     """``GET /api/polls`` lists the newest polls; ``POST /api/polls`` creates one.
 
-    The body is streamed so an oversized one is refused before it is read into memory.
+    The body is streamed (``BaseHandler.data_received``), so an oversized one is refused
+    before it is read into memory.
     """
 
     limiter: KeyedLimiter
@@ -192,9 +194,9 @@ class PollsApiHandler(ApiHandler):
     def initialize(self, store: Polls, limiter: KeyedLimiter) -> None:  # type: ignore[override]
         super().initialize(store)
         self.limiter = limiter
-        self.chunks: list[bytes] = []
 
-    def prepare(self) -> None:
+    async def prepare(self) -> None:
+        await super().prepare()  # the request budget; a body over the limit is a 413
         if self.request.method != "POST":
             return
         # A cross-site HTML form can only send form or text bodies; demanding JSON means no
@@ -203,13 +205,6 @@ class PollsApiHandler(ApiHandler):
         content_type = self.request.headers.get("Content-Type", "")
         if content_type.split(";")[0].strip().lower() != "application/json":
             raise ApiError(415, "unsupported_media_type", "Send the body as application/json.")
-        length = self.request.headers.get("Content-Length")
-        if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            raise ApiError(413, "too_large", f"The body may be {MAX_BODY_BYTES} bytes at most.")
-        self.request.connection.set_max_body_size(MAX_BODY_BYTES)  # chunked bodies too
-
-    def data_received(self, chunk: bytes) -> None:
-        self.chunks.append(chunk)
 
     async def get(self) -> None:
         polls = await self.store.recent()
@@ -219,7 +214,7 @@ class PollsApiHandler(ApiHandler):
 
     async def post(self) -> None:
         try:
-            body = json.loads(b"".join(self.chunks))
+            body = json.loads(self.body())
         except (ValueError, RecursionError):
             raise ApiError(400, "bad_json", "The body is not valid JSON.") from None
         try:
@@ -298,7 +293,8 @@ class PollPageHandler(BaseHandler):
         if poll is None:
             raise tornado.web.HTTPError(404)
         issue_voter_cookie(self)
-        self.render(self.template, poll=poll)
+        share_url = self.absolute_url(self.reverse_url("vote_poll", poll.id))
+        self.render(self.template, poll=poll, share_url=share_url)
 
     head = get
 
@@ -307,14 +303,6 @@ class PresentPageHandler(PollPageHandler):
     """``/vote/<id>/present``: the poll full screen for a room, big bars, total and QR."""
 
     template = "present.html"
-
-
-def poll_url(request: tornado.httputil.HTTPServerRequest, path: str) -> str:
-    """The absolute URL of ``path`` as the client reached us: the request's scheme (the
-    proxy's, with ``--xheaders``) and Host. Raises a 400 for a Host that is not a host."""
-    if not HOST_PATTERN.fullmatch(request.host):
-        raise tornado.web.HTTPError(400)
-    return f"{request.protocol}://{request.host}{path}"
 
 
 def qr_svg(text: str) -> bytes:
@@ -328,20 +316,58 @@ def qr_svg(text: str) -> bytes:
     return buffer.getvalue()
 
 
-class QrCodeHandler(BaseHandler):
-    """``/vote/<id>/qr.svg``: an SVG QR code of the poll page's absolute URL; cacheable."""
+class QrCode(NamedTuple):
+    """One drawn QR code and its ETag."""
 
-    def initialize(self, store: Polls) -> None:
+    svg: bytes
+    etag: str
+
+
+class QrCodes:
+    """QR codes by the URL they encode, each drawn once: the ``max_entries`` most recently
+    used are kept (the least recent goes first), so memory is bounded whatever Hosts come."""
+
+    def __init__(self, max_entries: int = QR_CACHE_ENTRIES) -> None:
+        self.max_entries = max_entries
+        self._codes: OrderedDict[str, QrCode] = OrderedDict()  # least recently used first
+
+    def get(self, url: str) -> QrCode:
+        """The QR code of ``url``, drawn now if it is not kept."""
+        code = self._codes.get(url)
+        if code is None:
+            svg = qr_svg(url)
+            code = self._codes[url] = QrCode(svg, f'"{hashlib.sha1(svg).hexdigest()}"')
+            while len(self._codes) > self.max_entries:
+                self._codes.popitem(last=False)
+        self._codes.move_to_end(url)
+        return code
+
+    def __len__(self) -> int:
+        return len(self._codes)
+
+
+class QrCodeHandler(BaseHandler):
+    """``/vote/<id>/qr.svg``: an SVG QR code of the poll page's absolute URL (``--public-url``,
+    or the scheme and a valid Host), from the cache; cacheable, with an ETag (304 to
+    ``If-None-Match``)."""
+
+    def initialize(self, store: Polls, codes: QrCodes) -> None:
         self.store = store
+        self.codes = codes
 
     async def get(self, poll_id: str) -> None:
+        url = self.absolute_url(self.reverse_url("vote_poll", poll_id))  # a bad Host: 400
         poll = await find_poll(self.store, poll_id)
         if poll is None:
             raise tornado.web.HTTPError(404)
-        url = poll_url(self.request, self.reverse_url("vote_poll", poll.id))
+        code = self.codes.get(url)
         self.set_header("Content-Type", "image/svg+xml")
         self.set_header("Cache-Control", f"public, max-age={QR_MAX_AGE}")
         self.set_header("Vary", "Host, X-Forwarded-Proto, X-Scheme")
-        self.write(qr_svg(url))
+        self.set_header("Etag", code.etag)
+        if self.check_etag_header():
+            self.set_status(304)
+            return
+        self.write(code.svg)
 
     head = get

@@ -290,6 +290,13 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
         if not self._frame_allowed():
             self._message_refused = True
 
+    def get_compression_options(self) -> Optional[dict[str, Any]]:
+        # permessage-deflate only with --compression (the app's ``websocket_compression``):
+        # a compressed connection's frames are compressed for it alone, through Tornado's
+        # write_message, where every other connection gets the prebuilt frame of the fast
+        # path (tornado_internals.fast_stream). Tornado's defaults: level 6, a 32 KB window.
+        return {} if self.settings.get("websocket_compression") else None
+
     def get_websocket_protocol(self) -> Optional[tornado.websocket.WebSocketProtocol]:
         # Tornado's protocol, made to report the fragments it has no public hook for.
         return tornado_internals.counting(super().get_websocket_protocol())

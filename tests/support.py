@@ -196,6 +196,16 @@ async def read_frame(reader: RawReader) -> tuple[int, bytes]:
     Raises:
         asyncio.IncompleteReadError: the server closed the TCP connection.
     """
+    first, payload = await read_frame_head(reader)
+    return first & 0x0F, payload
+
+
+async def read_frame_head(reader: RawReader) -> tuple[int, bytes]:
+    """The next (unmasked) server frame as (its first byte: FIN, RSV1-3 and opcode, payload).
+
+    Raises:
+        asyncio.IncompleteReadError: the server closed the TCP connection.
+    """
     async def read(n: int) -> bytes:
         return await asyncio.wait_for(reader.readexactly(n), TIMEOUT)
 
@@ -205,7 +215,7 @@ async def read_frame(reader: RawReader) -> tuple[int, bytes]:
         (length,) = struct.unpack("!H", await read(2))
     elif length == 127:
         (length,) = struct.unpack("!Q", await read(8))
-    return first & 0x0F, await read(length)
+    return first, await read(length)
 
 
 async def raw_close_code(reader: RawReader) -> Optional[int]:

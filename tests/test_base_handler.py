@@ -153,6 +153,7 @@ async def test_exception_reaches_no_other_client(ws_connect):
     (CloseReason.SLOW, 1008, "slow consumer: messages were not read"),
     (CloseReason.SHUTDOWN, 1001, "server shutting down"),
     (CloseReason.ERROR, 1011, "internal server error"),
+    (CloseReason.GAP, 1012, "messages missed: reconnect with since"),
 ], ids=lambda value: value.value if isinstance(value, CloseReason) else None)
 async def test_the_hubs_reasons_close_a_socket_with_their_code_and_text(
     ws_connect, hub, reason, code, text

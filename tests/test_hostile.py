@@ -372,15 +372,15 @@ async def test_script_tags_are_delivered_as_text(ws_connect, endpoint):
     assert heard[endpoint.field] == text
 
 
-async def test_script_tags_in_a_nickname_are_delivered_as_text(ws_connect):
-    """A <script> nickname is announced and shown as the sender exactly as typed."""
-    nick = "<script>alert(1)</script>"
+async def test_script_tags_in_a_nickname_are_refused(ws_connect):
+    """A <script> nickname is outside the identifier profile: an anonymous welcome, then
+    bad_nick, and nobody hears it join."""
     listener = await join(ws_connect, CHAT)
     conn = await ws_connect(f"{CHAT.path}?nick=%3Cscript%3Ealert(1)%3C%2Fscript%3E")
-    assert (await receive_type(conn, "welcome"))["nick"] == nick
-    assert (await receive_type(listener, "joined"))["nick"] == nick
+    assert (await receive_type(conn, "welcome"))["nick"] is None
+    assert (await receive_type(conn, "error"))["code"] == "bad_nick"
     await send_json(conn, {"type": "message", "text": "hi"})
-    assert (await receive_type(listener, "message"))["from"] == nick
+    assert (await receive_type(listener, "message"))["from"] is None
 
 
 async def test_script_tags_in_a_poll_title_are_delivered_as_text(ws_connect, http_server_client):

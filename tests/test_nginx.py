@@ -3,7 +3,9 @@
 nginx listens on 127.0.0.2 and the test client connects from 127.0.0.3, while nginx reaches
 the server from 127.0.0.1: an IP of 127.0.0.3 in the server's log can only come from the
 X-Real-IP header nginx adds. The test rewrites three values of the shipped file (listen,
-upstream, proxy_read_timeout) and nothing else.
+upstream, proxy_read_timeout) and nothing else. nginx listens on a port other than 80 and the
+server has no ``--allowed-origins``: pages reached at ``http://127.0.0.2:<port>`` may open
+their sockets only because the shipped file passes the port on in ``Host``.
 """
 
 import asyncio
@@ -14,6 +16,8 @@ from pathlib import Path
 import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
+from handlers.vote import qr_svg
+from tests.browser import chromium, collect_console_errors, wait_connected
 from tests.deploy import DEPLOY, nginx_main_config, nginx_path, rewrite
 from tests.eventstream import EventStream
 from tests.support import (
@@ -46,7 +50,6 @@ def stack(spawn, python, tmp_path):
             python, "server.py", "--port", str(server_port), "--xheaders",
             "--data-dir", str(tmp_path / "data"),
             "--ping-interval", str(ping_interval), "--ping-timeout", str(ping_interval),
-            "--allowed-origins", f"http://{NGINX_HOST}:{nginx_port}",
         ])
         site = tmp_path / "realtime.conf"
         site.write_text(render_site(nginx_port, server_port, READ_TIMEOUT))
@@ -131,6 +134,57 @@ async def test_vote_counts_through_nginx(stack, ws_open):
     assert tally["poll"] == "demo" and tally["total"] == before + 1
     assert tally["votes"]["2"] == first["poll"]["options"][1]["votes"] + 1
     assert await receive_json(conn) == {"type": "voted", "option": "2", "tally": tally}
+
+
+@pytest.mark.browser
+async def test_chat_page_sends_over_its_websocket_through_nginx(stack):
+    """Two browsers on the chat page through nginx on its own port: both connect over the
+    WebSocket (not the event-stream fallback) and what alice types, bob's page shows."""
+    port = await stack()
+    url = f"http://{NGINX_HOST}:{port}/chat?room=nginx"
+    async with chromium() as browser:
+        pages, errors = [], []
+        for nick in ("alice", "bob"):
+            page = await (await browser.new_context()).new_page()
+            errors.append(collect_console_errors(page))
+            await page.goto(f"{url}&nick={nick}")
+            await wait_connected(page)
+            await page.locator('#conn-transport[data-transport="websocket"]').wait_for()
+            await page.locator("#chat-online .name.me").wait_for()
+            pages.append(page)
+        alice, bob = pages
+        await alice.fill("#chat-text", "over the socket, through nginx")
+        await alice.press("#chat-text", "Enter")
+        line = bob.locator("#chat-log .entry.msg", has_text="over the socket, through nginx")
+        await line.wait_for()
+        assert await line.locator(".who").text_content() == "alice"
+        assert errors == [[], []]
+
+
+@pytest.mark.browser
+async def test_vote_page_updates_and_shares_its_port_through_nginx(stack):
+    """The vote page through nginx on its own port: a click in one browser moves the count in
+    another, and the share link and the QR code carry the port."""
+    port = await stack()
+    url = f"http://{NGINX_HOST}:{port}/vote/demo"
+    async with chromium() as browser:
+        pages, errors = [], []
+        for _ in range(2):
+            page = await (await browser.new_context()).new_page()
+            errors.append(collect_console_errors(page))
+            await page.goto(url)
+            await wait_connected(page)
+            pages.append(page)
+        voter, watcher = pages
+        assert await watcher.locator("#share-link").input_value() == url
+        before = int(await watcher.locator('#poll-options li[data-option="2"]')
+                     .get_attribute("data-votes"))
+        await voter.locator('#poll-options li[data-option="2"] button').click()
+        await watcher.wait_for_selector(
+            f'#poll-options li[data-option="2"][data-votes="{before + 1}"]')
+        assert errors == [[], []]
+    qr = await fetch(port, "/vote/demo/qr.svg")
+    assert qr.code == 200 and qr.body == qr_svg(url)
 
 
 async def test_cross_origin_socket_is_refused_through_nginx(stack, ws_open):

@@ -8,6 +8,7 @@ from typing import Optional, Union
 from urllib.parse import quote
 
 import pytest
+import redis.asyncio
 import tornado.netutil
 
 from handlers.tcp import DEFAULT_JOIN_TIMEOUT, ChatLineConnection, ChatLineServer
@@ -327,6 +328,30 @@ async def test_messages_cross_between_tcp_and_websocket(tcp_connect, ws_connect,
     assert (frame["to"], frame["text"]) == ("alice", "back")
 
 
+async def test_bidi_override_reaches_tcp_neutralised(tcp_connect, ws_connect):
+    """A browser's message holding a right-to-left override (U+202E) shows on a TCP client
+    with U+FFFD in its place, so it cannot turn the line around."""
+    browser = await ws_join(ws_connect, nick="alice")
+    tcp = await tcp_connect()
+    await tcp.join()
+    await send_json(browser, {"type": "message", "text": "see \u202egnp.exe"})
+    assert await tcp.line() == "[lobby] alice: see \ufffdgnp.exe"
+
+
+async def test_padded_tcp_message_cannot_forge_a_line(tcp_connect):
+    """A message padded with spaces so that a fake "[lobby] admin:" would start a terminal
+    row arrives with that part on a row after the continuation marker."""
+    sender, reader = await tcp_connect(), await tcp_connect()
+    await sender.join(nick="mallory")
+    await reader.join()
+    sender.send("hi" + " " * 150 + "[lobby] admin: your password please")
+    rows = [await reader.line()]
+    while not rows[-1].endswith("your password please"):
+        rows.append(await reader.line())
+    assert rows[0].startswith("[lobby] mallory: hi")
+    assert len(rows) > 1 and all(row.startswith(lines.CONTINUATION) for row in rows[1:])
+
+
 @pytest.mark.parametrize("backend", ["embedded", "redis"])
 async def test_presence_crosses_between_tcp_and_websocket(tcp_connect, ws_connect, backend):
     """joined, renamed and left cross between a TCP client and a browser, both ways."""
@@ -445,8 +470,10 @@ async def test_client_that_stops_reading_is_dropped_at_the_bound(tcp_connect, ap
     await stalled.join()
     (_, connection) = tcp_connections(hub)
     bound = hub.max_pending_bytes
-    line_size = len(lines.frame_line({"type": "message", "room": "lobby", "from": "feed",
-                                      "text": "x" * 10_000})) + 1 + 6
+    # Each message is one line cut into rows (lines.fitted); every message's text is as long.
+    shown = lines.frame_line({"type": "message", "room": "lobby", "from": "feed",
+                              "text": "0" * 6 + "x" * 10_000})
+    line_size, rows = len(shown.encode()) + 1, shown.count("\n") + 1
     most_held = sent = 0
     while hub.dropped == 0 and sent < 3000:  # 30 MB at most, far past any kernel buffer
         hub.publish("chat.lobby", {"type": "message", "id": sent, "room": "lobby",
@@ -454,6 +481,8 @@ async def test_client_that_stops_reading_is_dropped_at_the_bound(tcp_connect, ap
         sent += 1
         most_held = max(most_held, connection.unflushed_bytes())
         assert (await reader.line()).startswith(f"[lobby] feed: {sent - 1:06d}")
+        for _ in range(rows - 1):
+            assert (await reader.line()).startswith(lines.CONTINUATION)
 
     assert hub.dropped == 1
     assert bound < most_held <= bound + line_size
@@ -607,3 +636,64 @@ async def test_tcp_clients_of_two_processes_share_nicknames_and_rooms(cluster):
     finally:
         for client in clients:
             client.close()
+
+
+async def two_tcp_processes(cluster) -> tuple["LineClient", "LineClient"]:
+    """alice on A and bob on B in lobby, by TCP, each having seen both join."""
+    tcp_ports = [free_port(), free_port()]
+    nodes = [(await cluster.start(1, "--tcp-port", str(port)))[0] for port in tcp_ports]
+    clients = []
+    for node, port in zip(nodes, tcp_ports):
+        await wait_listening("127.0.0.1", port, node.process)
+        clients.append(LineClient(*await asyncio.open_connection("127.0.0.1", port)))
+    alice, bob = clients
+    for client in clients:
+        assert (await client.line()).startswith("* hello: ")
+    await alice.join(nick="alice")
+    assert await alice.line() == "* alice joined lobby"
+    await bob.join(nick="bob")
+    for client in clients:
+        assert await client.line() == "* bob joined lobby"
+    await cluster.wait_subscribed("chat.lobby", 2)
+    return alice, bob
+
+
+async def test_tcp_client_is_caught_up_after_its_process_lost_redis_pubsub(cluster):
+    """``CLIENT KILL TYPE pubsub`` while A's alice talks: B's bob gets each of her lines once,
+    in order, and a line saying who is online."""
+    alice, bob = await two_tcp_processes(cluster)
+    try:
+        async with redis.asyncio.Redis.from_url(cluster.redis.url) as admin:
+            for n in range(10):
+                if n == 5:
+                    assert await admin.client_kill_filter(_type="pubsub") == 2
+                alice.send(f"line {n}")
+                await asyncio.sleep(0.02)
+        got: list[str] = []
+        while len([line for line in got if line.startswith("[lobby]")]) < 10 or \
+                "* online in lobby: alice, bob" not in got:
+            got.append(await bob.line())
+        assert [line for line in got if line.startswith("[lobby]")] == [
+            f"[lobby] alice: line {n}" for n in range(10)]
+    finally:
+        alice.close()
+        bob.close()
+
+
+async def test_tcp_client_is_told_when_redis_lost_what_it_missed(cluster):
+    """Redis killed and restarted without its data: B's bob gets a line saying messages were
+    missed, then the connection ends (he connects again and joins anew)."""
+    alice, bob = await two_tcp_processes(cluster)
+    try:
+        alice.send("before")
+        assert await bob.line() == "[lobby] alice: before"
+        cluster.redis.kill()
+        await cluster.redis.restart()
+        while not (line := await bob.line()).startswith("* messages"):
+            pass
+        assert line == ("* messages of this room were missed while the server lost its link "
+                        "to the others; connect again")
+        assert await bob.ended() == b""
+    finally:
+        alice.close()
+        bob.close()

@@ -9,6 +9,10 @@ measured (chat: its frame encoded as JSON, ``len(encode(frame))``), so a message
 4,000 control characters, escaped to 24 KB, counts as 24 KB. The budget, which bounds
 memory, adds a fixed ``entry_overhead`` to each: a short chat message takes about 110
 bytes as JSON but some 580 bytes of Python objects (measured with tracemalloc, CPython 3.11).
+It also counts an entry's ``memory`` where that is more than its size: CPython keeps a text
+with one emoji in 4 bytes a character, and a UTF-8 copy once it was encoded, so 4,000 ASCII
+letters and an emoji are 4 KB as JSON but 20 KB in memory (``bench/history_rss.py``
+measures the whole process).
 
 The budget keeps one queue of entries in the order they were stored. An entry its own
 history dropped first stays queued, marked no longer ``held``, until it reaches the front or
@@ -25,6 +29,7 @@ class Entry(Protocol):
 
     size: int  # bytes it stands for
     held: bool  # True while a history holds it
+    # Optional: ``memory``, bytes its objects take when more than ``size`` (entry_cost).
 
 
 E = TypeVar("E", bound=Entry)
@@ -37,10 +42,16 @@ _COMPACT_SLACK = 64
 DEFAULT_ENTRY_OVERHEAD = 512
 
 
+def entry_cost(entry: Entry, overhead: int) -> int:
+    """What ``entry`` counts for in a ``Budget``: its size, or its ``memory`` if it has one
+    that is larger, plus ``overhead``."""
+    return max(entry.size, getattr(entry, "memory", 0)) + overhead
+
+
 class Budget:
     """Bytes held by every history sharing this budget; drops the oldest past ``max_bytes``.
 
-    Each entry counts as its size plus ``entry_overhead``.
+    Each entry counts as ``entry_cost``: its size (or memory) plus ``entry_overhead``.
     """
 
     def __init__(self, max_bytes: int, entry_overhead: int = DEFAULT_ENTRY_OVERHEAD) -> None:
@@ -58,7 +69,7 @@ class Budget:
     def add(self, history: "History", entry: Entry) -> None:
         """Count an entry ``history`` just stored; drop the oldest entries while over."""
         self._queue.append((history, entry))
-        self.bytes += entry.size + self.entry_overhead
+        self.bytes += entry_cost(entry, self.entry_overhead)
         self._held += 1
         while self.bytes > self.max_bytes and self._queue:
             owner, oldest = self._queue.popleft()
@@ -70,7 +81,7 @@ class Budget:
 
     def released(self, entry: Entry) -> None:
         """A history no longer holds ``entry``: its bytes are free."""
-        self.bytes -= entry.size + self.entry_overhead
+        self.bytes -= entry_cost(entry, self.entry_overhead)
         self._held -= 1
         if len(self._queue) > 2 * self._held + _COMPACT_SLACK:
             self._queue = deque(item for item in self._queue if item[1].held)

@@ -3,13 +3,14 @@
 ``handlers/tcp.py`` is the thin I/O around it. A client sends UTF-8 lines, each ended by
 ``\\n`` (``\\r\\n`` too): a command (``/nick alice``, ``/join lobby``, ``/msg bob hi``, ``/who``,
 ``/help``, ``/quit``) or, otherwise, a message to the room. The server writes UTF-8 lines
-ended by ``\\n``, of three kinds told apart by their first character:
+ended by ``\\n``, told apart by their first characters:
 
 * ``[room] ...``: a message: ``[lobby] alice: hi`` (``anonymous`` for a sender without a
   nickname), a private one as its recipient sees it, ``[lobby] alice -> you: hi``, and as its
   sender does, ``[lobby] you -> bob: hi``;
 * ``* ...``: news and answers: presence (``* alice joined lobby``, ``* alice left lobby``,
   ``* alice is now alicia in lobby``), the welcome of a room, ``/who`` and ``/help``;
+* ``  ↳ ...``: the rest of the line before, past 80 columns (``fitted``);
 * ``! <code>: <message>``: an error, ``code`` one of the WebSocket's error codes or a few of
   the line protocol's own (``unknown_command``, ``not_joined``, ``bad_room``...).
 
@@ -17,13 +18,16 @@ Here: ``LineSplitter`` cuts the bytes read into lines of at most ``MAX_LINE_BYTE
 of a longer line discarded up to its newline, so a client can never make the server buffer
 more; ``decode`` and ``parse`` turn one line into a command or refuse it with a
 ``ClientError``; ``frame_line`` writes a chat frame as a line, with control characters made
-visible so no text can end a line early or drive the reader's terminal; ``line_of`` is how
+visible and bidi controls neutralised so no text can end a line early, turn it around or
+drive the reader's terminal, and cut into rows of 80 columns (``fitted``) so no text can
+start a row of the terminal that reads as another line; ``line_of`` is how
 a connection gets its line from a published ``Envelope``, each form built once per publish
 whatever the number of connections (``LINE``; a private message has a second form,
 ``LINE_SENT``, for its sender).
 """
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Optional, Union
 
@@ -69,6 +73,20 @@ _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 _VISIBLE = {code: 0x2400 + code for code in range(0x20) if code != 0x09}
 _VISIBLE.update({0x7F: 0x2421, 0x2028: 0x2424, 0x2029: 0x2424})
 _VISIBLE.update({code: 0xFFFD for code in range(0x80, 0xA0)})
+# The bidi controls (Unicode's Bidi_Control: marks, embeddings, overrides, isolates) become
+# U+FFFD too: written raw, a right-to-left override (U+202E) would turn the rest of the line
+# around on the reader's screen, so that a text could show as someone else's words.
+BIDI_CONTROLS = (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
+_VISIBLE.update({code: 0xFFFD for code in BIDI_CONTROLS})
+
+# Where a frame's line wraps: the server cuts it into rows of at most LINE_WIDTH terminal
+# columns, each row after the first starting with CONTINUATION. A terminal at least that
+# wide never wraps a line itself, so every row it shows starts with what the server chose
+# ([room], *, ! or the marker), and no text, however padded, can start a row that reads as
+# another message (`[lobby] admin: ...`).
+LINE_WIDTH = 80
+CONTINUATION = "  ↳ "
+_TAB_WIDTH = 8  # a tab takes up to 8 columns: counted as 8, so a row is never too wide
 
 
 @dataclass(frozen=True)
@@ -213,9 +231,50 @@ def printable(text: str) -> str:
     return text.translate(_VISIBLE)
 
 
+def fitted(line: str) -> str:
+    """``line`` cut into rows of at most ``LINE_WIDTH`` columns, joined by newlines, each
+    row after the first starting with ``CONTINUATION``. A wide (East Asian) character counts
+    two columns, a tab eight, anything else one (a combining mark too, so a row is never
+    wider than counted); a row never ends before a combining mark."""
+    if "\t" not in line:
+        if len(line) * 2 <= LINE_WIDTH:  # no row of it can be too wide
+            return line
+        if line.isascii():  # one column a character (controls are pictures by now)
+            if len(line) <= LINE_WIDTH:
+                return line
+            step = LINE_WIDTH - len(CONTINUATION)
+            rows = [line[:LINE_WIDTH]]
+            rows += (line[start:start + step] for start in range(LINE_WIDTH, len(line), step))
+            return ("\n" + CONTINUATION).join(rows)
+    rows: list[str] = []
+    start = 0  # where the current row's text starts in line
+    used = 0  # columns the current row takes so far
+    for index, char in enumerate(line):
+        width = _columns(char)
+        if used + width > LINE_WIDTH and index > start and not unicodedata.combining(char):
+            rows.append(line[start:index])
+            start = index
+            used = len(CONTINUATION)
+        used += width
+    rows.append(line[start:])
+    return ("\n" + CONTINUATION).join(rows)
+
+
+def _columns(char: str) -> int:
+    if char == "\t":
+        return _TAB_WIDTH
+    return 2 if unicodedata.east_asian_width(char) in "WF" else 1
+
+
 def frame_line(frame: Message, sent: bool = False) -> Optional[str]:
-    """The line (without its newline) for a chat frame, None for a frame not shown as a line
-    (``readers`` counts). ``sent``: a private message as its sender sees it."""
+    """The line (without its final newline) for a chat frame, None for a frame not shown as
+    a line (``readers`` counts). ``sent``: a private message as its sender sees it. A line
+    wider than ``LINE_WIDTH`` continues on rows of its own (``fitted``)."""
+    line = _unfitted(frame, sent)
+    return None if line is None else fitted(line)
+
+
+def _unfitted(frame: Message, sent: bool) -> Optional[str]:
     kind = frame.get("type")
     room = _shown(frame.get("room"))
     if kind == "message":
@@ -232,6 +291,9 @@ def frame_line(frame: Message, sent: bool = False) -> Optional[str]:
         return f"* {_shown(frame.get('nick'))} left {room}"
     if kind == "renamed":
         return f"* {_shown(frame.get('from'))} is now {_shown(frame.get('to'))} in {room}"
+    if kind == "online" and isinstance(frame.get("online"), list):
+        names = ", ".join(_shown(nick) for nick in frame["online"]) or "nobody"
+        return f"* online in {room}: {names}"
     return None
 
 

@@ -42,7 +42,19 @@ renews the leases of its nicknames every third of that, and gives a nickname's l
 when its last connection here leaves; the nickname is free once no process holds a lease,
 so a crashed process's nicknames free themselves within ``lease`` seconds. When it renews,
 a process also sweeps its rooms (``ONLINE``): a member whose leases all ran out is removed
-atomically and announced ``left`` by the process that removed it, once.
+atomically and announced ``left`` by the process that removed it, once; a process that
+takes over the nickname of such a member before any sweep (``JOIN`` status 3) announces it
+left before its own join.
+
+Fencing. A process uses a nickname (posts under it, delivers a private message to it
+without asking Redis, lets another tab share it) only while its lease is known valid: until
+the time, on this process's monotonic clock, it sent the ``JOIN`` that last set it, plus
+``lease`` (Redis set the lease's end no earlier). Past that, it renews first. When Redis
+says another holder has the nickname (this process was frozen past the lease: a VM pause,
+swap, a long GC), or when the lease runs out while Redis cannot be reached, the nickname is
+lost here: each connection holding it is told (the ``lost`` callback given to ``enter``;
+the session sends ``nick_lost``) and is anonymous. The renewal loop wakes when a lease is
+due as well as every third of it, so it notices a freeze in its first round after it.
 
 Faults. At most ``CONCURRENT_CALLS`` calls run at once; the others wait their turn (up to
 ``timeout``), so a wave of connections is a queue, not an outage. Every call is bounded by
@@ -56,11 +68,23 @@ nicknames and history. ``APPEND`` carries a deadline, so a message Redis runs af
 sender gave up is not stored under a second id; and when Redis answers again, the process
 raises each room's sequence above the ids it handed out alone (``RAISE``) before sharing
 messages again, so ids never go backwards.
+
+Gaps. When the broker's listener was cut off (``CLIENT KILL``, the output-buffer limit,
+Redis frozen or restarted) and is subscribed again, ``_catch_up`` reads each local room's
+log after the last id delivered here (the broker's ``last_id``, or the newest a welcome
+read) and delivers the entries in order to exactly the topics they were published on: a
+public one to the room's topic, a private one to its parties' private topics (those
+subscribed here). It then sends the room's members (an ``online`` frame), since presence
+is not in the log. Where the log cannot say what was missed (trimmed past that id, a new
+run after Redis lost its data, Redis still not answering after ``GAP_WAIT`` seconds), the
+room's connections here are ended (``CloseReason.GAP``): their clients reconnect with
+``since`` and learn ``recovered: false`` if anything is gone.
 """
 
 import asyncio
 import itertools
 import logging
+import math
 import os
 import time
 from typing import Any, Awaitable, Callable, Optional, TypeVar
@@ -76,14 +100,16 @@ from realtime.chat.rules import (
     DEFAULT_HISTORY, DEFAULT_REPLAY, DEFAULT_ROOM_HISTORY_BYTES, MAX_NICK_LENGTH, Joined, Room,
     check_text, nick_key, normalize_nick,
 )
-from realtime.chat.state import Replay, holder_tag, private_topic, room_topic
+from realtime.chat.state import (
+    Lost, Replay, holder_tag, private_topic, private_topic_of_key, room_of_topic, room_topic,
+)
 from realtime.ops.tasks import cancel_all
 from realtime.pubsub.envelope import Envelope
 from realtime.pubsub.hub import Hub
 from realtime.pubsub.redisbroker import History, RedisBroker
 from realtime.storage.redisdown import FAILURES, Outage, probe
 from realtime.storage.rediskeys import client, close, tagged
-from realtime.wire.messages import UNAVAILABLE, ClientError, Message, encode
+from realtime.wire.messages import NICK_LOST, UNAVAILABLE, ClientError, Message, encode
 
 log = logging.getLogger("realtime.redischat")
 
@@ -101,6 +127,9 @@ OUTAGES = (RedisConnectionError, RedisTimeoutError, RedisClusterException, Clust
 # Calls to Redis at once; more wait for a turn (at most ``timeout``), so a wave of
 # connections is a queue, never mistaken for an outage.
 CONCURRENT_CALLS = 16
+# Seconds a catch-up after a gap waits for this state to reach Redis again (its own probe
+# may find Redis back a little after the broker's listener).
+GAP_WAIT = 5.0
 
 # Redis's clock in milliseconds (scripts use it, so every process agrees on lease times).
 _NOW_MS = """
@@ -145,14 +174,19 @@ return 1
 # KEYS: nick, online, names. ARGV: holder tag, nickname as shown, process id, lease ms,
 # nick key.
 # Returns {0, shown} if another holder has it, {1, shown} if this holder already had it,
-# {2, shown} if it was free (the room gained a member).
+# {2, shown} if it was free (the room gained a member), {3, shown, was} if it was still
+# listed under a member whose leases all ran out (a stalled or crashed process's) and nobody
+# announced that one leaving: the caller announces ``was`` left, then the join.
 JOIN = _NICK_OF + """
 local holder, shown, live, expired = nick_of(KEYS[1])
 for _, name in ipairs(expired) do redis.call('HDEL', KEYS[1], name) end
 if live and holder ~= ARGV[1] then return {0, shown} end
-local status = 1
-if not live then
+local status, was = 1, false
+local listed = redis.call('ZSCORE', KEYS[2], ARGV[5])
+-- Not live and listed under this holder: its lease lapsed and nobody took it meanwhile.
+if not live and not (listed and holder == ARGV[1]) then
     status = 2
+    if listed then was = redis.call('HGET', KEYS[3], ARGV[5]) end
     shown = ARGV[2]
     redis.call('DEL', KEYS[1])
     redis.call('HSET', KEYS[1], 'h', ARGV[1], 'n', shown)
@@ -164,6 +198,7 @@ redis.call('EXPIRE', KEYS[2], ROOM_TTL)
 redis.call('EXPIRE', KEYS[3], ROOM_TTL)
 redis.call('HSET', KEYS[1], 'p:' .. ARGV[3], now + tonumber(ARGV[4]))
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
+if was then return {3, shown, was} end
 return {status, shown}
 """.replace("ROOM_TTL", str(ROOM_TTL))
 
@@ -225,6 +260,10 @@ class Unavailable(Exception):
     """Redis is down (or was, and has not answered a PING since)."""
 
 
+# One log entry as stored: its id, its frame's bytes, its parties (JSON) or None.
+RawEntry = tuple[int, bytes, Optional[bytes]]
+
+
 def split_frame(frame: Message) -> tuple[bytes, bytes]:
     """The JSON of ``frame`` (its ``id`` 0) cut around the id: ``head + id + tail``."""
     data = encode(frame)
@@ -246,6 +285,7 @@ class RedisChatState:
         lease: seconds a nickname stays held after its process last renewed it.
         timeout: seconds any call may take.
         clock: wall-clock seconds, for message timestamps.
+        monotonic: monotonic seconds, for how long a lease is known valid (fencing).
     """
 
     name = "redis"
@@ -262,6 +302,7 @@ class RedisChatState:
         lease: float = DEFAULT_LEASE,
         timeout: float = DEFAULT_TIMEOUT,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         broker = hub.broker
         if not isinstance(broker, RedisBroker):
@@ -276,6 +317,7 @@ class RedisChatState:
         self.lease = lease
         self.timeout = timeout
         self._clock = clock
+        self._monotonic = monotonic
         self.process = os.urandom(6).hex()  # names this process's leases and serials
         # Two connections beyond the calls' for the probe and the clock, which bypass
         # ``_turns``: the pool itself is never what refuses a call.
@@ -291,6 +333,12 @@ class RedisChatState:
         self._lookup = self._redis.register_script(LOOKUP)
         self._online = self._redis.register_script(ONLINE)
         self._rooms: dict[str, Room] = {}  # this process's connections, per room
+        # (room, nick key) -> until when (monotonic) this process's lease on a nickname held
+        # here is known valid: when the JOIN that set it was sent, plus the lease. Past it,
+        # the nickname is used for nothing before Redis says again that it is ours.
+        self._valid_until: dict[tuple[str, str], float] = {}
+        self._lost: dict[tuple[str, str], Lost] = {}  # (room, connection) -> told on a loss
+        hub.on_gap(self._catch_up)
         # Holders of cookie-less connections, for every room of this process: a room's Room
         # goes when its last connection here leaves, its log stays, and a serial given again
         # would hand the private history of a holder gone to whoever gets it next.
@@ -309,6 +357,7 @@ class RedisChatState:
         self._closing = False
         self.unshared = 0  # messages delivered in this process only, Redis being down
         self.conflicts = 0  # nicknames found held elsewhere when claimed again
+        self.fenced = 0  # nicknames taken from this process's connections (fencing)
         self.waited_out = 0  # calls that waited longer than ``timeout`` for their turn
 
     # Lifecycle
@@ -362,7 +411,7 @@ class RedisChatState:
     def stats(self) -> dict[str, int]:
         """Counters for the metrics, each exported as ``realtime_chat_<name>_total``."""
         return {"unshared_messages": self.unshared, "nickname_conflicts": self.conflicts,
-                "calls_waited_out": self.waited_out}
+                "nicknames_fenced": self.fenced, "calls_waited_out": self.waited_out}
 
     # Keys
 
@@ -375,35 +424,44 @@ class RedisChatState:
 
     # Connections
 
-    async def enter(self, room: str, connection: str, cookie: Optional[str]) -> None:
+    async def enter(self, room: str, connection: str, cookie: Optional[str],
+                    lost: Optional[Lost] = None) -> None:
         local = self._rooms.get(room)
         if local is None:
             local = self._rooms[room] = Room(room, history=0, replay=0, serials=self._serials)
         local.enter(connection, cookie)
+        if lost is not None:
+            self._lost[(room, connection)] = lost
 
     async def join(self, room: str, connection: str, raw_nick: object) -> Joined:
         local = self._local(room)
         nick = normalize_nick(raw_nick)
         key = nick_key(nick)
         current = local.nick(connection)
+        held = local.member(nick)
+        if held is not None:
+            await self._prove(room, held.nick)  # else it is lost, and asked of Redis below
         if local.member(nick) is not None or (current is not None and nick_key(current) == key):
             # Held here already: shared by this holder (or refused), as in one process.
             return await self._settle(room, connection, local.join(connection, nick))
         tag = self._tag(room, connection)
-        gained, shown = True, nick
+        sent = self._monotonic()
         try:
-            status, shown = await self._call(lambda: self._claim(room, key, tag, nick))
+            status, shown, was = await self._call(lambda: self._claim(room, key, tag, nick))
         except Unavailable:
             # Another process may hold it: only Redis grants a nickname.
             raise ClientError(UNAVAILABLE, "Nicknames cannot be checked right now; try again "
                               "in a moment.") from None
         if status == 0:
             raise ClientError("nick_taken", f"The nickname {shown} is taken in this room.")
-        gained = status == 2
+        if was is not None:  # the lapsed member it replaces leaves first
+            self._announce_left(room, was)
+        gained = status != 1
         if local.holder(connection) is None:  # closed while Redis answered
             if gained:
                 await self._release(room, key, tag)
             raise ClientError("bad_message", "The connection closed.")
+        self._leased(room, key, sent)
         joined = local.join(connection, shown)
         return await self._settle(room, connection, Joined(joined.nick, gained, joined.left))
 
@@ -412,11 +470,13 @@ class RedisChatState:
         if local is None or local.holder(connection) is None:
             return None
         tag = self._tag(room, connection)
+        self._lost.pop((room, connection), None)
         left = local.close(connection)
         if local.empty:
             del self._rooms[room]
         if left is None:
             return None
+        self._valid_until.pop((room, nick_key(left)), None)
         return left if await self._release(room, nick_key(left), tag) else None
 
     # Messages
@@ -424,7 +484,8 @@ class RedisChatState:
     async def say(self, room: str, connection: str, raw_text: object) -> Message:
         local = self._local(room)
         text = check_text(raw_text)
-        frame = self._frame("message", local.nick(connection), text)
+        sender = await self._speaker(room, local.nick(connection))
+        frame = self._frame("message", sender, text)
         return await self._append(room, frame, None, [room_topic(room)])
 
     async def whisper(
@@ -437,6 +498,7 @@ class RedisChatState:
         sender = local.nick(connection)
         if sender is None:
             raise ClientError("nick_required", "Take a nickname before sending private messages.")
+        await self._speaker(room, sender)
         recipient = await self._find(room, raw_to)
         if recipient is None:
             raise ClientError(
@@ -465,6 +527,9 @@ class RedisChatState:
         await self.broker.caught_up()
         if last is not None:
             self._see(room, last)
+            # This connection holds the room up to ``last``: a catch-up starts there at
+            # the latest (``delivered`` knows when it must not raise the mark).
+            self.broker.delivered(room_topic(room), last)
         visible = [(frame, size) for frame, size, parties in entries
                    if parties is None
                    or (viewer is not None and parties.get(viewer[0]) == viewer[1])]
@@ -485,6 +550,7 @@ class RedisChatState:
         try:
             return await self._call(lambda: self._sweep(room))
         except Unavailable:
+            self._fence_lapsed()  # what this process can no longer prove it holds is not shown
             local = self._rooms.get(room)
             return local.online() if local is not None else []
 
@@ -538,6 +604,7 @@ class RedisChatState:
         process holds it for the same holder."""
         if joined.left is None:
             return joined
+        self._valid_until.pop((room, nick_key(joined.left)), None)
         gone = await self._release(room, nick_key(joined.left), self._tag(room, connection))
         return joined if gone else Joined(joined.nick, joined.gained, None)
 
@@ -551,16 +618,21 @@ class RedisChatState:
                   *(self._nick_key(room, member) for member in members)],
             args=members)
         for nick in gone:
-            self.hub.publish(room_topic(room), {"type": "left", "room": room,
-                                                "nick": nick.decode()})
+            self._announce_left(room, nick.decode())
         return [nick.decode() for nick in live]
 
-    async def _claim(self, room: str, key: str, tag: str, nick: str) -> tuple[int, str]:
-        status, shown = await self._join(
+    async def _claim(
+        self, room: str, key: str, tag: str, nick: str
+    ) -> tuple[int, str, Optional[str]]:
+        """The ``JOIN`` script: its status, the nickname as shown, and the lapsed member it
+        replaced, who has to be announced left (status 3; as 2 here), or None."""
+        reply = await self._join(
             keys=[self._nick_key(room, key), self._key(room, "online"),
                   self._key(room, "names")],
             args=[tag, nick, self.process, int(self.lease * 1000), key])
-        return int(status), shown.decode() if isinstance(shown, bytes) else nick
+        status, shown = int(reply[0]), reply[1]
+        was = reply[2].decode() if status == 3 else None
+        return min(status, 2), shown.decode() if isinstance(shown, bytes) else nick, was
 
     async def _release(self, room: str, key: str, tag: str) -> bool:
         """Give back this process's lease on a nickname; whether it is free now."""
@@ -581,7 +653,8 @@ class RedisChatState:
         """``(holder tag, nickname)`` of whoever holds ``raw_to`` in the room, anywhere."""
         local = self._rooms[room]
         member = local.member(raw_to)
-        if member is not None:
+        # Held here, by a lease known valid: no need to ask. Else Redis says who holds it.
+        if member is not None and await self._prove(room, member.nick):
             return holder_tag(member.holder, self.process), member.nick
         try:
             key = nick_key(normalize_nick(raw_to))
@@ -638,6 +711,16 @@ class RedisChatState:
     ) -> tuple[Optional[int], Optional[int], list[tuple[Message, int, Optional[dict[str, str]]]]]:
         """``first``, ``last`` and the log's entries after ``since`` (or the newest),
         oldest first, each as ``(frame, size, parties)``, read in one transaction."""
+        first, last, raw = await self._read_raw(room, since)
+        entries = [(orjson.loads(data), len(data), orjson.loads(parties) if parties else None)
+                   for _, data, parties in raw]
+        return first, last, entries
+
+    async def _read_raw(
+        self, room: str, since: Optional[int]
+    ) -> tuple[Optional[int], Optional[int], list[RawEntry]]:
+        """``first``, ``last`` and the log's entries after ``since`` (or the newest),
+        oldest first, as stored, read in one transaction."""
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hmget(self._key(room, "meta"), "first", "last")
             if since is None:
@@ -648,13 +731,86 @@ class RedisChatState:
             (first, last), raw = await pipe.execute()
         if since is None:
             raw.reverse()
-        entries = []
-        for _, fields in raw:
-            data = fields[b"f"]
-            parties = fields.get(b"p")
-            entries.append((orjson.loads(data), len(data),
-                            orjson.loads(parties) if parties else None))
+        entries = [(int(entry_id.split(b"-", 1)[0]), fields[b"f"], fields.get(b"p"))
+                   for entry_id, fields in raw]
         return (int(first) if first else None, int(last) if last else None, entries)
+
+    # Gaps
+
+    async def _catch_up(self, topics: set[str]) -> set[str]:
+        """The hub's gap handler: catch up the chat topics among ``topics`` (see Gaps in
+        the module docstring); returns them."""
+        by_room: dict[str, set[str]] = {}
+        for topic in topics:
+            room = room_of_topic(topic)
+            if room is not None:
+                by_room.setdefault(room, set()).add(topic)
+        # One wait for Redis for all the rooms, not one each: the hub's deadline is shared.
+        deadline = time.monotonic() + GAP_WAIT
+        for room, mine in by_room.items():
+            if room not in self._rooms:
+                continue  # nobody here: the topics are left to be ended (none listens)
+            try:
+                await self._catch_up_room(room, mine, deadline)
+            except Unavailable:
+                log.warning("room %s: messages missed while the Redis listener was cut off "
+                            "cannot be read back; ending its connections here (they "
+                            "reconnect with since)", room)
+                self.hub.end_topics(mine)
+        return {topic for room, mine in by_room.items() if room in self._rooms
+                for topic in mine}
+
+    async def _catch_up_room(self, room: str, topics: set[str], deadline: float) -> None:
+        """Deliver what ``room``'s log holds after the last id delivered here, to those of
+        ``topics`` it was published on, then the room's members.
+
+        Raises:
+            Unavailable: the log does not hold all that was missed, or Redis did not
+                answer before ``deadline`` (monotonic).
+        """
+        known = [self.broker.last_id(topic) for topic in topics | {room_topic(room)}]
+        after = max((mark for mark in known if mark is not None), default=None)
+        first, last, entries = await self._call_before(
+            deadline, lambda: self._read_raw(room, after))
+        if after is None:  # nothing delivered here yet: everything the run holds is new
+            if first is None:
+                return
+            after = first - 1
+        complete = (
+            first is not None and last is not None and first - 1 <= after <= last
+            and (after == last or (bool(entries) and entries[0][0] == after + 1))
+        )
+        if not complete:
+            raise Unavailable()
+        for message_id, data, parties in entries:
+            envelope = Envelope(data)
+            for topic in self._topics_of(room, parties):
+                if topic in topics:
+                    self.broker.deliver_recovered(topic, envelope, message_id)
+        assert last is not None
+        for topic in topics:
+            self.broker.delivered(topic, last)
+        online = await self.online(room)
+        self.hub.publish_here(room_topic(room), {"type": "online", "room": room,
+                                                 "online": online})
+
+    @staticmethod
+    def _topics_of(room: str, parties: Optional[bytes]) -> list[str]:
+        """The topics a log entry was published on: the room's, or its parties'."""
+        if not parties:
+            return [room_topic(room)]
+        return [private_topic_of_key(room, key, tag)
+                for key, tag in orjson.loads(parties).items()]
+
+    async def _call_before(self, deadline: float, job: Callable[[], Awaitable[T]]) -> T:
+        """``_call``, tried again while Redis is down until ``deadline`` (monotonic)."""
+        while True:
+            try:
+                return await self._call(job)
+            except Unavailable:
+                if time.monotonic() >= deadline:
+                    raise
+            await asyncio.sleep(0.1)
 
     def _newest_fitting(self, messages: list[tuple[Message, int]], count: int) -> list[Message]:
         """The newest ``count`` frames that fit in ``welcome_bytes``, oldest first."""
@@ -739,36 +895,147 @@ class RedisChatState:
 
     async def _renew_forever(self) -> None:
         while True:
-            await asyncio.sleep(self.lease / 3)
+            # Every third of the lease, and when a lease is due to run out (Redis
+            # unreachable meanwhile): a nickname is given up the moment it cannot be proven.
+            wait = self.lease / 3
+            earliest = min(self._valid_until.values(), default=math.inf)
+            await asyncio.sleep(max(0.01, min(wait, earliest - self._monotonic())))
             await self._renew()
 
     async def _renew(self) -> None:
         """Renew (or claim again) the lease of every nickname held in this process, then
-        announce the members of its rooms whose leases ran out elsewhere."""
+        announce the members of its rooms whose leases ran out elsewhere. A nickname Redis
+        says another holder has is lost here; so is every one whose lease ran out while
+        Redis could not be reached (``_fence``)."""
         try:
             await self._call(self._sync_clock)
             if self._owed:  # ids handed out alone while Redis answered late
                 await self._call(self._pay_owed)
         except Unavailable:
+            self._fence_lapsed()
             return
         for room, local in list(self._rooms.items()):
             for member in local.members():
-                tag = holder_tag(member.holder, self.process)
-                key = nick_key(member.nick)
                 try:
-                    status, shown = await self._call(
-                        lambda: self._claim(room, key, tag, member.nick))
+                    await self._renew_one(room, member.nick, member.holder)
                 except Unavailable:
+                    self._fence_lapsed()
                     return
-                if status == 0:
-                    self.conflicts += 1
-                    log.warning("room %s: the nickname %s held here is also held by another "
-                                "process (its lease ran out before this process could renew "
-                                "it)", room, shown)
-                elif status == 2:  # its lease had run out (an outage): present again
-                    self.hub.publish(room_topic(room), {"type": "joined", "room": room,
-                                                        "nick": shown})
             try:
                 await self._call(lambda: self._sweep(room))
             except Unavailable:
                 return
+
+    async def _renew_one(self, room: str, nick: str, holder: Any) -> bool:
+        """Renew this process's lease on ``nick`` (``JOIN``); whether it is still held here.
+
+        Raises:
+            Unavailable: Redis did not answer (the lease stands as it was).
+        """
+        key = nick_key(nick)
+        tag = holder_tag(holder, self.process)
+        sent = self._monotonic()
+        status, shown, was = await self._call(lambda: self._claim(room, key, tag, nick))
+        local = self._rooms.get(room)
+        member = local.member(nick) if local is not None else None
+        if member is None:  # left (or lost) while Redis answered
+            self._valid_until.pop((room, key), None)
+            return False
+        if member.holder != holder:  # and taken again by another connection here
+            return False
+        if status == 0:
+            self.conflicts += 1
+            self._fence(room, key, "another process holds it now: its lease here ran out "
+                        "before this process could renew it")
+            return False
+        self._leased(room, key, sent)
+        if was is not None:  # its own lapsed lease: the room hears it leave and come back
+            self._announce_left(room, was)
+        if status == 2:  # its lease had run out (an outage): present again
+            self.hub.publish(room_topic(room), {"type": "joined", "room": room,
+                                                "nick": shown})
+        return True
+
+    # Fencing: a nickname is used only while this process can prove it holds it.
+
+    def _leased(self, room: str, key: str, sent: float) -> None:
+        """A ``JOIN`` sent at ``sent`` (monotonic) renewed this process's lease on ``key``:
+        Redis set it to end a lease after its own clock when the script ran, which is no
+        earlier than when it was sent."""
+        until = sent + self.lease
+        if until > self._valid_until.get((room, key), -math.inf):
+            self._valid_until[(room, key)] = until
+
+    def _covers(self, room: str, nick: str, margin: float = 0.0) -> bool:
+        """Whether this process's lease on ``nick`` is known valid ``margin`` seconds from
+        now."""
+        until = self._valid_until.get((room, nick_key(nick)), -math.inf)
+        return until > self._monotonic() + margin
+
+    async def _prove(self, room: str, nick: str, margin: float = 0.0) -> bool:
+        """Whether ``nick``, held here, is still this process's for ``margin`` seconds: its
+        lease known valid, or else renewed now. A nickname another holder has, or one whose
+        lease ran out while Redis cannot be reached, is lost (``_fence``)."""
+        if self._covers(room, nick, margin):
+            return True
+        local = self._rooms.get(room)
+        member = local.member(nick) if local is not None else None
+        if member is None:
+            return False
+        try:
+            return await self._renew_one(room, member.nick, member.holder)
+        except Unavailable:
+            if self._covers(room, nick):
+                return True  # valid still; Redis stores nothing meanwhile anyway
+            self._fence(room, nick_key(nick), "its lease ran out and Redis could not be "
+                        "reached to renew it")
+            return False
+
+    async def _speaker(self, room: str, nick: Optional[str]) -> Optional[str]:
+        """``nick``, as a message is sent under it, once proven held until the message's
+        deadline in Redis (half of ``timeout``, see ``_append``): Redis runs it while the
+        lease is this process's, or not at all.
+
+        Raises:
+            ClientError: ``nick_lost`` if this process no longer holds it.
+        """
+        if nick is None or await self._prove(room, nick, self.timeout / 2):
+            return nick
+        raise ClientError(NICK_LOST, f"Your message was not sent: the nickname {nick} is no "
+                          "longer yours. Pick a nickname and send it again.")
+
+    def _fence(self, room: str, key: str, why: str) -> None:
+        """The nickname ``key`` is not this process's any more: each connection holding it
+        here becomes anonymous and is told (``nick_lost``), once.
+
+        The room hears it left from Redis's side, once, in order: from the process that
+        takes it over (``JOIN`` status 3, before its ``joined``), or from the first sweep
+        that finds its lease lapsed (``ONLINE``). A ``left`` from here would come after
+        the new holder's ``joined`` and strike the nickname off every list while it is
+        held; with Redis unreachable it could not reach the other processes anyway.
+        """
+        self._valid_until.pop((room, key), None)
+        local = self._rooms.get(room)
+        lost = local.unname(key) if local is not None else None
+        if lost is None:
+            return
+        nick, connections = lost
+        self.fenced += 1
+        log.warning("room %s: the nickname %s is no longer held by this process (%s); its %d "
+                    "connection(s) here are anonymous now", room, nick, why, len(connections))
+        for connection in connections:
+            told = self._lost.get((room, connection))
+            if told is not None:
+                told(nick)
+
+    def _fence_lapsed(self) -> None:
+        """Redis cannot be reached: every nickname whose lease is past is lost, since
+        another process may have been granted it."""
+        now = self._monotonic()
+        for (room, key), until in list(self._valid_until.items()):
+            if until <= now:
+                self._fence(room, key, "its lease ran out and Redis could not be reached to "
+                            "renew it")
+
+    def _announce_left(self, room: str, nick: str) -> None:
+        self.hub.publish(room_topic(room), {"type": "left", "room": room, "nick": nick})

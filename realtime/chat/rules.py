@@ -27,12 +27,14 @@ journal's messages back at startup. Without a journal, history lives in memory o
 """
 
 import itertools
+import sys
 import time
 import unicodedata
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Iterable, Iterator, Optional, Protocol, Union
 
+from realtime.chat import nickprofile
 from realtime.chat.history import Budget, History
 from realtime.wire.messages import ClientError, Message, encode
 
@@ -60,9 +62,11 @@ def normalize_nick(raw: Any) -> str:
 
     Raises:
         ClientError: ``bad_nick`` if it is not a string, is empty or longer than 32 code
-            points after normalisation, or contains a character of Unicode category C
-            (controls, format characters such as zero-width and bidi marks, private use,
-            unassigned).
+            points after normalisation, contains a character of Unicode category C
+            (controls, format characters such as zero-width and bidi controls, private use,
+            unassigned) or a separator other than space (U+2028, U+2029), or is outside
+            the identifier security profile (``realtime.chat.nickprofile``: a symbol, mixed
+            scripts, mixed digits).
     """
     if not isinstance(raw, str):
         raise ClientError("bad_nick", "A nickname must be a string.")
@@ -71,16 +75,27 @@ def normalize_nick(raw: Any) -> str:
         raise ClientError("bad_nick", "A nickname cannot be empty.")
     if len(nick) > MAX_NICK_LENGTH:
         raise ClientError("bad_nick", f"A nickname has at most {MAX_NICK_LENGTH} characters.")
-    if any(unicodedata.category(char).startswith("C") for char in nick):
-        raise ClientError(
-            "bad_nick", "A nickname cannot contain control, format or unassigned characters."
-        )
+    if any(_hidden(char) for char in nick):
+        raise ClientError("bad_nick", "A nickname cannot contain control, format (bidi, "
+                          "zero-width), separator or unassigned characters.")
+    why = nickprofile.refusal(nick)
+    if why is not None:
+        raise ClientError("bad_nick", why)
     return nick
 
 
+def _hidden(char: str) -> bool:
+    """A control, format (bidi, zero-width), private-use or unassigned character, or a
+    separator other than space (U+2028, U+2029, which end a line in some readers)."""
+    category = unicodedata.category(char)
+    return category[0] == "C" or (category[0] == "Z" and char != " ")
+
+
 def nick_key(nick: str) -> str:
-    """The form two nicknames are compared in: casefolded, then NFKC again."""
-    return unicodedata.normalize("NFKC", nick.casefold())
+    """The form two nicknames are compared in (and named by in Redis): their confusable
+    skeleton after case folding (``realtime.chat.nickprofile.skeleton``), so nicknames that
+    look alike are one."""
+    return nickprofile.skeleton(nick)
 
 
 def check_text(raw: Any) -> str:
@@ -128,9 +143,14 @@ class Stored:
     parties: Optional[Parties] = None
     size: int = 0  # bytes of the frame as JSON (UTF-8); measured on creation
     held: bool = False  # whether the room's history still holds it
+    # Bytes its text takes in memory, which the process-wide budget counts when more than
+    # ``size`` (a text with an emoji is kept in 4 bytes a character: history.entry_cost).
+    memory: int = 0
 
     def __post_init__(self) -> None:
         self.size = len(encode(self.frame))
+        text = self.frame.get("text")
+        self.memory = sys.getsizeof(text) if isinstance(text, str) else 0
 
     @property
     def id(self) -> int:
@@ -316,6 +336,17 @@ class Room:
             return None
         del self._members[key]
         return member.nick
+
+    def unname(self, key: str) -> Optional[tuple[str, list[Connection]]]:
+        """The member whose nick key is ``key`` loses its nickname: each of its connections
+        stays in the room, anonymous. Returns the nickname and those connections, or None if
+        nobody holds it here."""
+        member = self._members.pop(key, None)
+        if member is None:
+            return None
+        for connection in member.connections:
+            self._nick_of.pop(connection, None)
+        return member.nick, list(member.connections)
 
     def close(self, connection: Connection) -> Optional[str]:
         """A connection closed: it leaves, and its cookie is forgotten. The last one to

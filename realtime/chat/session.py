@@ -30,7 +30,7 @@ from realtime.limits.ratelimit import KeyedLimiter
 from realtime.pubsub.envelope import Envelope
 from realtime.pubsub.hub import Connection, Hub, Send
 from realtime.wire.forms import message_id
-from realtime.wire.messages import ClientError, Message
+from realtime.wire.messages import NICK_LOST, ClientError, Message
 
 log = logging.getLogger("realtime.chat")
 
@@ -128,12 +128,15 @@ class ChatSession:
         send_error: writes an error to this connection alone.
         readers: tells rooms their anonymous readers; None: the welcome only tells.
         room_rate: deliveries per second per room; None: no budget.
+        lost: called with the nickname after the state took it from the connection (and
+            the client was told, ``nick_lost``), for what the transport keeps of it.
     """
 
     def __init__(
         self, chat: ChatState, hub: Hub, subscriber: Optional[Connection],
         send: Send = _ignore, send_error: SendError = _ignore, *,
         readers: Optional[ReaderCounts] = None, room_rate: Optional[KeyedLimiter] = None,
+        lost: Callable[[str], Any] = _ignore,
     ) -> None:
         self.chat = chat
         self.hub = hub
@@ -142,6 +145,7 @@ class ChatSession:
         self.send_error = send_error
         self.readers = readers
         self.room_rate = room_rate
+        self.on_lost = lost
         self.room: Optional[str] = None  # the room entered, until closed
         self.connection = ""  # its connection id in the chat state
         self.private: Optional[str] = None  # the private topic listened to, if any
@@ -156,7 +160,7 @@ class ChatSession:
     async def enter(self, room: str, cookie: Optional[str]) -> None:
         """Become a connection of ``room`` in the chat state (a reader, no welcome)."""
         self.room, self.connection = room, new_connection_id()
-        await self.chat.enter(room, self.connection, cookie)
+        await self.chat.enter(room, self.connection, cookie, self._lost)
 
     async def open(self, room: str, cookie: Optional[str], raw_nick: Optional[str] = None,
                    since: Optional[int] = None) -> Message:
@@ -313,6 +317,24 @@ class ChatSession:
             hub.publish(room_topic(room), frame)
         else:
             self.send(frame)
+
+    def _lost(self, nick: str) -> None:
+        """The state took ``nick`` from this connection (another process holds it now, or
+        this one could not renew its lease): it is anonymous, stops listening to the
+        nickname's private messages, and its client is told."""
+        room = self.room
+        if room is None:
+            return
+        if self.private is not None:
+            self.unlisten(self.private)
+            self.private = None
+        self.send_error(NICK_LOST, (
+            f"You no longer hold the nickname {nick}: this server could not prove it was "
+            "still yours (it may have been given to someone else). You are anonymous now; "
+            "pick a nickname again."))
+        self.on_lost(nick)
+        if self.readers is not None:
+            self.readers.changed(room)  # one reader more
 
     def _room(self) -> str:
         if self.room is None:

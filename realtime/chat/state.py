@@ -24,7 +24,7 @@ even one that subscribes while the message is on its way.
 import hashlib
 import itertools
 from dataclasses import dataclass
-from typing import Optional, Protocol
+from typing import Callable, Optional, Protocol
 
 from realtime.chat.rules import Holder, Joined, Rooms, nick_key
 from realtime.chat.store import ChatStore
@@ -40,7 +40,22 @@ def room_topic(room: str) -> str:
 
 def private_topic(room: str, nick: str, holder_tag: str) -> str:
     """The topic of the connections holding ``nick`` in ``room`` for one holder."""
-    return f"chat.{room}.to.{nick_key(nick)}.{holder_tag}"
+    return private_topic_of_key(room, nick_key(nick), holder_tag)
+
+
+def private_topic_of_key(room: str, key: str, holder_tag: str) -> str:
+    """``private_topic`` from the nickname's key (``nick_key``), as a private message's
+    parties are stored."""
+    return f"chat.{room}.to.{key}.{holder_tag}"
+
+
+def room_of_topic(topic: str) -> Optional[str]:
+    """The room of a chat topic (its room's or a private one), or None for another topic.
+    Room names have no dots (``realtime.chat.rules``), so the first part after ``chat.``
+    is the room."""
+    if not topic.startswith("chat."):
+        return None
+    return topic[len("chat."):].split(".", 1)[0] or None
 
 
 def holder_tag(holder: Holder, process: str) -> str:
@@ -68,6 +83,9 @@ def charge_room(budget: Optional[KeyedLimiter], hub: Hub, room: str) -> None:
             f"sent. Send again in {wait:.2f} s."), wait)
 
 
+# What a connection is told when the state takes its nickname away (the nickname it lost).
+Lost = Callable[[str], None]
+
 _connection_ids = itertools.count(1)
 
 
@@ -89,8 +107,8 @@ class ChatState(Protocol):
     """Rooms, nicknames, presence and history, keyed by room name and connection id.
 
     Every method that changes state raises ``ClientError`` (``bad_nick``, ``nick_taken``,
-    ``bad_message``, ``too_long``, ``nick_required``, ``no_such_user``, ``unavailable``)
-    before anything changed.
+    ``bad_message``, ``too_long``, ``nick_required``, ``no_such_user``, ``unavailable``,
+    ``nick_lost``) before anything changed.
     """
 
     name: str
@@ -104,9 +122,12 @@ class ChatState(Protocol):
     def healthy(self) -> bool:
         """Whether the state is shared as configured right now (``/healthz``)."""
 
-    async def enter(self, room: str, connection: str, cookie: Optional[str]) -> None:
+    async def enter(self, room: str, connection: str, cookie: Optional[str],
+                    lost: Optional[Lost] = None) -> None:
         """A connection opened on ``room``, anonymous; ``cookie`` is its browser's chat
-        cookie, if it sent a valid one."""
+        cookie, if it sent a valid one. ``lost`` is called with the nickname if the state
+        ever takes it from the connection (the connection is anonymous by then): a shared
+        state does when this process can no longer prove it holds the nickname."""
 
     async def join(self, room: str, connection: str, raw_nick: object) -> Joined:
         """Give the connection a nickname (or change it)."""
@@ -171,7 +192,9 @@ class EmbeddedChatState:
     def healthy(self) -> bool:
         return True
 
-    async def enter(self, room: str, connection: str, cookie: Optional[str]) -> None:
+    async def enter(self, room: str, connection: str, cookie: Optional[str],
+                    lost: Optional[Lost] = None) -> None:
+        # One process grants every nickname and never takes one back: ``lost`` is not needed.
         self.rooms.get(room).enter(connection, cookie)
 
     async def join(self, room: str, connection: str, raw_nick: object) -> Joined:

@@ -40,6 +40,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Optional
 
+from realtime.chat.history import entry_cost
 from realtime.chat.rules import Parties, Room, Rooms, Stored
 from realtime.storage.sqlite import SqliteWorker, transaction
 from realtime.wire.messages import ClientError, encode
@@ -296,7 +297,7 @@ class ChatStore:
             if room not in states:
                 continue  # no state: not written by a whole batch; cannot happen
             message = Stored(json.loads(frame), load_parties(parties))
-            taken += message.size + entry_overhead
+            taken += entry_cost(message, entry_overhead)
             if taken > max_bytes:
                 break
             kept.setdefault(room, []).append(message)

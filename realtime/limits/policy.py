@@ -35,6 +35,12 @@ DEFAULT_IP_BURST = 200
 # flooded room under a tenth of that core, so a bystander's latency stays near idle
 # (bench/fairness.py), yet a room of 100 may carry 20 messages a second, more than people
 # read, and a room of 1,000 two; the burst is twice that.
+# Plain HTTP requests (pages, the API, QR codes) per address: a page view is one request
+# (its static files are not counted), a script polling the API a few a second; a flood of
+# cheap requests still costs ~0.3 ms of CPU each, which 20/s keeps under a hundredth of
+# the core per address. The burst covers an office behind one NAT opening the demos at once.
+DEFAULT_HTTP_RATE = 20.0
+DEFAULT_HTTP_BURST = 100
 DEFAULT_ROOM_RATE = 2000.0  # deliveries per second per chat room, sustained
 DEFAULT_ROOM_BURST = 4000
 

@@ -19,23 +19,23 @@ back, and the recovery once. The only Tornado internals used are the ones
 import errno
 import logging
 import socket
-import time
 from typing import Any, Callable, Iterable, Optional, cast
 
 import tornado.httpserver
 from tornado.ioloop import IOLoop
 from tornado.tcpserver import TCPServer
 
-from realtime.ops.logfmt import logfmt
+from realtime.ops.logfmt import LOG_INTERVAL, ThrottledLog
 from realtime.pubsub.tornado_internals import add_listening_socket
+
+__all__ = ["Acceptor", "HTTPServer", "LOG_INTERVAL", "PausingAccept", "ThrottledLog",
+           "start_accepting"]
 
 log = logging.getLogger("realtime.accept")
 
 # Seconds the listening socket is left alone after running out of descriptors: long enough
 # not to burn CPU, short enough that a queued client barely notices once one frees up.
 RETRY_DELAY = 0.25
-# Seconds between two reports of the same accept failure.
-LOG_INTERVAL = 1.0
 # Connections accepted per readable event before yielding to the rest of the loop, as
 # Tornado's own loop does (it uses its default listen backlog, 128).
 ACCEPTS_PER_EVENT = 128
@@ -43,31 +43,6 @@ ACCEPTS_PER_EVENT = 128
 # now": the process limit, the system limit, and two the man page lists for exhausted
 # socket memory. Any other error is a bug and still reaches the IOLoop's handler.
 OUT_OF_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-
-
-class ThrottledLog:
-    """A repeated warning logged at most once per ``interval`` seconds, each report saying
-    how many repeats it held back since the last one."""
-
-    def __init__(self, logger: logging.Logger, interval: float = LOG_INTERVAL,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.logger = logger
-        self.interval = interval
-        self.clock = clock
-        self.held_back = 0  # repeats since the last report
-        self._last: Optional[float] = None  # clock() of the last report
-
-    def warning(self, **fields: Any) -> bool:
-        """Log ``fields`` (logfmt) with ``repeats=<held back>``, unless a report went out less
-        than ``interval`` ago; True if this one was logged."""
-        now = self.clock()
-        if self._last is not None and now - self._last < self.interval:
-            self.held_back += 1
-            return False
-        self.logger.warning(logfmt(**fields, repeats=self.held_back))
-        self._last = now
-        self.held_back = 0
-        return True
 
 
 class Acceptor:

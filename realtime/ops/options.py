@@ -21,11 +21,13 @@ _HELP = "option.help"
 _SERVED = "option.served"  # the value a served process starts with, when not the field's
 _SHOWN = "option.shown"  # how the README writes the default, when not the plain value
 _ALIASES = "option.aliases"  # old names that still set it (a flag and a variable each)
+_GROUP = "option.group"  # its heading in --help ("network", "limits", ...)
+_MAXIMUM = "option.maximum"  # the largest value accepted, if numbers above it make no sense
 
 
 def option(
     default: Any, help: str, *, served: Any = dataclasses.MISSING, shown: Optional[str] = None,
-    aliases: tuple[str, ...] = (),
+    aliases: tuple[str, ...] = (), group: str = "other", maximum: Optional[float] = None,
 ) -> Any:
     """Declare a dataclass field as an option.
 
@@ -37,8 +39,12 @@ def option(
         shown: the default as the README writes it, where the value itself says little.
         aliases: old field names of the option, whose flag and variable still set it (a
             rename keeps deployments that use the old name working).
+        group: the heading it is listed under in ``--help``.
+        maximum: the largest value accepted (a port's 65535); every number must also be
+            0 or more.
     """
-    metadata = {_HELP: help, _SERVED: served, _SHOWN: shown, _ALIASES: aliases}
+    metadata = {_HELP: help, _SERVED: served, _SHOWN: shown, _ALIASES: aliases,
+                _GROUP: group, _MAXIMUM: maximum}
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -57,8 +63,28 @@ def env_name(name: str) -> str:
     return ENV_PREFIX + name.upper()
 
 
-def _kind(cls: type, name: str) -> tuple[type, bool]:
-    """The scalar type of option ``name`` and whether it takes a list."""
+def option_group(f: dataclasses.Field) -> str:  # type: ignore[type-arg]
+    """The ``--help`` heading of an option."""
+    return str(f.metadata[_GROUP])
+
+
+def option_help(f: dataclasses.Field) -> str:  # type: ignore[type-arg]
+    """The help text of an option, as the README writes it (Markdown)."""
+    return str(f.metadata[_HELP])
+
+
+def option_aliases(f: dataclasses.Field) -> tuple[str, ...]:  # type: ignore[type-arg]
+    """The old names of an option."""
+    return tuple(f.metadata[_ALIASES])
+
+
+def option_maximum(f: dataclasses.Field) -> Optional[float]:  # type: ignore[type-arg]
+    """The largest value an option takes, if it has one."""
+    return f.metadata[_MAXIMUM]
+
+
+def option_kind(cls: type, name: str) -> tuple[type, bool]:
+    """The scalar type of option ``name`` of ``cls`` and whether it takes a list."""
     hint = typing.get_type_hints(cls)[name]
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is tuple:
@@ -88,7 +114,7 @@ def define_options(
     """Define every option of ``cls`` in a Tornado option parser, under ``group`` in
     ``--help``."""
     for f in option_fields(cls):
-        kind, multiple = _kind(cls, f.name)
+        kind, multiple = option_kind(cls, f.name)
         registry.define(f.name, default=_defined_default(f, multiple), type=kind, multiple=multiple,
                         help=f.metadata[_HELP], group=group)
         for alias in f.metadata[_ALIASES]:
@@ -100,7 +126,7 @@ def values_from(cls: type, registry: tornado.options.OptionParser) -> dict[str, 
     """The parsed options as keyword arguments for ``cls``."""
     values: dict[str, Any] = {}
     for f in option_fields(cls):
-        kind, multiple = _kind(cls, f.name)
+        kind, multiple = option_kind(cls, f.name)
         value = getattr(registry, f.name)
         for alias in f.metadata[_ALIASES]:
             # An old name counts where the new one was left at its default: given both,
@@ -116,16 +142,26 @@ def values_from(cls: type, registry: tornado.options.OptionParser) -> dict[str, 
     return values
 
 
+def environment_settings(
+    cls: type, environ: Mapping[str, str], extra: Sequence[str] = (),
+) -> list[tuple[str, str, str]]:
+    """(variable, option name, value) of every option of ``cls``, and of each name in
+    ``extra`` (options defined elsewhere, Tornado's ``logging``), set in ``environ``."""
+    names = [*extra]
+    for f in option_fields(cls):
+        names.extend((*f.metadata[_ALIASES], f.name))  # the new name last: it wins
+    settings = []
+    for name in names:
+        value = environ.get(env_name(name))
+        if value is not None:
+            settings.append((env_name(name), name, value))
+    return settings
+
+
 def environment_args(cls: type, environ: Mapping[str, str]) -> list[str]:
     """``REALTIME_PORT=9000`` as ``--port=9000``, for every option of ``cls`` set in
     ``environ``."""
-    args = []
-    for f in option_fields(cls):
-        for name in (*f.metadata[_ALIASES], f.name):  # the new name last: it wins
-            value = environ.get(env_name(name))
-            if value is not None:
-                args.append(f"--{name}={value}")
-    return args
+    return [f"--{name}={value}" for _, name, value in environment_settings(cls, environ)]
 
 
 def join_option_values(argv: Sequence[str], registry: tornado.options.OptionParser) -> list[str]:

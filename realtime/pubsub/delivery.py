@@ -23,3 +23,4 @@ class CloseReason(Enum):
     SLOW = "slow"  # it stopped reading: what it holds passed --max-pending-bytes
     SHUTDOWN = "shutdown"  # the server is going away
     ERROR = "error"  # writing to it raised: a bug on our side, logged with its traceback
+    GAP = "gap"  # it missed messages from other processes that cannot be given to it now

@@ -23,7 +23,11 @@ Every connection of the process is registered here while it is open. The hub
   1001 or 1011 on a WebSocket; the end of an event stream; a closed TCP connection);
 * hands envelopes to a broker (``realtime.pubsub.brokers``) and takes them back through
   ``deliver``, so several processes can share topics without the handlers knowing; the
-  broker hears when a topic gets its first local subscriber and loses its last.
+  broker hears when a topic gets its first local subscriber and loses its last;
+* after a broker's subscription was interrupted (``catch_up``), has the gap handlers
+  registered with ``on_gap`` (the chat state's, the polls') catch the subscribers of the
+  topics up, and ends those of the topics no handler takes with ``CloseReason.GAP``, so a
+  gap is never silent.
 
 Topics are lowercase dotted names, endpoint first: ``chat.lobby``, ``vote.demo``.
 """
@@ -31,7 +35,7 @@ Topics are lowercase dotted names, endpoint first: ``chat.lobby``, ``vote.demo``
 import asyncio
 import logging
 from collections import deque
-from typing import Any, Callable, Optional, Protocol, Sequence, Union
+from typing import Any, Awaitable, Callable, Iterable, Optional, Protocol, Sequence, Union
 
 from realtime.pubsub.brokers import Broker, LocalBroker
 from realtime.pubsub.delivery import CLOSED, STALLED, WRITTEN, CloseReason
@@ -44,6 +48,9 @@ DEFAULT_MAX_PENDING_BYTES = 1024 * 1024
 # Writes per turn of the loop: 5-15 ms of work here, so a publish to ten thousand
 # sockets lets the loop serve everyone else a few times while it goes out.
 DEFAULT_SLICE_SIZE = 500
+# Seconds the gap handlers have, together, to catch topics up after an interruption; the
+# subscribers of topics not caught up by then are ended (their clients reconnect, since).
+GAP_DEADLINE = 7.0
 
 Publishable = Union[Envelope, Message, str, bytes]
 
@@ -75,6 +82,10 @@ class Connection(Subscriber, Protocol):
 
 
 Send = Callable[[Message], Any]  # how a session writes a frame to its connection alone
+# Given topics whose subscribers may have missed messages (the broker's subscription was
+# interrupted), catch up those it knows (deliver what was missed, or end their subscribers
+# with ``CloseReason.GAP``) and return them; the others are left to the next handler.
+GapHandler = Callable[[set[str]], Awaitable[set[str]]]
 
 
 class _Held:
@@ -121,7 +132,12 @@ class Hub:
         self.published = 0  # messages published from this process
         self.sent = 0  # frames written to connections
         self.dropped = 0  # connections dropped for not reading
+        self.gap_closed = 0  # connections ended because they missed messages (GAP)
+        self._gap_handlers: list[GapHandler] = []
         self.broker.attach(self.deliver)
+        attach_gaps = getattr(self.broker, "attach_gaps", None)
+        if attach_gaps is not None:
+            attach_gaps(self.catch_up, self.end_topics)
 
     # Connections
 
@@ -370,6 +386,48 @@ class Hub:
         self.forget(subscriber)
         self.dropped += 1
         subscriber.close_for(CloseReason.SLOW)
+
+    # Gaps
+
+    def on_gap(self, handler: GapHandler) -> None:
+        """Have ``handler`` catch up the topics it knows after a broker's gap."""
+        self._gap_handlers.append(handler)
+
+    async def catch_up(self, topics: set[str]) -> None:
+        """The broker missed what other processes published on ``topics`` for a while
+        (now subscribed again): each gap handler catches up the topics it knows, within
+        ``GAP_DEADLINE`` seconds in all; the subscribers of the others (and of a handler
+        that failed or ran out of time) are ended with ``CloseReason.GAP``."""
+        left = set(topics)
+        try:
+            async with asyncio.timeout(GAP_DEADLINE):
+                for handler in self._gap_handlers:
+                    if not left:
+                        break
+                    try:
+                        left -= await handler(set(left))
+                    except Exception:
+                        log.exception("a gap handler failed; its topics' subscribers are "
+                                      "ended instead")
+        except TimeoutError:
+            log.warning("catching up after a gap took over %.0f s; the subscribers left "
+                        "are ended", GAP_DEADLINE)
+        self.end_topics(left)
+
+    def end_topics(self, topics: Iterable[str], reason: CloseReason = CloseReason.GAP) -> None:
+        """Remove every local subscriber of ``topics`` from every topic and close it for
+        ``reason`` (by default: it missed messages it cannot be given)."""
+        ended: dict[Subscriber, None] = {}
+        for topic in topics:
+            ended.update(dict.fromkeys(self._topics.get(topic, ())))
+        if ended:
+            log.warning("ending %d connections that missed messages of %s", len(ended),
+                        ", ".join(sorted(topics)[:5]))
+        for subscriber in ended:
+            self.forget(subscriber)
+            if reason is CloseReason.GAP:
+                self.gap_closed += 1
+            subscriber.close_for(reason)
 
     def close_all(self, reason: CloseReason) -> None:
         """Close every open connection for ``reason`` (server shutdown)."""

@@ -19,15 +19,14 @@ every half second while a listener is down, and at once when a listener hears ``
 an unasked ``sunsubscribe`` (a slot moved); a topic whose master changed moves to the new
 master's listener. ``ready()`` and ``caught_up()`` wait on each listener concerned.
 
-Gaps. Once a listener is subscribed again after losing its connection, or took topics over
-from another master's listener, the broker calls ``_after_gap(topics)`` with the topics it
-carried across the gap (the hook gap recovery plugs into).
-
 Wire format. Each publish is serialized once into ``kind (1 byte) + origin (16 bytes) +
 payload``: the kind is ``0x00`` for text and ``0x01`` for binary (other values are
 reserved for later formats and ignored), the origin is this broker's random id, the
-payload the envelope's bytes as they are. ``publish`` delivers to the local subscribers at
-once, so local delivery never waits on Redis; the listener skips messages carrying its own
+payload the envelope's bytes as they are. A message stored with history (``APPEND``) is
+kind ``0x02``, text with its id: ``0x02 + origin + id (20 ASCII digits) + payload``, so the
+listener knows the last id it delivered on each topic without parsing the payload.
+``publish`` delivers to the local subscribers at once, so local delivery never waits on
+Redis; the listener skips messages carrying its own
 origin, so no process delivers its own message twice.
 
 Publishing never blocks the loop: ``publish`` appends to a queue bounded in messages and
@@ -45,7 +44,19 @@ reconnects with jittered exponential backoff capped at ``max_backoff`` seconds, 
 and resubscribes every wanted topic. ``healthy()`` is True only while the listener is
 subscribed and hearing from Redis and the last publish did not fail; it turns True again
 once Redis answers. Messages published by other processes while this one was cut off are
-lost (Redis pub/sub keeps nothing); replay is history's job, not the broker's.
+not in Redis pub/sub (it keeps nothing): see Gaps.
+
+Gaps. Once the listener (every listener, on a cluster) is subscribed again after any
+interruption (a reconnect, or a start without Redis), it calls ``_after_gap`` with every
+wanted topic; on a cluster, a listener that took topics over from another master's (a slot
+moved) calls it with those. Their live messages
+are held (up to ``max_queue_bytes``), from the moment the connection was lost, so one
+that arrives before the catch-up starts cannot hide what was missed, while the hub's gap
+handlers catch the topics up (``Hub.catch_up``: the chat state delivers what each room's
+log holds after the last id delivered here, ``deliver_recovered``; the polls send a fresh
+tally) or end their subscribers (``CloseReason.GAP``); then the held messages follow, less
+those the catch-up delivered already (by id). ``caught_up()`` waits for a catch-up in
+progress.
 
 Start. ``start()`` waits up to ``timeout`` seconds for the first connection, and if Redis
 does not answer it logs a warning and returns anyway: the server starts degraded, serves
@@ -61,7 +72,7 @@ import random
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Awaitable, Callable, Iterable, Optional, Sequence
 
 from redis.asyncio import ConnectionPool
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS as SLOTS
@@ -78,10 +89,16 @@ from realtime.storage.rediskeys import AnyRedis, client, close, is_cluster, node
 
 log = logging.getLogger("realtime.redis")
 
+# The hub's gap callbacks (``attach_gaps``): catch topics up; end their subscribers.
+Recover = Callable[[set[str]], Awaitable[None]]
+Abandon = Callable[[set[str]], None]
+
 KIND_TEXT = 0
 KIND_BINARY = 1
+KIND_TEXT_ID = 2  # text stored with history: its id follows the origin
 ORIGIN_SIZE = 16
 HEADER_SIZE = 1 + ORIGIN_SIZE
+ID_SIZE = 20  # digits of a history id in a KIND_TEXT_ID header, zero-padded
 
 DEFAULT_MAX_QUEUE = 10_000
 DEFAULT_MAX_QUEUE_BYTES = 16 * 1024 * 1024
@@ -99,8 +116,8 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 # Publish with history (``RedisBroker.publish_with_history``).
 # KEYS: meta, log. ARGV: frame head, frame tail, parties ("" for public), max entries, the
-# lowest id to hand out, ttl seconds, wire prefix (kind + origin), the deadline (Redis
-# milliseconds), then broker channels.
+# lowest id to hand out, ttl seconds, wire prefix (kind + origin; the id, 20 digits, is put
+# after it), the deadline (Redis milliseconds), then broker channels.
 # Returns the id as a string, or nil (nothing stored) past the deadline: the caller has
 # given up on this call by then and shown the message under an id of its own.
 APPEND = _NOW_MS + """
@@ -118,6 +135,7 @@ end
 local sid = string.format('%.0f', id)
 redis.call('HSET', KEYS[1], 'last', sid)
 local frame = ARGV[1] .. sid .. ARGV[2]
+local wire = ARGV[7] .. string.rep('0', 20 - #sid) .. sid .. frame
 if ARGV[3] == '' then
     redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], sid .. '-0', 'f', frame)
 else
@@ -126,7 +144,7 @@ end
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('EXPIRE', KEYS[2], ARGV[6])
 for i = 9, #ARGV do
-    redis.call('PUBLISH', ARGV[i], ARGV[7] .. frame)
+    redis.call('PUBLISH', ARGV[i], wire)
 end
 return sid
 """
@@ -148,11 +166,20 @@ def encode(envelope: Envelope, origin: bytes) -> bytes:
     return bytes((kind,)) + origin + envelope.data
 
 
-def decode(data: bytes) -> Optional[tuple[bytes, Envelope]]:
-    """``(origin, envelope)`` from the Redis form, or None if it is not one we know."""
-    if len(data) < HEADER_SIZE or data[0] not in (KIND_TEXT, KIND_BINARY):
+def decode(data: bytes) -> Optional[tuple[bytes, Envelope, Optional[int]]]:
+    """``(origin, envelope, history id or None)`` from the Redis form, or None if it is not
+    one we know."""
+    if len(data) < HEADER_SIZE:
         return None
-    return data[1:HEADER_SIZE], Envelope(data[HEADER_SIZE:], binary=data[0] == KIND_BINARY)
+    kind = data[0]
+    if kind == KIND_TEXT_ID:
+        digits = data[HEADER_SIZE:HEADER_SIZE + ID_SIZE]
+        if len(digits) < ID_SIZE or not digits.isdigit():
+            return None
+        return data[1:HEADER_SIZE], Envelope(data[HEADER_SIZE + ID_SIZE:]), int(digits)
+    if kind not in (KIND_TEXT, KIND_BINARY):
+        return None
+    return data[1:HEADER_SIZE], Envelope(data[HEADER_SIZE:], binary=kind == KIND_BINARY), None
 
 
 @dataclass
@@ -254,6 +281,21 @@ class RedisBroker:
         self.received = 0  # messages from other processes handed to the hub
         self.dropped = 0  # publishes not sent to Redis (queue full, Redis down)
         self.reconnects = 0  # listener connections after the first
+        self.gaps = 0  # times the listener's subscription was interrupted and caught up
+        # Gaps: see the module docstring.
+        self._recover: Optional[Recover] = None  # the hub's catch_up
+        self._abandon: Optional[Abandon] = None  # the hub's end_topics (for GAP)
+        self._gapped = False  # the subscription was interrupted since it was last whole
+        self._last_ids: dict[str, int] = {}  # topic -> the newest history id delivered here
+        # topic -> ids delivered here at once while the listener was down (not again after)
+        self._sent_alone: dict[str, set[int]] = {}
+        # topic -> live messages held while a catch-up runs: (envelope, history id or None)
+        self._held: dict[str, list[tuple[Envelope, Optional[int]]]] = {}
+        self._held_bytes = 0
+        self._holds: dict[str, int] = {}  # topic -> catch-ups in progress holding it
+        self._overflowed: set[str] = set()  # held topics over max_queue_bytes: ended after
+        self._catching_up = asyncio.Lock()  # one catch-up at a time, so none repeats another
+        self._gap_tasks: set[asyncio.Task[None]] = set()
         self.malformed = 0  # messages on our channels that are not in our format
 
     # The seam
@@ -298,18 +340,55 @@ class RedisBroker:
         sid = await script(
             keys=[history.meta, history.log],
             args=[head, tail, history.extra, history.length, history.floor, history.ttl,
-                  bytes((KIND_TEXT,)) + SCRIPT_ORIGIN, history.deadline,
+                  bytes((KIND_TEXT_ID,)) + SCRIPT_ORIGIN, history.deadline,
                   *(self.channel(topic) for topic in topics)])
         if sid is None:
             return None
         self.published += 1
+        message_id = int(sid)
         if self._deliver is not None:
             envelope = Envelope(head + sid + tail)
             for topic in topics:
                 carrier = self._carrier(topic)
                 if carrier is None or not carrier.listening:
+                    # Not caught up again after the gap: this process has it already.
+                    self._sent_alone.setdefault(topic, set()).add(message_id)
                     self._deliver(topic, envelope)
-        return int(sid)
+        return message_id
+
+    def attach_gaps(self, recover: "Recover", abandon: "Abandon") -> None:
+        """Set the hub's gap callbacks: ``recover(topics)`` catches the topics' subscribers
+        up (or ends them), ``abandon(topics)`` ends them (``CloseReason.GAP``)."""
+        self._recover = recover
+        self._abandon = abandon
+
+    def last_id(self, topic: str) -> Optional[int]:
+        """The newest history id delivered here on ``topic`` (None if none since its
+        subscription): what a catch-up reads the history after."""
+        return self._last_ids.get(topic)
+
+    def delivered(self, topic: str, message_id: int) -> None:
+        """This process's subscribers of ``topic`` hold every message of its history up to
+        ``message_id`` (a welcome read it, or a catch-up reached it). While the topic is
+        being caught up (or cannot be), only a topic with no id yet takes it: the
+        subscribers already there may still miss what is below."""
+        current = self._last_ids.get(topic)
+        if current is None:
+            self._last_ids[topic] = message_id
+        elif self.listening and topic not in self._holds and not self._gapped:
+            self._last_ids[topic] = max(current, message_id)
+
+    def deliver_recovered(self, topic: str, envelope: Envelope, message_id: int) -> None:
+        """Hand the hub a message a catch-up read from history (after ``last_id``), unless
+        this process delivered it already."""
+        if message_id in self._sent_alone.get(topic, ()):
+            return
+        current = self._last_ids.get(topic)
+        if current is not None and message_id <= current:
+            return
+        self._last_ids[topic] = message_id
+        if self._deliver is not None:
+            self._deliver(topic, envelope)
 
     def subscribe(self, topic: str) -> None:
         """Have the listener (the one of the topic's cluster node) subscribe to ``topic``'s
@@ -324,6 +403,8 @@ class RedisBroker:
         """Have the listener unsubscribe from ``topic``'s channel."""
         self._topics.discard(topic)
         self._channels.pop(self.channel(topic), None)
+        self._last_ids.pop(topic, None)
+        self._sent_alone.pop(topic, None)
         for listener in self._listeners.values():
             if topic in listener.topics:
                 listener.discard(topic)
@@ -349,12 +430,13 @@ class RedisBroker:
         history holds: none can arrive after it and be shown twice.
         """
         await asyncio.gather(*(listener.caught_up() for listener in self._listeners.values()))
-
-    def _after_gap(self, topics: set[str]) -> None:
-        """The gap hook: a listener is subscribed again after losing its connection (or,
-        on a cluster, took ``topics`` over from another node's), and Redis confirmed it;
-        ``topics`` were wanted during the gap, and what was published on them meanwhile
-        did not reach this process. Nothing to do yet (history fills such gaps)."""
+        if self._holds:  # messages held by a catch-up are not handed over yet
+            try:
+                async with asyncio.timeout(self.timeout):
+                    async with self._catching_up:
+                        pass
+            except TimeoutError:
+                pass
 
     async def start(self) -> None:
         """Start the listener and the publisher; wait up to ``timeout`` s for Redis."""
@@ -368,6 +450,8 @@ class RedisBroker:
         try:
             await asyncio.wait_for(self._ready.wait(), self.timeout)
         except asyncio.TimeoutError:
+            # Clients served meanwhile miss what other processes publish until it answers.
+            self._gapped = True
             log.warning("Redis at %s did not answer within %.0f s: starting degraded "
                         "(/healthz 503), connecting in the background", self._where(),
                         self.timeout)
@@ -377,7 +461,7 @@ class RedisBroker:
         tasks, self._tasks = self._tasks, []
         listeners, self._listener_tasks = self._listener_tasks, {}
         # not cancel() and gather(): a cancel may be swallowed
-        await cancel_all(tasks + list(listeners.values()))
+        await cancel_all(tasks + list(self._gap_tasks) + list(listeners.values()))
         for listener in self._listeners.values():
             listener.release()
             await listener.pool.disconnect()
@@ -419,7 +503,7 @@ class RedisBroker:
         """Counters for the metrics: each is exported as ``realtime_broker_<name>_total``."""
         return {
             "published": self.published, "received": self.received,
-            "dropped": self.dropped, "reconnects": self.reconnects,
+            "dropped": self.dropped, "reconnects": self.reconnects, "gaps": self.gaps,
         }
 
     # Health bookkeeping
@@ -483,14 +567,95 @@ class RedisBroker:
         listener.release()
         await listener.pool.disconnect()
 
-    def listener_up(self, listener: Listener, gap: set[str]) -> None:
-        """``listener`` is subscribed to its topics and hears from Redis; ``gap``: the
-        topics it carried across a gap (none on its first connection)."""
-        if gap:
-            self._after_gap(gap)
+    def listener_up(self, listener: Listener) -> None:
+        """``listener`` is subscribed to its topics and hears from Redis: once every
+        listener is, the broker is whole again, and catches up after a gap."""
         if self.listening:
             self._ready.set()
             self._maybe_up()
+            if self._gapped:
+                self._gapped = False
+                self._after_gap(set(self._topics))
+
+    # Gaps
+
+    def _after_gap(self, topics: set[str]) -> None:
+        """The subscription to ``topics`` was interrupted and is whole again (every
+        SUBSCRIBE confirmed): hold their live messages and have the hub catch their
+        subscribers up, then hand over what was held. Each listener (one per connection)
+        calls it once per interruption it recovers from."""
+        self.gaps += 1
+        if self._recover is None:  # nobody to catch topics up: what was held goes as it is
+            topics = set()
+        topics = {topic for topic in topics if topic in self._topics}
+        # Held since the gap began on a topic no catch-up covers (left since, or none to
+        # run): handed over as it is.
+        stray = {topic for topic in self._held if topic not in topics | self._holds.keys()}
+        for topic in topics | stray:
+            self._holds[topic] = self._holds.get(topic, 0) + 1
+            self._held.setdefault(topic, [])
+        self._hand_over(stray)
+        if not topics:
+            return
+        task = asyncio.ensure_future(self._catch_up(topics))
+        self._gap_tasks.add(task)
+        task.add_done_callback(self._gap_tasks.discard)
+
+    async def _catch_up(self, topics: set[str]) -> None:
+        """One catch-up after another, so none delivers what another is delivering."""
+        assert self._recover is not None
+        try:
+            async with self._catching_up:
+                await self._recover(topics)
+        except Exception:  # a bug: the topics must not stay held
+            log.exception("catching up %d topics after a gap failed", len(topics))
+            if self._abandon is not None:
+                self._abandon(topics)
+        finally:
+            self._hand_over(topics)
+
+    def _hold(self, topic: str, envelope: Envelope, message_id: Optional[int]) -> None:
+        """Keep a live message of a topic being caught up, within ``max_queue_bytes`` in
+        all; past that the topic's subscribers are ended once the catch-up is over."""
+        if topic in self._overflowed:
+            return
+        held = self._held.setdefault(topic, [])
+        self._held_bytes += len(envelope.data)
+        if self._held_bytes > self.max_queue_bytes:
+            self._overflowed.add(topic)
+            self._held_bytes -= sum(len(each.data) for each, _ in held)
+            self._held_bytes -= len(envelope.data)
+            held.clear()
+            return
+        held.append((envelope, message_id))
+
+    def _hand_over(self, topics: set[str]) -> None:
+        """A catch-up of ``topics`` is over: deliver what was held on the topics no other
+        catch-up holds, less what the catch-up delivered already."""
+        done = set()
+        for topic in topics:
+            left = self._holds.get(topic, 0) - 1
+            if left > 0:
+                self._holds[topic] = left
+                continue
+            self._holds.pop(topic, None)
+            done.add(topic)
+        overflowed = done & self._overflowed
+        self._overflowed -= overflowed
+        if overflowed and self._abandon is not None:
+            self._abandon(overflowed)
+        for topic in done:
+            for envelope, message_id in self._held.pop(topic, []):
+                self._held_bytes -= len(envelope.data)
+                if topic not in self._topics or topic in overflowed:
+                    continue
+                if message_id is not None:
+                    current = self._last_ids.get(topic)
+                    if current is not None and message_id <= current:
+                        continue
+                    self._last_ids[topic] = message_id
+                self._hand(topic, envelope)
+            self._sent_alone.pop(topic, None)
 
     def message(self, channel: bytes, data: bytes) -> None:
         """A listener read ``data`` on ``channel``: hand it to the hub unless it is this
@@ -506,23 +671,41 @@ class RedisBroker:
                 log.warning("ignoring a message on %r that is not in this broker's format "
                             "(further ones are counted, not logged)", channel)
             return
-        origin, envelope = decoded
-        if origin == self.origin or self._deliver is None:
+        origin, envelope, message_id = decoded
+        if origin == self.origin or topic not in self._topics or self._deliver is None:
             return
         self.received += 1
+        # Held from the moment a gap began: a message that arrives on the new connection
+        # before its catch-up starts (SUBSCRIBE confirmed, PING not answered yet) must not
+        # move the topic's last id past what was missed.
+        if self._gapped or (self._holds and topic in self._holds):
+            self._hold(topic, envelope, message_id)
+            return
+        if message_id is not None:
+            self._last_ids[topic] = message_id
+        self._hand(topic, envelope)
+
+    def _hand(self, topic: str, envelope: Envelope) -> None:
+        """Give the hub one message from Redis."""
+        assert self._deliver is not None
         try:
             self._deliver(topic, envelope)
         except Exception:  # a bug in delivery must not leave the process deaf
             log.exception("delivering a message from Redis on %s failed", topic)
 
     def gap_closed(self, topics: set[str]) -> None:
-        """A listener is subscribed to ``topics``, taken over from another node's."""
-        if topics:
+        """A listener is subscribed to ``topics``, taken over from another master's
+        listener (a re-mapped cluster): what was published on them meanwhile may be
+        missed. Nothing to do while the broker is gapped: its catch-up covers every
+        topic."""
+        if topics and not self._gapped:
             self._after_gap(topics)
 
     def listener_down(self, listener: Listener, error: BaseException) -> None:
         """``listener`` lost its connection (it reconnects by itself); on a cluster, the
         slots may have moved."""
+        if self._ready.is_set():
+            self._gapped = True  # whatever was published from now on is missed
         self._went_down(error)
         if self.cluster:
             self.remap()

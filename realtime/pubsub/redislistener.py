@@ -6,8 +6,9 @@ It sends its own PING every ``ping_interval`` seconds and declares the connectio
 nothing at all came back for ``timeout`` seconds (a half-open connection, a paused Redis); a
 closed connection is noticed at once. Either way it reconnects with jittered exponential
 backoff capped at ``max_backoff`` seconds, until stopped, and subscribes its topics again;
-once Redis confirmed them it tells the broker (``after_gap``) which topics it carried across
-the gap. On a cluster it speaks sharded pub/sub (``SSUBSCRIBE``, one command per slot, as
+once Redis confirmed them it tells the broker (``listener_up``), which catches up after the
+gap; topics taken over from another master's listener are reported once subscribed here
+(``gap_closed``). On a cluster it speaks sharded pub/sub (``SSUBSCRIBE``, one command per slot, as
 Redis requires): a ``MOVED`` answer or a ``sunsubscribe`` Redis sends by itself (the slot
 moved away) asks the broker to map the slots again (``remap``).
 """
@@ -64,7 +65,6 @@ class Listener:
         # reported yet, and those whose report waits for the PONG of a PING, by its text.
         self._moved: set[str] = set()
         self._gap_pings: dict[bytes, set[str]] = {}
-        self._gap_report: set[str] = set()  # reported once this connection is subscribed
 
     @property
     def where(self) -> str:
@@ -159,7 +159,7 @@ class Listener:
                 self.connections += 1
                 if self.connections > 1:
                     broker.reconnects += 1
-                await self._listen(conn, reconnected=self.connections > 1)
+                await self._listen(conn)
             except Exception as exc:
                 if not isinstance(exc, broker.failures + (ConnectionDead,)):
                     # A bug (or a reply we did not expect) must not leave the process deaf.
@@ -174,17 +174,13 @@ class Listener:
             await asyncio.sleep(random.uniform(backoff / 2, backoff))
             backoff = min(backoff * 2, broker.max_backoff)
 
-    async def _listen(self, conn: Any, reconnected: bool) -> None:
+    async def _listen(self, conn: Any) -> None:
         """Serve one connection until it fails (it raises)."""
         loop = asyncio.get_running_loop()
         broker = self.broker
         subscribed: set[str] = set()  # topics subscribed on this connection
         self._last_heard = loop.time()
         await self._sync_topics(conn, subscribed)
-        # Once subscribed: the topics wanted across the gap (every one after a reconnect).
-        self._gap_report = (set(subscribed) if reconnected else set()) | (
-            self._moved & subscribed)
-        self._moved -= subscribed
         # Redis answers in order: the PONG to this PING means every SUBSCRIBE before it
         # took effect.
         await self._send(conn, "PING", b"subscribed")
@@ -321,5 +317,6 @@ class Listener:
             self.broker.gap_closed(moved & self.topics)
         if text == b"subscribed" and not self.listening:
             self.listening = True
-            report, self._gap_report = self._gap_report & self.topics, set()
-            self.broker.listener_up(self, report)
+            self.broker.listener_up(self)
+            if self._moved:  # report the topics taken over (a PING after their SUBSCRIBE)
+                self._wake.set()

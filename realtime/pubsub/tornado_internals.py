@@ -28,6 +28,10 @@ that changes them fails there loudly instead of silently switching something off
   and never be counted. ``CountingProtocol`` overrides ``WebSocketProtocol13._receive_frame``
   (one frame read and handled per call, Tornado 6.x); ``check_tornado()`` fails at import
   if it is gone, so the server refuses to start without it.
+* **Answering an invalid close frame with 1002** (``CountingProtocol._handle_message``):
+  Tornado echoes whatever close code a client sends, a reserved or undefined one too, and
+  fails on a reason that is not UTF-8; RFC 6455 wants such a close answered with 1002 (1007
+  for the reason). The check itself is ``realtime.wire.closecodes.close_frame_problem``.
 * **A response's reason phrase** (``reason_phrase``): what ``set_status`` set, for the
   JSON and HTML error bodies (``RequestHandler._reason``).
 * **Accepting through our own loop** (``add_listening_socket``): what
@@ -49,13 +53,14 @@ from tornado.web import RequestHandler
 from tornado.websocket import WebSocketProtocol, WebSocketProtocol13
 
 from realtime.pubsub.delivery import CLOSED, STALLED, WRITTEN
+from realtime.wire.closecodes import close_frame_problem
 
 # Every private name of Tornado's used below, by the class that owns it (instance
 # attributes and methods alike). tests/pubsub/test_tornado_internals.py checks each one.
 INTERNALS: dict[type, tuple[str, ...]] = {
     IOStream: ("_write_buffer", "_total_write_index", "_total_write_done_index",
                "_add_io_state"),
-    WebSocketProtocol13: ("_compressor", "_receive_frame"),
+    WebSocketProtocol13: ("_compressor", "_receive_frame", "_handle_message"),
     HTTP1Connection: ("_chunking_output",),
     RequestHandler: ("_reason",),
     TCPServer: ("_sockets", "_handlers", "_handle_connection"),
@@ -241,6 +246,18 @@ class CountingProtocol(WebSocketProtocol13):
         # A close frame or a protocol error ends the connection: nothing left to count.
         if counter.frames_counted == counted and not self.client_terminated:
             counter.on_fragment()
+
+    def _handle_message(self, opcode: int, data: bytes) -> Any:
+        # A close frame (0x8) with an invalid code, a 1-byte payload or a reason that is not
+        # UTF-8 is answered with 1002 (1007) instead of echoed; the handler's close() records
+        # the code for the disconnect log. Everything else is Tornado's.
+        if opcode == 0x8 and not self.client_terminated:
+            problem = close_frame_problem(data)
+            if problem is not None:
+                self.client_terminated = True  # so the close ends the stream at once
+                self.handler.close(*problem)
+                return None
+        return super()._handle_message(opcode, data)
 
 
 def counting(protocol: Optional[WebSocketProtocol]) -> Optional[WebSocketProtocol]:

@@ -21,23 +21,81 @@ repeated. A vote publishes its tally as soon as the store hands it back, with no
 between: a process's tallies go out in commit order.
 
 Voter identity (the signed cookie) is the transport's to read; the session is given it.
+
+Gaps. Tallies are not kept anywhere to be replayed: after the broker missed what other
+processes published (``Hub.catch_up``), ``poll_refresher`` sends each poll's subscribers
+here a fresh ``tally`` read from the store (or ``deleted``), which replaces the counts the
+page shows.
 """
 
+import asyncio
+import time
 from typing import Iterator, Optional
 
 import orjson
 
 from realtime.pubsub.envelope import Envelope
-from realtime.pubsub.hub import Connection, Hub, Send
-from realtime.votes.spec import POLL_ID_MAX, Poll
+from realtime.pubsub.hub import Connection, GapHandler, Hub, Send
+from realtime.votes.spec import POLL_ID_MAX, Poll, Tally
 from realtime.votes.store import Polls, refused
 from realtime.wire.messages import ClientError, Message
+
+
+TOPIC_PREFIX = "vote."
+# Seconds a refresh after a gap waits for the store to answer (it may find Redis back a
+# moment after the broker); past that the poll's subscribers here are ended instead.
+REFRESH_WAIT = 5.0
 
 
 def poll_topic(poll_id: str) -> str:
     """The hub topic of one poll's tallies and state changes (``closed``, ``reopened``,
     ``deleted``)."""
-    return f"vote.{poll_id}"
+    return f"{TOPIC_PREFIX}{poll_id}"
+
+
+class _StillUnavailable(Exception):
+    """The store did not answer within ``REFRESH_WAIT`` seconds."""
+
+
+async def _poll_soon(store: Polls, poll_id: str) -> Optional[Poll]:
+    """``find_poll``, tried again for up to ``REFRESH_WAIT`` seconds while the store is
+    unavailable.
+
+    Raises:
+        _StillUnavailable: it did not answer in that time.
+    """
+    deadline = time.monotonic() + REFRESH_WAIT
+    while True:
+        try:
+            return await find_poll(store, poll_id)
+        except ClientError:  # unavailable: the store has not found Redis back yet
+            if time.monotonic() >= deadline:
+                raise _StillUnavailable() from None
+        await asyncio.sleep(0.1)
+
+
+def poll_refresher(store: Polls, hub: Hub) -> GapHandler:
+    """The hub's gap handler for polls: each poll topic's subscribers here get a fresh
+    ``tally`` (or ``deleted``), or are ended if the store cannot say; see Gaps in the
+    module docstring."""
+
+    async def refresh(topics: set[str]) -> set[str]:
+        mine = {topic for topic in topics if topic.startswith(TOPIC_PREFIX)}
+        for topic in mine:
+            poll_id = topic[len(TOPIC_PREFIX):]
+            try:
+                poll = await _poll_soon(store, poll_id)
+            except _StillUnavailable:
+                hub.end_topics({topic})
+                continue
+            if poll is None:
+                hub.publish_here(topic, {"type": "deleted", "poll": poll_id})
+            else:
+                votes = {option.id: option.votes for option in poll.options}
+                hub.publish_here(topic, Tally(poll.id, votes).to_json())
+        return mine
+
+    return refresh
 
 
 async def find_poll(store: Polls, poll_id: str) -> Optional[Poll]:

@@ -50,6 +50,9 @@ def encode(message: Message) -> bytes:
 
 
 UNAVAILABLE = "unavailable"  # a store or broker the request needs does not answer now
+# A nickname a process could no longer prove it held (another process holds it now, or its
+# lease could not be renewed in time): the connection is anonymous again.
+NICK_LOST = "nick_lost"
 
 
 def is_unavailable(error: object) -> bool:

@@ -45,6 +45,9 @@ const MESSAGE_ERRORS = new Set(["bad_message", "too_long", "no_such_user", "nick
 // Closes that a retry with the same ?since= would likely earn again (a welcome too big for
 // us, a rule broken): the next attempt asks for the newest history instead of a replay.
 const DROP_SINCE_CLOSES = new Set([1008, 1009]);
+// The server missed messages from the other processes (Redis was interrupted) and cannot
+// give them on this connection: reconnecting with ?since= fetches them from history.
+const GAP_CLOSE = 1012;
 const MAX_TEXT = 4000; // code points, as the server counts them
 const COUNTER_FROM = 3500; // the counter shows from here on
 const NEAR_END_PX = 80; // closer than this to the bottom counts as "at the end"
@@ -56,6 +59,7 @@ let socket = null;
 let myNick = null; // the nickname the server gave us
 let wantedNick = ""; // the nickname asked for, until the server confirms it
 let lastId = null; // highest message id seen in this room
+let gapNotice = false; // the notice shows a GAP_CLOSE until the next welcome
 let replayDropped = false; // the last reconnect left ?since= out: messages may be missing
 let seen = new Set(); // ids already on screen
 let online = [];
@@ -219,6 +223,10 @@ function send(text, to) {
 }
 
 function onWelcome(frame) {
+  if (gapNotice) {
+    gapNotice = false;
+    showNotice(""); // caught up: the welcome says below what it could give back
+  }
   myNick = frame.nick;
   if (myNick) {
     nickInput.value = myNick;
@@ -282,6 +290,20 @@ function onFrame(frame) {
       readers = frame.count;
       renderOnline();
       break;
+    case "online": {
+      // After the server lost its link to the others for a moment: who is here now. The
+      // changes it missed are told as a reconnect's welcome tells them.
+      const before = online;
+      online = frame.online;
+      for (const nick of online) {
+        if (nick !== myNick && !before.includes(nick) && !cameBack(nick)) renderPresence("joined", nick);
+      }
+      for (const nick of before) {
+        if (nick !== myNick && !online.includes(nick)) renderPresence("left", nick);
+      }
+      renderOnline();
+      break;
+    }
     case "renamed":
       online = online.map((nick) => (nick === frame.from ? frame.to : nick));
       if (!online.includes(frame.to)) online.push(frame.to);
@@ -330,6 +352,26 @@ function onFrame(frame) {
         nickInput.value = myNick ?? nickInput.value;
         nickInput.focus();
         renderOnline();
+      }
+      if (frame.code === "nick_lost") {
+        if (myNick !== null) {
+          // The server could not prove the nickname was still ours: anonymous now, and
+          // neither a reconnect nor a join asks for it again unless the user does.
+          const lost = myNick;
+          myNick = null;
+          wantedNick = "";
+          joinAsked = null;
+          nickBeforeJoin = undefined;
+          nickInput.value = lost;
+          renderEvent(`You lost the nickname ${lost}; you are reading without one. Pick a nickname to speak again.`);
+          showWhere();
+          renderOnline();
+          nickInput.focus();
+        } else if (pending.length) {
+          // The second one: a message of ours refused as the nickname went.
+          const failed = pending.shift();
+          if (!textInput.value) textInput.value = failed.text;
+        }
       }
       // An answer to a message we sent (over HTTP, `unsent` says so): it will not come back.
       if ((frame.unsent || MESSAGE_ERRORS.has(frame.code)) && pending.length) {
@@ -385,6 +427,10 @@ function enter(newRoom, nick) {
   });
   socket.addEventListener("json", (event) => onFrame(event.detail));
   socket.addEventListener("close", (event) => {
+    if (event.detail.code === GAP_CLOSE) {
+      showNotice("The server lost its link to the others for a moment; catching up…");
+      gapNotice = true;
+    }
     if (DROP_SINCE_CLOSES.has(event.detail.code) && lastId !== null) {
       lastId = null;
       replayDropped = true;

@@ -1,9 +1,11 @@
 """Chat rules without a server: nicknames, text, ids, history and replay."""
 
 import tracemalloc
+import unicodedata
 
 import pytest
 
+from realtime.chat import nickprofile
 from realtime.chat.rules import Room, Rooms, check_text, nick_key, normalize_nick
 from realtime.wire.messages import ClientError, encode
 
@@ -40,6 +42,62 @@ def test_nick_keys_compare_case_and_compatibility_insensitively():
     """Alice, alice, ALICE and full-width ａｌｉｃｅ are one nickname."""
     keys = {nick_key(normalize_nick(n)) for n in ["Alice", "alice", "ALICE", "ａｌｉｃｅ"]}
     assert len(keys) == 1
+
+
+@pytest.mark.parametrize("nick", ["\u0430lice", "alic\u0435", "Tanaka\u7530\u4e2d",
+                                  "p\u0430yp\u0430l"])
+def test_mixed_script_nicknames_are_refused(nick):
+    """A nickname mixing scripts (Latin with a Cyrillic а or е, Latin with Han) is bad_nick."""
+    with pytest.raises(ClientError) as raised:
+        normalize_nick(nick)
+    assert raised.value.code == "bad_nick" and "one script" in raised.value.message
+
+
+@pytest.mark.parametrize("nick", ["a\u2028b", "a\u2029b", "a\u202eb", "a\u202db", "a\u2066b",
+                                  "a\u2069b", "a\u200fb", "a\u061cb"])
+def test_separators_and_bidi_controls_in_nicknames_are_refused(nick):
+    """The line and paragraph separators and every bidi control are bad_nick."""
+    assert code_of(normalize_nick, nick) == "bad_nick"
+
+
+@pytest.mark.parametrize("nick", ["<script>", "alice\u2665", "bob\U0001f600", "a:b", "a[b]",
+                                  "1\u0663", "e\u0301\u0301"])
+def test_nicknames_outside_the_identifier_profile_are_refused(nick):
+    """Symbols, emoji, brackets, colons, mixed digit systems, a doubled mark: bad_nick."""
+    assert code_of(normalize_nick, nick) == "bad_nick"
+
+
+@pytest.mark.parametrize("nick", ["alice smith", "jean-luc", "o'brien", "j.r.", "Zo\u00eb",
+                                  "\u7530\u4e2d\u3055\u3093", "\u0430\u043d\u044f", "r2d2",
+                                  "\u0391\u03b8\u03b7\u03bd\u03ac", "snake_case"])
+def test_single_script_nicknames_are_accepted(nick):
+    """Names of one script (Japanese counts as one), with spaces, - . ' _ and digits, pass."""
+    assert normalize_nick(nick) == nick
+
+
+@pytest.mark.parametrize("first, second", [
+    ("ace", "\u0430\u0441\u0435"),  # all-Cyrillic асе
+    ("alice", "AL\u0130CE"),  # Turkish capital dotted I
+    ("modern", "rnodern"),
+    ("bob smith", "bob  smith"),
+    ("Zo\u00eb", "zoe\u0308"),
+])
+def test_look_alike_nicknames_have_one_key(first, second):
+    """Nicknames whose confusable skeletons match, after case folding, are one nickname."""
+    assert nick_key(normalize_nick(first)) == nick_key(normalize_nick(second))
+
+
+def test_different_nicknames_keep_different_keys():
+    """Look-alike folding does not merge nicknames that read differently."""
+    keys = {nick_key(normalize_nick(nick)) for nick in ["alice", "alicia", "bob", "zoe", "zoë"]}
+    assert len(keys) == 5
+
+
+def test_look_alike_nickname_is_taken_in_a_room():
+    """A room refuses with nick_taken a nickname that looks like one held."""
+    room = Room("lobby")
+    room.join("a", "ace")
+    assert code_of(room.join, "b", "\u0430\u0441\u0435") == "nick_taken"
 
 
 @pytest.mark.parametrize("text, code", [("", "bad_message"), ("  \n", "bad_message"),
@@ -252,6 +310,18 @@ def test_rooms_share_one_byte_budget_oldest_first():
     assert len(busy.history(speaker_in(busy))[0]) == 4
 
 
+def test_the_budget_counts_a_text_by_its_memory_when_that_is_larger():
+    """4,000 letters and an emoji (4 KB as JSON, 20 KB in CPython) count 20 KB: a 50,000-byte
+    budget keeps two such messages, not ten."""
+    rooms = Rooms(room_history_bytes=10**6, history_bytes=50_000)
+    room = rooms.get("lobby")
+    writer = speaker_in(room)
+    for n in range(8):
+        room.say(writer, f"{n}" + "x" * 3998 + "\N{GRINNING FACE}")
+    assert len(room.history(writer)[0]) == 2
+    assert rooms.budget.bytes <= 50_000
+
+
 def test_empty_room_without_messages_is_forgotten_when_its_last_connection_closes():
     """A room nobody is in and with no history goes at once."""
     rooms = Rooms()
@@ -341,3 +411,33 @@ def test_history_memory_stays_within_the_budget():
         tracemalloc.stop()
     assert rooms.budget.bytes <= 2 * 1024 * 1024
     assert held < 3 * 1024 * 1024
+
+
+def test_unname_leaves_every_connection_of_the_nickname_in_the_room_anonymous():
+    """A nickname taken from a member (fencing) leaves all its connections in the room,
+    anonymous readers, and the nickname free there."""
+    room = Room("r")
+    for connection in ("c1", "c2", "c3"):
+        room.enter(connection, "cookie-a" if connection != "c3" else "cookie-b")
+    room.join("c1", "Alice")
+    room.join("c2", "alice")
+    room.join("c3", "bob")
+    nick, connections = room.unname(nick_key("ALICE"))
+    assert (nick, sorted(connections)) == ("Alice", ["c1", "c2"])
+    assert (room.nick("c1"), room.nick("c2"), room.online(), room.readers()) == (
+        None, None, ["bob"], 2)
+    assert room.unname(nick_key("alice")) is None
+
+
+def test_every_key_is_plain_text():
+    """The key of any character a nickname may hold is text with no control, format or
+    separator character but space, so it is safe in a Redis key's name and a topic."""
+    allowed = nickprofile.ALLOWED
+    for char in (str(item) for item in allowed):
+        try:
+            nick = normalize_nick(char)
+        except ClientError:  # assigned after Python's Unicode version, or space alone
+            continue
+        for cat in map(unicodedata.category, nick_key(nick)):
+            assert cat[0] != "C" and (cat[0] != "Z" or cat == "Zs"), hex(ord(char))
+    assert " " not in nick_key("a") and nick_key("a b") == "a b"

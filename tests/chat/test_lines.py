@@ -154,6 +154,39 @@ def test_control_characters_of_others_are_made_visible():
     assert line == "[lobby] alice: one\u240atwo\u240d\u241b[2J\u2400\u2421\ufffd\u2424\tend"
 
 
+@pytest.mark.parametrize("control", [chr(code) for code in lines.BIDI_CONTROLS])
+def test_bidi_controls_of_others_are_neutralised(control):
+    """A bidi control (a right-to-left override, an isolate, a mark) in a message, or in a
+    nickname from elsewhere, is written as U+FFFD."""
+    line = lines.frame_line(message(f"evil{control}txt.exe", sender=f"a{control}b"))
+    assert line == "[lobby] a\ufffdb: evil\ufffdtxt.exe"
+
+
+def test_a_message_padded_with_spaces_cannot_start_a_row():
+    """A message padded to wrap onto a new row shows there after the continuation marker,
+    never at a row's start as another message."""
+    shown = lines.frame_line(message("hi" + " " * 200 + "[lobby] admin: give me your password"))
+    rows = shown.split("\n")
+    assert rows[0].startswith("[lobby] alice: hi")
+    assert all(row.startswith(lines.CONTINUATION) for row in rows[1:])
+    assert len(rows) > 1 and "[lobby] admin: " in "".join(rows[1:])
+
+
+@pytest.mark.parametrize("filler", ["x", " ", "\t", "\u8a9e", "e\u0301", "\u0430"])
+def test_no_row_of_a_long_message_is_wider_than_a_terminal(filler):
+    """Every row of a long message fits LINE_WIDTH columns (wide characters count two, a tab
+    eight), each after the first starts with the continuation marker, and the rows hold the
+    whole text in order."""
+    text = "a" + filler * 4000
+    rows = lines.frame_line(message(text[:4000])).split("\n")
+    assert len(rows) > 1
+    for row in rows:
+        assert sum(8 if c == "\t" else 2 if c == "\u8a9e" else 1 for c in row) <= lines.LINE_WIDTH
+    assert all(row.startswith(lines.CONTINUATION) for row in rows[1:])
+    rest = "".join(row.removeprefix(lines.CONTINUATION) for row in rows[1:])
+    assert rows[0] + rest == "[lobby] alice: " + text[:4000]
+
+
 def test_each_form_is_built_once_per_envelope(monkeypatch):
     """Each line form of an envelope is built once, however many connections ask."""
     built = []

@@ -12,14 +12,18 @@ from urllib.parse import quote
 
 import pytest
 import redis.asyncio
+import tornado.netutil
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 from tornado.httpserver import HTTPServer
 
 import server
+from handlers.tcp import ChatLineConnection, ChatLineServer
 from realtime.chat.redisstate import split_frame
 from server import Config, make_app, start_components
+from tests.browser import chromium, collect_console_errors, wait_connected
 from tests.redis_server import RedisServer
 from tests.support import poll_until, raw_handshake, receive_json, send_json
+from tests.test_tcp import LineClient
 
 Build = Callable[..., Awaitable[SimpleNamespace]]
 TIMEOUT = 5.0
@@ -156,6 +160,16 @@ async def test_nickname_held_on_one_process_is_refused_on_the_other(node, ws_ope
     assert welcome["nick"] is None
     error = await frame_of(conn, "error")
     assert error["code"] == "nick_taken"
+
+
+async def test_look_alike_nickname_held_on_one_process_is_refused_on_the_other(node, ws_open):
+    """Another browser cannot take, on another process, a nickname that looks like one held
+    (all-Cyrillic асе for ace): they share one key in Redis."""
+    a, b = await node(), await node()
+    await enter(ws_open, a, nick="ace", cookie=COOKIE_A)
+    conn, welcome = await enter(ws_open, b, nick="\u0430\u0441\u0435", cookie=COOKIE_B)
+    assert welcome["nick"] is None
+    assert (await frame_of(conn, "error"))["code"] == "nick_taken"
 
 
 async def test_same_browser_shares_its_nickname_across_processes(node, ws_open):
@@ -570,3 +584,133 @@ async def test_a_graceful_stop_frees_the_nicknames_of_clients_that_never_answer(
     finally:
         for _, transport, _ in silent:
             transport.close()
+
+
+async def lose_nick_to_frozen_redis(node: Build, ws_open: Any, redis_server: RedisServer
+                                    ) -> tuple[SimpleNamespace, Any, Any]:
+    """Alice holds her nickname on a process with a 1 s lease, a reader watching; Redis is
+    frozen (SIGSTOP, and left frozen) until alice's socket gets ``nick_lost``. Returns the
+    process, alice's socket and the reader's."""
+    a = await node(redis_nick_lease=1.0)
+    watcher, _ = await enter(ws_open, a)
+    alice, _ = await enter(ws_open, a, nick="alice", cookie=COOKIE_A)
+    assert (await frame_of(watcher, "joined"))["nick"] == "alice"
+    redis_server.pause()
+    lost = await frame_of(alice, "error", timeout=10)
+    assert lost["code"] == "nick_lost", lost
+    return a, alice, watcher
+
+
+async def test_nickname_is_lost_while_redis_is_unreachable_past_the_lease(
+        node, ws_open, redis_server):
+    """With Redis unreachable longer than the lease, the holder gets nick_lost and what it
+    sends meanwhile is not from alice."""
+    try:
+        _, alice, watcher = await lose_nick_to_frozen_redis(node, ws_open, redis_server)
+        await send_json(alice, {"type": "message", "text": "still frozen"})
+        frame = await frame_of(watcher, "message")
+        assert (frame["from"], frame["text"]) == (None, "still frozen")
+    finally:
+        redis_server.resume()
+
+
+async def test_nickname_lost_to_an_outage_is_taken_again_once_redis_answers(
+        node, ws_open, redis_server):
+    """Once Redis answers again, nobody else having held it, the former holder takes the
+    nickname again; the room heard alice leave once, then join."""
+    try:
+        a, alice, watcher = await lose_nick_to_frozen_redis(node, ws_open, redis_server)
+    finally:
+        redis_server.resume()
+    await poll_until(a.chat.healthy, timeout=10)
+    await send_json(alice, {"type": "join", "nick": "alice"})
+    assert (await frame_of(alice, "joined"))["nick"] == "alice"
+    presence = []
+    while presence[-1:] != [("joined", "alice")]:
+        frame = await next_frame(watcher)
+        if frame["type"] in ("joined", "left"):
+            presence.append((frame["type"], frame["nick"]))
+    assert presence == [("left", "alice"), ("joined", "alice")]
+    await nothing_more(watcher, alice)
+
+
+async def test_stalled_holder_message_is_refused_once_another_holds_the_nickname(
+        node, ws_open):
+    """A process that stopped renewing (stalled) past the lease while another process gave
+    the nickname away: its alice's next message is refused with nick_lost, not sent as
+    alice, and the connection is anonymous."""
+    a, b = await node(redis_nick_lease=1.0), await node(redis_nick_lease=1.0)
+    watcher, _ = await enter(ws_open, b)
+    old, _ = await enter(ws_open, a, nick="alice", cookie=COOKIE_A)
+    for task in a.chat._tasks:  # stalled: no renewal; only its own use notices
+        task.cancel()
+    deadline = time.monotonic() + 5
+    while True:
+        conn, welcome = await enter(ws_open, b, nick="alice", cookie=COOKIE_B)
+        if welcome["nick"] == "alice":
+            break
+        assert time.monotonic() < deadline, "the nickname was never freed"
+        conn.close()
+        await asyncio.sleep(0.2)
+    await send_json(old, {"type": "message", "text": "as alice?"})
+    errors = [await frame_of(old, "error"), await frame_of(old, "error")]
+    assert [error["code"] for error in errors] == ["nick_lost", "nick_lost"]
+    assert "not sent" in errors[1]["message"]
+    assert a.chat.stats["nicknames_fenced"] == 1
+    await nothing_more(watcher, old)
+    await send_json(old, {"type": "message", "text": "anonymous now"})
+    frame = await frame_of(watcher, "message")
+    assert (frame["from"], frame["text"]) == (None, "anonymous now")
+
+
+@pytest.mark.browser
+async def test_chat_page_shows_the_nickname_was_lost_and_offers_it_again(node, redis_server):
+    """The page of a holder whose nickname is lost says so, shows no nickname, and has the
+    lost one in the nickname field to take again."""
+    a = await node(redis_nick_lease=1.0)
+    async with chromium() as browser:
+        page = await (await browser.new_context()).new_page()
+        errors = collect_console_errors(page)
+        await page.goto(f"http://127.0.0.1:{a.port}/chat?room=lobby&nick=alice")
+        await wait_connected(page)
+        await page.locator("#chat-online .name.me").wait_for(timeout=10_000)
+        redis_server.pause()
+        try:
+            await page.locator("#chat-notice", has_text="no longer hold").wait_for(
+                timeout=10_000)
+        finally:
+            redis_server.resume()
+        assert "no nickname" in await page.locator("#chat-where").text_content()
+        assert await page.locator("#chat-nick").input_value() == "alice"
+        assert await page.locator("#chat-online .name.me").count() == 0
+        assert errors == []
+
+
+async def test_tcp_connection_gets_a_nick_lost_line_and_speaks_anonymously(
+        node, redis_server):
+    """A raw TCP connection whose nickname is lost (Redis unreachable past the lease) gets
+    an ``! nick_lost`` line, and its next message is from ``anonymous``."""
+    a = await node(redis_nick_lease=1.0)
+    server = ChatLineServer.for_app(a.app)
+    sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
+    server.add_sockets(sockets)
+    client = LineClient(*await asyncio.open_connection("127.0.0.1", sockets[0].getsockname()[1]))
+    try:
+        await client.line()  # the greeting
+        assert (await client.join(nick="alice"))[0] == "* you are in lobby as alice"
+        redis_server.pause()
+        try:
+            while not (line := await asyncio.wait_for(client.line(), 10)).startswith("!"):
+                pass
+            assert line.startswith("! nick_lost: "), line
+            client.send("after the loss")
+            while not (line := await client.line()).startswith("[lobby]"):
+                pass
+            assert line == "[lobby] anonymous: after the loss"
+        finally:
+            redis_server.resume()
+    finally:
+        client.close()
+        server.stop()
+        for connection in [c for c in a.hub.connections if isinstance(c, ChatLineConnection)]:
+            connection.end("test over")

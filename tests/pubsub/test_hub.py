@@ -434,3 +434,31 @@ async def test_a_failing_writer_is_closed_and_never_stalls_the_fan_out(caplog):
     assert broken not in hub.connections
     assert all(s.frames == [b"one", b"two"] for s in subscribers)
     assert "broken writer" in caplog.text
+
+
+async def test_a_gap_on_topics_no_handler_takes_ends_their_subscribers():
+    """After a broker's gap, subscribers of topics a handler caught up keep going; those of
+    the others (and of a handler that failed) are closed for GAP and unsubscribed."""
+    hub = make_hub()
+    kept, ended, failed = FakeConnection(), FakeConnection(), FakeConnection()
+    hub.subscribe("chat.lobby", kept)
+    hub.subscribe("counter.clicks", ended)
+    hub.subscribe("vote.demo", failed)
+    caught_up: list[set[str]] = []
+
+    async def chat(topics: set[str]) -> set[str]:
+        caught_up.append(topics)
+        return {topic for topic in topics if topic.startswith("chat.")}
+
+    async def votes(topics: set[str]) -> set[str]:
+        raise RuntimeError("a bug in a gap handler")
+
+    hub.on_gap(chat)
+    hub.on_gap(votes)
+    await hub.catch_up({"chat.lobby", "counter.clicks", "vote.demo"})
+
+    assert caught_up == [{"chat.lobby", "counter.clicks", "vote.demo"}]
+    assert kept.closed_for is None and hub.topics(kept) == {"chat.lobby"}
+    assert ended.closed_for is CloseReason.GAP and failed.closed_for is CloseReason.GAP
+    assert hub.subscriber_count("counter.clicks") == hub.subscriber_count("vote.demo") == 0
+    assert hub.gap_closed == 2

@@ -195,6 +195,8 @@ async def test_every_internal_the_module_lists_exists_with_the_shape_relied_on(
     check(WebSocketProtocol13, "_receive_frame",
           inspect.iscoroutinefunction(getattr(WebSocketProtocol13, "_receive_frame", None))
           and type(connection) is CountingProtocol)
+    check(WebSocketProtocol13, "_handle_message", list(inspect.signature(
+        WebSocketProtocol13._handle_message).parameters) == ["self", "opcode", "data"])
     assert connection.mask_outgoing is False
     assert connection.is_closing() is False
     assert fast_stream(handler) is stream
