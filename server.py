@@ -104,7 +104,7 @@ class Config:
     """Everything ``make_app`` and ``serve`` need, and the one declaration of every option.
 
     Each ``option(...)`` field is a command-line flag, a ``REALTIME_*`` variable and a row of
-    the README's options table (``realtime.ops.options``); ``main()`` fills it from them.
+    the options table of docs/options.md (``realtime.ops.options``); ``main()`` fills it from them.
     """
 
     port: int = option(8888, "TCP port to listen on", group=NETWORK, maximum=65535)

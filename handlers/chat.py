@@ -84,7 +84,7 @@ def issue_chat_cookie(handler: Any) -> Optional[str]:
 
 
 class ChatSocketHandler(JsonSocketHandler):
-    """``/ws/chat/<room>``: group and private chat; see the README for the messages.
+    """``/ws/chat/<room>``: group and private chat; see docs/protocol.md for the messages.
 
     The room's state (nicknames, presence, history) is the ``ChatState``'s and the
     conversation with it the ``ChatSession``'s; this object reads frames and writes them.

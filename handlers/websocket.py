@@ -14,7 +14,7 @@ with a ``"type"`` and dispatched to the method ``handle_<type>``.
 
 A new endpoint is not written here: it is a session class (``realtime.apps.session``) and
 one route line (``handlers.apps.app_routes``), which serve it over a WebSocket, an event
-stream and POST alike (the README's "Adding an endpoint"). Subclass these classes only for
+stream and POST alike (docs/extending.md, "Adding an endpoint"). Subclass these classes only for
 a socket that is not JSON messages (``handlers/echo.py``).
 """
 

@@ -1,6 +1,6 @@
 """The shared counter across two real ``server.py`` processes on one real ``redis-server``,
 or a Redis Cluster (tests/cluster.py): the state and the fan-out of an app are shared, as
-the README says."""
+docs/scaling.md says."""
 
 import json
 

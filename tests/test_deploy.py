@@ -1,5 +1,5 @@
 """The shipped deploy/ files agree with each other: the systemd template unit, the
-single-process unit, both nginx sites and the README's "Scaling out" commands.
+single-process unit, both nginx sites and the commands of docs/scaling.md.
 
 tests/test_nginx_cluster.py runs the template's commands behind nginx-cluster.conf; this
 file checks what a run cannot show (the hardening, the instances documented, the parts the
@@ -47,13 +47,13 @@ def option_values(argv: list[str]) -> dict[str, str]:
 
 
 def test_upstream_ports_are_the_documented_instances():
-    """nginx-cluster.conf's upstream lists the ports that the unit and the README enable."""
+    """nginx-cluster.conf's upstream lists the ports that the unit and docs/scaling.md enable."""
     ports = upstream_ports(CLUSTER_SITE.read_text())
     assert ports == [8001, 8002, 8003, 8004]
     assert documented_instances(TEMPLATE.read_text()) == ports
-    scaling = (ROOT / "README.md").read_text().split("## Scaling out", 1)
-    assert len(scaling) == 2, "README.md has no `## Scaling out` section"
-    assert documented_instances(scaling[1].split("\n## ", 1)[0]) == ports
+    scaling = (ROOT / "docs" / "scaling.md").read_text()
+    assert scaling.startswith("# Scaling out\n"), "docs/scaling.md is not the Scaling out page"
+    assert documented_instances(scaling) == ports
 
 
 def test_cluster_site_is_the_single_site_but_for_its_upstream():

@@ -114,7 +114,7 @@ class Cluster:
     async def restart(self, port: int) -> None:
         """Restart one process as systemd does (SIGTERM, it exits 0 once its sockets are
         closed, then the same command again) and return once its /healthz answers 200, as
-        the README's rolling restart waits."""
+        the rolling restart of docs/scaling.md waits."""
         server = self.servers[port]
         server.terminate()
         await poll_until(lambda: server.poll() is not None, timeout=10)

@@ -58,7 +58,7 @@ async def test_pages_have_no_inline_script(http_server_client):
 
 
 async def test_healthz_answers_json(http_server_client):
-    """/healthz answers 200 with every field the README shows, each of its type."""
+    """/healthz answers 200 with every field docs/protocol.md shows, each of its type."""
     response = await http_server_client.fetch("/healthz")
     assert response.code == 200
     body = json.loads(response.body)

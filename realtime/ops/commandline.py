@@ -185,7 +185,7 @@ def _value_text(value: Any) -> str:
 
 
 def _plain(markdown: str) -> str:
-    """Help text for a terminal: the README's backticks dropped."""
+    """Help text for a terminal: the Markdown backticks of docs/options.md dropped."""
     return markdown.replace("`", "")
 
 

@@ -58,7 +58,7 @@ class HubCollector(Collector):
         # A networked broker's own counters, whatever they are (RedisBroker.stats).
         for name, value in (getattr(hub.broker, "stats", None) or {}).items():
             yield CounterMetricFamily(
-                f"realtime_broker_{name}", f"Broker counter: {name} (see the README).", value)
+                f"realtime_broker_{name}", f"Broker counter: {name} (see docs/protocol.md).", value)
 
 
 class ChatCollector(Collector):
@@ -73,7 +73,8 @@ class ChatCollector(Collector):
             "(always for the embedded one), else 0.", 1.0 if self.chat.healthy() else 0.0)
         for name, value in (getattr(self.chat, "stats", None) or {}).items():
             yield CounterMetricFamily(
-                f"realtime_chat_{name}", f"Chat state counter: {name} (see the README).", value)
+                f"realtime_chat_{name}", f"Chat state counter: {name} (see docs/protocol.md).",
+                value)
 
 
 class ServerMetrics:

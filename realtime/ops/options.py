@@ -3,7 +3,7 @@
 A field declared with ``option(default, help)`` is an option. From the dataclass alone come
 its command-line flag (``max_pending_bytes`` is ``--max-pending-bytes``), its environment
 variable (``REALTIME_MAX_PENDING_BYTES``), the value parsed into the dataclass, and its row
-in the README's options table (``markdown_table``). Fields declared with plain ``field``
+in the options table of docs/options.md (``markdown_table``). Fields declared with plain ``field``
 are not options (objects a test hands in, secrets).
 
 Types come from the annotations: ``int``, ``float``, ``bool``, ``str``, ``Optional[str]``
@@ -19,7 +19,7 @@ import tornado.options
 ENV_PREFIX = "REALTIME_"
 _HELP = "option.help"
 _SERVED = "option.served"  # the value a served process starts with, when not the field's
-_SHOWN = "option.shown"  # how the README writes the default, when not the plain value
+_SHOWN = "option.shown"  # how docs/options.md writes the default, when not the plain value
 _ALIASES = "option.aliases"  # old names that still set it (a flag and a variable each)
 _GROUP = "option.group"  # its heading in --help ("network", "limits", ...)
 _MAXIMUM = "option.maximum"  # the largest value accepted, if numbers above it make no sense
@@ -33,10 +33,10 @@ def option(
 
     Args:
         default: the value of the dataclass field (what ``make_app`` gets by default).
-        help: one sentence or two for ``--help`` and the README.
+        help: one sentence or two for ``--help`` and docs/options.md.
         served: the flag's default, where a served process needs another value than the
             dataclass (the data directory: none in tests, ``./data`` when served).
-        shown: the default as the README writes it, where the value itself says little.
+        shown: the default as docs/options.md writes it, where the value itself says little.
         aliases: old field names of the option, whose flag and variable still set it (a
             rename keeps deployments that use the old name working).
         group: the heading it is listed under in ``--help``.
@@ -69,7 +69,7 @@ def option_group(f: dataclasses.Field) -> str:  # type: ignore[type-arg]
 
 
 def option_help(f: dataclasses.Field) -> str:  # type: ignore[type-arg]
-    """The help text of an option, as the README writes it (Markdown)."""
+    """The help text of an option, as docs/options.md writes it (Markdown)."""
     return str(f.metadata[_HELP])
 
 
@@ -192,7 +192,7 @@ def _shown(f: dataclasses.Field) -> str:  # type: ignore[type-arg]
 
 
 def markdown_table(cls: type) -> str:
-    """The README's options table: flag, default, help, one row per option."""
+    """The options table of docs/options.md: flag, default, help, one row per option."""
     rows = ["| option | environment | default | what it does |", "| --- | --- | --- | --- |"]
     for f in option_fields(cls):
         help_text = f.metadata[_HELP].replace("|", "\\|")

@@ -25,7 +25,7 @@ class CloseCode(IntEnum):
 
 
 # The code and text a WebSocket closes with for each reason the hub gives; the texts are
-# what clients and the README have always seen.
+# what clients and docs/protocol.md have always seen.
 CLOSE_FOR_REASON: dict[CloseReason, tuple[CloseCode, str]] = {
     CloseReason.SLOW: (CloseCode.POLICY_VIOLATION, "slow consumer: messages were not read"),
     CloseReason.SHUTDOWN: (CloseCode.GOING_AWAY, "server shutting down"),

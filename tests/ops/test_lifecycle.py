@@ -83,20 +83,20 @@ def test_closer_names_are_listed_in_order():
 
 
 def registration_snippets() -> list[str]:
-    """The code that shows how a part registers its closer: in the README and in the
-    module's docstring."""
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    """The code that shows how a part registers its closer: in docs/deployment.md ("Graceful
+    shutdown") and in the module's docstring."""
+    readme = (ROOT / "docs" / "deployment.md").read_text(encoding="utf-8")
     start = readme.index("registers where `make_app` builds it:")
     block = readme[readme.index("```python\n", start) + len("```python\n"):]
     docstring = textwrap.dedent(lifecycle_module.__doc__.split("::\n", 1)[1].split("\n\n")[0])
     return [block[:block.index("```")], docstring]
 
 
-@pytest.mark.parametrize("where", ["README", "docstring"])
+@pytest.mark.parametrize("where", ["docs", "docstring"])
 async def test_registration_example_runs(where, tmp_path):
     """The documented example of registering a closer is real code: it runs as written and
     its closer runs at shutdown."""
-    snippet = registration_snippets()[["README", "docstring"].index(where)]
+    snippet = registration_snippets()[["docs", "docstring"].index(where)]
     names = dict(os=os, config=Config(data_dir=str(tmp_path)), lifecycle=Lifecycle(),
                  PollStore=PollStore, DB_FILENAME=DB_FILENAME)
     exec(snippet, names)

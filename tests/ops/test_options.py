@@ -9,7 +9,7 @@ from realtime.ops.options import (
     environment_args, join_option_values, markdown_table, option_fields, replace_table,
 )
 
-README = Path(__file__).resolve().parent.parent.parent / "README.md"
+OPTIONS_DOC = Path(__file__).resolve().parent.parent.parent / "docs" / "options.md"
 
 
 def parse(argv: list[str], environ: dict[str, str]) -> server.Config:
@@ -56,10 +56,10 @@ def test_an_empty_optional_path_is_none():
     assert parse(["--cookie-secret-file", "/tmp/s"], {}).cookie_secret_file == "/tmp/s"
 
 
-def test_every_option_has_a_flag_a_variable_and_a_readme_row():
-    """Each Config option is a row of the README table, exactly as generated from Config
-    (run scripts/readme-options after changing an option)."""
-    readme = README.read_text(encoding="utf-8")
+def test_every_option_has_a_flag_a_variable_and_a_documented_row():
+    """Each Config option is a row of the table in docs/options.md, exactly as generated from
+    Config (run scripts/readme-options after changing an option)."""
+    readme = OPTIONS_DOC.read_text(encoding="utf-8")
     assert replace_table(readme, markdown_table(server.Config)) == readme
     for f in option_fields(server.Config):
         assert f"`--{f.name.replace('_', '-')}`" in readme
