@@ -1,6 +1,7 @@
 """``GET /metrics``: Prometheus text with the counters the sockets and the hub keep."""
 
 import re
+from pathlib import Path
 
 import pytest
 import tornado.web
@@ -11,6 +12,7 @@ from server import Config, make_app
 from tests.probe import add_probe
 from tests.support import closed, connect, receive_json, receive_type, send_json
 
+PROTOCOL = Path(__file__).resolve().parent.parent.parent / "docs" / "protocol.md"
 SAMPLE = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_]\w*="([^"\\]|\\.)*",?)*\})? \S+$')
 
 
@@ -57,6 +59,17 @@ async def test_metrics_declare_every_family(http_server_client):
     ]:
         assert f"# TYPE {name} {kind}\n" in body
         assert f"# HELP {name} " in body
+
+
+async def test_every_family_is_a_row_of_the_documented_table(http_server_client):
+    """Each realtime_* family /metrics declares is a row of the metrics table in
+    docs/protocol.md, with its type."""
+    body = (await http_server_client.fetch("/metrics")).body.decode()
+    declared = dict(re.findall(r"^# TYPE (realtime_\w+) (\w+)$", body, re.M))
+    table = PROTOCOL.read_text(encoding="utf-8")
+    documented = dict(re.findall(r"^\| `(realtime_\w+)(?:\{[^}]*\})?` \| (\w+) \|", table, re.M))
+    assert declared
+    assert {name: kind for name, kind in declared.items() if documented.get(name) != kind} == {}
 
 
 async def test_open_connections_are_counted_by_endpoint(ws_connect, http_server_client):
