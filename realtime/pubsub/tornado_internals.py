@@ -312,6 +312,8 @@ def shed_handshake(handler: RequestHandler) -> None:
     handler.ui = None
     handler._headers = NO_HEADERS
     request = handler.request
+    # Emptied in place too: Tornado's suspended get() still holds the request's headers.
+    request.headers.clear()
     request.headers = NO_HEADERS
     request.arguments = request.query_arguments = request.body_arguments = NO_ARGUMENTS
     request.connection = request.server_connection = None
