@@ -2,6 +2,7 @@
 
     python bench/compare.py            # the full run: a few minutes
     python bench/compare.py --quick    # a smoke run with smaller N: about a minute
+    python bench/compare.py --memory-only   # the memory row alone (with --quick: 1,000)
 
 Starts three servers as subprocesses on free 127.0.0.1 ports (``servers.py``): this
 project's ``server.py`` (temporary data directory, pings and every limit off), a minimal
@@ -78,6 +79,7 @@ class Plan:
     room_size: int = 25  # nicknamed connections per room in the real server's memory row
     timeout: float = 60.0  # the most any one step may take, in seconds
     client_loop: str = "asyncio"  # the load clients' event loop: "asyncio" or "uvloop"
+    memory_only: bool = False  # measure the memory row alone (--memory-only)
 
 
 QUICK = Plan(idle=1000, echo_seconds=2.0, fanout=[(1000, 50)], repeats=1,
@@ -208,6 +210,8 @@ class Bench:
         rows["memory"] = memory
         await self.close(server)
         progress(f"{server.name}: memory done ({opened['per_s'] or 0:.0f} connections/s)")
+        if plan.memory_only:
+            return
 
         # Echo, from one process: one frame in flight per client keeps it light.
         clients, cpu = self.clients_cpu(), cpu_seconds(server.pid)
@@ -413,6 +417,8 @@ def table(plan: Plan, servers: list[Server], results: dict[str, dict[str, Any]])
              "| --- |" + " ---: |" * len(names)]
     for label, pick in rows_of(plan):
         values = {name: pick(results.get(name, {})) for name in names}
+        if all(value is None for value in values.values()):
+            continue  # not measured in this run (--memory-only)
         if "echo round trip p99" in label:  # stored in µs
             values = {k: v / 1000 if isinstance(v, (int, float)) else v
                       for k, v in values.items()}
@@ -555,6 +561,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run with smaller N (about a minute)")
+    parser.add_argument("--memory-only", action="store_true",
+                        help="measure only the memory per idle connection (the first row)")
     parser.add_argument("--servers", default="real,tornado,websockets",
                         help="which servers to measure, comma-separated (ratios need tornado)")
     parser.add_argument("--processes", type=int, default=2,
@@ -566,6 +574,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     plan = QUICK if args.quick else Plan()
     plan.processes = max(1, min(args.processes, 8))
     plan.client_loop = args.client_loop
+    plan.memory_only = args.memory_only
     chosen = set(args.servers.split(","))
     if not chosen <= {"real", "tornado", "websockets"}:
         parser.error("--servers takes real, tornado and websockets")

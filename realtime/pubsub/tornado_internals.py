@@ -32,6 +32,14 @@ that changes them fails there loudly instead of silently switching something off
   Tornado echoes whatever close code a client sends, a reserved or undefined one too, and
   fails on a reason that is not UTF-8; RFC 6455 wants such a close answered with 1002 (1007
   for the reason). The check itself is ``realtime.wire.closecodes.close_frame_problem``.
+* **Letting go of the handshake** (``shed_handshake``): Tornado keeps a WebSocket
+  handler's request (its headers, query arguments, cookies and spent HTTP/1 connection),
+  its response headers and its template namespace for the connection's whole life,
+  though after the 101 none of them is read again (``write``, ``finish`` and the other
+  HTTP methods are disabled by then); at some thousands of connections they are a good
+  part of the memory per idle socket (``bench/memory_profile.py``). The response headers
+  (``RequestHandler._headers``) and the cookie cache (``HTTPServerRequest._cookies``) are
+  private.
 * **A response's reason phrase** (``reason_phrase``): what ``set_status`` set, for the
   JSON and HTML error bodies (``RequestHandler._reason``).
 * **Accepting through our own loop** (``add_listening_socket``): what
@@ -42,10 +50,12 @@ that changes them fails there loudly instead of silently switching something off
 import inspect
 import socket
 import sys
+from types import MappingProxyType
 from typing import Any, Callable, Optional, Protocol
 
 import tornado
 from tornado.http1connection import HTTP1Connection
+from tornado.httputil import HTTPHeaders, HTTPServerRequest
 from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream
 from tornado.tcpserver import TCPServer
@@ -62,7 +72,8 @@ INTERNALS: dict[type, tuple[str, ...]] = {
                "_add_io_state"),
     WebSocketProtocol13: ("_compressor", "_receive_frame", "_handle_message"),
     HTTP1Connection: ("_chunking_output",),
-    RequestHandler: ("_reason", "_finished"),
+    RequestHandler: ("_reason", "_finished", "_headers"),
+    HTTPServerRequest: ("_cookies",),
     TCPServer: ("_sockets", "_handlers", "_handle_connection"),
 }
 
@@ -266,6 +277,50 @@ def counting(protocol: Optional[WebSocketProtocol]) -> Optional[WebSocketProtoco
     if not isinstance(protocol, WebSocketProtocol13):
         return protocol
     return CountingProtocol(protocol.handler, protocol.mask_outgoing, protocol.params)
+
+
+# Letting go of the handshake.
+
+
+class SpentHeaders(HTTPHeaders):
+    """Headers let go by ``shed_handshake``: empty, and refusing to be written, so that one
+    instance (``NO_HEADERS``) stands in for those of every open connection."""
+
+    def add(self, name: str, value: str, **_: Any) -> None:
+        raise RuntimeError("this WebSocket's handshake headers are let go; nothing is added")
+
+    def __setitem__(self, name: str, value: str) -> None:
+        self.add(name, value)
+
+
+NO_HEADERS = SpentHeaders()
+# The arguments let go by ``shed_handshake``: one empty mapping, read-only, for all.
+NO_ARGUMENTS: Any = MappingProxyType({})
+
+
+def shed_handshake(handler: RequestHandler) -> None:
+    """Drop what ``handler``, an open WebSocket's, kept of its handshake and no longer needs.
+
+    Kept: the request's method, URI, path, query string, remote address, protocol and host
+    (what Tornado's error log names). Emptied: the request's headers, arguments and cookie
+    cache, the response's headers (``NO_HEADERS``, ``NO_ARGUMENTS``); let go: the request's
+    spent HTTP/1 connection and the handler's template namespace (``ui``, which Tornado
+    itself drops at the close). Call it once the endpoint has read what it needs of the
+    request; afterwards ``get_cookie``, ``get_argument`` and ``request.headers`` find
+    nothing.
+    """
+    handler.ui = None
+    handler._headers = NO_HEADERS
+    request = handler.request
+    # Emptied in place too: Tornado's suspended get() still holds the request's headers.
+    request.headers.clear()
+    request.headers = NO_HEADERS
+    request.arguments = request.query_arguments = request.body_arguments = NO_ARGUMENTS
+    request.connection = request.server_connection = None
+    try:
+        del request._cookies  # parsed only if a cookie was read
+    except AttributeError:
+        pass
 
 
 # A response's reason phrase.

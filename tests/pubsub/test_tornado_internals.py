@@ -23,6 +23,7 @@ import pytest
 import tornado
 import tornado.web
 from tornado.http1connection import HTTP1Connection
+from tornado.httputil import HTTPHeaders, HTTPServerRequest
 from tornado.iostream import IOStream
 from tornado.tcpserver import TCPServer
 from tornado.web import RequestHandler
@@ -32,10 +33,10 @@ from handlers.websocket import SocketHandler
 from realtime.pubsub import tornado_internals
 from realtime.pubsub.hub import Hub
 from realtime.pubsub.tornado_internals import (
-    INTERNALS, VERIFIED_TORNADO, CountingProtocol, FrameWriter, ResponseStream,
+    INTERNALS, NO_HEADERS, VERIFIED_TORNADO, CountingProtocol, FrameWriter, ResponseStream,
     add_listening_socket, fast_stream, reason_phrase, response_finished, unflushed_bytes,
 )
-from tests.support import OP_TEXT, port_of, raw_handshake, read_frame, receive
+from tests.support import OP_TEXT, port_of, raw_handshake, read_frame, receive, receive_json
 
 HEADER_16 = 4  # bytes before the payload of a server frame of 126 to 65,535 bytes
 
@@ -56,6 +57,13 @@ class InternalsHandler(RequestHandler):
         self.set_status(299, "Quite Fine")
         self.seen["reason_given"] = reason_phrase(self)
         self.set_status(200)
+        self.set_header("X-Probe", "yes")
+        self.seen["headers"] = (isinstance(self._headers, HTTPHeaders)
+                                and self._headers.get("X-Probe") == "yes")
+        cookies = self.request.cookies
+        cached = self.request._cookies is cookies and cookies["probe"].value == "1"
+        del self.request._cookies
+        self.seen["cookies"] = cached and self.request.cookies is not cookies
         self.flush()  # the headers go out: HTTP/1.1 without Content-Length, so chunked
         self.seen["chunking_after"] = connection._chunking_output
         self.seen["chunked"] = ResponseStream(self).chunked
@@ -148,6 +156,25 @@ async def test_nothing_is_held_before_the_handshake_or_after_the_close(ws_connec
     assert unflushed_bytes(server_side) == 0
 
 
+async def test_an_open_socket_lets_go_of_its_handshake(ws_connect, hub):
+    """Once open, a socket keeps none of its handshake's headers, arguments, cookies, HTTP
+    connection or template namespace, keeps what the error log names, and still talks."""
+    conn = await ws_connect("/ws/quiet?probe=1", headers={"Cookie": "probe=1"})
+    await conn.write_message("anything")
+    assert (await receive_json(conn))["code"] == "bad_message"  # open() has returned
+    handler = hub.connections[0]
+    request = handler.request
+    assert request.headers is NO_HEADERS and len(request.headers) == 0
+    assert handler._headers is NO_HEADERS
+    assert dict(request.arguments) == dict(request.query_arguments) == {}
+    assert request.connection is None and request.server_connection is None
+    assert handler.ui is None and handler.get_cookie("probe") is None
+    assert (request.method, request.uri, request.remote_ip) == ("GET", "/ws/quiet?probe=1",
+                                                                "127.0.0.1")
+    with pytest.raises(RuntimeError):
+        request.headers["X-Late"] = "no"  # the one stand-in is shared: never written
+
+
 # The guard: every private name in INTERNALS, on live objects of the installed Tornado.
 
 
@@ -167,8 +194,9 @@ async def test_every_internal_the_module_lists_exists_with_the_shape_relied_on(
     _add_io_state(state); WebSocketProtocol13's _compressor (None uncompressed) and
     _receive_frame (a coroutine every socket reads through); HTTP1Connection's
     _chunking_output (set once an HTTP/1.1 response's headers go out without a length);
-    RequestHandler's _reason (the phrase set_status set) and _finished (set by finish());
-    TCPServer's _sockets, _handlers and
+    RequestHandler's _reason (the phrase set_status set), _finished (set by finish()) and
+    _headers (the response's HTTPHeaders); HTTPServerRequest's _cookies (the cache
+    ``cookies`` fills, rebuilt once deleted); TCPServer's _sockets, _handlers and
     _handle_connection (what stop() undoes). Public neighbours relied on are checked too."""
     checked: dict[type, set[str]] = {}
 
@@ -206,7 +234,7 @@ async def test_every_internal_the_module_lists_exists_with_the_shape_relied_on(
     assert fast_stream(handler) is stream
 
     # An HTTP response (InternalsHandler above): its chunking and its reason phrase.
-    response = await http_server_client.fetch("/internals")
+    response = await http_server_client.fetch("/internals", headers={"Cookie": "probe=1"})
     assert response.code == 200
     check(HTTP1Connection, "_chunking_output",
           not seen["chunking_before"] and seen["chunking_after"] and seen["chunked"] is True)
@@ -214,6 +242,8 @@ async def test_every_internal_the_module_lists_exists_with_the_shape_relied_on(
                                       seen["reason_given"]) == ("OK", "I'm a Teapot", "Quite Fine"))
     check(RequestHandler, "_finished",
           seen["finished_before"] is False and seen["finished_after"] is True)
+    check(RequestHandler, "_headers", seen["headers"])
+    check(HTTPServerRequest, "_cookies", seen["cookies"])
 
     # A TCPServer: what add_sockets records and stop() undoes.
     server = TCPServer()
