@@ -33,7 +33,8 @@ from realtime.pubsub import tornado_internals
 from realtime.pubsub.hub import Hub
 from realtime.pubsub.tornado_internals import (
     INTERNALS, VERIFIED_TORNADO, CountingProtocol, FrameWriter, ResponseStream,
-    add_listening_socket, fast_stream, reason_phrase, response_finished, unflushed_bytes,
+    add_listening_socket, fast_stream, reads_fast, reason_phrase, response_finished,
+    unflushed_bytes,
 )
 from tests.support import OP_TEXT, port_of, raw_handshake, read_frame, receive
 
@@ -201,6 +202,15 @@ async def test_every_internal_the_module_lists_exists_with_the_shape_relied_on(
           and type(connection) is CountingProtocol)
     check(WebSocketProtocol13, "_handle_message", list(inspect.signature(
         WebSocketProtocol13._handle_message).parameters) == ["self", "opcode", "data"])
+    check(WebSocketProtocol13, "_receive_frame_loop", inspect.iscoroutinefunction(
+        getattr(WebSocketProtocol13, "_receive_frame_loop", None)) and reads_fast(connection))
+    check(WebSocketProtocol13, "_send_pong", list(inspect.signature(
+        WebSocketProtocol13._send_pong).parameters) == ["self", "data"])
+    check(WebSocketProtocol13, "_received_pong", connection._received_pong is False)
+    check(WebSocketProtocol13, "_run_callback", list(inspect.signature(
+        WebSocketProtocol13._run_callback).parameters) == ["self", "callback", "args", "kwargs"])
+    check(WebSocketProtocol13, "_abort", list(inspect.signature(
+        WebSocketProtocol13._abort).parameters) == ["self"])
     assert connection.mask_outgoing is False
     assert connection.is_closing() is False
     assert fast_stream(handler) is stream
