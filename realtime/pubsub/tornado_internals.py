@@ -25,9 +25,11 @@ that changes them fails there loudly instead of silently switching something off
 * **Counting every frame a client sends** (``CountingProtocol``, ``counting``): Tornado
   tells a handler about each whole message, ping and pong, not about a data frame that
   does not end its message, so a client could send endless empty continuation fragments
-  and never be counted. ``CountingProtocol`` overrides ``WebSocketProtocol13._receive_frame``
-  (one frame read and handled per call, Tornado 6.x); ``check_tornado()`` fails at import
-  if it is gone, so the server refuses to start without it.
+  and never be counted. The bulk reader below tells the handler of each such fragment
+  itself; on Tornado's own reader ``CountingProtocol`` overrides
+  ``WebSocketProtocol13._receive_frame`` (one frame read and handled per call, Tornado 6.x);
+  ``check_tornado()`` fails at import if it is gone, so the server refuses to start
+  without it.
 * **Reading frames in bulk** (``CountingProtocol._receive_frame_loop``, ``reads_fast``):
   Tornado reads each frame with two to four ``read_bytes`` calls (header, length, mask,
   payload), each a Future, and handles it in a coroutine step of its own. On an
@@ -269,11 +271,15 @@ check_tornado()
 
 
 class CountingProtocol(WebSocketProtocol13):
-    """Tornado's ``WebSocketProtocol13`` with one addition: after each frame it has read, if
-    the handler heard of no message, ping or pong, it calls ``handler.on_fragment()``.
+    """Tornado's ``WebSocketProtocol13`` that tells its handler of every frame read: of a
+    data frame that does not end its message through ``handler.on_fragment()``.
 
-    The handler (a ``FrameCounter``) keeps ``frames_counted``, the number of frames its
-    public hooks have counted, which is how the protocol knows whether the frame was heard of.
+    Where ``reads_fast`` says so it reads frames in bulk through
+    ``realtime.wire.inbound.FrameReader`` (``read_frames``), which reports such fragments as
+    events. Elsewhere Tornado's loop reads them, and after each frame, if the handler heard
+    of no message, ping or pong, this calls ``on_fragment()``: the handler (a
+    ``FrameCounter``) keeps ``frames_counted``, the number of frames its public hooks have
+    counted, which is how the protocol knows whether the frame was heard of.
     """
 
     async def _receive_frame_loop(self) -> None:
