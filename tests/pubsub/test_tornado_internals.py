@@ -28,6 +28,7 @@ from tornado.tcpserver import TCPServer
 from tornado.web import RequestHandler
 from tornado.websocket import WebSocketProtocol13
 
+from handlers.echo import EchoSocketHandler
 from handlers.websocket import SocketHandler
 from realtime.pubsub import tornado_internals
 from realtime.pubsub.hub import Hub
@@ -74,6 +75,7 @@ def seen() -> dict[str, Any]:
 def app(hub: Hub, seen: dict[str, Any]) -> tornado.web.Application:
     return tornado.web.Application([
         (r"/ws/quiet", SocketHandler, dict(hub=hub)),
+        (r"/ws/echo", EchoSocketHandler, dict(hub=hub)),
         (r"/internals", InternalsHandler, dict(seen=seen)),
     ])
 
@@ -404,3 +406,27 @@ async def test_an_unverified_tornado_falls_back_to_write_message(
     assert "write_envelope" not in vars(handler)
     assert hub.send(handler, "slow path") is True
     assert await receive(client) == "slow path"
+
+
+def test_the_installed_tornado_is_one_the_bulk_reader_was_verified_against():
+    """FAST_READ_TORNADO names the installed minor version: else every connection would
+    silently read through Tornado's slower loop."""
+    assert tornado.version_info[:2] in tornado_internals.FAST_READ_TORNADO, (
+        f"Tornado {tornado.version} is not in tornado_internals.FAST_READ_TORNADO: check "
+        "the reader's internals against it, then add its minor version")
+
+
+async def test_an_unverified_tornado_reads_through_tornados_own_loop(
+    ws_connect, hub, monkeypatch
+):
+    """With the installed Tornado missing from FAST_READ_TORNADO, new connections read
+    through Tornado's frame loop, which still hands every message to the handler."""
+    monkeypatch.setattr(tornado_internals, "FAST_READ_TORNADO", ((5, 1),))
+    client = await ws_connect("/ws/echo")
+    await client.write_message("through Tornado's loop")
+    assert await receive(client) == "through Tornado's loop"
+
+    [handler] = hub.connections
+    assert not reads_fast(handler.ws_connection)
+    await client.write_message(b"and binary", binary=True)
+    assert await receive(client) == b"and binary"
