@@ -35,7 +35,12 @@ that changes them fails there loudly instead of silently switching something off
   payload), each a Future, and handles it in a coroutine step of its own. On an
   uncompressed connection of a ``FAST_READ_TORNADO`` the loop is replaced by one that asks
   the stream for whatever it holds (the public ``read_bytes(n, partial=True)``: one Future
-  per read, however many frames it brings) and hands it to the pure parser
+  per read, however many frames it brings; on a plain ``IOStream`` whose buffer is empty
+  (``_read_buffer_size``), ``read_now`` reads the socket at once itself, as Tornado would
+  but without its layers, and if nothing is there ``read_waiting`` starts the read as
+  ``read_bytes`` would (``_start_read``, ``_read_bytes``, ``_read_partial``,
+  ``_add_io_state``) without a second attempt that could only fail with ``EAGAIN``: the
+  loop calls back once the socket is readable) and hands it to the pure parser
   ``realtime.wire.inbound.FrameReader``, which checks every rule of RFC 6455 Tornado checks
   and more (masking, close frames, UTF-8 fragment by fragment). The loop then does what
   Tornado's ``_handle_message`` would: answers a ping (``_send_pong``), marks a pong for
@@ -86,7 +91,8 @@ except ImportError:
 # attributes and methods alike). tests/pubsub/test_tornado_internals.py checks each one.
 INTERNALS: dict[type, tuple[str, ...]] = {
     IOStream: ("_write_buffer", "_total_write_index", "_total_write_done_index",
-               "_add_io_state"),
+               "_add_io_state", "_read_buffer_size", "_start_read", "_read_bytes",
+               "_read_partial"),
     WebSocketProtocol13: ("_compressor", "_receive_frame", "_handle_message",
                           "_receive_frame_loop", "_send_pong", "_received_pong",
                           "_run_callback", "_abort"),
@@ -300,9 +306,13 @@ class CountingProtocol(WebSocketProtocol13):
         assert stream is not None
         handler: Any = self.handler
         reader = inbound.FrameReader(self.params.max_message_size, UNMASK)
+        plain = type(stream) is IOStream
         work = 0  # bytes read, and a cost per frame, since the loop last let others run
         while not self.client_terminated:
-            data = await stream.read_bytes(READ_SIZE, partial=True)
+            data = read_now(stream) if plain else None
+            if data is None:
+                data = await (read_waiting(stream) if plain else
+                              stream.read_bytes(READ_SIZE, partial=True))
             events = reader.feed(data)
             for kind, payload in events:
                 if kind == inbound.TEXT or kind == inbound.BINARY:
@@ -352,6 +362,34 @@ class CountingProtocol(WebSocketProtocol13):
                 self.handler.close(*problem)
                 return None
         return super()._handle_message(opcode, data)
+
+
+def read_now(stream: IOStream) -> Optional[bytes]:
+    """What the socket of a plain ``IOStream`` holds now, up to ``READ_SIZE`` bytes, read
+    past the stream's buffer while that is empty (as Tornado would read it at once, but
+    without its layers); None if it holds nothing yet, or if the stream's buffer is not
+    empty, the stream closed, or the read failed: then ``read_waiting`` (through
+    ``read_bytes``, which reports an end or an error as Tornado does)."""
+    if stream._read_buffer_size or stream.closed():
+        return None
+    try:
+        data: bytes = stream.socket.recv(READ_SIZE)
+    except OSError:  # nothing there yet (BlockingIOError), or a reset: Tornado's to handle
+        return None
+    return data or None  # b"": the client ended; read_bytes finds it again and closes
+
+
+def read_waiting(stream: IOStream) -> "asyncio.Future[bytes]":
+    """``stream.read_bytes(READ_SIZE, partial=True)`` on a plain ``IOStream``, without its
+    attempt to read the socket at once when the stream's buffer is empty (``read_now``
+    just did): the loop calls back once the socket is readable."""
+    if stream._read_buffer_size or stream.closed():
+        return stream.read_bytes(READ_SIZE, partial=True)  # served, or StreamClosedError
+    future = stream._start_read()
+    stream._read_bytes = READ_SIZE
+    stream._read_partial = True
+    stream._add_io_state(IOLoop.READ)
+    return future
 
 
 def reads_fast(protocol: WebSocketProtocol13) -> bool:

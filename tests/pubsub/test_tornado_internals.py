@@ -167,8 +167,10 @@ async def test_every_internal_the_module_lists_exists_with_the_shape_relied_on(
 ):
     """Every private name in INTERNALS holds on the installed Tornado: IOStream's
     _write_buffer (append taking bytes and memoryview, len), write indices and
-    _add_io_state(state); WebSocketProtocol13's _compressor (None uncompressed) and
-    _receive_frame (a coroutine every socket reads through), _receive_frame_loop (the
+    _add_io_state(state), _read_buffer_size, _start_read() and the _read_bytes and
+    _read_partial of the read waiting on an idle socket; WebSocketProtocol13's
+    _compressor (None uncompressed) and _receive_frame (a coroutine every socket reads
+    through), _receive_frame_loop (the
     coroutine the fast reader replaces), _send_pong(data), _received_pong (False until a
     pong), _run_callback(callback, *args, **kwargs) and _abort(); HTTP1Connection's
     _chunking_output (set once an HTTP/1.1 response's headers go out without a length);
@@ -199,6 +201,12 @@ async def test_every_internal_the_module_lists_exists_with_the_shape_relied_on(
     assert_internals(stream)
     check(IOStream, "_add_io_state", callable(getattr(stream, "_add_io_state", None)) and (
         inspect.signature(IOStream._add_io_state).parameters.keys() == {"self", "state"}))
+    # The bulk reader's read waits on the idle socket, started as read_bytes would.
+    check(IOStream, "_read_buffer_size", stream._read_buffer_size == 0)
+    check(IOStream, "_start_read", list(inspect.signature(IOStream._start_read).parameters)
+          == ["self"])
+    check(IOStream, "_read_bytes", stream._read_bytes == tornado_internals.READ_SIZE)
+    check(IOStream, "_read_partial", stream._read_partial is True)
     check(WebSocketProtocol13, "_compressor",
           hasattr(connection, "_compressor") and connection._compressor is None)
     check(WebSocketProtocol13, "_receive_frame",
