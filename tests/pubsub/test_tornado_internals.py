@@ -29,12 +29,14 @@ from tornado.tcpserver import TCPServer
 from tornado.web import RequestHandler
 from tornado.websocket import WebSocketProtocol13
 
+from handlers.echo import EchoSocketHandler
 from handlers.websocket import SocketHandler
 from realtime.pubsub import tornado_internals
 from realtime.pubsub.hub import Hub
 from realtime.pubsub.tornado_internals import (
     INTERNALS, NO_HEADERS, VERIFIED_TORNADO, CountingProtocol, FrameWriter, ResponseStream,
-    add_listening_socket, fast_stream, reason_phrase, response_finished, unflushed_bytes,
+    add_listening_socket, fast_stream, reads_fast, reason_phrase, response_finished,
+    unflushed_bytes,
 )
 from tests.support import OP_TEXT, port_of, raw_handshake, read_frame, receive, receive_json
 
@@ -81,6 +83,7 @@ def seen() -> dict[str, Any]:
 def app(hub: Hub, seen: dict[str, Any]) -> tornado.web.Application:
     return tornado.web.Application([
         (r"/ws/quiet", SocketHandler, dict(hub=hub)),
+        (r"/ws/echo", EchoSocketHandler, dict(hub=hub)),
         (r"/internals", InternalsHandler, dict(seen=seen)),
     ])
 
@@ -191,8 +194,12 @@ async def test_every_internal_the_module_lists_exists_with_the_shape_relied_on(
 ):
     """Every private name in INTERNALS holds on the installed Tornado: IOStream's
     _write_buffer (append taking bytes and memoryview, len), write indices and
-    _add_io_state(state); WebSocketProtocol13's _compressor (None uncompressed) and
-    _receive_frame (a coroutine every socket reads through); HTTP1Connection's
+    _add_io_state(state), _read_buffer_size, _start_read() and the _read_bytes and
+    _read_partial of the read waiting on an idle socket; WebSocketProtocol13's
+    _compressor (None uncompressed) and _receive_frame (a coroutine every socket reads
+    through), _receive_frame_loop (the
+    coroutine the fast reader replaces), _send_pong(data), _received_pong (False until a
+    pong), _run_callback(callback, *args, **kwargs) and _abort(); HTTP1Connection's
     _chunking_output (set once an HTTP/1.1 response's headers go out without a length);
     RequestHandler's _reason (the phrase set_status set), _finished (set by finish()) and
     _headers (the response's HTTPHeaders); HTTPServerRequest's _cookies (the cache
@@ -222,6 +229,12 @@ async def test_every_internal_the_module_lists_exists_with_the_shape_relied_on(
     assert_internals(stream)
     check(IOStream, "_add_io_state", callable(getattr(stream, "_add_io_state", None)) and (
         inspect.signature(IOStream._add_io_state).parameters.keys() == {"self", "state"}))
+    # The bulk reader's read waits on the idle socket, started as read_bytes would.
+    check(IOStream, "_read_buffer_size", stream._read_buffer_size == 0)
+    check(IOStream, "_start_read", list(inspect.signature(IOStream._start_read).parameters)
+          == ["self"])
+    check(IOStream, "_read_bytes", stream._read_bytes == tornado_internals.READ_SIZE)
+    check(IOStream, "_read_partial", stream._read_partial is True)
     check(WebSocketProtocol13, "_compressor",
           hasattr(connection, "_compressor") and connection._compressor is None)
     check(WebSocketProtocol13, "_receive_frame",
@@ -229,6 +242,15 @@ async def test_every_internal_the_module_lists_exists_with_the_shape_relied_on(
           and type(connection) is CountingProtocol)
     check(WebSocketProtocol13, "_handle_message", list(inspect.signature(
         WebSocketProtocol13._handle_message).parameters) == ["self", "opcode", "data"])
+    check(WebSocketProtocol13, "_receive_frame_loop", inspect.iscoroutinefunction(
+        getattr(WebSocketProtocol13, "_receive_frame_loop", None)) and reads_fast(connection))
+    check(WebSocketProtocol13, "_send_pong", list(inspect.signature(
+        WebSocketProtocol13._send_pong).parameters) == ["self", "data"])
+    check(WebSocketProtocol13, "_received_pong", connection._received_pong is False)
+    check(WebSocketProtocol13, "_run_callback", list(inspect.signature(
+        WebSocketProtocol13._run_callback).parameters) == ["self", "callback", "args", "kwargs"])
+    check(WebSocketProtocol13, "_abort", list(inspect.signature(
+        WebSocketProtocol13._abort).parameters) == ["self"])
     assert connection.mask_outgoing is False
     assert connection.is_closing() is False
     assert fast_stream(handler) is stream
@@ -286,15 +308,17 @@ def tornado_private_names() -> set[str]:
     return names
 
 
-def own_private_names(trees: list[ast.Module]) -> set[str]:
-    """The private names the server defines itself: attributes it assigns on ``self``,
-    its functions, classes and names, and its ``__slots__``."""
+def own_private_names(trees: list[ast.Module], self_assigned: bool = True) -> set[str]:
+    """The private names the server defines itself: attributes it assigns on ``self``
+    (unless ``self_assigned`` is False), its functions, classes and names, and its
+    ``__slots__``."""
     names: set[str] = set()
     for tree in trees:
         for node in ast.walk(tree):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 names.add(node.name)
-            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store) and (
+            elif self_assigned and isinstance(node, ast.Attribute) and isinstance(
+                    node.ctx, ast.Store) and (
                     isinstance(node.value, ast.Name) and node.value.id == "self"):
                 names.add(node.attr)
             elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
@@ -341,9 +365,17 @@ def test_no_other_module_uses_a_private_name_of_tornados():
     assert found == [], "Tornado's private names used outside realtime/pubsub/tornado_internals.py"
 
     listed = {name for names in INTERNALS.values() for name in names}
-    # Its own classes' attributes are reached through self; Tornado's through the objects
-    # (and super()) it is handed.
-    used = {name for _, name in private_uses(trees[THE_MODULE], tornados, of_self=False)}
+    # Its own classes keep their attributes in __slots__; every other private name it
+    # reaches, on the objects it is handed or on self in a subclass of Tornado's, is
+    # Tornado's. Overriding one of Tornado's private methods is using it too.
+    its_own = own_private_names([trees[THE_MODULE]], self_assigned=False)
+    used = {name for _, name in private_uses(trees[THE_MODULE], tornados - its_own)}
+    used |= {name for cls in vars(tornado_internals).values()
+             if inspect.isclass(cls) and cls.__module__ == tornado_internals.__name__
+             for name, value in vars(cls).items()
+             if PRIVATE.fullmatch(name) and inspect.isfunction(value) and any(
+                 base.__module__.startswith("tornado.") and name in vars(base)
+                 for base in cls.__mro__[1:])}
     assert used == listed, "realtime/pubsub/tornado_internals.py uses internals INTERNALS omits"
 
 
@@ -404,3 +436,27 @@ async def test_an_unverified_tornado_falls_back_to_write_message(
     assert "write_envelope" not in vars(handler)
     assert hub.send(handler, "slow path") is True
     assert await receive(client) == "slow path"
+
+
+def test_the_installed_tornado_is_one_the_bulk_reader_was_verified_against():
+    """FAST_READ_TORNADO names the installed minor version: else every connection would
+    silently read through Tornado's slower loop."""
+    assert tornado.version_info[:2] in tornado_internals.FAST_READ_TORNADO, (
+        f"Tornado {tornado.version} is not in tornado_internals.FAST_READ_TORNADO: check "
+        "the reader's internals against it, then add its minor version")
+
+
+async def test_an_unverified_tornado_reads_through_tornados_own_loop(
+    ws_connect, hub, monkeypatch
+):
+    """With the installed Tornado missing from FAST_READ_TORNADO, new connections read
+    through Tornado's frame loop, which still hands every message to the handler."""
+    monkeypatch.setattr(tornado_internals, "FAST_READ_TORNADO", ((5, 1),))
+    client = await ws_connect("/ws/echo")
+    await client.write_message("through Tornado's loop")
+    assert await receive(client) == "through Tornado's loop"
+
+    [handler] = hub.connections
+    assert not reads_fast(handler.ws_connection)
+    await client.write_message(b"and binary", binary=True)
+    assert await receive(client) == b"and binary"
