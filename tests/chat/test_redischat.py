@@ -762,7 +762,7 @@ async def test_messages_of_one_turn_keep_their_order_and_consecutive_ids(node, w
     ids = [frame["id"] for frame in frames]
     assert [frame["text"] for frame in frames] == [f"m{n}" for n in range(50)]
     assert ids == list(range(ids[0], ids[0] + 50))
-    log = await admin.xrange("realtime:chat:lobby:log", f"{ids[0]}-0", "+")
+    log = await admin.xrange("realtime:chat:{lobby}:log", f"{ids[0]}-0", "+")
     assert [json.loads(fields[b"f"])["text"] for _, fields in log] == [f"m{n}" for n in range(50)]
     seen = [await frame_of(there, "message") for _ in range(50)]
     assert [(frame["id"], frame["text"]) for frame in seen] == [
@@ -813,7 +813,7 @@ async def test_messages_are_stored_after_redis_forgot_its_scripts(node, ws_open,
                                     for n, name in enumerate(names)))
     ids = [frame["id"] for frame in frames]
     assert ids == list(range(ids[0], ids[0] + 10))
-    log = await admin.xrange("realtime:chat:lobby:log", f"{ids[0]}-0", "+")
+    log = await admin.xrange("realtime:chat:{lobby}:log", f"{ids[0]}-0", "+")
     assert [json.loads(fields[b"f"])["text"] for _, fields in log] == [f"m{n}" for n in range(10)]
     assert a.chat.healthy() and a.chat.unshared == 0
 
