@@ -236,8 +236,10 @@ class Config:
         "400 `bad_host`)", shown="unset", group=NETWORK)
     redis_url: Optional[str] = option(
         None, "share chat rooms, nicknames, presence, history, polls and the apps' state "
-        "with the other processes using this Redis (`redis://host:port/db`), for several "
-        "processes behind one proxy; needs `pip install .[redis]`. Unset: everything stays in "
+        "with the other processes using this Redis (`redis://host:port/db`), or this Redis "
+        "Cluster (`redis+cluster://host:port`, any of its nodes; sharded pub/sub, Redis 7 or "
+        "later), for several processes behind one proxy; needs `pip install .[redis]`. Unset: "
+        "everything stays in "
         "this process (SQLite in the data directory; the apps' state in memory)",
         shown="unset", group=REDIS)
     redis_prefix: str = option(

@@ -511,7 +511,7 @@ async def stored_messages(cluster: Cluster, rooms: list[str]) -> set[tuple[str, 
     stored = set()
     async with redis.asyncio.Redis.from_url(cluster.redis.url) as admin:
         for room in rooms:
-            for entry_id, fields in await admin.xrange(f"{DEFAULT_PREFIX}chat:{room}:log"):
+            for entry_id, fields in await admin.xrange(f"{DEFAULT_PREFIX}chat:{{{room}}}:log"):
                 frame = json.loads(fields[b"f"])
                 stored.add((room, int(entry_id.split(b"-")[0]), frame["text"]))
     return stored

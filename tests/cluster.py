@@ -12,7 +12,11 @@ The ``cluster`` fixture (``tests/conftest.py``) hands a test an empty ``Cluster`
 
 ``start(n)`` starts the ``redis-server`` (``tests/redis_server.RedisServer``: a free loopback
 port, its own directory, settings from ``redis_config``, e.g. ``shipped_settings(...)``) on
-its first call, then ``n`` processes at once, each ``python server.py --port <free>
+its first call, or with ``Cluster(..., redis_kind="cluster")`` a Redis Cluster of three
+masters and three replicas (``tests/redis_cluster.RedisClusterServers``, ``redis+cluster://``;
+``redis.kill()`` and ``redis.restart()`` then act on all six). A test runs on both with the
+``on_both_redis`` mark (it parametrizes the ``redis_kind`` fixture). Then it starts ``n``
+processes at once, each ``python server.py --port <free>
 --address 127.0.0.1 --redis-url <that Redis> --data-dir <its own> --cookie-secret-file
 <one shared file>`` plus the test's ``options``, run from the repository root, its output in
 ``<directory>/server<i>.log``; it returns once every one listens. ``stop()`` ends every
@@ -27,15 +31,21 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
+import pytest
 import redis.asyncio
 
+from realtime.storage.rediskeys import topic_channel
+from tests.redis_cluster import RedisClusterServers
 from tests.redis_server import RedisServer
 from tests.support import TIMEOUT, free_port, stop_process, wait_listening
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PREFIX = "realtime:"  # server.py's --redis-prefix
+REDIS_KINDS = ["single", "cluster"]  # one redis-server; a Redis Cluster of three masters
+# Runs a test on one Redis and on a Redis Cluster (the ``redis_kind`` fixture).
+on_both_redis = pytest.mark.parametrize("redis_kind", REDIS_KINDS)
 
 
 @dataclass
@@ -64,13 +74,17 @@ class Cluster:
         directory: where Redis, the data directories, the shared cookie secret and the logs
             go (created).
         python: the interpreter that runs ``server.py``.
+        redis_kind: ``"single"``, one ``redis-server``, or ``"cluster"``, a Redis Cluster.
     """
 
-    def __init__(self, directory: Path, python: str = sys.executable) -> None:
+    def __init__(self, directory: Path, python: str = sys.executable,
+                 redis_kind: str = "single") -> None:
+        assert redis_kind in REDIS_KINDS, redis_kind
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
         self.python = python
-        self.redis: Optional[RedisServer] = None  # once start() ran
+        self.redis_kind = redis_kind
+        self.redis: Optional[Union[RedisServer, RedisClusterServers]] = None  # once started
         self.nodes: list[Node] = []
         # Not created here: the processes create it, racing, as a deployment's would.
         self.cookie_secret_file = directory / "cookie_secret"
@@ -79,7 +93,11 @@ class Cluster:
                     redis_config: Optional[dict[str, str]] = None) -> list[Node]:
         """Start Redis (first call only; ``redis_config`` applies then) and ``n`` more server
         processes with ``options``; return those processes once each listens."""
-        if self.redis is None:
+        if self.redis is None and self.redis_kind == "cluster":
+            assert redis_config is None, "settings for a cluster's nodes: not supported yet"
+            self.redis = RedisClusterServers(self.directory / "redis")  # stop() ends it
+            await self.redis.start()
+        elif self.redis is None:
             self.redis = RedisServer(self.directory / "redis", redis_config).start()
         started = []
         for _ in range(n):
@@ -113,17 +131,25 @@ class Cluster:
         process SUBSCRIBEs a topic's channel a moment after its first local subscriber;
         with the default ``--redis-prefix``)."""
         assert self.redis is not None, "start() first"
-        channel = f"{DEFAULT_PREFIX}topic:{topic}"
+        channel = topic_channel(DEFAULT_PREFIX, topic)
         deadline = time.monotonic() + timeout
+        while True:
+            found = await self._subscribers(channel)
+            if found == processes:
+                return
+            assert time.monotonic() < deadline, (
+                f"{found} processes subscribed to {channel!r} after {timeout} s, "
+                f"not {processes}")
+            await asyncio.sleep(0.01)
+
+    async def _subscribers(self, channel: bytes) -> int:
+        """Connections listening to ``channel`` (a shard channel on a cluster)."""
+        if isinstance(self.redis, RedisClusterServers):
+            return await self.redis.subscribers(channel)
+        assert self.redis is not None
         async with redis.asyncio.Redis.from_url(self.redis.url) as admin:
-            while True:
-                [(_, found)] = await admin.pubsub_numsub(channel)
-                if found == processes:
-                    return
-                assert time.monotonic() < deadline, (
-                    f"{found} processes subscribed to {channel} after {timeout} s, "
-                    f"not {processes}")
-                await asyncio.sleep(0.01)
+            [(_, found)] = await admin.pubsub_numsub(channel)
+            return int(found)
 
     def stop(self) -> None:
         """End every server process (SIGTERM to all at once, then each waited for, SIGKILL

@@ -202,10 +202,18 @@ def running_app(config: Config, io_loop: Any) -> Iterator[tornado.web.Applicatio
 
 
 @pytest.fixture
-def cluster(tmp_path: Path, python: str) -> Iterator[Cluster]:
-    """Real ``server.py`` processes sharing one real ``redis-server`` and one cookie secret
-    (tests/cluster.py): ``a, b = await cluster.start(2)``; all stopped by pid after the test."""
-    cluster = Cluster(tmp_path / "cluster", python)
+def redis_kind() -> str:
+    """The Redis the ``cluster`` fixture starts: ``"single"``; a test marked
+    ``on_both_redis`` (tests/cluster.py) runs on ``"cluster"`` too."""
+    return "single"
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, python: str, redis_kind: str) -> Iterator[Cluster]:
+    """Real ``server.py`` processes sharing one real ``redis-server`` (or Redis Cluster:
+    ``redis_kind``) and one cookie secret (tests/cluster.py): ``a, b = await
+    cluster.start(2)``; all stopped by pid after the test."""
+    cluster = Cluster(tmp_path / "cluster", python, redis_kind)
     try:
         yield cluster
     finally:

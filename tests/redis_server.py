@@ -66,11 +66,12 @@ async def answers_ping_async(port: int) -> bool:
 class RedisServer:
     """One ``redis-server`` process the test controls; see the module docstring."""
 
-    def __init__(self, directory: Path, config: Optional[dict[str, str]] = None) -> None:
+    def __init__(self, directory: Path, config: Optional[dict[str, str]] = None,
+                 port: Optional[int] = None) -> None:
         self.program = find_program("REDIS_SERVER", "redis-server")
         self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = port or free_port()
         settings = {
             "bind": "127.0.0.1", "port": str(self.port), "dir": str(directory),
             "daemonize": "no", "protected-mode": "yes",

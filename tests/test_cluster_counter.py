@@ -1,14 +1,17 @@
-"""The shared counter across two real ``server.py`` processes on one real ``redis-server``
-(tests/cluster.py): the state and the fan-out of an app are shared, as the README says."""
+"""The shared counter across two real ``server.py`` processes on one real ``redis-server``,
+or a Redis Cluster (tests/cluster.py): the state and the fan-out of an app are shared, as
+the README says."""
 
 import json
 
 from tornado.httpclient import AsyncHTTPClient
 
+from tests.cluster import on_both_redis
 from tests.eventstream import EventStream
 from tests.support import receive_json
 
 
+@on_both_redis
 async def test_an_increment_on_process_a_reaches_a_socket_and_a_stream_on_b(cluster, ws_open):
     """An increment POSTed to process A reaches a socket and a stream on process B, with the
     value A answered."""

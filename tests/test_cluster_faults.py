@@ -8,10 +8,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from tornado.httpclient import AsyncHTTPClient
 from tornado.websocket import WebSocketClientConnection as Client
 
-from tests.cluster import Node
+from tests.cluster import DEFAULT_PREFIX, Node, on_both_redis
 from tests.redis_server import shipped_settings
 from tests.support import TIMEOUT, receive_json, receive_type, send_json
 from tests.test_cluster_votes import EVERY_CLICK, create_poll, fetch_json, open_poll, outcome
@@ -52,6 +53,7 @@ async def vote_everywhere(voters: list[Client]) -> None:
                 assert (await receive_type(other, "tally"))["total"] == n
 
 
+@on_both_redis
 async def test_redis_killed_votes_answer_unavailable_and_health_503_within_5_s(
     cluster, ws_open
 ):
@@ -76,6 +78,7 @@ async def test_redis_killed_votes_answer_unavailable_and_health_503_within_5_s(
         assert body["broker"] == {"name": "redis", "ok": False}
 
 
+@on_both_redis
 async def test_redis_back_health_200_and_tallies_cross_again_within_10_s(cluster, ws_open):
     """Redis SIGKILLed and started again on the same port and directory: both processes
     answer /healthz 200 and a vote on A reaches B's socket within 10 s."""
@@ -139,3 +142,18 @@ async def test_votes_acknowledged_before_a_redis_kill_are_counted_after_its_rest
     # A vote in flight at the kill may be counted without an acknowledgement; none
     # acknowledged may be missing.
     assert acknowledged <= counted <= acknowledged + len(voters)
+
+
+@pytest.mark.parametrize("redis_kind", ["cluster"])  # replicas: a Redis Cluster's
+async def test_a_vote_its_masters_replica_cannot_take_answers_unavailable(cluster, ws_open):
+    """On a Redis Cluster whose poll's master has lost its replica, a vote answers
+    ``unavailable``, never ``voted``: a failover could not keep it."""
+    a, _ = await cluster.start(2)
+    poll_id = (await create_poll(a, EVERY_CLICK))["id"]
+    voter, _ = await open_poll(ws_open, a, poll_id)
+    master = await cluster.redis.master_of(f"{DEFAULT_PREFIX}poll:{{{poll_id}}}")
+    for replica in await cluster.redis.replicas_of(master):
+        replica.kill()
+    await send_json(voter, {"type": "vote", "option": "1"})
+    answer = await receive_json(voter)
+    assert answer["type"] == "error" and answer["code"] == "unavailable", answer

@@ -21,6 +21,7 @@ from urllib.parse import quote
 import redis.asyncio
 from tornado.websocket import WebSocketClientConnection as Client
 
+from realtime.storage.rediskeys import topic_channel
 from tests.cluster import DEFAULT_PREFIX, Cluster, Node
 from tests.redis_server import shipped_settings
 from tests.support import receive, receive_json, send_json
@@ -109,10 +110,10 @@ class Logged:
 
 
 async def read_log(cluster: Cluster, room: str) -> Logged:
-    """Every entry of ``room``'s log (``chat:<room>:log``), by who may see it."""
+    """Every entry of ``room``'s log (``chat:{<room>}:log``), by who may see it."""
     assert cluster.redis is not None
     async with redis.asyncio.Redis.from_url(cluster.redis.url) as admin:
-        entries = await admin.xrange(f"{DEFAULT_PREFIX}chat:{room}:log")
+        entries = await admin.xrange(f"{DEFAULT_PREFIX}chat:{{{room}}}:log")
     logged = Logged([], {})
     for entry_id, fields in entries:
         message_id = int(entry_id.split(b"-")[0])
@@ -217,7 +218,8 @@ async def test_listener_cut_for_its_output_buffer_leaves_no_silent_gap(cluster, 
             try:
                 # What A publishes piles up in Redis for B's listener until Redis cuts it.
                 deadline = time.monotonic() + RESUMED_WITHIN
-                while (await admin.pubsub_numsub(f"{DEFAULT_PREFIX}topic:chat.stall"))[0][1] > 1:
+                channel = topic_channel(DEFAULT_PREFIX, "chat.stall")
+                while (await admin.pubsub_numsub(channel))[0][1] > 1:
                     assert time.monotonic() < deadline, "Redis never cut B's listener"
                     await send_json(sender, {"type": "message", "text": "x" * 1000})
                     await asyncio.sleep(1 / RATE)

@@ -9,7 +9,7 @@ from typing import Any, Optional
 from tornado.httpclient import AsyncHTTPClient
 from tornado.websocket import WebSocketClientConnection as Client
 
-from tests.cluster import Node
+from tests.cluster import Node, on_both_redis
 from tests.support import receive_json, receive_type, send_json
 
 ONE_VOTE = {"title": "Pick one", "options": ["a", "b"], "one_vote_per_voter": True}
@@ -56,6 +56,7 @@ async def outcome(conn: Client) -> tuple[str, list[dict[str, Any]]]:
             return message.get("code", "voted"), tallies
 
 
+@on_both_redis
 async def test_a_vote_on_one_process_reaches_a_socket_on_the_other(cluster, ws_open):
     """A vote through A's /ws/vote/<id> reaches a voter socket connected to B as its tally."""
     a, b = await cluster.start(2)
@@ -69,6 +70,7 @@ async def test_a_vote_on_one_process_reaches_a_socket_on_the_other(cluster, ws_o
     assert await receive_json(watcher) == expected
 
 
+@on_both_redis
 async def test_one_voter_voting_on_both_processes_at_once_counts_once(cluster, ws_open):
     """The same voter (same cookie) voting at the same instant through A and B in a one-vote
     poll counts once: one ``voted``, one ``already_voted``, a total of 1 everywhere."""
@@ -103,6 +105,7 @@ async def test_a_vote_acknowledged_on_one_process_shows_in_the_others_api(cluste
             await asyncio.sleep(0.02)
 
 
+@on_both_redis
 async def test_a_poll_created_on_one_process_is_usable_on_the_other(cluster, ws_open):
     """A poll made by POST /api/polls on A is listed, shown, voted in and managed on B, and
     its state changes reach A's sockets."""

@@ -5,7 +5,9 @@ Keys are ``<prefix>app:<app>:<key>`` (``realtime:app:counter:demo``). Each opera
 Redis command (``GET``, ``SET ... EX``) or one ``MULTI``/``EXEC`` block (``INCRBY`` and its
 ``EXPIRE``), so an increment on one process and one on another never lose each other. Each
 write renews the key's expiry (``ttl``, 30 days): keys named after what clients ask for
-(a counter per URL) do not pile up forever. Size Redis's ``maxmemory`` for them.
+(a counter per URL) do not pile up forever. Size Redis's ``maxmemory`` for them. Every
+operation touches one key, so the state works on a Redis Cluster as it is
+(``redis+cluster://``, ``realtime.storage.rediskeys``).
 
 Faults. Every call, its wait for a turn included, is bounded by ``timeout`` seconds (2); a
 Redis that is down, frozen or refusing writes makes it raise ``AppStateUnavailable``
@@ -18,7 +20,6 @@ import asyncio
 import logging
 from typing import Awaitable, Callable, Optional, TypeVar
 
-from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ResponseError
@@ -27,6 +28,7 @@ from realtime.apps.state import (
     INT_MAX, INT_MIN, AppState, AppStateUnavailable, Scoped, check_by, check_value,
 )
 from realtime.storage.redisdown import FAILURES, Outage
+from realtime.storage.rediskeys import client, close
 
 log = logging.getLogger("realtime.appstate")
 
@@ -61,12 +63,12 @@ class RedisAppState:
         self.ttl = ttl
         # No redis-py retries (the client retries, once told "unavailable"); every socket
         # operation times out, so a half-open connection fails a call instead of hanging it.
-        self._redis = Redis(connection_pool=ConnectionPool.from_url(
+        self._redis = client(
             url, socket_timeout=timeout, socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 0), health_check_interval=0, protocol=2,
             decode_responses=True, client_name="realtime-apps",
             max_connections=CONCURRENT_CALLS,
-        ))
+        )
         self._turns = asyncio.Semaphore(CONCURRENT_CALLS)  # the pool never refuses a call
         self._outage = Outage(log, url, "app state", "apps answer unavailable until it answers",
                               "app state is back")
@@ -109,7 +111,7 @@ class RedisAppState:
 
     async def aclose(self) -> None:
         """Close the connections; closing twice is harmless."""
-        await self._redis.aclose(close_connection_pool=True)
+        await close(self._redis)
 
     async def _call(self, job: Callable[[], Awaitable[T]]) -> T:
         """Run ``job`` in a turn, bounded by ``timeout`` in all; Redis failures become

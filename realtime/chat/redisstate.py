@@ -4,18 +4,20 @@ With ``--redis-url``, every process of a deployment sees the same nicknames, pre
 message ids and history, and private messages reach the recipient's connections on any
 process and nobody else. Each process still keeps its own connections (who is connected
 here under which nickname, in ``realtime.chat.rules.Room`` objects without history); what must
-agree across processes is in Redis, under ``prefix`` (``realtime:``), per room ``<r>``:
+agree across processes is in Redis, under ``prefix`` (``realtime:``), per room ``<r>``, every
+key with the room as its hash tag, ``{<r>}``, so a room lives in one slot of a Redis Cluster
+and its scripts touch keys of that slot only (``realtime.storage.rediskeys``):
 
-- ``chat:<r>:log``: a stream of the room's messages, entry id ``<message id>-0``, fields
+- ``chat:{<r>}:log``: a stream of the room's messages, entry id ``<message id>-0``, fields
   ``f`` (the frame, as sent) and for a private one ``p`` (JSON: nick key -> holder tag);
   bounded by ``--chat-replay`` entries (``MAXLEN``, exact); "load earlier" reads it
   newest first below an id (``XREVRANGE``);
-- ``chat:<r>:meta``: a hash: ``last``, the newest id handed out, and ``first``, the first
+- ``chat:{<r>}:meta``: a hash: ``last``, the newest id handed out, and ``first``, the first
   id of this run of the room's sequence;
-- ``chat:<r>:nick:<nick key>``: a hash: ``h`` the holder tag, ``n`` the nickname as shown,
+- ``chat:{<r>}:nick:<nick key>``: a hash: ``h`` the holder tag, ``n`` the nickname as shown,
   and per process holding it ``p:<process id>``, the lease's end in Redis milliseconds;
-- ``chat:<r>:online``: a sorted set of the nick keys present, scored by when they joined;
-- ``chat:<r>:names``: a hash, nick key -> the nickname as shown, of the members present (so
+- ``chat:{<r>}:online``: a sorted set of the nick keys present, scored by when they joined;
+- ``chat:{<r>}:names``: a hash, nick key -> the nickname as shown, of the members present (so
   a member whose lease ran out can still be announced by name).
 
 The log and meta expire after ``ROOM_TTL`` without a message; a nickname when its last lease
@@ -104,11 +106,10 @@ import time
 from typing import Any, Awaitable, Callable, Optional, TypeVar
 
 import orjson
-from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import ClusterDownError, RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from realtime.chat.rules import (
@@ -126,6 +127,7 @@ from realtime.pubsub.redisbroker import History, RedisBroker
 from realtime.storage.redisbatch import DEFAULT_MAX_COUNT, ScriptBatcher
 from realtime.storage.redispack import PackedConnection
 from realtime.storage.redisdown import FAILURES, Outage, probe
+from realtime.storage.rediskeys import client, close, tagged
 from realtime.wire.messages import NICK_LOST, UNAVAILABLE, ClientError, Message, encode
 
 log = logging.getLogger("realtime.redischat")
@@ -137,7 +139,10 @@ DEFAULT_LEASE = 30.0  # seconds a nickname outlives the last renewal of its proc
 ROOM_TTL = 7 * 24 * 3600  # seconds a room's log and sequence live after its last message
 # What says Redis cannot be reached. Any other error (a refused command) fails that call
 # only: Redis answers, so the state stays up.
-OUTAGES = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
+# A cluster is out when no node answers (RedisClusterException) or a slot has no master
+# (CLUSTERDOWN, during a failover).
+OUTAGES = (RedisConnectionError, RedisTimeoutError, RedisClusterException, ClusterDownError,
+           OSError, asyncio.TimeoutError)
 # Calls to Redis at once; more wait for a turn (at most ``timeout``), so a wave of
 # connections is a queue, never mistaken for an outage.
 CONCURRENT_CALLS = 16
@@ -236,16 +241,28 @@ if live and holder and shown then return {holder, shown} end
 return {}
 """
 
-# KEYS: online, names. ARGV: the prefix of the room's nick keys. Returns {the nicknames
-# with a live lease, in join order; the nicknames of members whose leases all ran out (a
-# crashed process's), removed here, so exactly one caller announces each one's leaving}.
+# KEYS: online, names, then the nick hashes of the members read from online just before.
+# ARGV: those members' nick keys, in the same order (every key the script touches is
+# declared, as a cluster requires). Returns {the nicknames with a live lease, in join order;
+# the nicknames of members whose leases all ran out (a crashed process's), removed here, so
+# exactly one caller announces each one's leaving}. A member that joined since the read
+# has a fresh lease: it is present.
 ONLINE = _NICK_OF + """
+local passed = {}
+for i = 1, #ARGV do passed[ARGV[i]] = KEYS[i + 2] end
 local out, gone = {}, {}
 for _, key in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-    local _, shown, live = nick_of(ARGV[1] .. key)
+    local nick = passed[key]
+    local shown, live
+    if nick then
+        local _, s, l = nick_of(nick)
+        shown, live = s, l
+    else
+        shown, live = redis.call('HGET', KEYS[2], key), true
+    end
     if live and shown then
         table.insert(out, shown)
-    else
+    elseif nick then
         redis.call('ZREM', KEYS[1], key)
         local was = redis.call('HGET', KEYS[2], key)
         redis.call('HDEL', KEYS[2], key)
@@ -333,12 +350,13 @@ class RedisChatState:
         # Three connections beyond the calls': the probe's and the clock's, which bypass
         # ``_turns``, and the batcher's (one pipeline at a time): the pool itself is never
         # what refuses a call.
-        self._redis = Redis(connection_pool=ConnectionPool.from_url(
+        self._redis = client(
             url, socket_timeout=timeout, socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 0), health_check_interval=0, protocol=2,
             client_name="realtime-chat", max_connections=CONCURRENT_CALLS + 3,
-            connection_class=PackedConnection,  # cheaper packing of the batched scripts
-        ))
+            # Cheaper packing of the batched scripts (a cluster's client keeps its own).
+            connection_class=PackedConnection,
+        )
         self._turns = asyncio.Semaphore(CONCURRENT_CALLS)
         # Sends the script calls of each loop turn in one pipeline (counts its pipelines).
         self.batcher = ScriptBatcher(self._redis, max_count=batch)
@@ -396,7 +414,7 @@ class RedisChatState:
         tasks, self._tasks = self._tasks, []
         await cancel_all(tasks)  # a task inside a Redis call may swallow one cancel
         await self.batcher.aclose()
-        await self._redis.aclose(close_connection_pool=True)
+        await close(self._redis)
 
     async def _give_back_all(self) -> None:
         """Give back the lease of every nickname still held here (connections that did not
@@ -438,7 +456,8 @@ class RedisChatState:
     # Keys
 
     def _key(self, room: str, part: str) -> str:
-        return f"{self.prefix}chat:{room}:{part}"
+        """The key of one part of a room's state; the room is its hash tag (one slot)."""
+        return f"{self.prefix}chat:{tagged(room)}:{part}"
 
     def _nick_key(self, room: str, key: str) -> str:
         return self._key(room, f"nick:{key}")
@@ -647,9 +666,11 @@ class RedisChatState:
     async def _sweep(self, room: str) -> list[str]:
         """The room's members; those whose leases ran out (a crashed process's) leave it,
         each announced once, by whichever process found it gone."""
+        online = self._key(room, "online")
+        members = [member.decode() for member in await self._redis.zrange(online, 0, -1)]
         live, gone = await self._script(
-            self._online, [self._key(room, "online"), self._key(room, "names")],
-            [self._key(room, "nick:")])
+            self._online, [online, self._key(room, "names"),
+                           *(self._nick_key(room, member) for member in members)], members)
         for nick in gone:
             self._announce_left(room, nick.decode())
         return [nick.decode() for nick in live]

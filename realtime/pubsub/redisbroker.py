@@ -3,11 +3,21 @@
 ``Hub(broker=RedisBroker("redis://127.0.0.1:6379/0"))``: the hub is unchanged, the broker
 carries each publish to the other processes and hands theirs to the local hub.
 
-Channels. One Redis channel per topic, ``<prefix>topic:<topic>``. The listener SUBSCRIBEs
-a topic's channel when the hub gets the topic's first local subscriber and UNSUBSCRIBEs it
+Channels. One Redis channel per topic, ``<prefix>topic:<topic>`` with the topic's instance
+as a hash tag, ``realtime:topic:chat.{lobby}`` (``realtime.storage.rediskeys.topic_channel``:
+the channel is in the slot of the room's keys on a cluster). The listener SUBSCRIBEs a
+topic's channel when the hub gets the topic's first local subscriber and UNSUBSCRIBEs it
 when the last one leaves, so a process receives only what its clients listen to; it never
 subscribes to a pattern. The hub's calls are synchronous: they update the wanted set and
 wake the listener task, which sends the difference on its connection.
+
+Redis Cluster (``redis+cluster://host:port``). Publishes are ``SPUBLISH`` (in ``APPEND``
+too), and there is one listener (``realtime.pubsub.redislistener.Listener``) per master,
+``SSUBSCRIBE``-ing the topics of that master's slots. The slot map comes from redis-py's
+``RedisCluster`` (``CLUSTER SLOTS``), read at start, every ``REMAP_INTERVAL`` seconds,
+every half second while a listener is down, and at once when a listener hears ``MOVED`` or
+an unasked ``sunsubscribe`` (a slot moved); a topic whose master changed moves to the new
+master's listener. ``ready()`` and ``caught_up()`` wait on each listener concerned.
 
 Wire format. Each publish is serialized once into ``kind (1 byte) + origin (16 bytes) +
 payload``: the kind is ``0x00`` for text and ``0x01`` for binary (other values are
@@ -28,7 +38,7 @@ When the queue is full, or Redis is known to be down, the message is dropped and
 (it still reached the local subscribers); a warning is logged once per outage (once per
 overflow), never per message.
 
-Faults. The listener sends its own PING every ``ping_interval`` seconds and declares the
+Faults. Each listener sends its own PING every ``ping_interval`` seconds and declares the
 connection dead when nothing at all came back for ``timeout`` seconds (a half-open
 connection, a paused Redis); a closed connection (Redis stopped, ``CLIENT KILL``, the
 ``client-output-buffer-limit`` of a slow subscriber) is noticed at once. Either way it
@@ -38,8 +48,10 @@ subscribed and hearing from Redis and the last publish did not fail; it turns Tr
 once Redis answers. Messages published by other processes while this one was cut off are
 not in Redis pub/sub (it keeps nothing): see Gaps.
 
-Gaps. Once the listener is subscribed again after any interruption (a reconnect, or a
-start without Redis), it calls ``_after_gap`` with every wanted topic. Their live messages
+Gaps. Once the listener (every listener, on a cluster) is subscribed again after any
+interruption (a reconnect, or a start without Redis), it calls ``_after_gap`` with every
+wanted topic; on a cluster, a listener that took topics over from another master's (a slot
+moved) calls it with those. Their live messages
 are held (up to ``max_queue_bytes``), from the moment the connection was lost, so one
 that arrives before the catch-up starts cannot hide what was missed, while the hub's gap
 handlers catch the topics up (``Hub.catch_up``: the chat state delivers what each room's
@@ -64,15 +76,19 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Iterable, Optional, Sequence, Union
 
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import ConnectionPool
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS as SLOTS
+from redis.crc import key_slot
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from realtime.ops.tasks import cancel_all
 from realtime.pubsub.brokers import Deliver
 from realtime.pubsub.envelope import Envelope
+from realtime.pubsub.redislistener import Listener
 from realtime.storage.redisbatch import ScriptBatcher, fresh
+from realtime.storage.rediskeys import AnyRedis, client, close, is_cluster, node_url, topic_channel
 
 log = logging.getLogger("realtime.redis")
 
@@ -89,8 +105,9 @@ ID_SIZE = 20  # digits of a history id in a KIND_TEXT_ID header, zero-padded
 
 DEFAULT_MAX_QUEUE = 10_000
 DEFAULT_MAX_QUEUE_BYTES = 16 * 1024 * 1024
-# Channels per SUBSCRIBE command when resubscribing thousands of topics at once.
-SUBSCRIBE_CHUNK = 1000
+# Seconds between two checks of a cluster's slot map while all is well (a slot migration
+# also tells the listeners, with MOVED or an unasked sunsubscribe).
+REMAP_INTERVAL = 5.0
 # Messages per pipelined batch of PUBLISH commands.
 PUBLISH_BATCH = 500
 
@@ -162,13 +179,17 @@ while at <= #ARGV do
 end
 return replies
 """
+# The same on a Redis Cluster: sharded pub/sub, on channels of the log's slot.
+APPEND_SHARDED = APPEND.replace("'PUBLISH'", "'SPUBLISH'")
+APPEND_MANY_SHARDED = APPEND_MANY.replace("'PUBLISH'", "'SPUBLISH'")
 
 # The origin of messages ``APPEND`` publishes: no broker's (theirs are random), so every
 # process's listener delivers them, the publisher's included, in Redis's order.
 SCRIPT_ORIGIN = bytes(ORIGIN_SIZE)
 
-# What a lost or refused Redis connection raises; redis-py wraps most OSErrors.
-FAILURES = (RedisError, OSError, asyncio.TimeoutError)
+# What a lost or refused Redis connection raises; redis-py wraps most OSErrors (a cluster
+# with no node reachable raises RedisClusterException, no RedisError).
+FAILURES = (RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
 
 
 def encode(envelope: Envelope, origin: bytes) -> bytes:
@@ -201,7 +222,7 @@ class History:
     bounds); the wire format and the channels are the broker's.
     """
 
-    client: Redis  # runs the script
+    client: AnyRedis  # runs the script
     meta: str  # a hash: ``last``, the newest id handed out; ``first``, where this run began
     log: str  # a stream of the messages, entry id ``<message id>-0``, field ``f`` the frame
     extra: bytes  # the entry's field ``p`` (who may read it), or b"" for none
@@ -217,15 +238,12 @@ class History:
     batch: Optional[ScriptBatcher] = None
 
 
-class ConnectionDead(Exception):
-    """Redis sent nothing, not even a PONG, for ``timeout`` seconds."""
-
-
 class RedisBroker:
     """Topics shared between processes through Redis pub/sub; see the module docstring.
 
     Args:
-        url: ``redis://[user:password@]host:port/db`` (or ``rediss://``, ``unix://``).
+        url: ``redis://[user:password@]host:port/db`` (or ``rediss://``, ``unix://``), or
+            ``redis+cluster://host:port`` for a Redis Cluster (sharded pub/sub).
         prefix: put before every channel name, to share one Redis between deployments.
         max_queue: publishes waiting for the publisher task, at most; more are dropped.
         max_queue_bytes: their bytes (Redis form), at most.
@@ -252,12 +270,14 @@ class RedisBroker:
         max_backoff: float = 2.0,
     ) -> None:
         self.url = url
-        self.channel_prefix = f"{prefix}topic:".encode()
+        self.prefix = prefix
+        self.cluster = is_cluster(url)
         self.max_queue = max_queue
         self.max_queue_bytes = max_queue_bytes
         self.ping_interval = ping_interval
         self.timeout = timeout
         self.max_backoff = max_backoff
+        self.failures = FAILURES  # what a listener treats as a lost connection
         self.origin = os.urandom(ORIGIN_SIZE)  # tells this broker's messages from others'
         # redis-py's own retries and health checks are off: they would hide a lost
         # connection (and a resubscription) from us, and we handle both below. RESP2, the
@@ -268,34 +288,32 @@ class RedisBroker:
             health_check_interval=0, protocol=2,
         )
         # The listener reads with no timeout (its PINGs find a silent Redis); the
-        # publisher's commands time out, so a half-open connection fails a publish.
+        # publisher's commands time out, so a half-open connection fails a publish. On a
+        # cluster this pool is the pattern of each master's listener pool.
         self._listener_pool = ConnectionPool.from_url(
-            url, socket_timeout=None, client_name="realtime-listener", **common)
-        self._publisher = Redis(connection_pool=ConnectionPool.from_url(
+            node_url(url), socket_timeout=None, client_name="realtime-listener", **common)
+        self._publisher = client(
             url, socket_timeout=timeout, client_name="realtime-publisher", max_connections=2,
-            **common))
+            **common)
+        self._publish_command = "SPUBLISH" if self.cluster else "PUBLISH"
+        # One listener on one Redis; on a cluster one per master, by "host:port".
+        self._listeners: dict[str, Listener] = {}
+        self._listener_tasks: dict[str, asyncio.Task[None]] = {}
+        self._slots: list[Optional[str]] = []  # cluster: slot -> "host:port" of its master
+        self._remap = asyncio.Event()  # cluster: map the slots again
+        self._channels: dict[bytes, str] = {}  # the channel of every wanted topic -> topic
         self._deliver: Optional[Deliver] = None
         self._topics: set[str] = set()  # topics the hub has local subscribers of
-        self._wake = asyncio.Event()  # the wanted topics changed
         self._queue: deque[tuple[bytes, bytes]] = deque()  # (channel, Redis form)
         self._queued_bytes = 0
         self._queue_ready = asyncio.Event()
-        self._listening = False  # subscribed to every wanted topic and hearing from Redis
         self._publishing = True  # the last publish did not fail
-        self._last_heard = 0.0  # loop time the listener last read anything
         self._down_since: Optional[float] = None  # monotonic start of the current outage
         self._down_logged = False  # this outage's warning is out
         self._drop_logged = False  # this outage's (or overflow's) drop warning is out
         self._malformed_logged = False
         self._tasks: list[asyncio.Task[None]] = []
-        self._ready = asyncio.Event()  # set the first time the listener is subscribed
-        self._confirmed: set[str] = set()  # topics Redis confirmed on this connection
-        # ready() calls waiting for confirmations: (topics still missing, their future).
-        self._waiters: list[tuple[set[str], asyncio.Future[None]]] = []
-        self._barriers: list[asyncio.Future[None]] = []  # caught_up() calls not yet sent
-        # caught_up() calls whose PING is on its way, by the PING's text.
-        self._pinged: dict[bytes, list[asyncio.Future[None]]] = {}
-        self._pings = 0  # numbers the caught_up() PINGs
+        self._ready = asyncio.Event()  # set the first time every listener is subscribed
         # client id -> its registered APPEND and APPEND_MANY
         self._scripts: dict[int, tuple[Any, Any]] = {}
         self.published = 0  # messages sent to Redis
@@ -358,8 +376,9 @@ class RedisBroker:
         scripts = self._scripts.get(id(history.client))
         if scripts is None:
             scripts = self._scripts[id(history.client)] = (
-                history.client.register_script(APPEND),
-                history.client.register_script(APPEND_MANY))
+                history.client.register_script(APPEND_SHARDED if self.cluster else APPEND),
+                history.client.register_script(
+                    APPEND_MANY_SHARDED if self.cluster else APPEND_MANY))
         script, many = scripts
         keys = [history.meta, history.log]
         args = [head, tail, history.extra, history.length, history.floor, history.ttl,
@@ -374,12 +393,14 @@ class RedisBroker:
             return None
         self.published += 1
         message_id = int(sid)
-        if not self._listening and self._deliver is not None:
+        if self._deliver is not None:
             envelope = Envelope(head + sid + tail)
             for topic in topics:
-                # Not caught up again after the gap: this process has it already.
-                self._sent_alone.setdefault(topic, set()).add(message_id)
-                self._deliver(topic, envelope)
+                carrier = self._carrier(topic)
+                if carrier is None or not carrier.listening:
+                    # Not caught up again after the gap: this process has it already.
+                    self._sent_alone.setdefault(topic, set()).add(message_id)
+                    self._deliver(topic, envelope)
         return message_id
 
     def attach_gaps(self, recover: "Recover", abandon: "Abandon") -> None:
@@ -401,7 +422,7 @@ class RedisBroker:
         current = self._last_ids.get(topic)
         if current is None:
             self._last_ids[topic] = message_id
-        elif self._listening and topic not in self._holds and not self._gapped:
+        elif self.listening and topic not in self._holds and not self._gapped:
             self._last_ids[topic] = max(current, message_id)
 
     def deliver_recovered(self, topic: str, envelope: Envelope, message_id: int) -> None:
@@ -417,56 +438,45 @@ class RedisBroker:
             self._deliver(topic, envelope)
 
     def subscribe(self, topic: str) -> None:
-        """Have the listener SUBSCRIBE to ``topic``'s channel."""
+        """Have the listener (the one of the topic's cluster node) subscribe to ``topic``'s
+        channel."""
         self._topics.add(topic)
-        self._wake.set()
+        self._channels[self.channel(topic)] = topic
+        carrier = self._carrier(topic)
+        if carrier is not None:
+            carrier.add(topic)
 
     def unsubscribe(self, topic: str) -> None:
-        """Have the listener UNSUBSCRIBE from ``topic``'s channel."""
+        """Have the listener unsubscribe from ``topic``'s channel."""
         self._topics.discard(topic)
-        self._confirmed.discard(topic)
+        self._channels.pop(self.channel(topic), None)
         self._last_ids.pop(topic, None)
         self._sent_alone.pop(topic, None)
-        self._wake.set()
+        for listener in self._listeners.values():
+            if topic in listener.topics:
+                listener.discard(topic)
 
     async def ready(self, topics: Iterable[str]) -> None:
         """Return once Redis has confirmed the SUBSCRIBE of every one of ``topics`` (each
         already wanted through ``subscribe``), so whatever any process publishes on them
         from now on reaches this one; at once while Redis is down (nothing would come),
         and after ``timeout`` seconds at most."""
-        if not self._listening:
-            return
-        missing = {topic for topic in topics if topic not in self._confirmed}
-        if not missing:
-            return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        entry = (missing, waiter)
-        self._waiters.append(entry)
-        try:
-            await asyncio.wait_for(asyncio.shield(waiter), self.timeout)
-        except asyncio.TimeoutError:
-            pass
-        finally:
-            if entry in self._waiters:
-                self._waiters.remove(entry)
+        by_carrier: dict[Listener, list[str]] = {}
+        for topic in topics:
+            carrier = self._carrier(topic)
+            if carrier is not None:
+                by_carrier.setdefault(carrier, []).append(topic)
+        await asyncio.gather(*(carrier.ready(each) for carrier, each in by_carrier.items()))
 
     async def caught_up(self) -> None:
-        """Return once the listener has handed the hub every message Redis published to
-        this process before the call (a PING on the listener's connection comes back
+        """Return once the listeners have handed the hub every message Redis published to
+        this process before the call (a PING on each listener's connection comes back
         after them); at once while Redis is down, and after ``timeout`` seconds at most.
 
         A welcome read from history, then ``caught_up()``, holds every live message its
         history holds: none can arrive after it and be shown twice.
         """
-        if not self._listening:
-            return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._barriers.append(waiter)
-        self._wake.set()
-        try:
-            await asyncio.wait_for(asyncio.shield(waiter), self.timeout)
-        except asyncio.TimeoutError:
-            pass
+        await asyncio.gather(*(listener.caught_up() for listener in self._listeners.values()))
         if self._holds:  # messages held by a catch-up are not handed over yet
             try:
                 async with asyncio.timeout(self.timeout):
@@ -475,39 +485,15 @@ class RedisBroker:
             except TimeoutError:
                 pass
 
-    def _confirm(self, channel: bytes, subscribed: bool) -> None:
-        """Redis answered a SUBSCRIBE (or an UNSUBSCRIBE) of ``channel``."""
-        if not channel.startswith(self.channel_prefix):
-            return
-        topic = channel[len(self.channel_prefix):].decode()
-        if not subscribed or topic not in self._topics:
-            self._confirmed.discard(topic)
-            return
-        self._confirmed.add(topic)
-        for missing, waiter in list(self._waiters):
-            missing.discard(topic)
-            if not missing and not waiter.done():
-                waiter.set_result(None)
-
-    def _release_waiters(self) -> None:
-        """The listener lost its connection: nothing is confirmed, nobody waits for it."""
-        self._confirmed.clear()
-        barriers = [waiter for waiters in self._pinged.values() for waiter in waiters]
-        self._pinged.clear()
-        barriers += self._barriers
-        self._barriers = []
-        for waiter in [waiter for _, waiter in self._waiters] + barriers:
-            if not waiter.done():
-                waiter.set_result(None)
-
     async def start(self) -> None:
         """Start the listener and the publisher; wait up to ``timeout`` s for Redis."""
         if self._tasks:
             return
-        self._tasks = [
-            asyncio.create_task(self._listen_forever(), name="redis-listener"),
-            asyncio.create_task(self._publish_forever(), name="redis-publisher"),
-        ]
+        self._tasks = [asyncio.create_task(self._publish_forever(), name="redis-publisher")]
+        if self.cluster:
+            self._tasks.append(asyncio.create_task(self._map_forever(), name="redis-slots"))
+        else:
+            self._start_listener("", self._listener_pool, set(self._topics))
         try:
             await asyncio.wait_for(self._ready.wait(), self.timeout)
         except asyncio.TimeoutError:
@@ -520,29 +506,44 @@ class RedisBroker:
     async def close(self) -> None:
         """Stop both tasks and close every connection; queued publishes are dropped."""
         tasks, self._tasks = self._tasks, []
-        tasks += self._gap_tasks
-        await cancel_all(tasks)  # not cancel() and gather(): a cancel may be swallowed
+        listeners, self._listener_tasks = self._listener_tasks, {}
+        # not cancel() and gather(): a cancel may be swallowed
+        await cancel_all(tasks + list(self._gap_tasks) + list(listeners.values()))
+        for listener in self._listeners.values():
+            listener.release()
+            await listener.pool.disconnect()
+        self._listeners.clear()
         self.dropped += len(self._queue)
         self._queue.clear()
         self._queued_bytes = 0
-        self._listening = False
-        await self._publisher.aclose(close_connection_pool=True)
+        await close(self._publisher)
         await self._listener_pool.disconnect()
 
     @property
     def listening(self) -> bool:
-        """Whether the listener is subscribed and hearing from Redis right now."""
-        return self._listening
+        """Whether every listener is subscribed and hearing from Redis right now."""
+        return bool(self._listeners) and all(
+            listener.listening for listener in self._listeners.values())
+
+    @property
+    def listeners(self) -> list[Listener]:
+        """The listeners: one on one Redis, one per master on a cluster."""
+        return list(self._listeners.values())
 
     def healthy(self) -> bool:
-        """True while the listener is subscribed and hearing from Redis and publishes go."""
-        return self._listening and self._publishing
+        """True while every listener is subscribed and hearing from Redis and publishes
+        go."""
+        return self.listening and self._publishing
 
     # Introspection
 
     def channel(self, topic: str) -> bytes:
-        """The Redis channel of ``topic``."""
-        return self.channel_prefix + topic.encode()
+        """The Redis channel of ``topic`` (``realtime.storage.rediskeys.topic_channel``)."""
+        return topic_channel(self.prefix, topic)
+
+    def topic_of(self, channel: bytes) -> Optional[str]:
+        """The wanted topic whose channel is ``channel``, if any."""
+        return self._channels.get(channel)
 
     @property
     def stats(self) -> dict[str, int]:
@@ -556,7 +557,8 @@ class RedisBroker:
 
     def _where(self) -> str:
         kwargs = self._listener_pool.connection_kwargs
-        return kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
+        where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
+        return f"the cluster of {where}" if self.cluster else where
 
     def _went_down(self, reason: object) -> None:
         """A connection failed: warn once per outage."""
@@ -585,123 +587,37 @@ class RedisBroker:
                         "subscribers. Counted in realtime_broker_dropped_total, not logged "
                         "again until it recovers", why)
 
-    # The listener
+    # The listeners
 
-    async def _listen_forever(self) -> None:
-        """Connect, subscribe, read; on any failure reconnect with backoff, forever."""
-        backoff = 0.1
-        connected_before = False
-        while True:
-            conn = self._listener_pool.make_connection()
-            try:
-                await asyncio.wait_for(conn.connect(), self.timeout)
-                if connected_before:
-                    self.reconnects += 1
-                connected_before = True
-                await self._listen(conn)
-            except Exception as exc:
-                if not isinstance(exc, FAILURES + (ConnectionDead,)):
-                    # A bug (or a reply we did not expect) must not leave the process deaf.
-                    log.exception("the Redis listener failed; reconnecting")
-                if self._listening:
-                    backoff = 0.1  # it had worked: retry soon
-                self._listening = False
-                self._went_down(exc)
-            finally:
-                if self._ready.is_set():
-                    self._gapped = True  # whatever was published from now on is missed
-                self._listening = False
-                self._release_waiters()
-                await conn.disconnect(nowait=True)
-            await asyncio.sleep(random.uniform(backoff / 2, backoff))
-            backoff = min(backoff * 2, self.max_backoff)
+    def _carrier(self, topic: str) -> Optional[Listener]:
+        """The listener that carries (or is to carry) ``topic``: the one on one Redis, the
+        one of its slot's master on a cluster; None while the slots are not mapped."""
+        if not self.cluster:
+            return self._listeners.get("")
+        if not self._slots:
+            return None
+        node = self._slots[key_slot(self.channel(topic))]
+        return self._listeners.get(node) if node is not None else None
 
-    async def _listen(self, conn: Any) -> None:
-        """Serve one listener connection until it fails (it raises)."""
-        loop = asyncio.get_running_loop()
-        subscribed: set[str] = set()  # topics SUBSCRIBEd on this connection
-        self._last_heard = loop.time()
-        await self._sync_topics(conn, subscribed)
-        # Redis answers in order: the PONG to this PING means every SUBSCRIBE before it
-        # took effect.
-        await self._send(conn, "PING", b"subscribed")
-        last_ping = loop.time()
-        # One task reads and handles every reply as it comes (no task or wait per message);
-        # this one sends: SUBSCRIBEs when the wanted topics change, and the PINGs.
-        reader = asyncio.ensure_future(self._read_replies(conn))
-        wake = asyncio.ensure_future(self._wake.wait())
-        try:
-            while True:
-                wait = max(0.0, last_ping + self.ping_interval - loop.time())
-                await asyncio.wait((reader, wake), timeout=wait,
-                                   return_when=asyncio.FIRST_COMPLETED)
-                if reader.done():
-                    reader.result()  # raises: the connection failed
-                    raise ConnectionDead("the listener's reader stopped")
-                if wake.done():
-                    self._wake.clear()
-                    wake = asyncio.ensure_future(self._wake.wait())
-                    await self._sync_topics(conn, subscribed)
-                    if self._barriers:
-                        self._pings += 1
-                        text = b"caught-up:%d" % self._pings
-                        self._pinged[text], self._barriers = self._barriers, []
-                        await self._send(conn, "PING", text)
-                now = loop.time()
-                if now - self._last_heard > self.timeout:
-                    raise ConnectionDead(f"no reply from Redis for {self.timeout:.0f} s")
-                if now - last_ping >= self.ping_interval:
-                    await self._send(conn, "PING")
-                    last_ping = now
-        finally:
-            reader.cancel()
-            wake.cancel()
-            await asyncio.gather(reader, wake, return_exceptions=True)
+    def _start_listener(self, name: str, pool: ConnectionPool, topics: set[str]) -> Listener:
+        listener = Listener(self, pool, sharded=self.cluster)
+        listener.topics = topics
+        self._listeners[name] = listener
+        self._listener_tasks[name] = asyncio.create_task(
+            listener.run_forever(), name=f"redis-listener {name}".strip())
+        return listener
 
-    async def _read_replies(self, conn: Any) -> None:
-        """Read and handle the listener connection's replies until it fails (it raises)."""
-        loop = asyncio.get_running_loop()
-        while True:
-            reply = await conn.read_response(disconnect_on_error=False)
-            self._last_heard = loop.time()
-            self._handle(reply)
+    async def _stop_listener(self, name: str) -> None:
+        listener = self._listeners.pop(name)
+        task = self._listener_tasks.pop(name)
+        await cancel_all([task])
+        listener.release()
+        await listener.pool.disconnect()
 
-    async def _send(self, conn: Any, *args: Any) -> None:
-        """Send one command on the listener connection (its reply comes to the reader)."""
-        await asyncio.wait_for(conn.send_command(*args), self.timeout)
-
-    async def _sync_topics(self, conn: Any, subscribed: set[str]) -> None:
-        """SUBSCRIBE and UNSUBSCRIBE so the connection listens to exactly the wanted topics."""
-        for command, topics in (("SUBSCRIBE", self._topics - subscribed),
-                                ("UNSUBSCRIBE", subscribed - self._topics)):
-            ordered = sorted(topics)
-            for start in range(0, len(ordered), SUBSCRIBE_CHUNK):
-                chunk = ordered[start:start + SUBSCRIBE_CHUNK]
-                await self._send(conn, command, *(self.channel(topic) for topic in chunk))
-            if command == "SUBSCRIBE":
-                subscribed |= topics
-            else:
-                subscribed -= topics
-
-    def _handle(self, reply: Any) -> None:
-        """One reply read by the listener: a message, a (un)subscribe or a PONG."""
-        if not isinstance(reply, list):  # PONG outside subscribed mode: b"PONG" or the text
-            self._pong(reply)
-            return
-        kind = reply[0]
-        if kind == b"message":
-            self._message(reply[1], reply[2])
-        elif kind in (b"subscribe", b"unsubscribe"):
-            self._confirm(reply[1], kind == b"subscribe")
-        elif kind == b"pong":
-            self._pong(reply[1])
-
-    def _pong(self, text: Any) -> None:
-        for waiter in self._pinged.pop(text, ()):
-            if not waiter.done():
-                waiter.set_result(None)
-        if text == b"subscribed" and not self._listening:
-            self._listening = True
+    def listener_up(self, listener: Listener) -> None:
+        """``listener`` is subscribed to its topics and hears from Redis: once every
+        listener is, the broker is whole again, and catches up after a gap."""
+        if self.listening:
             self._ready.set()
             self._maybe_up()
             if self._gapped:
@@ -788,10 +704,12 @@ class RedisBroker:
                 self._hand(topic, envelope)
             self._sent_alone.pop(topic, None)
 
-    def _message(self, channel: bytes, data: bytes) -> None:
-        if not channel.startswith(self.channel_prefix):
+    def message(self, channel: bytes, data: bytes) -> None:
+        """A listener read ``data`` on ``channel``: hand it to the hub unless it is this
+        process's own, or not in our format (counted, logged once)."""
+        topic = self.topic_of(channel)
+        if topic is None:
             return
-        topic = channel[len(self.channel_prefix):].decode()
         decoded = decode(data)
         if decoded is None:
             self.malformed += 1
@@ -822,6 +740,77 @@ class RedisBroker:
         except Exception:  # a bug in delivery must not leave the process deaf
             log.exception("delivering a message from Redis on %s failed", topic)
 
+    def gap_closed(self, topics: set[str]) -> None:
+        """A listener is subscribed to ``topics``, taken over from another master's
+        listener (a re-mapped cluster): what was published on them meanwhile may be
+        missed. Nothing to do while the broker is gapped: its catch-up covers every
+        topic."""
+        if topics and not self._gapped:
+            self._after_gap(topics)
+
+    def listener_down(self, listener: Listener, error: BaseException) -> None:
+        """``listener`` lost its connection (it reconnects by itself); on a cluster, the
+        slots may have moved."""
+        if self._ready.is_set():
+            self._gapped = True  # whatever was published from now on is missed
+        self._went_down(error)
+        if self.cluster:
+            self.remap()
+
+    def remap(self) -> None:
+        """Map the cluster's slots to their masters again (a node failed, a slot moved)."""
+        self._remap.set()
+
+    async def _map_forever(self) -> None:
+        """On a cluster: map the slots, run a listener per master with the topics of its
+        slots, and again whenever asked (``remap``), every ``REMAP_INTERVAL`` seconds, and
+        every half second while a listener is down (a failover takes a moment)."""
+        while True:
+            self._remap.clear()
+            try:
+                await asyncio.wait_for(self._map_slots(), self.timeout)
+            except Exception as exc:
+                if not isinstance(exc, FAILURES):
+                    log.exception("mapping the Redis Cluster's slots failed")
+                self._went_down(exc)
+            wait = REMAP_INTERVAL if self.listening else 0.5
+            try:
+                await asyncio.wait_for(self._remap.wait(), wait)
+            except asyncio.TimeoutError:
+                pass
+            await asyncio.sleep(0.1)  # a burst of MOVED answers is one re-map
+
+    async def _map_slots(self) -> None:
+        """Ask the cluster which master serves each slot; move topics to match."""
+        nodes = self._publisher.nodes_manager  # type: ignore[union-attr]
+        await nodes.initialize()
+        slots: list[Optional[str]] = [None] * SLOTS
+        masters: dict[str, Any] = {}
+        for slot, holders in nodes.slots_cache.items():
+            slots[slot] = holders[0].name
+            masters[holders[0].name] = holders[0]
+        before = {topic: name for name, listener in self._listeners.items()
+                  for topic in listener.topics}
+        self._slots = slots
+        for name in set(self._listeners) - set(masters):
+            await self._stop_listener(name)
+        wanted: dict[str, set[str]] = {name: set() for name in masters}
+        for topic in self._topics:
+            node = slots[key_slot(self.channel(topic))]
+            if node is not None:
+                wanted[node].add(topic)
+        for name, node in masters.items():
+            moved = {topic for topic in wanted[name] if before.get(topic, name) != name}
+            listener = self._listeners.get(name)
+            if listener is None:
+                pool = ConnectionPool(
+                    connection_class=self._listener_pool.connection_class,
+                    **{**self._listener_pool.connection_kwargs,
+                       "host": node.host, "port": node.port})
+                listener = self._start_listener(name, pool, set())
+            if listener.topics != wanted[name] or moved:
+                listener.carry(wanted[name], moved)
+
     # The publisher
 
     async def _publish_forever(self) -> None:
@@ -850,7 +839,7 @@ class RedisBroker:
             try:
                 async with self._publisher.pipeline(transaction=False) as pipe:
                     for channel, wire in batch:
-                        pipe.publish(channel, wire)
+                        pipe.execute_command(self._publish_command, channel, wire)
                     await pipe.execute()
                 self.published += len(batch)
             except Exception as exc:

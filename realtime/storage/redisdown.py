@@ -13,11 +13,13 @@ import logging
 import time
 from typing import Any, Awaitable, Callable, Optional
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 # What a lost, refused or failing Redis raises (MISCONF when the AOF cannot be written,
 # LOADING while Redis reads it back, OOM under noeviction): all mean "not now".
-FAILURES = (RedisError, OSError, asyncio.TimeoutError)
+# What a Redis that cannot answer raises: a cluster without a reachable node raises
+# RedisClusterException, which is no RedisError.
+FAILURES = (RedisError, RedisClusterException, OSError, asyncio.TimeoutError)
 
 FIRST_PROBE = 0.1  # seconds before the probe's first PING
 MAX_PROBE_WAIT = 2.0  # seconds between two PINGs at most

@@ -4,21 +4,29 @@ It has the coroutine API of ``PollStore`` (``realtime.votes.store.Polls``), so t
 work unchanged with either. Several server processes on one Redis share every poll: a vote
 counted on one shows on all, and counts once.
 
-Keys, under ``prefix`` (``realtime:``), for a poll ``<id>``:
+Keys, under ``prefix`` (``realtime:``), for a poll ``<id>``, each with the id as its hash
+tag so a poll lives in one slot of a Redis Cluster (``realtime.storage.rediskeys``):
 
-- ``poll:<id>``: a hash of the poll's fields (``title``, ``one_vote_per_voter``, ``listed``,
+- ``poll:{<id>}``: a hash of the poll's fields (``title``, ``one_vote_per_voter``, ``listed``,
   ``closed``, ``created_at``, ``manage_hash``, ``code``, ``results``, ``revealed``;
   ``options``, the JSON list of
   ``[id, label, gloss]`` in order);
-- ``poll:<id>:votes``: a hash, option id -> count, every option present from creation;
-- ``poll:<id>:voters``: a hash, voter id -> the option it chose (one-vote polls only; a hash
+- ``poll:{<id>}:votes``: a hash, option id -> count, every option present from creation;
+- ``poll:{<id>}:voters``: a hash, voter id -> the option it chose (one-vote polls only; a hash
   rather than a set so a reconnecting page is told which option it chose);
 - ``code:<code>``: the id of the poll with that join code (``realtime/votes/ids.py``), set
   (``NX``) before the poll is created and deleted with it, each as a command of its own: the
   code's key is not the poll's, so no script may touch both (a Redis Cluster would put them
   in different slots); a code whose poll is gone finds nothing;
 - ``polls:listed``: a sorted set of the listed polls' ids, scored by ``polls:seq``, a counter
-  (so "newest first" never depends on two clocks agreeing).
+  (so "newest first" never depends on two clocks agreeing). Both live in a slot of their
+  own: a poll is created (``CREATE``), then listed; deleted, then unlisted. A listing that
+  names a poll no longer there skips it.
+
+Polls from before the hash tags (``poll:<id>``, ``poll:<id>:votes``, ``poll:<id>:voters``)
+are adopted when first missed: a call that finds no ``poll:{<id>}`` renames the old keys
+(``ADOPT``, one Redis only: a cluster never held them) and tries again, so no poll vanishes
+in the upgrade.
 
 One vote per voter, atomically across processes: ``VOTE``, a Lua script, checks that the
 poll exists and is open and that the option exists, then, for a one-vote poll, ``HSETNX``
@@ -29,7 +37,9 @@ them. The script is sent once and then called by its SHA (redis-py's ``register_
 loads it again after a Redis restart).
 
 Durability is Redis's: an acknowledged vote survives a crash only if Redis runs with
-``appendonly yes`` and ``appendfsync always`` (``deploy/redis.conf``). The script's writes go
+``appendonly yes`` and ``appendfsync always`` (``deploy/redis.conf``). On a Redis Cluster a
+vote is acknowledged only once a replica of its master has it too (``WAIT``, see
+``_replicated``), so a failover does not lose it. The script's writes go
 to the AOF as one ``MULTI``/``EXEC`` block, so a crash keeps both the voter and its count or
 neither.
 
@@ -58,9 +68,9 @@ import re
 import time
 from typing import Any, Awaitable, Callable, Optional, TypeVar
 
-from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 
 from realtime.wire.messages import ClientError
 from realtime.votes.store import (
@@ -70,6 +80,7 @@ from realtime.votes.store import (
 from realtime.votes.ids import CODE, new_join_code, new_poll_id
 from realtime.storage.redisbatch import DEFAULT_MAX_COUNT, ScriptBatcher
 from realtime.storage.redisdown import FAILURES, Outage
+from realtime.storage.rediskeys import client, close, is_cluster, tagged
 from realtime.votes.spec import NewPoll, Option, Poll, Tally
 
 log = logging.getLogger("realtime.redispolls")
@@ -77,6 +88,8 @@ log = logging.getLogger("realtime.redispolls")
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT = 2.0  # seconds; the contract is an answer within 5 s with Redis down
+# On a cluster: milliseconds a vote waits for a replica of its master to have it.
+REPLICA_WAIT_MS = 1000
 # Ids we look up: what new_poll_id draws, and the demo's. Anything else (a ":" in
 # particular, which could name another key) is no poll.
 POLL_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -121,15 +134,15 @@ redis.call('HSET', KEYS[3], ARGV[1], table.concat(ARGV, ',', 2))
 return redis.call('HGETALL', KEYS[2])
 """
 
-# KEYS: poll, votes, listed, seq. ARGV: id, title, one_vote_per_voter, listed, created_at,
-# options JSON, manage hash ("" for none), join code, results, allow_change, max_choices,
-# then the option ids. 0 if the id is taken.
 # KEYS: the poll's hash. Whether its counts may be shown and its votes changed: {results,
 # revealed, allow_change} (a script, so a vote's pipeline can carry it).
 FLAGS = """
 return redis.call('HMGET', KEYS[1], 'results', 'revealed', 'allow_change')
 """
 
+# KEYS: poll, votes. ARGV: id, title, one_vote_per_voter, listed, created_at, options
+# JSON, manage hash ("" for none), join code, results, allow_change, max_choices, then the
+# option ids. 0 if the id is taken.
 CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'title', ARGV[2], 'one_vote_per_voter', ARGV[3],
@@ -138,8 +151,26 @@ redis.call('HSET', KEYS[1], 'title', ARGV[2], 'one_vote_per_voter', ARGV[3],
            'allow_change', ARGV[10], 'max_choices', ARGV[11])
 redis.call('DEL', KEYS[2])
 for i = 12, #ARGV do redis.call('HSET', KEYS[2], ARGV[i], 0) end
-if ARGV[4] == '1' then redis.call('ZADD', KEYS[3], redis.call('INCR', KEYS[4]), ARGV[1]) end
 return 1
+"""
+
+# KEYS: the poll's three keys, then its three keys from before the hash tags. Renames the
+# old ones if the poll has none yet; 1 if it adopted a poll.
+ADOPT = """
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[4]) == 0 then return 0 end
+for i = 1, 3 do
+    if redis.call('EXISTS', KEYS[i + 3]) == 1 then redis.call('RENAME', KEYS[i + 3], KEYS[i]) end
+end
+return 1
+"""
+
+# KEYS: poll, votes, voters. ARGV: voter id ("" for none). Returns the poll's fields, its
+# counts (both as HGETALL does) and the option the voter chose (false for none), read in
+# one step: a script rather than MULTI, which redis-py's cluster client mishandles.
+READ = """
+local chosen = false
+if ARGV[1] ~= '' then chosen = redis.call('HGET', KEYS[3], ARGV[1]) end
+return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]), chosen}
 """
 
 # KEYS: poll. ARGV: the field ("closed", "revealed"), its value. 0 if there is no such poll.
@@ -149,13 +180,16 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
 
-# KEYS: poll, votes, voters, listed. ARGV: id. 1 if the poll existed.
+# KEYS: poll, votes, voters. 1 if the poll existed.
 DELETE = """
 local existed = redis.call('DEL', KEYS[1])
 redis.call('DEL', KEYS[2], KEYS[3])
-redis.call('ZREM', KEYS[4], ARGV[1])
 return existed
 """
+
+
+class NotReplicated(RedisError):
+    """On a cluster: no replica took a vote's writes in time (its master alone has it)."""
 
 
 class PollsUnavailable(ClientError):
@@ -171,6 +205,11 @@ def ordered_counts(flat: list[str]) -> dict[str, int]:
     "1", "2", ... by position)."""
     counts = {flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)}
     return dict(sorted(counts.items(), key=lambda item: int(item[0])))
+
+
+def pairs(flat: list[str]) -> dict[str, str]:
+    """``HGETALL``'s ``[field, value, field, value, ...]`` as a dict."""
+    return dict(zip(flat[::2], flat[1::2]))
 
 
 def parse_poll(poll_id: str, fields: dict[str, str], votes: dict[str, str]) -> Optional[Poll]:
@@ -213,17 +252,21 @@ class RedisPollStore:
         # operation times out, so a half-open connection fails a call instead of hanging
         # it. RESP2, as the broker pins it. Two connections: the calls' (one at a time) and
         # the batcher's (one pipeline at a time).
-        self._redis = Redis(connection_pool=ConnectionPool.from_url(
+        self._redis = client(
             url, socket_timeout=timeout, socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 0), health_check_interval=0, protocol=2,
             decode_responses=True, client_name="realtime-polls", max_connections=2,
-        ))
+        )
+        self._cluster = is_cluster(url)
+        self._stale_map = False  # a cluster call failed: refresh the slot map first
         self._vote = self._redis.register_script(VOTE)
         self._ballot = self._redis.register_script(BALLOT)
         self._flags = self._redis.register_script(FLAGS)
         self._create_script = self._redis.register_script(CREATE)
         self._set_closed_script = self._redis.register_script(SET_CLOSED)
         self._delete_script = self._redis.register_script(DELETE)
+        self._adopt_script = self._redis.register_script(ADOPT)
+        self._read_script = self._redis.register_script(READ)
         self._turn = asyncio.Lock()  # one call at a time, in order (see Ordering)
         # Sends the script calls of each loop turn in one pipeline (counts its pipelines).
         self.batcher = ScriptBatcher(self._redis, max_count=batch)
@@ -237,13 +280,22 @@ class RedisPollStore:
         self._closed = False
 
     def _key(self, poll_id: str, part: str = "") -> str:
-        return f"{self.prefix}poll:{poll_id}{part}"
+        """The key of one part of a poll; the poll's id is its hash tag (one slot)."""
+        return f"{self.prefix}poll:{tagged(poll_id)}{part}"
 
     def _poll_keys(self, poll_id: str) -> list[str]:
         return [self._key(poll_id), self._key(poll_id, ":votes"), self._key(poll_id, ":voters")]
 
     def _code_key(self, code: str) -> str:
         return f"{self.prefix}code:{code}"
+
+    async def _adopted(self, poll_id: str) -> bool:
+        """Whether a poll kept under the keys from before the hash tags was just moved to
+        its keys of now (``ADOPT``); never on a cluster, which never held them."""
+        if self._cluster:
+            return False
+        old = [f"{self.prefix}poll:{poll_id}{part}" for part in ("", ":votes", ":voters")]
+        return bool(await self._adopt_script(keys=[*self._poll_keys(poll_id), *old]))
 
     @property
     def _listed(self) -> str:
@@ -300,8 +352,13 @@ class RedisPollStore:
         """Whether ``token`` is the poll's manage token; None if there is no such poll."""
         if not POLL_ID.fullmatch(poll_id):
             return None
-        title, stored = await self._call(
-            lambda: self._redis.hmget(self._key(poll_id), ["title", "manage_hash"]))
+
+        async def job() -> list[Optional[str]]:
+            fields = await self._redis.hmget(self._key(poll_id), ["title", "manage_hash"])
+            if fields[0] is None and await self._adopted(poll_id):
+                fields = await self._redis.hmget(self._key(poll_id), ["title", "manage_hash"])
+            return list(fields)
+        title, stored = await self._call(job)
         if title is None:
             return None
         if not stored or not token:
@@ -321,8 +378,9 @@ class RedisPollStore:
     async def _set_flag(self, poll_id: str, field: str, value: bool) -> Optional[Poll]:
         if not POLL_ID.fullmatch(poll_id):
             return None
-        found = await self._call(lambda: self._set_closed_script(
-            keys=[self._key(poll_id)], args=[field, "1" if value else "0"]))
+        found = await self._call(lambda: self._again_if_adopted(poll_id, lambda: (
+            self._set_closed_script(keys=[self._key(poll_id)],
+                                    args=[field, "1" if value else "0"]))))
         return await self.get(poll_id) if found else None
 
     async def delete(self, poll_id: str) -> bool:
@@ -332,12 +390,14 @@ class RedisPollStore:
 
         async def job() -> bool:
             code = await self._redis.hget(self._key(poll_id), "code")
-            existed = await self._delete_script(
-                keys=[*self._poll_keys(poll_id), self._listed], args=[poll_id])
+            existed = await self._delete_script(keys=self._poll_keys(poll_id))
             if code:
                 await self._redis.delete(self._code_key(code))
             return bool(existed)
-        return await self._call(job)
+        existed = await self._call(lambda: self._again_if_adopted(poll_id, job))
+        # Unlisted after: a listing between the two skips the poll it cannot read.
+        await self._call(lambda: self._redis.zrem(self._listed, poll_id))
+        return bool(existed)
 
     async def find_code(self, code: str) -> Optional[str]:
         """The id of the poll with that join code, or None."""
@@ -356,12 +416,18 @@ class RedisPollStore:
             ids = await self._redis.zrevrange(self._listed, 0, limit - 1)
             if not ids:
                 return []
-            async with self._redis.pipeline(transaction=True) as pipe:
+            # Polls of several slots: a pipeline, not a transaction (each poll is read
+            # whole, as each of its changes is one script).
+            async with self._redis.pipeline(transaction=False) as pipe:
                 for poll_id in ids:
                     pipe.hgetall(self._key(poll_id)).hgetall(self._key(poll_id, ":votes"))
                 replies = await pipe.execute()
             polls = [parse_poll(poll_id, replies[2 * n], replies[2 * n + 1])
                      for n, poll_id in enumerate(ids)]
+            for n, poll_id in enumerate(ids):
+                if polls[n] is None and await self._adopted(poll_id):
+                    found = await self._read(poll_id, None)
+                    polls[n] = found[0] if found is not None else None
             return [poll for poll in polls if poll is not None]
         return await self._call(job)
 
@@ -383,25 +449,37 @@ class RedisPollStore:
             raise refused("too_many_choices")
         keys = self._poll_keys(poll_id)
         voter = voter_id or ""
-        # One choice, batching on: the vote and the flags go in this turn's pipeline, in
-        # order, taking no turn of this store (the batcher keeps their order).
-        batched = self.batcher.batching and len(chosen) == 1
+        # One choice, batching on (one Redis): the vote and the flags go in this turn's
+        # pipeline, in order, taking no turn of this store (the batcher keeps their order).
+        batched = self.batcher.batching and len(chosen) == 1 and not self._cluster
 
-        async def job() -> tuple[Any, list[Optional[str]]]:
+        async def cast(ballot: bool) -> Any:
+            if self._cluster:  # answered once a replica has it (``_replicated``)
+                if ballot:
+                    return await self._replicated(BALLOT, keys, [voter, *chosen])
+                return await self._replicated(VOTE, keys, [chosen[0], voter])
+            if ballot:
+                return await self._ballot(keys=keys, args=[voter, *chosen])
+            return await self._vote(keys=keys, args=[chosen[0], voter])
+
+        async def attempt() -> tuple[Any, list[Optional[str]]]:
             if batched:
                 result, flags = await asyncio.gather(
                     self.batcher.call(self._vote, keys, [chosen[0], voter]),
                     self.batcher.call(self._flags, [self._key(poll_id)]))
             else:
-                if len(chosen) == 1:
-                    result = await self._vote(keys=keys, args=[chosen[0], voter])
-                else:
-                    result = await self._ballot(keys=keys, args=[voter, *chosen])
+                result = await cast(len(chosen) > 1)
                 # Whether the counts may be shown and the vote changed, read after the vote.
                 flags = await self._flags(keys=[self._key(poll_id)])
             if result == "already_voted" and flags[2] == "1":  # a change of vote
-                result = await self._ballot(keys=keys, args=[voter, *chosen])
+                result = await cast(True)
             return result, flags
+
+        async def job() -> tuple[Any, list[Optional[str]]]:
+            outcome = await attempt()
+            if outcome[0] == "no_such_poll" and await self._adopted(poll_id):
+                outcome = await attempt()
+            return outcome
         result, (results, revealed, _) = await self._call(job, batched=batched)
         if isinstance(result, str):
             raise refused(result if result in VOTE_REFUSALS else "no_such_poll")
@@ -412,47 +490,93 @@ class RedisPollStore:
         self, poll_id: str, voter_id: Optional[str]
     ) -> Optional[tuple[Poll, Optional[str]]]:
         """The poll with its counts and the option ``voter_id`` chose in it, read in one
-        transaction; None if there is no such poll."""
+        step; None if there is no such poll."""
         if not POLL_ID.fullmatch(poll_id):
             return None
-        return await self._call(lambda: self._read(poll_id, voter_id))
+        return await self._call(
+            lambda: self._again_if_adopted(poll_id, lambda: self._read(poll_id, voter_id)))
 
     async def aclose(self) -> None:
         """Close the connections; closing twice is harmless."""
         self._closed = True
         await self.batcher.aclose()
-        await self._redis.aclose(close_connection_pool=True)
+        await close(self._redis)
 
     # The jobs, run by _call.
+
+    async def _replicated(self, script: str, keys: list[str], args: list[str]) -> Any:
+        """On a cluster: ``script``'s answer once a replica of its master has its writes.
+
+        A master's writes reach its replicas a moment after it answered, so a master killed
+        in that moment takes an acknowledged vote with it when its replica takes over.
+        ``WAIT 1`` after the script, on the same connection (WAIT counts that connection's
+        writes), holds the answer until one replica has them; none within
+        ``REPLICA_WAIT_MS``, the vote is refused (``unavailable``: refused but counted, never
+        acknowledged and lost).
+
+        Raises:
+            NotReplicated: no replica took the writes in time.
+        """
+        cluster: Any = self._redis
+        if self._stale_map:  # a failed call may mean a failover: ask who serves what
+            await cluster.nodes_manager.initialize()
+            self._stale_map = False
+        node = cluster.get_node_from_key(keys[0])
+        conn = node.acquire_connection()
+        try:
+            await conn.send_packed_command(conn.pack_commands([
+                ("EVAL", script, len(keys), *keys, *args), ("WAIT", 1, REPLICA_WAIT_MS)]))
+            result = await conn.read_response()
+            replicas = await conn.read_response()
+        except BaseException:
+            self._stale_map = True
+            await conn.disconnect()  # a reply may still be on its way: never reuse it
+            raise
+        finally:
+            node.release(conn)
+        if int(replicas) < 1:
+            raise NotReplicated(f"no replica of {node.name} took the vote within "
+                                f"{REPLICA_WAIT_MS} ms")
+        return result
+
+    async def _again_if_adopted(self, poll_id: str, job: Callable[[], Awaitable[T]]) -> T:
+        """``job``'s answer; once more if it found no poll (None, 0, ``no_such_poll``) and
+        the poll was just adopted from its keys of before the hash tags."""
+        result = await job()
+        if result in (None, 0, "no_such_poll") and await self._adopted(poll_id):
+            result = await job()
+        return result
 
     async def _read(
         self, poll_id: str, voter_id: Optional[str]
     ) -> Optional[tuple[Poll, Optional[str]]]:
-        poll_key, votes_key, voters_key = self._poll_keys(poll_id)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hgetall(poll_key).hgetall(votes_key)
-            if voter_id is not None:
-                pipe.hget(voters_key, voter_id)
-            replies: list[Any] = await pipe.execute()
-        poll = parse_poll(poll_id, replies[0], replies[1])
+        fields, votes, chosen = await self._read_script(
+            keys=self._poll_keys(poll_id), args=[voter_id or ""])
+        poll = parse_poll(poll_id, pairs(fields), pairs(votes))
         if poll is None:
             return None
-        return poll, replies[2] if voter_id is not None else None
+        return poll, chosen if voter_id else None
 
     async def _insert(self, poll_id: str, new: NewPoll, manage_hash: Optional[str]) -> bool:
         glosses = new.glosses or (None,) * len(new.labels)
         ids = [str(n) for n in range(1, len(new.labels) + 1)]
         options = json.dumps([list(option) for option in zip(ids, new.labels, glosses)],
                              ensure_ascii=False)
+        if await self._adopted(poll_id):
+            return False  # the id was taken before the upgrade
         code = await self._claim_code(poll_id)
         created = await self._create_script(
-            keys=[self._key(poll_id), self._key(poll_id, ":votes"), self._listed,
-                  f"{self.prefix}polls:seq"],
+            keys=[self._key(poll_id), self._key(poll_id, ":votes")],
             args=[poll_id, new.title, int(new.one_vote_per_voter), int(new.listed),
                   repr(time.time()), options, manage_hash or "", code, new.results,
                   int(new.allow_change), new.max_choices, *ids])
         if not created:  # the id is taken: the code goes back
             await self._redis.delete(self._code_key(code))
+        elif new.listed:
+            # Listed once it exists: ``polls:seq`` and ``polls:listed`` are slots apart
+            # from the poll's (and may be from each other's) on a cluster.
+            seq = await self._redis.incr(f"{self.prefix}polls:seq")
+            await self._redis.zadd(self._listed, {poll_id: seq})
         return bool(created)
 
     async def _claim_code(self, poll_id: str) -> str:

@@ -281,7 +281,7 @@ async def test_history_and_publish_are_one_step(node, ws_open, admin):
     for n in range(5):
         await send_json(conn, {"type": "message", "text": f"m{n}"})
     ids = [(await frame_of(conn, "message"))["id"] for _ in range(5)]
-    logged = await admin.xrange("realtime:chat:lobby:log")
+    logged = await admin.xrange("realtime:chat:{lobby}:log")
     assert [int(entry_id.split(b"-")[0]) for entry_id, _ in logged] == ids
 
 
@@ -498,7 +498,7 @@ async def test_a_message_that_timed_out_is_never_stored_under_a_second_id(
     await send_json(conn, {"type": "message", "text": "before"})  # Redis knows the script
     await frame_of(conn, "message")
     shown = await say_while_frozen(redis_server, a, conn, "in flight")
-    logged = await admin.xrange("realtime:chat:lobby:log")
+    logged = await admin.xrange("realtime:chat:{lobby}:log")
     stored = {int(entry_id.split(b"-")[0]): json.loads(fields[b"f"])["text"]
               for entry_id, fields in logged}
     assert "in flight" not in stored.values() or stored.get(shown["id"]) == "in flight"
@@ -561,7 +561,8 @@ async def say_while_frozen(redis_server: RedisServer, at: SimpleNamespace, conn:
 
 def _delay_listener(broker: Any, delay: float) -> None:
     """Have ``broker``'s listener handle each reply ``delay`` seconds late, in order."""
-    handle = broker._handle
+    [listener] = broker.listeners
+    handle = listener._handle
     queue: asyncio.Queue[tuple[float, Any]] = asyncio.Queue()
     loop = asyncio.get_running_loop()
 
@@ -572,7 +573,7 @@ def _delay_listener(broker: Any, delay: float) -> None:
             handle(reply)
 
     broker._tasks.append(asyncio.ensure_future(drain()))
-    broker._handle = lambda reply: queue.put_nowait((loop.time() + delay, reply))
+    listener._handle = lambda reply: queue.put_nowait((loop.time() + delay, reply))
 
 
 async def test_a_chat_message_is_counted_as_published(node, ws_open):

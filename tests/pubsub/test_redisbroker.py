@@ -158,13 +158,13 @@ async def test_only_topics_with_local_subscribers_are_subscribed(redis_app, ws_o
     node = await redis_app(prefix="app1:")
     assert await channels(admin) == set()
     first, second = await probe(ws_open, node), await probe(ws_open, node)
-    await eventually(lambda: channels(admin), {b"app1:topic:probe.room"})
+    await eventually(lambda: channels(admin), {b"app1:topic:probe.{room}"})
     assert await admin.pubsub_numpat() == 0
-    assert await listeners(admin, b"app1:topic:probe.room") == 1
+    assert await listeners(admin, b"app1:topic:probe.{room}") == 1
 
     first.close()
     await poll_until(lambda: node.hub.subscriber_count(TOPIC) == 1)
-    assert await channels(admin) == {b"app1:topic:probe.room"}
+    assert await channels(admin) == {b"app1:topic:probe.{room}"}
     second.close()
     await eventually(lambda: channels(admin), set())
     assert node.broker.healthy()
@@ -197,6 +197,20 @@ async def test_listener_killed_by_redis_resubscribes(redis_app, ws_open, admin):
     await send_json(a1, {"type": "say", "text": "after the kill"})
     await says(b1, "after the kill")
     await says(a1, "after the kill")
+
+
+async def test_a_resubscribed_listener_reports_the_topics_of_its_gap(redis_app, ws_open, admin):
+    """The gap hook (``_after_gap``) hears nothing on the first connection and, once the
+    listener is subscribed again after a ``CLIENT KILL``, every topic wanted across it."""
+    a = await redis_app()
+    gaps: list[set[str]] = []
+    a.broker._after_gap = gaps.append  # the seam gap recovery plugs into
+    await probe(ws_open, a)
+    await eventually(lambda: listeners(admin, a.broker.channel(TOPIC)), 1)
+    assert gaps == []
+    assert await admin.client_kill_filter(_type="pubsub") == 1
+    await poll_until(lambda: gaps, RESUMED_WITHIN)
+    assert gaps == [{TOPIC}] and a.broker.healthy()
 
 
 async def test_redis_killed_then_restarted(redis_app, ws_open, admin, redis_server, caplog):

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
+import redis.asyncio
 
 from realtime.pubsub.hub import Hub
 from realtime.votes.redisstore import RedisPollStore
@@ -113,6 +114,24 @@ async def test_close_reopen_delete_and_ownership(store):
     assert poll.id not in [p.id for p in await store.recent()]
     assert await vote_error(store, poll.id, "1", "alice") == "no_such_poll"
     assert await store.set_closed(poll.id, True) is None
+
+
+async def test_a_poll_from_before_the_hash_tags_keeps_its_votes_after_the_upgrade(
+    redis_server, redis_stores
+):
+    """A poll stored under the key names from before the hash tags (``poll:<id>``) is
+    listed, read with its counts, remembers its voters and takes votes after the upgrade."""
+    old = redis_stores(redis_server.url)
+    poll, _ = await old.create(ONE_VOTE)
+    await old.vote(poll.id, "2", "alice")
+    async with redis.asyncio.Redis.from_url(redis_server.url) as admin:
+        for part in ("", ":votes", ":voters"):  # the layout an older version wrote
+            await admin.rename(f"realtime:poll:{{{poll.id}}}{part}",
+                               f"realtime:poll:{poll.id}{part}")
+    upgraded = redis_stores(redis_server.url)
+    assert poll.id in [listed.id for listed in await upgraded.recent()]
+    assert await vote_error(upgraded, poll.id, "1", "alice") == "already_voted"
+    assert (await upgraded.vote(poll.id, "1", "bob")).votes == {"1": 1, "2": 1}
 
 
 async def test_one_voter_on_two_processes_counts_once(redis_server, redis_stores):
