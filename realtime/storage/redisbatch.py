@@ -52,8 +52,10 @@ calls counts toward ``max_count``). It saves Redis and this process the cost of 
 call per message: one ``EVALSHA`` per room and pipeline, not one per message.
 
 The client is given (any ``redis.asyncio`` client with ``pipeline()``), so the same batcher
-can run on another connection pool or, later, on a cluster client whose pipelines group
-commands per node (calls on one room's keys land on one node, in order).
+can run on another connection pool. On a cluster client (``RedisCluster``), whose pipelines
+refuse ``EVALSHA``, the calls of a batch are sent one after the other, in order, each a
+round trip of its own: no pipelining there, but a group still carries its room's calls in
+one script call.
 """
 
 import asyncio
@@ -61,6 +63,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
@@ -163,6 +166,9 @@ class ScriptBatcher:
         if max_count < 1 or max_bytes < 1:
             raise ValueError("a pipeline holds one call at least")
         self.client = client
+        # redis-py's cluster pipelines refuse EVALSHA: on a cluster the calls of a batch go
+        # one after the other, in order (a group still carries a room's calls in one).
+        self._cluster = isinstance(client, RedisCluster)
         self.max_count = max_count
         self.max_bytes = max_bytes
         self._queue: deque[_Call] = deque()  # calls not sent yet, in the order made
@@ -285,8 +291,10 @@ class ScriptBatcher:
         """One batch: a pipeline, then again the calls Redis did not know the script of."""
         # Less the callers that gave up.
         todo = [call.pending() for call in batch if not call.done()]
-        if len(todo) == 1 and todo[0].members is None:
-            await self._send_alone(todo[0])
+        if len(todo) == 1 or self._cluster:
+            # A cluster client refuses EVALSHA in a pipeline: one call after the other.
+            for call in todo:
+                await self._send_alone(call)
             return
         for _ in range(2):  # the second time, after loading the scripts it lacked
             if not todo:
@@ -315,11 +323,12 @@ class ScriptBatcher:
         self._fail(todo, NoScriptError("the script is still unknown after loading it"))
 
     async def _send_alone(self, call: _Call) -> None:
-        """A call alone in its pipeline: a plain ``EVALSHA``, as redis-py's scripts
-        send it (no pipeline to build), loading the script on a ``NOSCRIPT``."""
+        """A call alone in its pipeline (or on a cluster): a plain ``EVALSHA``, as
+        redis-py's scripts send it (no pipeline to build), loading the script on a
+        ``NOSCRIPT``."""
         self.pipelines += 1
-        self.calls += 1
-        keys, args = call.keys, fresh(call.args)
+        self.calls += call.count
+        keys, args = call.keys, call.arguments()
         try:
             try:
                 reply = await self.client.evalsha(call.sha, len(keys), *keys, *args)
@@ -329,8 +338,7 @@ class ScriptBatcher:
         except ResponseError as error:  # refused: this call only
             self._fail([call], error)
             return
-        if not call.future.done():
-            call.future.set_result(reply)
+        call.settle(reply)
 
     @staticmethod
     def _fail(calls: list[_Call], error: BaseException) -> None:

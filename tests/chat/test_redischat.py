@@ -762,7 +762,7 @@ async def test_messages_of_one_turn_keep_their_order_and_consecutive_ids(node, w
     ids = [frame["id"] for frame in frames]
     assert [frame["text"] for frame in frames] == [f"m{n}" for n in range(50)]
     assert ids == list(range(ids[0], ids[0] + 50))
-    log = await admin.xrange("realtime:chat:lobby:log", f"{ids[0]}-0", "+")
+    log = await admin.xrange("realtime:chat:{lobby}:log", f"{ids[0]}-0", "+")
     assert [json.loads(fields[b"f"])["text"] for _, fields in log] == [f"m{n}" for n in range(50)]
     seen = [await frame_of(there, "message") for _ in range(50)]
     assert [(frame["id"], frame["text"]) for frame in seen] == [
@@ -792,7 +792,7 @@ async def test_a_turn_s_messages_of_one_room_cost_redis_one_script_call(node, ws
     seen = [await frame_of(there, "message") for _ in range(39)]
     assert [(frame["id"], frame["text"]) for frame in seen] == [
         (frame["id"], frame["text"]) for frame in frames[1:]]
-    log = await admin.xrange("realtime:chat:lobby:log", f"{ids[0]}-0", "+")
+    log = await admin.xrange("realtime:chat:{lobby}:log", f"{ids[0]}-0", "+")
     assert json.loads(log[0][1][b"f"])["type"] == "private" and b"p" in log[0][1]
 
 
@@ -840,7 +840,7 @@ async def test_messages_are_stored_after_redis_forgot_its_scripts(node, ws_open,
                                     for n, name in enumerate(names)))
     ids = [frame["id"] for frame in frames]
     assert ids == list(range(ids[0], ids[0] + 10))
-    log = await admin.xrange("realtime:chat:lobby:log", f"{ids[0]}-0", "+")
+    log = await admin.xrange("realtime:chat:{lobby}:log", f"{ids[0]}-0", "+")
     assert [json.loads(fields[b"f"])["text"] for _, fields in log] == [f"m{n}" for n in range(10)]
     assert a.chat.healthy() and a.chat.unshared == 0
 
