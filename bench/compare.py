@@ -2,6 +2,8 @@
 
     python bench/compare.py            # the full run: a few minutes
     python bench/compare.py --quick    # a smoke run with smaller N: about a minute
+    python bench/compare.py --memory-only   # the memory row alone (with --quick: 1,000)
+    python bench/compare.py --only echo --servers real,websockets   # echo rows alone: ~30 s
 
 Starts three servers as subprocesses on free 127.0.0.1 ports (``servers.py``): this
 project's ``server.py`` (temporary data directory, pings and every limit off), a minimal
@@ -57,6 +59,7 @@ from servers import Server, build  # noqa: E402
 
 HOST = "127.0.0.1"
 BASELINE = "Tornado classic"
+STEPS = ("memory", "echo", "fanout", "lag")  # what one run measures, in this order
 
 
 @dataclass
@@ -78,6 +81,7 @@ class Plan:
     room_size: int = 25  # nicknamed connections per room in the real server's memory row
     timeout: float = 60.0  # the most any one step may take, in seconds
     client_loop: str = "asyncio"  # the load clients' event loop: "asyncio" or "uvloop"
+    steps: tuple[str, ...] = STEPS  # which of STEPS to measure (--only)
 
 
 QUICK = Plan(idle=1000, echo_seconds=2.0, fanout=[(1000, 50)], repeats=1,
@@ -194,8 +198,18 @@ class Bench:
     async def measure(self, server: Server, rows: dict[str, Any]) -> None:
         """Every row for one server into ``rows``, on one server process, memory first."""
         plan = self.plan
+        if "memory" in plan.steps:
+            await self.measure_memory(server, rows)
+        if "echo" in plan.steps:
+            await self.measure_echo(server, rows)
+        if "fanout" in plan.steps:
+            await self.measure_fanout(server, rows)
+        if "lag" in plan.steps:
+            await self.measure_lag(server, rows)
 
-        # Memory, while the process has never held more connections than now.
+    async def measure_memory(self, server: Server, rows: dict[str, Any]) -> None:
+        """RSS per idle connection, while the process has never held more connections."""
+        plan = self.plan
         await wait_idle(server)
         before = rss(server.pid)
         opened = await self.open(server, server.idle_path, plan.idle, server.idle_welcome,
@@ -209,7 +223,9 @@ class Bench:
         await self.close(server)
         progress(f"{server.name}: memory done ({opened['per_s'] or 0:.0f} connections/s)")
 
-        # Echo, from one process: one frame in flight per client keeps it light.
+    async def measure_echo(self, server: Server, rows: dict[str, Any]) -> None:
+        """Echo, from one process: one frame in flight per client keeps it light."""
+        plan = self.plan
         clients, cpu = self.clients_cpu(), cpu_seconds(server.pid)
         echo = await self.workers[0].call(
             "echo", plan.echo_seconds + plan.timeout + 10, host=HOST, port=server.port,
@@ -224,6 +240,9 @@ class Bench:
         await wait_idle(server)
         progress(f"{server.name}: echo done")
 
+    async def measure_fanout(self, server: Server, rows: dict[str, Any]) -> None:
+        """Bursts and steady publishing to each fan-out row's subscribers."""
+        plan = self.plan
         for n, (subscribers, burst) in enumerate(plan.fanout):
             row = await self.open(server, server.chat_path.format(room=f"fan{n}"),
                                   subscribers, True)
@@ -244,6 +263,9 @@ class Bench:
             await self.close(server)
             progress(f"{server.name}: fan-out to {subscribers} done")
 
+    async def measure_lag(self, server: Server, rows: dict[str, Any]) -> None:
+        """The probe's worst round trip during a burst to the largest row of subscribers."""
+        plan = self.plan
         subscribers, burst = plan.lag
         row = await self.open(server, server.chat_path.format(room="lag"), subscribers, True)
         if "error" not in row:
@@ -362,36 +384,41 @@ def rows_of(plan: Plan) -> list[tuple[str, Any]]:
         return pick
 
     rows: list[tuple[str, Any]] = []
-    for subscribers, burst in plan.fanout:
+    fanout = plan.fanout if "fanout" in plan.steps else []
+    for subscribers, burst in fanout:
         key = f"fanout {subscribers}"
         median = f", median of {plan.repeats}" if plan.repeats > 1 else ""
         rows.append((f"fan-out deliveries/s, {subscribers:,} subscribers, burst of {burst}"
                      f"{median}", get(key, "burst", "deliveries_per_s")))
         rows.append((f"server CPU µs per delivery, {subscribers:,} subscribers",
                      get(key, "burst", "server_cpu_us")))
-    for subscribers, burst in plan.fanout:
+    for subscribers, burst in fanout:
         if subscribers in plan.latency_seconds:
             key = f"fanout {subscribers}"
             for p in (50, 99):
                 rows.append((f"publish-to-receive p{p} ms, {subscribers:,} subscribers, "
                              f"{plan.rate:g} msg/s for {plan.latency_seconds[subscribers]:g} s",
                              get(key, "latency", f"p{p}_ms")))
-    rows.append((f"echo round trips/s, {plan.echo_clients} clients, one in flight each",
-                 get("echo", "per_s")))
-    rows.append(("echo round trip p99 ms", get("echo", "p99_us")))
-    rows.append(("server CPU µs per echo round trip", get("echo", "server_cpu_us")))
-    rows.append((f"KiB per idle connection (RSS growth over {plan.idle:,})",
-                 get("memory", "kib_per_conn")))
-    biggest = max(plan.fanout)[0]
-    rows.append((f"connections/s, opening {biggest:,} room subscribers",
-                 get(f"fanout {biggest}", "per_s")))
-    subscribers, burst = plan.lag
-    rows.append((f"fan-out deliveries/s, {subscribers:,} subscribers, burst of {burst}",
-                 get("lag", "burst", "deliveries_per_s")))
-    rows.append(("worst loop lag ms during that burst (probe echo round trip)",
-                 get("lag", "burst", "probe_worst_ms")))
-    rows.append(("worst loop lag ms during that burst, as the server measures it (at most; "
-                 "histogram bucket bound)", get("lag", "burst", "server_lag_ms")))
+    if "echo" in plan.steps:
+        rows.append((f"echo round trips/s, {plan.echo_clients} clients, one in flight each",
+                     get("echo", "per_s")))
+        rows.append(("echo round trip p99 ms", get("echo", "p99_us")))
+        rows.append(("server CPU µs per echo round trip", get("echo", "server_cpu_us")))
+    if "memory" in plan.steps:
+        rows.append((f"KiB per idle connection (RSS growth over {plan.idle:,})",
+                     get("memory", "kib_per_conn")))
+    if fanout:
+        biggest = max(fanout)[0]
+        rows.append((f"connections/s, opening {biggest:,} room subscribers",
+                     get(f"fanout {biggest}", "per_s")))
+    if "lag" in plan.steps:
+        subscribers, burst = plan.lag
+        rows.append((f"fan-out deliveries/s, {subscribers:,} subscribers, burst of {burst}",
+                     get("lag", "burst", "deliveries_per_s")))
+        rows.append(("worst loop lag ms during that burst (probe echo round trip)",
+                     get("lag", "burst", "probe_worst_ms")))
+        rows.append(("worst loop lag ms during that burst, as the server measures it (at "
+                     "most; histogram bucket bound)", get("lag", "burst", "server_lag_ms")))
     return rows
 
 
@@ -413,6 +440,8 @@ def table(plan: Plan, servers: list[Server], results: dict[str, dict[str, Any]])
              "| --- |" + " ---: |" * len(names)]
     for label, pick in rows_of(plan):
         values = {name: pick(results.get(name, {})) for name in names}
+        if all(value is None for value in values.values()):
+            continue  # not measured in this run (--memory-only)
         if "echo round trip p99" in label:  # stored in µs
             values = {k: v / 1000 if isinstance(v, (int, float)) else v
                       for k, v in values.items()}
@@ -555,10 +584,15 @@ def main(argv: Optional[list[str]] = None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run with smaller N (about a minute)")
+    parser.add_argument("--memory-only", action="store_true",
+                        help="measure only the memory per idle connection (the first row)")
     parser.add_argument("--servers", default="real,tornado,websockets",
                         help="which servers to measure, comma-separated (ratios need tornado)")
     parser.add_argument("--processes", type=int, default=2,
                         help="load-client processes the connections are split over")
+    parser.add_argument("--only", default=",".join(STEPS),
+                        help=f"which measurements to make, comma-separated among "
+                        f"{', '.join(STEPS)} (default: all)")
     parser.add_argument("--client-loop", choices=["uvloop", "asyncio"],
                         default=default_loop(),
                         help="the load clients' event loop (default: uvloop if installed)")
@@ -566,6 +600,11 @@ def main(argv: Optional[list[str]] = None) -> None:
     plan = QUICK if args.quick else Plan()
     plan.processes = max(1, min(args.processes, 8))
     plan.client_loop = args.client_loop
+    plan.steps = tuple(step for step in STEPS if step in args.only.split(","))
+    if not plan.steps or not set(args.only.split(",")) <= set(STEPS):
+        parser.error(f"--only takes {', '.join(STEPS)}")
+    if args.memory_only:  # the same as --only memory
+        plan.steps = ("memory",)
     chosen = set(args.servers.split(","))
     if not chosen <= {"real", "tornado", "websockets"}:
         parser.error("--servers takes real, tornado and websockets")

@@ -90,13 +90,14 @@ class ChatSocketHandler(JsonSocketHandler):
     conversation with it the ``ChatSession``'s; this object reads frames and writes them.
     """
 
-    session: Optional[ChatSession] = None
+    __slots__ = ("chat", "room_rate", "readers", "session")  # see SocketHandler.__slots__
 
     def initialize(
         self, chat: ChatState, room_rate: Optional[KeyedLimiter] = None,
         readers: Optional[ReaderCounts] = None, **base: Any
     ) -> None:
         super().initialize(**base)
+        self.session: Optional[ChatSession] = None
         self.chat = chat
         self.room_rate = room_rate  # deliveries per second per room; None: no budget
         self.readers = readers  # tells rooms their anonymous readers; None: welcome only

@@ -62,6 +62,9 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
       refuse. The client may leave meanwhile: its slot is given back at once, and neither
       ``connected`` nor ``disconnected`` is called.
     * ``connected(*path_args)``: the handshake is done; the URL's groups are the arguments.
+      The last hook that may read the request (headers, cookies, query arguments): once
+      it returns they are let go, to keep an idle connection small
+      (``tornado_internals.shed_handshake``).
     * ``received(frame)``: one text (``str``) or binary (``bytes``) frame arrived.
     * ``disconnected()``: the connection is closed; subscriptions are already undone.
 
@@ -72,9 +75,16 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
     this class unchanged.
     """
 
+    # Our per-connection attributes live in slots, not in the instance dict: Tornado's own
+    # attributes then fit Python's shared-key dict layout (a few hundred bytes a handler
+    # instead of a full table of some 1.5 KiB; ``bench/memory_profile.py``). A subclass with
+    # per-connection attributes of its own declares them in ``__slots__`` too.
+    __slots__ = ("hub", "admission", "metrics", "endpoint", "ticket", "frames_counted",
+                 "_message_refused", "_close_sent", "_connecting", "_messages_in")
+
     hub: Hub
-    ticket: Optional[Ticket] = None  # from admission, before any await of the handshake
-    _connecting: "Optional[asyncio.Future[None]]" = None  # done once connected() returned
+    ticket: Optional[Ticket]  # from admission, before any await of the handshake
+    _connecting: "Optional[asyncio.Future[None]]"  # done once connected() returned
     # Whether a refused frame is answered with a ``rate_limited`` error frame. A raw
     # endpoint (echo) sets it False: anything it writes must be what the client sent, so
     # it drops refused frames silently and only closes (1008) after the strikes.
@@ -109,6 +119,8 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
                 it, one is built of the arguments above.
         """
         self.hub = hub
+        self.ticket = None
+        self._connecting = None
         if admission is None:
             admission = Admission(origins, ip_connections, handshake_rate, ip_rate, rate_limit,
                                   metrics if metrics is not None else ServerMetrics())
@@ -260,6 +272,8 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
             await self._guarded(self.connected, *path_args)
         finally:
             connecting.set_result(None)
+            # The endpoint has read what it needs of the request: let the rest go.
+            tornado_internals.shed_handshake(self)
             if ws_stream is not None and not ws_stream.closed():
                 # From here Tornado's read loop reports the close, with its close code.
                 ws_stream.set_close_callback(None)
@@ -313,7 +327,7 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
             code, by = self.close_code, "client"
         else:
             code, by = CloseCode.ABNORMAL, "network"  # no close frame: dropped or aborted
-        self._give_back(origin=self.request.headers.get("Origin"), code=int(code), by=by)
+        self._give_back(origin=ticket.client.origin, code=int(code), by=by)
         connecting = self._connecting
         if connecting is not None and not connecting.done():
             # Slot, gauge and topics are back already; the endpoint's own cleanup waits for
@@ -397,6 +411,8 @@ class JsonSocketHandler(SocketHandler):
     Answers, keeping the connection open: ``bad_json`` (not JSON), ``bad_message`` (not an
     object, no ``type`` string, or a binary frame), ``unknown_type`` (no ``handle_<type>``).
     """
+
+    __slots__ = ()
 
     # message type -> name of the method that handles it, collected per subclass.
     _dispatch: ClassVar[dict[str, str]] = {}

@@ -258,8 +258,9 @@ async def outage_run(cluster: Cluster, ws_open: Any, outage: Event, room: str) -
     """While alice on A streams to ``room`` and a voter on A votes, ``outage`` cuts Redis
     off and brings it back (it stops the voter): bob and carol on B have every logged
     message or were told; B's /healthz said 503 within 5 s; every acknowledged vote is
-    counted (and at most the one in flight more), and a poll watcher on B ends with the
-    counted tally though no vote follows the outage."""
+    counted (and at most the one in flight more: Redis stopped between running it and
+    writing its answer), and a poll watcher on B ends with the counted tally though no vote
+    follows the outage."""
     a, b = cluster.nodes
     poll_id = (await create_poll(a, EVERY_CLICK))["id"]
     watcher, _ = await open_poll(ws_open, b, poll_id)

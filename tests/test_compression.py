@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from websockets.asyncio.client import connect as websockets_connect
 
-from realtime.pubsub.tornado_internals import FrameWriter
+from realtime.pubsub.tornado_internals import FrameWriter, reads_fast
 from server import Config
 from tests.support import (
     OP_TEXT, TIMEOUT, client_frame, poll_until, port_of, raw_handshake, read_frame_head,
@@ -93,18 +93,23 @@ async def test_echo_frame_is_compressed_on_the_wire(http_server_client):
 
 async def test_clients_without_compression_keep_the_fast_path(http_server_client, hub):
     """With --compression, a client that does not ask for it gets the prebuilt frames'
-    writer, and a compressed one Tornado's write_message."""
+    writer and the bulk frame reader, and a compressed one Tornado's write_message and
+    Tornado's reader, which still hands it every message."""
     async with websockets_connect(ws(http_server_client, "/ws/echo"), compression=None) as plain:
         await poll_until(lambda: len(hub.connections) == 1)
         [handler] = hub.connections
         assert isinstance(getattr(handler.write_envelope, "__self__", None), FrameWriter)
+        assert reads_fast(handler.ws_connection)
         await plain.send("plain")
         assert await receive(plain) == "plain"
     await poll_until(lambda: not hub.connections)
-    async with websockets_connect(ws(http_server_client, "/ws/echo")):
+    async with websockets_connect(ws(http_server_client, "/ws/echo")) as deflated:
         await poll_until(lambda: len(hub.connections) == 1)
         [handler] = hub.connections
         assert not isinstance(getattr(handler.write_envelope, "__self__", None), FrameWriter)
+        assert not reads_fast(handler.ws_connection)
+        await deflated.send(TEXT)
+        assert await receive(deflated) == TEXT
 
 
 @pytest.mark.parametrize("compression", [False])

@@ -217,12 +217,12 @@ async def test_fragmented_message_over_the_limit_closes_with_1009(
 
 
 @pytest.mark.parametrize("path", ALL_PATHS)
-async def test_invalid_utf8_text_frame_drops_the_connection(ws_connect, http_server_client, path):
-    """A text frame that is not UTF-8 ends that TCP connection; others are unaffected."""
+async def test_invalid_utf8_text_frame_closes_with_1007(ws_connect, http_server_client, path):
+    """A text frame that is not UTF-8 closes that socket with 1007; others are unaffected."""
     bystander = await join(ws_connect, PROBE)  # connected before the attack
     reader, writer = await raw_join(port_of(http_server_client), path)
     writer.write(client_frame(OP_TEXT, b'{"type": "say", "text": "\xff\xfe"}'))
-    assert await raw_close_code(reader) is None  # dropped without a close frame
+    assert await raw_close_code(reader) == CloseCode.INVALID_DATA
     writer.close()
     await assert_serving(bystander)
 

@@ -247,6 +247,11 @@ return {}
 # the nicknames of members whose leases all ran out (a crashed process's), removed here, so
 # exactly one caller announces each one's leaving}. A member that joined since the read
 # has a fresh lease: it is present.
+# KEYS: online. The nick keys of the room's members, in join order (read before ``ONLINE``).
+MEMBERS = """
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+"""
+
 ONLINE = _NICK_OF + """
 local passed = {}
 for i = 1, #ARGV do passed[ARGV[i]] = KEYS[i + 2] end
@@ -368,6 +373,7 @@ class RedisChatState:
         self._leave = self._redis.register_script(LEAVE)
         self._lookup = self._redis.register_script(LOOKUP)
         self._online = self._redis.register_script(ONLINE)
+        self._members = self._redis.register_script(MEMBERS)
         self._rooms: dict[str, Room] = {}  # this process's connections, per room
         # (room, nick key) -> until when (monotonic) this process's lease on a nickname held
         # here is known valid: when the JOIN that set it was sent, plus the lease. Past it,
@@ -667,7 +673,10 @@ class RedisChatState:
         """The room's members; those whose leases ran out (a crashed process's) leave it,
         each announced once, by whichever process found it gone."""
         online = self._key(room, "online")
-        members = [member.decode() for member in await self._redis.zrange(online, 0, -1)]
+        # A script too, so the sweep goes through the batcher alone and holds no connection
+        # of the pool (``online`` runs outside the calls' turns when batching).
+        members = [member.decode()
+                   for member in await self._script(self._members, [online], [])]
         live, gone = await self._script(
             self._online, [online, self._key(room, "names"),
                            *(self._nick_key(room, member) for member in members)], members)

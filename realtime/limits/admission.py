@@ -64,7 +64,7 @@ class Refused(Refusal):
         self.reason = reason
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Client:
     """Who asks: the transport and route, the client's address and its ``Origin``."""
 
@@ -77,7 +77,7 @@ class Client:
     has_origin: bool = True
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Over:
     """A frame refused by a rate limit: whose budget, when to send again, and whether the
     strikes are spent (the connection is to be closed, 1008)."""
@@ -165,11 +165,17 @@ class Admission:
 class Ticket:
     """One admitted connection: its slot, its place in the gauge, its frame budget."""
 
+    # One per open connection of every transport: slots keep it a small fixed record.
+    __slots__ = ("admission", "client", "_slot", "_bucket", "_strikes", "opened_at",
+                 "_announced", "released")
+
     def __init__(self, admission: Admission, client: Client, slot: bool) -> None:
         self.admission = admission
         self.client = client
         self._slot = slot  # holds one of the address's slots until released
-        self._bucket: Optional[TokenBucket] = admission.rate_limit.bucket()
+        # The connection's frame budget, made at its first frame: a bucket made then is
+        # as full as one made now, and a connection that never sends needs none.
+        self._bucket: Optional[TokenBucket] = None
         self._strikes = 0  # frames refused in a row by a rate limit
         self.opened_at: Optional[float] = None  # monotonic time of open(), None before
         self._announced = False  # open() logged a connect, so release() logs a disconnect
@@ -216,6 +222,8 @@ class Ticket:
         logged when the strikes are spent)."""
         admission, client = self.admission, self.client
         bucket, rate = self._bucket, admission.ip_rate
+        if bucket is None:
+            bucket = self._bucket = admission.rate_limit.bucket()  # None: no limit
         over: Optional[Over] = None
         if bucket is not None and not bucket.take():
             over = Over(False, bucket.retry_after(), False)

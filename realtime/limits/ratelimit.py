@@ -30,6 +30,9 @@ class TokenBucket:
         clock: seconds from any fixed point; ``time.monotonic`` by default.
     """
 
+    # One per connection (its frame budget) and per active key: a small fixed record.
+    __slots__ = ("rate", "burst", "_clock", "_tokens", "_stamp")
+
     def __init__(self, rate: float, burst: int, clock: Clock = time.monotonic) -> None:
         if rate <= 0 or burst < 1:
             raise ValueError("a token bucket needs rate > 0 and burst >= 1")

@@ -25,13 +25,46 @@ that changes them fails there loudly instead of silently switching something off
 * **Counting every frame a client sends** (``CountingProtocol``, ``counting``): Tornado
   tells a handler about each whole message, ping and pong, not about a data frame that
   does not end its message, so a client could send endless empty continuation fragments
-  and never be counted. ``CountingProtocol`` overrides ``WebSocketProtocol13._receive_frame``
-  (one frame read and handled per call, Tornado 6.x); ``check_tornado()`` fails at import
-  if it is gone, so the server refuses to start without it.
+  and never be counted. The bulk reader below tells the handler of each such fragment
+  itself; on Tornado's own reader ``CountingProtocol`` overrides
+  ``WebSocketProtocol13._receive_frame`` (one frame read and handled per call, Tornado 6.x);
+  ``check_tornado()`` fails at import if it is gone, so the server refuses to start
+  without it.
+* **Reading frames in bulk** (``CountingProtocol._receive_frame_loop``, ``reads_fast``):
+  Tornado reads each frame with two to four ``read_bytes`` calls (header, length, mask,
+  payload), each a Future, and handles it in a coroutine step of its own. On an
+  uncompressed connection of a ``FAST_READ_TORNADO`` the loop is replaced by one that asks
+  the stream for whatever it holds (the public ``read_bytes(n, partial=True)``: one Future
+  per read, however many frames it brings; on a plain ``IOStream`` whose buffer is empty
+  (``_read_buffer_size``), ``read_now`` reads the socket at once itself, as Tornado would
+  but without its layers, and if nothing is there ``read_waiting`` starts the read as
+  ``read_bytes`` would (``_start_read``, ``_read_bytes``, ``_read_partial``,
+  ``_add_io_state``) without a second attempt that could only fail with ``EAGAIN``: the
+  loop calls back once the socket is readable) and hands it to the pure parser
+  ``realtime.wire.inbound.FrameReader``, which checks every rule of RFC 6455 Tornado checks
+  and more (masking, close frames, UTF-8 fragment by fragment). The loop then does what
+  Tornado's ``_handle_message`` would: answers a ping (``_send_pong``), marks a pong for
+  the ping timeout (``_received_pong``), runs the handler's hooks inside Tornado's error
+  boundary (``_run_callback``), echoes a close; it reports a fragment to the handler
+  (``on_fragment``) itself, so the rate limit counts every frame; it fails a connection
+  that breaks a rule with a close frame of the parser's code (1002, 1007, 1009) where
+  Tornado drops the TCP connection without one (but for 1009), and ends on a closed
+  stream as Tornado does (``_abort``). Payloads are unmasked by Tornado's C
+  ``tornado.speedups.websocket_mask`` when it is built, else by the parser's
+  ``int.from_bytes`` XOR. With compression (``--compression``) or another Tornado,
+  Tornado's own loop runs, counted through ``_receive_frame`` below.
 * **Answering an invalid close frame with 1002** (``CountingProtocol._handle_message``):
   Tornado echoes whatever close code a client sends, a reserved or undefined one too, and
   fails on a reason that is not UTF-8; RFC 6455 wants such a close answered with 1002 (1007
   for the reason). The check itself is ``realtime.wire.closecodes.close_frame_problem``.
+* **Letting go of the handshake** (``shed_handshake``): Tornado keeps a WebSocket
+  handler's request (its headers, query arguments, cookies and spent HTTP/1 connection),
+  its response headers and its template namespace for the connection's whole life,
+  though after the 101 none of them is read again (``write``, ``finish`` and the other
+  HTTP methods are disabled by then); at some thousands of connections they are a good
+  part of the memory per idle socket (``bench/memory_profile.py``). The response headers
+  (``RequestHandler._headers``) and the cookie cache (``HTTPServerRequest._cookies``) are
+  private.
 * **A response's reason phrase** (``reason_phrase``): what ``set_status`` set, for the
   JSON and HTML error bodies (``RequestHandler._reason``).
 * **Accepting through our own loop** (``add_listening_socket``): what
@@ -39,34 +72,57 @@ that changes them fails there loudly instead of silently switching something off
   (``TCPServer._sockets``, ``_handlers``, ``_handle_connection``), for ``realtime.ops.accept``.
 """
 
+import asyncio
 import inspect
 import socket
 import sys
+from types import MappingProxyType
 from typing import Any, Callable, Optional, Protocol
 
 import tornado
 from tornado.http1connection import HTTP1Connection
+from tornado.httputil import HTTPHeaders, HTTPServerRequest
 from tornado.ioloop import IOLoop
-from tornado.iostream import IOStream
+from tornado.iostream import IOStream, StreamClosedError
 from tornado.tcpserver import TCPServer
 from tornado.web import RequestHandler
 from tornado.websocket import WebSocketProtocol, WebSocketProtocol13
 
 from realtime.pubsub.delivery import CLOSED, STALLED, WRITTEN
+from realtime.wire import inbound
 from realtime.wire.closecodes import close_frame_problem
+
+try:  # Tornado's C extension, built with most installs; the parser's XOR otherwise
+    from tornado.speedups import websocket_mask as UNMASK
+except ImportError:
+    UNMASK = inbound.unmask
 
 # Every private name of Tornado's used below, by the class that owns it (instance
 # attributes and methods alike). tests/pubsub/test_tornado_internals.py checks each one.
 INTERNALS: dict[type, tuple[str, ...]] = {
     IOStream: ("_write_buffer", "_total_write_index", "_total_write_done_index",
-               "_add_io_state"),
-    WebSocketProtocol13: ("_compressor", "_receive_frame", "_handle_message"),
+               "_add_io_state", "_read_buffer_size", "_start_read", "_read_bytes",
+               "_read_partial"),
+    WebSocketProtocol13: ("_compressor", "_receive_frame", "_handle_message",
+                          "_receive_frame_loop", "_send_pong", "_received_pong",
+                          "_run_callback", "_abort"),
     HTTP1Connection: ("_chunking_output",),
-    RequestHandler: ("_reason", "_finished"),
+    RequestHandler: ("_reason", "_finished", "_headers"),
+    HTTPServerRequest: ("_cookies",),
     TCPServer: ("_sockets", "_handlers", "_handle_connection"),
 }
 
 VERIFIED_TORNADO = ((6, 5), (6, 6))  # minor versions the fast path was checked against
+
+# The inbound fast path (CountingProtocol._receive_frame_loop): on unless turned off here,
+# and only on the minor versions its internals (_send_pong above all) were checked against.
+FAST_READ = True
+FAST_READ_TORNADO = ((6, 6),)
+READ_SIZE = 256 * 1024  # the most bytes one read takes from the stream's buffer
+# As Tornado's websocket loop: let other callbacks run after this much work, each frame
+# counting as 1 KB besides its bytes.
+YIELD_THRESHOLD = 256 * 1024
+FRAME_YIELD_COST = 1024
 
 
 # What a stream still holds.
@@ -232,12 +288,71 @@ check_tornado()
 
 
 class CountingProtocol(WebSocketProtocol13):
-    """Tornado's ``WebSocketProtocol13`` with one addition: after each frame it has read, if
-    the handler heard of no message, ping or pong, it calls ``handler.on_fragment()``.
+    """Tornado's ``WebSocketProtocol13`` that tells its handler of every frame read: of a
+    data frame that does not end its message through ``handler.on_fragment()``.
 
-    The handler (a ``FrameCounter``) keeps ``frames_counted``, the number of frames its
-    public hooks have counted, which is how the protocol knows whether the frame was heard of.
+    Where ``reads_fast`` says so it reads frames in bulk through
+    ``realtime.wire.inbound.FrameReader`` (``read_frames``), which reports such fragments as
+    events. Elsewhere Tornado's loop reads them, and after each frame, if the handler heard
+    of no message, ping or pong, this calls ``on_fragment()``: the handler (a
+    ``FrameCounter``) keeps ``frames_counted``, the number of frames its public hooks have
+    counted, which is how the protocol knows whether the frame was heard of.
     """
+
+    async def _receive_frame_loop(self) -> None:
+        if not reads_fast(self):
+            await super()._receive_frame_loop()
+            return
+        try:
+            await self.read_frames()
+        except StreamClosedError:
+            self._abort()
+        finally:
+            self.handler.on_ws_connection_close(self.close_code, self.close_reason)
+
+    async def read_frames(self) -> None:
+        """Read and handle frames until the client's close, a broken rule or a closed
+        stream (``StreamClosedError``): the fast path of ``_receive_frame_loop``."""
+        stream = self.stream
+        assert stream is not None
+        handler: Any = self.handler
+        reader = inbound.FrameReader(self.params.max_message_size, UNMASK)
+        plain = type(stream) is IOStream
+        work = 0  # bytes read, and a cost per frame, since the loop last let others run
+        while not self.client_terminated:
+            data = read_now(stream) if plain else None
+            if data is None:
+                data = await (read_waiting(stream) if plain else
+                              stream.read_bytes(READ_SIZE, partial=True))
+            events = reader.feed(data)
+            for kind, payload in events:
+                if kind == inbound.TEXT or kind == inbound.BINARY:
+                    done = self._run_callback(handler.on_message, payload)
+                    if done is not None:
+                        await done  # as Tornado: an async hook ends before the next frame
+                elif kind == inbound.FRAGMENT:
+                    handler.on_fragment()
+                elif kind == inbound.PING:
+                    self._send_pong(payload)
+                    self._run_callback(handler.on_ping, payload)
+                elif kind == inbound.PONG:
+                    self._received_pong = True  # what Tornado's ping timeout looks at
+                    done = self._run_callback(handler.on_pong, payload)
+                    if done is not None:
+                        await done
+                elif kind == inbound.CLOSE:
+                    super()._handle_message(kind, payload)  # Tornado echoes the code
+                else:  # FAILED: a close frame with the rule's code, then the stream ends
+                    self.client_terminated = True
+                    handler.close(*payload)
+                if self.client_terminated:
+                    break
+            # Tornado's fairness rule: a client sending without pause must not hold the
+            # loop, and a read served from the stream's buffer does not yield.
+            work += len(data) + FRAME_YIELD_COST * len(events)
+            if work >= YIELD_THRESHOLD:
+                work = 0
+                await asyncio.sleep(0)
 
     async def _receive_frame(self) -> None:
         counter: Any = self.handler
@@ -260,12 +375,91 @@ class CountingProtocol(WebSocketProtocol13):
         return super()._handle_message(opcode, data)
 
 
+def read_now(stream: IOStream) -> Optional[bytes]:
+    """What the socket of a plain ``IOStream`` holds now, up to ``READ_SIZE`` bytes, read
+    past the stream's buffer while that is empty (as Tornado would read it at once, but
+    without its layers); None if it holds nothing yet, or if the stream's buffer is not
+    empty, the stream closed, or the read failed: then ``read_waiting`` (through
+    ``read_bytes``, which reports an end or an error as Tornado does)."""
+    if stream._read_buffer_size or stream.closed():
+        return None
+    try:
+        data: bytes = stream.socket.recv(READ_SIZE)
+    except OSError:  # nothing there yet (BlockingIOError), or a reset: Tornado's to handle
+        return None
+    return data or None  # b"": the client ended; read_bytes finds it again and closes
+
+
+def read_waiting(stream: IOStream) -> "asyncio.Future[bytes]":
+    """``stream.read_bytes(READ_SIZE, partial=True)`` on a plain ``IOStream``, without its
+    attempt to read the socket at once when the stream's buffer is empty (``read_now``
+    just did): the loop calls back once the socket is readable."""
+    if stream._read_buffer_size or stream.closed():
+        return stream.read_bytes(READ_SIZE, partial=True)  # served, or StreamClosedError
+    future = stream._start_read()
+    stream._read_bytes = READ_SIZE
+    stream._read_partial = True
+    stream._add_io_state(IOLoop.READ)
+    return future
+
+
+def reads_fast(protocol: WebSocketProtocol13) -> bool:
+    """Whether ``protocol`` reads its frames through ``realtime.wire.inbound`` (uncompressed,
+    on a verified Tornado, with ``FAST_READ`` on) rather than Tornado's own loop."""
+    return (FAST_READ and tornado.version_info[:2] in FAST_READ_TORNADO
+            and protocol._compressor is None and not protocol.mask_outgoing)
+
+
 def counting(protocol: Optional[WebSocketProtocol]) -> Optional[WebSocketProtocol]:
     """``protocol`` (what ``WebSocketHandler.get_websocket_protocol`` built) as a
     ``CountingProtocol`` with the same handler and parameters; None stays None."""
     if not isinstance(protocol, WebSocketProtocol13):
         return protocol
     return CountingProtocol(protocol.handler, protocol.mask_outgoing, protocol.params)
+
+
+# Letting go of the handshake.
+
+
+class SpentHeaders(HTTPHeaders):
+    """Headers let go by ``shed_handshake``: empty, and refusing to be written, so that one
+    instance (``NO_HEADERS``) stands in for those of every open connection."""
+
+    def add(self, name: str, value: str, **_: Any) -> None:
+        raise RuntimeError("this WebSocket's handshake headers are let go; nothing is added")
+
+    def __setitem__(self, name: str, value: str) -> None:
+        self.add(name, value)
+
+
+NO_HEADERS = SpentHeaders()
+# The arguments let go by ``shed_handshake``: one empty mapping, read-only, for all.
+NO_ARGUMENTS: Any = MappingProxyType({})
+
+
+def shed_handshake(handler: RequestHandler) -> None:
+    """Drop what ``handler``, an open WebSocket's, kept of its handshake and no longer needs.
+
+    Kept: the request's method, URI, path, query string, remote address, protocol and host
+    (what Tornado's error log names). Emptied: the request's headers, arguments and cookie
+    cache, the response's headers (``NO_HEADERS``, ``NO_ARGUMENTS``); let go: the request's
+    spent HTTP/1 connection and the handler's template namespace (``ui``, which Tornado
+    itself drops at the close). Call it once the endpoint has read what it needs of the
+    request; afterwards ``get_cookie``, ``get_argument`` and ``request.headers`` find
+    nothing.
+    """
+    handler.ui = None
+    handler._headers = NO_HEADERS
+    request = handler.request
+    # Emptied in place too: Tornado's suspended get() still holds the request's headers.
+    request.headers.clear()
+    request.headers = NO_HEADERS
+    request.arguments = request.query_arguments = request.body_arguments = NO_ARGUMENTS
+    request.connection = request.server_connection = None
+    try:
+        del request._cookies  # parsed only if a cookie was read
+    except AttributeError:
+        pass
 
 
 # A response's reason phrase.

@@ -46,8 +46,10 @@ neither.
 Faults. Every call, waiting for its turn included, is bounded by ``timeout`` seconds (2 by
 default); a Redis that is down, refuses writes or does not answer makes it raise
 ``PollsUnavailable``, a ``ClientError`` coded ``unavailable``, so the socket answers with an
-error frame and never sends ``voted``. A vote that timed out after reaching Redis may have
-been counted: refused-but-counted is possible, acknowledged-but-lost is not. One warning is
+error frame and never sends ``voted``. A vote carries a deadline on Redis's clock (half the
+call's timeout), past which the script counts nothing (``late``, answered ``unavailable``):
+a vote Redis runs after its voter was refused (Redis frozen, the call queued) is not
+counted, so what is acknowledged is what is counted, in both directions. One warning is
 logged per outage, not per call.
 
 Ordering. The votes of one loop turn go to Redis in one pipeline of ``VOTE`` scripts
@@ -94,9 +96,15 @@ REPLICA_WAIT_MS = 1000
 # particular, which could name another key) is no poll.
 POLL_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
-# KEYS: poll, votes, voters. ARGV: option id, voter id ("" for none).
-# Returns a refusal code (a string) or the counts (HGETALL of the votes hash).
+# KEYS: poll, votes, voters. ARGV: option id, voter id ("" for none), the deadline (Redis
+# milliseconds). Returns a refusal code (a string) or the counts (HGETALL of the votes
+# hash); ``late`` (nothing counted) past the deadline: the voter was answered
+# ``unavailable`` by then, so a vote Redis runs late is never counted unacknowledged.
 VOTE = """
+local t = redis.call('TIME')
+if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(ARGV[3]) then
+    return 'late'
+end
 local poll = redis.call('HMGET', KEYS[1], 'one_vote_per_voter', 'closed')
 if not poll[1] then return 'no_such_poll' end
 if poll[2] == '1' then return 'poll_closed' end
@@ -110,16 +118,21 @@ return redis.call('HGETALL', KEYS[2])
 """
 
 # A ballot that VOTE does not take: several options (multiple choice), or a voter changing
-# its vote where the poll allows it. KEYS: poll, votes, voters. ARGV: voter id, then the
-# option ids. Returns a refusal code or the counts. The voter's old ballot (ids joined by
-# commas) gives back its votes before the new one is counted, so a voter counts once.
+# its vote where the poll allows it. KEYS: poll, votes, voters. ARGV: voter id, the option
+# ids, then the deadline (as ``VOTE``'s). Returns a refusal code or the counts. The voter's
+# old ballot (ids joined by commas) gives back its votes before the new one is counted, so
+# a voter counts once.
 BALLOT = """
+local t = redis.call('TIME')
+if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(ARGV[#ARGV]) then
+    return 'late'
+end
 local poll = redis.call('HMGET', KEYS[1], 'one_vote_per_voter', 'closed', 'allow_change',
                         'max_choices')
 if not poll[1] then return 'no_such_poll' end
 if poll[2] == '1' then return 'poll_closed' end
-if #ARGV - 1 > tonumber(poll[4] or '1') then return 'too_many_choices' end
-for i = 2, #ARGV do
+if #ARGV - 2 > tonumber(poll[4] or '1') then return 'too_many_choices' end
+for i = 2, #ARGV - 1 do
     if redis.call('HEXISTS', KEYS[2], ARGV[i]) == 0 then return 'no_such_option' end
 end
 if poll[1] ~= '1' then return 'too_many_choices' end
@@ -129,8 +142,8 @@ if old and poll[3] ~= '1' then return 'already_voted' end
 if old then
     for id in string.gmatch(old, '[^,]+') do redis.call('HINCRBY', KEYS[2], id, -1) end
 end
-for i = 2, #ARGV do redis.call('HINCRBY', KEYS[2], ARGV[i], 1) end
-redis.call('HSET', KEYS[3], ARGV[1], table.concat(ARGV, ',', 2))
+for i = 2, #ARGV - 1 do redis.call('HINCRBY', KEYS[2], ARGV[i], 1) end
+redis.call('HSET', KEYS[3], ARGV[1], table.concat(ARGV, ',', 2, #ARGV - 1))
 return redis.call('HGETALL', KEYS[2])
 """
 
@@ -258,6 +271,7 @@ class RedisPollStore:
             decode_responses=True, client_name="realtime-polls", max_connections=2,
         )
         self._cluster = is_cluster(url)
+        self._offset_ms = 0.0  # Redis's clock minus this process's, in milliseconds
         self._stale_map = False  # a cluster call failed: refresh the slot map first
         self._vote = self._redis.register_script(VOTE)
         self._ballot = self._redis.register_script(BALLOT)
@@ -454,18 +468,19 @@ class RedisPollStore:
         batched = self.batcher.batching and len(chosen) == 1 and not self._cluster
 
         async def cast(ballot: bool) -> Any:
+            deadline = self._deadline()
             if self._cluster:  # answered once a replica has it (``_replicated``)
                 if ballot:
-                    return await self._replicated(BALLOT, keys, [voter, *chosen])
-                return await self._replicated(VOTE, keys, [chosen[0], voter])
+                    return await self._replicated(BALLOT, keys, [voter, *chosen, deadline])
+                return await self._replicated(VOTE, keys, [chosen[0], voter, deadline])
             if ballot:
-                return await self._ballot(keys=keys, args=[voter, *chosen])
-            return await self._vote(keys=keys, args=[chosen[0], voter])
+                return await self._ballot(keys=keys, args=[voter, *chosen, deadline])
+            return await self._vote(keys=keys, args=[chosen[0], voter, deadline])
 
         async def attempt() -> tuple[Any, list[Optional[str]]]:
             if batched:
                 result, flags = await asyncio.gather(
-                    self.batcher.call(self._vote, keys, [chosen[0], voter]),
+                    self.batcher.call(self._vote, keys, [chosen[0], voter, self._deadline]),
                     self.batcher.call(self._flags, [self._key(poll_id)]))
             else:
                 result = await cast(len(chosen) > 1)
@@ -481,6 +496,8 @@ class RedisPollStore:
                 outcome = await attempt()
             return outcome
         result, (results, revealed, _) = await self._call(job, batched=batched)
+        if result == "late":  # Redis ran it after the caller had given up: not counted
+            raise PollsUnavailable()
         if isinstance(result, str):
             raise refused(result if result in VOTE_REFUSALS else "no_such_poll")
         return Tally(poll_id, ordered_counts(result),
@@ -587,11 +604,26 @@ class RedisPollStore:
                 return code
         raise RuntimeError("could not find a free join code")
 
+    def _deadline(self) -> int:
+        """The Redis milliseconds past which a vote sent now is not counted: half the call's
+        timeout from now, so Redis either counts it while its voter still waits for the
+        answer, or not at all (a vote queued behind a frozen Redis)."""
+        return int(time.time() * 1000 + self._offset_ms + self.timeout * 500)
+
+    async def _sync_clock(self) -> None:
+        """Measure how far Redis's clock is from this process's (the votes' deadlines)."""
+        before = time.time()
+        seconds, micros = await self._redis.time()
+        after = time.time()
+        self._offset_ms = seconds * 1000 + micros / 1000 - (before + after) * 500
+
     async def _ensure_demo(self) -> None:
-        """Create the demo poll if it is not known to exist (before the first call, and
-        after an outage)."""
+        """Measure Redis's clock and create the demo poll if it is not known to exist
+        (before the first call, and after an outage)."""
         if self._demo_ready:
             return
+        if not self._cluster:  # a cluster's nodes each have their clock: NTP keeps them close
+            await self._sync_clock()
         if await self._insert(DEMO_ID, DEMO, None):
             log.info("demo poll created in Redis at %s", self.url)
         self._demo_ready = True

@@ -1,4 +1,5 @@
-"""Every frame a client sends counts toward its rate limit: fragments, pings and pongs too.
+"""Every frame a client sends counts toward its rate limit: fragments, pings and pongs too,
+on the inbound fast path and on Tornado's own frame loop alike.
 
 ``realtime/pubsub/tornado_internals.py`` reaches into Tornado's frame reader for the fragments;
 the first test fails loudly if Tornado changes what it overrides, the others check the
@@ -14,6 +15,7 @@ import tornado.web
 from tornado.websocket import WebSocketProtocol13
 
 from realtime.pubsub.hub import Hub
+from realtime.pubsub import tornado_internals
 from realtime.pubsub.tornado_internals import CountingProtocol, check_tornado
 from realtime.wire.closecodes import CloseCode
 from server import Config, make_app
@@ -32,6 +34,14 @@ PING = json.dumps({"type": "ping"}).encode()
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture(params=["bulk reader", "Tornado's reader"], autouse=True)
+def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs on the inbound fast path and on Tornado's own frame loop (its
+    fallback: --compression, another Tornado)."""
+    monkeypatch.setattr(tornado_internals, "FAST_READ", request.param == "bulk reader")
+    return str(request.param)
 
 
 @pytest.fixture
@@ -69,13 +79,15 @@ def rate_limited(received: list[tuple[int, bytes]]) -> int:
     return sum(json.loads(payload).get("code") == "rate_limited" for _, payload in received)
 
 
-async def test_tornado_still_reads_frames_the_way_we_hook(ws_connect, hub):
-    """The overridden frame reader exists, and every socket reads through it."""
+async def test_tornado_still_reads_frames_the_way_we_hook(ws_connect, hub, reader):
+    """The overridden frame reader exists, and every socket reads through it: the bulk
+    reader unless it is turned off."""
     check_tornado()
     assert inspect.iscoroutinefunction(WebSocketProtocol13._receive_frame)
     await receive_type(await ws_connect("/ws/probe"), "welcome")
     [handler] = hub.connections
     assert type(handler.ws_connection) is CountingProtocol
+    assert tornado_internals.reads_fast(handler.ws_connection) is (reader == "bulk reader")
 
 
 @pytest.mark.parametrize("path", ["/ws/probe", "/ws/echo"])

@@ -23,19 +23,22 @@ import pytest
 import tornado
 import tornado.web
 from tornado.http1connection import HTTP1Connection
+from tornado.httputil import HTTPHeaders, HTTPServerRequest
 from tornado.iostream import IOStream
 from tornado.tcpserver import TCPServer
 from tornado.web import RequestHandler
 from tornado.websocket import WebSocketProtocol13
 
+from handlers.echo import EchoSocketHandler
 from handlers.websocket import SocketHandler
 from realtime.pubsub import tornado_internals
 from realtime.pubsub.hub import Hub
 from realtime.pubsub.tornado_internals import (
-    INTERNALS, VERIFIED_TORNADO, CountingProtocol, FrameWriter, ResponseStream,
-    add_listening_socket, fast_stream, reason_phrase, response_finished, unflushed_bytes,
+    INTERNALS, NO_HEADERS, VERIFIED_TORNADO, CountingProtocol, FrameWriter, ResponseStream,
+    add_listening_socket, fast_stream, reads_fast, reason_phrase, response_finished,
+    unflushed_bytes,
 )
-from tests.support import OP_TEXT, port_of, raw_handshake, read_frame, receive
+from tests.support import OP_TEXT, port_of, raw_handshake, read_frame, receive, receive_json
 
 HEADER_16 = 4  # bytes before the payload of a server frame of 126 to 65,535 bytes
 
@@ -56,6 +59,13 @@ class InternalsHandler(RequestHandler):
         self.set_status(299, "Quite Fine")
         self.seen["reason_given"] = reason_phrase(self)
         self.set_status(200)
+        self.set_header("X-Probe", "yes")
+        self.seen["headers"] = (isinstance(self._headers, HTTPHeaders)
+                                and self._headers.get("X-Probe") == "yes")
+        cookies = self.request.cookies
+        cached = self.request._cookies is cookies and cookies["probe"].value == "1"
+        del self.request._cookies
+        self.seen["cookies"] = cached and self.request.cookies is not cookies
         self.flush()  # the headers go out: HTTP/1.1 without Content-Length, so chunked
         self.seen["chunking_after"] = connection._chunking_output
         self.seen["chunked"] = ResponseStream(self).chunked
@@ -73,6 +83,7 @@ def seen() -> dict[str, Any]:
 def app(hub: Hub, seen: dict[str, Any]) -> tornado.web.Application:
     return tornado.web.Application([
         (r"/ws/quiet", SocketHandler, dict(hub=hub)),
+        (r"/ws/echo", EchoSocketHandler, dict(hub=hub)),
         (r"/internals", InternalsHandler, dict(seen=seen)),
     ])
 
@@ -148,6 +159,25 @@ async def test_nothing_is_held_before_the_handshake_or_after_the_close(ws_connec
     assert unflushed_bytes(server_side) == 0
 
 
+async def test_an_open_socket_lets_go_of_its_handshake(ws_connect, hub):
+    """Once open, a socket keeps none of its handshake's headers, arguments, cookies, HTTP
+    connection or template namespace, keeps what the error log names, and still talks."""
+    conn = await ws_connect("/ws/quiet?probe=1", headers={"Cookie": "probe=1"})
+    await conn.write_message("anything")
+    assert (await receive_json(conn))["code"] == "bad_message"  # open() has returned
+    handler = hub.connections[0]
+    request = handler.request
+    assert request.headers is NO_HEADERS and len(request.headers) == 0
+    assert handler._headers is NO_HEADERS
+    assert dict(request.arguments) == dict(request.query_arguments) == {}
+    assert request.connection is None and request.server_connection is None
+    assert handler.ui is None and handler.get_cookie("probe") is None
+    assert (request.method, request.uri, request.remote_ip) == ("GET", "/ws/quiet?probe=1",
+                                                                "127.0.0.1")
+    with pytest.raises(RuntimeError):
+        request.headers["X-Late"] = "no"  # the one stand-in is shared: never written
+
+
 # The guard: every private name in INTERNALS, on live objects of the installed Tornado.
 
 
@@ -164,11 +194,16 @@ async def test_every_internal_the_module_lists_exists_with_the_shape_relied_on(
 ):
     """Every private name in INTERNALS holds on the installed Tornado: IOStream's
     _write_buffer (append taking bytes and memoryview, len), write indices and
-    _add_io_state(state); WebSocketProtocol13's _compressor (None uncompressed) and
-    _receive_frame (a coroutine every socket reads through); HTTP1Connection's
+    _add_io_state(state), _read_buffer_size, _start_read() and the _read_bytes and
+    _read_partial of the read waiting on an idle socket; WebSocketProtocol13's
+    _compressor (None uncompressed) and _receive_frame (a coroutine every socket reads
+    through), _receive_frame_loop (the
+    coroutine the fast reader replaces), _send_pong(data), _received_pong (False until a
+    pong), _run_callback(callback, *args, **kwargs) and _abort(); HTTP1Connection's
     _chunking_output (set once an HTTP/1.1 response's headers go out without a length);
-    RequestHandler's _reason (the phrase set_status set) and _finished (set by finish());
-    TCPServer's _sockets, _handlers and
+    RequestHandler's _reason (the phrase set_status set), _finished (set by finish()) and
+    _headers (the response's HTTPHeaders); HTTPServerRequest's _cookies (the cache
+    ``cookies`` fills, rebuilt once deleted); TCPServer's _sockets, _handlers and
     _handle_connection (what stop() undoes). Public neighbours relied on are checked too."""
     checked: dict[type, set[str]] = {}
 
@@ -194,6 +229,12 @@ async def test_every_internal_the_module_lists_exists_with_the_shape_relied_on(
     assert_internals(stream)
     check(IOStream, "_add_io_state", callable(getattr(stream, "_add_io_state", None)) and (
         inspect.signature(IOStream._add_io_state).parameters.keys() == {"self", "state"}))
+    # The bulk reader's read waits on the idle socket, started as read_bytes would.
+    check(IOStream, "_read_buffer_size", stream._read_buffer_size == 0)
+    check(IOStream, "_start_read", list(inspect.signature(IOStream._start_read).parameters)
+          == ["self"])
+    check(IOStream, "_read_bytes", stream._read_bytes == tornado_internals.READ_SIZE)
+    check(IOStream, "_read_partial", stream._read_partial is True)
     check(WebSocketProtocol13, "_compressor",
           hasattr(connection, "_compressor") and connection._compressor is None)
     check(WebSocketProtocol13, "_receive_frame",
@@ -201,12 +242,21 @@ async def test_every_internal_the_module_lists_exists_with_the_shape_relied_on(
           and type(connection) is CountingProtocol)
     check(WebSocketProtocol13, "_handle_message", list(inspect.signature(
         WebSocketProtocol13._handle_message).parameters) == ["self", "opcode", "data"])
+    check(WebSocketProtocol13, "_receive_frame_loop", inspect.iscoroutinefunction(
+        getattr(WebSocketProtocol13, "_receive_frame_loop", None)) and reads_fast(connection))
+    check(WebSocketProtocol13, "_send_pong", list(inspect.signature(
+        WebSocketProtocol13._send_pong).parameters) == ["self", "data"])
+    check(WebSocketProtocol13, "_received_pong", connection._received_pong is False)
+    check(WebSocketProtocol13, "_run_callback", list(inspect.signature(
+        WebSocketProtocol13._run_callback).parameters) == ["self", "callback", "args", "kwargs"])
+    check(WebSocketProtocol13, "_abort", list(inspect.signature(
+        WebSocketProtocol13._abort).parameters) == ["self"])
     assert connection.mask_outgoing is False
     assert connection.is_closing() is False
     assert fast_stream(handler) is stream
 
     # An HTTP response (InternalsHandler above): its chunking and its reason phrase.
-    response = await http_server_client.fetch("/internals")
+    response = await http_server_client.fetch("/internals", headers={"Cookie": "probe=1"})
     assert response.code == 200
     check(HTTP1Connection, "_chunking_output",
           not seen["chunking_before"] and seen["chunking_after"] and seen["chunked"] is True)
@@ -214,6 +264,8 @@ async def test_every_internal_the_module_lists_exists_with_the_shape_relied_on(
                                       seen["reason_given"]) == ("OK", "I'm a Teapot", "Quite Fine"))
     check(RequestHandler, "_finished",
           seen["finished_before"] is False and seen["finished_after"] is True)
+    check(RequestHandler, "_headers", seen["headers"])
+    check(HTTPServerRequest, "_cookies", seen["cookies"])
 
     # A TCPServer: what add_sockets records and stop() undoes.
     server = TCPServer()
@@ -256,15 +308,17 @@ def tornado_private_names() -> set[str]:
     return names
 
 
-def own_private_names(trees: list[ast.Module]) -> set[str]:
-    """The private names the server defines itself: attributes it assigns on ``self``,
-    its functions, classes and names, and its ``__slots__``."""
+def own_private_names(trees: list[ast.Module], self_assigned: bool = True) -> set[str]:
+    """The private names the server defines itself: attributes it assigns on ``self``
+    (unless ``self_assigned`` is False), its functions, classes and names, and its
+    ``__slots__``."""
     names: set[str] = set()
     for tree in trees:
         for node in ast.walk(tree):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 names.add(node.name)
-            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store) and (
+            elif self_assigned and isinstance(node, ast.Attribute) and isinstance(
+                    node.ctx, ast.Store) and (
                     isinstance(node.value, ast.Name) and node.value.id == "self"):
                 names.add(node.attr)
             elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
@@ -311,9 +365,17 @@ def test_no_other_module_uses_a_private_name_of_tornados():
     assert found == [], "Tornado's private names used outside realtime/pubsub/tornado_internals.py"
 
     listed = {name for names in INTERNALS.values() for name in names}
-    # Its own classes' attributes are reached through self; Tornado's through the objects
-    # (and super()) it is handed.
-    used = {name for _, name in private_uses(trees[THE_MODULE], tornados, of_self=False)}
+    # Its own classes keep their attributes in __slots__; every other private name it
+    # reaches, on the objects it is handed or on self in a subclass of Tornado's, is
+    # Tornado's. Overriding one of Tornado's private methods is using it too.
+    its_own = own_private_names([trees[THE_MODULE]], self_assigned=False)
+    used = {name for _, name in private_uses(trees[THE_MODULE], tornados - its_own)}
+    used |= {name for cls in vars(tornado_internals).values()
+             if inspect.isclass(cls) and cls.__module__ == tornado_internals.__name__
+             for name, value in vars(cls).items()
+             if PRIVATE.fullmatch(name) and inspect.isfunction(value) and any(
+                 base.__module__.startswith("tornado.") and name in vars(base)
+                 for base in cls.__mro__[1:])}
     assert used == listed, "realtime/pubsub/tornado_internals.py uses internals INTERNALS omits"
 
 
@@ -374,3 +436,27 @@ async def test_an_unverified_tornado_falls_back_to_write_message(
     assert "write_envelope" not in vars(handler)
     assert hub.send(handler, "slow path") is True
     assert await receive(client) == "slow path"
+
+
+def test_the_installed_tornado_is_one_the_bulk_reader_was_verified_against():
+    """FAST_READ_TORNADO names the installed minor version: else every connection would
+    silently read through Tornado's slower loop."""
+    assert tornado.version_info[:2] in tornado_internals.FAST_READ_TORNADO, (
+        f"Tornado {tornado.version} is not in tornado_internals.FAST_READ_TORNADO: check "
+        "the reader's internals against it, then add its minor version")
+
+
+async def test_an_unverified_tornado_reads_through_tornados_own_loop(
+    ws_connect, hub, monkeypatch
+):
+    """With the installed Tornado missing from FAST_READ_TORNADO, new connections read
+    through Tornado's frame loop, which still hands every message to the handler."""
+    monkeypatch.setattr(tornado_internals, "FAST_READ_TORNADO", ((5, 1),))
+    client = await ws_connect("/ws/echo")
+    await client.write_message("through Tornado's loop")
+    assert await receive(client) == "through Tornado's loop"
+
+    [handler] = hub.connections
+    assert not reads_fast(handler.ws_connection)
+    await client.write_message(b"and binary", binary=True)
+    assert await receive(client) == b"and binary"

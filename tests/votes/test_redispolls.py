@@ -312,3 +312,19 @@ async def test_votes_of_one_turn_are_each_counted_once_in_one_pipeline(redis_ser
     stored = await store.get(poll.id)
     assert [option.votes for option in stored.options] == [1, 100]
     assert await vote_error(store, poll.id, "1", "voter7") == "already_voted"
+
+
+async def test_a_vote_redis_runs_past_its_deadline_counts_nothing(redis_server, redis_stores):
+    """A vote (one choice, or a ballot) that Redis runs after its deadline, as it would
+    one queued behind a frozen Redis whose voter was answered unavailable, is not counted."""
+    store = redis_stores(redis_server.url)
+    await store.start()
+    poll, _ = await store.create(NewPoll("Late?", ("a", "b"), allow_change=True,
+                                         max_choices=2))
+    keys = store._poll_keys(poll.id)
+    past = int(time.time() * 1000) - 60_000
+    assert await store._vote(keys=keys, args=["1", "alice", past]) == "late"
+    assert await store._ballot(keys=keys, args=["bob", "1", "2", past]) == "late"
+    found = await store.get(poll.id)
+    assert [option.votes for option in found.options] == [0, 0]
+    assert (await store.vote(poll.id, ("1", "2"), "bob")).total == 2  # on time: counted
