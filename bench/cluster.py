@@ -29,7 +29,18 @@ connections on process A, each in a room of its own, send M messages each, all a
 a subscriber of each room on process B counts them arriving (messages/s: from the first
 write to the last arrival). With it, the CPU per message of ``redis-server`` (from its
 ``INFO cpu``: ``used_cpu_sys`` + ``used_cpu_user``) and of process A. A second table shows
-both, with the ratio of on to off (``--no-appends`` leaves it out).
+both, with the ratio of on to off (``--no-appends`` leaves it out). Through WebSockets,
+the appending process also parses, checks, echoes and writes every message: that work,
+not Redis, bounds this row on one core.
+
+And the same without the WebSocket layer (``appendrate.py``; ``--no-direct`` leaves it
+out): one process (pinned like the servers) runs R rooms of S senders that call
+``RedisChatState.say`` in its own loop, M messages each, one after the other, all senders
+at once, pipelining off then on; another process, subscribed to every chat channel on a
+connection of its own, counts every message published (messages/s: from the first ``say``
+to the last arrival). This is the rate the 10x target of pipelining is about: what one
+process can append and publish per second on Redis. With it, the CPU per message of
+``redis-server`` and of the appending process.
 
 The subscribers are the raw load clients of ``compare.py`` (``loadclient.py``, two
 processes: with (b), the first connects to A and the second to B). With two CPUs or more,
@@ -89,12 +100,17 @@ class ClusterPlan:
     senders: int = 200  # chat connections sending at once on the appending process
     messages_each: int = 50  # messages each of them sends
     pipeline_batch: int = 500  # --redis-batch with pipelining on
+    direct: bool = True  # measure the appends per second without sockets, off and on
+    direct_rooms: int = 20  # rooms of the appending process, without sockets
+    direct_senders: int = 10  # senders in each of them
+    direct_messages: int = 50  # messages each sender sends, one after the other
     timeout: float = 60.0  # the most any one step may take, in seconds
     client_loop: str = "asyncio"
 
 
 QUICK = ClusterPlan(subscribers=200, burst=20, repeats=1, latency_seconds=1.0,
-                    publishes=1000, publish_rate=1000.0, senders=50, messages_each=20)
+                    publishes=1000, publish_rate=1000.0, senders=50, messages_each=20,
+                    direct_rooms=10, direct_messages=50)
 
 
 @dataclass
@@ -287,6 +303,57 @@ class Cluster:
         await settle(servers)
         progress(f"appends, {mode.title}: done")
 
+    async def direct(self, mode: Mode) -> dict[str, Any]:
+        """The appends of one mode without sockets (``appendrate.py``): one process's
+        senders call ``RedisChatState.say``, pinned like the servers; a counter on another
+        process, subscribed to every chat channel, sees each message published."""
+        plan = self.plan
+        batch = self.plan.pipeline_batch if mode.key == "on" else 1
+        expect = plan.direct_rooms * plan.direct_senders * plan.direct_messages
+        prefix = f"direct-{mode.key}:"  # keys and channels of their own, per mode
+        script = os.path.join(HERE, "appendrate.py")
+        common = ["--url", self.redis.url, "--prefix", prefix, "--timeout", str(plan.timeout)]
+        counter = await asyncio.create_subprocess_exec(
+            sys.executable, script, "count", *common, "--expect", str(expect),
+            stdout=asyncio.subprocess.PIPE)
+        sender: Optional[asyncio.subprocess.Process] = None
+        result: dict[str, Any] = {}
+        try:
+            assert counter.stdout is not None
+            ready = await asyncio.wait_for(counter.stdout.readline(), plan.timeout)
+            if ready.strip() != b"ready":
+                return {"error": f"the counter said {ready!r}"}
+            redis_before = await self.redis_cpu()
+            sender = await asyncio.create_subprocess_exec(
+                sys.executable, script, "send", *common, "--batch", str(batch),
+                "--rooms", str(plan.direct_rooms), "--senders", str(plan.direct_senders),
+                "--messages", str(plan.direct_messages), stdout=asyncio.subprocess.PIPE)
+            if self.server_cores:
+                os.sched_setaffinity(sender.pid, self.server_cores)
+            sent_out, _ = await asyncio.wait_for(sender.communicate(), plan.timeout + 30)
+            counted_out, _ = await asyncio.wait_for(counter.communicate(), plan.timeout + 10)
+            redis_cpu = await self.redis_cpu() - redis_before
+            sent, counted = json.loads(sent_out), json.loads(counted_out)
+        except (asyncio.TimeoutError, ValueError) as error:
+            return {"error": f"{type(error).__name__}: {error}"}
+        finally:
+            for process in (counter, sender):
+                if process is not None and process.returncode is None:
+                    process.kill()
+                    await process.wait()
+        result.update(sent=sent, counted=counted)
+        if counted["received"] != sent["messages"] or sent["unshared"]:
+            result["error"] = (f"{counted['received']}/{sent['messages']} published, "
+                               f"{sent['unshared']} kept local")
+            return result
+        messages = sent["messages"]
+        result["messages"] = messages
+        result["messages_per_s"] = messages / (counted["last"] - sent["t0"])
+        result["redis_cpu_us"] = 1e6 * redis_cpu / messages
+        result["publisher_cpu_us"] = 1e6 * sent["cpu_s"] / messages
+        progress(f"appends without sockets, {mode.title}: done")
+        return result
+
     async def redis_cpu(self) -> float:
         """CPU seconds ``redis-server`` has used so far, as its ``INFO cpu`` says."""
         import redis.asyncio  # the bench needs the `redis` extra anyway
@@ -402,12 +469,25 @@ APPEND_ROWS = [
 ]
 
 
-def appends_table(plan: ClusterPlan, results: dict[str, dict[str, Any]]) -> str:
-    """The appends table: a row per measurement, pipelining off and on, on's ratio to off."""
+DIRECT_ROWS = [
+    ("messages_per_s", "messages/s one process appends and publishes on Redis, no sockets "
+     "({rooms:,} rooms × {senders:,} senders × {each:,} messages, calling "
+     "`RedisChatState.say`), counted arriving on another connection"),
+    ("redis_cpu_us", "redis-server CPU µs per message (`INFO cpu`, sys + user)"),
+    ("publisher_cpu_us", "appending process CPU µs per message"),
+]
+DIRECT_HEADER = "Redis appends, no sockets"
+SOCKETS_HEADER = "Redis appends, through WebSockets"
+
+
+def appends_table(plan: ClusterPlan, results: dict[str, dict[str, Any]],
+                  header: str = SOCKETS_HEADER,
+                  rows: list[tuple[str, str]] = APPEND_ROWS) -> str:
+    """An appends table: a row per measurement, pipelining off and on, on's ratio to off."""
     columns = modes(plan)
-    lines = ["| Redis appends | " + " | ".join(mode.title for mode in columns) + " |",
+    lines = [f"| {header} | " + " | ".join(mode.title for mode in columns) + " |",
              "| --- |" + " ---: |" * len(columns)]
-    for key, label in APPEND_ROWS:
+    for key, label in rows:
         base = results.get("off", {}).get(key)
         cells = []
         for mode in columns:
@@ -421,18 +501,23 @@ def appends_table(plan: ClusterPlan, results: dict[str, dict[str, Any]]) -> str:
                 cells.append(f"{fmt(value)} ({value / base:.2f}x)")
             else:
                 cells.append(fmt(value))
-        label = label.format(senders=plan.senders, each=plan.messages_each)
+        if rows is APPEND_ROWS:
+            label = label.format(senders=plan.senders, each=plan.messages_each)
+        else:
+            label = label.format(rooms=plan.direct_rooms, senders=plan.direct_senders,
+                                 each=plan.direct_messages)
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def pipelining_gain(results: dict[str, dict[str, Any]]) -> Optional[str]:
+def pipelining_gain(results: dict[str, dict[str, Any]], what: str,
+                    target: str) -> Optional[str]:
     """The appends per second with pipelining on against off, in words."""
     off, on = (results.get(key, {}).get("messages_per_s") for key in ("off", "on"))
     if not (isinstance(off, float) and isinstance(on, float)):
         return None
-    return (f"Pipelining: {on / off:.1f}x the messages per second of pipelining off "
-            f"({on:,.0f} against {off:,.0f}; the target is 10x).")
+    return (f"{what}: {on / off:.1f}x the messages per second of pipelining off "
+            f"({on:,.0f} against {off:,.0f}; {target}).")
 
 
 def load_average() -> str:
@@ -451,6 +536,7 @@ async def run(plan: ClusterPlan, results_dir: str) -> int:
     load_before, started = load_average(), time.monotonic()
     results: dict[str, dict[str, Any]] = {}
     appends: dict[str, dict[str, Any]] = {}  # pipelining off and on
+    direct: dict[str, dict[str, Any]] = {}  # the same without sockets
     with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
         redis = RedisServer(Path(tmp) / "redis")
         try:
@@ -474,6 +560,14 @@ async def run(plan: ClusterPlan, results_dir: str) -> int:
                         appends[mode.key] = {"error": f"{type(error).__name__}: {error}"}
                     if "error" in appends[mode.key]:
                         progress(f"appends, {mode.title}: {appends[mode.key]['error']}")
+                for mode in modes(plan) if plan.direct else []:
+                    try:
+                        direct[mode.key] = await cluster.direct(mode)
+                    except Exception as error:  # one mode failing still prints the other
+                        direct[mode.key] = {"error": f"{type(error).__name__}: {error}"}
+                    if "error" in direct[mode.key]:
+                        progress(f"appends without sockets, {mode.title}: "
+                                 f"{direct[mode.key]['error']}")
             finally:
                 await cluster.bench.stop()
         finally:
@@ -487,11 +581,19 @@ async def run(plan: ClusterPlan, results_dir: str) -> int:
     cost = redis_cost(values)
     if cost:
         print(cost)
+    if direct:
+        print()
+        print(appends_table(plan, direct, DIRECT_HEADER, DIRECT_ROWS))
+        print()
+        gain = pipelining_gain(direct, "Pipelining, no sockets", "the target is 10x")
+        if gain:
+            print(gain)
     if appends:
         print()
         print(appends_table(plan, appends))
         print()
-        gain = pipelining_gain(appends)
+        gain = pipelining_gain(appends, "Pipelining, through WebSockets",
+                               "bounded by the WebSocket and JSON work per message")
         if gain:
             print(gain)
     print(f"Machine: {info['cpus']} CPUs ({info['cpu_model']}), Linux {info['kernel']}; "
@@ -510,11 +612,12 @@ async def run(plan: ClusterPlan, results_dir: str) -> int:
     with open(path, "w", encoding="utf-8") as out:
         json.dump({"plan": asdict(plan), "machine": info, "load_average":
                    [load_before, load_after], "results": results, "table": values,
-                   "appends": appends},
+                   "appends": appends, "direct": direct},
                   out, indent=1, default=str)
     progress(f"results: {os.path.relpath(path)}")
     return 0 if all("error" not in result
-                    for result in [*results.values(), *appends.values()]) else 1
+                    for result in [*results.values(), *appends.values(),
+                                   *direct.values()]) else 1
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -529,6 +632,9 @@ def main(argv: Optional[list[str]] = None) -> None:
                         help="leave out (c), one process with --redis-url")
     parser.add_argument("--no-appends", action="store_true",
                         help="leave out the appends per second, pipelining off and on")
+    parser.add_argument("--no-direct", action="store_true",
+                        help="leave out the appends per second without sockets, "
+                             "pipelining off and on")
     parser.add_argument("--results", default=os.path.join(HERE, "results"),
                         help="where the JSON of the run goes (default: bench/results)")
     parser.add_argument("--client-loop", choices=["uvloop", "asyncio"], default=default_loop(),
@@ -536,7 +642,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     args = parser.parse_args(argv)
     plan = dataclasses.replace(QUICK if args.quick else ClusterPlan(),
                                single_redis=not args.no_single_redis,
-                               appends=not args.no_appends,
+                               appends=not args.no_appends, direct=not args.no_direct,
                                client_loop=args.client_loop)
     if args.subscribers is not None:
         if not 2 <= args.subscribers <= MAX_SUBSCRIBERS:

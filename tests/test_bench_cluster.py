@@ -1,7 +1,7 @@
 """bench/cluster.py runs end to end: ``--quick`` (about 40 s) starts its redis-server and
 server processes, measures all three setups and the appends per second with pipelining
-off and on, prints both tables with a number in every cell they promise, and stops
-everything it started."""
+off and on (without sockets and through them), prints every table with a number in every
+cell they promise, and stops everything it started."""
 
 import json
 import os
@@ -33,15 +33,18 @@ def test_quick_run_measures_every_setup(python, tmp_path):
     # The rows where (a) has no Redis, or no second process, say so with a dash.
     assert [row[1] for row in rows[-2:]] == ["—", "—"]
     assert next(line for line in lines if line.startswith("The cost Redis adds per publish"))
-    # The appends per second, pipelining off and on, in a table of their own.
-    appends = lines.index("| Redis appends | pipelining off (`--redis-batch 1`) "
-                          "| pipelining on (`--redis-batch 500`) |")
-    assert len(table_rows(lines, appends)) == 3
-    assert next(line for line in lines if line.startswith("Pipelining: "))
+    # The appends per second, pipelining off and on, without sockets and through them,
+    # each in a table of its own.
+    modes = "| pipelining off (`--redis-batch 1`) | pipelining on (`--redis-batch 500`) |"
+    for header, gain in (("Redis appends, no sockets", "Pipelining, no sockets: "),
+                         ("Redis appends, through WebSockets",
+                          "Pipelining, through WebSockets: ")):
+        assert len(table_rows(lines, lines.index(f"| {header} {modes}"))) == 3
+        assert next(line for line in lines if line.startswith(gain))
     assert "Load average" in run.stdout and "Warning" not in run.stdout
     saved = json.loads(next(tmp_path.glob("cluster-*.json")).read_text())
     assert set(saved["results"]) == {"a", "b", "c"}
-    assert set(saved["appends"]) == {"off", "on"}
+    assert set(saved["appends"]) == set(saved["direct"]) == {"off", "on"}
 
 
 def table_rows(lines: list[str], header: int) -> list[list[str]]:

@@ -69,6 +69,22 @@ async def test_public_message_join_and_leave_cross_processes(cluster, ws_open):
 
 
 @on_both_redis
+async def test_a_burst_of_messages_from_many_sockets_crosses_in_order(cluster, ws_open):
+    """20 sockets of A each sending a message at once (several per loop turn, sharing a
+    batch): B gets all 20, ids increasing, none refused."""
+    a, b = await cluster.start(2)
+    watcher, _ = await enter(ws_open, b)
+    await cluster.wait_subscribed("chat.lobby", 1)
+    senders = [(await enter(ws_open, a))[0] for _ in range(20)]
+    await asyncio.gather(*(send_json(conn, {"type": "message", "text": f"m{n}"})
+                           for n, conn in enumerate(senders)))
+    seen = [await frame_of(watcher, "message") for _ in range(20)]
+    assert sorted(frame["text"] for frame in seen) == sorted(f"m{n}" for n in range(20))
+    ids = [frame["id"] for frame in seen]
+    assert ids == sorted(set(ids))
+
+
+@on_both_redis
 async def test_presence_lists_members_of_every_process(cluster, ws_open):
     """A welcome on B lists the nicknames held on A."""
     a, b = await cluster.start(2)

@@ -21,6 +21,7 @@ from urllib.parse import quote
 import redis.asyncio
 from tornado.websocket import WebSocketClientConnection as Client
 
+from realtime.chat.rules import MAX_TEXT_LENGTH
 from realtime.storage.rediskeys import topic_channel
 from tests.cluster import DEFAULT_PREFIX, Cluster, Node
 from tests.redis_server import shipped_settings
@@ -216,12 +217,14 @@ async def test_listener_cut_for_its_output_buffer_leaves_no_silent_gap(cluster, 
         async def stall_until_cut(sender: Client) -> None:
             b.process.send_signal(signal.SIGSTOP)
             try:
-                # What A publishes piles up in Redis for B's listener until Redis cuts it.
-                deadline = time.monotonic() + RESUMED_WITHIN
+                # What A publishes piles up in Redis for B's listener until Redis cuts it,
+                # once the kernel's socket buffers are full too: the longest messages fill
+                # them in a second or two; a loaded machine may take longer to send them.
+                deadline = time.monotonic() + 3 * RESUMED_WITHIN
                 channel = topic_channel(DEFAULT_PREFIX, "chat.stall")
                 while (await admin.pubsub_numsub(channel))[0][1] > 1:
                     assert time.monotonic() < deadline, "Redis never cut B's listener"
-                    await send_json(sender, {"type": "message", "text": "x" * 1000})
+                    await send_json(sender, {"type": "message", "text": "x" * MAX_TEXT_LENGTH})
                     await asyncio.sleep(1 / RATE)
             finally:
                 b.process.send_signal(signal.SIGCONT)

@@ -63,8 +63,13 @@ issued in the same loop turn (a burst of messages, a wave of connections, the re
 every lease of a room) reach Redis in one pipeline of at most ``batch`` calls (and 1 MiB of
 arguments), one pipeline at a time, in order. So a message sent after another of the room
 is run (and gets its id, and is published) after it, and each stays one atomic script.
-``batch=1`` (``--redis-batch 1``) sends each call on its own: messages one round trip at a
-time, the nickname scripts as separate calls (``CONCURRENT_CALLS`` at once).
+A room's messages of one pipeline go as ONE script call (``APPEND_MANY``, the batcher's
+groups): each still appended and published atomically, ids consecutive in the order sent,
+each with its own deadline; Redis and this process pay one script call per room and
+pipeline, not one per message. The connections pack commands with hiredis
+(``realtime.storage.redispack``). ``batch=1`` (``--redis-batch 1``) sends each call on its
+own: messages one round trip at a time, the nickname scripts as separate calls
+(``CONCURRENT_CALLS`` at once).
 
 Faults. At most ``CONCURRENT_CALLS`` calls run at once (the batcher's pipelines, one at a
 time, on a connection of their own, count as none); the others wait their turn (up to
@@ -120,6 +125,7 @@ from realtime.pubsub.envelope import Envelope
 from realtime.pubsub.hub import Hub
 from realtime.pubsub.redisbroker import History, RedisBroker
 from realtime.storage.redisbatch import DEFAULT_MAX_COUNT, ScriptBatcher
+from realtime.storage.redispack import PackedConnection
 from realtime.storage.redisdown import FAILURES, Outage, probe
 from realtime.storage.rediskeys import client, close, tagged
 from realtime.wire.messages import NICK_LOST, UNAVAILABLE, ClientError, Message, encode
@@ -353,6 +359,8 @@ class RedisChatState:
             url, socket_timeout=timeout, socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 0), health_check_interval=0, protocol=2,
             client_name="realtime-chat", max_connections=CONCURRENT_CALLS + 3,
+            # Cheaper packing of the batched scripts (a cluster's client keeps its own).
+            connection_class=PackedConnection,
         )
         self._turns = asyncio.Semaphore(CONCURRENT_CALLS)
         # Sends the script calls of each loop turn in one pipeline (counts its pipelines).

@@ -24,7 +24,9 @@ payload``: the kind is ``0x00`` for text and ``0x01`` for binary (other values a
 reserved for later formats and ignored), the origin is this broker's random id, the
 payload the envelope's bytes as they are. A message stored with history (``APPEND``) is
 kind ``0x02``, text with its id: ``0x02 + origin + id (20 ASCII digits) + payload``, so the
-listener knows the last id it delivered on each topic without parsing the payload.
+listener knows the last id it delivered on each topic without parsing the payload. Several
+messages of one history sent through a batcher share one script call, ``APPEND_MANY``
+(``APPEND``'s body once per message, in order): the same steps and the same wire format.
 ``publish`` delivers to the local subscribers at once, so local delivery never waits on
 Redis; the listener skips messages carrying its own
 origin, so no process delivers its own message twice.
@@ -121,7 +123,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 # after it), the deadline (Redis milliseconds), then broker channels.
 # Returns the id as a string, or nil (nothing stored) past the deadline: the caller has
 # given up on this call by then and shown the message under an id of its own.
-APPEND = _NOW_MS + """
+APPEND_BODY = """
 if now > tonumber(ARGV[8]) then return false end
 local last = redis.call('HGET', KEYS[1], 'last')
 local id
@@ -149,8 +151,37 @@ for i = 9, #ARGV do
 end
 return sid
 """
+APPEND = _NOW_MS + APPEND_BODY
+
+# Several messages of one room in one script call (``History.batch``'s groups, see
+# ``realtime.storage.redisbatch``): ``APPEND``'s body run once per message, in order, each
+# with its own arguments. KEYS: as ``APPEND``'s. ARGV: for each message, the count of its
+# arguments, then ``APPEND``'s ARGV. Returns one reply per message: its id, nil past the
+# deadline, or an error reply (that message only; the ones before it stay stored).
+APPEND_MANY = _NOW_MS + "local function append_one(ARGV)" + APPEND_BODY + """end
+local replies = {}
+local at = 1
+while at <= #ARGV do
+    local count = tonumber(ARGV[at])
+    local args = {}
+    for i = 1, count do
+        args[i] = ARGV[at + i]
+    end
+    at = at + count + 1
+    local ok, reply = pcall(append_one, args)
+    if ok then
+        replies[#replies + 1] = reply
+    elseif type(reply) == 'table' and reply.err then
+        replies[#replies + 1] = reply
+    else
+        replies[#replies + 1] = {err = tostring(reply)}
+    end
+end
+return replies
+"""
 # The same on a Redis Cluster: sharded pub/sub, on channels of the log's slot.
 APPEND_SHARDED = APPEND.replace("'PUBLISH'", "'SPUBLISH'")
+APPEND_MANY_SHARDED = APPEND_MANY.replace("'PUBLISH'", "'SPUBLISH'")
 
 # The origin of messages ``APPEND`` publishes: no broker's (theirs are random), so every
 # process's listener delivers them, the publisher's included, in Redis's order.
@@ -283,7 +314,8 @@ class RedisBroker:
         self._malformed_logged = False
         self._tasks: list[asyncio.Task[None]] = []
         self._ready = asyncio.Event()  # set the first time every listener is subscribed
-        self._scripts: dict[int, Any] = {}  # client id -> its registered APPEND
+        # client id -> its registered APPEND and APPEND_MANY
+        self._scripts: dict[int, tuple[Any, Any]] = {}
         self.published = 0  # messages sent to Redis
         self.received = 0  # messages from other processes handed to the hub
         self.dropped = 0  # publishes not sent to Redis (queue full, Redis down)
@@ -341,16 +373,20 @@ class RedisBroker:
         nothing published). With ``history.batch``, the script goes in the pipeline of this
         loop turn, after the calls made before it.
         """
-        script = self._scripts.get(id(history.client))
-        if script is None:
-            script = self._scripts[id(history.client)] = history.client.register_script(
-                APPEND_SHARDED if self.cluster else APPEND)
+        scripts = self._scripts.get(id(history.client))
+        if scripts is None:
+            scripts = self._scripts[id(history.client)] = (
+                history.client.register_script(APPEND_SHARDED if self.cluster else APPEND),
+                history.client.register_script(
+                    APPEND_MANY_SHARDED if self.cluster else APPEND_MANY))
+        script, many = scripts
         keys = [history.meta, history.log]
         args = [head, tail, history.extra, history.length, history.floor, history.ttl,
                 bytes((KIND_TEXT_ID,)) + SCRIPT_ORIGIN, history.deadline,
                 *(self.channel(topic) for topic in topics)]
         if history.batch is not None:
-            sid = await history.batch.call(script, keys, args)
+            # The room's messages of a pipeline share one script call.
+            sid = await history.batch.call(script, keys, args, group=many)
         else:
             sid = await script(keys=keys, args=fresh(args))
         if sid is None:

@@ -40,9 +40,22 @@ lowest id is one: a message whose predecessor could not be stored, and was shown
 id of this process's own, is stored above that id; its deadline is another (see
 ``realtime.chat.redisstate``).
 
+Groups. A call may name a ``group`` script: the calls with the same group script and the
+same keys (a chat room's) that wait for the same pipeline go to Redis as ONE call of the
+group script, whose arguments are each call's argument count then its arguments, one call
+after the other, and whose reply is a list with one reply per call (an error reply in it
+fails that call only). Redis runs the group script atomically, so each call's own steps
+stay one step, and in the calls' order. A call joins the group of the pipeline being
+gathered only while no call outside any group was queued after that group (so a group
+never overtakes such a call), and while the group stays within the bounds (each of its
+calls counts toward ``max_count``). It saves Redis and this process the cost of a script
+call per message: one ``EVALSHA`` per room and pipeline, not one per message.
+
 The client is given (any ``redis.asyncio`` client with ``pipeline()``), so the same batcher
-can run on another connection pool or, later, on a cluster client whose pipelines group
-commands per node (calls on one room's keys land on one node, in order).
+can run on another connection pool. On a cluster client (``RedisCluster``), whose pipelines
+refuse ``EVALSHA``, the calls of a batch are sent one after the other, in order, each a
+round trip of its own: no pipelining there, but a group still carries its room's calls in
+one script call.
 """
 
 import asyncio
@@ -50,6 +63,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
@@ -73,7 +87,7 @@ def fresh(values: Sequence[Any]) -> list[Any]:
 
 @dataclass
 class _Call:
-    """One script call waiting for its pipeline."""
+    """One script call waiting for its pipeline (or a group of calls: see ``members``)."""
 
     sha: str
     body: str  # the script's source, to load it again after a NOSCRIPT
@@ -81,6 +95,61 @@ class _Call:
     args: Sequence[Any]
     size: int
     future: "asyncio.Future[Any]" = field(repr=False)
+    # A group: the calls sent as this one call of the group script, each (arguments, its
+    # caller's future); ``args`` and ``future`` are unused.
+    members: Optional[list[tuple[Sequence[Any], "asyncio.Future[Any]"]]] = None
+    count: int = 1  # calls it stands for, toward ``max_count``
+
+    def done(self) -> bool:
+        """Whether every caller has its answer (or gave up): nothing left to send."""
+        if self.members is None:
+            return self.future.done()
+        return all(future.done() for _, future in self.members)
+
+    def pending(self) -> "_Call":
+        """This call without the members whose callers gave up."""
+        if self.members is None:
+            return self
+        live = [member for member in self.members if not member[1].done()]
+        if len(live) == len(self.members):
+            return self
+        return _Call(self.sha, self.body, self.keys, (), self.size, self.future, live, len(live))
+
+    def arguments(self) -> list[Any]:
+        """The arguments to send, fresh: a group's are each member's count then its own."""
+        if self.members is None:
+            return fresh(self.args)
+        out: list[Any] = []
+        for args, _ in self.members:
+            values = fresh(args)
+            out.append(len(values))
+            out.extend(values)
+        return out
+
+    def settle(self, reply: Any) -> None:
+        """Hand ``reply`` (a result or an exception) to the caller(s)."""
+        if self.members is None:
+            if not self.future.done():
+                if isinstance(reply, BaseException):
+                    self.future.set_exception(reply)
+                else:
+                    self.future.set_result(reply)
+            return
+        if isinstance(reply, BaseException) or not isinstance(reply, list) \
+                or len(reply) != len(self.members):
+            error = reply if isinstance(reply, BaseException) else ResponseError(
+                f"a group script answered {reply!r} for {len(self.members)} calls")
+            for _, future in self.members:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        for (_, future), each in zip(self.members, reply):
+            if future.done():
+                continue
+            if isinstance(each, BaseException):
+                future.set_exception(each)
+            else:
+                future.set_result(each)
 
 
 class ScriptBatcher:
@@ -97,9 +166,14 @@ class ScriptBatcher:
         if max_count < 1 or max_bytes < 1:
             raise ValueError("a pipeline holds one call at least")
         self.client = client
+        # redis-py's cluster pipelines refuse EVALSHA: on a cluster the calls of a batch go
+        # one after the other, in order (a group still carries a room's calls in one).
+        self._cluster = isinstance(client, RedisCluster)
         self.max_count = max_count
         self.max_bytes = max_bytes
         self._queue: deque[_Call] = deque()  # calls not sent yet, in the order made
+        # Groups still taking calls: (group sha, keys) -> the group's call, queued.
+        self._open: dict[tuple[str, tuple[Any, ...]], _Call] = {}
         self._flush_scheduled = False
         self._sender: Optional[asyncio.Task[None]] = None  # sends the pipelines, in order
         self._closed = False
@@ -115,10 +189,12 @@ class ScriptBatcher:
         return self.max_count > 1
 
     async def call(self, script: Any, keys: Sequence[Any] = (),
-                   args: Sequence[Any] = ()) -> Any:
+                   args: Sequence[Any] = (), group: Any = None) -> Any:
         """Run ``script`` (a registered redis-py script: its ``sha`` and ``script``) with
         ``keys`` and ``args`` in the next pipeline; its reply, once Redis has run it. A
-        function among ``args`` is called when the pipeline is built.
+        function among ``args`` is called when the pipeline is built. With ``group`` (a
+        registered script that runs ``script``'s body once per call: see "Groups"), the
+        call may share one script call with the others of its keys.
 
         Raises:
             redis.exceptions.ResponseError: Redis refused this call (the script failed).
@@ -128,9 +204,23 @@ class ScriptBatcher:
             raise RedisConnectionError("the batcher is closed")
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        body = script.script.decode() if isinstance(script.script, bytes) else script.script
-        self._queue.append(_Call(script.sha, body, keys, args,
-                                 size_of(keys) + size_of(args), future))
+        size = size_of(keys) + size_of(args)
+        if group is None or self.max_count == 1:
+            self._open.clear()  # no group overtakes this call
+            self._queue.append(_Call(script.sha, _source(script), keys, args, size, future))
+        else:
+            key = (group.sha, tuple(keys))
+            joined = self._open.get(key)
+            if joined is not None and joined.count < self.max_count \
+                    and joined.size + size <= self.max_bytes:
+                assert joined.members is not None
+                joined.members.append((args, future))
+                joined.count += 1
+                joined.size += size
+            else:
+                self._open[key] = joined = _Call(group.sha, _source(group), keys, (), size,
+                                                 future, [(args, future)])
+                self._queue.append(joined)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._flush)  # after every call this turn makes
@@ -145,6 +235,7 @@ class ScriptBatcher:
             await asyncio.gather(sender, return_exceptions=True)
         waiting = list(self._queue)
         self._queue.clear()
+        self._open.clear()
         self._fail(waiting, RedisConnectionError("the batcher is closed"))
 
     def _flush(self) -> None:
@@ -158,12 +249,18 @@ class ScriptBatcher:
         """The next pipeline's calls: the oldest queued, within the bounds."""
         batch: list[_Call] = []
         size = 0
-        while self._queue and len(batch) < self.max_count:
+        count = 0
+        while self._queue and count < self.max_count:
             call = self._queue[0]
-            if batch and size + call.size > self.max_bytes:
+            if batch and (size + call.size > self.max_bytes
+                          or count + call.count > self.max_count):
                 break
             batch.append(self._queue.popleft())
+            key = (call.sha, tuple(call.keys))
+            if call.members is not None and self._open.get(key) is call:
+                del self._open[key]  # on its way: it takes no more calls
             size += call.size
+            count += call.count
         return batch
 
     async def _send_all(self) -> None:
@@ -185,24 +282,28 @@ class ScriptBatcher:
                     # Nothing queued behind a failed pipeline may overtake it.
                     behind = list(self._queue)
                     self._queue.clear()
+                    self._open.clear()
                     self._fail(batch + behind, error)
         finally:
             self._sender = None
 
     async def _send(self, batch: list[_Call]) -> None:
         """One batch: a pipeline, then again the calls Redis did not know the script of."""
-        todo = [call for call in batch if not call.future.done()]  # callers that gave up
-        if len(todo) == 1:
-            await self._send_alone(todo[0])
+        # Less the callers that gave up.
+        todo = [call.pending() for call in batch if not call.done()]
+        if len(todo) == 1 or self._cluster:
+            # A cluster client refuses EVALSHA in a pipeline: one call after the other.
+            for call in todo:
+                await self._send_alone(call)
             return
         for _ in range(2):  # the second time, after loading the scripts it lacked
             if not todo:
                 return
             self.pipelines += 1
-            self.calls += len(todo)
+            self.calls += sum(call.count for call in todo)
             async with self.client.pipeline(transaction=False) as pipe:
                 for call in todo:
-                    pipe.evalsha(call.sha, len(call.keys), *call.keys, *fresh(call.args))
+                    pipe.evalsha(call.sha, len(call.keys), *call.keys, *call.arguments())
                 replies = await pipe.execute(raise_on_error=False)
             missing: dict[str, str] = {}
             again: list[_Call] = []
@@ -210,27 +311,24 @@ class ScriptBatcher:
                 if isinstance(reply, NoScriptError):
                     missing[call.sha] = call.body
                     again.append(call)
-                elif call.future.done():
-                    continue
-                elif isinstance(reply, Exception):
-                    call.future.set_exception(reply)
                 else:
-                    call.future.set_result(reply)
+                    call.settle(reply)
             if not again:
                 return
             async with self.client.pipeline(transaction=False) as pipe:
                 for body in missing.values():
                     pipe.script_load(body)
                 await pipe.execute()
-            todo = [call for call in again if not call.future.done()]
+            todo = [call.pending() for call in again if not call.done()]
         self._fail(todo, NoScriptError("the script is still unknown after loading it"))
 
     async def _send_alone(self, call: _Call) -> None:
-        """A call alone in its pipeline: a plain ``EVALSHA``, as redis-py's scripts
-        send it (no pipeline to build), loading the script on a ``NOSCRIPT``."""
+        """A call alone in its pipeline (or on a cluster): a plain ``EVALSHA``, as
+        redis-py's scripts send it (no pipeline to build), loading the script on a
+        ``NOSCRIPT``."""
         self.pipelines += 1
-        self.calls += 1
-        keys, args = call.keys, fresh(call.args)
+        self.calls += call.count
+        keys, args = call.keys, call.arguments()
         try:
             try:
                 reply = await self.client.evalsha(call.sha, len(keys), *keys, *args)
@@ -240,11 +338,14 @@ class ScriptBatcher:
         except ResponseError as error:  # refused: this call only
             self._fail([call], error)
             return
-        if not call.future.done():
-            call.future.set_result(reply)
+        call.settle(reply)
 
     @staticmethod
     def _fail(calls: list[_Call], error: BaseException) -> None:
         for call in calls:
-            if not call.future.done():
-                call.future.set_exception(error)
+            call.settle(error)
+
+
+def _source(script: Any) -> str:
+    """A registered script's source, to load it again after a NOSCRIPT."""
+    return script.script.decode() if isinstance(script.script, bytes) else script.script

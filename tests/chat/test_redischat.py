@@ -769,6 +769,33 @@ async def test_messages_of_one_turn_keep_their_order_and_consecutive_ids(node, w
         (frame["id"], frame["text"]) for frame in frames]
 
 
+async def test_a_turn_s_messages_of_one_room_cost_redis_one_script_call(node, ws_open, admin):
+    """40 messages sent at once in one room, a whisper among them, are stored by ONE script
+    call, with consecutive ids in the order sent, and reach the other process in order;
+    the whisper is stored with its parties."""
+    a, b = await node(), await node()
+    there, _ = await enter(ws_open, b)
+    names = await senders(a.chat, 40)
+    await a.chat.join("lobby", names[0], "alice")
+    await a.chat.join("lobby", names[1], "bob")
+    await a.chat.say("lobby", names[0], "warm-up")  # loads the scripts into Redis
+    await frame_of(there, "message")
+    stats = await admin.info("commandstats")
+    before = int(stats["cmdstat_evalsha"]["calls"])
+    frames = await asyncio.gather(*(
+        a.chat.whisper("lobby", name, "bob", "psst") if n == 0 else
+        a.chat.say("lobby", name, f"m{n}") for n, name in enumerate(names)))
+    stats = await admin.info("commandstats")
+    assert int(stats["cmdstat_evalsha"]["calls"]) - before == 1
+    ids = [frame["id"] for frame in frames]
+    assert ids == list(range(ids[0], ids[0] + 40))
+    seen = [await frame_of(there, "message") for _ in range(39)]
+    assert [(frame["id"], frame["text"]) for frame in seen] == [
+        (frame["id"], frame["text"]) for frame in frames[1:]]
+    log = await admin.xrange("realtime:chat:{lobby}:log", f"{ids[0]}-0", "+")
+    assert json.loads(log[0][1][b"f"])["type"] == "private" and b"p" in log[0][1]
+
+
 async def test_messages_of_a_pipeline_redis_never_ran_are_all_kept_local(
         node, redis_server, caplog):
     """Redis killed while a turn's 20 messages wait for their pipeline: every one is shown

@@ -162,3 +162,87 @@ async def test_calls_made_while_a_pipeline_travels_share_the_next_one(batcher, r
     assert batch.pipelines == 2
     assert labels(replies) == ["first"] + [f"m{n}" for n in range(10)]
     assert [count for count, _ in replies] == list(range(1, 12))
+
+
+# The group form of COUNT: each call's argument count (always 1 here), then its label.
+COUNT_MANY = """
+local replies = {}
+for at = 1, #ARGV, 2 do
+    replies[#replies + 1] = {redis.call('INCR', KEYS[1]), ARGV[at + 1]}
+end
+return replies
+"""
+# The group form of PICKY: a refused call is an error reply among the others.
+PICKY_MANY = """
+local replies = {}
+for at = 1, #ARGV, 2 do
+    if ARGV[at + 1] == 'bad' then
+        replies[#replies + 1] = {err = 'refused'}
+    else
+        replies[#replies + 1] = ARGV[at + 1]
+    end
+end
+return replies
+"""
+
+
+async def script_calls(client: Any) -> int:
+    """``EVALSHA`` commands Redis has run so far."""
+    stats = await client.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+async def test_calls_of_one_key_share_one_group_script_call(batcher):
+    """100 calls of one turn on two keys, interleaved, reach Redis as two script calls (one
+    per key), each caller with its own reply, in the order made on its key."""
+    batch, client = batcher()
+    script, many = await loaded(client, COUNT), await loaded(client, COUNT_MANY)
+    before = await script_calls(client)
+    replies = await asyncio.gather(*(batch.call(script, [f"k{i % 2}"], [f"m{i}"], group=many)
+                                     for i in range(100)))
+    assert await script_calls(client) - before == 2
+    assert labels(replies) == [f"m{i}" for i in range(100)]
+    assert [count for count, _ in replies[0::2]] == list(range(1, 51))
+    assert [count for count, _ in replies[1::2]] == list(range(1, 51))
+
+
+async def test_a_refused_call_of_a_group_fails_alone(batcher):
+    """One refused call of a group fails its caller only; the others get their replies."""
+    batch, client = batcher()
+    script, many = await loaded(client, PICKY), await loaded(client, PICKY_MANY)
+    replies = await asyncio.gather(
+        *(batch.call(script, ["k"], [label], group=many) for label in ("a", "bad", "c")),
+        return_exceptions=True)
+    assert replies[0] == b"a" and replies[2] == b"c"
+    assert isinstance(replies[1], ResponseError) and "refused" in str(replies[1])
+
+
+async def test_a_group_never_overtakes_a_call_outside_groups(batcher):
+    """A call outside any group closes the groups queued before it: a grouped call made
+    after it runs after it."""
+    batch, client = batcher()
+    script, many = await loaded(client, COUNT), await loaded(client, COUNT_MANY)
+    replies = await asyncio.gather(batch.call(script, ["n"], ["g1"], group=many),
+                                   batch.call(script, ["n"], ["plain"]),
+                                   batch.call(script, ["n"], ["g2"], group=many))
+    assert [count for count, _ in replies] == [1, 2, 3]
+
+
+async def test_a_group_counts_each_of_its_calls_toward_max_count(batcher):
+    """With ``max_count=4``, 10 grouped calls on one key go in 3 pipelines, in order."""
+    batch, client = batcher(max_count=4)
+    script, many = await loaded(client, COUNT), await loaded(client, COUNT_MANY)
+    replies = await asyncio.gather(*(batch.call(script, ["n"], [f"m{i}"], group=many)
+                                     for i in range(10)))
+    assert batch.pipelines == 3
+    assert [count for count, _ in replies] == list(range(1, 11))
+
+
+async def test_a_group_is_loaded_again_after_a_script_flush(batcher):
+    """After ``SCRIPT FLUSH``, a turn's grouped calls are each run once, in order."""
+    batch, client = batcher()
+    script, many = await loaded(client, COUNT), await loaded(client, COUNT_MANY)
+    await client.script_flush()
+    replies = await asyncio.gather(*(batch.call(script, ["n"], [f"m{i}"], group=many)
+                                     for i in range(5)))
+    assert [count for count, _ in replies] == list(range(1, 6))
