@@ -18,10 +18,13 @@ from typing import Any, Optional
 from handlers.cookies import read_cookie, write_cookie
 from handlers.pages import PageHandler
 from handlers.websocket import JsonSocketHandler
+from realtime.chat.latency import parse_latency
 from realtime.chat.session import ChatSession, ReaderCounts
 from realtime.chat.state import ChatState
 from realtime.limits.ratelimit import KeyedLimiter
-from realtime.wire.messages import Message
+from realtime.pubsub.delayed import DelayedWrites
+from realtime.wire.closecodes import CloseCode
+from realtime.wire.messages import ClientError, Message
 
 log = logging.getLogger("realtime.chat")
 
@@ -48,6 +51,26 @@ def parse_since(raw: Optional[str]) -> Optional[int]:
     if raw is None:
         return None
     return int(raw) if _SINCE_PATTERN.fullmatch(raw) else -1
+
+
+def requested_latency(handler: Any, room: str) -> float:
+    """The seconds a chat request asks each delivery to wait (``?latency=``, the
+    ``/models`` rooms only: ``realtime.chat.latency``); 0 without one.
+
+    Raises:
+        ClientError: ``bad_latency``, ``latency_not_allowed``.
+    """
+    return parse_latency(raw_query_argument(handler.request, "latency"), room)
+
+
+def delay_deliveries(subscriber: Any, delay: float) -> None:
+    """Make the hub's every write to ``subscriber`` (a socket, an event stream) wait
+    ``delay`` seconds first; nothing changes for a delay of 0."""
+    if delay <= 0:
+        return
+    delayed = DelayedWrites(subscriber.write_envelope, delay,
+                            lambda: subscriber.hub.drop(subscriber))
+    subscriber.write_envelope = delayed.write
 
 
 class ChatPageHandler(PageHandler):
@@ -103,6 +126,13 @@ class ChatSocketHandler(JsonSocketHandler):
         self.readers = readers  # tells rooms their anonymous readers; None: welcome only
 
     async def connected(self, room: str) -> None:
+        try:
+            delay = requested_latency(self, room)
+        except ClientError as error:  # a bad query: say why, and close (no session)
+            self.send_error_frame(error.code, error.message)
+            self.close(CloseCode.POLICY_VIOLATION, error.code)
+            return
+        delay_deliveries(self, delay)  # after open() chose the writer, before the welcome
         self.session = ChatSession(
             self.chat, self.hub, self, self.send, self.send_error_frame,
             readers=self.readers, room_rate=self.room_rate)

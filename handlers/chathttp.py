@@ -31,7 +31,10 @@ from typing import Any, Optional
 
 import tornado.web
 
-from handlers.chat import chat_cookie, issue_chat_cookie, parse_since, raw_query_argument
+from handlers.chat import (
+    chat_cookie, delay_deliveries, issue_chat_cookie, parse_since, raw_query_argument,
+    requested_latency,
+)
 from handlers.http import EventStreamHandler, TransportHandler
 from realtime.chat.rules import (
     HISTORY_PAGE, MAX_HISTORY_PAGE, check_text, nick_key, normalize_nick,
@@ -61,6 +64,7 @@ class ChatEventStreamHandler(EventStreamHandler):
     """
 
     session: Optional[ChatSession] = None  # its own, without a cookie
+    delay = 0.0  # seconds each event waits (?latency=, the /models rooms only)
     shared: Optional[LongPollSession] = None  # its browser's HTTP session, with one
     cookie: Optional[str] = None
 
@@ -74,9 +78,11 @@ class ChatEventStreamHandler(EventStreamHandler):
         self.readers = readers
 
     def before_open(self, room: str) -> None:
+        self.delay = requested_latency(self, room)  # a bad one: a JSON error, no stream
         self.cookie = issue_chat_cookie(self)  # before the headers go out with the stream
 
     async def opened(self, room: str) -> None:
+        delay_deliveries(self, self.delay)  # before the welcome
         # The browser's reconnect says where it was; it wins over the URL's since.
         since = parse_since(self.request.headers.get("Last-Event-ID")
                             or raw_query_argument(self.request, "since"))
@@ -123,6 +129,7 @@ class ChatLongPollHandler(TransportHandler):
     # await before the hold wakes it at once.
     _wake: "Optional[asyncio.Future[Optional[Envelope]]]" = None
     _since = 0
+    _delay = 0.0  # seconds a GET's answer waits (?latency=, the /models rooms only)
 
     def initialize(  # type: ignore[override]
         self, chat: ChatState, sessions: LongPollSessions, room_rate: Optional[KeyedLimiter] = None,
@@ -160,6 +167,7 @@ class ChatLongPollHandler(TransportHandler):
 
     async def get(self, room: str) -> None:
         self.charge_request()
+        self._delay = requested_latency(self, room)
         raw_nick = raw_query_argument(self.request, "nick")
         since = parse_since(raw_query_argument(self.request, "since"))
         hold = self.ticket is not None
@@ -206,7 +214,7 @@ class ChatLongPollHandler(TransportHandler):
             wake = self._wake
             if replay.history or not hold or wake is None:
                 newest = max((frame["id"] for frame in replay.history), default=since)
-                self.answer_json(poll_answer(map(encode, replay.history), newest, recovered))
+                await self._reply(poll_answer(map(encode, replay.history), newest, recovered))
                 return
             timer = asyncio.get_running_loop().call_later(self.timeout, self._wake_up, None)
             try:
@@ -216,15 +224,23 @@ class ChatLongPollHandler(TransportHandler):
             if self.gone:
                 return  # nobody to answer
             if woken is None:
-                self.answer_json(poll_answer((), since, recovered))
+                await self._reply(poll_answer((), since, recovered))
             else:
-                self.answer_json(poll_form(woken, recovered))
+                await self._reply(poll_form(woken, recovered))
         finally:
             if hold:
                 self._wake_up(None)
                 if session is not None:
                     session.held.discard(self)
                 self.release()
+
+    async def _reply(self, body: bytes) -> None:
+        """Answer the GET with ``body``, after its added latency if it asked for one."""
+        if self._delay > 0:
+            await asyncio.sleep(self._delay)
+            if self.gone:
+                return  # nobody to answer
+        self.answer_json(body)
 
     # POST: send a message.
 
@@ -345,6 +361,7 @@ class ChatHistoryHandler(TransportHandler):
 
     async def get(self, room: str) -> None:
         self.charge_request()
+        self._delay = requested_latency(self, room)
         before = _query_int(self.request, "before", None)
         limit = _query_int(self.request, "limit", HISTORY_PAGE)
         if not 1 <= limit <= MAX_HISTORY_PAGE:
