@@ -1,5 +1,6 @@
 """The /models page in a real headless Chromium: short polling, long-polling, Server-Sent
-Events and a WebSocket on one room, side by side, counting requests, bytes and delays."""
+Events and a WebSocket on one room, side by side, counting requests, bytes and delays; a
+room per visitor, added latency, the summary table."""
 
 import pytest
 
@@ -14,12 +15,13 @@ MODELS = ["short", "long", "sse", "ws"]
 
 
 async def open_models(browser, url, room, viewport=DESKTOP, clock=False):
-    """The /models page on ``room`` with every panel connected."""
+    """The /models page on the shared room ``room`` (None: its own) with every panel
+    connected."""
     page = await browser.new_page(viewport=viewport)
     page.errors = collect_console_errors(page)
     if clock:
         await page.clock.install()
-    await page.goto(f"{url}?room={room}")
+    await page.goto(url if room is None else f"{url}?room={room}")
     for model in MODELS:
         await page.wait_for_selector(
             f'#model-{model} .model-state[data-state="open"]', timeout=WAIT)
@@ -127,3 +129,104 @@ async def test_panels_side_by_side_on_a_desktop_stacked_on_a_phone(http_server_c
         assert await page.evaluate(
             "document.documentElement.scrollWidth") <= viewport["width"]
         assert page.errors == []
+
+
+async def room_of(page):
+    """The chat room a /models page follows, as its link to /chat names it."""
+    return await page.locator("#models-room").text_content()
+
+
+async def test_each_visitor_gets_a_room_of_their_own(http_server_client):
+    """Two browsers opening /models follow two rooms, and one's batch never shows in the
+    other's panels."""
+    url = http_server_client.get_url("/models")
+    async with chromium() as browser:
+        first = await open_models(browser, url, room=None)
+        second = await open_models(browser, url, room=None)
+        assert await room_of(first) != await room_of(second)
+        assert (await room_of(first)).startswith("models-")
+        await send_batch(first)
+        await send_batch(second)
+        # In one room, the first batch would have reached the second page before its own.
+        assert await second.locator("#model-ws .model-log .entry").count() == 10
+
+
+async def test_a_shared_room_by_its_name(http_server_client):
+    """Two browsers opening /models?room=<name> follow one room: one's batch shows in both."""
+    url = http_server_client.get_url("/models")
+    async with chromium() as browser:
+        first = await open_models(browser, url, "together")
+        second = await open_models(browser, url, "together")
+        assert await room_of(first) == await room_of(second) == "models-together"
+        await send_batch(first)
+        for model in MODELS:
+            await second.locator(f"#model-{model} .model-log .entry",
+                                 has_text="Test 10 of 10").wait_for(timeout=WAIT)
+
+
+async def test_bytes_count_headers_and_differ_by_method(http_server_client):
+    """After a batch each method shows its own bytes per message, and the long-polling
+    panel counts more than the bodies it was sent: their headers too."""
+    url = http_server_client.get_url("/models")
+    async with chromium() as browser:
+        page = await browser.new_page(viewport=DESKTOP)
+        long_polls = []
+        page.on("requestfinished", lambda request: long_polls.append(request) if (
+            "/poll/chat/" in request.url and request.method == "GET"
+            and "wait=0" not in request.url) else None)
+        await page.goto(f"{url}?room=bytes")
+        for model in MODELS:
+            await page.wait_for_selector(
+                f'#model-{model} .model-state[data-state="open"]', timeout=WAIT)
+        await send_batch(page)
+        per_message = [await stat(page, model, "per-message") for model in MODELS]
+        assert len(set(per_message)) == 4, per_message
+        bodies = [len(await (await request.response()).body()) for request in long_polls]
+        assert bodies
+        counted = int(await page.locator(
+            '#model-long [data-stat="bytes"]').get_attribute("data-bytes"))
+        assert counted >= sum(bodies) + 100 * len(bodies)
+
+
+async def test_added_latency_shows_in_the_websocket_delays(http_server_client):
+    """With 300 ms of added latency selected, every message the WebSocket panel shows took
+    at least 300 ms, and the address keeps the choice."""
+    url = http_server_client.get_url("/models")
+    async with chromium() as browser:
+        page = await open_models(browser, url, "slow")
+        await page.select_option("#models-latency", "300")
+        assert "latency=300" in page.url
+        for model in MODELS:
+            await page.wait_for_selector(
+                f'#model-{model} .model-state[data-state="open"]', timeout=WAIT)
+        await send_batch(page)
+        delays = await page.locator("#model-ws .model-log .entry .delay").all_text_contents()
+        assert len(delays) == 10
+        assert all(milliseconds(delay) >= 300 for delay in delays), delays
+
+
+def milliseconds(shown):
+    """A delay as the page shows it ("312 ms", "1.20 s") in milliseconds."""
+    number, unit = shown.split()
+    return float(number) * (1000 if unit == "s" else 1)
+
+
+async def test_the_summary_is_a_table(http_server_client):
+    """After a batch, the summary is a table: a row per method, with its median delay,
+    requests, bytes received and bytes per message."""
+    url = http_server_client.get_url("/models")
+    async with chromium() as browser:
+        page = await open_models(browser, url, "table")
+        assert not await page.locator("#models-summary").is_visible()
+        await send_batch(page)
+        await page.locator("#models-status", has_text="All 10 messages shown everywhere").wait_for(
+            timeout=WAIT)
+        table = page.locator("table#models-summary")
+        assert await table.is_visible()
+        assert await table.locator("thead th").all_text_contents() == [
+            "Method", "Median delay", "Requests", "Received", "Per message"]
+        assert await table.locator("tbody th[scope=row]").all_text_contents() == [
+            "Short polling", "Long-polling", "Server-Sent Events", "WebSocket"]
+        for row in range(4):
+            cells = await table.locator("tbody tr").nth(row).locator("td").all_text_contents()
+            assert len(cells) == 4 and cells[0].endswith("ms") and cells[2].endswith("B")

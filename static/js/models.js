@@ -1,13 +1,22 @@
 // The /models page: one chat room followed four ways at once (short polling, long-polling,
-// Server-Sent Events, WebSocket), each panel counting its requests, the payload it received
-// and how long each message took from send to display. "Send 10 messages" sends a batch
+// Server-Sent Events, WebSocket), each panel counting its requests, the bytes it received
+// (headers and framing included: transports.js, wireBytes) and how long each message took
+// from send to display. The room is the page's own ("models-" and a random name) unless
+// ?room=<name> shares one ("models-<name>"); the added latency (?latency=, the select) asks
+// the server to hold every delivery that long, so localhost shows what a network costs. "Send 10 messages" sends a batch
 // with POST; each message's text carries its send time, so every panel can time it.
 // Everything stops while the tab is hidden or the page is left, and catches up (?since=)
 // when it is back.
 import { ReconnectingSocket, socketUrl, el } from "./socket.js";
-import { byteLength, chatPath, EventStreamChannel, PollingChannel } from "./transports.js";
+import { chatPath, EventStreamChannel, PollingChannel, wireBytes } from "./transports.js";
 
-const ROOM_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
+// A shared room's name; the chat room is "models-<name>", within the server's 64 characters.
+const ROOM_PATTERN = /^[A-Za-z0-9_-]{1,57}$/;
+const LATENCIES = ["0", "100", "300"]; // ms the server may add (realtime/chat/latency.py)
+// The minimal answer to a WebSocket handshake, counted once per connection: status line,
+// Upgrade, Connection, and a 28-character Sec-WebSocket-Accept.
+const HANDSHAKE_BYTES = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n".length
+  + "Connection: Upgrade\r\nSec-WebSocket-Accept: \r\n\r\n".length + 28;
 const BATCH_SIZE = 10;
 const SHORT_POLL_MS = 1000;
 const KEEP = 50; // entries each panel's log keeps
@@ -18,8 +27,13 @@ const STAMP = /^Test (\d+) of (\d+) \(batch ([A-Za-z0-9]+)-(\d+), sent (\d+)\)$/
 const STATE_LABELS = { connecting: "connecting…", closed: "disconnected — retrying", paused: "paused" };
 
 const params = new URLSearchParams(location.search);
-const room = ROOM_PATTERN.test(params.get("room") || "") ? params.get("room") : "models";
 const pageId = Math.random().toString(36).slice(2, 8);
+const shared = ROOM_PATTERN.test(params.get("room") || "") ? params.get("room") : null;
+const roomName = shared ?? `${pageId}${Math.random().toString(36).slice(2, 8)}`;
+const room = `models-${roomName}`;
+const latencySelect = document.getElementById("models-latency");
+latencySelect.value = LATENCIES.includes(params.get("latency")) ? params.get("latency") : "0";
+const summary = document.getElementById("models-summary");
 const sendButton = document.getElementById("models-send");
 const status = document.getElementById("models-status");
 // The batch being sent: {number, size, delays: Map(panel -> its delays of this batch),
@@ -62,6 +76,7 @@ class Panel {
   reset() {
     this.requests = 0;
     this.bytes = 0;
+    this.messages = 0; // messages shown since the reset: what "per message" divides by
     this.delays = [];
     this.render();
   }
@@ -69,9 +84,15 @@ class Panel {
   render() {
     this.stats.requests.textContent = this.requests.toLocaleString("en-US");
     this.stats.bytes.textContent = formatBytes(this.bytes);
+    this.stats.bytes.dataset.bytes = String(this.bytes); // exact, for whoever reads it
+    this.stats["per-message"].textContent = this.perMessage();
     const last = this.delays[this.delays.length - 1];
     this.stats.delay.textContent = last === undefined ? "–" : formatMs(last);
     this.stats.median.textContent = this.delays.length ? formatMs(median(this.delays)) : "–";
+  }
+
+  perMessage() {
+    return this.messages ? formatBytes(Math.round(this.bytes / this.messages)) : "–";
   }
 
   // Count what a transport does: its requests, what it received, its state.
@@ -111,6 +132,7 @@ class Panel {
   message(frame) {
     if (typeof frame.id !== "number" || this.seen.has(frame.id)) return;
     this.seen.add(frame.id);
+    this.messages += 1;
     this.lastId = this.lastId === null ? frame.id : Math.max(this.lastId, frame.id);
     const item = el("li", "entry");
     const stamp = STAMP.exec(frame.text);
@@ -125,6 +147,7 @@ class Panel {
     } else {
       item.append(el("span", "who", frame.from ?? "anonymous"));
       item.append(el("span", "text", frame.text));
+      this.render();
     }
     const follow = this.log.scrollHeight - this.log.scrollTop - this.log.clientHeight < 40;
     this.log.append(item);
@@ -142,22 +165,40 @@ class Panel {
     this.paused = false;
     this.transport.connect();
   }
+
+  // Start again on new URLs (another latency): stop, and connect unless paused.
+  restart() {
+    if (this.paused) return; // resume() connects with the new URLs
+    this.transport.stop();
+    this.transport.connect();
+  }
 }
 
-// A message of the batch reached a panel: once every panel has the whole batch, say what
-// each took: its median delay, and the requests it made meanwhile.
+// A message of the batch reached a panel: once every panel has the whole batch, the
+// summary table says what each took: its median delay, the requests it made and the bytes
+// it received meanwhile, and its bytes per message so far.
 function arrived(panel, number, delay) {
   if (!batch || batch.number !== number) return;
   const delays = batch.delays.get(panel);
   delays.push(delay);
   if (panels.some((each) => batch.delays.get(each).length < batch.size)) return;
-  const parts = panels.map((each) => {
-    const made = each.requests - batch.requests.get(each);
-    return `${each.title} ${formatMs(median(batch.delays.get(each)))} `
-      + `(${made} request${made === 1 ? "" : "s"})`;
+  const rows = panels.map((each) => {
+    const row = el("tr");
+    row.append(el("th", null, each.title));
+    row.lastChild.scope = "row";
+    for (const cell of [
+      formatMs(median(batch.delays.get(each))),
+      (each.requests - batch.requests.get(each)).toLocaleString("en-US"),
+      formatBytes(each.bytes - batch.bytes.get(each)),
+      each.perMessage(),
+    ]) row.append(el("td", null, cell));
+    return row;
   });
-  status.textContent = `All ${batch.size} messages shown everywhere. Median delay, and `
-    + `requests made meanwhile: ${parts.join(", ")}.`;
+  summary.tBodies[0].replaceChildren(...rows);
+  summary.caption.textContent = `The last batch of ${batch.size}, with ${latencySelect.value} ms `
+    + "added latency";
+  summary.hidden = false;
+  status.textContent = `All ${batch.size} messages shown everywhere: see the table.`;
   batch = null;
 }
 
@@ -166,30 +207,40 @@ function panel(key) {
   return new Panel(section, section.querySelector("h2").textContent);
 }
 
+// The latency asked of the server, in every panel's URLs (null: none, no argument).
+function latency() {
+  return latencySelect.value === "0" ? null : latencySelect.value;
+}
+
 const short = panel("short");
 const long = panel("long");
 const sse = panel("sse");
 const ws = panel("ws");
 const panels = [short, long, sse, ws];
 short.watch(new PollingChannel(
-  (since) => chatPath("/poll/chat", room, { since, wait: 0 }), { interval: SHORT_POLL_MS }));
+  (since) => chatPath("/poll/chat", room, { since, wait: 0, latency: latency() }),
+  { interval: SHORT_POLL_MS }));
 long.watch(new PollingChannel(
-  (since, immediate) => chatPath("/poll/chat", room, { since, wait: immediate ? 0 : null })));
+  (since, immediate) => chatPath(
+    "/poll/chat", room, { since, wait: immediate ? 0 : null, latency: latency() })));
 for (const poller of [short, long]) {
   poller.transport.addEventListener("response", (event) => {
     for (const message of event.detail.messages) poller.message(message);
   });
 }
-sse.watch(new EventStreamChannel(() => chatPath("/sse/chat", room, { since: sse.lastId })));
+sse.watch(new EventStreamChannel(
+  () => chatPath("/sse/chat", room, { since: sse.lastId, latency: latency() })));
 
-// The WebSocket: a handshake is its one request; each frame's data is what it received.
+// The WebSocket: a handshake is its one request (its answer counted once it is open); then
+// each frame, header and data.
 const socket = new ReconnectingSocket(
-  () => socketUrl(chatPath("/ws/chat", room, { since: ws.lastId })));
+  () => socketUrl(chatPath("/ws/chat", room, { since: ws.lastId, latency: latency() })));
 ws.watch(socket);
 socket.addEventListener("state", (event) => {
   if (event.detail === "connecting") ws.request();
+  if (event.detail === "open") ws.received(HANDSHAKE_BYTES);
 });
-socket.addEventListener("message", (event) => ws.received(byteLength(event.detail)));
+socket.addEventListener("message", (event) => ws.received(wireBytes.frame(event.detail)));
 
 async function post(text) {
   const response = await fetch(chatPath("/poll/chat", room, {}), {
@@ -214,6 +265,7 @@ sendButton.addEventListener("click", async () => {
     number, size: BATCH_SIZE,
     delays: new Map(panels.map((each) => [each, []])),
     requests: new Map(panels.map((each) => [each, each.requests])),
+    bytes: new Map(panels.map((each) => [each, each.bytes])),
   };
   sendButton.disabled = true;
   status.textContent = `Sending ${BATCH_SIZE} messages…`;
@@ -232,7 +284,12 @@ sendButton.addEventListener("click", async () => {
 
 document.getElementById("models-reset").addEventListener("click", () => {
   for (const each of panels) each.reset();
-  if (batch) for (const each of panels) batch.requests.set(each, 0);
+  if (batch) {
+    for (const each of panels) {
+      batch.requests.set(each, 0);
+      batch.bytes.set(each, 0);
+    }
+  }
   status.textContent = "Counters reset.";
 });
 
@@ -255,7 +312,20 @@ window.addEventListener("pageshow", (event) => {
   if (event.persisted && document.visibilityState !== "hidden") resumeAll();
 });
 
+// Another latency: every panel reconnects asking for it; the address keeps it for a reload.
+latencySelect.addEventListener("change", () => {
+  const address = new URL(location.href);
+  if (latency()) address.searchParams.set("latency", latencySelect.value);
+  else address.searchParams.delete("latency");
+  history.replaceState(null, "", address);
+  for (const each of panels) each.restart();
+  status.textContent = `Added latency: ${latencySelect.value} ms.`;
+});
+
 const roomLink = document.getElementById("models-room");
 roomLink.textContent = room;
 roomLink.href = `/chat?room=${encodeURIComponent(room)}`;
+const shareLink = document.getElementById("models-share");
+shareLink.href = `/models?room=${encodeURIComponent(roomName)}`;
+shareLink.textContent = `/models?room=${roomName}`;
 for (const each of panels) each.transport.connect();

@@ -5,8 +5,9 @@
 // Each channel has ReconnectingSocket's shape (socket.js): connect(), stop(), `state`, and
 // the events "state" (detail: "connecting" | "open" | "closed") and "close"; the event
 // stream also "json" (detail: one chat frame, as the WebSocket would carry it). Besides:
-// "request" (an HTTP request went out) and "received" (detail: bytes of payload that came
-// in), which /models counts. `url` is a function called before every request, so the
+// "request" (an HTTP request went out) and "received" (detail: the bytes that came in on the
+// wire, as far as a page can tell: headers and framing included, see wireBytes below), which
+// /models counts. `url` is a function called before every request, so the
 // caller puts what it has seen into it (?since=).
 import { parseObject, retryDelay, STABLE_MS } from "./socket.js";
 
@@ -26,6 +27,31 @@ export function chatPath(prefix, room, args) {
 export function byteLength(data) {
   return typeof data === "string" ? encoder.encode(data).length : data.byteLength;
 }
+
+// What a page can tell of the bytes on the wire, which the browser hides (estimates, the
+// same rules for every page; docs/protocol.md, "The /models page"):
+// - a fetch() answer: its status line, its header lines as the browser shows them
+//   ("name: value\r\n"; Set-Cookie is hidden from pages, so not counted), the blank line,
+//   the body;
+// - a Server-Sent Event: its "id:" line when it carried one, its "data:" lines, the blank
+//   line, and the chunk framing of the chunked response around it;
+// - a WebSocket frame from the server: its 2 to 10 bytes of header, then the payload.
+export const wireBytes = {
+  response(response, body) {
+    let bytes = byteLength(`HTTP/1.1 ${response.status} ${response.statusText}\r\n`) + 2;
+    for (const [name, value] of response.headers) bytes += byteLength(`${name}: ${value}\r\n`);
+    return bytes + byteLength(body);
+  },
+  event(data, withId, id) {
+    const lines = data.split("\n").map((line) => `data: ${line}\n`).join("");
+    const event = byteLength(`${withId ? `id: ${id}\n` : ""}${lines}\n`);
+    return event + event.toString(16).length + 4; // "<size hex>\r\n" ... "\r\n"
+  },
+  frame(data) {
+    const payload = byteLength(data);
+    return payload + (payload < 126 ? 2 : payload < 65536 ? 4 : 10);
+  },
+};
 
 // What channels share: the state, the events, the backoff between failed attempts.
 class Channel extends EventTarget {
@@ -82,12 +108,16 @@ export class EventStreamChannel extends Channel {
     const source = new EventSource(this.url());
     this.source = source;
     let openedAt = null;
+    let lastId = "";
     source.onopen = () => {
       openedAt = Date.now();
       this.setState("open");
     };
     source.onmessage = (event) => {
-      this.emit("received", byteLength(event.data));
+      // EventSource keeps the last id: a new one means this event had an "id:" line.
+      const withId = event.lastEventId !== lastId;
+      lastId = event.lastEventId;
+      this.emit("received", wireBytes.event(event.data, withId, event.lastEventId));
       const frame = parseObject(event.data);
       if (frame) this.emit("json", frame);
     };
@@ -154,7 +184,7 @@ export class PollingChannel extends Channel {
       });
       status = response.status;
       const text = await response.text();
-      this.emit("received", byteLength(text));
+      this.emit("received", wireBytes.response(response, text));
       answer = parseObject(text);
     } catch {
       // no answer: the network, or stopped (aborted)
