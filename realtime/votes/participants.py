@@ -22,6 +22,7 @@ import asyncio
 import logging
 import math
 import time
+from collections import deque
 from typing import Callable, Optional
 
 from tornado.ioloop import IOLoop, PeriodicCallback
@@ -66,12 +67,17 @@ class ParticipantCounts:
         self._told: dict[str, Counts] = {}  # poll -> the counts it was last told from here
         self._sent_at: dict[str, float] = {}  # poll -> when its last frame went out
         self._due: set[str] = set()  # polls with a frame scheduled
-        self._tasks: set["asyncio.Task[None]"] = set()  # flushes under way
+        self._ready: deque[tuple[str, bool]] = deque()  # (poll, quiet) to flush, in order
+        # One task flushes, one poll after the other (so two frames of a poll go out in the
+        # order their counts were read). It lives from the first change on: a task made
+        # later, at each flush, could be made as the loop stops and never run.
+        self._pump: Optional["asyncio.Task[None]"] = None
+        self._wake: Optional[asyncio.Event] = None
         self._refresher: Optional[PeriodicCallback] = None
 
     def changed(self, poll_id: str) -> None:
         """The counts of ``poll_id`` may have changed: tell the poll, coalesced."""
-        self._start_refreshing()
+        self._start()
         if poll_id in self._due:
             return
         self._due.add(poll_id)
@@ -80,16 +86,28 @@ class ParticipantCounts:
         IOLoop.current().call_later(wait, self._spawn, poll_id, False)
 
     async def aclose(self) -> None:
-        """Stop refreshing and let the flushes under way finish (the shutdown closer)."""
+        """Stop refreshing and flushing (the shutdown closer; the counts die with the
+        connections, and on Redis this process's expire)."""
         if self._refresher is not None:
             self._refresher.stop()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._pump is not None:
+            self._pump.cancel()
+            await asyncio.gather(self._pump, return_exceptions=True)
 
-    def _start_refreshing(self) -> None:
-        if self._refresher is None:
+    def _start(self) -> None:
+        if self._pump is None:
+            self._wake = asyncio.Event()
+            self._pump = asyncio.ensure_future(self._run())
             self._refresher = PeriodicCallback(self._refresh_all, self.refresh * 1000)
             self._refresher.start()
+
+    async def _run(self) -> None:
+        assert self._wake is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._ready:
+                await self._flush(*self._ready.popleft())
 
     def _refresh_all(self) -> None:
         """Record again every poll this process has viewers of; tell those whose counts
@@ -99,9 +117,9 @@ class ParticipantCounts:
                 self._spawn(poll_id, True)
 
     def _spawn(self, poll_id: str, quiet: bool) -> None:
-        task = asyncio.ensure_future(self._flush(poll_id, quiet))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._ready.append((poll_id, quiet))
+        if self._wake is not None:
+            self._wake.set()
 
     async def _flush(self, poll_id: str, quiet: bool) -> None:
         """Record this process's viewers of the poll and publish the counts (``quiet``:
