@@ -8,9 +8,13 @@ from typing import Any, Callable
 
 import pytest
 
+from realtime.pubsub.hub import Hub
+from realtime.votes.participants import ParticipantCounts
 from realtime.votes.spec import NewPoll
+from realtime.votes.store import PollStore
 from server import Config
-from tests.support import TIMEOUT, receive_json, receive_type, send_json
+from tests.support import (
+    TIMEOUT, RecordingConnection, poll_until, receive_json, receive_type, send_json)
 from tests.test_vote_socket import ONE_VOTE, create_poll, open_poll, voter_cookie
 from tests import test_vote_sse
 from tests.votes import test_redispolls
@@ -90,6 +94,30 @@ async def test_a_process_that_stops_refreshing_drops_out_of_the_viewers(
     while (await alive.participants(poll.id, 1, 30)) != (0, 1):
         assert time.monotonic() < deadline, "the stale count never expired"
         await asyncio.sleep(0.05)
+
+
+# Coalescing, without a server.
+
+async def test_a_burst_of_changes_is_one_frame_with_the_count_it_ends_at():
+    """Fifty pages opening in one turn of the loop cost one participants frame (carrying 50),
+    and one more page one more frame (51), not fifty."""
+    hub, store = Hub(), PollStore(None)
+    await store.start()
+    counts = ParticipantCounts(hub, store, interval=0.05)
+    pages = [RecordingConnection(hub) for _ in range(50)]
+    try:
+        for page in pages:
+            page.subscribe("vote.demo")
+            counts.changed("demo")
+        await poll_until(lambda: len(pages[0].frames) >= 1)
+        RecordingConnection(hub).subscribe("vote.demo")  # one more page, told once
+        counts.changed("demo")
+        await poll_until(lambda: pages[0].frames[-1]["viewers"] == 51)
+        told = {"type": "participants", "poll": "demo", "voters": 0}
+        assert pages[0].frames == [{**told, "viewers": 50}, {**told, "viewers": 51}]
+    finally:
+        await counts.aclose()
+        await store.aclose()
 
 
 # Over the transports.
