@@ -9,8 +9,8 @@ leaks nothing through it (its total is shown anyway). ``viewers`` is the number 
 connections subscribed to the poll's topic (vote sockets and event streams), over every
 process: each process counts its own (``Hub.subscriber_count``) and the store adds them up
 (``Polls.participants``; on Redis through the hash ``poll:{<id>}:viewers``, where each
-process's count is valid for ``VALID_FOR`` seconds and re-recorded every ``REFRESH``
-seconds, so a crashed process's viewers drop out of the count within ``VALID_FOR``).
+process's count is valid for ``VALIDITY`` refresh periods and re-recorded every ``REFRESH``
+seconds, so a crashed process's viewers drop out of the count within 30 s).
 
 A change (a connection opens or closes, a vote is counted) schedules one frame for its
 poll: on the next turn of the loop if the poll was not told within ``interval``, else when
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL = 0.25  # seconds: at most four participants frames a second per poll
 REFRESH = 10.0  # seconds between two recordings of this process's viewers of a poll
-VALID_FOR = 3 * REFRESH  # seconds a recorded count lasts unless recorded again
+VALIDITY = 3  # refresh periods a recorded count lasts unless recorded again
 
 Counts = tuple[int, int]  # (voters, viewers)
 
@@ -130,7 +130,7 @@ class ParticipantCounts:
         topic = poll_topic(poll_id)
         here = self.hub.subscriber_count(topic)
         try:
-            counts = await self.store.participants(poll_id, here, VALID_FOR)
+            counts = await self.store.participants(poll_id, here, VALIDITY * self.refresh)
         except ClientError:  # the store is unavailable (it logs that once): the next change
             return
         except Exception:
