@@ -185,3 +185,27 @@ async def test_a_hidden_poll_tells_counts_of_people_never_of_options(http_server
     await send_json(page, {"type": "vote", "option": "1"})
     frame = await participants(page, lambda frame: frame["voters"] == 1)
     assert set(frame) == {"type", "poll", "voters", "viewers"}
+
+
+async def test_pages_hear_when_a_crashed_processs_viewers_expire(redis_server, redis_stores):
+    """A process that stops refreshing (it crashed) leaves the count once its viewers'
+    validity is over: the other process's pages are told without any change of their own."""
+    crashed_hub, alive_hub = Hub(), Hub()
+    crashed = ParticipantCounts(crashed_hub, redis_stores(redis_server.url), refresh=1.0)
+    alive = ParticipantCounts(alive_hub, redis_stores(redis_server.url), refresh=0.1)
+    poll, _ = await alive.store.create(EVERY_CLICK)
+    topic = f"vote.{poll.id}"
+    crashed_page = RecordingConnection(crashed_hub)
+    crashed_page.subscribe(topic)
+    crashed.changed(poll.id)
+    page = RecordingConnection(alive_hub)
+    page.subscribe(topic)
+    try:
+        await poll_until(lambda: bool(crashed_page.frames))  # its viewer is recorded
+        await crashed.aclose()  # no more refreshes: its count lasts 3 s at most
+        alive.changed(poll.id)
+        await poll_until(lambda: bool(page.frames))
+        assert page.frames[0]["viewers"] == 2
+        await poll_until(lambda: page.frames[-1]["viewers"] == 1, timeout=3 + TIMEOUT)
+    finally:
+        await alive.aclose()
