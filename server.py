@@ -71,6 +71,7 @@ from realtime.pubsub.hub import DEFAULT_MAX_PENDING_BYTES, Hub
 from realtime.ops.options import define_options, option, values_from
 from realtime.limits.origins import OriginPolicy
 from realtime.limits.ratelimit import Clock, KeyedLimiter
+from realtime.votes.participants import ParticipantCounts
 from realtime.votes.session import poll_refresher
 from realtime.votes.store import DB_FILENAME, Polls, PollStore
 
@@ -399,6 +400,10 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
             )
     store = config.polls or shared_polls(config) or PollStore(db_path)
     hub.on_gap(poll_refresher(store, hub))  # a fresh tally after a broker's gap
+    # The voters and viewers of each poll, told to its pages (the ``participants`` frame); they stop
+    # before the store closes.
+    participants = ParticipantCounts(hub, store)
+    lifecycle.on_shutdown(participants.aclose, "participant counts")
     lifecycle.on_shutdown(store.aclose, "poll store")  # pending votes are committed first
     chat_state = shared_chat(config, hub) or EmbeddedChatState(
         rooms, hub, ChatStore(chat_path, rooms))
@@ -445,7 +450,8 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
             dict(votes, hub=hub, limiter=poll_limiter), name="api_poll_duplicate"),
         url(r"/api/polls/([^/]+)/results\.csv", ResultsCsvHandler, dict(votes, hub=hub),
             name="api_poll_csv"),
-        url(r"/api/polls/([^/]+)/vote", VoteApiHandler, dict(votes, hub=hub, metrics=metrics),
+        url(r"/api/polls/([^/]+)/vote", VoteApiHandler,
+            dict(votes, hub=hub, metrics=metrics, participants=participants),
             name="api_poll_vote"),
         url(r"/healthz", HealthHandler,
             dict(hub=hub, started=clock(), clock=clock, chat=chat_state, sessions=sessions),
@@ -454,11 +460,13 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
         url(r"/ws/echo", EchoSocketHandler, sockets, name="ws_echo"),
         url(rf"/ws/chat/({rules.ROOM_PATTERN})", ChatSocketHandler, dict(sockets, **chats),
             name="ws_chat"),
-        url(r"/ws/vote/([^/]+)", VoteSocketHandler, dict(sockets, store=store), name="ws_vote"),
+        url(r"/ws/vote/([^/]+)", VoteSocketHandler,
+            dict(sockets, store=store, participants=participants), name="ws_vote"),
         url(rf"/sse/chat/({rules.ROOM_PATTERN})", ChatEventStreamHandler,
             dict(event_streams, **chats, sessions=sessions, endpoint="sse_chat"), name="sse_chat"),
         url(r"/sse/vote/([^/]+)", VoteEventStreamHandler,
-            dict(event_streams, store=store, endpoint="sse_vote"), name="sse_vote"),
+            dict(event_streams, store=store, participants=participants, endpoint="sse_vote"),
+            name="sse_vote"),
         url(rf"/api/chat/({rules.ROOM_PATTERN})/history", ChatHistoryHandler,
             dict(sockets, chat=chat_state, endpoint="chat_history"), name="chat_history"),
         url(rf"/poll/chat/({rules.ROOM_PATTERN})", ChatLongPollHandler,

@@ -36,6 +36,7 @@ from handlers.websocket import JsonSocketHandler
 from realtime.limits.ratelimit import KeyedLimiter, retry_after_header
 from realtime.pubsub.hub import Hub
 from realtime.votes.ids import normalize_code
+from realtime.votes.participants import ParticipantCounts
 from realtime.votes.session import VoteSession, cast_vote, find_poll, poll_frame, poll_topic
 from realtime.votes.spec import POLL_ID_MAX, NewPoll, Poll, PollFieldError, validate_new_poll
 from realtime.votes.store import Choice, Polls
@@ -96,10 +97,13 @@ class VoteSocketHandler(JsonSocketHandler):
     store: Polls
     session: VoteSession
 
-    def initialize(self, store: Polls, **base: Any) -> None:
-        """Take the store besides the base class's dependencies."""
+    def initialize(self, store: Polls, participants: Optional[ParticipantCounts] = None,
+                   **base: Any) -> None:
+        """Take the store and the participant counts besides the base class's
+        dependencies."""
         super().initialize(**base)
         self.store = store
+        self.participants = participants
 
     def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
         # The poll lookup of the handshake may find the store down: a 503 to retry.
@@ -111,13 +115,16 @@ class VoteSocketHandler(JsonSocketHandler):
 
     async def before_open(self, poll_id: str) -> None:
         self.session = VoteSession(
-            self.store, self.hub, self, self.send, poll_id, voter_id(self))
+            self.store, self.hub, self, self.send, poll_id, voter_id(self), self.participants)
         # Unknown poll: a 404 at the handshake, before anything is upgraded.
         if await self.session.find() is None:
             raise tornado.web.HTTPError(404)
 
     async def connected(self, poll_id: str) -> None:
         await self.session.open()
+
+    def disconnected(self) -> None:
+        self.session.left()
 
     async def handle_vote(self, message: Message) -> None:
         """``{"type": "vote", "option": ...}``: count a vote; the poll hears the counts, the
@@ -135,18 +142,27 @@ class VoteEventStreamHandler(EventStreamHandler):
     store: Polls
     session: VoteSession
 
-    def initialize(self, store: Polls, **base: Any) -> None:  # type: ignore[override]
+    def initialize(  # type: ignore[override]
+        self, store: Polls, participants: Optional[ParticipantCounts] = None, **base: Any
+    ) -> None:
         super().initialize(**base)
         self.store = store
+        self.participants = participants
+        self.session: Optional[VoteSession] = None
 
     async def before_open(self, poll_id: str) -> None:
         self.session = VoteSession(
-            self.store, self.hub, self, self.send, poll_id, voter_id(self))
+            self.store, self.hub, self, self.send, poll_id, voter_id(self), self.participants)
         if await self.session.find() is None:
             raise ClientError("no_such_poll", "There is no poll with this id.")
 
     async def opened(self, poll_id: str) -> None:
+        assert self.session is not None
         await self.session.open()
+
+    def closed(self) -> None:
+        if self.session is not None:
+            self.session.left()
 
 
 class ApiHandler(BaseHandler):
@@ -298,10 +314,14 @@ class VoteApiHandler(JsonBodyApiHandler):
     hub: Hub
     metrics: Any
 
-    def initialize(self, store: Polls, hub: Hub, metrics: Any) -> None:  # type: ignore[override]
+    def initialize(  # type: ignore[override]
+        self, store: Polls, hub: Hub, metrics: Any,
+        participants: Optional[ParticipantCounts] = None,
+    ) -> None:
         super().initialize(store)
         self.hub = hub
         self.metrics = metrics
+        self.participants = participants
 
     async def post(self, poll_id: str) -> None:
         body = self.json_body()
@@ -312,7 +332,8 @@ class VoteApiHandler(JsonBodyApiHandler):
                            '["<option id>", ...]}.', field="option") from None
         poll = await self.existing_poll(poll_id)
         try:
-            voted = await cast_vote(self.store, self.hub, poll, ballot, voter_id(self))
+            voted = await cast_vote(
+                self.store, self.hub, poll, ballot, voter_id(self), self.participants)
         except ClientError as error:
             status = VOTE_STATUS.get(error.code, 400)
             headers = {"Retry-After": RETRY_AFTER_UNAVAILABLE} if status == 503 else None

@@ -89,6 +89,16 @@ class EventStream:
         """The next event's data as JSON."""
         return (await self.event(timeout)).json()
 
+    async def frame_except(self, *kinds: str, timeout: float = TIMEOUT) -> dict[str, Any]:
+        """The next event's JSON whose ``type`` is none of ``kinds`` (frames a test is not
+        about, such as a poll's ``participants`` counts)."""
+        async def find() -> dict[str, Any]:
+            while True:
+                frame = (await self._next_event()).json()
+                if frame.get("type") not in kinds:
+                    return frame
+        return await asyncio.wait_for(find(), timeout)
+
     async def frame_of(self, kind: str, timeout: float = TIMEOUT) -> dict[str, Any]:
         """Skip events until one whose JSON ``type`` is ``kind``."""
         async def find() -> dict[str, Any]:

@@ -52,6 +52,15 @@ async def receive_json(conn: WebSocketClientConnection) -> dict[str, Any]:
     return json.loads(frame)
 
 
+async def receive_json_except(conn: WebSocketClientConnection, *kinds: str) -> dict[str, Any]:
+    """The next JSON frame whose type is none of ``kinds``: frames a test is not about, such
+    as a poll's ``participants`` counts, which follow every page that opens or closes."""
+    while True:
+        message = await receive_json(conn)
+        if message.get("type") not in kinds:
+            return message
+
+
 async def receive_type(conn: WebSocketClientConnection, kind: str) -> dict[str, Any]:
     """Read frames until one of type ``kind`` arrives and return it."""
     while True:

@@ -86,3 +86,37 @@ async def test_the_manage_link_is_never_on_the_present_view(http_server_client):
         await wait_connected(page)
         html = await page.content()
         assert poll["manage_token"] not in html and "#manage=" not in html
+
+
+async def shows(page, selector: str, text: str) -> None:
+    """Wait until the element shows exactly ``text``."""
+    await page.wait_for_function(
+        "([selector, text]) => document.querySelector(selector)?.textContent === text",
+        arg=[selector, text])
+
+
+async def test_the_present_view_shows_who_votes_and_who_watches_live(http_server_client):
+    """The present view counts its viewers and voters live: a phone opening the poll adds a
+    viewer, its vote a voter, and its leaving takes the viewer away again; the poll page
+    shows the same counts."""
+    response = await http_server_client.fetch(
+        "/api/polls", method="POST", headers={"Content-Type": "application/json"},
+        body=json.dumps({"title": "Lunch?", "options": ["Tea", "Coffee"],
+                         "one_vote_per_voter": True}))
+    poll = json.loads(response.body)
+    async with chromium() as browser:
+        screen = await (await browser.new_context()).new_page()
+        errors = collect_console_errors(screen)
+        await screen.goto(http_server_client.get_url(f"/vote/{poll['id']}/present"))
+        await wait_connected(screen)
+        await shows(screen, "#present-participants", "0 voted · 1 watching")
+        phone = await (await browser.new_context()).new_page()
+        await phone.goto(http_server_client.get_url(f"/vote/{poll['id']}"))
+        await wait_connected(phone)
+        await shows(screen, "#present-participants", "0 voted · 2 watching")
+        await phone.locator('#poll-options li[data-option="2"] button').click()
+        await shows(screen, "#present-participants", "1 voted · 2 watching")
+        await shows(phone, "#poll-participants", "1 voted · 2 watching")
+        await phone.close()
+        await shows(screen, "#present-participants", "1 voted · 1 watching")
+        assert errors == []

@@ -11,6 +11,7 @@ from tornado.websocket import WebSocketClientConnection as Client
 
 from tests.cluster import Node, on_both_redis
 from tests.support import receive_json, receive_type, send_json
+from tests.votes.test_participants import participants, viewers
 
 ONE_VOTE = {"title": "Pick one", "options": ["a", "b"], "one_vote_per_voter": True}
 EVERY_CLICK = {"title": "Click away", "options": ["a", "b"], "one_vote_per_voter": False}
@@ -67,7 +68,7 @@ async def test_a_vote_on_one_process_reaches_a_socket_on_the_other(cluster, ws_o
     await send_json(voter, {"type": "vote", "option": "2"})
     expected = {"type": "tally", "poll": poll["id"], "votes": {"1": 0, "2": 1}, "total": 1}
     assert (await receive_type(voter, "voted"))["tally"] == expected
-    assert await receive_json(watcher) == expected
+    assert await receive_type(watcher, "tally") == expected
 
 
 @on_both_redis
@@ -131,3 +132,19 @@ async def test_a_poll_created_on_one_process_is_usable_on_the_other(cluster, ws_
     assert await receive_type(on_a, "closed") == {"type": "closed", "poll": poll_id}
     await send_json(on_a, {"type": "vote", "option": "1"})
     assert (await receive_type(on_a, "error"))["code"] == "poll_closed"
+
+
+@on_both_redis
+async def test_viewers_on_both_processes_add_up_and_leave(cluster, ws_open):
+    """A page on A counts the pages on B among the poll's viewers: 2 once B's page opens, 1
+    again once it closes."""
+    a, b = await cluster.start(2)
+    poll_id = (await create_poll(a, EVERY_CLICK))["id"]
+    watcher, _ = await open_poll(ws_open, a, poll_id)
+    await participants(watcher, viewers(1))  # A's count is in Redis
+    await cluster.wait_subscribed(f"vote.{poll_id}", 1)  # A hears what B publishes
+    other, _ = await open_poll(ws_open, b, poll_id)
+    await participants(watcher, viewers(2))
+    await participants(other, viewers(2))
+    other.close()
+    await participants(watcher, viewers(1))

@@ -28,7 +28,8 @@ from tests.probe import TOPIC, add_probe
 import tests.support
 from tests.support import (
     OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_TEXT, client_frame, closed, poll_until, port_of,
-    raw_close_code, raw_handshake, read_frame, receive, receive_json, receive_type, rss_bytes,
+    raw_close_code, raw_handshake, read_frame, receive, receive_json, receive_json_except,
+    receive_type, rss_bytes,
     send_json, ws_url,
 )
 
@@ -43,6 +44,7 @@ class JsonEndpoint:
     field: str = "text"  # the string field of that message
     hears: str = ""  # the type of the broadcast a say causes; default: the say type itself
     valid: str = ""  # a value of the field that is always accepted; default: any new text
+    unasked: tuple[str, ...] = ()  # types of frames that come unasked (a poll's counts)
 
     @property
     def heard(self) -> str:
@@ -52,7 +54,7 @@ class JsonEndpoint:
 PROBE = JsonEndpoint("/ws/probe", greeting="welcome")
 CHAT = JsonEndpoint("/ws/chat/lobby", greeting="welcome", say="message")
 VOTE = JsonEndpoint("/ws/vote/demo", greeting="poll", say="vote", field="option",
-                    hears="tally", valid="1")
+                    hears="tally", valid="1", unasked=("participants",))
 JSON_ENDPOINTS = [PROBE, CHAT, VOTE]
 BY_PATH = {endpoint.path: endpoint for endpoint in JSON_ENDPOINTS}
 ALL_PATHS = ["/ws/echo", *(endpoint.path for endpoint in JSON_ENDPOINTS)]
@@ -92,7 +94,7 @@ async def assert_serving(conn, endpoint: JsonEndpoint = PROBE) -> None:
     text = endpoint.valid or f"still served {next(_unique)}"
     await send_json(conn, {"type": endpoint.say, endpoint.field: text})
     while True:
-        frame = await receive_json(conn)
+        frame = await answer(conn, endpoint)
         if frame.get("type") == endpoint.heard and (
             endpoint.valid or frame.get(endpoint.field) == text
         ):
@@ -108,6 +110,11 @@ async def raw_join(port: int, path: str, receive_buffer: int = 1 << 20):
     return reader, writer
 
 
+async def answer(conn, endpoint: JsonEndpoint) -> dict[str, Any]:
+    """The next frame of ``conn`` besides those its endpoint sends unasked."""
+    return await receive_json_except(conn, *endpoint.unasked)
+
+
 def error(code: str, message: str) -> dict[str, str]:
     return {"type": "error", "code": code, "message": message}
 
@@ -120,7 +127,7 @@ async def test_non_json_text_gets_bad_json(ws_connect, endpoint):
     bystander = await join(ws_connect, PROBE)  # connected before the attack
     conn = await join(ws_connect, endpoint)
     await conn.write_message("hello, {not json")
-    assert await receive_json(conn) == error("bad_json", "The frame is not valid JSON.")
+    assert await answer(conn, endpoint) == error("bad_json", "The frame is not valid JSON.")
     await assert_serving(conn, endpoint)
     await assert_serving(bystander)
 
@@ -132,7 +139,7 @@ async def test_json_that_is_not_an_object_gets_bad_message(ws_connect, endpoint,
     bystander = await join(ws_connect, PROBE)  # connected before the attack
     conn = await join(ws_connect, endpoint)
     await conn.write_message(text)
-    assert await receive_json(conn) == error("bad_message", "A message must be a JSON object.")
+    assert await answer(conn, endpoint) == error("bad_message", "A message must be a JSON object.")
     await assert_serving(conn, endpoint)
     await assert_serving(bystander)
 
@@ -143,7 +150,7 @@ async def test_unknown_type_gets_unknown_type(ws_connect, endpoint):
     bystander = await join(ws_connect, PROBE)  # connected before the attack
     conn = await join(ws_connect, endpoint)
     await send_json(conn, {"type": "drop_tables"})
-    assert await receive_json(conn) == error(
+    assert await answer(conn, endpoint) == error(
         "unknown_type", 'Unknown message type "drop_tables".')
     await assert_serving(bystander)
 
@@ -155,7 +162,7 @@ async def test_wrong_field_type_gets_bad_message(ws_connect, endpoint, value):
     bystander = await join(ws_connect, PROBE)  # connected before the attack
     conn = await join(ws_connect, endpoint)
     await send_json(conn, {"type": endpoint.say, endpoint.field: value})
-    assert await receive_json(conn) == error(
+    assert await answer(conn, endpoint) == error(
         "bad_message", f'The "{endpoint.field}" field must be a string.')
     await assert_serving(conn, endpoint)
     await assert_serving(bystander)
@@ -167,10 +174,10 @@ async def test_unpaired_surrogate_escape_gets_bad_message(ws_connect, endpoint):
     bystander = await join(ws_connect, PROBE)  # connected before the attack
     conn = await join(ws_connect, endpoint)
     await conn.write_message(json.dumps({"type": endpoint.say, endpoint.field: "a\ud800b"}))
-    assert await receive_json(conn) == error(
+    assert await answer(conn, endpoint) == error(
         "bad_message", "A string holds an unpaired surrogate escape.")
     await conn.write_message('{"type": "\\udfff"}')
-    assert (await receive_json(conn))["code"] == "bad_message"
+    assert (await answer(conn, endpoint))["code"] == "bad_message"
     await assert_serving(conn, endpoint)
     await assert_serving(bystander)
 
@@ -181,7 +188,7 @@ async def test_binary_frame_gets_bad_message(ws_connect, endpoint):
     bystander = await join(ws_connect, PROBE)  # connected before the attack
     conn = await join(ws_connect, endpoint)
     await conn.write_message(b'{"type": "say", "text": "hi"}', binary=True)
-    assert await receive_json(conn) == error(
+    assert await answer(conn, endpoint) == error(
         "bad_message", "This endpoint takes JSON text frames, not binary.")
     await assert_serving(conn, endpoint)
     await assert_serving(bystander)
@@ -347,7 +354,7 @@ async def test_500_clients_reconnecting_at_once_are_all_served(http_server_clien
 
     async def arrive() -> Any:
         conn = await ws_open(url)
-        assert (await receive_json(conn))["type"] == endpoint.greeting
+        assert (await answer(conn, endpoint))["type"] == endpoint.greeting
         return conn
 
     for _ in range(2):

@@ -14,6 +14,10 @@ tag so a poll lives in one slot of a Redis Cluster (``realtime.storage.rediskeys
 - ``poll:{<id>}:votes``: a hash, option id -> count, every option present from creation;
 - ``poll:{<id>}:voters``: a hash, voter id -> the option it chose (one-vote polls only; a hash
   rather than a set so a reconnecting page is told which option it chose);
+- ``poll:{<id>}:viewers``: a hash, process id -> ``<count>:<deadline ms>``, the viewers
+  connected to the poll through each process (``PARTICIPANTS``); a field whose deadline has
+  passed (its process crashed, or stopped refreshing) counts nothing and is removed, and
+  the key expires once no process refreshes it;
 - ``code:<code>``: the id of the poll with that join code (``realtime/votes/ids.py``), set
   (``NX``) before the poll is created and deleted with it, each as a command of its own: the
   code's key is not the poll's, so no script may touch both (a Redis Cluster would put them
@@ -67,6 +71,7 @@ import hmac
 import json
 import logging
 import re
+import secrets
 import time
 from typing import Any, Awaitable, Callable, Optional, TypeVar
 
@@ -186,6 +191,44 @@ if ARGV[1] ~= '' then chosen = redis.call('HGET', KEYS[3], ARGV[1]) end
 return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]), chosen}
 """
 
+# KEYS: poll, votes, voters, viewers. ARGV: this process's id, its viewers of the poll, the
+# milliseconds its count stays valid. Sets (or, at 0, removes) the process's count, drops
+# the counts of processes past their deadline, and returns {voters, viewers}: voters the
+# distinct voters of a one-vote poll (the voters hash), the votes of an every-click poll
+# (which knows no voters); viewers every live process's count. false if there is no poll.
+PARTICIPANTS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('DEL', KEYS[4])
+  return false
+end
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local ttl = tonumber(ARGV[3])
+if tonumber(ARGV[2]) > 0 then
+  redis.call('HSET', KEYS[4], ARGV[1], ARGV[2] .. ':' .. (now + ttl))
+  redis.call('PEXPIRE', KEYS[4], ttl)
+else
+  redis.call('HDEL', KEYS[4], ARGV[1])
+end
+local viewers = 0
+local fields = redis.call('HGETALL', KEYS[4])
+for i = 1, #fields, 2 do
+  local count, deadline = string.match(fields[i + 1], '^(%d+):(%d+)$')
+  if count and tonumber(deadline) > now then
+    viewers = viewers + tonumber(count)
+  else
+    redis.call('HDEL', KEYS[4], fields[i])
+  end
+end
+local voters = 0
+if redis.call('HGET', KEYS[1], 'one_vote_per_voter') == '1' then
+  voters = redis.call('HLEN', KEYS[3])
+else
+  for _, n in ipairs(redis.call('HVALS', KEYS[2])) do voters = voters + tonumber(n) end
+end
+return {voters, viewers}
+"""
+
 # KEYS: poll. ARGV: the field ("closed", "revealed"), its value. 0 if there is no such poll.
 SET_CLOSED = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
@@ -281,6 +324,10 @@ class RedisPollStore:
         self._delete_script = self._redis.register_script(DELETE)
         self._adopt_script = self._redis.register_script(ADOPT)
         self._read_script = self._redis.register_script(READ)
+        self._participants_script = self._redis.register_script(PARTICIPANTS)
+        # This process's field in each poll's viewers hash (a fresh one per store, so a
+        # restarted process never adds to its predecessor's count).
+        self.process_id = secrets.token_hex(8)
         self._turn = asyncio.Lock()  # one call at a time, in order (see Ordering)
         # Sends the script calls of each loop turn in one pipeline (counts its pipelines).
         self.batcher = ScriptBatcher(self._redis, max_count=batch)
@@ -512,6 +559,22 @@ class RedisPollStore:
             return None
         return await self._call(
             lambda: self._again_if_adopted(poll_id, lambda: self._read(poll_id, voter_id)))
+
+    async def participants(
+        self, poll_id: str, viewers_here: int, valid_for: float
+    ) -> Optional[tuple[int, int]]:
+        """Record that ``viewers_here`` viewers of the poll are connected to this process,
+        for ``valid_for`` seconds (unless recorded again), and return ``(voters, viewers)``
+        over every process (``PARTICIPANTS``); None if there is no such poll."""
+        if not POLL_ID.fullmatch(poll_id):
+            return None
+        keys = [*self._poll_keys(poll_id), self._key(poll_id, ":viewers")]
+        args = [self.process_id, viewers_here, max(1, int(valid_for * 1000))]
+
+        async def job() -> Optional[list[int]]:
+            return await self._participants_script(keys=keys, args=args)
+        counts = await self._call(lambda: self._again_if_adopted(poll_id, job))
+        return None if not counts else (int(counts[0]), int(counts[1]))
 
     async def aclose(self) -> None:
         """Close the connections; closing twice is harmless."""

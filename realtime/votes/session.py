@@ -30,7 +30,7 @@ page shows.
 
 import asyncio
 import time
-from typing import Iterator, Optional
+from typing import TYPE_CHECKING, Iterator, Optional
 
 import orjson
 
@@ -39,6 +39,9 @@ from realtime.pubsub.hub import Connection, GapHandler, Hub, Send
 from realtime.votes.spec import POLL_ID_MAX, Poll, Tally
 from realtime.votes.store import Choice, Polls, choices, refused
 from realtime.wire.messages import ClientError, Message
+
+if TYPE_CHECKING:  # participants.py imports this module (poll_topic)
+    from realtime.votes.participants import ParticipantCounts
 
 
 TOPIC_PREFIX = "vote."
@@ -49,7 +52,7 @@ REFRESH_WAIT = 5.0
 
 def poll_topic(poll_id: str) -> str:
     """The hub topic of one poll's tallies and state changes (``closed``, ``reopened``,
-    ``deleted``)."""
+    ``deleted``, ``participants``)."""
     return f"{TOPIC_PREFIX}{poll_id}"
 
 
@@ -114,11 +117,13 @@ class VoteSession:
         send: writes a frame to this connection alone (the ``poll`` frame, ``voted``).
         poll_id: the poll, as the request named it.
         voter: the voter id of the request's cookie, or None.
+        participants: told when this connection starts or stops viewing the poll and when
+            it votes (the ``participants`` frames); None counts nothing.
     """
 
     def __init__(
         self, store: Polls, hub: Hub, connection: Connection, send: Send, poll_id: str,
-        voter: Optional[str] = None,
+        voter: Optional[str] = None, participants: Optional["ParticipantCounts"] = None,
     ) -> None:
         self.store = store
         self.hub = hub
@@ -128,6 +133,8 @@ class VoteSession:
         self.voter = voter
         # The poll as last read (options never change; counts come from the store).
         self.poll: Optional[Poll] = None
+        self.participants = participants
+        self.viewing = False  # counted among the poll's viewers (``open`` succeeded)
 
     async def find(self) -> Optional[Poll]:
         """Look the poll up before the handshake is answered; None if there is none (each
@@ -160,7 +167,16 @@ class VoteSession:
         for envelope in _not_counted(held, self.poll):
             if not self.hub.send(self.connection, envelope):
                 break
+        if self.participants is not None:  # the counts follow, this viewer in them
+            self.viewing = True
+            self.participants.changed(self.poll_id)
         return frame
+
+    def left(self) -> None:
+        """The connection is over (and out of the hub): the poll's viewers go down by one."""
+        if self.viewing and self.participants is not None:
+            self.viewing = False
+            self.participants.changed(self.poll_id)
 
     async def vote(self, option: Choice) -> Message:
         """Count a vote for ``option``, publish the poll's counts, then tell this voter it
@@ -176,13 +192,15 @@ class VoteSession:
                 ``already_voted`` (``realtime.votes.store.VOTE_REFUSALS``), ``unavailable``.
         """
         assert self.poll is not None, "a vote before the poll was found"
-        voted = await cast_vote(self.store, self.hub, self.poll, option, self.voter)
+        voted = await cast_vote(
+            self.store, self.hub, self.poll, option, self.voter, self.participants)
         self.send(voted)
         return voted
 
 
 async def cast_vote(
-    store: Polls, hub: Hub, poll: Poll, option: Choice, voter: Optional[str]
+    store: Polls, hub: Hub, poll: Poll, option: Choice, voter: Optional[str],
+    participants: Optional["ParticipantCounts"] = None,
 ) -> Message:
     """Count ``voter``'s ballot (an option id of ``poll``, or several where it takes
     multiple choice), publish the poll's counts on its topic, and return the ``voted``
@@ -202,6 +220,8 @@ async def cast_vote(
     tally = await store.vote(poll.id, chosen[0] if len(chosen) == 1 else chosen, voter)
     counts = tally.to_json()
     hub.publish(poll_topic(poll.id), counts)  # no await since the commit: in order
+    if participants is not None:  # a new voter, perhaps (a changed vote is not one)
+        participants.changed(poll.id)
     return {"type": "voted", "option": chosen[0], "options": list(chosen), "tally": counts}
 
 

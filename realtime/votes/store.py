@@ -166,6 +166,14 @@ class Polls(Protocol):
     ) -> Optional[tuple[Poll, Optional[str]]]:
         """The poll and the option ``voter_id`` chose in it, read together; or None."""
 
+    async def participants(
+        self, poll_id: str, viewers_here: int, valid_for: float
+    ) -> Optional[tuple[int, int]]:
+        """Record this process's ``viewers_here`` viewers of the poll (kept ``valid_for``
+        seconds where processes share the store) and return ``(voters, viewers)``: the
+        distinct voters of a one-vote poll (the votes of an every-click poll, which knows no
+        voters) and the viewers over every process; None if there is no such poll."""
+
     async def aclose(self) -> None:
         """Finish pending work and let go of the database or connections."""
 
@@ -271,6 +279,14 @@ class PollStore:
         """The poll with its counts and the option ``voter_id`` chose in it (None if it has
         not voted, or the poll counts every click), read in one job; None if no such poll."""
         return await self._worker.run(self._snapshot, poll_id, voter_id)
+
+    async def participants(
+        self, poll_id: str, viewers_here: int, valid_for: float
+    ) -> Optional[tuple[int, int]]:
+        """``(voters, viewers)`` of the poll (``Polls.participants``): one process owns the
+        file, so its viewers are all there are and ``valid_for`` has nothing to bound."""
+        voters = await self._worker.run(self._voters, poll_id)
+        return None if voters is None else (voters, viewers_here)
 
     def close(self) -> None:
         """Finish the queued jobs and close the database (blocks; call at shutdown).
@@ -406,6 +422,17 @@ class PollStore:
             ).rowcount
             if counted == 0:
                 raise refused("no_such_option")
+
+    def _voters(self, conn: sqlite3.Connection, poll_id: str) -> Optional[int]:
+        row = conn.execute(
+            "SELECT one_vote_per_voter FROM polls WHERE id = ?", (poll_id,)).fetchone()
+        if row is None:
+            return None
+        if row[0]:
+            query = "SELECT COUNT(*) FROM ballots WHERE poll_id = ?"
+        else:
+            query = "SELECT COALESCE(SUM(votes), 0) FROM options WHERE poll_id = ?"
+        return int(conn.execute(query, (poll_id,)).fetchone()[0])
 
     def _snapshot(
         self, conn: sqlite3.Connection, poll_id: str, voter_id: Optional[str]

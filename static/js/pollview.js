@@ -9,6 +9,13 @@ export function votesText(count) {
   return `${count.toLocaleString("en")} ${count === 1 ? "vote" : "votes"}`;
 }
 
+// Who takes part: "3 voted · 5 watching" ("5 watching" alone where every click counts:
+// such a poll knows no voters, and its votes are shown already).
+export function participantsText(voters, viewers, oneVote) {
+  const watching = `${viewers.toLocaleString("en")} watching`;
+  return oneVote ? `${voters.toLocaleString("en")} voted · ${watching}` : watching;
+}
+
 // "94%" of the total; "0%" while nobody has voted.
 export function percentText(count, total) {
   return `${total ? Math.round((count / total) * 100) : 0}%`;
@@ -173,6 +180,8 @@ export function countsOf(poll) {
 //                        frame's counts come the same way
 //   voted(message)       our vote counted (its tally is applied first)
 //   state(closed)        the poll was closed (true) or reopened (false)
+//   participants(text)   who takes part, as participantsText says it (the "participants"
+//                        frame: voters who voted, viewers connected, live)
 //   deleted()            the poll is gone; the connection has ended (no more retries)
 //   error(message)       an error frame
 // A page that was disconnected when the poll was deleted missed the frame, and its
@@ -192,6 +201,7 @@ export function pollSocket(pollId, view) {
     if (await pollIsGone(pollId)) gone();
   });
   let total = -1;
+  let oneVote = false; // the poll counts voters (else every click: no voters to count)
   let revealed = false; // results shown: a counts-less tally overtaken by the reveal is dropped
   const tally = (frame) => {
     if (!frame || frame.poll !== pollId || frame.total < total) return;
@@ -203,6 +213,7 @@ export function pollSocket(pollId, view) {
     switch (message.type) {
       case "poll":
         total = message.poll.total;
+        oneVote = message.poll.one_vote_per_voter;
         revealed = countsOf(message.poll) !== null;
         view.poll?.(message);
         break;
@@ -222,6 +233,11 @@ export function pollSocket(pollId, view) {
       case "closed":
       case "reopened":
         if (message.poll === pollId) view.state?.(message.type === "closed");
+        break;
+      case "participants":
+        if (message.poll === pollId) {
+          view.participants?.(participantsText(message.voters, message.viewers, oneVote));
+        }
         break;
       case "deleted":
         if (message.poll === pollId) gone();

@@ -10,6 +10,7 @@ const section = document.getElementById("present");
 const pollId = section.dataset.pollId;
 const bars = document.getElementById("present-bars");
 const totalText = document.getElementById("present-total");
+const participantsLine = document.getElementById("present-participants");
 const closedBanner = document.getElementById("present-closed");
 const fullscreen = document.getElementById("present-fullscreen");
 
@@ -108,6 +109,11 @@ function setClosed(closed) {
 const socket = pollSocket(pollId, {
   poll: (message) => render(message.poll),
   tally: update,
+  participants(text) {
+    const first = !participantsLine.textContent;
+    participantsLine.textContent = text;
+    if (first) fit(); // one more line to fit on the screen; later counts keep its height
+  },
   state: setClosed,
   deleted() {
     closedBanner.textContent = "This poll was deleted.";

@@ -15,6 +15,7 @@ const section = document.getElementById("poll");
 const pollId = section.dataset.pollId;
 const list = document.getElementById("poll-options");
 const totalText = document.getElementById("poll-total");
+const participantsLine = document.getElementById("poll-participants");
 const reason = document.getElementById("poll-reason");
 const note = document.getElementById("poll-note");
 const closedBanner = document.getElementById("poll-closed");
@@ -196,6 +197,7 @@ const socket = pollSocket(pollId, {
     if (voted !== null) say(`You voted for ${[...choices].map(labelOf).join(", ")}.`);
   },
   tally: update,
+  participants: (text) => { participantsLine.textContent = text; },
   voted(message) {
     waiting = false;
     const ballot = message.options ?? [message.option];
