@@ -1,15 +1,18 @@
-"""Side-by-side benchmark: the real server, a classic Tornado loop and ``websockets``.
+"""Side-by-side benchmark: the real server, a classic Tornado loop, ``websockets``, aiohttp.
 
     python bench/compare.py            # the full run: a few minutes
     python bench/compare.py --quick    # a smoke run with smaller N: about a minute
     python bench/compare.py --memory-only   # the memory row alone (with --quick: 1,000)
     python bench/compare.py --only echo --servers real,websockets   # echo rows alone: ~30 s
+    python bench/compare.py --only fanout,tcp --servers real,aiohttp   # fan-out rows alone
 
-Starts three servers as subprocesses on free 127.0.0.1 ports (``servers.py``): this
-project's ``server.py`` (temporary data directory, pings and every limit off), a minimal
-Tornado server whose room publish is the classic ``for c in room: c.write_message(text)``
-(``peers/tornado_classic.py``), and a minimal ``websockets`` server using ``broadcast()``
-(``peers/websockets_broadcast.py``). Each is driven in turn by load-client processes
+Starts four servers as subprocesses on free 127.0.0.1 ports (``servers.py``): this
+project's ``server.py`` (temporary data directory, pings and every limit off, the raw TCP
+chat on), a minimal Tornado server whose room publish is the classic ``for c in room:
+c.write_message(text)`` (``peers/tornado_classic.py``), a minimal ``websockets`` server
+using ``broadcast()`` (``peers/websockets_broadcast.py``) and a minimal aiohttp server
+sending to each member in turn (``peers/aiohttp_broadcast.py``; left out, with a line on
+stderr, where aiohttp is not installed). Each is driven in turn by load-client processes
 (``loadclient.py``: a raw asyncio protocol, on uvloop when installed; not a WebSocket
 library), the servers pinned to one core and the clients to the others when the machine
 has two or more. Measured per server, in this order, on one server process:
@@ -27,7 +30,11 @@ has two or more. Measured per server, in this order, on one server process:
 * loop lag during a burst to the largest N, seen from outside: the worst round trip of a
   probe echo client (its own process, a frame every millisecond after each reply) while
   the burst is delivered; for the real server also its own figure, from the loop-lag
-  histogram it exports in ``/metrics`` (the peers export none).
+  histogram it exports in ``/metrics`` (the peers export none);
+* TCP fan-out, the real server only (the peers have no raw TCP chat: "n/a"): the fan-out
+  bursts again, with N raw TCP chat connections (``--tcp-port``) that ``/join`` one room,
+  one of them publishing lines (deliveries/s, median of the bursts, server CPU per
+  delivery).
 
 Prints one Markdown table with ratios to the classic Tornado loop, the machine, and the
 load clients' CPU (near 100% of their core, a row would measure the client, not the
@@ -55,11 +62,12 @@ sys.path.insert(0, HERE)
 
 from loadclient import Worker, default_loop, raise_fd_limit  # noqa: E402
 from procs import cpu_seconds, rss  # noqa: E402
-from servers import Server, build  # noqa: E402
+from servers import PEERS, Server, build  # noqa: E402
 
 HOST = "127.0.0.1"
 BASELINE = "Tornado classic"
-STEPS = ("memory", "echo", "fanout", "lag")  # what one run measures, in this order
+NA = "n/a"  # a result {NA: why}: the measurement does not apply to that server
+STEPS = ("memory", "echo", "fanout", "lag", "tcp")  # what one run measures, in this order
 
 
 @dataclass
@@ -115,10 +123,12 @@ class Bench:
             worker.call(cmd, wait, **args) for worker in self.workers)))
 
     async def open(self, server: Server, path: str, count: int, welcome: bool,
-                   room_size: int = 1, ports: Optional[list[int]] = None) -> dict[str, Any]:
+                   room_size: int = 1, ports: Optional[list[int]] = None,
+                   tcp: bool = False) -> dict[str, Any]:
         """Open ``count`` connections split over the workers; the setup rate. With
         ``ports``, worker i connects to ``ports[i % len(ports)]`` instead of the server's
-        port (subscribers split over several processes)."""
+        port (subscribers split over several processes). With ``tcp``, raw TCP chat
+        connections to the ``ports`` given, joining the room ``path``."""
         k, plan = len(self.workers), self.plan
         ports = ports or [server.port]
         replies = await asyncio.gather(*(
@@ -126,7 +136,7 @@ class Bench:
                         path=path,
                         indices=list(range(i, count, k)), welcome=welcome,
                         concurrency=plan.concurrency, timeout=plan.timeout,
-                        room_size=room_size)
+                        room_size=room_size, tcp=tcp)
             for i, worker in enumerate(self.workers)))
         errors = [str(e) for reply in replies for e in (reply.get("error") or []) if e]
         opened = sum(reply.get("opened", 0) for reply in replies)
@@ -206,6 +216,8 @@ class Bench:
             await self.measure_fanout(server, rows)
         if "lag" in plan.steps:
             await self.measure_lag(server, rows)
+        if "tcp" in plan.steps:
+            await self.measure_fanout(server, rows, tcp=True)
 
     async def measure_memory(self, server: Server, rows: dict[str, Any]) -> None:
         """RSS per idle connection, while the process has never held more connections."""
@@ -240,12 +252,22 @@ class Bench:
         await wait_idle(server)
         progress(f"{server.name}: echo done")
 
-    async def measure_fanout(self, server: Server, rows: dict[str, Any]) -> None:
-        """Bursts and steady publishing to each fan-out row's subscribers."""
+    async def measure_fanout(self, server: Server, rows: dict[str, Any],
+                             tcp: bool = False) -> None:
+        """Bursts and steady publishing to each fan-out row's subscribers; with ``tcp``,
+        bursts alone, to raw TCP chat subscribers (``n/a`` for a server without them)."""
         plan = self.plan
         for n, (subscribers, burst) in enumerate(plan.fanout):
-            row = await self.open(server, server.chat_path.format(room=f"fan{n}"),
-                                  subscribers, True)
+            key = f"{'tcp ' if tcp else ''}fanout {subscribers}"
+            if tcp and server.tcp_port is None:
+                rows[key] = {NA: "no raw TCP chat"}
+                continue
+            if tcp:
+                row = await self.open(server, f"tcpfan{n}", subscribers, True,
+                                      ports=[server.tcp_port], tcp=True)
+            else:
+                row = await self.open(server, server.chat_path.format(room=f"fan{n}"),
+                                      subscribers, True)
             if "error" not in row:
                 await wait_idle(server)
                 bursts = []
@@ -255,13 +277,13 @@ class Bench:
                     await wait_idle(server)
                 row["burst"] = median_burst(bursts)
                 row["bursts"] = bursts
-                seconds = plan.latency_seconds.get(subscribers)
+                seconds = None if tcp else plan.latency_seconds.get(subscribers)
                 if seconds and "error" not in row["burst"]:
                     await wait_idle(server)
                     row["latency"] = await self.steady(server, f"l{n}", seconds)
-            rows[f"fanout {subscribers}"] = row
+            rows[key] = row
             await self.close(server)
-            progress(f"{server.name}: fan-out to {subscribers} done")
+            progress(f"{server.name}: {'TCP ' if tcp else ''}fan-out to {subscribers} done")
 
     async def measure_lag(self, server: Server, rows: dict[str, Any]) -> None:
         """The probe's worst round trip during a burst to the largest row of subscribers."""
@@ -275,6 +297,8 @@ class Bench:
             after = lag_histogram(server.port)
             if before and after:
                 row["burst"]["server_lag_ms"] = worst_bucket_ms(before, after)
+            elif server.key != "real":
+                row["burst"]["server_lag_ms"] = {NA: "no loop-lag histogram"}
         rows["lag"] = row
         await self.close(server)
         progress(f"{server.name}: loop lag done")
@@ -374,7 +398,11 @@ def rows_of(plan: Plan) -> list[tuple[str, Any]]:
     def get(*keys: str) -> Any:
         def pick(results: dict[str, Any]) -> Any:
             node: Any = results
-            for key in keys:
+            for key in (*keys, None):
+                if isinstance(node, dict) and NA in node:
+                    return f"n/a: {node[NA]}"
+                if key is None:
+                    return node
                 if not isinstance(node, dict):
                     return None
                 if "error" in node and key not in node:
@@ -419,6 +447,13 @@ def rows_of(plan: Plan) -> list[tuple[str, Any]]:
                      get("lag", "burst", "probe_worst_ms")))
         rows.append(("worst loop lag ms during that burst, as the server measures it (at "
                      "most; histogram bucket bound)", get("lag", "burst", "server_lag_ms")))
+    for subscribers, burst in (plan.fanout if "tcp" in plan.steps else []):
+        key = f"tcp fanout {subscribers}"
+        median = f", median of {plan.repeats}" if plan.repeats > 1 else ""
+        rows.append((f"raw TCP fan-out deliveries/s, {subscribers:,} subscribers, burst of "
+                     f"{burst}{median}", get(key, "burst", "deliveries_per_s")))
+        rows.append((f"server CPU µs per raw TCP delivery, {subscribers:,} subscribers",
+                     get(key, "burst", "server_cpu_us")))
     return rows
 
 
@@ -482,12 +517,15 @@ def clients_cpu(results: dict[str, dict[str, Any]]) -> list[tuple[float, str, st
 
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
+    import importlib.metadata
+
     import tornado
-    try:
-        import websockets
-        websockets_version = websockets.__version__
-    except ImportError:  # bench/cluster.py runs without the peers' packages
-        websockets_version = "not installed"
+
+    def version(package: str) -> str:
+        try:
+            return importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:  # bench/cluster.py runs without them
+            return "not installed"
     model = platform.processor() or "?"
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
@@ -498,7 +536,7 @@ def machine() -> dict[str, Any]:
     return {"cpus": os.cpu_count(), "usable_cpus": len(os.sched_getaffinity(0)),
             "cpu_model": model, "kernel": platform.release(),
             "python": platform.python_version(), "tornado": tornado.version,
-            "websockets": websockets_version}
+            "websockets": version("websockets"), "aiohttp": version("aiohttp")}
 
 
 def split_cores() -> tuple[Optional[set[int]], Optional[set[int]]]:
@@ -521,8 +559,10 @@ async def run(plan: Plan, chosen: set[str]) -> int:
     server_cores, client_cores = split_cores()
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-compare-") as tmp:
-        servers, flags, untouched = build(tmp, plan.room_size)
+        servers, flags, untouched, missing = build(tmp, plan.room_size)
         servers = [server for server in servers if server.key in chosen]
+        for key in sorted(chosen & set(missing)):
+            progress(f"{key}: left out, {missing[key]}")
         bench = Bench(plan, client_cores)
         started = time.monotonic()
         try:
@@ -552,7 +592,8 @@ async def run(plan: Plan, chosen: set[str]) -> int:
     print()
     print(f"Machine: {info['cpus']} CPUs ({info['cpu_model']}), Linux {info['kernel']}; "
           f"Python {info['python']}, Tornado {info['tornado']}, websockets "
-          f"{info['websockets']}; load clients on {plan.client_loop}. Servers pinned to CPU "
+          f"{info['websockets']}, aiohttp {info['aiohttp']}; load clients on "
+          f"{plan.client_loop}. Servers pinned to CPU "
           f"{sorted(server_cores or [])}, "
           f"{plan.processes} load-client processes and a probe process to CPU "
           f"{sorted(client_cores or [])}; one run, {elapsed:.0f} s.")
@@ -563,7 +604,7 @@ async def run(plan: Plan, chosen: set[str]) -> int:
               + ", ".join(f"{name} {phase} {pct:.0f}%" for pct, name, phase in busiest[1:6])
               + ".")
     shown = " ".join(f"--{k.replace('_', '-')}={v}" for k, v in flags.items()
-                     if k not in ("port", "data_dir"))
+                     if k not in ("port", "data_dir", "tcp_port"))
     print(f"Real server flags: {shown}"
           + (f"; limit-like options left at their defaults: {', '.join(untouched)}"
              if untouched else "") + ".")
@@ -586,7 +627,8 @@ def main(argv: Optional[list[str]] = None) -> None:
                         help="a smoke run with smaller N (about a minute)")
     parser.add_argument("--memory-only", action="store_true",
                         help="measure only the memory per idle connection (the first row)")
-    parser.add_argument("--servers", default="real,tornado,websockets",
+    every = ["real", *(peer[0] for peer in PEERS)]
+    parser.add_argument("--servers", default=",".join(every),
                         help="which servers to measure, comma-separated (ratios need tornado)")
     parser.add_argument("--processes", type=int, default=2,
                         help="load-client processes the connections are split over")
@@ -606,8 +648,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     if args.memory_only:  # the same as --only memory
         plan.steps = ("memory",)
     chosen = set(args.servers.split(","))
-    if not chosen <= {"real", "tornado", "websockets"}:
-        parser.error("--servers takes real, tornado and websockets")
+    if not chosen <= set(every):
+        parser.error(f"--servers takes {', '.join(every)}")
     sys.exit(asyncio.run(run(plan, chosen)))
 
 

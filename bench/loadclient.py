@@ -5,7 +5,8 @@ client here does the least that is still correct: a hand-written opening handsha
 ``Sec-WebSocket-Accept`` is checked), client frames masked with a random key per connection,
 and a parser for the server's unmasked frames that only finds frame boundaries and looks
 for a marker in the payload with ``bytes.find`` (no JSON, no UTF-8 decoding). Pings are
-answered with pongs; nothing else of the protocol is needed.
+answered with pongs; nothing else of the protocol is needed. ``LineConn`` is the same for
+the real server's raw TCP chat (``--tcp-port``): ``/join <room>``, then a line per message.
 
 The controller talks to a worker over its stdin and stdout, one JSON object per line: a
 command ``{"id": 1, "cmd": "open", ...}`` gets one reply ``{"id": 1, ...}``. Commands run
@@ -65,11 +66,15 @@ def client_frame(payload: bytes, opcode: int = OP_TEXT) -> bytes:
     return head + key + mask(payload, key)
 
 
+def marked_text(tag: str, seq: int, size: int = TEXT_SIZE) -> str:
+    """A message's text: the marker, padded with ``x`` to ``size`` characters."""
+    text = f"@{tag}:{seq}:{monotonic_ns()}@"
+    return text + "x" * max(0, size - len(text))
+
+
 def chat_message(tag: str, seq: int) -> bytes:
     """A masked chat frame ``{"type": "message", "text": ...}`` carrying the marker."""
-    text = f"@{tag}:{seq}:{monotonic_ns()}@"
-    text += "x" * max(0, TEXT_SIZE - len(text))
-    return client_frame(json.dumps({"type": "message", "text": text}).encode())
+    return client_frame(json.dumps({"type": "message", "text": marked_text(tag, seq)}).encode())
 
 
 class Conn(asyncio.Protocol):
@@ -98,6 +103,10 @@ class Conn(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.transport.write(self.request)
+
+    def message(self, tag: str, seq: int) -> bytes:
+        """A chat message carrying the marker, as this connection sends it."""
+        return chat_message(tag, seq)
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self.closed = True
@@ -155,6 +164,46 @@ class Conn(asyncio.Protocol):
         self.buf = buf[pos:] if pos < n else b""
 
 
+# The text of a TCP chat line, after "[room] guest-xxxx: ", fits the 80 columns the server
+# cuts lines at: one line per delivery, as one frame per delivery on a WebSocket.
+LINE_TEXT_SIZE = 44
+
+
+class LineConn(Conn):
+    """One raw TCP chat connection (``--tcp-port``): ``/join <room>`` with ``path`` the room
+    name; ready at the room's welcome (``* you are in <room> ...``); ``on_data`` gets each
+    line, ``\n`` excluded."""
+
+    def __init__(self, host: str, port: int, path: str, welcome: bool, index: int) -> None:
+        super().__init__(host, port, path, welcome, index)
+        self.request = f"/join {path}\n".encode()
+        self.joined = f"* you are in {path} ".encode()
+
+    def message(self, tag: str, seq: int) -> bytes:
+        return (marked_text(tag, seq, LINE_TEXT_SIZE) + "\n").encode()
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf + data if self.buf else data
+        pos = 0
+        while True:
+            end = buf.find(b"\n", pos)
+            if end < 0:
+                break
+            if self.handshaking:
+                if buf.startswith(b"! ", pos):
+                    self.ready.set_exception(ConnectionError(buf[pos:end].decode()))
+                    self.transport.abort()  # type: ignore[union-attr]
+                    return
+                if buf.startswith(self.joined, pos):
+                    self.handshaking = False
+                    self.on_data = _ignore
+                    self.ready.set_result(None)
+            else:
+                self.on_data(self, buf, pos, end)
+            pos = end + 1
+        self.buf = buf[pos:] if pos < len(buf) else b""
+
+
 def _welcome(conn: Conn, buf: bytes, start: int, end: int) -> None:
     conn.on_data = _ignore
     if not conn.ready.done():
@@ -183,8 +232,11 @@ class Session:
     # Opening and closing.
 
     async def open(self, host: str, port: int, path: str, indices: list[int], welcome: bool,
-                   concurrency: int, timeout: float, room_size: int = 1) -> dict[str, Any]:
-        """Open one connection per index, ``concurrency`` handshakes in flight at most."""
+                   concurrency: int, timeout: float, room_size: int = 1,
+                   tcp: bool = False) -> dict[str, Any]:
+        """Open one connection per index, ``concurrency`` handshakes in flight at most; with
+        ``tcp``, raw TCP chat connections that join the room ``path``."""
+        kind = LineConn if tcp else Conn
         loop = asyncio.get_running_loop()
         gate = asyncio.Semaphore(concurrency)
         errors: list[str] = []
@@ -195,7 +247,7 @@ class Session:
             async with gate:
                 try:
                     _, conn = await asyncio.wait_for(loop.create_connection(
-                        lambda: Conn(host, port, target, welcome, index), host, port), timeout)
+                        lambda: kind(host, port, target, welcome, index), host, port), timeout)
                     await asyncio.wait_for(conn.ready, timeout)
                     opened.append(conn)
                 except (OSError, asyncio.TimeoutError) as error:
@@ -287,7 +339,7 @@ class Session:
         (``rate`` 0), or ``rate`` per second."""
         publisher = next(conn for conn in self.conns if not conn.closed)
         if rate <= 0:
-            frames = b"".join(chat_message(tag, seq) for seq in range(count))
+            frames = b"".join(publisher.message(tag, seq) for seq in range(count))
             t0 = monotonic_ns()
             publisher.write(frames)
             return {"t0": t0}
@@ -296,14 +348,14 @@ class Session:
             delay = t0 + seq / rate - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            publisher.write(chat_message(tag, seq))
+            publisher.write(publisher.message(tag, seq))
         return {"t0": int(t0 * 1e9)}
 
     async def publish_each(self, tag: str, count: int) -> dict[str, Any]:
         """Send ``count`` marked chat messages from every connection, each connection's
         in one write, all at once."""
         live = [conn for conn in self.conns if not conn.closed]
-        frames = [b"".join(chat_message(tag, seq) for seq in range(count)) for _ in live]
+        frames = [b"".join(conn.message(tag, seq) for seq in range(count)) for conn in live]
         t0 = monotonic_ns()
         for conn, data in zip(live, frames):
             conn.write(data)

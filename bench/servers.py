@@ -7,11 +7,18 @@
 * ``tornado``: ``peers/tornado_classic.py``, the classic ``write_message`` loop (the baseline
   every ratio is taken against).
 * ``websockets``: ``peers/websockets_broadcast.py``, ``websockets``' ``broadcast()``.
+* ``aiohttp``: ``peers/aiohttp_broadcast.py``, aiohttp's ``await ws.send_str()`` per member;
+  left out, with a line saying so, where aiohttp is not installed (``requirements/bench.txt``
+  has it, ``requirements/test.txt`` does not).
+
+The real server also listens for the raw TCP chat (``--tcp-port``, its ``tcp_port``); the
+peers have no such thing.
 
 Every server binds 127.0.0.1 on a free port and is stopped by its pid.
 """
 
 import dataclasses
+import importlib.util
 import os
 import re
 import signal
@@ -76,7 +83,7 @@ def moot(name: str, values: dict[str, Any]) -> bool:
 class Server:
     """One server under test, as a subprocess pinned to ``cores``."""
 
-    key: str  # its name on the command line: real, tornado, websockets
+    key: str  # its name on the command line: real, tornado, websockets, aiohttp
     name: str  # the column heading
     label: str  # what it is, for the table's legend
     argv: list[str]
@@ -86,6 +93,7 @@ class Server:
     idle_path: str = "/ws/bare"  # a connection for the idle-memory row
     idle_welcome: bool = False  # the idle connection gets a first frame to wait for
     idle_room_size: int = 1  # connections per room in the idle path's {room}
+    tcp_port: Optional[int] = None  # the raw TCP chat's port, if it has one
     log_path: Optional[str] = None
     process: Optional[subprocess.Popen] = field(default=None, repr=False)  # type: ignore
 
@@ -162,22 +170,34 @@ def real_server(tmp: str, key: str = "real", name: str = "real server",
     return server, values, untouched
 
 
-def build(tmp: str, room_size: int) -> tuple[list[Server], dict[str, Any], list[str]]:
-    """The three servers (not started), the real server's option values, and its limit-like
-    options left at their defaults."""
-    real, values, untouched = real_server(tmp)
+# The peers: (key, column heading, legend, script, the module it needs).
+PEERS = [
+    ("tornado", "Tornado classic", "Tornado, `for c in room: c.write_message(text)`",
+     "tornado_classic.py", "tornado"),
+    ("websockets", "websockets", "`websockets` asyncio server, `broadcast()`",
+     "websockets_broadcast.py", "websockets"),
+    ("aiohttp", "aiohttp", "aiohttp, `for ws in room: await ws.send_str(text)`",
+     "aiohttp_broadcast.py", "aiohttp"),
+]
+
+
+def build(tmp: str, room_size: int
+          ) -> tuple[list[Server], dict[str, Any], list[str], dict[str, str]]:
+    """The servers (not started), the real server's option values, its limit-like options
+    left at their defaults, and the peers left out (key: why) because the module they need
+    is not installed."""
+    real, values, untouched = real_server(tmp, tcp_port=free_port())
+    real.tcp_port = values["tcp_port"]
     real.idle_path, real.idle_welcome = "/ws/chat/idle{room}?nick=u{i}", True
     real.idle_room_size = room_size
-    peers = []
-    for key, name, label, script in [
-        ("tornado", "Tornado classic", "Tornado, `for c in room: c.write_message(text)`",
-         "tornado_classic.py"),
-        ("websockets", "websockets", "`websockets` asyncio server, `broadcast()`",
-         "websockets_broadcast.py"),
-    ]:
+    peers, missing = [], {}
+    for key, name, label, script, module in PEERS:
+        if importlib.util.find_spec(module) is None:
+            missing[key] = f"{module} is not installed (pip install -r requirements/bench.txt)"
+            continue
         port = free_port()
         argv = [sys.executable, os.path.join(HERE, "peers", script), f"--port={port}",
                 "--backlog=4096"]
         peers.append(Server(key, name, label, argv, port,
                             log_path=os.path.join(tmp, script + ".log")))
-    return [real, *peers], values, untouched
+    return [real, *peers], values, untouched, missing
