@@ -550,7 +550,7 @@ def split_cores() -> tuple[Optional[set[int]], Optional[set[int]]]:
     return server_cores, client_cores
 
 
-async def run(plan: Plan, chosen: set[str]) -> int:
+async def run(plan: Plan, chosen: set[str], results_dir: str) -> int:
     """Start everything, measure every server, print the table; stop everything."""
     limit = raise_fd_limit()
     need = max(plan.idle, plan.lag[0], *(n for n, _ in plan.fanout)) + 200
@@ -611,8 +611,8 @@ async def run(plan: Plan, chosen: set[str]) -> int:
     for name, count in troubles.items():
         if count:
             print(f"Warning: {name} logged {count} error line(s) or traceback(s) during the run.")
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    path = os.path.join(HERE, "results", time.strftime("compare-%Y%m%d-%H%M%S.json"))
+    os.makedirs(results_dir, exist_ok=True)
+    path = os.path.join(results_dir, time.strftime("compare-%Y%m%d-%H%M%S.json"))
     with open(path, "w", encoding="utf-8") as out:
         json.dump({"plan": asdict(plan), "machine": info, "real_server_flags": flags,
                    "results": results, "clients_cpu": busiest}, out, indent=1, default=str)
@@ -638,6 +638,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--client-loop", choices=["uvloop", "asyncio"],
                         default=default_loop(),
                         help="the load clients' event loop (default: uvloop if installed)")
+    parser.add_argument("--results", default=os.path.join(HERE, "results"),
+                        help="the directory the JSON of the run goes to (default: "
+                        "bench/results)")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else Plan()
     plan.processes = max(1, min(args.processes, 8))
@@ -650,7 +653,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     chosen = set(args.servers.split(","))
     if not chosen <= set(every):
         parser.error(f"--servers takes {', '.join(every)}")
-    sys.exit(asyncio.run(run(plan, chosen)))
+    sys.exit(asyncio.run(run(plan, chosen, args.results)))
 
 
 if __name__ == "__main__":
