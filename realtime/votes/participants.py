@@ -78,7 +78,7 @@ class ParticipantCounts:
     def changed(self, poll_id: str) -> None:
         """The counts of ``poll_id`` may have changed: tell the poll, coalesced."""
         self._start()
-        if poll_id in self._due:
+        if self._pump is None or poll_id in self._due:  # no running loop: nobody to tell
             return
         self._due.add(poll_id)
         last = self._sent_at.get(poll_id, -math.inf)
@@ -94,8 +94,19 @@ class ParticipantCounts:
             self._pump.cancel()
             await asyncio.gather(self._pump, return_exceptions=True)
 
+    def start(self) -> None:
+        """Start flushing (idempotent; ``changed`` does it too): a viewer's session calls
+        it as it begins, so the task runs well before the first change."""
+        self._start()
+
     def _start(self) -> None:
         if self._pump is None:
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                # A connection closed while the loop is not running (it is being closed):
+                # a task made now would never run.
+                return
             self._wake = asyncio.Event()
             self._pump = asyncio.ensure_future(self._run())
             self._refresher = PeriodicCallback(self._refresh_all, self.refresh * 1000)

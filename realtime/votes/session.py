@@ -139,6 +139,10 @@ class VoteSession:
     async def find(self) -> Optional[Poll]:
         """Look the poll up before the handshake is answered; None if there is none (each
         transport refuses in its own form: a 404, a JSON error)."""
+        if self.participants is not None:
+            # Its flushing task starts now, while the handshake is still to come, not at
+            # the first change, which may come as the server closes every connection.
+            self.participants.start()
         self.poll = await find_poll(self.store, self.poll_id)
         return self.poll
 
