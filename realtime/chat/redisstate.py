@@ -935,15 +935,7 @@ class RedisChatState:
 
     def _newest_fitting(self, messages: list[tuple[Message, int]], count: int) -> list[Message]:
         """The newest ``count`` frames that fit in ``welcome_bytes``, oldest first."""
-        taken: list[Message] = []
-        room_left = self.welcome_bytes
-        for frame, size in reversed(messages[-count:] if count > 0 else []):
-            room_left -= size + 1
-            if room_left < 0:
-                break
-            taken.append(frame)
-        taken.reverse()
-        return taken
+        return newest_fitting(messages, count, self.welcome_bytes)
 
     async def _call(self, job: Callable[[], Awaitable[T]], turn: bool = True) -> T:
         """Run ``job`` within ``timeout`` once its turn comes (within ``timeout`` too);
