@@ -355,7 +355,8 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
     lifecycle = config.lifecycle or Lifecycle()
     clock = config.clock or time.monotonic
     metrics = ServerMetrics(hub=hub)
-    # What every socket route gets; routes with more dependencies pass dict(sockets, ...).
+    # The one admission of every transport (realtime.limits.admission): origins, caps, budgets
+    # and the metrics they count in, so a new admission rule is added to it alone.
     admission = Admission(
         origins=OriginPolicy(config.allowed_origins),
         ip_connections=IPConnections(config.max_connections_per_ip),
@@ -366,18 +367,8 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
                              clock=config.clock),
         metrics=metrics,
     )
-    # The one admission of every transport (realtime.limits.admission); its budgets are named
-    # beside it for routes added afterwards and for tests.
-    sockets = dict(
-        hub=hub,
-        origins=admission.origins,
-        rate_limit=admission.rate_limit,
-        ip_connections=admission.ip_connections,
-        metrics=metrics,
-        ip_rate=admission.ip_rate,
-        handshake_rate=admission.handshake_rate,
-        admission=admission,
-    )
+    # What every socket route gets; routes with more dependencies pass dict(sockets, ...).
+    sockets = dict(hub=hub, admission=admission)
     room_rate = keyed_limiter(config.room_rate_limit, config.room_rate_burst, config.clock)
     rooms = rules.Rooms(
         config.chat_history, config.chat_replay, config.chat_max_rooms,

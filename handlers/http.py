@@ -58,11 +58,8 @@ from tornado.ioloop import PeriodicCallback
 
 from handlers.errors import RETRY_AFTER_UNAVAILABLE, ApiError, json_error
 from realtime.limits.admission import SSE, Admission, Client, Ticket
-from realtime.limits.origins import SAME_HOST, OriginPolicy
-from realtime.limits.policy import IPConnections
 from realtime.limits.ratelimit import KeyedLimiter, retry_after_header
 from realtime.ops.logfmt import ThrottledLog, logfmt
-from realtime.ops.metrics import ServerMetrics
 from realtime.pubsub import delivery
 from realtime.pubsub import tornado_internals
 from realtime.pubsub.delivery import CloseReason
@@ -310,25 +307,15 @@ class TransportHandler(BaseHandler):
     gone = False  # the client closed the connection before the answer was finished
 
     def initialize(
-        self,
-        hub: Hub,
-        origins: OriginPolicy = SAME_HOST,
-        ip_connections: Optional[IPConnections] = None,
-        metrics: Optional[ServerMetrics] = None,
-        endpoint: str = "",
-        ip_rate: Optional[KeyedLimiter] = None,
-        handshake_rate: Optional[KeyedLimiter] = None,
-        admission: Optional[Admission] = None,
+        self, hub: Hub, admission: Optional[Admission] = None, endpoint: str = "",
         **unused: Any,
     ) -> None:
-        """Args: as ``handlers.websocket.SocketHandler.initialize``; ``rate_limit`` (per socket)
-        has no meaning here and is ignored."""
+        """Args: as ``handlers.websocket.SocketHandler.initialize`` (the admission's
+        per-connection frame rate has no meaning here); keys meant for another transport of
+        the same family (a chat stream gets the chats' ``room_rate``) are ignored."""
         self.hub = hub
-        if admission is None:
-            admission = Admission(origins, ip_connections, handshake_rate, ip_rate,
-                                  metrics=metrics if metrics is not None else ServerMetrics())
-        self.admission = admission
-        self.metrics = metrics if metrics is not None else admission.metrics
+        self.admission = admission if admission is not None else Admission()
+        self.metrics = self.admission.metrics
         self.endpoint = endpoint or type(self).__name__
 
     def set_default_headers(self) -> None:

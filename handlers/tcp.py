@@ -36,10 +36,8 @@ from realtime.chat.rules import nick_key, normalize_nick
 from realtime.chat.session import ChatSession, ReaderCounts
 from realtime.chat.state import ChatState, charge_room
 from realtime.limits.admission import HANDSHAKE_RATE, TCP, Admission, Client, Refused, Ticket
-from realtime.limits.policy import UNLIMITED, IPConnections, RateLimit
 from realtime.limits.ratelimit import KeyedLimiter
 from realtime.ops.accept import PausingAccept
-from realtime.ops.metrics import ServerMetrics
 from realtime.pubsub.delivery import CLOSED, STALLED, WRITTEN, CloseReason
 from realtime.pubsub.envelope import Envelope
 from realtime.pubsub.hub import Hub
@@ -68,36 +66,28 @@ class ChatLineServer(PausingAccept, TCPServer):
     Args:
         hub: the application's hub; every connection is its subscriber.
         chat: the application's chat state.
-        rate_limit: lines per second per connection (with its strikes).
-        ip_connections: the per-address connection cap, shared with the WebSockets.
-        ip_rate: lines (and WebSocket frames) per second per address.
-        handshake_rate: new connections (and WebSockets) per second per address.
+        admission: the process's one ``Admission``, shared with the WebSockets: lines per
+            second per connection (with its strikes), the per-address connection cap,
+            lines (and frames) and new connections per second per address, and the metrics
+            where connections, lines and errors are counted. Without it: no limits,
+            metrics of its own.
         room_rate: deliveries per second per room (public messages, joins).
         readers: tells rooms their count of anonymous readers.
-        metrics: where connections, lines and errors are counted.
         join_timeout: seconds a connection may stay without joining a room.
-        admission: the process's one ``Admission``; without it, one is built of the
-            arguments above.
     """
 
     def __init__(
-        self, hub: Hub, chat: ChatState, *, rate_limit: RateLimit = UNLIMITED,
-        ip_connections: Optional[IPConnections] = None, ip_rate: Optional[KeyedLimiter] = None,
-        handshake_rate: Optional[KeyedLimiter] = None, room_rate: Optional[KeyedLimiter] = None,
-        readers: Optional[ReaderCounts] = None, metrics: Optional[ServerMetrics] = None,
-        join_timeout: float = DEFAULT_JOIN_TIMEOUT, admission: Optional[Admission] = None,
+        self, hub: Hub, chat: ChatState, *, admission: Optional[Admission] = None,
+        room_rate: Optional[KeyedLimiter] = None, readers: Optional[ReaderCounts] = None,
+        join_timeout: float = DEFAULT_JOIN_TIMEOUT,
     ) -> None:
         super().__init__(max_buffer_size=MAX_READ_BUFFER, read_chunk_size=READ_CHUNK)
         self.hub = hub
         self.chat = chat
-        if admission is None:
-            admission = Admission(ip_connections=ip_connections, handshake_rate=handshake_rate,
-                                  ip_rate=ip_rate, rate_limit=rate_limit,
-                                  metrics=metrics if metrics is not None else ServerMetrics())
-        self.admission = admission
+        self.admission = admission if admission is not None else Admission()
         self.room_rate = room_rate
         self.readers = readers
-        self.metrics = metrics if metrics is not None else admission.metrics
+        self.metrics = self.admission.metrics
         self.join_timeout = join_timeout
 
     @classmethod
@@ -107,11 +97,8 @@ class ChatLineServer(PausingAccept, TCPServer):
         sockets = app.settings["sockets"]
         chats = app.settings["chats"]
         return cls(
-            sockets["hub"], chats["chat"], rate_limit=sockets["rate_limit"],
-            ip_connections=sockets["ip_connections"], ip_rate=sockets["ip_rate"],
-            handshake_rate=sockets["handshake_rate"], room_rate=chats["room_rate"],
-            readers=chats["readers"], metrics=sockets["metrics"],
-            admission=sockets.get("admission"), **options,
+            sockets["hub"], chats["chat"], admission=sockets["admission"],
+            room_rate=chats["room_rate"], readers=chats["readers"], **options,
         )
 
     async def handle_stream(self, stream: IOStream, address: Any) -> None:

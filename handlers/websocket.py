@@ -26,10 +26,7 @@ from typing import Any, Awaitable, Callable, ClassVar, Optional, Union
 import tornado.websocket
 
 from realtime.limits.admission import HANDSHAKE_RATE, WEBSOCKET, Admission, Client, Refused, Ticket
-from realtime.limits.origins import SAME_HOST, OriginPolicy
-from realtime.limits.policy import UNLIMITED, IPConnections, RateLimit
-from realtime.limits.ratelimit import KeyedLimiter, retry_after_header
-from realtime.ops.metrics import ServerMetrics
+from realtime.limits.ratelimit import retry_after_header
 from realtime.pubsub import delivery
 from realtime.pubsub import tornado_internals
 from realtime.pubsub.delivery import CloseReason
@@ -91,41 +88,24 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
     error_frames: ClassVar[bool] = True
 
     def initialize(
-        self,
-        hub: Hub,
-        origins: OriginPolicy = SAME_HOST,
-        rate_limit: RateLimit = UNLIMITED,
-        ip_connections: Optional[IPConnections] = None,
-        metrics: Optional[ServerMetrics] = None,
-        endpoint: str = "",
-        ip_rate: Optional[KeyedLimiter] = None,
-        handshake_rate: Optional[KeyedLimiter] = None,
-        admission: Optional[Admission] = None,
+        self, hub: Hub, admission: Optional[Admission] = None, endpoint: str = ""
     ) -> None:
         """Take the dependencies of the route.
 
         Args:
             hub: the pub/sub hub; every connection registers with it.
-            origins: which ``Origin`` headers may open a socket (default: same host only).
-            rate_limit: the per-connection frame rate (default: none).
-            ip_connections: the per-client-IP connection cap, shared by every route.
-            metrics: where connections, frames and errors are counted.
+            admission: the process's one ``Admission`` (``make_app`` gives it): the allowed
+                origins, the per-connection frame rate, the per-address connection cap,
+                frame and handshake budgets, shared by every route, and the metrics where
+                connections, frames and errors are counted. Without it: same-host pages
+                only, no limits, metrics of its own.
             endpoint: the name in logs and metric labels; ``make_app`` sets the route name.
-            ip_rate: the frame budget per client address, shared by all its connections
-                on every route (default: none).
-            handshake_rate: the budget of new WebSockets per client address, shared by
-                every route; over it a handshake is refused with 429 (default: none).
-            admission: the process's one ``Admission`` (``make_app`` gives it); without
-                it, one is built of the arguments above.
         """
         self.hub = hub
         self.ticket = None
         self._connecting = None
-        if admission is None:
-            admission = Admission(origins, ip_connections, handshake_rate, ip_rate, rate_limit,
-                                  metrics if metrics is not None else ServerMetrics())
-        self.admission = admission
-        self.metrics = metrics if metrics is not None else admission.metrics
+        self.admission = admission if admission is not None else Admission()
+        self.metrics = self.admission.metrics
         self.endpoint = endpoint or type(self).__name__
         self.frames_counted = 0  # incoming frames charged so far (CountingProtocol reads it)
         self._message_refused = False  # a fragment of the message being received was refused

@@ -247,7 +247,7 @@ async def test_a_disconnected_long_poll_leaves_no_waiter(http_server_client, hub
     await held(hub, "chat.lobby", before + 1)
     reader_transport.close()
     await held(hub, "chat.lobby", before)
-    assert app.settings["sockets"]["ip_connections"].count("127.0.0.1") == 0
+    assert app.settings["sockets"]["admission"].ip_connections.count("127.0.0.1") == 0
     assert not hub.connections
 
 

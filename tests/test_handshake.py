@@ -81,7 +81,7 @@ async def test_connection_over_the_per_ip_cap_is_refused_with_429(ws_connect, ht
 
 async def test_closed_connection_frees_its_slot(ws_connect, app):
     """Once a socket from a capped address closes, a new one is accepted."""
-    slots = app.settings["sockets"]["ip_connections"]
+    slots = app.settings["sockets"]["admission"].ip_connections
     conns = [await ws_connect("/ws/echo") for _ in range(CAP)]
     conns[0].close(1000)
     assert await closed(conns[0]) == 1000

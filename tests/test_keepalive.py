@@ -64,7 +64,7 @@ async def test_half_open_client_is_closed_and_forgotten(http_server_client, hub,
     # The half-open client does not answer the close either; Tornado waits 5 s for it.
     await asyncio.wait_for(closed_queue.get(), 10)
     assert hub.connections == []
-    assert app.settings["sockets"]["ip_connections"].count("127.0.0.1") == 0
+    assert app.settings["sockets"]["admission"].ip_connections.count("127.0.0.1") == 0
     writer.close()
 
 

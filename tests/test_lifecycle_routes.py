@@ -204,7 +204,8 @@ def counts(app) -> dict[str, Any]:
     gauges = {sample.labels["endpoint"]: sample.value
               for sample in app.settings["metrics"].connections.collect()[0].samples
               if sample.value}
-    return {"slots": app.settings["sockets"]["ip_connections"].count(IP), "gauges": gauges}
+    slots = app.settings["sockets"]["admission"].ip_connections.count(IP)
+    return {"slots": slots, "gauges": gauges}
 
 
 def settled(app) -> tuple[int, int, int]:

@@ -1,8 +1,8 @@
 // Chat that gets through: a WebSocket where it can, else Server-Sent Events to receive and
-// POST to send, else long-polling and POST. A transport is given up only when it never
-// worked on this page: GIVE_UP_AFTER attempts in a row ended without a single frame (or
-// the browser has no such thing at all). Once one has carried a frame, its failures are
-// outages, and it reconnects as the WebSocket does (socket.js's backoff).
+// POST to send, else long-polling and POST. Which transport, and when to give one up, is
+// connection.js's FallbackConnection: a transport is given up only when GIVE_UP_AFTER
+// attempts in a row ended without a single frame; once one has carried a frame, its
+// failures are outages.
 //
 // The page sees one ChatConnection with ReconnectingSocket's shape (connect(), stop(),
 // sendJson(), `state`, the events "state", "json" and "close") whichever transport carries
@@ -14,36 +14,23 @@
 // - a nickname is taken when (re)connecting (?nick=), not by a join message (`canJoin`);
 // - long-polling carries messages only: each (re)connect's first answer becomes a welcome
 //   (history, the nickname asked for), and nobody's presence is known.
-import { ReconnectingSocket, socketUrl, parseObject } from "./socket.js";
+import { ReconnectingSocket, socketUrl } from "./socket.js";
+import { FallbackConnection, postForFrame } from "./connection.js";
 import { chatPath, EventStreamChannel, PollingChannel } from "./transports.js";
 
 export const TRANSPORTS = ["websocket", "sse", "long-polling"];
 export const TRANSPORT_NAMES = {
   websocket: "WebSocket", sse: "Server-Sent Events", "long-polling": "long-polling",
 };
-export const GIVE_UP_AFTER = 3;
 
-export function available(transport) {
-  if (transport === "websocket") return typeof WebSocket === "function";
-  if (transport === "sse") return typeof EventSource === "function";
-  return true;
-}
-
-export class ChatConnection extends EventTarget {
+export class ChatConnection extends FallbackConnection {
   // `room`: the room. `query()`: {nick, since} for the next attempt (the nickname to hold,
   // the newest message id seen). `transport`: where to start, e.g. the one an earlier
   // connection of the page ended up with, so a blocked WebSocket is not tried again.
   constructor(room, query, { transport = "websocket" } = {}) {
-    super();
+    super(TRANSPORTS, { transport, provenBy: "frame" });
     this.room = room;
     this.query = query;
-    const start = Math.max(0, TRANSPORTS.indexOf(transport));
-    this.transport = TRANSPORTS.slice(start).find(available);
-    this.state = "closed";
-    this.channel = null;
-    this.stopped = true;
-    this.failures = 0; // attempts in a row that ended without a frame
-    this.proven = false; // the transport carried a frame: it works here
     this.outbox = Promise.resolve(); // POSTs go one at a time, in the order sent
     this.retiring = new Set(); // channels a reconnect keeps until the new one works
   }
@@ -56,15 +43,6 @@ export class ChatConnection extends EventTarget {
   // A nickname can be changed on the open connection (else: connect again with ?nick=).
   get canJoin() {
     return this.transport === "websocket";
-  }
-
-  connect() {
-    this.stopped = false;
-    const previous = this.channel;
-    this.channel = this.open(this.transport);
-    if (previous) previous.stop();
-    this.channel.connect();
-    return this;
   }
 
   // Connect again (over HTTP: how a nickname changes), keeping the previous channel open
@@ -90,8 +68,7 @@ export class ChatConnection extends EventTarget {
   }
 
   stop() {
-    this.stopped = true;
-    if (this.channel) this.channel.stop();
+    super.stop();
     for (const channel of this.retiring) channel.stop();
     this.retiring.clear();
   }
@@ -107,59 +84,17 @@ export class ChatConnection extends EventTarget {
     return true;
   }
 
+  // The message as the room got it (with its id), or an error frame marked `unsent`.
   async post(body) {
-    let answer = null;
-    let status = 0;
-    try {
-      const response = await fetch(chatPath("/poll/chat", this.room, {}), {
-        method: "POST",
-        headers: { "Content-Type": "application/json", Accept: "application/json" },
-        body: JSON.stringify(body),
-      });
-      status = response.status;
-      answer = parseObject(await response.text());
-    } catch {
-      // the server could not be reached
-    }
+    const { sent, frame } = await postForFrame(
+      chatPath("/poll/chat", this.room, {}), body, "The message");
     if (this.stopped) return;
-    if (status >= 200 && status < 300 && answer) {
-      this.emit("json", answer); // the message as the room got it, with its id
-    } else if (answer && answer.error) {
-      this.emit("json", { type: "error", ...answer.error, unsent: true });
-    } else {
-      this.emit("json", {
-        type: "error", code: "not_sent", unsent: true,
-        message: status ? `The message was not sent: the server answered ${status}.`
-          : "The message was not sent: the server could not be reached.",
-      });
-    }
+    this.emit("json", sent ? frame : { ...frame, unsent: true });
   }
 
-  // A channel of `transport`, its events passed on while it is the current one.
-  open(transport) {
-    const channel = transport === "websocket" ? this.socket()
+  makeChannel(transport) {
+    return transport === "websocket" ? this.socket()
       : transport === "sse" ? this.eventStream() : this.longPoll();
-    const current = () => this.channel === channel && !this.stopped;
-    let framed = false; // this attempt carried a frame
-    channel.addEventListener("state", (event) => {
-      if (!current()) return;
-      if (event.detail === "connecting") framed = false;
-      this.setState(event.detail);
-    });
-    channel.addEventListener("json", (event) => {
-      if (!current()) return;
-      framed = true;
-      this.proven = true;
-      this.emit("json", event.detail);
-    });
-    channel.addEventListener("close", (event) => {
-      if (!current()) return;
-      this.emit("close", event.detail);
-      if (framed || this.proven || navigator.onLine === false) return;
-      this.failures += 1;
-      if (this.failures >= GIVE_UP_AFTER) this.fallBack();
-    });
-    return channel;
   }
 
   socket() {
@@ -201,24 +136,5 @@ export class ChatConnection extends EventTarget {
     });
     channel.addEventListener("refused", (event) => emit({ type: "error", ...event.detail }));
     return channel;
-  }
-
-  // This transport never worked here: on to the next one.
-  fallBack() {
-    const next = TRANSPORTS.slice(TRANSPORTS.indexOf(this.transport) + 1).find(available);
-    if (!next) return;
-    this.transport = next;
-    this.failures = 0;
-    this.emit("transport", next);
-    this.connect();
-  }
-
-  setState(state) {
-    this.state = state;
-    this.emit("state", state);
-  }
-
-  emit(type, detail) {
-    this.dispatchEvent(new CustomEvent(type, { detail }));
   }
 }

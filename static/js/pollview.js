@@ -1,7 +1,7 @@
 // What the poll page (vote.js) and the present view (present.js) share: the words for
 // counts, the bars' accessible names, and the handling of a poll's frames.
 import { parseObject, ReconnectingSocket, socketUrl, showState } from "./socket.js";
-import { available, GIVE_UP_AFTER } from "./fallback.js";
+import { FallbackConnection, postForFrame } from "./connection.js";
 import { EventStreamChannel } from "./transports.js";
 
 // "1 vote", "2 votes", "1,234 votes".
@@ -48,48 +48,26 @@ export function pageFrame() {
   return holder ? parseObject(holder.dataset.frame) : null;
 }
 
-// One poll's live connection, whichever way it gets through: a WebSocket where it can,
-// else Server-Sent Events (/sse/vote/<id>) to hear and POST /api/polls/<id>/vote to vote.
-// The WebSocket is given up only if it never worked on this page: GIVE_UP_AFTER attempts
-// in a row that never opened (or no WebSocket at all); once it has opened, its failures
-// are outages and it reconnects. It has ReconnectingSocket's shape for showState()
-// (`state`, the "state" event, end(label)), plus `transport`.
-export class PollConnection extends EventTarget {
+// One poll's live connection, whichever way it gets through (connection.js): a WebSocket
+// where it can, else Server-Sent Events (/sse/vote/<id>) to hear and POST
+// /api/polls/<id>/vote to vote. The WebSocket is given up only if it never opened on this
+// page: GIVE_UP_AFTER attempts in a row (or no WebSocket at all); once it has opened, its
+// failures are outages and it reconnects.
+export class PollConnection extends FallbackConnection {
   constructor(pollId) {
-    super();
+    super(["websocket", "sse"], { provenBy: "open" });
     this.pollId = pollId;
-    this.transport = ["websocket", "sse"].find(available) ?? "sse";
-    this.state = "closed";
-    this.channel = null;
-    this.stopped = true;
-    this.failures = 0; // attempts in a row that never opened
-    this.proven = false; // the transport opened once: it works here
   }
 
-  connect() {
-    this.stopped = false;
-    const previous = this.channel;
-    this.channel = this.open(this.transport);
-    if (previous) previous.stop();
-    this.channel.connect();
-    return this;
-  }
-
-  stop() {
-    this.stopped = true;
-    if (this.channel) this.channel.stop();
-  }
-
-  // Stop for good (the poll is gone): state "ended", `label` on the badge, no retries.
-  end(label) {
-    this.stop();
-    this.endLabel = label;
-    this.setState("ended");
+  makeChannel(transport) {
+    const path = `/${transport === "websocket" ? "ws" : "sse"}/vote/${encodeURIComponent(this.pollId)}`;
+    return transport === "websocket"
+      ? new ReconnectingSocket(socketUrl(path)) : new EventStreamChannel(() => path);
   }
 
   // Vote for `choice` (an option id, or a list of them for multiple choice): over the
-  // socket, or POSTed; the answer comes back as a "json"
-  // frame ("voted", or an error frame). False if it could not be sent at all.
+  // socket, or POSTed; the answer comes back as a "json" frame ("voted", or an error
+  // frame). False if it could not be sent at all.
   vote(choice) {
     if (this.state !== "open") return false;
     const ballot = Array.isArray(choice) ? { options: choice } : { option: choice };
@@ -99,71 +77,9 @@ export class PollConnection extends EventTarget {
   }
 
   async post(body) {
-    let answer = null;
-    let status = 0;
-    try {
-      const response = await fetch(`/api/polls/${encodeURIComponent(this.pollId)}/vote`, {
-        method: "POST",
-        headers: { "Content-Type": "application/json", Accept: "application/json" },
-        body: JSON.stringify(body),
-      });
-      status = response.status;
-      answer = parseObject(await response.text());
-    } catch {
-      // the server could not be reached
-    }
-    if (status >= 200 && status < 300 && answer) this.emit("json", answer);
-    else if (answer?.error) this.emit("json", { type: "error", ...answer.error });
-    else {
-      this.emit("json", {
-        type: "error", code: "not_sent",
-        message: status ? `Your vote was not sent: the server answered ${status}.`
-          : "Your vote was not sent: the server could not be reached.",
-      });
-    }
-  }
-
-  open(transport) {
-    const path = `/${transport === "websocket" ? "ws" : "sse"}/vote/${encodeURIComponent(this.pollId)}`;
-    const channel = transport === "websocket"
-      ? new ReconnectingSocket(socketUrl(path)) : new EventStreamChannel(() => path);
-    const current = () => this.channel === channel && !this.stopped;
-    let opened = false; // this attempt opened
-    channel.addEventListener("state", (event) => {
-      if (!current()) return;
-      if (event.detail === "connecting") opened = false;
-      if (event.detail === "open") {
-        opened = true;
-        this.proven = true;
-        this.failures = 0;
-      }
-      this.setState(event.detail);
-    });
-    channel.addEventListener("json", (event) => {
-      if (current()) this.emit("json", event.detail);
-    });
-    channel.addEventListener("close", (event) => {
-      if (!current()) return;
-      this.emit("close", event.detail);
-      if (opened || this.proven || navigator.onLine === false) return;
-      this.failures += 1;
-      if (this.failures >= GIVE_UP_AFTER && transport === "websocket") {
-        this.transport = "sse";
-        this.failures = 0;
-        this.connect();
-      }
-    });
-    return channel;
-  }
-
-  setState(state) {
-    if (this.state === "ended") return; // nothing follows the end
-    this.state = state;
-    this.emit("state", state);
-  }
-
-  emit(type, detail) {
-    this.dispatchEvent(new CustomEvent(type, { detail }));
+    const url = `/api/polls/${encodeURIComponent(this.pollId)}/vote`;
+    const { frame } = await postForFrame(url, body, "Your vote");
+    this.emit("json", frame);
   }
 }
 
