@@ -66,10 +66,12 @@ is run (and gets its id, and is published) after it, and each stays one atomic s
 A room's messages of one pipeline go as ONE script call (``APPEND_MANY``, the batcher's
 groups): each still appended and published atomically, ids consecutive in the order sent,
 each with its own deadline; Redis and this process pay one script call per room and
-pipeline, not one per message. The connections pack commands with hiredis
-(``realtime.storage.redispack``). ``batch=1`` (``--redis-batch 1``) sends each call on its
-own: messages one round trip at a time, the nickname scripts as separate calls
-(``CONCURRENT_CALLS`` at once).
+pipeline, not one per message, and the room's listeners one pub/sub message (a batch wire,
+``realtime.pubsub.redisbroker``). A message's call is bounded by the batcher's deadline,
+one per pipeline (``timeout``), not by a timer of its own. The connections pack commands
+with hiredis (``realtime.storage.redispack``). ``batch=1`` (``--redis-batch 1``) sends
+each call on its own: messages one round trip at a time, the nickname scripts as separate
+calls (``CONCURRENT_CALLS`` at once).
 
 Faults. At most ``CONCURRENT_CALLS`` calls run at once (the batcher's pipelines, one at a
 time, on a connection of their own, count as none); the others wait their turn (up to
@@ -532,7 +534,9 @@ class RedisChatState:
     async def say(self, room: str, connection: str, raw_text: object) -> Message:
         local = self._local(room)
         text = check_text(raw_text)
-        sender = await self._speaker(room, local.nick(connection))
+        sender = local.nick(connection)
+        if sender is not None:  # (no coroutine to await for an anonymous sender)
+            sender = await self._speaker(room, sender)
         if sender is None:
             label = guest_label(self._tag(room, connection))
             frame = self._frame("message", None, text, from_label=label)

@@ -26,7 +26,11 @@ payload the envelope's bytes as they are. A message stored with history (``APPEN
 kind ``0x02``, text with its id: ``0x02 + origin + id (20 ASCII digits) + payload``, so the
 listener knows the last id it delivered on each topic without parsing the payload. Several
 messages of one history sent through a batcher share one script call, ``APPEND_MANY``
-(``APPEND``'s body once per message, in order): the same steps and the same wire format.
+(``APPEND``'s steps once per message, in order), which publishes a run of consecutive
+messages on the same channels as ONE message of kind ``0x03``: ``0x03 + origin``, then
+for each message its length (10 ASCII digits, of its id and payload), its id (20 digits)
+and its payload (``encode_batch``); the listener hands each to the hub with its id, in
+order, as if they had come one by one.
 ``publish`` delivers to the local subscribers at once, so local delivery never waits on
 Redis; the listener skips messages carrying its own
 origin, so no process delivers its own message twice.
@@ -266,6 +270,8 @@ APPEND_MANY_SHARDED = APPEND_MANY.replace("'PUBLISH'", "'SPUBLISH'")
 # The origin of messages ``APPEND`` publishes: no broker's (theirs are random), so every
 # process's listener delivers them, the publisher's included, in Redis's order.
 SCRIPT_ORIGIN = bytes(ORIGIN_SIZE)
+STORED_PREFIX = bytes((KIND_TEXT_ID,)) + SCRIPT_ORIGIN  # the wire prefix ``APPEND`` is given
+CHANNELS_KEPT = 10_000  # topics whose channel ``publish_with_history`` remembers
 
 # What a lost or refused Redis connection raises; redis-py wraps most OSErrors (a cluster
 # with no node reachable raises RedisClusterException, no RedisError).
@@ -416,6 +422,7 @@ class RedisBroker:
         self._slots: list[Optional[str]] = []  # cluster: slot -> "host:port" of its master
         self._remap = asyncio.Event()  # cluster: map the slots again
         self._channels: dict[bytes, str] = {}  # the channel of every wanted topic -> topic
+        self._channel_cache: dict[str, bytes] = {}  # topic -> channel (``_channel_of``)
         self._deliver: Optional[Deliver] = None
         self._topics: set[str] = set()  # topics the hub has local subscribers of
         self._queue: deque[tuple[bytes, bytes]] = deque()  # (channel, Redis form)
@@ -496,8 +503,7 @@ class RedisBroker:
         script, many = scripts
         keys = [history.meta, history.log]
         args = [head, tail, history.extra, history.length, history.floor, history.ttl,
-                bytes((KIND_TEXT_ID,)) + SCRIPT_ORIGIN, history.deadline,
-                *(self.channel(topic) for topic in topics)]
+                STORED_PREFIX, history.deadline, *map(self._channel_of, topics)]
         if history.batch is not None:
             # The room's messages of a pipeline share one script call.
             sid = await history.batch.call(script, keys, args, group=many)
@@ -508,14 +514,23 @@ class RedisBroker:
         self.published += 1
         message_id = int(sid)
         if self._deliver is not None:
-            envelope = Envelope(head + sid + tail)
             for topic in topics:
                 carrier = self._carrier(topic)
                 if carrier is None or not carrier.listening:
                     # Not caught up again after the gap: this process has it already.
                     self._sent_alone.setdefault(topic, set()).add(message_id)
-                    self._deliver(topic, envelope)
+                    self._deliver(topic, Envelope(head + sid + tail))
         return message_id
+
+    def _channel_of(self, topic: str) -> bytes:
+        """``channel(topic)``, remembered (at most ``CHANNELS_KEPT`` of them): a topic's
+        channel is worked out once, not once per message."""
+        channel = self._channel_cache.get(topic)
+        if channel is None:
+            if len(self._channel_cache) >= CHANNELS_KEPT:
+                self._channel_cache.clear()
+            channel = self._channel_cache[topic] = self.channel(topic)
+        return channel
 
     def attach_gaps(self, recover: "Recover", abandon: "Abandon") -> None:
         """Set the hub's gap callbacks: ``recover(topics)`` catches the topics' subscribers
