@@ -72,6 +72,7 @@ fails at once, in the constructor.
 """
 
 import asyncio
+import itertools
 import logging
 import os
 import random
@@ -450,7 +451,11 @@ class RedisBroker:
         # topic -> ids delivered here at once while the listener was down (not again after)
         self._sent_alone: dict[str, set[int]] = {}
         # topic -> live messages held while a catch-up runs: (envelope, history id or None)
-        self._held: dict[str, list[tuple[Envelope, Optional[int]]]] = {}
+        # (arrival number, envelope, history id or None): the arrival number keeps the order
+        # across topics when they are handed over together (a room's messages and its
+        # private ones).
+        self._held: dict[str, list[tuple[int, Envelope, Optional[int]]]] = {}
+        self._arrivals = itertools.count()
         self._held_bytes = 0
         self._holds: dict[str, int] = {}  # topic -> catch-ups in progress holding it
         self._overflowed: set[str] = set()  # held topics over max_queue_bytes: ended after
@@ -799,11 +804,11 @@ class RedisBroker:
         self._held_bytes += len(envelope.data)
         if self._held_bytes > self.max_queue_bytes:
             self._overflowed.add(topic)
-            self._held_bytes -= sum(len(each.data) for each, _ in held)
+            self._held_bytes -= sum(len(each.data) for _, each, _ in held)
             self._held_bytes -= len(envelope.data)
             held.clear()
             return
-        held.append((envelope, message_id))
+        held.append((next(self._arrivals), envelope, message_id))
 
     def _hand_over(self, topics: set[str]) -> None:
         """A catch-up of ``topics`` is over: deliver what was held on the topics no other
@@ -820,17 +825,21 @@ class RedisBroker:
         self._overflowed -= overflowed
         if overflowed and self._abandon is not None:
             self._abandon(overflowed)
-        for topic in done:
-            for envelope, message_id in self._held.pop(topic, []):
-                self._held_bytes -= len(envelope.data)
-                if topic not in self._topics or topic in overflowed:
+        # In the order they came, across the topics (a message on a room's topic, then one
+        # on a private topic of the room, are delivered in that order).
+        held = sorted((arrival, topic, envelope, message_id) for topic in done
+                      for arrival, envelope, message_id in self._held.pop(topic, []))
+        for _, topic, envelope, message_id in held:
+            self._held_bytes -= len(envelope.data)
+            if topic not in self._topics or topic in overflowed:
+                continue
+            if message_id is not None:
+                current = self._last_ids.get(topic)
+                if current is not None and message_id <= current:
                     continue
-                if message_id is not None:
-                    current = self._last_ids.get(topic)
-                    if current is not None and message_id <= current:
-                        continue
-                    self._last_ids[topic] = message_id
-                self._hand(topic, envelope)
+                self._last_ids[topic] = message_id
+            self._hand(topic, envelope)
+        for topic in done:
             self._sent_alone.pop(topic, None)
 
     def message(self, channel: bytes, data: bytes) -> None:
