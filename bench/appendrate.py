@@ -13,7 +13,8 @@ line: the messages sent, the seconds from the first ``say`` to the last reply, a
 CPU seconds this process used meanwhile (``time.process_time``).
 
 ``count``: subscribes (``PSUBSCRIBE``, on a connection of its own) to every chat channel of
-``--prefix``, prints ``ready`` once subscribed, then counts the messages published until
+``--prefix``, prints ``ready`` once subscribed, then counts the messages published (each of
+a batch wire, ``redisbroker.decode``) until
 ``--expect`` have come (or ``--timeout`` s pass) and prints one JSON line: how many came,
 and the ``time.time()`` of the first and the last. So the published messages are seen
 arriving on another connection of Redis, not taken on the sender's word.
@@ -34,7 +35,7 @@ sys.path.insert(0, __import__("os").path.dirname(__import__("os").path.dirname(
 
 from realtime.chat.redisstate import RedisChatState  # noqa: E402
 from realtime.pubsub.hub import Hub  # noqa: E402
-from realtime.pubsub.redisbroker import RedisBroker  # noqa: E402
+from realtime.pubsub.redisbroker import RedisBroker, decode  # noqa: E402
 
 TEXT = "a message of about the length people type in a chat room"
 
@@ -90,7 +91,8 @@ async def count(url: str, prefix: str, expect: int, timeout: float) -> dict[str,
             last = time.time()
             if not got:
                 first = last
-            got += 1
+            decoded = decode(message["data"])  # a batch wire carries several
+            got += len(decoded[1]) if decoded is not None else 1
     finally:
         await pubsub.aclose()
         await client.aclose()

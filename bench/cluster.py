@@ -34,13 +34,18 @@ the appending process also parses, checks, echoes and writes every message: that
 not Redis, bounds this row on one core.
 
 And the same without the WebSocket layer (``appendrate.py``; ``--no-direct`` leaves it
-out): one process (pinned like the servers) runs R rooms of S senders that call
-``RedisChatState.say`` in its own loop, M messages each, one after the other, all senders
-at once, pipelining off then on; another process, subscribed to every chat channel on a
-connection of its own, counts every message published (messages/s: from the first ``say``
-to the last arrival). This is the rate the 10x target of pipelining is about: what one
-process can append and publish per second on Redis. With it, the CPU per message of
-``redis-server`` and of the appending process.
+out): one process runs R rooms of S senders that call ``RedisChatState.say`` in its own
+loop, M messages each, one after the other, all senders at once, pipelining off then on;
+another process, subscribed to every chat channel on a connection of its own, counts
+every message published (messages/s: from the first ``say`` to the last arrival). This is
+the rate the 10x target of pipelining is about: what one process can append and publish
+per second on Redis. With it, the CPU per message of ``redis-server`` and of the appending
+process. For these two rows, with two CPUs or more, ``redis-server`` and the appending
+process each have a core of their own, as a deployment runs them: the appending process
+is pinned to the servers' CPU (no server runs then) and ``redis-server`` is moved to the
+load clients' (idle then), with the counter, and back afterwards. On one core together,
+each waits for the other's turn of the CPU at every pipeline, which caps the ratio near
+5x.
 
 The subscribers are the raw load clients of ``compare.py`` (``loadclient.py``, two
 processes: with (b), the first connects to A and the second to B). With two CPUs or more,
@@ -169,6 +174,7 @@ class Cluster:
         self.tmp = tmp
         self.redis = redis
         self.server_cores = server_cores
+        self.client_cores = client_cores
         # Two load-client processes: with two server processes, one connects to each.
         self.steps = Plan(processes=2, timeout=plan.timeout, rate=plan.rate,
                           client_loop=plan.client_loop)
@@ -318,6 +324,12 @@ class Cluster:
             stdout=asyncio.subprocess.PIPE)
         sender: Optional[asyncio.subprocess.Process] = None
         result: dict[str, Any] = {}
+        # redis-server gets a core of its own, the appending process the other (as a
+        # deployment runs them): moved to the load clients' cores, idle meanwhile, with
+        # the counter, back to the servers' afterwards.
+        apart = bool(self.server_cores and self.client_cores)
+        if apart:
+            os.sched_setaffinity(self.redis_pid, self.client_cores)  # type: ignore[arg-type]
         try:
             assert counter.stdout is not None
             ready = await asyncio.wait_for(counter.stdout.readline(), plan.timeout)
@@ -337,6 +349,8 @@ class Cluster:
         except (asyncio.TimeoutError, ValueError) as error:
             return {"error": f"{type(error).__name__}: {error}"}
         finally:
+            if apart:
+                os.sched_setaffinity(self.redis_pid, self.server_cores)  # type: ignore[arg-type]
             for process in (counter, sender):
                 if process is not None and process.returncode is None:
                     process.kill()
@@ -461,33 +475,40 @@ def redis_cost(values: dict[str, dict[str, Any]]) -> Optional[str]:
     return "The cost Redis adds per publish: " + "; ".join(parts) + "." if parts else None
 
 
-APPEND_ROWS = [
+@dataclass
+class AppendsTable:
+    """One appends table: its header, its rows ((key, label)), and the sizes its labels
+    name, taken from the plan."""
+
+    header: str
+    rows: list[tuple[str, str]]
+    sizes: Callable[[ClusterPlan], dict[str, int]]
+
+
+SOCKETS_TABLE = AppendsTable("Redis appends, through WebSockets", [
     ("messages_per_s", "messages/s one process appends and publishes, counted arriving on "
      "the other process ({senders:,} senders × {each:,} messages, all at once)"),
     ("redis_cpu_us", "redis-server CPU µs per message (`INFO cpu`, sys + user)"),
     ("publisher_cpu_us", "appending process CPU µs per message"),
-]
-
-
-DIRECT_ROWS = [
+], lambda plan: dict(senders=plan.senders, each=plan.messages_each))
+DIRECT_TABLE = AppendsTable("Redis appends, no sockets", [
     ("messages_per_s", "messages/s one process appends and publishes on Redis, no sockets "
      "({rooms:,} rooms × {senders:,} senders × {each:,} messages, calling "
      "`RedisChatState.say`), counted arriving on another connection"),
     ("redis_cpu_us", "redis-server CPU µs per message (`INFO cpu`, sys + user)"),
     ("publisher_cpu_us", "appending process CPU µs per message"),
-]
-DIRECT_HEADER = "Redis appends, no sockets"
-SOCKETS_HEADER = "Redis appends, through WebSockets"
+], lambda plan: dict(rooms=plan.direct_rooms, senders=plan.direct_senders,
+                     each=plan.direct_messages))
 
 
 def appends_table(plan: ClusterPlan, results: dict[str, dict[str, Any]],
-                  header: str = SOCKETS_HEADER,
-                  rows: list[tuple[str, str]] = APPEND_ROWS) -> str:
+                  which: AppendsTable = SOCKETS_TABLE) -> str:
     """An appends table: a row per measurement, pipelining off and on, on's ratio to off."""
     columns = modes(plan)
-    lines = [f"| {header} | " + " | ".join(mode.title for mode in columns) + " |",
+    lines = [f"| {which.header} | " + " | ".join(mode.title for mode in columns) + " |",
              "| --- |" + " ---: |" * len(columns)]
-    for key, label in rows:
+    sizes = which.sizes(plan)
+    for key, label in which.rows:
         base = results.get("off", {}).get(key)
         cells = []
         for mode in columns:
@@ -501,13 +522,19 @@ def appends_table(plan: ClusterPlan, results: dict[str, dict[str, Any]],
                 cells.append(f"{fmt(value)} ({value / base:.2f}x)")
             else:
                 cells.append(fmt(value))
-        if rows is APPEND_ROWS:
-            label = label.format(senders=plan.senders, each=plan.messages_each)
-        else:
-            label = label.format(rooms=plan.direct_rooms, senders=plan.direct_senders,
-                                 each=plan.direct_messages)
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append(f"| {label.format(**sizes)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def print_appends(plan: ClusterPlan, results: dict[str, dict[str, Any]],
+                  which: AppendsTable, what: str, target: str) -> None:
+    """Print an appends table and, under it, pipelining's gain in words."""
+    print()
+    print(appends_table(plan, results, which))
+    print()
+    gain = pipelining_gain(results, what, target)
+    if gain:
+        print(gain)
 
 
 def pipelining_gain(results: dict[str, dict[str, Any]], what: str,
@@ -582,25 +609,20 @@ async def run(plan: ClusterPlan, results_dir: str) -> int:
     if cost:
         print(cost)
     if direct:
-        print()
-        print(appends_table(plan, direct, DIRECT_HEADER, DIRECT_ROWS))
-        print()
-        gain = pipelining_gain(direct, "Pipelining, no sockets", "the target is 10x")
-        if gain:
-            print(gain)
+        print_appends(plan, direct, DIRECT_TABLE, "Pipelining, no sockets",
+                      "the target is 10x")
     if appends:
-        print()
-        print(appends_table(plan, appends))
-        print()
-        gain = pipelining_gain(appends, "Pipelining, through WebSockets",
-                               "bounded by the WebSocket and JSON work per message")
-        if gain:
-            print(gain)
+        print_appends(plan, appends, SOCKETS_TABLE, "Pipelining, through WebSockets",
+                      "bounded by the WebSocket and JSON work per message")
     print(f"Machine: {info['cpus']} CPUs ({info['cpu_model']}), Linux {info['kernel']}; "
           f"Python {info['python']}, Tornado {info['tornado']}; load clients on "
           f"{plan.client_loop}. Servers and redis-server pinned to CPU "
           f"{sorted(server_cores or [])}, 2 load-client processes to CPU "
-          f"{sorted(client_cores or [])}; one run, {elapsed:.0f} s. Load average "
+          f"{sorted(client_cores or [])}"
+          + (f" (the appends without sockets: the appending process on CPU "
+             f"{sorted(server_cores)}, redis-server and the counter on CPU "
+             f"{sorted(client_cores)})" if direct and server_cores and client_cores else "")
+          + f"; one run, {elapsed:.0f} s. Load average "
           f"(1, 5, 15 min): {load_before} at the start, {load_after} at the end.")
     for key, result in [*results.items(), *appends.items()]:
         errors = result.get("log_errors", [])

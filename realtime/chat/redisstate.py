@@ -66,10 +66,12 @@ is run (and gets its id, and is published) after it, and each stays one atomic s
 A room's messages of one pipeline go as ONE script call (``APPEND_MANY``, the batcher's
 groups): each still appended and published atomically, ids consecutive in the order sent,
 each with its own deadline; Redis and this process pay one script call per room and
-pipeline, not one per message. The connections pack commands with hiredis
-(``realtime.storage.redispack``). ``batch=1`` (``--redis-batch 1``) sends each call on its
-own: messages one round trip at a time, the nickname scripts as separate calls
-(``CONCURRENT_CALLS`` at once).
+pipeline, not one per message, and the room's listeners one pub/sub message (a batch wire,
+``realtime.pubsub.redisbroker``). A message's call is bounded by the batcher's deadline,
+one per pipeline (``timeout``), not by a timer of its own. The connections pack commands
+with hiredis (``realtime.storage.redispack``). ``batch=1`` (``--redis-batch 1``) sends
+each call on its own: messages one round trip at a time, the nickname scripts as separate
+calls (``CONCURRENT_CALLS`` at once).
 
 Faults. At most ``CONCURRENT_CALLS`` calls run at once (the batcher's pipelines, one at a
 time, on a connection of their own, count as none); the others wait their turn (up to
@@ -364,7 +366,8 @@ class RedisChatState:
         )
         self._turns = asyncio.Semaphore(CONCURRENT_CALLS)
         # Sends the script calls of each loop turn in one pipeline (counts its pipelines).
-        self.batcher = ScriptBatcher(self._redis, max_count=batch)
+        # Its calls are bounded by one deadline per pipeline (``timeout``), not a timer each.
+        self.batcher = ScriptBatcher(self._redis, max_count=batch, timeout=timeout)
         # The deadline of the first message of the batcher's latest pipeline: (pipeline,
         # deadline); the later ones of that pipeline take it if theirs is later.
         self._deadline: tuple[int, int] = (-1, 0)
@@ -531,7 +534,9 @@ class RedisChatState:
     async def say(self, room: str, connection: str, raw_text: object) -> Message:
         local = self._local(room)
         text = check_text(raw_text)
-        sender = await self._speaker(room, local.nick(connection))
+        sender = local.nick(connection)
+        if sender is not None:  # (no coroutine to await for an anonymous sender)
+            sender = await self._speaker(room, sender)
         if sender is None:
             label = guest_label(self._tag(room, connection))
             frame = self._frame("message", None, text, from_label=label)
@@ -750,7 +755,8 @@ class RedisChatState:
             lambda: self._floor.get(room, 0), ROOM_TTL, self._deadline_of(), self.batcher)
         try:
             stored = await self._call(
-                lambda: self.hub.publish_with_history(topics, head, tail, history), turn=False)
+                lambda: self.hub.publish_with_history(topics, head, tail, history),
+                turn=False, bounded=True)
         except Unavailable:
             stored = None
         if stored is not None:
@@ -937,10 +943,13 @@ class RedisChatState:
         """The newest ``count`` frames that fit in ``welcome_bytes``, oldest first."""
         return newest_fitting(messages, count, self.welcome_bytes)
 
-    async def _call(self, job: Callable[[], Awaitable[T]], turn: bool = True) -> T:
+    async def _call(self, job: Callable[[], Awaitable[T]], turn: bool = True,
+                    bounded: bool = False) -> T:
         """Run ``job`` within ``timeout`` once its turn comes (within ``timeout`` too);
         with Redis down, raise ``Unavailable`` at once. ``turn=False`` for a job that only
         goes through the batcher: its pipeline, not each call, holds a connection.
+        ``bounded=True`` for a job that is one batcher call: the batcher's deadline (one
+        per pipeline, ``timeout``) bounds it, without a timer of its own per call.
 
         Only a lost connection or a timeout marks Redis down. A call that waited too long
         for its turn, or that Redis refused, fails alone with ``Unavailable``.
@@ -960,8 +969,11 @@ class RedisChatState:
                     self.waited_out += 1
                     raise Unavailable() from None
             try:
-                async with asyncio.timeout(self.timeout):
+                if bounded:
                     result = await job()
+                else:
+                    async with asyncio.timeout(self.timeout):
+                        result = await job()
             except OUTAGES as error:
                 self._went_down(error)
                 raise Unavailable() from error

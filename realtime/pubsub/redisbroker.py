@@ -26,7 +26,11 @@ payload the envelope's bytes as they are. A message stored with history (``APPEN
 kind ``0x02``, text with its id: ``0x02 + origin + id (20 ASCII digits) + payload``, so the
 listener knows the last id it delivered on each topic without parsing the payload. Several
 messages of one history sent through a batcher share one script call, ``APPEND_MANY``
-(``APPEND``'s body once per message, in order): the same steps and the same wire format.
+(``APPEND``'s steps once per message, in order), which publishes a run of consecutive
+messages on the same channels as ONE message of kind ``0x03``: ``0x03 + origin``, then
+for each message its length (10 ASCII digits, of its id and payload), its id (20 digits)
+and its payload (``encode_batch``); the listener hands each to the hub with its id, in
+order, as if they had come one by one.
 ``publish`` delivers to the local subscribers at once, so local delivery never waits on
 Redis; the listener skips messages carrying its own
 origin, so no process delivers its own message twice.
@@ -68,6 +72,7 @@ fails at once, in the constructor.
 """
 
 import asyncio
+import itertools
 import logging
 import os
 import random
@@ -99,9 +104,11 @@ Abandon = Callable[[set[str]], None]
 KIND_TEXT = 0
 KIND_BINARY = 1
 KIND_TEXT_ID = 2  # text stored with history: its id follows the origin
+KIND_BATCH = 3  # several KIND_TEXT_ID messages in one: each its length, id and payload
 ORIGIN_SIZE = 16
 HEADER_SIZE = 1 + ORIGIN_SIZE
 ID_SIZE = 20  # digits of a history id in a KIND_TEXT_ID header, zero-padded
+LENGTH_SIZE = 10  # digits of a message's length in a KIND_BATCH wire, zero-padded
 
 DEFAULT_MAX_QUEUE = 10_000
 DEFAULT_MAX_QUEUE_BYTES = 16 * 1024 * 1024
@@ -123,43 +130,105 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 # after it), the deadline (Redis milliseconds), then broker channels.
 # Returns the id as a string, or nil (nothing stored) past the deadline: the caller has
 # given up on this call by then and shown the message under an id of its own.
-APPEND_BODY = """
-if now > tonumber(ARGV[8]) then return false end
-local last = redis.call('HGET', KEYS[1], 'last')
-local id
-if last then
-    id = math.max(tonumber(last) + 1, tonumber(ARGV[5]))
-else
-    local t = redis.call('TIME')
-    id = math.max(tonumber(t[1]) * 1000000 + tonumber(t[2]), tonumber(ARGV[5]))
-    redis.call('DEL', KEYS[2])
-    redis.call('HSET', KEYS[1], 'first', string.format('%.0f', id))
+#
+# ``append_one(ARGV)`` takes a message's id and appends it to the log: its id as a string
+# and its id (20 digits, zero-padded) and frame as a KIND_TEXT_ID wire carries them after
+# its header; false past the deadline. The sequence is read once per script and written
+# once, by ``save_last`` (the script is atomic: nobody sees it between), after every
+# message, even one whose append failed (its id is used).
+_APPEND_ONE = """
+local got = redis.call('HGET', KEYS[1], 'last')
+local last = got and tonumber(got)
+local taken = false
+local function append_one(ARGV)
+    if now > tonumber(ARGV[8]) then return false end
+    local id
+    if last then
+        id = math.max(last + 1, tonumber(ARGV[5]))
+    else
+        local t = redis.call('TIME')
+        id = math.max(tonumber(t[1]) * 1000000 + tonumber(t[2]), tonumber(ARGV[5]))
+        redis.call('DEL', KEYS[2])
+        redis.call('HSET', KEYS[1], 'first', string.format('%.0f', id))
+    end
+    last, taken = id, true
+    local sid = string.format('%.0f', id)
+    local frame = ARGV[1] .. sid .. ARGV[2]
+    if ARGV[3] == '' then
+        redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], sid .. '-0', 'f', frame)
+    else
+        redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], sid .. '-0', 'f', frame, 'p', ARGV[3])
+    end
+    return sid, string.rep('0', 20 - #sid) .. sid .. frame
 end
-local sid = string.format('%.0f', id)
-redis.call('HSET', KEYS[1], 'last', sid)
-local frame = ARGV[1] .. sid .. ARGV[2]
-local wire = ARGV[7] .. string.rep('0', 20 - #sid) .. sid .. frame
-if ARGV[3] == '' then
-    redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], sid .. '-0', 'f', frame)
-else
-    redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], sid .. '-0', 'f', frame, 'p', ARGV[3])
+local function save_last()
+    if taken then
+        redis.call('HSET', KEYS[1], 'last', string.format('%.0f', last))
+    end
 end
+-- A failed call's reply, as an error reply.
+local function failure(reply)
+    if type(reply) == 'table' and reply.err then return reply end
+    return {err = tostring(reply)}
+end
+"""
+APPEND = _NOW_MS + _APPEND_ONE + """
+local ok, sid, padded = pcall(append_one, ARGV)
+save_last()
+if not ok then return failure(sid) end
+if not sid then return false end
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('EXPIRE', KEYS[2], ARGV[6])
+local wire = ARGV[7] .. padded
 for i = 9, #ARGV do
     redis.call('PUBLISH', ARGV[i], wire)
 end
 return sid
 """
-APPEND = _NOW_MS + APPEND_BODY
 
 # Several messages of one room in one script call (``History.batch``'s groups, see
-# ``realtime.storage.redisbatch``): ``APPEND``'s body run once per message, in order, each
+# ``realtime.storage.redisbatch``): ``APPEND``'s steps once per message, in order, each
 # with its own arguments. KEYS: as ``APPEND``'s. ARGV: for each message, the count of its
 # arguments, then ``APPEND``'s ARGV. Returns one reply per message: its id, nil past the
 # deadline, or an error reply (that message only; the ones before it stay stored).
-APPEND_MANY = _NOW_MS + "local function append_one(ARGV)" + APPEND_BODY + """end
+# Redis's cost per message is only what is per message (its id, its log entry): the
+# sequence is read and written once, the log and sequence are given their TTL once, and
+# a run of consecutive messages published on the same channels goes as ONE publish per
+# channel (a KIND_BATCH wire, ``encode_batch``; a run of one, a plain KIND_TEXT_ID wire).
+# Every message is still appended and published in one atomic step, and the publishes
+# keep the messages' order.
+APPEND_MANY = _NOW_MS + _APPEND_ONE + """
 local replies = {}
+local run, run_channels, ttl = {}, nil, nil
+-- Whether a message of ``args`` is published as the run's are (same wire prefix, same
+-- channels): then it joins the run.
+local function same_run(args)
+    if run_channels == nil or run_channels.prefix ~= args[7]
+            or #run_channels ~= #args - 8 then
+        return false
+    end
+    for i = 9, #args do
+        if run_channels[i - 8] ~= args[i] then return false end
+    end
+    return true
+end
+local function publish_run()
+    if #run == 0 then return end
+    local wire
+    if #run == 1 then
+        wire = run_channels.prefix .. run[1]
+    else
+        local parts = {run_channels.batch_prefix}
+        for i = 1, #run do
+            parts[#parts + 1] = string.format('%010d', #run[i]) .. run[i]
+        end
+        wire = table.concat(parts)
+    end
+    for i = 1, #run_channels do
+        redis.call('PUBLISH', run_channels[i], wire)
+    end
+    run = {}
+end
 local at = 1
 while at <= #ARGV do
     local count = tonumber(ARGV[at])
@@ -168,14 +237,30 @@ while at <= #ARGV do
         args[i] = ARGV[at + i]
     end
     at = at + count + 1
-    local ok, reply = pcall(append_one, args)
+    local ok, reply, padded = pcall(append_one, args)
     if ok then
         replies[#replies + 1] = reply
-    elseif type(reply) == 'table' and reply.err then
-        replies[#replies + 1] = reply
+        if reply then
+            ttl = args[6]
+            if not same_run(args) then
+                publish_run()
+                run_channels = {prefix = args[7],
+                                batch_prefix = string.char(3) .. string.sub(args[7], 2)}
+                for i = 9, #args do
+                    run_channels[#run_channels + 1] = args[i]
+                end
+            end
+            run[#run + 1] = padded
+        end
     else
-        replies[#replies + 1] = {err = tostring(reply)}
+        replies[#replies + 1] = failure(reply)
     end
+end
+publish_run()
+save_last()
+if ttl then
+    redis.call('EXPIRE', KEYS[1], ttl)
+    redis.call('EXPIRE', KEYS[2], ttl)
 end
 return replies
 """
@@ -186,6 +271,8 @@ APPEND_MANY_SHARDED = APPEND_MANY.replace("'PUBLISH'", "'SPUBLISH'")
 # The origin of messages ``APPEND`` publishes: no broker's (theirs are random), so every
 # process's listener delivers them, the publisher's included, in Redis's order.
 SCRIPT_ORIGIN = bytes(ORIGIN_SIZE)
+STORED_PREFIX = bytes((KIND_TEXT_ID,)) + SCRIPT_ORIGIN  # the wire prefix ``APPEND`` is given
+CHANNELS_KEPT = 10_000  # topics whose channel ``publish_with_history`` remembers
 
 # What a lost or refused Redis connection raises; redis-py wraps most OSErrors (a cluster
 # with no node reachable raises RedisClusterException, no RedisError).
@@ -198,9 +285,9 @@ def encode(envelope: Envelope, origin: bytes) -> bytes:
     return bytes((kind,)) + origin + envelope.data
 
 
-def decode(data: bytes) -> Optional[tuple[bytes, Envelope, Optional[int]]]:
-    """``(origin, envelope, history id or None)`` from the Redis form, or None if it is not
-    one we know."""
+def decode(data: bytes) -> Optional[tuple[bytes, list[tuple[Envelope, Optional[int]]]]]:
+    """``(origin, [(envelope, history id or None), ...])`` from the Redis form (several
+    messages for a KIND_BATCH wire, in order), or None if it is not one we know."""
     if len(data) < HEADER_SIZE:
         return None
     kind = data[0]
@@ -208,10 +295,44 @@ def decode(data: bytes) -> Optional[tuple[bytes, Envelope, Optional[int]]]:
         digits = data[HEADER_SIZE:HEADER_SIZE + ID_SIZE]
         if len(digits) < ID_SIZE or not digits.isdigit():
             return None
-        return data[1:HEADER_SIZE], Envelope(data[HEADER_SIZE + ID_SIZE:]), int(digits)
+        return data[1:HEADER_SIZE], [(Envelope(data[HEADER_SIZE + ID_SIZE:]), int(digits))]
+    if kind == KIND_BATCH:
+        messages = _unbatch(data)
+        return None if messages is None else (data[1:HEADER_SIZE], messages)
     if kind not in (KIND_TEXT, KIND_BINARY):
         return None
-    return data[1:HEADER_SIZE], Envelope(data[HEADER_SIZE:], binary=kind == KIND_BINARY), None
+    return data[1:HEADER_SIZE], [
+        (Envelope(data[HEADER_SIZE:], binary=kind == KIND_BINARY), None)]
+
+
+def _unbatch(data: bytes) -> Optional[list[tuple[Envelope, Optional[int]]]]:
+    """The messages of a KIND_BATCH wire: after the header, for each, its length (10
+    digits: of its id and payload), its id (20 digits) and its payload; None if malformed."""
+    messages: list[tuple[Envelope, Optional[int]]] = []
+    at, end = HEADER_SIZE, len(data)
+    while at < end:
+        length = data[at:at + LENGTH_SIZE]
+        at += LENGTH_SIZE
+        if len(length) < LENGTH_SIZE or not length.isdigit():
+            return None
+        stop = at + int(length)
+        digits = data[at:at + ID_SIZE]
+        if stop > end or len(digits) < ID_SIZE or not digits.isdigit():
+            return None
+        messages.append((Envelope(data[at + ID_SIZE:stop]), int(digits)))
+        at = stop
+    return messages or None
+
+
+def encode_batch(messages: Sequence[tuple[int, bytes]], origin: bytes = bytes(ORIGIN_SIZE)
+                 ) -> bytes:
+    """The KIND_BATCH wire of ``messages`` ((history id, payload), in order), as
+    ``APPEND_MANY`` builds it in Lua (for the tests and the benches' counter)."""
+    parts = [bytes((KIND_BATCH,)) + origin]
+    for message_id, payload in messages:
+        body = str(message_id).zfill(ID_SIZE).encode() + payload
+        parts.append(str(len(body)).zfill(LENGTH_SIZE).encode() + body)
+    return b"".join(parts)
 
 
 @dataclass
@@ -302,6 +423,7 @@ class RedisBroker:
         self._slots: list[Optional[str]] = []  # cluster: slot -> "host:port" of its master
         self._remap = asyncio.Event()  # cluster: map the slots again
         self._channels: dict[bytes, str] = {}  # the channel of every wanted topic -> topic
+        self._channel_cache: dict[str, bytes] = {}  # topic -> channel (``_channel_of``)
         self._deliver: Optional[Deliver] = None
         self._topics: set[str] = set()  # topics the hub has local subscribers of
         self._queue: deque[tuple[bytes, bytes]] = deque()  # (channel, Redis form)
@@ -329,7 +451,11 @@ class RedisBroker:
         # topic -> ids delivered here at once while the listener was down (not again after)
         self._sent_alone: dict[str, set[int]] = {}
         # topic -> live messages held while a catch-up runs: (envelope, history id or None)
-        self._held: dict[str, list[tuple[Envelope, Optional[int]]]] = {}
+        # (arrival number, envelope, history id or None): the arrival number keeps the order
+        # across topics when they are handed over together (a room's messages and its
+        # private ones).
+        self._held: dict[str, list[tuple[int, Envelope, Optional[int]]]] = {}
+        self._arrivals = itertools.count()
         self._held_bytes = 0
         self._holds: dict[str, int] = {}  # topic -> catch-ups in progress holding it
         self._overflowed: set[str] = set()  # held topics over max_queue_bytes: ended after
@@ -382,8 +508,7 @@ class RedisBroker:
         script, many = scripts
         keys = [history.meta, history.log]
         args = [head, tail, history.extra, history.length, history.floor, history.ttl,
-                bytes((KIND_TEXT_ID,)) + SCRIPT_ORIGIN, history.deadline,
-                *(self.channel(topic) for topic in topics)]
+                STORED_PREFIX, history.deadline, *map(self._channel_of, topics)]
         if history.batch is not None:
             # The room's messages of a pipeline share one script call.
             sid = await history.batch.call(script, keys, args, group=many)
@@ -394,14 +519,23 @@ class RedisBroker:
         self.published += 1
         message_id = int(sid)
         if self._deliver is not None:
-            envelope = Envelope(head + sid + tail)
             for topic in topics:
                 carrier = self._carrier(topic)
                 if carrier is None or not carrier.listening:
                     # Not caught up again after the gap: this process has it already.
                     self._sent_alone.setdefault(topic, set()).add(message_id)
-                    self._deliver(topic, envelope)
+                    self._deliver(topic, Envelope(head + sid + tail))
         return message_id
+
+    def _channel_of(self, topic: str) -> bytes:
+        """``channel(topic)``, remembered (at most ``CHANNELS_KEPT`` of them): a topic's
+        channel is worked out once, not once per message."""
+        channel = self._channel_cache.get(topic)
+        if channel is None:
+            if len(self._channel_cache) >= CHANNELS_KEPT:
+                self._channel_cache.clear()
+            channel = self._channel_cache[topic] = self.channel(topic)
+        return channel
 
     def attach_gaps(self, recover: "Recover", abandon: "Abandon") -> None:
         """Set the hub's gap callbacks: ``recover(topics)`` catches the topics' subscribers
@@ -670,11 +804,11 @@ class RedisBroker:
         self._held_bytes += len(envelope.data)
         if self._held_bytes > self.max_queue_bytes:
             self._overflowed.add(topic)
-            self._held_bytes -= sum(len(each.data) for each, _ in held)
+            self._held_bytes -= sum(len(each.data) for _, each, _ in held)
             self._held_bytes -= len(envelope.data)
             held.clear()
             return
-        held.append((envelope, message_id))
+        held.append((next(self._arrivals), envelope, message_id))
 
     def _hand_over(self, topics: set[str]) -> None:
         """A catch-up of ``topics`` is over: deliver what was held on the topics no other
@@ -691,17 +825,21 @@ class RedisBroker:
         self._overflowed -= overflowed
         if overflowed and self._abandon is not None:
             self._abandon(overflowed)
-        for topic in done:
-            for envelope, message_id in self._held.pop(topic, []):
-                self._held_bytes -= len(envelope.data)
-                if topic not in self._topics or topic in overflowed:
+        # In the order they came, across the topics (a message on a room's topic, then one
+        # on a private topic of the room, are delivered in that order).
+        held = sorted((arrival, topic, envelope, message_id) for topic in done
+                      for arrival, envelope, message_id in self._held.pop(topic, []))
+        for _, topic, envelope, message_id in held:
+            self._held_bytes -= len(envelope.data)
+            if topic not in self._topics or topic in overflowed:
+                continue
+            if message_id is not None:
+                current = self._last_ids.get(topic)
+                if current is not None and message_id <= current:
                     continue
-                if message_id is not None:
-                    current = self._last_ids.get(topic)
-                    if current is not None and message_id <= current:
-                        continue
-                    self._last_ids[topic] = message_id
-                self._hand(topic, envelope)
+                self._last_ids[topic] = message_id
+            self._hand(topic, envelope)
+        for topic in done:
             self._sent_alone.pop(topic, None)
 
     def message(self, channel: bytes, data: bytes) -> None:
@@ -718,19 +856,20 @@ class RedisBroker:
                 log.warning("ignoring a message on %r that is not in this broker's format "
                             "(further ones are counted, not logged)", channel)
             return
-        origin, envelope, message_id = decoded
+        origin, messages = decoded
         if origin == self.origin or topic not in self._topics or self._deliver is None:
             return
-        self.received += 1
-        # Held from the moment a gap began: a message that arrives on the new connection
-        # before its catch-up starts (SUBSCRIBE confirmed, PING not answered yet) must not
-        # move the topic's last id past what was missed.
-        if self._gapped or (self._holds and topic in self._holds):
-            self._hold(topic, envelope, message_id)
-            return
-        if message_id is not None:
-            self._last_ids[topic] = message_id
-        self._hand(topic, envelope)
+        for envelope, message_id in messages:
+            self.received += 1
+            # Held from the moment a gap began: a message that arrives on the new connection
+            # before its catch-up starts (SUBSCRIBE confirmed, PING not answered yet) must
+            # not move the topic's last id past what was missed.
+            if self._gapped or (self._holds and topic in self._holds):
+                self._hold(topic, envelope, message_id)
+                continue
+            if message_id is not None:
+                self._last_ids[topic] = message_id
+            self._hand(topic, envelope)
 
     def _hand(self, topic: str, envelope: Envelope) -> None:
         """Give the hub one message from Redis."""

@@ -33,6 +33,14 @@ script and sends the calls that got it again, in their order, in the next pipeli
 loads a script; only another client loading the same script in the middle of one pipeline
 could let a later call of it run before an earlier one is retried.)
 
+Deadline. With ``timeout``, every call is answered within ``timeout`` seconds of being
+made, by one deadline per pipeline rather than a timer per call: a pipeline must be back by
+the deadline of its oldest call (the first queued: calls queue in the order made), else it
+fails with ``TimeoutError`` as a lost connection does (every call of it, and every call
+queued behind it). A call can only wait behind pipelines whose own deadlines are earlier
+than its, so none waits longer than its own; one found past its deadline when its pipeline
+is built (the loop was blocked) fails the same way, unsent.
+
 Fresh arguments. An argument may be a function of no arguments: it is called when the
 pipeline is built (``pipelines`` already counts it), after the callers of the pipeline
 before it have handled their replies (the sender lets them run first). A chat message's
@@ -59,6 +67,7 @@ one script call.
 """
 
 import asyncio
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
@@ -95,6 +104,7 @@ class _Call:
     args: Sequence[Any]
     size: int
     future: "asyncio.Future[Any]" = field(repr=False)
+    expires: float  # loop time by which its (first) caller must have an answer
     # A group: the calls sent as this one call of the group script, each (arguments, its
     # caller's future); ``args`` and ``future`` are unused.
     members: Optional[list[tuple[Sequence[Any], "asyncio.Future[Any]"]]] = None
@@ -113,7 +123,8 @@ class _Call:
         live = [member for member in self.members if not member[1].done()]
         if len(live) == len(self.members):
             return self
-        return _Call(self.sha, self.body, self.keys, (), self.size, self.future, live, len(live))
+        return _Call(self.sha, self.body, self.keys, (), self.size, self.future, self.expires,
+                     live, len(live))
 
     def arguments(self) -> list[Any]:
         """The arguments to send, fresh: a group's are each member's count then its own."""
@@ -159,10 +170,12 @@ class ScriptBatcher:
         client: the Redis client whose connections run the pipelines (one at a time).
         max_count: calls per pipeline, at most; 1 is pipelining off.
         max_bytes: bytes of keys and arguments per pipeline, at most.
+        timeout: seconds within which every call is answered (see "Deadline"); None: no
+            bound of the batcher's own.
     """
 
     def __init__(self, client: Any, *, max_count: int = DEFAULT_MAX_COUNT,
-                 max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+                 max_bytes: int = DEFAULT_MAX_BYTES, timeout: Optional[float] = None) -> None:
         if max_count < 1 or max_bytes < 1:
             raise ValueError("a pipeline holds one call at least")
         self.client = client
@@ -171,6 +184,7 @@ class ScriptBatcher:
         self._cluster = isinstance(client, RedisCluster)
         self.max_count = max_count
         self.max_bytes = max_bytes
+        self.timeout = math.inf if timeout is None else timeout
         self._queue: deque[_Call] = deque()  # calls not sent yet, in the order made
         # Groups still taking calls: (group sha, keys) -> the group's call, queued.
         self._open: dict[tuple[str, tuple[Any, ...]], _Call] = {}
@@ -207,7 +221,8 @@ class ScriptBatcher:
         size = size_of(keys) + size_of(args)
         if group is None or self.max_count == 1:
             self._open.clear()  # no group overtakes this call
-            self._queue.append(_Call(script.sha, _source(script), keys, args, size, future))
+            self._queue.append(_Call(script.sha, _source(script), keys, args, size, future,
+                                     loop.time() + self.timeout))
         else:
             key = (group.sha, tuple(keys))
             joined = self._open.get(key)
@@ -219,7 +234,8 @@ class ScriptBatcher:
                 joined.size += size
             else:
                 self._open[key] = joined = _Call(group.sha, _source(group), keys, (), size,
-                                                 future, [(args, future)])
+                                                 future, loop.time() + self.timeout,
+                                                 [(args, future)])
                 self._queue.append(joined)
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -274,7 +290,15 @@ class ScriptBatcher:
                 if not batch:
                     break
                 try:
-                    await self._send(batch)
+                    # One deadline for the pipeline: its oldest call's (see "Deadline").
+                    deadline = min(call.expires for call in batch)
+                    if deadline < math.inf:
+                        if asyncio.get_running_loop().time() >= deadline:
+                            raise TimeoutError("a call waited past its deadline, unsent")
+                        async with asyncio.timeout_at(deadline):
+                            await self._send(batch)
+                    else:
+                        await self._send(batch)
                 except asyncio.CancelledError:
                     self._fail(batch, RedisConnectionError("the batcher is closed"))
                     raise

@@ -796,6 +796,26 @@ async def test_a_turn_s_messages_of_one_room_cost_redis_one_script_call(node, ws
     assert json.loads(log[0][1][b"f"])["type"] == "private" and b"p" in log[0][1]
 
 
+async def test_a_turn_s_messages_of_one_room_reach_redis_pub_sub_as_one_publish(
+        node, ws_open, admin):
+    """30 messages sent at once in one room are ONE publish on Redis (a batch wire), and
+    the other process still delivers each of them, with its own id, in the order sent."""
+    a, b = await node(), await node()
+    there, _ = await enter(ws_open, b)
+    names = await senders(a.chat, 30)
+    await a.chat.say("lobby", names[0], "warm-up")  # loads the scripts into Redis
+    await frame_of(there, "message")
+    stats = await admin.info("commandstats")
+    before = int(stats["cmdstat_publish"]["calls"])
+    frames = await asyncio.gather(*(a.chat.say("lobby", name, f"m{n}")
+                                    for n, name in enumerate(names)))
+    stats = await admin.info("commandstats")
+    assert int(stats["cmdstat_publish"]["calls"]) - before == 1
+    seen = [await frame_of(there, "message") for _ in range(30)]
+    assert [(frame["id"], frame["text"]) for frame in seen] == [
+        (frame["id"], frame["text"]) for frame in frames]
+
+
 async def test_messages_of_a_pipeline_redis_never_ran_are_all_kept_local(
         node, redis_server, caplog):
     """Redis killed while a turn's 20 messages wait for their pipeline: every one is shown

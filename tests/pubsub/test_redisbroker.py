@@ -17,7 +17,7 @@ from tornado.websocket import WebSocketClientConnection as Client
 
 from realtime.pubsub.envelope import Envelope
 from realtime.pubsub.hub import Hub
-from realtime.pubsub.redisbroker import RedisBroker, decode, encode
+from realtime.pubsub.redisbroker import RedisBroker, decode, encode, encode_batch
 from realtime.wire.closecodes import CloseCode
 from server import Config, make_app
 from tests.probe import TOPIC, add_probe
@@ -107,7 +107,7 @@ def test_wire_form_is_kind_origin_payload():
     assert text == b"\x00" + origin + b'{"a":1}'
     binary = encode(Envelope(b"\xff\x00", binary=True), origin)
     assert binary[0] == 1
-    back_origin, envelope, message_id = decode(binary)  # type: ignore[misc]
+    back_origin, [(envelope, message_id)] = decode(binary)  # type: ignore[misc]
     assert back_origin == origin and envelope.data == b"\xff\x00" and envelope.binary
     assert message_id is None
     assert decode(b"\x07" + origin + b"x") is None
@@ -118,11 +118,24 @@ def test_wire_form_with_history_carries_the_id():
     """A message stored with history is kind 2, the origin, its id as 20 digits, then the
     payload; a malformed id is refused."""
     origin = bytes(16)
-    back_origin, envelope, message_id = decode(  # type: ignore[misc]
+    back_origin, [(envelope, message_id)] = decode(  # type: ignore[misc]
         b"\x02" + origin + b"%020d" % 1733520000123456 + b'{"id":1733520000123456}')
     assert (back_origin, envelope.data, envelope.binary, message_id) == (
         origin, b'{"id":1733520000123456}', False, 1733520000123456)
     assert decode(b"\x02" + origin + b"12x") is None
+
+
+def test_wire_form_of_a_batch_carries_each_message_with_its_id_in_order():
+    """Kind 3 carries several messages stored with history, each its length, its id and
+    its payload, in order; a length running past the end is refused."""
+    origin = bytes(16)
+    wire = encode_batch([(7, b'{"id":7}'), (8, b'{"id":8,"t":"x"}')], origin)
+    assert wire[0] == 3
+    back_origin, messages = decode(wire)  # type: ignore[misc]
+    assert back_origin == origin
+    assert [(envelope.data, message_id) for envelope, message_id in messages] == [
+        (b'{"id":7}', 7), (b'{"id":8,"t":"x"}', 8)]
+    assert decode(wire[:-1]) is None
 
 
 async def test_publish_reaches_the_other_process_exactly_once(redis_app, ws_open, admin):

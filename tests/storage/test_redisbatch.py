@@ -117,6 +117,23 @@ async def test_a_dead_redis_fails_every_call_of_the_pipeline(batcher, redis_serv
     assert all(isinstance(result, RedisConnectionError) for result in results), results
 
 
+async def test_a_pipeline_past_its_oldest_call_s_deadline_fails_every_call(batcher,
+                                                                           redis_server):
+    """With ``timeout``, a pipeline Redis does not answer (paused) fails each of its calls,
+    and each call queued behind it, with a timeout within that time, none with a reply."""
+    batch, client = batcher(max_count=5, timeout=0.5)
+    script = await loaded(client, COUNT)
+    await batch.call(script, ["n"], ["connect"])  # the connection is open
+    redis_server.pause()
+    try:
+        calls = [asyncio.ensure_future(batch.call(script, ["n"], [f"m{i}"]))
+                 for i in range(12)]
+        results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 1.5)
+    finally:
+        redis_server.resume()
+    assert all(isinstance(result, TimeoutError) for result in results), results
+
+
 async def test_a_function_argument_is_read_when_the_pipeline_is_built(batcher):
     """An argument given as a function is called when its pipeline is built, after the
     callers of the pipeline before it have handled their replies."""
