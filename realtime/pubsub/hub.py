@@ -53,10 +53,11 @@ DEFAULT_MAX_PENDING_BYTES = 1024 * 1024
 # CPU on the 2-core development VM).
 DEFAULT_SLICE_SIZE = 500
 # Seconds of writing per turn of the loop at most, whatever a write costs on this machine,
-# under this load, for these frames. A client waiting on the loop while a fan-out drains
-# waits two or three slices (its read, the task it wakes, its reply: each queued behind a
-# slice), so 5 ms keeps that wait, with the 10,000-subscriber burst, under 50 ms where 500
-# writes did not (docs/benchmarks.md, "Loop lag during a large fan-out").
+# under this load, for these frames. An echo's round trip while a fan-out drains spans
+# three to five turns of the loop (its read, the task it wakes, its reply: each behind a
+# slice), so 5 ms slices keep it near 25 ms with the 10,000-subscriber burst, where slices
+# of 500 writes (10-15 ms, more under load) made it 100 ms (docs/benchmarks.md, "Loop lag
+# during a large fan-out").
 DEFAULT_SLICE_SECONDS = 0.005
 # Writes between two reads of the clock in a slice: a read costs well under a microsecond
 # against 10-20 us per write, and 32 writes (under a millisecond) are the most a slice runs
