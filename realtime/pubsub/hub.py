@@ -15,7 +15,9 @@ Every connection of the process is registered here while it is open. The hub
   up the others. Bytes the kernel took do not count, so a client that keeps reading is not
   dropped for a burst larger than the bound, nor for one frame larger than the bound;
 * never holds the loop long: a fan-out of more than ``slice_size`` writes is delivered in
-  slices, the loop serving other clients in between; a later publish or send to a
+  slices of at most ``slice_size`` writes and ``slice_seconds`` of time (the clock read
+  every ``CLOCK_EVERY`` writes), the loop serving other clients in between; a later
+  publish or send to a
   connection that still has a frame queued waits behind it, so every connection gets its
   frames in order, while connections with nothing queued are served at once;
 * closes a connection with a reason (``realtime.pubsub.delivery.CloseReason``: slow, shutdown,
@@ -34,6 +36,7 @@ Topics are lowercase dotted names, endpoint first: ``chat.lobby``, ``vote.demo``
 
 import asyncio
 import logging
+import time
 from collections import deque
 from typing import Any, Awaitable, Callable, Iterable, Optional, Protocol, Sequence, Union
 
@@ -45,9 +48,21 @@ from realtime.wire.messages import Message
 log = logging.getLogger("realtime.hub")
 
 DEFAULT_MAX_PENDING_BYTES = 1024 * 1024
-# Writes per turn of the loop: 5-15 ms of work here, so a publish to ten thousand
-# sockets lets the loop serve everyone else a few times while it goes out.
+# Writes per turn of the loop at most; also the largest fan-out written at once, in the
+# publish's own turn, rather than queued (500 writes to a 10,000-member room: about 9 ms of
+# CPU on the 2-core development VM).
 DEFAULT_SLICE_SIZE = 500
+# Seconds of writing per turn of the loop at most, whatever a write costs on this machine,
+# under this load, for these frames. An echo's round trip while a fan-out drains spans
+# three to five turns of the loop (its read, the task it wakes, its reply: each behind a
+# slice), so 5 ms slices keep it near 25 ms with the 10,000-subscriber burst, where slices
+# of 500 writes (10-15 ms, more under load) made it 100 ms (docs/benchmarks.md, "Loop lag
+# during a large fan-out").
+DEFAULT_SLICE_SECONDS = 0.005
+# Writes between two reads of the clock in a slice: a read costs well under a microsecond
+# against 10-20 us per write, and 32 writes (under a millisecond) are the most a slice runs
+# past its budget.
+CLOCK_EVERY = 32
 # Seconds the gap handlers have, together, to catch topics up after an interruption; the
 # subscribers of topics not caught up by then are ended (their clients reconnect, since).
 GAP_DEADLINE = 7.0
@@ -106,6 +121,9 @@ class Hub:
         max_pending_bytes: a connection holding more unsent bytes than this when a new
             frame is due is dropped instead.
         slice_size: the most writes one turn of the loop makes before yielding.
+        slice_seconds: the longest one turn of the loop writes queued frames before
+            yielding (the clock is read every ``CLOCK_EVERY`` writes).
+        clock: seconds, for the slices' time budget; tests pass their own.
     """
 
     def __init__(
@@ -113,10 +131,14 @@ class Hub:
         broker: Optional[Broker] = None,
         max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
         slice_size: int = DEFAULT_SLICE_SIZE,
+        slice_seconds: float = DEFAULT_SLICE_SECONDS,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.broker: Broker = broker if broker is not None else LocalBroker()
         self.max_pending_bytes = max_pending_bytes
         self.slice_size = slice_size
+        self.slice_seconds = slice_seconds
+        self._clock = clock
         self._topics: dict[str, set[Subscriber]] = {}  # topic -> its local subscribers
         self._connections: dict[Subscriber, None] = {}  # open connections, in order (a set)
         # connection -> its topics: a tuple, not a set, since a connection has one or two
@@ -348,14 +370,17 @@ class Hub:
             asyncio.get_running_loop().call_soon(self._drain)
 
     def _drain(self) -> None:
-        """Write up to ``slice_size`` queued frames, oldest first; come back on the next
-        turn of the loop if any are left."""
+        """Write queued frames, oldest first, until ``slice_size`` writes are made or
+        ``slice_seconds`` have passed; come back on the next turn of the loop if any are
+        left."""
         budget = self.slice_size
+        clock = self._clock
+        deadline = clock() + self.slice_seconds
         queue = self._queue
         subscriptions = self._subscriptions
         while queue and budget > 0:
             topic, envelope, subscribers, done = queue[0]
-            end = min(len(subscribers), done + budget)
+            end = min(len(subscribers), done + budget, done + CLOCK_EVERY)
             for index in range(done, end):
                 subscriber = subscribers[index]
                 # A connection that left the topic since the publish gets nothing more of it.
@@ -364,13 +389,15 @@ class Hub:
             budget -= end - done
             if end < len(subscribers):
                 queue[0] = (topic, envelope, subscribers, end)
-                continue
-            queue.popleft()
-            if topic is None:
-                (subscriber,) = subscribers
-                left = self._queued_sends.pop(subscriber) - 1
-                if left:
-                    self._queued_sends[subscriber] = left
+            else:
+                queue.popleft()
+                if topic is None:
+                    (subscriber,) = subscribers
+                    left = self._queued_sends.pop(subscriber) - 1
+                    if left:
+                        self._queued_sends[subscriber] = left
+            if clock() >= deadline:
+                break
         if queue:
             asyncio.get_running_loop().call_soon(self._drain)
         else:

@@ -340,6 +340,63 @@ async def test_a_large_fan_out_goes_out_in_slices_that_yield_to_the_loop():
     assert all(s.frames == [b"hello"] for s in subscribers)
 
 
+class Clock:
+    """Seconds that pass only when a write says so: a slice's time budget, without timing."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class SlowConnection(FakeConnection):
+    """A subscriber each write to which takes ``cost`` seconds of ``clock``, and is logged."""
+
+    def __init__(self, clock: Clock, cost: float, log: list[str]) -> None:
+        super().__init__()
+        self.clock, self.cost, self.log = clock, cost, log
+
+    def write_envelope(self, envelope: Envelope, max_pending: int) -> int:
+        self.clock.now += self.cost
+        self.log.append("write")
+        return super().write_envelope(envelope, max_pending)
+
+
+async def test_a_fan_out_yields_the_loop_once_its_time_budget_is_spent():
+    """A fan-out whose writes take longer than a slice's time budget yields the loop before
+    its count allows: another callback runs between its writes, and everyone gets it."""
+    clock, log = Clock(), []
+    hub = make_hub(slice_size=150, slice_seconds=0.5, clock=clock)
+    subscribers = [SlowConnection(clock, 0.01, log) for _ in range(200)]
+    for subscriber in subscribers:
+        hub.subscribe("chat.lobby", subscriber)
+
+    hub.publish("chat.lobby", "hello")
+    asyncio.get_running_loop().call_soon(log.append, "other")
+    await until_drained(hub)
+
+    assert 0 < log.index("other") < 150  # the budget, not the count, ended the first slice
+    assert all(s.frames == [b"hello"] for s in subscribers)
+
+
+async def test_a_fan_out_within_its_time_budget_fills_its_slice():
+    """When writes are cheap, the time budget does not cut a slice short: a turn writes a
+    whole slice before another callback runs."""
+    clock, log = Clock(), []
+    hub = make_hub(slice_size=150, slice_seconds=0.5, clock=clock)
+    subscribers = [SlowConnection(clock, 0.0, log) for _ in range(200)]
+    for subscriber in subscribers:
+        hub.subscribe("chat.lobby", subscriber)
+
+    hub.publish("chat.lobby", "hello")
+    asyncio.get_running_loop().call_soon(log.append, "other")
+    await until_drained(hub)
+
+    assert log.index("other") == 150
+    assert all(s.frames == [b"hello"] for s in subscribers)
+
+
 async def test_frames_queued_behind_a_slice_keep_their_order():
     """Publishes and direct sends made while a fan-out is still going out reach every
     connection after it, in the order they were made."""
