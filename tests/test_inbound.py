@@ -164,3 +164,18 @@ async def test_a_client_that_ends_its_tcp_connection_is_forgotten(
             socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         writer.abort()  # SO_LINGER 0: the close sends a reset
     await poll_until(lambda: hub.connections == [])
+
+
+async def test_a_burst_answered_at_once_is_not_taken_for_a_slow_consumer(
+    http_server_client, hub
+):
+    """The answers to a burst of frames read at once go out together, and while they are
+    gathered they do not count against --max-pending-bytes: a client that reads is never
+    dropped for sending many frames in one write."""
+    hub.max_pending_bytes = 1024
+    reader, writer = await raw_echo(http_server_client)
+    sent = [(OP_TEXT, b"%03d" % n + b"x" * 97) for n in range(100)]  # 10 KB of answers
+    writer.write(b"".join(client_frame(opcode, payload) for opcode, payload in sent))
+    assert [await read_frame(reader) for _ in sent] == sent
+    assert len(hub.connections) == 1
+    writer.close()

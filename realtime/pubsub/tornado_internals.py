@@ -47,6 +47,8 @@ that changes them fails there loudly instead of silently switching something off
   coroutine takes over and Tornado's own ``_handle_read`` reads into the stream's buffer;
   what it holds (``_read_buffer_size``) is taken next through the public
   ``read_bytes(n, partial=True)``, as is everything on a stream of another kind. The
+  answers to the frames of one read are sent together (``corked``: held in the stream's
+  buffer, then one ``_handle_write``), so a burst costs one ``send``, not one a frame. The
   parser checks every rule of RFC 6455 Tornado checks and more (masking, close frames,
   UTF-8 fragment by fragment). The reader then does what
   Tornado's ``_handle_message`` would: answers a ping (``_send_pong``), marks a pong for
@@ -82,8 +84,9 @@ import asyncio
 import inspect
 import socket
 import sys
+from contextlib import contextmanager
 from types import MappingProxyType
-from typing import Any, Awaitable, Callable, Optional, Protocol
+from typing import Any, Awaitable, Callable, Iterator, Optional, Protocol
 
 import tornado
 from tornado.http1connection import HTTP1Connection
@@ -107,7 +110,8 @@ except ImportError:
 # attributes and methods alike). tests/pubsub/test_tornado_internals.py checks each one.
 INTERNALS: dict[type, tuple[str, ...]] = {
     IOStream: ("_write_buffer", "_total_write_index", "_total_write_done_index",
-               "_add_io_state", "_read_buffer_size", "_read_future", "_handle_read"),
+               "_add_io_state", "_read_buffer_size", "_read_future", "_handle_read",
+               "_handle_write"),
     WebSocketProtocol13: ("_compressor", "_receive_frame", "_handle_message",
                           "_receive_frame_loop", "_send_pong", "_received_pong",
                           "_run_callback", "_abort"),
@@ -195,7 +199,7 @@ class FrameWriter:
         ``max_pending`` bytes; WRITTEN, CLOSED or STALLED."""
         if self._connection.is_closing():
             return CLOSED
-        if len(self._buffer) > max_pending:
+        if len(self._buffer) > max_pending and not holding(self._stream):
             return STALLED
         return append(self._stream, envelope.ws_frame)
 
@@ -216,6 +220,11 @@ def append(stream: IOStream, data: bytes) -> int:
         # what is ahead of it.
         buffer.append(data)
         return WRITTEN
+    if stream in corked_streams:
+        # The frames of one read are being answered: they go out together at the end.
+        corked_streams[stream] = stream._total_write_done_index
+        buffer.append(data)
+        return WRITTEN
     try:
         sent = stream.socket.send(data)
     except BlockingIOError:
@@ -229,6 +238,41 @@ def append(stream: IOStream, data: bytes) -> int:
         buffer.append(memoryview(data)[sent:])
         stream._add_io_state(IOLoop.WRITE)
     return WRITTEN
+
+
+# Streams whose writes are held back while the frames of one read are answered (corked),
+# each with its _total_write_done_index when the hold began: once Tornado sends, what is
+# left in the buffer is what the kernel refused, no longer held by choice.
+corked_streams: dict[IOStream, int] = {}
+
+
+def holding(stream: IOStream) -> bool:
+    """Whether all ``stream``'s buffer holds is held by ``corked``, none of it refused by the
+    kernel: the slow-consumer bound does not apply to it."""
+    return corked_streams.get(stream) == stream._total_write_done_index
+
+
+@contextmanager
+def corked(stream: IOStream) -> Iterator[None]:
+    """Within the block, what ``append`` writes to ``stream`` only joins its buffer; at the
+    end it goes out in one send as far as the kernel takes it, the rest when the socket is
+    writable (Tornado's ``_handle_write``), so the answers to a burst of frames read at
+    once cost one system call, not one each. Tornado's own writes meanwhile (a pong, a
+    close) send everything held before them, in order. A stream that holds bytes already
+    is not corked: Tornado waits for its socket, and appended frames queue anyway."""
+    if len(stream._write_buffer):
+        yield
+        return
+    corked_streams[stream] = stream._total_write_done_index
+    try:
+        yield
+    finally:
+        held = holding(stream)
+        del corked_streams[stream]
+        if held and not stream.closed() and len(stream._write_buffer):
+            stream._handle_write()  # sends until the kernel refuses; closes on an error
+            if not stream.closed() and len(stream._write_buffer):
+                stream._add_io_state(IOLoop.WRITE)
 
 
 class ResponseStream:
@@ -407,6 +451,17 @@ class CountingProtocol(WebSocketProtocol13):
             stream.close()
             return
         events = self.reader.feed(data)
+        if len(events) == 1:
+            self.handle_events(events, waiting)
+        else:
+            with corked(stream):  # the answers to a burst go out in one send
+                self.handle_events(events, waiting)
+
+    def handle_events(self, events: list[inbound.Event],
+                      waiting: "asyncio.Future[Handback]") -> None:
+        """Handle ``events`` at once for ``on_readable``, until a hook returns an awaitable
+        or the client ends the frames: then ``waiting`` hands the rest to ``read_frames``."""
+        stream: Any = self.stream
         for index, (kind, payload) in enumerate(events):
             done = self.handle_event(kind, payload)
             if waiting.done():

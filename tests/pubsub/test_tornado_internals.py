@@ -35,12 +35,12 @@ from realtime.pubsub import tornado_internals
 from realtime.pubsub.hub import Hub
 from realtime.pubsub.tornado_internals import (
     INTERNALS, NO_HEADERS, VERIFIED_TORNADO, CountingProtocol, FrameWriter, ResponseStream,
-    add_listening_socket, fast_stream, reads_fast, reason_phrase, response_finished,
+    add_listening_socket, corked, fast_stream, reads_fast, reason_phrase, response_finished,
     unflushed_bytes,
 )
 from tests.support import (
-    OP_BINARY, OP_TEXT, client_frame, poll_until, port_of, raw_handshake, read_frame, receive,
-    receive_json,
+    OP_BINARY, OP_PING, OP_TEXT, client_frame, poll_until, port_of, raw_handshake, read_frame,
+    receive, receive_json,
 )
 
 HEADER_16 = 4  # bytes before the payload of a server frame of 126 to 65,535 bytes
@@ -224,7 +224,8 @@ async def test_every_internal_the_module_lists_exists_with_the_shape_relied_on(
     """Every private name in INTERNALS holds on the installed Tornado: IOStream's
     _write_buffer (append taking bytes and memoryview, len), write indices and
     _add_io_state(state), _read_buffer_size, _read_future (the bulk reader's future on an
-    idle socket) and _handle_read() (which it answers instead); WebSocketProtocol13's
+    idle socket), _handle_read() (which it answers instead) and _handle_write() (which
+    sends what a corked burst left in the buffer); WebSocketProtocol13's
     _compressor (None uncompressed) and _receive_frame (a coroutine every socket reads
     through), _receive_frame_loop (the
     coroutine the fast reader replaces), _send_pong(data), _received_pong (False until a
@@ -265,6 +266,8 @@ async def test_every_internal_the_module_lists_exists_with_the_shape_relied_on(
           and not stream._read_future.done() and stream.reading())
     check(IOStream, "_handle_read", list(inspect.signature(IOStream._handle_read).parameters)
           == ["self"] and vars(stream).get("_handle_read") == connection.on_readable)
+    check(IOStream, "_handle_write", list(inspect.signature(IOStream._handle_write).parameters)
+          == ["self"])
     check(WebSocketProtocol13, "_compressor",
           hasattr(connection, "_compressor") and connection._compressor is None)
     check(WebSocketProtocol13, "_receive_frame",
@@ -514,3 +517,25 @@ async def test_frames_read_while_an_async_hook_waits_are_handled_after_it_in_ord
     writer.write(client_frame(OP_TEXT, b"four"))
     assert await read_frame(reader) == (OP_TEXT, b"four")
     writer.close()
+
+
+async def test_frames_written_while_corked_go_out_together_in_order(http_server_client, hub):
+    """Inside corked(), what the FrameWriter writes only joins the stream's buffer, and a
+    frame Tornado writes meanwhile (a ping) sends everything held before it; at the end
+    the rest is sent, in order, with Tornado's write indices agreeing with its buffer."""
+    reader, transport, _ = await raw_handshake(port_of(http_server_client), "/ws/quiet")
+    handler = hub.connections[0]
+    stream = stream_of(handler)
+    with corked(stream):
+        assert hub.send(handler, "one") and hub.send(handler, "two")
+        assert unflushed_bytes(handler) == 2 * (2 + 3)
+        assert_internals(stream)
+        handler.ping(b"p")
+        assert unflushed_bytes(handler) == 0
+        assert hub.send(handler, "three")
+        assert unflushed_bytes(handler) == 2 + 5
+    assert unflushed_bytes(handler) == 0
+    assert_internals(stream)
+    assert [await read_frame(reader) for _ in range(4)] == [
+        (OP_TEXT, b"one"), (OP_TEXT, b"two"), (OP_PING, b"p"), (OP_TEXT, b"three")]
+    transport.close()
