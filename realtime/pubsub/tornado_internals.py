@@ -36,15 +36,17 @@ that changes them fails there loudly instead of silently switching something off
   uncompressed connection of a ``FAST_READ_TORNADO`` the loop is replaced by one that
   reads whatever the socket holds and hands it to the pure parser
   ``realtime.wire.inbound.FrameReader``. On a plain ``IOStream`` it reads in the loop's
-  own callback for the readable socket, the way an asyncio ``Protocol`` does: the stream's
-  ``_handle_read`` (what Tornado's ``_handle_events`` calls when the socket is readable) is
-  replaced for that stream by ``CountingProtocol.on_readable``, which reads the socket once
-  and handles every frame it completes there and then, with no Future, no coroutine step
-  and no read attempt that could only fail with ``EAGAIN`` per message. To Tornado the
+  own callback for the readable socket, the way an asyncio ``Protocol`` does: the IOLoop's
+  entry for the socket (``BaseAsyncIOLoop.handlers``, an undocumented attribute the guard
+  test checks too) calls ``CountingProtocol.on_events`` instead of the stream's
+  ``_handle_events``, and while the reader waits a readable socket goes to
+  ``on_readable``, which reads it once and handles every frame it completes there and
+  then, with no Future, no coroutine step and no read attempt that could only fail with
+  ``EAGAIN`` per message; every other event is the stream's. To Tornado the
   reader's future is the stream's pending read (``_read_future``, ``_add_io_state``): the
   socket stays watched for reads, and the future fails with ``StreamClosedError`` when the
   stream closes, as a ``read_bytes`` would. While an ``async`` hook is awaited the
-  coroutine takes over and Tornado's own ``_handle_read`` reads into the stream's buffer;
+  coroutine takes over and the stream's own read fills its buffer;
   what it holds (``_read_buffer_size``) is taken next through the public
   ``read_bytes(n, partial=True)``, as is everything on a stream of another kind. The
   answers to the frames of one read are sent together (``corked``: held in the stream's
@@ -93,6 +95,8 @@ from tornado.http1connection import HTTP1Connection
 from tornado.httputil import HTTPHeaders, HTTPServerRequest
 from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream, StreamClosedError
+from tornado.log import gen_log
+from tornado.platform.asyncio import BaseAsyncIOLoop
 from tornado.tcpserver import TCPServer
 from tornado.web import RequestHandler
 from tornado.websocket import WebSocketProtocol, WebSocketProtocol13
@@ -110,7 +114,7 @@ except ImportError:
 # attributes and methods alike). tests/pubsub/test_tornado_internals.py checks each one.
 INTERNALS: dict[type, tuple[str, ...]] = {
     IOStream: ("_write_buffer", "_total_write_index", "_total_write_done_index",
-               "_add_io_state", "_read_buffer_size", "_read_future", "_handle_read",
+               "_add_io_state", "_read_buffer_size", "_read_future", "_handle_events",
                "_handle_write"),
     WebSocketProtocol13: ("_compressor", "_receive_frame", "_handle_message",
                           "_receive_frame_loop", "_send_pong", "_received_pong",
@@ -354,9 +358,16 @@ class CountingProtocol(WebSocketProtocol13):
     """
 
     # The bulk reader's state on a plain IOStream (read_frames): the parser, and the read
-    # on_readable serves, None while read_frames awaits a hook or reads otherwise.
+    # on_readable serves, None while read_frames awaits a hook or reads otherwise. Slots:
+    # a key added to the instance dict after Tornado's own would cost some 1.5 KiB a
+    # connection (Python's shared-key dict layout given up).
+    __slots__ = ("reader", "waiting")
     reader: inbound.FrameReader
-    waiting: "Optional[asyncio.Future[Handback]]" = None
+    waiting: "Optional[asyncio.Future[Handback]]"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.waiting = None
 
     async def _receive_frame_loop(self) -> None:
         if not reads_fast(self):
@@ -382,10 +393,10 @@ class CountingProtocol(WebSocketProtocol13):
         stream = self.stream
         assert stream is not None
         reader = inbound.FrameReader(self.params.max_message_size, UNMASK)
-        direct = type(stream) is IOStream
+        direct = type(stream) is IOStream and isinstance(stream.io_loop, BaseAsyncIOLoop)
         if direct:
             self.reader = reader
-            stream._handle_read = self.on_readable  # this stream's reads are ours now
+            self.watch(stream)
         work = 0  # bytes read, and a cost per frame, since the loop last let others run
         try:
             while not self.client_terminated:
@@ -410,10 +421,44 @@ class CountingProtocol(WebSocketProtocol13):
                     await asyncio.sleep(0)
         finally:
             if direct:
-                vars(stream).pop("_handle_read", None)  # Tornado's own again
                 if stream._read_future is self.waiting:
                     stream._read_future = None  # cancelled: no read of ours is pending
-                self.waiting = None
+                self.unwatch(stream)
+            self.waiting = None
+
+    def watch(self, stream: IOStream) -> None:
+        """Have the loop call ``on_events`` for ``stream``'s socket instead of the stream's
+        own ``_handle_events`` (the stream's entry in the IOLoop's ``handlers``, looked up
+        at every event); registered for reads first if it was not."""
+        stream._add_io_state(IOLoop.READ)
+        handlers = stream.io_loop.handlers  # type: ignore[attr-defined]
+        fd = stream.socket.fileno()
+        fileobj, _ = handlers[fd]
+        handlers[fd] = (fileobj, self.on_events)
+
+    def unwatch(self, stream: IOStream) -> None:
+        """Give ``stream``'s events back to the stream, unless it has closed (its entry gone)."""
+        if stream.closed():
+            return
+        handlers = stream.io_loop.handlers  # type: ignore[attr-defined]
+        entry = handlers.get(stream.socket.fileno())
+        if entry is not None and entry[1] == self.on_events:
+            handlers[stream.socket.fileno()] = (entry[0], stream._handle_events)
+
+    def on_events(self, fileobj: Any, events: int) -> None:
+        """The loop's handler for the stream's socket while ``read_frames`` runs: a read
+        while it waits (``read_when_readable``) is ``on_readable``'s; any other event is
+        the stream's (a write, a read while a hook is awaited: Tornado's, into its
+        buffer)."""
+        waiting = self.waiting
+        if events != IOLoop.READ or waiting is None or waiting.done():
+            self.stream._handle_events(fileobj, events)  # type: ignore[union-attr]
+            return
+        try:
+            self.on_readable(waiting)
+        except Exception as error:  # as Tornado's _handle_events: log, close the stream
+            gen_log.error("Uncaught exception, closing connection.", exc_info=True)
+            self.stream.close(exc_info=error)  # type: ignore[union-attr]
 
     def read_when_readable(self, stream: IOStream) -> "asyncio.Future[Handback]":
         """Let ``on_readable`` read and handle the frames the socket gets next; done when
@@ -425,21 +470,18 @@ class CountingProtocol(WebSocketProtocol13):
         the socket watched for reads, backlog or not, and fails it when the stream closes,
         as it would fail a ``read_bytes``.
         """
-        waiting: "asyncio.Future[Handback]" = asyncio.get_running_loop().create_future()
+        # The loop's own create_future: asyncio.Future() would ask for the running loop,
+        # a getpid() system call each time.
+        waiting: "asyncio.Future[Handback]" = (
+            stream.io_loop.asyncio_loop.create_future())  # type: ignore[attr-defined]
         self.waiting = stream._read_future = waiting
         stream._add_io_state(IOLoop.READ)
         return waiting
 
-    def on_readable(self) -> None:
-        """The stream's ``_handle_read``, which Tornado calls when the socket is readable:
-        read once and handle every frame it completes, at once, while ``read_frames``
-        waits (``read_when_readable``); Tornado's own read otherwise (while a hook is
-        awaited: into the stream's buffer, which ``read_frames`` takes next)."""
+    def on_readable(self, waiting: "asyncio.Future[Handback]") -> None:
+        """Read the socket once, now readable while ``read_frames`` waits on it
+        (``read_when_readable``), and handle every frame the bytes complete, at once."""
         stream: Any = self.stream
-        waiting = self.waiting
-        if waiting is None or stream._read_future is not waiting or waiting.done():
-            IOStream._handle_read(stream)
-            return
         try:
             data = stream.socket.recv(READ_SIZE)
         except (BlockingIOError, InterruptedError):

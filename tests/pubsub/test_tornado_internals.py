@@ -35,8 +35,8 @@ from realtime.pubsub import tornado_internals
 from realtime.pubsub.hub import Hub
 from realtime.pubsub.tornado_internals import (
     INTERNALS, NO_HEADERS, VERIFIED_TORNADO, CountingProtocol, FrameWriter, ResponseStream,
-    add_listening_socket, corked, fast_stream, reads_fast, reason_phrase, response_finished,
-    unflushed_bytes,
+    add_listening_socket, corked, fast_stream, reads_fast, reason_phrase,
+    response_finished, unflushed_bytes,
 )
 from tests.support import (
     OP_BINARY, OP_PING, OP_TEXT, client_frame, poll_until, port_of, raw_handshake, read_frame,
@@ -224,8 +224,9 @@ async def test_every_internal_the_module_lists_exists_with_the_shape_relied_on(
     """Every private name in INTERNALS holds on the installed Tornado: IOStream's
     _write_buffer (append taking bytes and memoryview, len), write indices and
     _add_io_state(state), _read_buffer_size, _read_future (the bulk reader's future on an
-    idle socket), _handle_read() (which it answers instead) and _handle_write() (which
-    sends what a corked burst left in the buffer); WebSocketProtocol13's
+    idle socket), _handle_events(fd, events) (what the loop's entry for the socket,
+    BaseAsyncIOLoop.handlers, calls; the protocol's on_events instead while it reads) and
+    _handle_write() (which sends what a corked burst left in the buffer); WebSocketProtocol13's
     _compressor (None uncompressed) and _receive_frame (a coroutine every socket reads
     through), _receive_frame_loop (the
     coroutine the fast reader replaces), _send_pong(data), _received_pong (False until a
@@ -264,8 +265,13 @@ async def test_every_internal_the_module_lists_exists_with_the_shape_relied_on(
     check(IOStream, "_read_buffer_size", stream._read_buffer_size == 0)
     check(IOStream, "_read_future", stream._read_future is connection.waiting is not None
           and not stream._read_future.done() and stream.reading())
-    check(IOStream, "_handle_read", list(inspect.signature(IOStream._handle_read).parameters)
-          == ["self"] and vars(stream).get("_handle_read") == connection.on_readable)
+    # ... and the loop's entry for the socket calls the protocol, which hands every other
+    # event to the stream's own _handle_events(fd, events).
+    handlers = getattr(stream.io_loop, "handlers", None)
+    assert isinstance(handlers, dict) and handlers.get(stream.socket.fileno()) == (
+        stream.socket, connection.on_events), "BaseAsyncIOLoop.handlers is gone or changed"
+    check(IOStream, "_handle_events", list(inspect.signature(
+        IOStream._handle_events).parameters) == ["self", "fd", "events"])
     check(IOStream, "_handle_write", list(inspect.signature(IOStream._handle_write).parameters)
           == ["self"])
     check(WebSocketProtocol13, "_compressor",
