@@ -13,5 +13,10 @@ class EchoSocketHandler(SocketHandler):
 
     error_frames = False
 
+    def connected(self) -> None:
+        # Each answer goes out at once (TCP_NODELAY), as asyncio servers do by default:
+        # an echo is a round trip someone waits on, not a stream worth coalescing.
+        self.set_nodelay(True)
+
     def received(self, frame: Frame) -> None:
         self.send_frame(frame)

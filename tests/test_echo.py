@@ -1,5 +1,7 @@
 """The echo endpoint over a real WebSocket."""
 
+import socket
+
 from tests.support import receive
 
 
@@ -51,3 +53,13 @@ async def test_a_plain_hook_runs_within_on_message_without_a_task(ws_connect, hu
     assert handler.on_message("hello") is None
     assert written == ["hello"]
     client.close()
+
+
+async def test_answers_leave_at_once_without_nagle(ws_connect, hub):
+    """An echo socket has TCP_NODELAY set, as asyncio servers do: each answer leaves at
+    once instead of waiting to be coalesced with the next."""
+    client = await ws_connect("/ws/echo")
+    await client.write_message("now")
+    assert await receive(client) == "now"
+    [handler] = hub.connections
+    assert handler.ws_connection.stream.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)

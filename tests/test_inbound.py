@@ -15,7 +15,7 @@ from realtime.pubsub.hub import Hub
 from realtime.wire.closecodes import CloseCode
 from server import Config
 from tests.support import (
-    OP_BINARY, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT, client_frame, port_of,
+    OP_BINARY, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT, client_frame, poll_until, port_of,
     raw_close_code, raw_handshake, read_frame, receive, receive_type,
 )
 
@@ -144,4 +144,38 @@ async def test_a_close_frame_in_a_burst_ends_the_reading(http_server_client, hub
     assert await read_frame(reader) == (OP_TEXT, b"before")
     assert await raw_close_code(reader) == 1000
     assert hub.connections == []
+    writer.close()
+
+
+@pytest.mark.parametrize("ending", ["shutdown", "reset"])
+async def test_a_client_that_ends_its_tcp_connection_is_forgotten(
+    http_server_client, hub, ending
+):
+    """A client that shuts its side of the TCP connection, or resets it, while the server
+    waits for its next frame is forgotten at once, after its last frame was echoed."""
+    reader, writer = await raw_echo(http_server_client)
+    writer.write(client_frame(OP_TEXT, b"last"))
+    assert await read_frame(reader) == (OP_TEXT, b"last")
+    assert len(hub.connections) == 1
+    if ending == "shutdown":
+        writer.write_eof()
+    else:
+        writer.get_extra_info("socket").setsockopt(
+            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.abort()  # SO_LINGER 0: the close sends a reset
+    await poll_until(lambda: hub.connections == [])
+
+
+async def test_a_burst_answered_at_once_is_not_taken_for_a_slow_consumer(
+    http_server_client, hub
+):
+    """The answers to a burst of frames read at once go out together, and while they are
+    gathered they do not count against --max-pending-bytes: a client that reads is never
+    dropped for sending many frames in one write."""
+    hub.max_pending_bytes = 1024
+    reader, writer = await raw_echo(http_server_client)
+    sent = [(OP_TEXT, b"%03d" % n + b"x" * 97) for n in range(100)]  # 10 KB of answers
+    writer.write(b"".join(client_frame(opcode, payload) for opcode, payload in sent))
+    assert [await read_frame(reader) for _ in sent] == sent
+    assert len(hub.connections) == 1
     writer.close()

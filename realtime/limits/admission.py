@@ -27,7 +27,7 @@ their strikes.
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Literal, Optional, Union
 
 from realtime.limits.origins import SAME_HOST, OriginPolicy
 from realtime.limits.policy import UNLIMITED, IPConnections, RateLimit
@@ -174,8 +174,9 @@ class Ticket:
         self.client = client
         self._slot = slot  # holds one of the address's slots until released
         # The connection's frame budget, made at its first frame: a bucket made then is
-        # as full as one made now, and a connection that never sends needs none.
-        self._bucket: Optional[TokenBucket] = None
+        # as full as one made now, and a connection that never sends needs none. False
+        # once made without a limit, so the rate limit is asked once, not at every frame.
+        self._bucket: Union[TokenBucket, None, Literal[False]] = None
         self._strikes = 0  # frames refused in a row by a rate limit
         self.opened_at: Optional[float] = None  # monotonic time of open(), None before
         self._announced = False  # open() logged a connect, so release() logs a disconnect
@@ -223,9 +224,9 @@ class Ticket:
         admission, client = self.admission, self.client
         bucket, rate = self._bucket, admission.ip_rate
         if bucket is None:
-            bucket = self._bucket = admission.rate_limit.bucket()  # None: no limit
+            bucket = self._bucket = admission.rate_limit.bucket() or False  # False: no limit
         over: Optional[Over] = None
-        if bucket is not None and not bucket.take():
+        if bucket is not False and not bucket.take():
             over = Over(False, bucket.retry_after(), False)
         elif rate is not None and not rate.take(client.ip):
             over = Over(True, rate.retry_after(client.ip), False)

@@ -33,16 +33,26 @@ that changes them fails there loudly instead of silently switching something off
 * **Reading frames in bulk** (``CountingProtocol._receive_frame_loop``, ``reads_fast``):
   Tornado reads each frame with two to four ``read_bytes`` calls (header, length, mask,
   payload), each a Future, and handles it in a coroutine step of its own. On an
-  uncompressed connection of a ``FAST_READ_TORNADO`` the loop is replaced by one that asks
-  the stream for whatever it holds (the public ``read_bytes(n, partial=True)``: one Future
-  per read, however many frames it brings; on a plain ``IOStream`` whose buffer is empty
-  (``_read_buffer_size``), ``read_now`` reads the socket at once itself, as Tornado would
-  but without its layers, and if nothing is there ``read_waiting`` starts the read as
-  ``read_bytes`` would (``_start_read``, ``_read_bytes``, ``_read_partial``,
-  ``_add_io_state``) without a second attempt that could only fail with ``EAGAIN``: the
-  loop calls back once the socket is readable) and hands it to the pure parser
-  ``realtime.wire.inbound.FrameReader``, which checks every rule of RFC 6455 Tornado checks
-  and more (masking, close frames, UTF-8 fragment by fragment). The loop then does what
+  uncompressed connection of a ``FAST_READ_TORNADO`` the loop is replaced by one that
+  reads whatever the socket holds and hands it to the pure parser
+  ``realtime.wire.inbound.FrameReader``. On a plain ``IOStream`` it reads in the loop's
+  own callback for the readable socket, the way an asyncio ``Protocol`` does: the IOLoop's
+  entry for the socket (``BaseAsyncIOLoop.handlers``, an undocumented attribute the guard
+  test checks too) calls ``CountingProtocol.on_events`` instead of the stream's
+  ``_handle_events``, and while the reader waits a readable socket goes to
+  ``on_readable``, which reads it once and handles every frame it completes there and
+  then, with no Future, no coroutine step and no read attempt that could only fail with
+  ``EAGAIN`` per message; every other event is the stream's. To Tornado the
+  reader's future is the stream's pending read (``_read_future``, ``_add_io_state``): the
+  socket stays watched for reads, and the future fails with ``StreamClosedError`` when the
+  stream closes, as a ``read_bytes`` would. While an ``async`` hook is awaited the
+  coroutine takes over and the stream's own read fills its buffer;
+  what it holds (``_read_buffer_size``) is taken next through the public
+  ``read_bytes(n, partial=True)``, as is everything on a stream of another kind. The
+  answers to the frames of one read are sent together (``corked``: held in the stream's
+  buffer, then one ``_handle_write``), so a burst costs one ``send``, not one a frame. The
+  parser checks every rule of RFC 6455 Tornado checks and more (masking, close frames,
+  UTF-8 fragment by fragment). The reader then does what
   Tornado's ``_handle_message`` would: answers a ping (``_send_pong``), marks a pong for
   the ping timeout (``_received_pong``), runs the handler's hooks inside Tornado's error
   boundary (``_run_callback``), echoes a close; it reports a fragment to the handler
@@ -76,14 +86,17 @@ import asyncio
 import inspect
 import socket
 import sys
+from contextlib import contextmanager
 from types import MappingProxyType
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Awaitable, Callable, Iterator, Optional, Protocol
 
 import tornado
 from tornado.http1connection import HTTP1Connection
 from tornado.httputil import HTTPHeaders, HTTPServerRequest
 from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream, StreamClosedError
+from tornado.log import gen_log
+from tornado.platform.asyncio import BaseAsyncIOLoop
 from tornado.tcpserver import TCPServer
 from tornado.web import RequestHandler
 from tornado.websocket import WebSocketProtocol, WebSocketProtocol13
@@ -101,8 +114,8 @@ except ImportError:
 # attributes and methods alike). tests/pubsub/test_tornado_internals.py checks each one.
 INTERNALS: dict[type, tuple[str, ...]] = {
     IOStream: ("_write_buffer", "_total_write_index", "_total_write_done_index",
-               "_add_io_state", "_read_buffer_size", "_start_read", "_read_bytes",
-               "_read_partial"),
+               "_add_io_state", "_read_buffer_size", "_read_future", "_handle_events",
+               "_handle_write"),
     WebSocketProtocol13: ("_compressor", "_receive_frame", "_handle_message",
                           "_receive_frame_loop", "_send_pong", "_received_pong",
                           "_run_callback", "_abort"),
@@ -190,7 +203,7 @@ class FrameWriter:
         ``max_pending`` bytes; WRITTEN, CLOSED or STALLED."""
         if self._connection.is_closing():
             return CLOSED
-        if len(self._buffer) > max_pending:
+        if len(self._buffer) > max_pending and not holding(self._stream):
             return STALLED
         return append(self._stream, envelope.ws_frame)
 
@@ -211,6 +224,11 @@ def append(stream: IOStream, data: bytes) -> int:
         # what is ahead of it.
         buffer.append(data)
         return WRITTEN
+    if stream in corked_streams:
+        # The frames of one read are being answered: they go out together at the end.
+        corked_streams[stream] = stream._total_write_done_index
+        buffer.append(data)
+        return WRITTEN
     try:
         sent = stream.socket.send(data)
     except BlockingIOError:
@@ -224,6 +242,41 @@ def append(stream: IOStream, data: bytes) -> int:
         buffer.append(memoryview(data)[sent:])
         stream._add_io_state(IOLoop.WRITE)
     return WRITTEN
+
+
+# Streams whose writes are held back while the frames of one read are answered (corked),
+# each with its _total_write_done_index when the hold began: once Tornado sends, what is
+# left in the buffer is what the kernel refused, no longer held by choice.
+corked_streams: dict[IOStream, int] = {}
+
+
+def holding(stream: IOStream) -> bool:
+    """Whether all ``stream``'s buffer holds is held by ``corked``, none of it refused by the
+    kernel: the slow-consumer bound does not apply to it."""
+    return corked_streams.get(stream) == stream._total_write_done_index
+
+
+@contextmanager
+def corked(stream: IOStream) -> Iterator[None]:
+    """Within the block, what ``append`` writes to ``stream`` only joins its buffer; at the
+    end it goes out in one send as far as the kernel takes it, the rest when the socket is
+    writable (Tornado's ``_handle_write``), so the answers to a burst of frames read at
+    once cost one system call, not one each. Tornado's own writes meanwhile (a pong, a
+    close) send everything held before them, in order. A stream that holds bytes already
+    is not corked: Tornado waits for its socket, and appended frames queue anyway."""
+    if len(stream._write_buffer):
+        yield
+        return
+    corked_streams[stream] = stream._total_write_done_index
+    try:
+        yield
+    finally:
+        held = holding(stream)
+        del corked_streams[stream]
+        if held and not stream.closed() and len(stream._write_buffer):
+            stream._handle_write()  # sends until the kernel refuses; closes on an error
+            if not stream.closed() and len(stream._write_buffer):
+                stream._add_io_state(IOLoop.WRITE)
 
 
 class ResponseStream:
@@ -263,6 +316,11 @@ class ResponseStream:
 # Counting every frame a client sends.
 
 
+# What on_readable hands read_frames: the awaitable of an async hook (None if the client
+# ended the frames instead) and the events after the one that returned it.
+Handback = tuple[Optional[Awaitable[None]], list[inbound.Event]]
+
+
 class FrameCounter(Protocol):
     """What ``CountingProtocol`` needs from its handler."""
 
@@ -299,6 +357,18 @@ class CountingProtocol(WebSocketProtocol13):
     counted, which is how the protocol knows whether the frame was heard of.
     """
 
+    # The bulk reader's state on a plain IOStream (read_frames): the parser, and the read
+    # on_readable serves, None while read_frames awaits a hook or reads otherwise. Slots:
+    # a key added to the instance dict after Tornado's own would cost some 1.5 KiB a
+    # connection (Python's shared-key dict layout given up).
+    __slots__ = ("reader", "waiting")
+    reader: inbound.FrameReader
+    waiting: "Optional[asyncio.Future[Handback]]"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.waiting = None
+
     async def _receive_frame_loop(self) -> None:
         if not reads_fast(self):
             await super()._receive_frame_loop()
@@ -312,47 +382,157 @@ class CountingProtocol(WebSocketProtocol13):
 
     async def read_frames(self) -> None:
         """Read and handle frames until the client's close, a broken rule or a closed
-        stream (``StreamClosedError``): the fast path of ``_receive_frame_loop``."""
+        stream (``StreamClosedError``): the fast path of ``_receive_frame_loop``.
+
+        On a plain ``IOStream`` the frames are read and handled in the loop's callback for
+        the readable socket (``on_readable``), with no Future or coroutine step per read;
+        this coroutine only waits, and takes over while an ``async`` hook is awaited.
+        Bytes Tornado read meanwhile, or a stream of another kind, are read through the
+        public ``read_bytes(n, partial=True)``.
+        """
         stream = self.stream
         assert stream is not None
-        handler: Any = self.handler
         reader = inbound.FrameReader(self.params.max_message_size, UNMASK)
-        plain = type(stream) is IOStream
+        direct = type(stream) is IOStream and isinstance(stream.io_loop, BaseAsyncIOLoop)
+        if direct:
+            self.reader = reader
+            self.watch(stream)
         work = 0  # bytes read, and a cost per frame, since the loop last let others run
-        while not self.client_terminated:
-            data = read_now(stream) if plain else None
-            if data is None:
-                data = await (read_waiting(stream) if plain else
-                              stream.read_bytes(READ_SIZE, partial=True))
-            events = reader.feed(data)
-            for kind, payload in events:
-                if kind == inbound.TEXT or kind == inbound.BINARY:
-                    done = self._run_callback(handler.on_message, payload)
-                    if done is not None:
-                        await done  # as Tornado: an async hook ends before the next frame
-                elif kind == inbound.FRAGMENT:
-                    handler.on_fragment()
-                elif kind == inbound.PING:
-                    self._send_pong(payload)
-                    self._run_callback(handler.on_ping, payload)
-                elif kind == inbound.PONG:
-                    self._received_pong = True  # what Tornado's ping timeout looks at
-                    done = self._run_callback(handler.on_pong, payload)
+        try:
+            while not self.client_terminated:
+                if direct and not stream._read_buffer_size and not stream.closed():
+                    pending, events = await self.read_when_readable(stream)
+                    if pending is not None:
+                        await pending  # as Tornado: an async hook ends before the next frame
+                else:
+                    data = await stream.read_bytes(READ_SIZE, partial=True)
+                    events = reader.feed(data)
+                    work += len(data) + FRAME_YIELD_COST * len(events)
+                for kind, payload in events:
+                    if self.client_terminated:
+                        break
+                    done = self.handle_event(kind, payload)
                     if done is not None:
                         await done
-                elif kind == inbound.CLOSE:
-                    super()._handle_message(kind, payload)  # Tornado echoes the code
-                else:  # FAILED: a close frame with the rule's code, then the stream ends
-                    self.client_terminated = True
-                    handler.close(*payload)
-                if self.client_terminated:
-                    break
-            # Tornado's fairness rule: a client sending without pause must not hold the
-            # loop, and a read served from the stream's buffer does not yield.
-            work += len(data) + FRAME_YIELD_COST * len(events)
-            if work >= YIELD_THRESHOLD:
-                work = 0
-                await asyncio.sleep(0)
+                # Tornado's fairness rule: a client sending without pause must not hold the
+                # loop, and a read served from the stream's buffer does not yield.
+                if work >= YIELD_THRESHOLD:
+                    work = 0
+                    await asyncio.sleep(0)
+        finally:
+            if direct:
+                if stream._read_future is self.waiting:
+                    stream._read_future = None  # cancelled: no read of ours is pending
+                self.unwatch(stream)
+            self.waiting = None
+
+    def watch(self, stream: IOStream) -> None:
+        """Have the loop call ``on_events`` for ``stream``'s socket instead of the stream's
+        own ``_handle_events`` (the stream's entry in the IOLoop's ``handlers``, looked up
+        at every event); registered for reads first if it was not."""
+        stream._add_io_state(IOLoop.READ)
+        handlers = stream.io_loop.handlers  # type: ignore[attr-defined]
+        fd = stream.socket.fileno()
+        fileobj, _ = handlers[fd]
+        handlers[fd] = (fileobj, self.on_events)
+
+    def unwatch(self, stream: IOStream) -> None:
+        """Give ``stream``'s events back to the stream, unless it has closed (its entry gone)."""
+        if stream.closed():
+            return
+        handlers = stream.io_loop.handlers  # type: ignore[attr-defined]
+        entry = handlers.get(stream.socket.fileno())
+        if entry is not None and entry[1] == self.on_events:
+            handlers[stream.socket.fileno()] = (entry[0], stream._handle_events)
+
+    def on_events(self, fileobj: Any, events: int) -> None:
+        """The loop's handler for the stream's socket while ``read_frames`` runs: a read
+        while it waits (``read_when_readable``) is ``on_readable``'s; any other event is
+        the stream's (a write, a read while a hook is awaited: Tornado's, into its
+        buffer)."""
+        waiting = self.waiting
+        if events != IOLoop.READ or waiting is None or waiting.done():
+            self.stream._handle_events(fileobj, events)  # type: ignore[union-attr]
+            return
+        try:
+            self.on_readable(waiting)
+        except Exception as error:  # as Tornado's _handle_events: log, close the stream
+            gen_log.error("Uncaught exception, closing connection.", exc_info=True)
+            self.stream.close(exc_info=error)  # type: ignore[union-attr]
+
+    def read_when_readable(self, stream: IOStream) -> "asyncio.Future[Handback]":
+        """Let ``on_readable`` read and handle the frames the socket gets next; done when
+        a hook must be awaited or the client ended the stream of frames, with that hook's
+        awaitable and the events after it; failed with ``StreamClosedError`` once the
+        stream closes.
+
+        To Tornado the future is the stream's pending read (``_read_future``): it keeps
+        the socket watched for reads, backlog or not, and fails it when the stream closes,
+        as it would fail a ``read_bytes``.
+        """
+        # The loop's own create_future: asyncio.Future() would ask for the running loop,
+        # a getpid() system call each time.
+        waiting: "asyncio.Future[Handback]" = (
+            stream.io_loop.asyncio_loop.create_future())  # type: ignore[attr-defined]
+        self.waiting = stream._read_future = waiting
+        stream._add_io_state(IOLoop.READ)
+        return waiting
+
+    def on_readable(self, waiting: "asyncio.Future[Handback]") -> None:
+        """Read the socket once, now readable while ``read_frames`` waits on it
+        (``read_when_readable``), and handle every frame the bytes complete, at once."""
+        stream: Any = self.stream
+        try:
+            data = stream.socket.recv(READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return  # nothing after all: the loop calls again when there is
+        except OSError as error:  # a reset: the stream ends, as Tornado ends it
+            stream.close(exc_info=error)
+            return
+        if not data:  # the client shut its side: Tornado closes the stream
+            stream.close()
+            return
+        events = self.reader.feed(data)
+        if len(events) == 1:
+            self.handle_events(events, waiting)
+        else:
+            with corked(stream):  # the answers to a burst go out in one send
+                self.handle_events(events, waiting)
+
+    def handle_events(self, events: list[inbound.Event],
+                      waiting: "asyncio.Future[Handback]") -> None:
+        """Handle ``events`` at once for ``on_readable``, until a hook returns an awaitable
+        or the client ends the frames: then ``waiting`` hands the rest to ``read_frames``."""
+        stream: Any = self.stream
+        for index, (kind, payload) in enumerate(events):
+            done = self.handle_event(kind, payload)
+            if waiting.done():
+                return  # the stream closed (an abort, a failed send): read_frames ends
+            if done is not None or self.client_terminated:
+                stream._read_future = self.waiting = None
+                waiting.set_result((done, [] if self.client_terminated else events[index + 1:]))
+                return
+
+    def handle_event(self, kind: int, payload: Any) -> Optional[Awaitable[None]]:
+        """Do what Tornado's ``_handle_message`` would with one event of the parser; the
+        awaitable of an ``async`` hook (message, pong), to await before the next frame."""
+        handler: Any = self.handler
+        if kind == inbound.TEXT or kind == inbound.BINARY:
+            return self._run_callback(handler.on_message, payload)
+        if kind == inbound.FRAGMENT:
+            handler.on_fragment()
+        elif kind == inbound.PING:
+            self._send_pong(payload)
+            self._run_callback(handler.on_ping, payload)
+        elif kind == inbound.PONG:
+            self._received_pong = True  # what Tornado's ping timeout looks at
+            return self._run_callback(handler.on_pong, payload)
+        elif kind == inbound.CLOSE:
+            super()._handle_message(kind, payload)  # Tornado echoes the code
+        else:  # FAILED: a close frame with the rule's code, then the stream ends
+            self.client_terminated = True
+            handler.close(*payload)
+        return None
 
     async def _receive_frame(self) -> None:
         counter: Any = self.handler
@@ -373,34 +553,6 @@ class CountingProtocol(WebSocketProtocol13):
                 self.handler.close(*problem)
                 return None
         return super()._handle_message(opcode, data)
-
-
-def read_now(stream: IOStream) -> Optional[bytes]:
-    """What the socket of a plain ``IOStream`` holds now, up to ``READ_SIZE`` bytes, read
-    past the stream's buffer while that is empty (as Tornado would read it at once, but
-    without its layers); None if it holds nothing yet, or if the stream's buffer is not
-    empty, the stream closed, or the read failed: then ``read_waiting`` (through
-    ``read_bytes``, which reports an end or an error as Tornado does)."""
-    if stream._read_buffer_size or stream.closed():
-        return None
-    try:
-        data: bytes = stream.socket.recv(READ_SIZE)
-    except OSError:  # nothing there yet (BlockingIOError), or a reset: Tornado's to handle
-        return None
-    return data or None  # b"": the client ended; read_bytes finds it again and closes
-
-
-def read_waiting(stream: IOStream) -> "asyncio.Future[bytes]":
-    """``stream.read_bytes(READ_SIZE, partial=True)`` on a plain ``IOStream``, without its
-    attempt to read the socket at once when the stream's buffer is empty (``read_now``
-    just did): the loop calls back once the socket is readable."""
-    if stream._read_buffer_size or stream.closed():
-        return stream.read_bytes(READ_SIZE, partial=True)  # served, or StreamClosedError
-    future = stream._start_read()
-    stream._read_bytes = READ_SIZE
-    stream._read_partial = True
-    stream._add_io_state(IOLoop.READ)
-    return future
 
 
 def reads_fast(protocol: WebSocketProtocol13) -> bool:

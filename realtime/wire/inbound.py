@@ -48,6 +48,8 @@ _OPCODE = 0x0F
 _MASKED = 0x80
 _LENGTH = 0x7F
 _CONTROL = 0x8
+_WHOLE_TEXT = _FIN | TEXT  # a first byte: FIN, no reserved bit, text
+_WHOLE_BINARY = _FIN | BINARY
 _MAX_CONTROL_PAYLOAD = 125
 
 
@@ -114,18 +116,34 @@ class FrameReader:
                     break
                 length = int.from_bytes(buffer[start:start + 8], "big")
                 start += 8
-            problem = self._header_problem(first, second, opcode, length)
-            if problem is not None:
-                events.append((FAILED, problem))
-                self._done = True
-                break
+            # The common frame, a whole text or binary message within the size limit
+            # outside any fragmented one, is checked and decoded here without a call.
+            whole = ((first == _WHOLE_TEXT or first == _WHOLE_BINARY) and second & _MASKED
+                     and not self._opcode and length <= self.max_message_size)
+            if not whole:
+                problem = self._header_problem(first, second, opcode, length)
+                if problem is not None:
+                    events.append((FAILED, problem))
+                    self._done = True
+                    break
             if end - start < 4 + length:
                 break
             mask = bytes(buffer[start:start + 4])
             start += 4
             position = start + length
             payload = self._unmask(mask, bytes(buffer[start:position]))
-            event = self._event(first & _FIN, opcode, payload)
+            if whole:
+                if first == _WHOLE_BINARY:
+                    events.append((BINARY, payload))
+                    continue
+                try:
+                    events.append((TEXT, payload.decode("utf-8")))
+                    continue
+                except UnicodeDecodeError:
+                    event: Optional[Event] = (FAILED, (CloseCode.INVALID_DATA,
+                                                       "text that is not UTF-8"))
+            else:
+                event = self._event(first & _FIN, opcode, payload)
             if event is not None:
                 events.append(event)
                 if event[0] == CLOSE or event[0] == FAILED:

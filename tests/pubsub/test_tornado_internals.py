@@ -35,10 +35,13 @@ from realtime.pubsub import tornado_internals
 from realtime.pubsub.hub import Hub
 from realtime.pubsub.tornado_internals import (
     INTERNALS, NO_HEADERS, VERIFIED_TORNADO, CountingProtocol, FrameWriter, ResponseStream,
-    add_listening_socket, fast_stream, reads_fast, reason_phrase, response_finished,
-    unflushed_bytes,
+    add_listening_socket, corked, fast_stream, reads_fast, reason_phrase,
+    response_finished, unflushed_bytes,
 )
-from tests.support import OP_TEXT, port_of, raw_handshake, read_frame, receive, receive_json
+from tests.support import (
+    OP_BINARY, OP_PING, OP_TEXT, client_frame, poll_until, port_of, raw_handshake, read_frame,
+    receive, receive_json,
+)
 
 HEADER_16 = 4  # bytes before the payload of a server frame of 126 to 65,535 bytes
 
@@ -74,15 +77,41 @@ class InternalsHandler(RequestHandler):
         self.seen["finished_after"] = response_finished(self)
 
 
+class GatedEchoSocketHandler(SocketHandler):
+    """Echoes each frame from an ``async`` hook that first waits for the test's gate."""
+
+    def initialize(self, gate: asyncio.Event, entered: list[Any], **base: Any) -> None:
+        super().initialize(**base)
+        self.gate = gate  # set by the test: every hook waiting on it goes on
+        self.entered = entered  # every frame whose hook has started, in order
+
+    async def received(self, frame: Any) -> None:
+        self.entered.append(frame)
+        await self.gate.wait()
+        self.send_frame(frame)
+
+
 @pytest.fixture
 def seen() -> dict[str, Any]:
     return {}
 
 
 @pytest.fixture
-def app(hub: Hub, seen: dict[str, Any]) -> tornado.web.Application:
+def gate() -> asyncio.Event:
+    return asyncio.Event()
+
+
+@pytest.fixture
+def entered() -> list[Any]:
+    return []
+
+
+@pytest.fixture
+def app(hub: Hub, seen: dict[str, Any], gate: asyncio.Event,
+        entered: list[Any]) -> tornado.web.Application:
     return tornado.web.Application([
         (r"/ws/quiet", SocketHandler, dict(hub=hub)),
+        (r"/ws/gated", GatedEchoSocketHandler, dict(hub=hub, gate=gate, entered=entered)),
         (r"/ws/echo", EchoSocketHandler, dict(hub=hub)),
         (r"/internals", InternalsHandler, dict(seen=seen)),
     ])
@@ -194,8 +223,10 @@ async def test_every_internal_the_module_lists_exists_with_the_shape_relied_on(
 ):
     """Every private name in INTERNALS holds on the installed Tornado: IOStream's
     _write_buffer (append taking bytes and memoryview, len), write indices and
-    _add_io_state(state), _read_buffer_size, _start_read() and the _read_bytes and
-    _read_partial of the read waiting on an idle socket; WebSocketProtocol13's
+    _add_io_state(state), _read_buffer_size, _read_future (the bulk reader's future on an
+    idle socket), _handle_events(fd, events) (what the loop's entry for the socket,
+    BaseAsyncIOLoop.handlers, calls; the protocol's on_events instead while it reads) and
+    _handle_write() (which sends what a corked burst left in the buffer); WebSocketProtocol13's
     _compressor (None uncompressed) and _receive_frame (a coroutine every socket reads
     through), _receive_frame_loop (the
     coroutine the fast reader replaces), _send_pong(data), _received_pong (False until a
@@ -229,12 +260,20 @@ async def test_every_internal_the_module_lists_exists_with_the_shape_relied_on(
     assert_internals(stream)
     check(IOStream, "_add_io_state", callable(getattr(stream, "_add_io_state", None)) and (
         inspect.signature(IOStream._add_io_state).parameters.keys() == {"self", "state"}))
-    # The bulk reader's read waits on the idle socket, started as read_bytes would.
+    # The bulk reader waits on the idle socket: its future is the stream's pending read,
+    # and the stream's reads go to the protocol's on_readable.
     check(IOStream, "_read_buffer_size", stream._read_buffer_size == 0)
-    check(IOStream, "_start_read", list(inspect.signature(IOStream._start_read).parameters)
+    check(IOStream, "_read_future", stream._read_future is connection.waiting is not None
+          and not stream._read_future.done() and stream.reading())
+    # ... and the loop's entry for the socket calls the protocol, which hands every other
+    # event to the stream's own _handle_events(fd, events).
+    handlers = getattr(stream.io_loop, "handlers", None)
+    assert isinstance(handlers, dict) and handlers.get(stream.socket.fileno()) == (
+        stream.socket, connection.on_events), "BaseAsyncIOLoop.handlers is gone or changed"
+    check(IOStream, "_handle_events", list(inspect.signature(
+        IOStream._handle_events).parameters) == ["self", "fd", "events"])
+    check(IOStream, "_handle_write", list(inspect.signature(IOStream._handle_write).parameters)
           == ["self"])
-    check(IOStream, "_read_bytes", stream._read_bytes == tornado_internals.READ_SIZE)
-    check(IOStream, "_read_partial", stream._read_partial is True)
     check(WebSocketProtocol13, "_compressor",
           hasattr(connection, "_compressor") and connection._compressor is None)
     check(WebSocketProtocol13, "_receive_frame",
@@ -460,3 +499,49 @@ async def test_an_unverified_tornado_reads_through_tornados_own_loop(
     assert not reads_fast(handler.ws_connection)
     await client.write_message(b"and binary", binary=True)
     assert await receive(client) == b"and binary"
+
+
+async def test_frames_read_while_an_async_hook_waits_are_handled_after_it_in_order(
+    http_server_client, hub, gate, entered
+):
+    """The bulk reader hands over to its coroutine while an async hook waits: the frames
+    read with the hook's frame, and those Tornado reads into the stream's buffer meanwhile,
+    are handled after it, in order, and the reader then waits on the socket again."""
+    reader, writer, _ = await raw_handshake(port_of(http_server_client), "/ws/gated",
+                                            receive_buffer=1 << 20)
+    writer.write(client_frame(OP_TEXT, b"one") + client_frame(OP_BINARY, b"two"))
+    await poll_until(lambda: entered == ["one"])
+    [handler] = hub.connections
+    stream = stream_of(handler)
+    assert stream._read_future is None  # no read of the bulk reader's is pending
+    writer.write(client_frame(OP_TEXT, b"three"))
+    await poll_until(lambda: stream._read_buffer_size > 0)  # Tornado read it meanwhile
+    gate.set()
+    assert [await read_frame(reader) for _ in range(3)] == [
+        (OP_TEXT, b"one"), (OP_BINARY, b"two"), (OP_TEXT, b"three")]
+    await poll_until(lambda: stream._read_future is handler.ws_connection.waiting is not None)
+    writer.write(client_frame(OP_TEXT, b"four"))
+    assert await read_frame(reader) == (OP_TEXT, b"four")
+    writer.close()
+
+
+async def test_frames_written_while_corked_go_out_together_in_order(http_server_client, hub):
+    """Inside corked(), what the FrameWriter writes only joins the stream's buffer, and a
+    frame Tornado writes meanwhile (a ping) sends everything held before it; at the end
+    the rest is sent, in order, with Tornado's write indices agreeing with its buffer."""
+    reader, transport, _ = await raw_handshake(port_of(http_server_client), "/ws/quiet")
+    handler = hub.connections[0]
+    stream = stream_of(handler)
+    with corked(stream):
+        assert hub.send(handler, "one") and hub.send(handler, "two")
+        assert unflushed_bytes(handler) == 2 * (2 + 3)
+        assert_internals(stream)
+        handler.ping(b"p")
+        assert unflushed_bytes(handler) == 0
+        assert hub.send(handler, "three")
+        assert unflushed_bytes(handler) == 2 + 5
+    assert unflushed_bytes(handler) == 0
+    assert_internals(stream)
+    assert [await read_frame(reader) for _ in range(4)] == [
+        (OP_TEXT, b"one"), (OP_TEXT, b"two"), (OP_PING, b"p"), (OP_TEXT, b"three")]
+    transport.close()
