@@ -78,6 +78,9 @@ HOST = "127.0.0.1"
 BASELINE = "Tornado classic"
 NA = "n/a"  # a result {NA: why}: the measurement does not apply to that server
 STEPS = ("memory", "echo", "fanout", "lag", "tcp", "storm")  # what one run measures, in this order
+# Storm pages per source address: half the default --max-connections-per-ip and
+# --handshake-rate-burst (100 each), as pages behind one office's address might be.
+STORM_PER_SOURCE = 50
 
 
 @dataclass
@@ -104,12 +107,13 @@ class Plan:
     storm_room_size: int = 50  # pages per chat room in the storm
     # Loopback source addresses the storm's pages come from: enough that each holds fewer
     # connections than the default --max-connections-per-ip and --handshake-rate-burst.
-    storm_sources: int = 200
+    storm_sources: int = 10000 // STORM_PER_SOURCE
     storm_seed: int = 5  # messages said in each room before the restart (history, ?since=)
 
 
 QUICK = Plan(idle=1000, echo_seconds=2.0, fanout=[(1000, 50)], repeats=1,
-             latency_seconds={1000: 2.0}, lag=(2000, 10), storm=2000, storm_sources=40)
+             latency_seconds={1000: 2.0}, lag=(2000, 10), storm=2000,
+             storm_sources=2000 // STORM_PER_SOURCE)
 
 
 class Bench:
@@ -378,7 +382,8 @@ def storm_result(replies: list[dict[str, Any]], listening: int, wanted: int) -> 
     handshakes = sorted(t for reply in replies for t in reply.get("handshake_us", []))
     attempts = [a for reply in replies for a in reply.get("attempts", [])]
     errors = [str(e) for reply in replies for e in (reply.get("error") or []) if e]
-    result: dict[str, Any] = {"welcomed": len(welcomes)}
+    result: dict[str, Any] = {"welcomed": len(welcomes), "with_since": sum(
+        reply.get("with_since", 0) for reply in replies)}
     if welcomes:
         after = [(t - listening) // 1000 for t in welcomes]  # µs, as percentile() takes
         result.update(
@@ -738,6 +743,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--only", default=",".join(STEPS),
                         help=f"which measurements to make, comma-separated among "
                         f"{', '.join(STEPS)} (default: all)")
+    parser.add_argument("--storm", type=int, default=None,
+                        help="pages in the reconnect storm (default: 10,000; with --quick "
+                        "2,000), 50 per source address")
     parser.add_argument("--client-loop", choices=["uvloop", "asyncio"],
                         default=default_loop(),
                         help="the load clients' event loop (default: uvloop if installed)")
@@ -748,6 +756,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     plan = QUICK if args.quick else Plan()
     plan.processes = max(1, min(args.processes, 8))
     plan.client_loop = args.client_loop
+    if args.storm is not None:
+        plan.storm = max(1, args.storm)
+        plan.storm_sources = min(250, -(-plan.storm // STORM_PER_SOURCE))
     plan.steps = tuple(step for step in STEPS if step in args.only.split(","))
     if not plan.steps or not set(args.only.split(",")) <= set(STEPS):
         parser.error(f"--only takes {', '.join(STEPS)}")

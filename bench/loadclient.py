@@ -387,7 +387,8 @@ class Session:
 
         await asyncio.gather(*(guarded(conn) for conn in old))
         return {"welcomed": len(welcomes), "failed": len(errors), "error": errors[:1],
-                "welcome_ns": welcomes, "handshake_us": handshakes, "attempts": tries}
+                "welcome_ns": welcomes, "handshake_us": handshakes, "attempts": tries,
+                "with_since": sum(1 for conn in old if conn.last_id is not None)}
 
     # Fan-out: count marked frames per connection, time the last one.
 
