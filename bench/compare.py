@@ -81,6 +81,9 @@ STEPS = ("memory", "echo", "fanout", "lag", "tcp", "storm")  # what one run meas
 # Storm pages per source address: half the default --max-connections-per-ip and
 # --handshake-rate-burst (100 each), as pages behind one office's address might be.
 STORM_PER_SOURCE = 50
+# Seconds the storm's server has to exit after SIGTERM before it is killed: its own
+# --shutdown-timeout (4 s) and the exit, with 10,000 connections to close on a busy core.
+STORM_STOP_TIMEOUT = 15.0
 
 
 @dataclass
@@ -362,9 +365,13 @@ class Bench:
                         sources=sources, timeout=2 * plan.timeout)
             for worker in self.workers))
         await asyncio.sleep(0.5)  # every worker is listening for its closes
-        server.stop()
+        stopping = time.monotonic_ns()
+        server.stop(timeout=STORM_STOP_TIMEOUT)
+        stopped = time.monotonic_ns()
         server.start(server.cores, poll=0.005)
         listening, cpu = time.monotonic_ns(), cpu_seconds(server.pid)
+        row["stop_s"] = (stopped - stopping) / 1e9  # SIGTERM to exit: the pages back off
+        row["down_s"] = (listening - stopping) / 1e9  # SIGTERM to listening again
         replies = await comeback
         await wait_idle(server)  # the joined frames and readers counts the storm caused
         row.update(storm_result(replies, listening, n))
