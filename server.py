@@ -87,8 +87,11 @@ def resource_dir() -> str:
 
 
 # Pending connections the kernel queues for us: room for every client of a restarted
-# server reconnecting at once (the kernel caps it at net.core.somaxconn).
-LISTEN_BACKLOG = 1024
+# server reconnecting at once (the kernel caps it at net.core.somaxconn, 4096 by default
+# since Linux 5.4). A connection that finds the queue full has its SYN dropped and comes
+# back only after TCP's own retransmission, 1, 3, 7, 15, 31 s later: with 1024, the
+# 10,000-page reconnect storm of bench/compare.py had pages waiting 70 s for a welcome.
+LISTEN_BACKLOG = 16384
 
 log = logging.getLogger("realtime.server")
 access_log = logging.getLogger("realtime.access")

@@ -5,6 +5,7 @@
     python bench/compare.py --memory-only   # the memory row alone (with --quick: 1,000)
     python bench/compare.py --only echo --servers real,websockets   # echo rows alone: ~30 s
     python bench/compare.py --only fanout,tcp --servers real,aiohttp   # fan-out rows alone
+    python bench/compare.py --only storm --servers real   # the reconnect storm alone: ~1 min
 
 Starts four servers as subprocesses on free 127.0.0.1 ports (``servers.py``): this
 project's ``server.py`` (temporary data directory, pings and every limit off, the raw TCP
@@ -35,6 +36,15 @@ has two or more. Measured per server, in this order, on one server process:
   bursts again, with N raw TCP chat connections (``--tcp-port``) that ``/join`` one room,
   one of them publishing lines (deliveries/s, median of the bursts, server CPU per
   delivery).
+* reconnect storm, last (it restarts the server): S chat pages (``?nick=``) in rooms of 50,
+  from 200 loopback source addresses (127.0.0.2 and up, so no address is over the default
+  per-address budgets, which the real server keeps for this row: many clients, as real
+  pages come from many addresses); each room says a few messages, so every page has a
+  newest id; then the server gets SIGTERM and is started again on the same port and data
+  directory, and every page comes back as ``static/js/socket.js`` does (jittered doubling
+  backoff from 500 ms, ``&since=`` its newest id). The time from the new server listening
+  to the last welcome, p50/p99 of each page's, and the server's CPU per reconnect. The
+  peers (no nicknames, no history) reconnect to their plain welcome.
 
 Prints one Markdown table with ratios to the classic Tornado loop, the machine, and the
 load clients' CPU (near 100% of their core, a row would measure the client, not the
@@ -62,12 +72,18 @@ sys.path.insert(0, HERE)
 
 from loadclient import Worker, default_loop, raise_fd_limit  # noqa: E402
 from procs import cpu_seconds, rss  # noqa: E402
-from servers import PEERS, Server, build  # noqa: E402
+from servers import PEERS, Server, build, with_default_admission  # noqa: E402
 
 HOST = "127.0.0.1"
 BASELINE = "Tornado classic"
 NA = "n/a"  # a result {NA: why}: the measurement does not apply to that server
-STEPS = ("memory", "echo", "fanout", "lag", "tcp")  # what one run measures, in this order
+STEPS = ("memory", "echo", "fanout", "lag", "tcp", "storm")  # what one run measures, in this order
+# Storm pages per source address: half the default --max-connections-per-ip and
+# --handshake-rate-burst (100 each), as pages behind one office's address might be.
+STORM_PER_SOURCE = 50
+# Seconds the storm's server has to exit after SIGTERM before it is killed: its own
+# --shutdown-timeout (4 s) and the exit, with 10,000 connections to close on a busy core.
+STORM_STOP_TIMEOUT = 15.0
 
 
 @dataclass
@@ -90,10 +106,17 @@ class Plan:
     timeout: float = 60.0  # the most any one step may take, in seconds
     client_loop: str = "asyncio"  # the load clients' event loop: "asyncio" or "uvloop"
     steps: tuple[str, ...] = STEPS  # which of STEPS to measure (--only)
+    storm: int = 10000  # pages reconnecting at once after a restart (the storm row)
+    storm_room_size: int = 50  # pages per chat room in the storm
+    # Loopback source addresses the storm's pages come from: enough that each holds fewer
+    # connections than the default --max-connections-per-ip and --handshake-rate-burst.
+    storm_sources: int = 10000 // STORM_PER_SOURCE
+    storm_seed: int = 5  # messages said in each room before the restart (history, ?since=)
 
 
 QUICK = Plan(idle=1000, echo_seconds=2.0, fanout=[(1000, 50)], repeats=1,
-             latency_seconds={1000: 2.0}, lag=(2000, 10))
+             latency_seconds={1000: 2.0}, lag=(2000, 10), storm=2000,
+             storm_sources=2000 // STORM_PER_SOURCE)
 
 
 class Bench:
@@ -124,11 +147,13 @@ class Bench:
 
     async def open(self, server: Server, path: str, count: int, welcome: bool,
                    room_size: int = 1, ports: Optional[list[int]] = None,
-                   tcp: bool = False) -> dict[str, Any]:
+                   tcp: bool = False, sources: Optional[list[str]] = None,
+                   track: bool = False) -> dict[str, Any]:
         """Open ``count`` connections split over the workers; the setup rate. With
         ``ports``, worker i connects to ``ports[i % len(ports)]`` instead of the server's
         port (subscribers split over several processes). With ``tcp``, raw TCP chat
-        connections to the ``ports`` given, joining the room ``path``."""
+        connections to the ``ports`` given, joining the room ``path``. ``sources`` and
+        ``track``: see ``loadclient.Session.open``."""
         k, plan = len(self.workers), self.plan
         ports = ports or [server.port]
         replies = await asyncio.gather(*(
@@ -136,7 +161,7 @@ class Bench:
                         path=path,
                         indices=list(range(i, count, k)), welcome=welcome,
                         concurrency=plan.concurrency, timeout=plan.timeout,
-                        room_size=room_size, tcp=tcp)
+                        room_size=room_size, tcp=tcp, sources=sources, track=track)
             for i, worker in enumerate(self.workers)))
         errors = [str(e) for reply in replies for e in (reply.get("error") or []) if e]
         opened = sum(reply.get("opened", 0) for reply in replies)
@@ -218,6 +243,8 @@ class Bench:
             await self.measure_lag(server, rows)
         if "tcp" in plan.steps:
             await self.measure_fanout(server, rows, tcp=True)
+        if "storm" in plan.steps:  # last: it restarts the server
+            await self.measure_storm(server, rows)
 
     async def measure_memory(self, server: Server, rows: dict[str, Any]) -> None:
         """RSS per idle connection, while the process has never held more connections."""
@@ -302,6 +329,81 @@ class Bench:
         rows["lag"] = row
         await self.close(server)
         progress(f"{server.name}: loop lag done")
+
+    async def measure_storm(self, server: Server, rows: dict[str, Any]) -> None:
+        """A reconnect storm: ``plan.storm`` chat pages from ``plan.storm_sources``
+        loopback addresses, the server restarted (SIGTERM, then started again on the same
+        port and data), every page back with the page's jittered backoff; the time from
+        the new server listening to the last welcome. The real server runs with its
+        per-address admission budgets at their defaults for this row
+        (``servers.with_default_admission``)."""
+        plan = self.plan
+        n, size = plan.storm, plan.storm_room_size
+        sources = [f"127.0.{(k + 2) // 256}.{(k + 2) % 256}" for k in range(plan.storm_sources)]
+        real = server.key == "real"
+        if real:
+            server.stop()
+            server.argv = with_default_admission(server.argv)
+            server.start(server.cores)
+        # The page's URL: its nickname, and since= the newest id it saw (the peers take
+        # neither, and would make every query string a room of its own).
+        base = server.chat_path.format(room="storm{room}")
+        path = base + "?nick=u{i}" if real else base
+        row: dict[str, Any] = {"clients": n, "sources": len(sources), "room_size": size}
+        row.update(await self.open(server, path, n, True, size, sources=sources, track=True))
+        if "error" in row:
+            rows["storm"] = row
+            await self.close(server)
+            return
+        if real and plan.storm_seed:
+            await self._all("seed", plan.timeout, tag="seed", count=plan.storm_seed,
+                            room_size=size)
+        await wait_idle(server)
+        comeback = asyncio.gather(*(
+            worker.call("reconnect", 2 * plan.timeout + 10, host=HOST, port=server.port,
+                        path=path + ("{since}" if real else ""), room_size=size,
+                        sources=sources, timeout=2 * plan.timeout)
+            for worker in self.workers))
+        await asyncio.sleep(0.5)  # every worker is listening for its closes
+        stopping = time.monotonic_ns()
+        server.stop(timeout=STORM_STOP_TIMEOUT)
+        stopped = time.monotonic_ns()
+        server.start(server.cores, poll=0.005)
+        listening, cpu = time.monotonic_ns(), cpu_seconds(server.pid)
+        row["stop_s"] = (stopped - stopping) / 1e9  # SIGTERM to exit: the pages back off
+        row["down_s"] = (listening - stopping) / 1e9  # SIGTERM to listening again
+        replies = await comeback
+        await wait_idle(server)  # the joined frames and readers counts the storm caused
+        row.update(storm_result(replies, listening, n))
+        row["server_cpu_us"] = 1e6 * (cpu_seconds(server.pid) - cpu) / max(1, row["welcomed"])
+        row["loadavg"] = os.getloadavg()
+        rows["storm"] = row
+        await self.close(server)
+        progress(f"{server.name}: reconnect storm done ({row.get('storm_s') or 0:.1f} s)")
+
+
+def storm_result(replies: list[dict[str, Any]], listening: int, wanted: int) -> dict[str, Any]:
+    """The storm's figures from the workers' ``reconnect`` answers and the monotonic ns the
+    new server was seen listening at."""
+    welcomes = sorted(t for reply in replies for t in reply.get("welcome_ns", []))
+    handshakes = sorted(t for reply in replies for t in reply.get("handshake_us", []))
+    attempts = [a for reply in replies for a in reply.get("attempts", [])]
+    errors = [str(e) for reply in replies for e in (reply.get("error") or []) if e]
+    result: dict[str, Any] = {"welcomed": len(welcomes), "with_since": sum(
+        reply.get("with_since", 0) for reply in replies)}
+    if welcomes:
+        after = [(t - listening) // 1000 for t in welcomes]  # µs, as percentile() takes
+        result.update(
+            storm_s=(welcomes[-1] - listening) / 1e9,
+            welcome_p50_ms=percentile(after, 50) / 1000,
+            welcome_p99_ms=percentile(after, 99) / 1000,
+            handshake_p50_ms=percentile(handshakes, 50) / 1000,
+            handshake_p99_ms=percentile(handshakes, 99) / 1000,
+            attempts_mean=sum(attempts) / len(attempts))
+    if len(welcomes) < wanted:
+        result["error"] = (f"{len(welcomes)}/{wanted} welcomed: "
+                           f"{errors[0] if errors else '?'}")
+    return result
 
 
 def lag_histogram(port: int) -> dict[float, float]:
@@ -454,6 +556,18 @@ def rows_of(plan: Plan) -> list[tuple[str, Any]]:
                      f"{burst}{median}", get(key, "burst", "deliveries_per_s")))
         rows.append((f"server CPU µs per raw TCP delivery, {subscribers:,} subscribers",
                      get(key, "burst", "server_cpu_us")))
+    if "storm" in plan.steps:
+        who = (f"{plan.storm:,} pages from {plan.storm_sources} addresses, rooms of "
+               f"{plan.storm_room_size}")
+        rows.append((f"reconnect storm: s from the restarted server listening to the last "
+                     f"welcome, {who}", get("storm", "storm_s")))
+        for p in (50, 99):
+            rows.append((f"reconnect storm: p{p} ms from listening to a page's welcome",
+                         get("storm", f"welcome_p{p}_ms")))
+        rows.append(("reconnect storm: p99 ms from a page's last attempt to its welcome",
+                     get("storm", "handshake_p99_ms")))
+        rows.append(("server CPU µs per reconnect (handshake, welcome, the joined frames)",
+                     get("storm", "server_cpu_us")))
     return rows
 
 
@@ -553,7 +667,8 @@ def split_cores() -> tuple[Optional[set[int]], Optional[set[int]]]:
 async def run(plan: Plan, chosen: set[str], results_dir: str) -> int:
     """Start everything, measure every server, print the table; stop everything."""
     limit = raise_fd_limit()
-    need = max(plan.idle, plan.lag[0], *(n for n, _ in plan.fanout)) + 200
+    need = max(plan.idle, plan.lag[0], *(n for n, _ in plan.fanout),
+               plan.storm // plan.processes if "storm" in plan.steps else 0) + 200
     if limit < need:
         progress(f"warning: the descriptor limit is {limit}, the plan needs about {need}")
     server_cores, client_cores = split_cores()
@@ -635,6 +750,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--only", default=",".join(STEPS),
                         help=f"which measurements to make, comma-separated among "
                         f"{', '.join(STEPS)} (default: all)")
+    parser.add_argument("--storm", type=int, default=None,
+                        help="pages in the reconnect storm (default: 10,000; with --quick "
+                        "2,000), 50 per source address")
     parser.add_argument("--client-loop", choices=["uvloop", "asyncio"],
                         default=default_loop(),
                         help="the load clients' event loop (default: uvloop if installed)")
@@ -645,6 +763,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     plan = QUICK if args.quick else Plan()
     plan.processes = max(1, min(args.processes, 8))
     plan.client_loop = args.client_loop
+    if args.storm is not None:
+        plan.storm = max(1, args.storm)
+        plan.storm_sources = min(250, -(-plan.storm // STORM_PER_SOURCE))
     plan.steps = tuple(step for step in STEPS if step in args.only.split(","))
     if not plan.steps or not set(args.only.split(",")) <= set(STEPS):
         parser.error(f"--only takes {', '.join(STEPS)}")

@@ -23,6 +23,8 @@ import base64
 import hashlib
 import json
 import os
+import random
+import re
 import resource
 import secrets
 import sys
@@ -95,6 +97,8 @@ class Conn(asyncio.Protocol):
         self.buf = b""
         self.closed = False
         self.on_data: Callable[["Conn", bytes, int, int], None] = _welcome
+        self.on_lost: Optional[Callable[[], None]] = None  # told once the connection is gone
+        self.last_id: Optional[int] = None  # the newest chat message id seen (track_ids)
         # Counters the session's handlers use.
         self.count = 0
         self.done_ns = 0
@@ -112,6 +116,8 @@ class Conn(asyncio.Protocol):
         self.closed = True
         if not self.ready.done():
             self.ready.set_exception(ConnectionError(f"closed during the handshake: {exc}"))
+        if self.on_lost is not None:
+            self.on_lost()
 
     def write(self, data: bytes) -> None:
         if not self.closed:
@@ -214,6 +220,39 @@ def _ignore(conn: Conn, buf: bytes, start: int, end: int) -> None:
     pass
 
 
+MESSAGE_ID = re.compile(rb'"id": ?(\d+)')
+
+
+def _track_ids(conn: Conn, buf: bytes, start: int, end: int) -> None:
+    """Keep the newest chat message id a frame carries, as the chat page keeps it for its
+    reconnect's ``?since=`` (the welcome's history, then each message)."""
+    ids = MESSAGE_ID.findall(buf, start, end)
+    if ids:
+        newest = max(int(found) for found in ids)
+        if conn.last_id is None or newest > conn.last_id:
+            conn.last_id = newest
+
+
+def _welcome_tracked(conn: Conn, buf: bytes, start: int, end: int) -> None:
+    _track_ids(conn, buf, start, end)
+    conn.on_data = _track_ids
+    if not conn.ready.done():
+        conn.ready.set_result(None)
+
+
+# The chat page's reconnect delay (static/js/socket.js, retryDelay): a ceiling doubling from
+# 500 ms up to 10 s with the failed attempts in a row, and a random point in its upper half.
+RETRY_MIN_S = 0.5
+RETRY_MAX_S = 10.0
+
+
+def retry_delay(attempts: int) -> float:
+    """Seconds before the next attempt after ``attempts`` failed ones in a row, drawn as
+    the page draws them."""
+    ceiling = min(RETRY_MAX_S, RETRY_MIN_S * 2 ** attempts)
+    return ceiling / 2 + random.random() * ceiling / 2
+
+
 class Session:
     """The connections of this worker and what the current measurement counts."""
 
@@ -233,21 +272,31 @@ class Session:
 
     async def open(self, host: str, port: int, path: str, indices: list[int], welcome: bool,
                    concurrency: int, timeout: float, room_size: int = 1,
-                   tcp: bool = False) -> dict[str, Any]:
+                   tcp: bool = False, sources: Optional[list[str]] = None,
+                   track: bool = False) -> dict[str, Any]:
         """Open one connection per index, ``concurrency`` handshakes in flight at most; with
-        ``tcp``, raw TCP chat connections that join the room ``path``."""
+        ``tcp``, raw TCP chat connections that join the room ``path``. With ``sources``,
+        connection ``i`` binds the loopback address ``sources[i % len(sources)]`` (many
+        clients' addresses); with ``track``, each keeps the newest message id it sees."""
         kind = LineConn if tcp else Conn
         loop = asyncio.get_running_loop()
         gate = asyncio.Semaphore(concurrency)
         errors: list[str] = []
         opened: list[Conn] = []
 
+        def made(target: str, index: int) -> Conn:
+            conn = kind(host, port, target, welcome, index)
+            if track:
+                conn.on_data = _welcome_tracked
+            return conn
+
         async def one(index: int) -> None:
             target = path.format(i=index, room=index // room_size)
+            local = (sources[index % len(sources)], 0) if sources else None
             async with gate:
                 try:
                     _, conn = await asyncio.wait_for(loop.create_connection(
-                        lambda: kind(host, port, target, welcome, index), host, port), timeout)
+                        lambda: made(target, index), host, port, local_addr=local), timeout)
                     await asyncio.wait_for(conn.ready, timeout)
                     opened.append(conn)
                 except (OSError, asyncio.TimeoutError) as error:
@@ -269,6 +318,77 @@ class Session:
         closed = len(self.conns)
         self.conns = []
         return {"closed": closed}
+
+    # A reconnect storm: the server restarts and every page comes back.
+
+    def seed(self, tag: str, count: int, room_size: int) -> dict[str, Any]:
+        """``count`` chat messages from the first connection of each room, so the rooms
+        have history and every page a newest id for its ``?since=``."""
+        sent = 0
+        for conn in self.conns:
+            if conn.index % room_size == 0 and not conn.closed:
+                conn.write(b"".join(conn.message(tag, seq) for seq in range(count)))
+                sent += count
+        return {"sent": sent}
+
+    async def reconnect(self, host: str, port: int, path: str, room_size: int,
+                        sources: list[str], timeout: float) -> dict[str, Any]:
+        """Once its server has closed it, every connection comes back as the chat page's
+        socket does (``static/js/socket.js``): after ``retry_delay(attempts)``, where
+        ``attempts`` counts its failed tries in a row (a refused connect, a refused or
+        closed handshake), from the same source address, at ``path`` formatted with
+        ``{i}``, ``{room}`` and ``{since}`` (``&since=<newest id seen>``, or nothing).
+        Sent before the server is stopped; answers once every connection has its welcome
+        or ``timeout`` seconds have passed: per welcomed connection the monotonic ns of its
+        welcome and the µs from the start of its last attempt to its welcome."""
+        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + timeout
+        old, self.conns = self.conns, []
+        welcomes: list[int] = []
+        handshakes: list[int] = []
+        tries: list[int] = []
+        errors: list[str] = []
+
+        async def back(gone: Conn) -> None:
+            lost = loop.create_future()
+            gone.on_lost = lambda: lost.done() or lost.set_result(None)
+            if gone.closed:
+                lost.set_result(None)
+            await asyncio.wait_for(lost, deadline - time.monotonic())
+            since = "" if gone.last_id is None else f"&since={gone.last_id}"
+            target = path.format(i=gone.index, room=gone.index // room_size, since=since)
+            local = (sources[gone.index % len(sources)], 0)
+            attempts = 0
+            while True:
+                await asyncio.sleep(retry_delay(attempts))
+                attempts += 1  # the page counts an attempt before it knows how it went
+                started = monotonic_ns()
+                try:
+                    _, conn = await asyncio.wait_for(loop.create_connection(
+                        lambda: Conn(host, port, target, True, gone.index), host, port,
+                        local_addr=local), deadline - time.monotonic())
+                    await asyncio.wait_for(conn.ready, deadline - time.monotonic())
+                except OSError:  # refused, 429, closed, timed out (TimeoutError is one)
+                    if time.monotonic() >= deadline:
+                        raise
+                    continue
+                now = monotonic_ns()
+                welcomes.append(now)
+                handshakes.append((now - started) // 1000)
+                tries.append(attempts)
+                self.conns.append(conn)
+                return
+
+        async def guarded(gone: Conn) -> None:
+            try:
+                await back(gone)
+            except (OSError, asyncio.TimeoutError) as error:
+                errors.append(f"{type(error).__name__}: {error}")
+
+        await asyncio.gather(*(guarded(conn) for conn in old))
+        return {"welcomed": len(welcomes), "failed": len(errors), "error": errors[:1],
+                "welcome_ns": welcomes, "handshake_us": handshakes, "attempts": tries,
+                "with_since": sum(1 for conn in old if conn.last_id is not None)}
 
     # Fan-out: count marked frames per connection, time the last one.
 

@@ -95,10 +95,14 @@ class Server:
     idle_room_size: int = 1  # connections per room in the idle path's {room}
     tcp_port: Optional[int] = None  # the raw TCP chat's port, if it has one
     log_path: Optional[str] = None
+    cores: Optional[set[int]] = None  # the CPUs it was last started on
     process: Optional[subprocess.Popen] = field(default=None, repr=False)  # type: ignore
 
-    def start(self, cores: Optional[set[int]], timeout: float = 30.0) -> None:
-        """Start the process and wait until its port accepts connections."""
+    def start(self, cores: Optional[set[int]], timeout: float = 30.0,
+              poll: float = 0.05) -> None:
+        """Start the process and wait until its port accepts connections (checked every
+        ``poll`` seconds)."""
+        self.cores = cores
         env = {k: v for k, v in os.environ.items() if not k.startswith("REALTIME_")}
         log = open(self.log_path or os.devnull, "wb")
         self.process = subprocess.Popen(
@@ -111,7 +115,7 @@ class Server:
                 self.stop()
                 raise RuntimeError(f"{self.name} did not start: {' '.join(self.argv)}"
                                    f"{self.log_tail()}")
-            time.sleep(0.05)
+            time.sleep(poll)
 
     def log_tail(self) -> str:
         """The end of the server's log, for an error message."""
@@ -141,16 +145,28 @@ class Server:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL after 5 s, to this process only."""
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout`` seconds, to this process only."""
         if self.process is None or self.process.poll() is not None:
             return
         self.process.send_signal(signal.SIGTERM)
         try:
-            self.process.wait(timeout=5)
+            self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+# The per-address admission budgets: the reconnect storm row runs with their defaults, as a
+# deployment does, its pages coming from enough addresses to stay within them.
+ADMISSION = ("handshake_rate_limit", "handshake_rate_burst", "max_connections_per_ip")
+
+
+def with_default_admission(argv: list[str]) -> list[str]:
+    """The real server's ``argv`` less the flags that set the ``ADMISSION`` options: the
+    per-address handshake budget and connection cap back at their defaults."""
+    flags = tuple(f"--{name.replace('_', '-')}=" for name in ADMISSION)
+    return [arg for arg in argv if not arg.startswith(flags)]
 
 
 def real_server(tmp: str, key: str = "real", name: str = "real server",

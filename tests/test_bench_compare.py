@@ -1,5 +1,6 @@
-"""bench/compare.py: the raw TCP fan-out row runs end to end against the real server, and a
-peer whose package is missing is left out of the run with the reason."""
+"""bench/compare.py: the raw TCP fan-out row and the reconnect storm row run end to end
+against the real server, and a peer whose package is missing is left out of the run with
+the reason."""
 
 import json
 import subprocess
@@ -30,6 +31,26 @@ def test_quick_tcp_fanout_measures_the_real_server_and_says_na_for_a_peer(python
     saved = json.loads(next(tmp_path.glob("compare-*.json")).read_text())
     burst = saved["results"]["real server"]["tcp fanout 1000"]["burst"]
     assert burst["complete"] == burst["total"] == 1000
+
+
+def test_quick_storm_welcomes_every_page_again_after_a_restart(python, tmp_path):
+    """``--quick --only storm --storm 100`` exits 0: every page of the real server and of the
+    classic Tornado peer is welcomed again after the restart, from several source addresses,
+    the real server's pages coming back with ``?since=`` their newest message id."""
+    run = subprocess.run(
+        [python, str(BENCH), "--quick", "--only", "storm", "--servers", "real,tornado",
+         "--storm", "100", "--results", str(tmp_path)], cwd=ROOT, capture_output=True,
+        text=True, timeout=RUN_TIMEOUT)
+    assert run.returncode == 0, run.stdout + run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[2].startswith("| reconnect storm: s from the restarted server listening to "
+                               "the last welcome, 100 pages from 2 addresses, rooms of 50 | ")
+    saved = json.loads(next(tmp_path.glob("compare-*.json")).read_text())
+    for name, since in (("real server", 100), ("Tornado classic", 0)):
+        storm = saved["results"][name]["storm"]
+        assert storm["opened"] == storm["welcomed"] == 100, storm
+        assert storm["with_since"] == since, storm
+        assert storm["storm_s"] > 0 and storm["server_cpu_us"] > 0
 
 
 def test_a_peer_whose_package_is_missing_is_left_out_with_the_reason(monkeypatch, tmp_path):

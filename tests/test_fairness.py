@@ -9,6 +9,7 @@ from typing import Any, Callable
 import pytest
 from tornado.httpclient import HTTPClientError
 
+from realtime.limits import policy
 from realtime.pubsub.hub import Hub
 from server import Config, keyed_limiter, make_app
 from tests.probe import add_probe
@@ -174,6 +175,21 @@ async def test_new_sockets_per_address_are_budgeted(serve, ws_open):
     base = serve(handshake_rate_burst=HANDSHAKE_BURST, handshake_rate_limit=1) + "/ws/probe"
     for _ in range(HANDSHAKE_BURST):
         await receive_type(await ws_open(base), "welcome")
+    with pytest.raises(HTTPClientError) as refused:
+        await ws_open(base)
+    assert refused.value.code == 429
+    assert refused.value.response.headers["Retry-After"] == "1"
+    await receive_type(await ws_open(base, source_ip="127.0.0.2"), "welcome")
+
+
+async def test_one_address_storm_is_refused_with_the_default_options(serve, ws_open):
+    """With every option at its default, one address reconnecting all at once gets its
+    --handshake-rate-burst of sockets, then 429 with Retry-After (the handshake budget,
+    not the connection cap), while another address still connects."""
+    base = serve() + "/ws/probe"
+    mine = [await ws_open(base) for _ in range(policy.DEFAULT_HANDSHAKE_BURST)]
+    for conn in mine:
+        await receive_type(conn, "welcome")
     with pytest.raises(HTTPClientError) as refused:
         await ws_open(base)
     assert refused.value.code == 429

@@ -36,9 +36,12 @@ log = logging.getLogger("realtime.accept")
 # Seconds the listening socket is left alone after running out of descriptors: long enough
 # not to burn CPU, short enough that a queued client barely notices once one frees up.
 RETRY_DELAY = 0.25
-# Connections accepted per readable event before yielding to the rest of the loop, as
-# Tornado's own loop does (it uses its default listen backlog, 128).
-ACCEPTS_PER_EVENT = 128
+# Connections accepted per readable event before yielding to the rest of the loop (Tornado
+# takes 128, its default listen backlog). A reconnect storm fills the kernel's queue faster
+# than a busy loop comes back to it 128 at a time, and a connection that finds the queue
+# full has its SYN dropped and waits 1, 3, 7... s for TCP to retry: taking the whole queue
+# costs a few ms of loop time and keeps every client waiting in order instead.
+ACCEPTS_PER_EVENT = 4096
 # accept() errors that mean "no descriptor or kernel memory for one more socket right
 # now": the process limit, the system limit, and two the man page lists for exhausted
 # socket memory. Any other error is a bug and still reaches the IOLoop's handler.

@@ -18,7 +18,11 @@ that changes them fails there loudly instead of silently switching something off
   frame built once per publish, written to each stream with no Task, no Future and no
   header or copy per subscriber. It keeps the stream's write indices agreeing with its
   buffer (Tornado resolves its own write futures by them) and asks the loop, through
-  ``_add_io_state``, to call back when the socket can take more. A WebSocket qualifies
+  ``_add_io_state``, to call back when the socket can take more. A WebSocket's frames
+  wait for the end of the loop's turn (``WriteBatch``) and leave through Tornado's own
+  ``_handle_write``, so the frames one connection gets in a turn (the ``joined`` frames
+  of a reconnect storm) cost one ``send()``; the bound of a slow consumer is judged only
+  after that send, so what counts is still what the kernel refused. A WebSocket qualifies
   without compression (``WebSocketProtocol13._compressor``); an event stream must know
   whether Tornado chunks its body (``HTTP1Connection._chunking_output``). Only on a
   ``VERIFIED_TORNADO``; elsewhere everything goes through the public writes.
@@ -86,6 +90,7 @@ import asyncio
 import inspect
 import socket
 import sys
+import weakref
 from contextlib import contextmanager
 from types import MappingProxyType
 from typing import Any, Awaitable, Callable, Iterator, Optional, Protocol
@@ -184,28 +189,102 @@ def fast_stream(handler: Any) -> Optional[IOStream]:
     return stream
 
 
+class WriteBatch:
+    """The streams written to in this turn of the loop, sent to at the start of the next.
+
+    Frames for one connection within a turn (a room's ``joined`` frames while a reconnect
+    storm welcomes many of its members, a burst of messages read at once) then leave in
+    one ``send()`` instead of one each: on loopback a send costs more than building the
+    frame. The wait is the rest of the current turn; the batch's callback is queued before
+    anything the next turn's poll brings, so it is the next turn's first work.
+    """
+
+    __slots__ = ("_loop", "_streams")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._streams: list[IOStream] = []
+
+    def add(self, stream: IOStream) -> None:
+        """Send what ``stream`` holds at the start of the next turn."""
+        if not self._streams:
+            self._loop.call_soon(self.flush)
+        self._streams.append(stream)
+
+    def flush(self) -> None:
+        """Hand every batched stream's bytes to the kernel now (what it refuses waits for
+        the socket to be writable, as after any write of Tornado's)."""
+        streams, self._streams = self._streams, []
+        for stream in streams:
+            send_held(stream)
+
+
+_batches: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, WriteBatch]" = (
+    weakref.WeakKeyDictionary())
+
+
+def write_batch() -> WriteBatch:
+    """The running loop's ``WriteBatch``."""
+    loop = asyncio.get_running_loop()
+    batch = _batches.get(loop)
+    if batch is None:
+        batch = _batches[loop] = WriteBatch(loop)
+    return batch
+
+
+def send_held(stream: IOStream) -> None:
+    """Send what ``stream`` holds as far as the kernel takes it, as Tornado's own write
+    does; the rest waits for the socket to be writable. A failed send closes the stream."""
+    buffer = stream._write_buffer
+    if stream.closed() or buffer is None or not len(buffer):
+        return
+    stream._handle_write()  # a failed send closes the stream (its buffer is then None)
+    if not stream.closed() and len(stream._write_buffer):
+        stream._add_io_state(IOLoop.WRITE)
+
+
 class FrameWriter:
     """Writes an envelope's prebuilt WebSocket frame to one uncompressed connection.
 
     Frames are appended whole to the stream Tornado writes its own frames (pings, pongs,
     closes) to, on the loop's one thread, so they never interleave and keep their order.
+    They are sent at the start of the next turn of the loop (``WriteBatch``), several to
+    one connection in one ``send()``; Tornado writing to the stream meanwhile sends them
+    first.
     """
 
-    __slots__ = ("_connection", "_stream", "_buffer")
+    __slots__ = ("_connection", "_stream", "_buffer", "_batch")
 
     def __init__(self, handler: Any, stream: IOStream) -> None:
         self._connection = handler.ws_connection
         self._stream = stream
         self._buffer = stream._write_buffer
+        self._batch = write_batch()
 
     def write(self, envelope: Any, max_pending: int) -> int:
         """Write ``envelope.ws_frame`` unless the stream is closed or holds over
-        ``max_pending`` bytes; WRITTEN, CLOSED or STALLED."""
+        ``max_pending`` bytes the kernel refused; WRITTEN, CLOSED or STALLED."""
         if self._connection.is_closing():
             return CLOSED
-        if len(self._buffer) > max_pending and not holding(self._stream):
-            return STALLED
-        return append(self._stream, envelope.ws_frame)
+        buffer, stream = self._buffer, self._stream
+        if len(buffer) > max_pending:
+            # Only bytes the kernel refused count: hand it what waits for this turn's end.
+            send_held(stream)
+            if stream.closed():
+                return CLOSED
+            if len(buffer) > max_pending:
+                return STALLED
+        data = envelope.ws_frame
+        if not len(buffer):
+            if stream in corked_streams:
+                # The frames of one read are being answered: they go out together at the
+                # end of corked(), as append's do.
+                corked_streams[stream] = stream._total_write_done_index
+            else:
+                self._batch.add(stream)  # else a send is due already (batched, or writable)
+        buffer.append(data)
+        stream._total_write_index += len(data)
+        return WRITTEN
 
     def unflushed(self) -> int:
         """Bytes still held for this connection."""

@@ -154,6 +154,24 @@ async def test_a_frame_to_an_idle_client_is_handed_to_the_kernel_at_once(ws_conn
     assert await receive(client) == "x" * 1000
 
 
+async def test_frames_to_one_connection_in_one_turn_leave_together_at_its_end(ws_connect, hub):
+    """Frames the hub writes to a connection within one turn of the loop wait for its end,
+    then reach the kernel together, in order (one send for a storm's joined frames)."""
+    client = await ws_connect("/ws/quiet")
+    handler = hub.connections[0]
+    stream = stream_of(handler)
+    sent = stream._total_write_done_index
+
+    for text in ("one", "two", "three"):
+        hub.send(handler, text)
+
+    assert stream._total_write_done_index == sent, "a frame left before the turn ended"
+    assert unflushed_bytes(handler) == 3 * 2 + len("onetwothree")
+    assert [await receive(client) for _ in range(3)] == ["one", "two", "three"]
+    assert unflushed_bytes(handler) == 0
+    assert_internals(stream)
+
+
 async def test_what_the_kernel_refuses_is_counted_whole_with_headers(http_server_client, hub):
     """Frames the kernel refuses stay in Tornado's buffer, each counted with its header."""
     _, transport, _ = await raw_handshake(port_of(http_server_client), "/ws/quiet")
@@ -260,6 +278,9 @@ async def test_every_internal_the_module_lists_exists_with_the_shape_relied_on(
     assert_internals(stream)
     check(IOStream, "_add_io_state", callable(getattr(stream, "_add_io_state", None)) and (
         inspect.signature(IOStream._add_io_state).parameters.keys() == {"self", "state"}))
+    # What a write batch calls to send what a stream holds, as IOStream.write does.
+    check(IOStream, "_handle_write", list(inspect.signature(IOStream._handle_write).parameters)
+          == ["self"] and "_handle_write()" in inspect.getsource(IOStream.write))
     # The bulk reader waits on the idle socket: its future is the stream's pending read,
     # and the stream's reads go to the protocol's on_readable.
     check(IOStream, "_read_buffer_size", stream._read_buffer_size == 0)
