@@ -233,10 +233,12 @@ class Session:
 
     async def open(self, host: str, port: int, path: str, indices: list[int], welcome: bool,
                    concurrency: int, timeout: float, room_size: int = 1,
-                   tcp: bool = False) -> dict[str, Any]:
+                   tcp: bool = False, source: Optional[str] = None) -> dict[str, Any]:
         """Open one connection per index, ``concurrency`` handshakes in flight at most; with
-        ``tcp``, raw TCP chat connections that join the room ``path``."""
+        ``tcp``, raw TCP chat connections that join the room ``path``; with ``source``, from
+        that local address (``127.0.0.2``: its own ~28,000 ephemeral ports)."""
         kind = LineConn if tcp else Conn
+        local = (source, 0) if source else None
         loop = asyncio.get_running_loop()
         gate = asyncio.Semaphore(concurrency)
         errors: list[str] = []
@@ -247,7 +249,8 @@ class Session:
             async with gate:
                 try:
                     _, conn = await asyncio.wait_for(loop.create_connection(
-                        lambda: kind(host, port, target, welcome, index), host, port), timeout)
+                        lambda: kind(host, port, target, welcome, index), host, port,
+                        local_addr=local), timeout)
                     await asyncio.wait_for(conn.ready, timeout)
                     opened.append(conn)
                 except (OSError, asyncio.TimeoutError) as error:
@@ -404,6 +407,40 @@ class Session:
         return {"round_trips": done, "elapsed": elapsed, "cpu": cpu,
                 "p50_us": rtts[len(rtts) // 2] if rtts else None,
                 "p99_us": rtts[min(len(rtts) - 1, len(rtts) * 99 // 100)] if rtts else None}
+
+    # Health: HTTP requests one at a time, as a monitor polls.
+
+    async def health(self, host: str, port: int, path: str, count: int,
+                     timeout: float) -> dict[str, Any]:
+        """``count`` ``GET path`` requests one after the other, each on a new connection (as a
+        load balancer's health check); the time from connecting to the whole answer, and
+        how many were not a 200."""
+        request = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                   f"Connection: close\r\n\r\n").encode()
+        times: list[int] = []
+        failed: list[str] = []
+        for _ in range(count):
+            start = monotonic_ns()
+            try:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(host, port), timeout)
+                writer.write(request)
+                answer = await asyncio.wait_for(reader.read(), timeout)
+                writer.close()
+            except (OSError, asyncio.TimeoutError) as error:
+                failed.append(f"{type(error).__name__}: {error}")
+                continue
+            times.append((monotonic_ns() - start) // 1000)
+            if not answer.startswith(b"HTTP/1.1 200"):
+                failed.append(answer.split(b"\r\n", 1)[0].decode(errors="replace"))
+        times.sort()
+        result: dict[str, Any] = {"requests": count, "answered": len(times),
+                                  "failed": len(failed), "error": failed[:1]}
+        if times:
+            result.update(p50_us=times[len(times) // 2],
+                          p99_us=times[min(len(times) - 1, len(times) * 99 // 100)],
+                          max_us=times[-1])
+        return result
 
     # Probe: one echo client timing round trips while something else loads the server.
 
