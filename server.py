@@ -62,6 +62,7 @@ from realtime.ops.commandline import (
 )
 from realtime.ops.datalock import DataDirInUse, DataDirLock
 from realtime.ops.fdlimit import raise_open_files_limit
+from realtime.ops.gctune import tune_garbage_collector
 from realtime.ops.lifecycle import Lifecycle
 from realtime.ops.logfmt import ThrottledLog, logfmt
 from realtime.ops.metrics import ServerMetrics
@@ -680,11 +681,14 @@ async def serve_locked(config: Config, app: Optional[tornado.web.Application] = 
         loop.add_signal_handler(signum, stop.set)
     # The descriptor limit before the port accepts: connections may queue from then on.
     before, soft, hard = raise_open_files_limit()
+    # Fewer, shorter collections while thousands of connections are open (realtime.ops.gctune).
+    young, middle, old = tune_garbage_collector()
     # Ports before anything else: a port in use is one line, not a half-started server.
     # Clients connecting meanwhile wait in the listen queue until we accept.
     http_sockets = bind(config.port, config.address, "--port")
     line_sockets = bind(config.tcp_port, config.address, "--tcp-port") if config.tcp_port else []
     log.info(logfmt(event="open_files_limit", before=before, soft=soft, hard=hard))
+    log.info(logfmt(event="gc_thresholds", gen0=young, gen1=middle, gen2=old))
 
     app = app or make_app(config)
     await start_components(app)
