@@ -8,6 +8,7 @@ never reads the global options, so tests build a fresh app each time.
 
 import asyncio
 import errno
+import gc
 import importlib.util
 import logging
 import os
@@ -711,6 +712,9 @@ async def serve_locked(config: Config, app: Optional[tornado.web.Application] = 
                  config.tcp_port)
     log.info("serving on http://%s:%d/ (Ctrl-C to stop)", host, config.port)
     await stop.wait()
+    # The process exits within seconds: a full collection now (over 2 s at 19,800 held
+    # connections) would only eat the budget of the closing handshakes and the closers.
+    gc.disable()
     return await shutdown(server, app, config.shutdown_timeout, others)
 
 

@@ -5,6 +5,7 @@
     python bench/compare.py --memory-only   # the memory row alone (with --quick: 1,000)
     python bench/compare.py --only echo --servers real,websockets   # echo rows alone: ~30 s
     python bench/compare.py --only fanout,tcp --servers real,aiohttp   # fan-out rows alone
+    python bench/compare.py --only held --servers real   # 50,000 held (or what the limit lets)
 
 Starts four servers as subprocesses on free 127.0.0.1 ports (``servers.py``): this
 project's ``server.py`` (temporary data directory, pings and every limit off, the raw TCP
@@ -34,7 +35,19 @@ has two or more. Measured per server, in this order, on one server process:
 * TCP fan-out, the real server only (the peers have no raw TCP chat: "n/a"): the fan-out
   bursts again, with N raw TCP chat connections (``--tcp-port``) that ``/join`` one room,
   one of them publishing lines (deliveries/s, median of the bursts, server CPU per
-  delivery).
+  delivery);
+* held: ``--held`` (50,000) idle connections open at once, the memory row's kind, from
+  load-client processes of their own (10,000 each at most, each under its own descriptor
+  limit), each from a loopback address of its own (127.0.0.2, 127.0.0.3, ...: ~28,000
+  ephemeral ports each, so they never run out). One process can hold no more than its
+  descriptor hard limit, which this bench (and the servers it starts) cannot raise: the
+  step holds the hard limit less ``held_margin`` when that is fewer, and says so in the
+  table ("held 19,800 of 50,000 (the descriptor hard limit here is 20,000)"). The server's
+  RSS and its growth per connection, the time to open them (and the rate, and the server's
+  CPU per connection), then, while they are all open, ``GET /healthz`` one request at a
+  time on a new connection each (the real server; the peers have none: "n/a") and an echo
+  probe in its own process (a frame every 5 ms): p50 and p99 of both. The real server's
+  per-address cap is off (``--max-connections-per-ip 0``); it has no other connection cap.
 
 Prints one Markdown table with ratios to the classic Tornado loop, the machine, and the
 load clients' CPU (near 100% of their core, a row would measure the client, not the
