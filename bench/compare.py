@@ -413,8 +413,8 @@ class Bench:
 
 
 def held_limit() -> Optional[int]:
-    """The descriptor hard limit every process here starts under (None: no limit); the
-    most connections one server process can hold, less what it keeps for itself."""
+    """The descriptor hard limit every process started here inherits (None: no limit):
+    no server process can hold more connections than this, less its own descriptors."""
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     return None if hard == resource.RLIM_INFINITY else hard
 
