@@ -1,19 +1,19 @@
 """The garbage collector's thresholds, set for a process holding many connections.
 
-Every open connection is about a hundred objects the cyclic garbage collector tracks
-(Tornado's handler, stream, protocol, futures and ours: ``bench/memory_profile.py``), and
-they live as long as the connection. With CPython's default thresholds (700, 10, 10) a
-storm of new connections triggers a young collection every few connections and, each time
-the heap has grown by a quarter, a full collection that walks every tracked object: at
-19,800 connections (about 2.3 million objects) the server spent 25 s of its 30 s of CPU in
-the collector (16 full collections, 20 s, the longest 3.1 s with the event loop stopped;
-``bench/compare.py --only held``, measured with ``gc.callbacks`` on the loaded 2-core VM).
+Every open connection is about 117 heap blocks, many of them objects the cyclic garbage
+collector tracks (Tornado's handler, stream, protocol, futures and ours:
+``bench/memory_profile.py``), and they live as long as the connection. With CPython's
+default thresholds (700, 10, 10) a storm of new connections triggers a young collection
+every few connections and, each time the heap has grown by a quarter, a full collection
+that walks every tracked object: opening 19,800 connections the server spent 25 s of its
+30 s of CPU in the collector (16 full collections, 20 s, the longest 3.1 s with the event
+loop stopped; ``bench/held_steps.py`` with ``gc.callbacks`` timing each collection, wall
+time on the loaded 2-core VM).
 
 Raising the youngest generation's threshold tenfold makes the older generations' turns
-come ten times fewer allocations apart as well: the same run made 2 full collections
-(1.9 s), opened a connection for 0.72-0.80 ms of server CPU instead of 1.1-1.3, and
-shut down in 6.9 s instead of 14.9 s, its closers no longer cancelled. The price is
-bounded: at most ``GEN0_THRESHOLD`` young objects (a few hundred KB) wait for a
+come ten times fewer allocations apart as well: the same opening then made 2 full
+collections (1.9 to 2.9 s in all) and spent 7.6 s in the collector instead of 25. The
+price is bounded: at most ``GEN0_THRESHOLD`` young objects (a few hundred KB) wait for a
 collection instead of 700, and cyclic garbage that reached the oldest generation waits
 for about 700,000 net allocations instead of 70,000 (CPython still runs a full collection
 only once the survivors pending grow past a quarter of the heap).
