@@ -36,7 +36,9 @@ has two or more. Measured per server, in this order, on one server process:
   bursts again, with N raw TCP chat connections (``--tcp-port``) that ``/join`` one room,
   one of them publishing lines (deliveries/s, median of the bursts, server CPU per
   delivery);
-* held: ``--held`` (50,000) idle connections open at once, the memory row's kind, from
+* held, on a server process restarted for it (one that held the earlier steps'
+  connections keeps their memory): ``--held`` (50,000) idle connections open at once,
+  the memory row's kind, from
   load-client processes of their own (10,000 each at most, each under its own descriptor
   limit), each from a loopback address of its own (127.0.0.2, 127.0.0.3, ...: ~28,000
   ephemeral ports each, so they never run out). One process can hold no more than its
@@ -81,8 +83,7 @@ from servers import PEERS, Server, build  # noqa: E402
 HOST = "127.0.0.1"
 BASELINE = "Tornado classic"
 NA = "n/a"  # a result {NA: why}: the measurement does not apply to that server
-# What one run measures, in this order; "held" last, as it leaves the process with the
-# most connections it ever held (the memory row must come before it).
+# What one run measures, in this order; "held" last, on a server process restarted for it.
 STEPS = ("memory", "echo", "fanout", "lag", "tcp", "held")
 
 
@@ -124,9 +125,11 @@ QUICK = Plan(idle=1000, echo_seconds=2.0, fanout=[(1000, 50)], repeats=1,
 class Bench:
     """One run: the load-client processes, and the measurements of one server at a time."""
 
-    def __init__(self, plan: Plan, client_cores: Optional[set[int]]) -> None:
+    def __init__(self, plan: Plan, client_cores: Optional[set[int]],
+                 server_cores: Optional[set[int]] = None) -> None:
         self.plan = plan
         self.client_cores = client_cores
+        self.server_cores = server_cores  # where a server restarted mid-run is pinned
         self.workers = [Worker(client_cores, plan.client_loop)
                         for _ in range(plan.processes)]
         # The probe has a process of its own: no subscriber traffic delays its replies.
@@ -356,6 +359,11 @@ class Bench:
             f" (the descriptor hard limit here is {hard:,})" if count < plan.held else "")
         k = max(2, -(-count // plan.held_per_process))
         workers = [Worker(self.client_cores, plan.client_loop) for _ in range(k)]
+        if plan.steps != ("held",):
+            # A fresh process: one that held the other steps' connections keeps that memory,
+            # and the growth per held connection would come out near zero.
+            server.stop()
+            server.start(self.server_cores)
         try:
             for worker in workers:
                 await worker.start()
@@ -700,7 +708,7 @@ async def run(plan: Plan, chosen: set[str], results_dir: str) -> int:
         servers = [server for server in servers if server.key in chosen]
         for key in sorted(chosen & set(missing)):
             progress(f"{key}: left out, {missing[key]}")
-        bench = Bench(plan, client_cores)
+        bench = Bench(plan, client_cores, server_cores)
         started = time.monotonic()
         try:
             await bench.start()

@@ -66,7 +66,8 @@ async def run(args: argparse.Namespace) -> int:
                 replies = await asyncio.gather(*(
                     worker.call("open", args.timeout + 10, host="127.0.0.1", port=server.port,
                                 path=PATH, indices=list(range(first + i, first + args.step, 2)),
-                                welcome=True, concurrency=100, timeout=args.timeout,
+                                welcome=True, concurrency=args.concurrency,
+                                timeout=args.timeout,
                                 room_size=ROOM_SIZE, source=f"127.0.0.{2 + i}")
                     for i, worker in enumerate(workers)))
                 wall = time.monotonic() - wall
@@ -111,6 +112,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--step", type=int, default=9900, help="connections per step")
     parser.add_argument("--steps", type=int, default=2, help="steps")
+    parser.add_argument("--concurrency", type=int, default=100,
+                        help="handshakes in flight per load-client process (an accept burst: "
+                        "2000)")
     parser.add_argument("--hold", type=float, default=0.0,
                         help="seconds to hold them idle, measuring CPU and loop lag")
     parser.add_argument("--timeout", type=float, default=180.0,

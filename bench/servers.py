@@ -100,7 +100,7 @@ class Server:
     def start(self, cores: Optional[set[int]], timeout: float = 30.0) -> None:
         """Start the process and wait until its port accepts connections."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("REALTIME_")}
-        log = open(self.log_path or os.devnull, "wb")
+        log = open(self.log_path or os.devnull, "ab")  # a restart keeps what was logged
         self.process = subprocess.Popen(
             self.argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
             preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None)
