@@ -89,8 +89,10 @@ def resource_dir() -> str:
 
 
 # Pending connections the kernel queues for us: room for every client of a restarted
-# server reconnecting at once (the kernel caps it at net.core.somaxconn).
-LISTEN_BACKLOG = 1024
+# server reconnecting at once (the kernel caps it at net.core.somaxconn, 4096 by default
+# since Linux 5.4). At 1024, 5,000 handshakes at once lost 496 connections to resets once
+# the queue overflowed (bench/held_steps.py --concurrency 2500); at 4096, none.
+LISTEN_BACKLOG = 4096
 
 log = logging.getLogger("realtime.server")
 access_log = logging.getLogger("realtime.access")
