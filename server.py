@@ -8,6 +8,7 @@ never reads the global options, so tests build a fresh app each time.
 
 import asyncio
 import errno
+import gc
 import importlib.util
 import logging
 import os
@@ -62,6 +63,7 @@ from realtime.ops.commandline import (
 )
 from realtime.ops.datalock import DataDirInUse, DataDirLock
 from realtime.ops.fdlimit import raise_open_files_limit
+from realtime.ops.gctune import tune_garbage_collector
 from realtime.ops.lifecycle import Lifecycle
 from realtime.ops.logfmt import ThrottledLog, logfmt
 from realtime.ops.metrics import ServerMetrics
@@ -90,7 +92,9 @@ def resource_dir() -> str:
 # server reconnecting at once (the kernel caps it at net.core.somaxconn, 4096 by default
 # since Linux 5.4). A connection that finds the queue full has its SYN dropped and comes
 # back only after TCP's own retransmission, 1, 3, 7, 15, 31 s later: with 1024, the
-# 10,000-page reconnect storm of bench/compare.py had pages waiting 70 s for a welcome.
+# 10,000-page reconnect storm of bench/compare.py had pages waiting 70 s for a welcome,
+# and 5,000 handshakes at once lost 496 connections to resets (bench/held_steps.py
+# --concurrency 2500); at 4096 or more, none.
 LISTEN_BACKLOG = 16384
 
 log = logging.getLogger("realtime.server")
@@ -674,11 +678,14 @@ async def serve_locked(config: Config, app: Optional[tornado.web.Application] = 
         loop.add_signal_handler(signum, stop.set)
     # The descriptor limit before the port accepts: connections may queue from then on.
     before, soft, hard = raise_open_files_limit()
+    # Fewer, shorter collections while thousands of connections are open (realtime.ops.gctune).
+    young, middle, old = tune_garbage_collector()
     # Ports before anything else: a port in use is one line, not a half-started server.
     # Clients connecting meanwhile wait in the listen queue until we accept.
     http_sockets = bind(config.port, config.address, "--port")
     line_sockets = bind(config.tcp_port, config.address, "--tcp-port") if config.tcp_port else []
     log.info(logfmt(event="open_files_limit", before=before, soft=soft, hard=hard))
+    log.info(logfmt(event="gc_thresholds", gen0=young, gen1=middle, gen2=old))
 
     app = app or make_app(config)
     await start_components(app)
@@ -701,6 +708,9 @@ async def serve_locked(config: Config, app: Optional[tornado.web.Application] = 
                  config.tcp_port)
     log.info("serving on http://%s:%d/ (Ctrl-C to stop)", host, config.port)
     await stop.wait()
+    # The process exits within seconds: a full collection now (over 2 s at 19,800 held
+    # connections) would only eat the budget of the closing handshakes and the closers.
+    gc.disable()
     return await shutdown(server, app, config.shutdown_timeout, others)
 
 

@@ -6,6 +6,7 @@
     python bench/compare.py --only echo --servers real,websockets   # echo rows alone: ~30 s
     python bench/compare.py --only fanout,tcp --servers real,aiohttp   # fan-out rows alone
     python bench/compare.py --only storm --servers real   # the reconnect storm alone: ~1 min
+    python bench/compare.py --only held --servers real   # 50,000 held (or what the limit lets)
 
 Starts four servers as subprocesses on free 127.0.0.1 ports (``servers.py``): this
 project's ``server.py`` (temporary data directory, pings and every limit off, the raw TCP
@@ -35,7 +36,21 @@ has two or more. Measured per server, in this order, on one server process:
 * TCP fan-out, the real server only (the peers have no raw TCP chat: "n/a"): the fan-out
   bursts again, with N raw TCP chat connections (``--tcp-port``) that ``/join`` one room,
   one of them publishing lines (deliveries/s, median of the bursts, server CPU per
-  delivery).
+  delivery);
+* held, on a server process restarted for it (one that held the earlier steps'
+  connections keeps their memory): ``--held`` (50,000) idle connections open at once,
+  the memory row's kind, from
+  load-client processes of their own (10,000 each at most, each under its own descriptor
+  limit), each from a loopback address of its own (127.0.0.2, 127.0.0.3, ...: ~28,000
+  ephemeral ports each, so they never run out). One process can hold no more than its
+  descriptor hard limit, which this bench (and the servers it starts) cannot raise: the
+  step holds the hard limit less ``held_margin`` when that is fewer, and says so in the
+  table ("held 19,800 of 50,000 (the descriptor hard limit here is 20,000)"). The server's
+  RSS and its growth per connection, the time to open them (and the rate, and the server's
+  CPU per connection), then, while they are all open, ``GET /healthz`` one request at a
+  time on a new connection each (the real server; the peers have none: "n/a") and an echo
+  probe in its own process (a frame every 5 ms): p50 and p99 of both. The real server's
+  per-address cap is off (``--max-connections-per-ip 0``); it has no other connection cap.
 * reconnect storm, last (it restarts the server): S chat pages (``?nick=``) in rooms of 50,
   from 200 loopback source addresses (127.0.0.2 and up, so no address is over the default
   per-address budgets, which the real server keeps for this row: many clients, as real
@@ -60,6 +75,7 @@ import json
 import os
 import platform
 import re
+import resource
 import sys
 import tempfile
 import time
@@ -77,7 +93,9 @@ from servers import PEERS, Server, build, with_default_admission  # noqa: E402
 HOST = "127.0.0.1"
 BASELINE = "Tornado classic"
 NA = "n/a"  # a result {NA: why}: the measurement does not apply to that server
-STEPS = ("memory", "echo", "fanout", "lag", "tcp", "storm")  # what one run measures, in this order
+# What one run measures, in this order; "held" on a server process restarted for it,
+# "storm" last (it restarts the server with its default admission budgets).
+STEPS = ("memory", "echo", "fanout", "lag", "tcp", "held", "storm")
 # Storm pages per source address: half the default --max-connections-per-ip and
 # --handshake-rate-burst (100 each), as pages behind one office's address might be.
 STORM_PER_SOURCE = 50
@@ -112,18 +130,29 @@ class Plan:
     # connections than the default --max-connections-per-ip and --handshake-rate-burst.
     storm_sources: int = 10000 // STORM_PER_SOURCE
     storm_seed: int = 5  # messages said in each room before the restart (history, ?since=)
+    held: int = 50000  # idle connections the "held" step opens at once (--held)
+    # Descriptors a server keeps for itself (listening sockets, its database, log, epoll):
+    # the held step opens at most the descriptor hard limit less this.
+    held_margin: int = 200
+    held_per_process: int = 10000  # held connections per load-client process, at most
+    held_timeout: float = 180.0  # the most opening the held connections may take, in seconds
+    health_requests: int = 200  # GET /healthz one at a time while they are held
+    probe_seconds: float = 3.0  # the echo probe's round trips while held, for the peers
 
 
 QUICK = Plan(idle=1000, echo_seconds=2.0, fanout=[(1000, 50)], repeats=1,
-             latency_seconds={1000: 2.0}, lag=(2000, 10), storm=2000,
-             storm_sources=2000 // STORM_PER_SOURCE)
+             latency_seconds={1000: 2.0}, lag=(2000, 10), held=2000, health_requests=50,
+             probe_seconds=1.0, storm=2000, storm_sources=2000 // STORM_PER_SOURCE)
 
 
 class Bench:
     """One run: the load-client processes, and the measurements of one server at a time."""
 
-    def __init__(self, plan: Plan, client_cores: Optional[set[int]]) -> None:
+    def __init__(self, plan: Plan, client_cores: Optional[set[int]],
+                 server_cores: Optional[set[int]] = None) -> None:
         self.plan = plan
+        self.client_cores = client_cores
+        self.server_cores = server_cores  # where a server restarted mid-run is pinned
         self.workers = [Worker(client_cores, plan.client_loop)
                         for _ in range(plan.processes)]
         # The probe has a process of its own: no subscriber traffic delays its replies.
@@ -147,27 +176,35 @@ class Bench:
 
     async def open(self, server: Server, path: str, count: int, welcome: bool,
                    room_size: int = 1, ports: Optional[list[int]] = None,
-                   tcp: bool = False, sources: Optional[list[str]] = None,
-                   track: bool = False) -> dict[str, Any]:
+                   tcp: bool = False, workers: Optional[list[Worker]] = None,
+                   sources: Optional[list[str]] = None, track: bool = False,
+                   wait: Optional[float] = None) -> dict[str, Any]:
         """Open ``count`` connections split over the workers; the setup rate. With
         ``ports``, worker i connects to ``ports[i % len(ports)]`` instead of the server's
         port (subscribers split over several processes). With ``tcp``, raw TCP chat
-        connections to the ``ports`` given, joining the room ``path``. ``sources`` and
-        ``track``: see ``loadclient.Session.open``."""
-        k, plan = len(self.workers), self.plan
+        connections to the ``ports`` given, joining the room ``path``. ``workers`` (default:
+        the run's) open them, all within ``wait`` seconds (default: ``plan.timeout``).
+        ``sources`` and ``track``: see ``loadclient.Session.open``."""
+        plan = self.plan
+        wait = wait or plan.timeout
+        workers = workers or self.workers
+        k = len(workers)
         ports = ports or [server.port]
         replies = await asyncio.gather(*(
-            worker.call("open", plan.timeout + 10, host=HOST, port=ports[i % len(ports)],
+            worker.call("open", wait + 10, host=HOST, port=ports[i % len(ports)],
                         path=path,
                         indices=list(range(i, count, k)), welcome=welcome,
                         concurrency=plan.concurrency, timeout=plan.timeout,
                         room_size=room_size, tcp=tcp, sources=sources, track=track)
-            for i, worker in enumerate(self.workers)))
-        errors = [str(e) for reply in replies for e in (reply.get("error") or []) if e]
+            for i, worker in enumerate(workers)))
+        # A worker's own errors come as a list; a call that got no answer, as one string.
+        errors = [str(e) for reply in replies
+                  for e in ([reply["error"]] if isinstance(reply.get("error"), str)
+                            else reply.get("error") or []) if e]
         opened = sum(reply.get("opened", 0) for reply in replies)
         t0 = min((reply["t0"] for reply in replies if "t0" in reply), default=0)
         t1 = max((reply["t1"] for reply in replies if "t1" in reply), default=0)
-        result = {"opened": opened, "wanted": count,
+        result = {"opened": opened, "wanted": count, "seconds": (t1 - t0) / 1e9,
                   "per_s": opened / ((t1 - t0) / 1e9) if t1 > t0 else None}
         if opened < count:
             result["error"] = f"{opened}/{count} opened: {errors[0] if errors else '?'}"
@@ -243,6 +280,8 @@ class Bench:
             await self.measure_lag(server, rows)
         if "tcp" in plan.steps:
             await self.measure_fanout(server, rows, tcp=True)
+        if "held" in plan.steps:
+            await self.measure_held(server, rows)
         if "storm" in plan.steps:  # last: it restarts the server
             await self.measure_storm(server, rows)
 
@@ -330,6 +369,80 @@ class Bench:
         await self.close(server)
         progress(f"{server.name}: loop lag done")
 
+    async def measure_held(self, server: Server, rows: dict[str, Any]) -> None:
+        """``plan.held`` idle connections open at once (as many as the descriptor hard limit
+        lets one process hold), from load clients of their own, each from a loopback address
+        of its own (127.0.0.2, ...: ephemeral ports never run out); the RSS they cost, the
+        time to open them, and, while they are all open, ``GET /healthz`` one request at a
+        time and an echo probe's round trips from a separate client."""
+        plan = self.plan
+        hard = held_limit()
+        count = min(plan.held, hard - plan.held_margin) if hard else plan.held
+        row: dict[str, Any] = {"target": plan.held, "hard_limit": hard, "count": count}
+        row["summary"] = f"held {{}} of {plan.held:,}" + (
+            f" (the descriptor hard limit here is {hard:,})" if count < plan.held else "")
+        k = max(2, -(-count // plan.held_per_process))
+        workers = [Worker(self.client_cores, plan.client_loop) for _ in range(k)]
+        if plan.steps != ("held",):
+            # A fresh process: one that held the other steps' connections keeps that memory,
+            # and the growth per held connection would come out near zero.
+            server.stop()
+            server.start(self.server_cores)
+        try:
+            for worker in workers:
+                await worker.start()
+            await wait_idle(server)
+            before, cpu = rss(server.pid), cpu_seconds(server.pid)
+            opened = await self.open(server, server.idle_path, count, server.idle_welcome,
+                                     server.idle_room_size, workers=workers,
+                                     sources=[f"127.0.0.{2 + i}" for i in range(k)],
+                                     wait=plan.held_timeout)
+            row.update(opened)
+            row["summary"] = row["summary"].format(f"{opened['opened']:,}") + (
+                f"; {opened['error']}" if "error" in opened else "")
+            await wait_idle(server)
+            after = rss(server.pid)
+            row.update(rss_before_mib=before / 2**20, rss_after_mib=after / 2**20)
+            if opened["opened"]:
+                row["kib_per_conn"] = (after - before) / opened["opened"] / 1024
+                row["server_cpu_us"] = 1e6 * (cpu_seconds(server.pid) - cpu) / opened["opened"]
+            row.update(await self.while_held(server))
+        finally:
+            for worker in workers:
+                await worker.stop()  # its connections go with it
+        rows["held"] = row
+        await wait_idle(server)
+        progress(f"{server.name}: {row['summary']} ({row.get('seconds', 0):.1f} s to open)")
+
+    async def while_held(self, server: Server) -> dict[str, Any]:
+        """``GET /healthz`` one at a time (the real server; the peers have none) and an
+        echo probe in its own process, at once; their p50/p99."""
+        plan = self.plan
+        started = await self.probe.call("probe_start", 20, host=HOST, port=server.port,
+                                        path=server.echo_path, interval=0.005, timeout=10.0)
+        if "error" in started:
+            return {"echo": {"error": f"probe: {started['error']}"}}
+        if server.key == "real":
+            health = await self.probe.call(
+                "health", plan.timeout, host=HOST, port=server.port, path="/healthz",
+                count=plan.health_requests, timeout=10.0)
+            if health.get("failed"):
+                health["error"] = f"{health['failed']} failed: {health['error'][0]}"
+            else:
+                health.pop("error", None)
+        else:
+            health = {NA: "no /healthz (the echo probe answers for it)"}
+            await asyncio.sleep(plan.probe_seconds)
+        stopped = await self.probe.call("probe_stop", 20)
+        rtts = sorted(rtt for _, rtt in stopped.get("samples", []))
+        echo: dict[str, Any] = {"round_trips": len(rtts)}
+        if rtts:
+            echo.update(p50_us=percentile(rtts, 50), p99_us=percentile(rtts, 99),
+                        max_us=rtts[-1])
+        else:
+            echo["error"] = "no echo round trip"
+        return {"health": health, "echo": echo}
+
     async def measure_storm(self, server: Server, rows: dict[str, Any]) -> None:
         """A reconnect storm: ``plan.storm`` chat pages from ``plan.storm_sources``
         loopback addresses, the server restarted (SIGTERM, then started again on the same
@@ -380,6 +493,13 @@ class Bench:
         rows["storm"] = row
         await self.close(server)
         progress(f"{server.name}: reconnect storm done ({row.get('storm_s') or 0:.1f} s)")
+
+
+def held_limit() -> Optional[int]:
+    """The descriptor hard limit every process started here inherits (None: no limit):
+    no server process can hold more connections than this, less its own descriptors."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return None if hard == resource.RLIM_INFINITY else hard
 
 
 def storm_result(replies: list[dict[str, Any]], listening: int, wanted: int) -> dict[str, Any]:
@@ -556,6 +676,8 @@ def rows_of(plan: Plan) -> list[tuple[str, Any]]:
                      f"{burst}{median}", get(key, "burst", "deliveries_per_s")))
         rows.append((f"server CPU µs per raw TCP delivery, {subscribers:,} subscribers",
                      get(key, "burst", "server_cpu_us")))
+    if "held" in plan.steps:
+        rows.extend(held_rows(plan, get))
     if "storm" in plan.steps:
         who = (f"{plan.storm:,} pages from {plan.storm_sources} addresses, rooms of "
                f"{plan.storm_room_size}")
@@ -569,6 +691,26 @@ def rows_of(plan: Plan) -> list[tuple[str, Any]]:
         rows.append(("server CPU µs per reconnect (handshake, welcome, the joined frames)",
                      get("storm", "server_cpu_us")))
     return rows
+
+
+def held_rows(plan: Plan, get: Any) -> list[tuple[str, Any]]:
+    """The held step's rows (``get(*keys)`` picks a number from a server's results)."""
+    def ms(pick: Any) -> Any:  # stored in µs
+        return lambda results: (pick(results) / 1000
+                                if isinstance(pick(results), (int, float)) else pick(results))
+    return [
+        (f"idle connections held at once, target {plan.held:,} (chat: nicknamed, rooms "
+         f"of {plan.room_size})", get("held", "summary")),
+        ("server RSS MiB while they are held", get("held", "rss_after_mib")),
+        ("KiB per held connection (RSS growth)", get("held", "kib_per_conn")),
+        ("seconds to open them", get("held", "seconds")),
+        ("connections/s while opening them", get("held", "per_s")),
+        ("server CPU µs per connection opened", get("held", "server_cpu_us")),
+        *((f"GET /healthz p{p} ms while held ({plan.health_requests}, one at a time, a new "
+           f"connection each)", ms(get("held", "health", f"p{p}_us"))) for p in (50, 99)),
+        *((f"echo probe p{p} ms while held (one client of its own, a frame every 5 ms)",
+           ms(get("held", "echo", f"p{p}_us"))) for p in (50, 99)),
+    ]
 
 
 def fmt(value: float) -> str:
@@ -601,7 +743,7 @@ def table(plan: Plan, servers: list[Server], results: dict[str, dict[str, Any]])
             if value is None:
                 cells.append("—")
             elif isinstance(value, str):
-                cells.append(value.replace("|", "/")[:60])
+                cells.append(value.replace("|", "/")[:80])
             else:
                 notes = []
                 if isinstance(base, (int, float)) and base:
@@ -678,7 +820,7 @@ async def run(plan: Plan, chosen: set[str], results_dir: str) -> int:
         servers = [server for server in servers if server.key in chosen]
         for key in sorted(chosen & set(missing)):
             progress(f"{key}: left out, {missing[key]}")
-        bench = Bench(plan, client_cores)
+        bench = Bench(plan, client_cores, server_cores)
         started = time.monotonic()
         try:
             await bench.start()
@@ -750,6 +892,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--only", default=",".join(STEPS),
                         help=f"which measurements to make, comma-separated among "
                         f"{', '.join(STEPS)} (default: all)")
+    parser.add_argument("--held", type=int, default=Plan.held,
+                        help="idle connections the held step opens at once (default: "
+                        f"{Plan.held:,}; at most the descriptor hard limit less "
+                        f"{Plan.held_margin})")
     parser.add_argument("--storm", type=int, default=None,
                         help="pages in the reconnect storm (default: 10,000; with --quick "
                         "2,000), 50 per source address")
@@ -763,6 +909,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     plan = QUICK if args.quick else Plan()
     plan.processes = max(1, min(args.processes, 8))
     plan.client_loop = args.client_loop
+    if args.held != Plan.held or not args.quick:
+        plan.held = max(1, args.held)
     if args.storm is not None:
         plan.storm = max(1, args.storm)
         plan.storm_sources = min(250, -(-plan.storm // STORM_PER_SOURCE))

@@ -525,6 +525,40 @@ class Session:
                 "p50_us": rtts[len(rtts) // 2] if rtts else None,
                 "p99_us": rtts[min(len(rtts) - 1, len(rtts) * 99 // 100)] if rtts else None}
 
+    # Health: HTTP requests one at a time, as a monitor polls.
+
+    async def health(self, host: str, port: int, path: str, count: int,
+                     timeout: float) -> dict[str, Any]:
+        """``count`` ``GET path`` requests one after the other, each on a new connection (as a
+        load balancer's health check); the time from connecting to the whole answer, and
+        how many were not a 200."""
+        request = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                   f"Connection: close\r\n\r\n").encode()
+        times: list[int] = []
+        failed: list[str] = []
+        for _ in range(count):
+            start = monotonic_ns()
+            try:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(host, port), timeout)
+                writer.write(request)
+                answer = await asyncio.wait_for(reader.read(), timeout)
+                writer.close()
+            except (OSError, asyncio.TimeoutError) as error:
+                failed.append(f"{type(error).__name__}: {error}")
+                continue
+            times.append((monotonic_ns() - start) // 1000)
+            if not answer.startswith(b"HTTP/1.1 200"):
+                failed.append(answer.split(b"\r\n", 1)[0].decode(errors="replace"))
+        times.sort()
+        result: dict[str, Any] = {"requests": count, "answered": len(times),
+                                  "failed": len(failed), "error": failed[:1]}
+        if times:
+            result.update(p50_us=times[len(times) // 2],
+                          p99_us=times[min(len(times) - 1, len(times) * 99 // 100)],
+                          max_us=times[-1])
+        return result
+
     # Probe: one echo client timing round trips while something else loads the server.
 
     async def probe_start(self, host: str, port: int, path: str, interval: float,

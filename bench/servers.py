@@ -104,7 +104,7 @@ class Server:
         ``poll`` seconds)."""
         self.cores = cores
         env = {k: v for k, v in os.environ.items() if not k.startswith("REALTIME_")}
-        log = open(self.log_path or os.devnull, "wb")
+        log = open(self.log_path or os.devnull, "ab")  # a restart keeps what was logged
         self.process = subprocess.Popen(
             self.argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
             preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None)

@@ -1,12 +1,13 @@
 """bench/compare.py: the raw TCP fan-out row and the reconnect storm row run end to end
-against the real server, and a peer whose package is missing is left out of the run with
-the reason."""
+against the real server, a peer whose package is missing is left out of the run with the
+reason, and the held step holds what the descriptor limit allows."""
 
 import json
 import subprocess
 import sys
 
 from tests.conftest import ROOT
+from tests.support import find_program
 
 BENCH = ROOT / "bench" / "compare.py"
 RUN_TIMEOUT = 180  # seconds: the quick TCP step takes about 15 on the 2-core development VM
@@ -65,3 +66,25 @@ def test_a_peer_whose_package_is_missing_is_left_out_with_the_reason(monkeypatch
     assert "ghost" not in {server.key for server in built}
     assert missing["ghost"] == ("no_such_package_for_the_bench is not installed "
                                 "(pip install -r requirements/bench.txt)")
+
+
+def test_held_step_holds_what_the_descriptor_limit_allows_and_says_so(python, tmp_path):
+    """Under a hard descriptor limit of 1,200, ``--only held --held 2000`` holds 1,000
+    connections (the limit less 200), says so in the table, and /healthz answers them."""
+    prlimit = find_program("PRLIMIT", "prlimit")
+    run = subprocess.run(
+        [prlimit, "--nofile=1200:1200", python, str(BENCH), "--quick", "--only", "held",
+         "--held", "2000", "--servers", "real,tornado", "--results", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert run.returncode == 0, run.stdout + run.stderr
+    cells = [line.strip("| ").split(" | ") for line in run.stdout.splitlines()
+             if line.startswith("| ")]
+    rows = {row[0]: row[1:] for row in cells}
+    held = rows["idle connections held at once, target 2,000 (chat: nicknamed, rooms of 25)"]
+    assert held == ["held 1,000 of 2,000 (the descriptor hard limit here is 1,200)"] * 2
+    health = rows["GET /healthz p99 ms while held (50, one at a time, a new connection each)"]
+    assert float(health[0]) > 0
+    assert health[1] == "n/a: no /healthz (the echo probe answers for it)"
+    saved = json.loads(next(tmp_path.glob("compare-*.json")).read_text())
+    real = saved["results"]["real server"]["held"]
+    assert real["opened"] == 1000 and real["health"]["answered"] == 50
