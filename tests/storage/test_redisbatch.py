@@ -160,25 +160,86 @@ async def test_pipelining_off_sends_each_call_alone(batcher):
     assert [count for count, _ in replies] == list(range(1, 6))
 
 
-async def test_calls_made_while_a_pipeline_travels_share_the_next_one(batcher, redis_server):
-    """10 calls made in 10 loop turns while a pipeline is on its way (Redis frozen) go
-    together in the next pipeline, after it, in the order made."""
+async def test_calls_made_while_two_pipelines_travel_share_the_next_one(
+        batcher, redis_server):
+    """While two pipelines are on their way (Redis frozen), 10 calls made in 10 loop turns
+    go together in the third, after them, in the order made."""
     batch, client = batcher()
     script = await loaded(client, COUNT)
     redis_server.pause()
     try:
         first = asyncio.ensure_future(batch.call(script, ["n"], ["first"]))
         await poll_until(lambda: batch.pipelines == 1)  # sent, unanswered
+        second = asyncio.ensure_future(batch.call(script, ["n"], ["second"]))
+        await poll_until(lambda: batch.pipelines == 2)  # sent behind it, unanswered
         later = []
         for n in range(10):
             later.append(asyncio.ensure_future(batch.call(script, ["n"], [f"m{n}"])))
             await asyncio.sleep(0)  # the next call in another loop turn
     finally:
         redis_server.resume()
-    replies = await asyncio.gather(first, *later)
-    assert batch.pipelines == 2
-    assert labels(replies) == ["first"] + [f"m{n}" for n in range(10)]
-    assert [count for count, _ in replies] == list(range(1, 12))
+    replies = await asyncio.gather(first, second, *later)
+    assert batch.pipelines == 3
+    assert labels(replies) == ["first", "second"] + [f"m{n}" for n in range(10)]
+    assert [count for count, _ in replies] == list(range(1, 13))
+
+
+async def test_a_refused_call_in_the_first_of_two_pipelines_fails_alone(
+        batcher, redis_server):
+    """With two pipelines on their way, a refused call of the first fails its caller only:
+    the first's other calls and every call of the second get their replies."""
+    batch, client = batcher()
+    script = await loaded(client, PICKY)
+    redis_server.pause()
+    try:
+        first = [asyncio.ensure_future(batch.call(script, [], [label]))
+                 for label in ("a", "bad", "c")]
+        await poll_until(lambda: batch.pipelines == 1)
+        second = [asyncio.ensure_future(batch.call(script, [], [label]))
+                  for label in ("d", "e")]
+        await poll_until(lambda: batch.pipelines == 2)  # written behind the first
+    finally:
+        redis_server.resume()
+    results = await asyncio.gather(*first, *second, return_exceptions=True)
+    assert [results[i] for i in (0, 2, 3, 4)] == [b"a", b"c", b"d", b"e"]
+    assert isinstance(results[1], ResponseError) and "refused" in str(results[1])
+
+
+async def test_a_pipeline_behind_one_that_timed_out_fails_and_the_next_calls_work(
+        batcher, redis_server):
+    """Two pipelines on their way when the first times out (Redis paused): the calls of
+    both fail with a timeout; once Redis answers, the next calls get their replies."""
+    batch, client = batcher(timeout=0.5)
+    script = await loaded(client, COUNT)
+    await batch.call(script, ["n"], ["connect"])
+    redis_server.pause()
+    try:
+        first = asyncio.ensure_future(batch.call(script, ["n"], ["first"]))
+        await poll_until(lambda: batch.pipelines == 2)
+        second = asyncio.ensure_future(batch.call(script, ["n"], ["second"]))
+        await poll_until(lambda: batch.pipelines == 3)
+        results = await asyncio.gather(first, second, return_exceptions=True)
+    finally:
+        redis_server.resume()
+    assert all(isinstance(result, TimeoutError) for result in results), results
+    _, label = await batch.call(script, ["n"], ["after"])
+    assert label == b"after"
+
+
+async def test_a_function_argument_knows_its_pipeline_is_chained(batcher, redis_server):
+    """A function argument read while the pipeline before is unanswered sees ``chained``
+    True; one read with nothing on its way sees False."""
+    batch, client = batcher()
+    script = await loaded(client, COUNT)
+    redis_server.pause()
+    try:
+        first = asyncio.ensure_future(batch.call(script, ["n"], [lambda: str(batch.chained)]))
+        await poll_until(lambda: batch.pipelines == 1)
+        second = asyncio.ensure_future(batch.call(script, ["n"], [lambda: str(batch.chained)]))
+        await poll_until(lambda: batch.pipelines == 2)
+    finally:
+        redis_server.resume()
+    assert labels(await asyncio.gather(first, second)) == ["False", "True"]
 
 
 # The group form of COUNT: each call's argument count (always 1 here), then its label.
