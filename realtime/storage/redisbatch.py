@@ -60,21 +60,24 @@ is built (the loop was blocked) fails the same way, unsent.
 Fresh arguments. An argument may be a function of no arguments: it is called when the
 pipeline is built (``pipelines`` already counts it, ``chained`` says whether one is still
 on its way before it), after the callers of every pipeline answered so far have handled
-their replies (the sender lets them run first). A chat message's
-lowest id is one: a message whose predecessor could not be stored, and was shown under an
-id of this process's own, is stored above that id; its deadline is another (see
-``realtime.chat.redisstate``).
+their replies (the sender lets them run first). A chat message's lowest id is one: a
+message whose predecessor could not be stored, and was shown under an id of this process's
+own, is stored above that id; its deadline is another (see ``realtime.chat.redisstate``).
 
 Groups. A call may name a ``group`` script: the calls with the same group script and the
 same keys (a chat room's) that wait for the same pipeline go to Redis as ONE call of the
-group script, whose arguments are each call's argument count then its arguments, one call
-after the other, and whose reply is a list with one reply per call (an error reply in it
-fails that call only). Redis runs the group script atomically, so each call's own steps
-stay one step, and in the calls' order. A call joins the group of the pipeline being
-gathered only while no call outside any group was queued after that group (so a group
-never overtakes such a call), and while the group stays within the bounds (each of its
-calls counts toward ``max_count``). It saves Redis and this process the cost of a script
-call per message: one ``EVALSHA`` per room and pipeline, not one per message.
+group script, whose reply is a list with one reply per call (an error reply in it fails
+that call only). Its arguments are, call after call, a count then arguments: a call's
+arguments that end as the call before's (a room's channels, bounds, deadline) are not sent
+again: a count n >= 0 says that only its first n are sent, the others are the call
+before's; -n says that all of them are sent, n (the first call, or a call with another
+number of arguments). ``GROUP_CALLS`` reads them back in Lua. Redis runs the group script
+atomically, so each call's own steps stay one step, and in the calls' order. A call joins
+the group of the pipeline being gathered only while no call outside any group was queued
+after that group (so a group never overtakes such a call), and while the group stays within
+the bounds (each of its calls counts toward ``max_count``). It saves Redis and this process
+the cost of a script call per message: one ``EVALSHA`` per room and pipeline, not one per
+message.
 
 The client is given (any ``redis.asyncio`` client with ``pipeline()``), so the same batcher
 can run on another connection pool. On a cluster client (``RedisCluster``), whose pipelines
@@ -93,6 +96,28 @@ from typing import Any, Optional, Sequence
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
+
+# How a group script reads its calls' arguments (see "Groups"): ``for args, given in
+# calls() do``, each call's arguments (one table, reused from call to call: copy what must
+# outlive the call) and how many of them were sent (the others are the call before's).
+GROUP_CALLS = """
+local function calls()
+    local at, args = 1, {}
+    return function()
+        if at > #ARGV then return nil end
+        local given = tonumber(ARGV[at])
+        if given < 0 then
+            given = -given
+            args = {}
+        end
+        for i = 1, given do
+            args[i] = ARGV[at + i]
+        end
+        at = at + given + 1
+        return args, given
+    end
+end
+"""
 
 DEFAULT_MAX_COUNT = 500  # calls per pipeline
 DEFAULT_MAX_BYTES = 1024 * 1024  # bytes of keys and arguments per pipeline
@@ -147,14 +172,25 @@ class _Call:
                      live, len(live))
 
     def arguments(self) -> list[Any]:
-        """The arguments to send, fresh: a group's are each member's count then its own."""
+        """The arguments to send, fresh: a group's are each member's count then those of
+        its own that are not the member before's (see "Groups")."""
         if self.members is None:
             return fresh(self.args)
         out: list[Any] = []
+        before: list[Any] = []
         for args, _ in self.members:
             values = fresh(args)
-            out.append(len(values))
-            out.extend(values)
+            given = len(values)
+            if given == len(before):
+                # The same type too: 1 and 1.0 are equal but not the same on the wire.
+                while given and type(values[given - 1]) is type(before[given - 1]) \
+                        and values[given - 1] == before[given - 1]:
+                    given -= 1
+                out.append(given)
+            else:
+                out.append(-given)
+            out.extend(values[:given])
+            before = values
         return out
 
     def settle(self, reply: Any) -> None:

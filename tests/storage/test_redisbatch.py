@@ -11,7 +11,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from realtime.storage.redisbatch import ScriptBatcher
+from realtime.storage.redisbatch import GROUP_CALLS, ScriptBatcher
 from tests.redis_server import RedisServer
 from tests.support import poll_until
 
@@ -242,23 +242,33 @@ async def test_a_function_argument_knows_its_pipeline_is_chained(batcher, redis_
     assert labels(await asyncio.gather(first, second)) == ["False", "True"]
 
 
-# The group form of COUNT: each call's argument count (always 1 here), then its label.
-COUNT_MANY = """
+# The group form of COUNT: each call's label, read as the batcher sends a group's calls.
+COUNT_MANY = GROUP_CALLS + """
 local replies = {}
-for at = 1, #ARGV, 2 do
-    replies[#replies + 1] = {redis.call('INCR', KEYS[1]), ARGV[at + 1]}
+for args in calls() do
+    replies[#replies + 1] = {redis.call('INCR', KEYS[1]), args[1]}
 end
 return replies
 """
 # The group form of PICKY: a refused call is an error reply among the others.
-PICKY_MANY = """
+PICKY_MANY = GROUP_CALLS + """
 local replies = {}
-for at = 1, #ARGV, 2 do
-    if ARGV[at + 1] == 'bad' then
+for args in calls() do
+    if args[1] == 'bad' then
         replies[#replies + 1] = {err = 'refused'}
     else
-        replies[#replies + 1] = ARGV[at + 1]
+        replies[#replies + 1] = args[1]
     end
+end
+return replies
+"""
+# A group script that returns each call's arguments as it read them.
+ECHO_MANY = GROUP_CALLS + """
+local replies = {}
+for args in calls() do
+    local copy = {}
+    for i = 1, #args do copy[i] = args[i] end
+    replies[#replies + 1] = copy
 end
 return replies
 """
@@ -324,3 +334,17 @@ async def test_a_group_is_loaded_again_after_a_script_flush(batcher):
     replies = await asyncio.gather(*(batch.call(script, ["n"], [f"m{i}"], group=many)
                                      for i in range(5)))
     assert [count for count, _ in replies] == list(range(1, 6))
+
+
+async def test_a_group_call_s_arguments_reach_redis_whole(batcher):
+    """Calls of a group whose arguments repeat the call before's (in part, wholly, or not
+    at all, in number or in type) each reach the group script with all their own."""
+    batch, client = batcher()
+    script, many = await loaded(client, COUNT), await loaded(client, ECHO_MANY)
+    calls = [["a", "x", "y"], ["b", "x", "y"], ["b", "x", "y"], ["c", "z", "y"],
+             ["d", "y"], ["e", "y", 1], ["e", "y", 1.0], ["e", "y", "1.0"], ["f", "y", 2]]
+    replies = await asyncio.gather(*(batch.call(script, ["k"], args, group=many)
+                                     for args in calls))
+    assert [[value.decode() for value in reply] for reply in replies] == [
+        [str(value) for value in args] for args in calls]
+    assert batch.pipelines == 1
