@@ -356,9 +356,12 @@ class ScriptBatcher:
 
     def _blocking(self) -> Optional["asyncio.Future[None]"]:
         """The pipeline on its way that the next must wait for, if any: the oldest while
-        ``depth`` are on their way, the newest once the chain is too old to go on."""
+        ``depth`` are on their way, the newest once the chain is too old to go on or its
+        connection failed."""
         if not self._flights:
             return None
+        if self._wire is None:  # they failed: a new chain starts once they are all done
+            return self._flights[-1]
         if len(self._flights) >= self.depth:
             return self._flights[0]
         now = asyncio.get_running_loop().time()
@@ -419,8 +422,8 @@ class ScriptBatcher:
             return
         loop = asyncio.get_running_loop()
         self.chained = bool(self._flights)
-        if not self.chained:
-            self._chain_since = deadline - self.timeout
+        if not self.chained and deadline < math.inf:
+            self._chain_since = deadline - self.timeout  # when its oldest call was made
         if self._wire is None:
             self._wire = _Wire(self.client.connection_pool)
         wire = self._wire
@@ -570,6 +573,8 @@ class _Wire:
 
     async def write(self, commands: list[tuple[Any, ...]]) -> None:
         """Send ``commands`` (each a command's words) in one write."""
+        if self.failed is not None:  # never on another connection, ahead of those before
+            raise self.failed
         if self._connection is None:
             self._connection = await self.pool.get_connection()
         connection = self._connection
