@@ -247,9 +247,9 @@ class ScriptBatcher:
         self.max_bytes = max_bytes
         self.timeout = math.inf if timeout is None else timeout
         self.depth = 1 if self._cluster or max_count == 1 else depth
-        # With depth above 1: the connection the pipelines go on, held for good, and the
-        # pipelines on their way, oldest first, each as the future of its end (set when its
-        # callers have their replies, or their error).
+        # With depth above 1: the connection the pipelines go on (one of the pool's, while
+        # any is on its way), and the pipelines on their way, oldest first, each as the
+        # future of its end (set when its callers have their replies, or their error).
         self._wire: Optional[_Wire] = None
         self._flights: deque[asyncio.Future[None]] = deque()
         self._landing: set[asyncio.Task[None]] = set()  # the tasks reading them
@@ -436,10 +436,11 @@ class ScriptBatcher:
         try:
             async with asyncio.timeout_at(_when(deadline)):
                 await wire.write(commands)
-        except Exception as error:
+        except BaseException as error:
             if self._wire is wire:
                 self._wire = None
             await wire.drop(error)
+            await wire.done()
             raise
         landed = loop.create_future()
         previous = self._flights[-1] if self._flights else None
@@ -470,6 +471,7 @@ class ScriptBatcher:
                 await wire.drop(error)
                 self._failed(todo, error)
         finally:
+            await wire.done()
             self._flights.remove(landed)
             landed.set_result(None)
 
@@ -561,18 +563,24 @@ def _source(script: Any) -> str:
 
 
 class _Wire:
-    """One connection of a pool, held by the batcher, on which several pipelines are on
-    their way at once: written one after the other, their replies read back in the same
-    order (by one reader at a time: each pipeline's reader waits for the one before)."""
+    """A connection of a pool on which several pipelines are on their way at once: written
+    one after the other, their replies read back in the same order (by one reader at a
+    time: each pipeline's reader waits for the one before). It is taken from the pool when
+    the first pipeline is written and given back once the last one written is read, so
+    each chain starts on a connection the pool checked (one Redis closed while idle, as a
+    restart does, is replaced, not written to)."""
 
     def __init__(self, pool: Any) -> None:
         self.pool = pool
         self._connection: Any = None
+        self._users = 0  # pipelines written and not read yet (or being written)
         # What ended the connection (a pipeline's failure): the later pipelines fail alike.
         self.failed: Optional[BaseException] = None
 
     async def write(self, commands: list[tuple[Any, ...]]) -> None:
-        """Send ``commands`` (each a command's words) in one write."""
+        """Send ``commands`` (each a command's words) in one write; ``done()`` once their
+        replies are read (or they failed)."""
+        self._users += 1
         if self.failed is not None:  # never on another connection, ahead of those before
             raise self.failed
         if self._connection is None:
@@ -596,9 +604,16 @@ class _Wire:
                 replies.append(error)
         return replies
 
+    async def done(self) -> None:
+        """A pipeline written is read (or failed): the last one gives the connection back."""
+        self._users -= 1
+        if self._users == 0 and self._connection is not None:
+            connection, self._connection = self._connection, None
+            await self.pool.release(connection)
+
     async def drop(self, error: BaseException) -> None:
         """Close the connection (replies may be left on it) and give it back to the pool;
-        a pipeline read from it later fails with ``error``."""
+        a pipeline written or read on it later fails with ``error``."""
         if self.failed is None:
             self.failed = error
         connection, self._connection = self._connection, None

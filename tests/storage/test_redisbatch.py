@@ -348,3 +348,15 @@ async def test_a_group_call_s_arguments_reach_redis_whole(batcher):
     assert [[value.decode() for value in reply] for reply in replies] == [
         [str(value) for value in args] for args in calls]
     assert batch.pipelines == 1
+
+
+async def test_a_connection_redis_closed_while_idle_is_replaced(batcher, redis_server):
+    """Redis closes the batcher's connection between two bursts (``CLIENT KILL``, as a
+    restart does): the next burst's calls get their replies, not a connection error."""
+    batch, client = batcher()
+    script = await loaded(client, COUNT)
+    await asyncio.gather(*(batch.call(script, ["n"], [f"a{i}"]) for i in range(3)))
+    async with redis.asyncio.Redis.from_url(redis_server.url) as admin:
+        assert await admin.client_kill_filter(_type="normal", skipme=True) >= 1
+    replies = await asyncio.gather(*(batch.call(script, ["n"], [f"b{i}"]) for i in range(3)))
+    assert [count for count, _ in replies] == [4, 5, 6]
