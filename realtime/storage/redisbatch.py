@@ -26,14 +26,19 @@ a burst.)
 Two in flight. Up to ``depth`` pipelines (2) are on their way at once, on the batcher's one
 connection: the next is written while Redis runs the one before, and the replies are read
 back in the order the pipelines were written (Redis answers a connection in order). So
-Redis's work on one pipeline overlaps this process's work on the next (building it,
-reading and handing out the replies of the one before) instead of each waiting on the
-other. A pipeline written behind one not answered yet is *chained* to it (``chained`` is
-True while its arguments are read): callers that need to know what became of the calls
+Redis's work on one pipeline overlaps this process's work on the next (building it, reading
+and handing out the replies of the one before) instead of each waiting on the other. For
+the two to overlap from the start, a burst found with nothing on its way (at least
+``SPLIT_AT`` calls) goes as two pipelines, half each, the second written right behind the
+first: Redis runs the first while this process writes the second, and this process hands
+out the first's replies (whose callers make their next calls, the next pipeline) while
+Redis runs the second; from then on each works on one pipeline while the other is with the
+other side. A pipeline written behind one not answered yet is *chained* to it (``chained``
+is True while its arguments are read): callers that need to know what became of the calls
 before theirs (see "Fresh arguments") must treat a chain as one pipeline; the chat state
-gives a chained pipeline's messages the Redis deadline of the one before. A chain lasts
-at most a quarter of ``timeout`` from its first call: past that, the next pipeline waits
-until every one on its way is answered, and starts a new chain.
+gives a chained pipeline's messages the Redis deadline of the one before. A chain lasts at
+most a quarter of ``timeout`` from its first call: past that, the next pipeline waits until
+every one on its way is answered, and starts a new chain.
 
 Failures. Every caller gets its own result or its own exception. A script error (a refused
 command) fails that call only. A failure of the pipeline itself (the connection lost, a
@@ -123,6 +128,7 @@ DEFAULT_MAX_COUNT = 500  # calls per pipeline
 DEFAULT_MAX_BYTES = 1024 * 1024  # bytes of keys and arguments per pipeline
 DEFAULT_DEPTH = 2  # pipelines on their way at once
 CHAIN_SHARE = 0.25  # of ``timeout``: how long a chain of pipelines may go on
+SPLIT_AT = 16  # calls queued with nothing on its way from which they go as two pipelines
 NUMBER_SIZE = 8  # what a number argument is counted as
 
 
@@ -256,6 +262,7 @@ class ScriptBatcher:
         self._chain_since = 0.0  # loop time of the first call of the chain on its way
         # Whether the pipeline being built goes out behind one not answered yet.
         self.chained = False
+        self._halved = False  # the last pipeline taken is the first half of what was queued
         self._queue: deque[_Call] = deque()  # calls not sent yet, in the order made
         # Groups still taking calls: (group sha, keys) -> the group's call, queued.
         self._open: dict[tuple[str, tuple[Any, ...]], _Call] = {}
@@ -337,14 +344,24 @@ class ScriptBatcher:
             self._sender = asyncio.create_task(self._send_all(), name="redis-batcher")
 
     def _take(self) -> list[_Call]:
-        """The next pipeline's calls: the oldest queued, within the bounds."""
+        """The next pipeline's calls: the oldest queued, within the bounds; with nothing on
+        its way, room for two and ``SPLIT_AT`` calls queued, half of them (see "Two in
+        flight")."""
+        most = self.max_count
+        if self._halved:  # the second half: whole, whatever landed meanwhile
+            self._halved = False
+        elif self.depth > 1 and not self._flights:
+            queued = sum(call.count for call in self._queue)
+            if queued >= SPLIT_AT:
+                most = min(most, (queued + 1) // 2)
+                self._halved = True
         batch: list[_Call] = []
         size = 0
         count = 0
-        while self._queue and count < self.max_count:
+        while self._queue and count < most:
             call = self._queue[0]
             if batch and (size + call.size > self.max_bytes
-                          or count + call.count > self.max_count):
+                          or count + call.count > most):
                 break
             batch.append(self._queue.popleft())
             key = (call.sha, tuple(call.keys))

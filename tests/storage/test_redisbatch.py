@@ -52,13 +52,15 @@ def labels(replies: list[Any]) -> list[str]:
     return [label.decode() for _, label in replies]
 
 
-async def test_calls_of_one_turn_share_one_pipeline(batcher):
-    """200 calls made in one loop turn reach Redis in one pipeline, each caller gets its own
+@pytest.mark.parametrize("depth, pipelines", [(2, 2), (1, 1)])
+async def test_calls_of_one_turn_share_one_pipeline_or_two_halves(batcher, depth, pipelines):
+    """200 calls made in one loop turn (nothing on its way) reach Redis in two pipelines
+    written back to back, half each (in one with ``depth=1``), each caller gets its own
     reply, and Redis ran them in the order they were made."""
-    batch, client = batcher()
+    batch, client = batcher(depth=depth)
     script = await loaded(client, COUNT)
     replies = await asyncio.gather(*(batch.call(script, ["n"], [f"m{i}"]) for i in range(200)))
-    assert batch.pipelines == 1
+    assert batch.pipelines == pipelines
     assert labels(replies) == [f"m{i}" for i in range(200)]
     assert [count for count, _ in replies] == list(range(1, 201))
 
