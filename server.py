@@ -260,8 +260,9 @@ class Config:
     redis_batch: int = option(
         500, "with `--redis-url`: the most script calls (chat messages, votes, nickname "
         "leases) sent to Redis in one pipeline; the calls made in one event-loop turn share "
-        "a pipeline, in order (1 MiB of arguments at most). `1` turns pipelining off: one "
-        "round trip per call", group=REDIS)
+        "a pipeline (a burst two, back to back), in order, two pipelines on their way at "
+        "once (1 MiB of arguments at most). `1` turns pipelining off: one round trip per "
+        "call", group=REDIS)
     cookie_secret_file: Optional[str] = option(
         None, "file holding the secret that signs voter cookies; generated (mode 0600) if "
         "missing, safely when several processes start at once. Keep it, and give every "

@@ -61,8 +61,10 @@ Pipelining. The scripts of messages (``APPEND``) and of nicknames (``JOIN``, ``L
 ``LOOKUP``, ``ONLINE``) go through one ``realtime.storage.redisbatch.ScriptBatcher``: those
 issued in the same loop turn (a burst of messages, a wave of connections, the renewal of
 every lease of a room) reach Redis in one pipeline of at most ``batch`` calls (and 1 MiB of
-arguments), one pipeline at a time, in order. So a message sent after another of the room
-is run (and gets its id, and is published) after it, and each stays one atomic script.
+arguments), in order on one connection, two on their way at once (Redis runs one while
+this process builds the next). So a message sent after another of the room is run (and
+gets its id, and is published) after it, and each stays one atomic script; a pipeline
+built before the replies of the one before are known takes that one's deadline.
 A room's messages of one pipeline go as ONE script call (``APPEND_MANY``, the batcher's
 groups): each still appended and published atomically, ids consecutive in the order sent,
 each with its own deadline; Redis and this process pay one script call per room and
@@ -73,8 +75,8 @@ with hiredis (``realtime.storage.redispack``). ``batch=1`` (``--redis-batch 1``)
 each call on its own: messages one round trip at a time, the nickname scripts as separate
 calls (``CONCURRENT_CALLS`` at once).
 
-Faults. At most ``CONCURRENT_CALLS`` calls run at once (the batcher's pipelines, one at a
-time, on a connection of their own, count as none); the others wait their turn (up to
+Faults. At most ``CONCURRENT_CALLS`` calls run at once (the batcher's pipelines, on a
+connection of their own, count as none); the others wait their turn (up to
 ``timeout``), so a wave of connections is a queue, not an outage. Every call is bounded by
 ``timeout`` (2 s). Only a lost connection or a timeout marks the state down (one warning per
 outage), and until a background PING answers, calls do not wait on it: messages go to this
@@ -354,13 +356,13 @@ class RedisChatState:
         self._clock = clock
         self._monotonic = monotonic
         self.process = os.urandom(6).hex()  # names this process's leases and serials
-        # Three connections beyond the calls': the probe's and the clock's, which bypass
-        # ``_turns``, and the batcher's (one pipeline at a time): the pool itself is never
-        # what refuses a call.
+        # Four connections beyond the calls': the probe's and the clock's, which bypass
+        # ``_turns``, the batcher's (its pipelines' one connection) and its NOSCRIPT
+        # retries': the pool itself is never what refuses a call.
         self._redis = client(
             url, socket_timeout=timeout, socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 0), health_check_interval=0, protocol=2,
-            client_name="realtime-chat", max_connections=CONCURRENT_CALLS + 3,
+            client_name="realtime-chat", max_connections=CONCURRENT_CALLS + 4,
             # Cheaper packing of the batched scripts (a cluster's client keeps its own).
             connection_class=PackedConnection,
         )
@@ -785,15 +787,22 @@ class RedisChatState:
         message shown here under its own id. Every message of a pipeline takes the
         deadline of its first one (the earliest, as messages are sent in order), so if one
         of them is too late, every later one is too: none is stored under an id below one
-        shown here.
+        shown here. A pipeline chained behind one not answered yet (the batcher's
+        ``chained``: it was built before the replies of the one before were known) takes
+        that one's deadline if it is earlier, for the same reason: Redis runs it after the
+        one before, so if that one's messages were too late, so are its.
         """
         own = int(time.time() * 1000 + self._offset_ms + self.timeout * 500)
 
         def deadline() -> int:
             pipeline, first = self._deadline
-            if pipeline != self.batcher.pipelines:  # the first message of this pipeline
-                self._deadline = (self.batcher.pipelines, own)
-                return own
+            current = self.batcher.pipelines
+            if pipeline != current:  # the first message of this pipeline
+                if not (self.batcher.chained and pipeline == current - 1):
+                    first = own  # the pipeline before has no message, or is answered
+                first = min(first, own)
+                self._deadline = (current, first)
+                return first
             return min(first, own)
 
         return deadline

@@ -92,7 +92,7 @@ from realtime.ops.tasks import cancel_all
 from realtime.pubsub.brokers import Deliver
 from realtime.pubsub.envelope import Envelope
 from realtime.pubsub.redislistener import Listener
-from realtime.storage.redisbatch import ScriptBatcher, fresh
+from realtime.storage.redisbatch import GROUP_CALLS, ScriptBatcher, fresh
 from realtime.storage.rediskeys import AnyRedis, client, close, is_cluster, node_url, topic_channel
 
 log = logging.getLogger("realtime.redis")
@@ -132,8 +132,8 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 # given up on this call by then and shown the message under an id of its own.
 #
 # ``append_one(ARGV)`` takes a message's id and appends it to the log: its id as a string
-# and its id (20 digits, zero-padded) and frame as a KIND_TEXT_ID wire carries them after
-# its header; false past the deadline. The sequence is read once per script and written
+# and its frame; false past the deadline. ``padded(sid)`` is the id as a KIND_TEXT_ID wire
+# carries it (20 digits, zero-padded). The sequence is read once per script and written
 # once, by ``save_last`` (the script is atomic: nobody sees it between), after every
 # message, even one whose append failed (its id is used).
 _APPEND_ONE = """
@@ -159,7 +159,10 @@ local function append_one(ARGV)
     else
         redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], sid .. '-0', 'f', frame, 'p', ARGV[3])
     end
-    return sid, string.rep('0', 20 - #sid) .. sid .. frame
+    return sid, frame
+end
+local function padded(sid)
+    return string.rep('0', 20 - #sid) .. sid
 end
 local function save_last()
     if taken then
@@ -173,13 +176,13 @@ local function failure(reply)
 end
 """
 APPEND = _NOW_MS + _APPEND_ONE + """
-local ok, sid, padded = pcall(append_one, ARGV)
+local ok, sid, frame = pcall(append_one, ARGV)
 save_last()
 if not ok then return failure(sid) end
 if not sid then return false end
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 redis.call('EXPIRE', KEYS[2], ARGV[6])
-local wire = ARGV[7] .. padded
+local wire = ARGV[7] .. padded(sid) .. frame
 for i = 9, #ARGV do
     redis.call('PUBLISH', ARGV[i], wire)
 end
@@ -188,23 +191,39 @@ return sid
 
 # Several messages of one room in one script call (``History.batch``'s groups, see
 # ``realtime.storage.redisbatch``): ``APPEND``'s steps once per message, in order, each
-# with its own arguments. KEYS: as ``APPEND``'s. ARGV: for each message, the count of its
-# arguments, then ``APPEND``'s ARGV. Returns one reply per message: its id, nil past the
-# deadline, or an error reply (that message only; the ones before it stay stored).
+# with its own arguments. KEYS: as ``APPEND``'s. ARGV: each message's ``APPEND`` ARGV as a
+# batcher's group sends them (``GROUP_CALLS``: those that end as the message before's,
+# its room's bounds and channels, are not sent again). Returns one reply per message: its
+# id, nil past the deadline, or an error reply (that message only; the ones before it stay
+# stored).
 # Redis's cost per message is only what is per message (its id, its log entry): the
 # sequence is read and written once, the log and sequence are given their TTL once, and
 # a run of consecutive messages published on the same channels goes as ONE publish per
-# channel (a KIND_BATCH wire, ``encode_batch``; a run of one, a plain KIND_TEXT_ID wire).
-# Every message is still appended and published in one atomic step, and the publishes
-# keep the messages' order.
-APPEND_MANY = _NOW_MS + _APPEND_ONE + """
+# channel (a KIND_BATCH wire, ``encode_batch``, built by one ``table.concat``; a run of
+# one, a plain KIND_TEXT_ID wire). Every message is still appended and published in one
+# atomic step, and the publishes keep the messages' order.
+APPEND_MANY = _NOW_MS + _APPEND_ONE + GROUP_CALLS + """
 local replies = {}
-local run, run_channels, ttl = {}, nil, nil
+-- The run being gathered: its wire's pieces (the batch header, then for each message its
+-- length, padded id and frame), its wire prefix and its channels.
+local run, run_prefix, run_channels = nil, nil, nil
+local ttl
+local function publish_run()
+    if run == nil or #run == 1 then return end
+    local wire
+    if #run == 4 then  -- one message: a plain KIND_TEXT_ID wire
+        wire = run_prefix .. run[3] .. run[4]
+    else
+        wire = table.concat(run)
+    end
+    for i = 1, #run_channels do
+        redis.call('PUBLISH', run_channels[i], wire)
+    end
+end
 -- Whether a message of ``args`` is published as the run's are (same wire prefix, same
 -- channels): then it joins the run.
 local function same_run(args)
-    if run_channels == nil or run_channels.prefix ~= args[7]
-            or #run_channels ~= #args - 8 then
+    if run == nil or run_prefix ~= args[7] or #run_channels ~= #args - 8 then
         return false
     end
     for i = 9, #args do
@@ -212,48 +231,33 @@ local function same_run(args)
     end
     return true
 end
-local function publish_run()
-    if #run == 0 then return end
-    local wire
-    if #run == 1 then
-        wire = run_channels.prefix .. run[1]
-    else
-        local parts = {run_channels.batch_prefix}
-        for i = 1, #run do
-            parts[#parts + 1] = string.format('%010d', #run[i]) .. run[i]
-        end
-        wire = table.concat(parts)
-    end
-    for i = 1, #run_channels do
-        redis.call('PUBLISH', run_channels[i], wire)
-    end
-    run = {}
-end
-local at = 1
-while at <= #ARGV do
-    local count = tonumber(ARGV[at])
-    local args = {}
-    for i = 1, count do
-        args[i] = ARGV[at + i]
-    end
-    at = at + count + 1
-    local ok, reply, padded = pcall(append_one, args)
+local joined = false  -- whether the message before joined the run
+for args, given in calls() do
+    -- Its wire prefix and channels (ARGV 7, 9...) are the message before's, in the run.
+    local as_before = joined and given < 7
+    joined = false
+    local ok, sid, frame = pcall(append_one, args)
     if ok then
-        replies[#replies + 1] = reply
-        if reply then
+        replies[#replies + 1] = sid
+        if sid then
             ttl = args[6]
-            if not same_run(args) then
+            if not (as_before or same_run(args)) then
                 publish_run()
-                run_channels = {prefix = args[7],
-                                batch_prefix = string.char(3) .. string.sub(args[7], 2)}
+                run_prefix = args[7]
+                run = {string.char(3) .. string.sub(args[7], 2)}
+                run_channels = {}
                 for i = 9, #args do
                     run_channels[#run_channels + 1] = args[i]
                 end
             end
-            run[#run + 1] = padded
+            local n = #run
+            run[n + 1] = string.format('%010d', 20 + #frame)
+            run[n + 2] = padded(sid)
+            run[n + 3] = frame
+            joined = true
         end
     else
-        replies[#replies + 1] = failure(reply)
+        replies[#replies + 1] = failure(sid)
     end
 end
 publish_run()

@@ -834,6 +834,34 @@ async def test_messages_of_a_pipeline_redis_never_ran_are_all_kept_local(
     assert caplog.text.count("unavailable for chat") == 1
 
 
+async def test_a_message_chained_behind_one_redis_ran_late_is_never_stored_below_it(
+        node, redis_server, admin):
+    """Two messages in two pipelines on their way while Redis is frozen past the first's
+    deadline (not past the second's own): the second is not stored either, and is shown
+    with an id above the first's."""
+    a = await node()
+    names = await senders(a.chat, 2)
+    await a.chat.say("lobby", names[0], "warm-up")
+    before = a.chat.batcher.pipelines
+    redis_server.pause()
+    try:
+        first = asyncio.ensure_future(a.chat.say("lobby", names[0], "first"))
+        await poll_until(lambda: a.chat.batcher.pipelines == before + 1)  # written
+        written = time.time()
+        a.chat._offset_ms += 60_000  # the second's own deadline: a minute later
+        second = asyncio.ensure_future(a.chat.say("lobby", names[1], "second"))
+        await poll_until(lambda: a.chat.batcher.pipelines == before + 2)  # behind it
+        # Past the first's deadline in Redis (half the timeout), not yet its caller's.
+        await poll_until(lambda: time.time() > written + a.chat.timeout / 2 + 0.2)
+    finally:
+        redis_server.resume()
+    shown = await asyncio.gather(first, second)
+    logged = await admin.xrange("realtime:chat:{lobby}:log")
+    texts = [json.loads(fields[b"f"])["text"] for _, fields in logged]
+    assert texts == ["warm-up"]
+    assert shown[1]["id"] > shown[0]["id"]
+
+
 async def test_a_wave_of_nicknames_shares_pipelines(node):
     """100 connections taking nicknames in one turn are granted each its own, in a few
     pipelines rather than 100 round trips."""

@@ -11,7 +11,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from realtime.storage.redisbatch import ScriptBatcher
+from realtime.storage.redisbatch import GROUP_CALLS, ScriptBatcher
 from tests.redis_server import RedisServer
 from tests.support import poll_until
 
@@ -52,13 +52,15 @@ def labels(replies: list[Any]) -> list[str]:
     return [label.decode() for _, label in replies]
 
 
-async def test_calls_of_one_turn_share_one_pipeline(batcher):
-    """200 calls made in one loop turn reach Redis in one pipeline, each caller gets its own
+@pytest.mark.parametrize("depth, pipelines", [(2, 2), (1, 1)])
+async def test_calls_of_one_turn_share_one_pipeline_or_two_halves(batcher, depth, pipelines):
+    """200 calls made in one loop turn (nothing on its way) reach Redis in two pipelines
+    written back to back, half each (in one with ``depth=1``), each caller gets its own
     reply, and Redis ran them in the order they were made."""
-    batch, client = batcher()
+    batch, client = batcher(depth=depth)
     script = await loaded(client, COUNT)
     replies = await asyncio.gather(*(batch.call(script, ["n"], [f"m{i}"]) for i in range(200)))
-    assert batch.pipelines == 1
+    assert batch.pipelines == pipelines
     assert labels(replies) == [f"m{i}" for i in range(200)]
     assert [count for count, _ in replies] == list(range(1, 201))
 
@@ -160,44 +162,115 @@ async def test_pipelining_off_sends_each_call_alone(batcher):
     assert [count for count, _ in replies] == list(range(1, 6))
 
 
-async def test_calls_made_while_a_pipeline_travels_share_the_next_one(batcher, redis_server):
-    """10 calls made in 10 loop turns while a pipeline is on its way (Redis frozen) go
-    together in the next pipeline, after it, in the order made."""
+async def test_calls_made_while_two_pipelines_travel_share_the_next_one(
+        batcher, redis_server):
+    """While two pipelines are on their way (Redis frozen), 10 calls made in 10 loop turns
+    go together in the third, after them, in the order made."""
     batch, client = batcher()
     script = await loaded(client, COUNT)
     redis_server.pause()
     try:
         first = asyncio.ensure_future(batch.call(script, ["n"], ["first"]))
         await poll_until(lambda: batch.pipelines == 1)  # sent, unanswered
+        second = asyncio.ensure_future(batch.call(script, ["n"], ["second"]))
+        await poll_until(lambda: batch.pipelines == 2)  # sent behind it, unanswered
         later = []
         for n in range(10):
             later.append(asyncio.ensure_future(batch.call(script, ["n"], [f"m{n}"])))
             await asyncio.sleep(0)  # the next call in another loop turn
     finally:
         redis_server.resume()
-    replies = await asyncio.gather(first, *later)
-    assert batch.pipelines == 2
-    assert labels(replies) == ["first"] + [f"m{n}" for n in range(10)]
-    assert [count for count, _ in replies] == list(range(1, 12))
+    replies = await asyncio.gather(first, second, *later)
+    assert batch.pipelines == 3
+    assert labels(replies) == ["first", "second"] + [f"m{n}" for n in range(10)]
+    assert [count for count, _ in replies] == list(range(1, 13))
 
 
-# The group form of COUNT: each call's argument count (always 1 here), then its label.
-COUNT_MANY = """
+async def test_a_refused_call_in_the_first_of_two_pipelines_fails_alone(
+        batcher, redis_server):
+    """With two pipelines on their way, a refused call of the first fails its caller only:
+    the first's other calls and every call of the second get their replies."""
+    batch, client = batcher()
+    script = await loaded(client, PICKY)
+    redis_server.pause()
+    try:
+        first = [asyncio.ensure_future(batch.call(script, [], [label]))
+                 for label in ("a", "bad", "c")]
+        await poll_until(lambda: batch.pipelines == 1)
+        second = [asyncio.ensure_future(batch.call(script, [], [label]))
+                  for label in ("d", "e")]
+        await poll_until(lambda: batch.pipelines == 2)  # written behind the first
+    finally:
+        redis_server.resume()
+    results = await asyncio.gather(*first, *second, return_exceptions=True)
+    assert [results[i] for i in (0, 2, 3, 4)] == [b"a", b"c", b"d", b"e"]
+    assert isinstance(results[1], ResponseError) and "refused" in str(results[1])
+
+
+async def test_a_pipeline_behind_one_that_timed_out_fails_and_the_next_calls_work(
+        batcher, redis_server):
+    """Two pipelines on their way when the first times out (Redis paused): the calls of
+    both fail with a timeout; once Redis answers, the next calls get their replies."""
+    batch, client = batcher(timeout=0.5)
+    script = await loaded(client, COUNT)
+    await batch.call(script, ["n"], ["connect"])
+    redis_server.pause()
+    try:
+        first = asyncio.ensure_future(batch.call(script, ["n"], ["first"]))
+        await poll_until(lambda: batch.pipelines == 2)
+        second = asyncio.ensure_future(batch.call(script, ["n"], ["second"]))
+        await poll_until(lambda: batch.pipelines == 3)
+        results = await asyncio.gather(first, second, return_exceptions=True)
+    finally:
+        redis_server.resume()
+    assert all(isinstance(result, TimeoutError) for result in results), results
+    _, label = await batch.call(script, ["n"], ["after"])
+    assert label == b"after"
+
+
+async def test_a_function_argument_knows_its_pipeline_is_chained(batcher, redis_server):
+    """A function argument read while the pipeline before is unanswered sees ``chained``
+    True; one read with nothing on its way sees False."""
+    batch, client = batcher()
+    script = await loaded(client, COUNT)
+    redis_server.pause()
+    try:
+        first = asyncio.ensure_future(batch.call(script, ["n"], [lambda: str(batch.chained)]))
+        await poll_until(lambda: batch.pipelines == 1)
+        second = asyncio.ensure_future(batch.call(script, ["n"], [lambda: str(batch.chained)]))
+        await poll_until(lambda: batch.pipelines == 2)
+    finally:
+        redis_server.resume()
+    assert labels(await asyncio.gather(first, second)) == ["False", "True"]
+
+
+# The group form of COUNT: each call's label, read as the batcher sends a group's calls.
+COUNT_MANY = GROUP_CALLS + """
 local replies = {}
-for at = 1, #ARGV, 2 do
-    replies[#replies + 1] = {redis.call('INCR', KEYS[1]), ARGV[at + 1]}
+for args in calls() do
+    replies[#replies + 1] = {redis.call('INCR', KEYS[1]), args[1]}
 end
 return replies
 """
 # The group form of PICKY: a refused call is an error reply among the others.
-PICKY_MANY = """
+PICKY_MANY = GROUP_CALLS + """
 local replies = {}
-for at = 1, #ARGV, 2 do
-    if ARGV[at + 1] == 'bad' then
+for args in calls() do
+    if args[1] == 'bad' then
         replies[#replies + 1] = {err = 'refused'}
     else
-        replies[#replies + 1] = ARGV[at + 1]
+        replies[#replies + 1] = args[1]
     end
+end
+return replies
+"""
+# A group script that returns each call's arguments as it read them.
+ECHO_MANY = GROUP_CALLS + """
+local replies = {}
+for args in calls() do
+    local copy = {}
+    for i = 1, #args do copy[i] = args[i] end
+    replies[#replies + 1] = copy
 end
 return replies
 """
@@ -263,3 +336,29 @@ async def test_a_group_is_loaded_again_after_a_script_flush(batcher):
     replies = await asyncio.gather(*(batch.call(script, ["n"], [f"m{i}"], group=many)
                                      for i in range(5)))
     assert [count for count, _ in replies] == list(range(1, 6))
+
+
+async def test_a_group_call_s_arguments_reach_redis_whole(batcher):
+    """Calls of a group whose arguments repeat the call before's (in part, wholly, or not
+    at all, in number or in type) each reach the group script with all their own."""
+    batch, client = batcher()
+    script, many = await loaded(client, COUNT), await loaded(client, ECHO_MANY)
+    calls = [["a", "x", "y"], ["b", "x", "y"], ["b", "x", "y"], ["c", "z", "y"],
+             ["d", "y"], ["e", "y", 1], ["e", "y", 1.0], ["e", "y", "1.0"], ["f", "y", 2]]
+    replies = await asyncio.gather(*(batch.call(script, ["k"], args, group=many)
+                                     for args in calls))
+    assert [[value.decode() for value in reply] for reply in replies] == [
+        [str(value) for value in args] for args in calls]
+    assert batch.pipelines == 1
+
+
+async def test_a_connection_redis_closed_while_idle_is_replaced(batcher, redis_server):
+    """Redis closes the batcher's connection between two bursts (``CLIENT KILL``, as a
+    restart does): the next burst's calls get their replies, not a connection error."""
+    batch, client = batcher()
+    script = await loaded(client, COUNT)
+    await asyncio.gather(*(batch.call(script, ["n"], [f"a{i}"]) for i in range(3)))
+    async with redis.asyncio.Redis.from_url(redis_server.url) as admin:
+        assert await admin.client_kill_filter(_type="normal", skipme=True) >= 1
+    replies = await asyncio.gather(*(batch.call(script, ["n"], [f"b{i}"]) for i in range(3)))
+    assert [count for count, _ in replies] == [4, 5, 6]
