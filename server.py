@@ -426,7 +426,7 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
     lifecycle.on_shutdown(app_state.aclose, "app state")
     apps = dict(event_streams, state=app_state)
     poll_limiter = KeyedLimiter(rate=config.polls_per_hour / 3600, burst=config.poll_burst)
-    routes = name_socket_endpoints([
+    routes = sockets_first(name_socket_endpoints([
         url(r"/", PageHandler, dict(template="index.html"), name="index"),
         url(r"/echo", PageHandler, dict(template="echo.html"), name="echo"),
         url(r"/chat", ChatPageHandler, dict(template="chat.html"), name="chat"),
@@ -472,7 +472,7 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
                  endpoint="poll_chat"),
             name="poll_chat"),
         *app_routes(rf"/counter/({COUNTER_NAME})", CounterSession, apps),
-    ])
+    ]))
     resources = resource_dir()
     app = tornado.web.Application(
         routes,
@@ -575,6 +575,21 @@ def name_socket_endpoints(routes: list[tornado.web.URLSpec]) -> list[tornado.web
             route = url(route.regex.pattern, target, kwargs, name=route.name)
         named.append(route)
     return named
+
+
+def sockets_first(routes: list[tornado.web.URLSpec]) -> list[tornado.web.URLSpec]:
+    """The routes with the WebSocket ones first, each group in its own order.
+
+    Tornado tries the patterns in order, one regex each, for every request; a reconnect
+    storm is all WebSocket handshakes, which otherwise tried some twenty page and API
+    patterns first. Which route a path reaches does not change: every socket pattern
+    starts with ``/ws/``, which no other route's does or could match
+    (``tests/test_handshake.py``).
+    """
+    def is_socket(route: tornado.web.URLSpec) -> bool:
+        return isinstance(route.target, type) and issubclass(route.target, SocketHandler)
+
+    return [r for r in routes if is_socket(r)] + [r for r in routes if not is_socket(r)]
 
 
 def log_request(handler: tornado.web.RequestHandler) -> None:
