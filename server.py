@@ -8,7 +8,6 @@ never reads the global options, so tests build a fresh app each time.
 
 import asyncio
 import errno
-import gc
 import importlib.util
 import logging
 import os
@@ -64,6 +63,7 @@ from realtime.ops.commandline import (
 from realtime.ops.datalock import DataDirInUse, DataDirLock
 from realtime.ops.fdlimit import raise_open_files_limit
 from realtime.ops.lifecycle import Lifecycle
+from realtime.ops import gcpolicy
 from realtime.ops.logfmt import ThrottledLog, logfmt
 from realtime.ops.metrics import ServerMetrics
 from realtime.pubsub.brokers import Broker
@@ -702,6 +702,7 @@ async def serve_locked(config: Config, app: Optional[tornado.web.Application] = 
     app = app or make_app(config)
     await start_components(app)
     app.settings["metrics"].loop_lag.start()
+    gcpolicy.settle()  # what start-up built lives on; collections are rarer
     # Tornado's HTTPServer with an accept loop that pauses, instead of spinning, when the
     # process runs out of descriptors (realtime/ops/accept.py).
     server = AcceptingHTTPServer(
@@ -743,9 +744,7 @@ async def shutdown(
     deadline = started + timeout
     hub: Hub = app.settings["hub"]
     lifecycle: Lifecycle = app.settings["lifecycle"]
-    # What is alive now lives until the exit: the collections the closing allocations
-    # trigger need not scan it (with 10,000 connections a full one costs 0.1 s or more).
-    gc.freeze()
+    gcpolicy.shutting_down()  # 10,000 connections: a full collection costs 0.1 s or more
     # Every kind: WebSockets, event streams, held requests, TCP lines.
     log.info("shutting down: closing %d connection(s)", len(hub.connections))
     server.stop()
