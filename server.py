@@ -8,7 +8,6 @@ never reads the global options, so tests build a fresh app each time.
 
 import asyncio
 import errno
-import gc
 import importlib.util
 import logging
 import os
@@ -32,7 +31,7 @@ from tornado.web import url
 
 from handlers.apps import app_routes
 from handlers.chat import ChatPageHandler, ChatSocketHandler
-from handlers.websocket import SocketHandler
+from handlers.websocket import SocketHandler, abort_closing
 from handlers.chathttp import (
     DEFAULT_LONG_POLL_TIMEOUT, ChatEventStreamHandler, ChatHistoryHandler, ChatLongPollHandler,
 )
@@ -63,8 +62,8 @@ from realtime.ops.commandline import (
 )
 from realtime.ops.datalock import DataDirInUse, DataDirLock
 from realtime.ops.fdlimit import raise_open_files_limit
-from realtime.ops.gctune import tune_garbage_collector
 from realtime.ops.lifecycle import Lifecycle
+from realtime.ops import gcpolicy
 from realtime.ops.logfmt import ThrottledLog, logfmt
 from realtime.ops.metrics import ServerMetrics
 from realtime.pubsub.brokers import Broker
@@ -96,6 +95,9 @@ def resource_dir() -> str:
 # and 5,000 handshakes at once lost 496 connections to resets (bench/held_steps.py
 # --concurrency 2500); at 4096 or more, none.
 LISTEN_BACKLOG = 16384
+# Seconds at most, at shutdown, for the kernel to take every WebSocket's close frame
+# before the sockets still open are closed: a client that stopped reading gets no more.
+DRAIN_SECONDS = 0.5
 
 log = logging.getLogger("realtime.server")
 access_log = logging.getLogger("realtime.access")
@@ -427,7 +429,7 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
     lifecycle.on_shutdown(app_state.aclose, "app state")
     apps = dict(event_streams, state=app_state)
     poll_limiter = KeyedLimiter(rate=config.polls_per_hour / 3600, burst=config.poll_burst)
-    routes = name_socket_endpoints([
+    routes = sockets_first(name_socket_endpoints([
         url(r"/", PageHandler, dict(template="index.html"), name="index"),
         url(r"/echo", PageHandler, dict(template="echo.html"), name="echo"),
         url(r"/chat", ChatPageHandler, dict(template="chat.html"), name="chat"),
@@ -473,7 +475,7 @@ def make_app(config: Optional[Config] = None) -> tornado.web.Application:
                  endpoint="poll_chat"),
             name="poll_chat"),
         *app_routes(rf"/counter/({COUNTER_NAME})", CounterSession, apps),
-    ])
+    ]))
     resources = resource_dir()
     app = tornado.web.Application(
         routes,
@@ -578,6 +580,21 @@ def name_socket_endpoints(routes: list[tornado.web.URLSpec]) -> list[tornado.web
     return named
 
 
+def sockets_first(routes: list[tornado.web.URLSpec]) -> list[tornado.web.URLSpec]:
+    """The routes with the WebSocket ones first, each group in its own order.
+
+    Tornado tries the patterns in order, one regex each, for every request; a reconnect
+    storm is all WebSocket handshakes, which otherwise tried some twenty page and API
+    patterns first. Which route a path reaches does not change: every socket pattern
+    starts with ``/ws/``, which no other route's does or could match
+    (``tests/test_handshake.py``).
+    """
+    def is_socket(route: tornado.web.URLSpec) -> bool:
+        return isinstance(route.target, type) and issubclass(route.target, SocketHandler)
+
+    return [r for r in routes if is_socket(r)] + [r for r in routes if not is_socket(r)]
+
+
 def log_request(handler: tornado.web.RequestHandler) -> None:
     """The access log: one ``key=value`` line per request (the path, never the query)."""
     status = handler.get_status()
@@ -679,18 +696,18 @@ async def serve_locked(config: Config, app: Optional[tornado.web.Application] = 
         loop.add_signal_handler(signum, stop.set)
     # The descriptor limit before the port accepts: connections may queue from then on.
     before, soft, hard = raise_open_files_limit()
-    # Fewer, shorter collections while thousands of connections are open (realtime.ops.gctune).
-    young, middle, old = tune_garbage_collector()
     # Ports before anything else: a port in use is one line, not a half-started server.
     # Clients connecting meanwhile wait in the listen queue until we accept.
     http_sockets = bind(config.port, config.address, "--port")
     line_sockets = bind(config.tcp_port, config.address, "--tcp-port") if config.tcp_port else []
     log.info(logfmt(event="open_files_limit", before=before, soft=soft, hard=hard))
-    log.info(logfmt(event="gc_thresholds", gen0=young, gen1=middle, gen2=old))
 
     app = app or make_app(config)
     await start_components(app)
     app.settings["metrics"].loop_lag.start()
+    # What start-up built lives on; collections are rarer (realtime.ops.gcpolicy).
+    young, middle, old = gcpolicy.settle()
+    log.info(logfmt(event="gc_thresholds", gen0=young, gen1=middle, gen2=old))
     # Tornado's HTTPServer with an accept loop that pauses, instead of spinning, when the
     # process runs out of descriptors (realtime/ops/accept.py).
     server = AcceptingHTTPServer(
@@ -709,9 +726,6 @@ async def serve_locked(config: Config, app: Optional[tornado.web.Application] = 
                  config.tcp_port)
     log.info("serving on http://%s:%d/ (Ctrl-C to stop)", host, config.port)
     await stop.wait()
-    # The process exits within seconds: a full collection now (over 2 s at 19,800 held
-    # connections) would only eat the budget of the closing handshakes and the closers.
-    gc.disable()
     return await shutdown(server, app, config.shutdown_timeout, others)
 
 
@@ -725,17 +739,29 @@ async def shutdown(
     hub's, told the server is going away and closed with the WebSockets. Everything happens
     within ``timeout`` seconds: sockets get up to half of it to finish their closing
     handshakes, the closers what is left (``realtime.ops.lifecycle``).
+
+    A WebSocket is not given time for its client's close reply: every close frame is
+    written in one pass, the kernel gets up to ``DRAIN_SECONDS`` to take them, and the
+    sockets still open are then closed (``handlers.websocket.abort_closing``), so the
+    shutdown of many connections costs a send and a close each, no timer.
     """
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
     hub: Hub = app.settings["hub"]
     lifecycle: Lifecycle = app.settings["lifecycle"]
+    gcpolicy.shutting_down()  # 10,000 connections: a full collection costs 0.1 s or more
     # Every kind: WebSockets, event streams, held requests, TCP lines.
     log.info("shutting down: closing %d connection(s)", len(hub.connections))
     server.stop()
     for other in others:
         other.stop()
     hub.close_all(CloseReason.SHUTDOWN)
-    await wait_until(lambda: not hub.connections, time.monotonic() + timeout / 2)
+    await wait_until(lambda: not any(c.unflushed_bytes() for c in hub.connections),
+                     time.monotonic() + min(DRAIN_SECONDS, timeout / 4))
+    aborted = abort_closing(list(hub.connections))
+    await wait_until(lambda: not hub.connections, started + timeout / 2)
+    log.info(logfmt(event="connections_closed", aborted=aborted,
+                    seconds=round(time.monotonic() - started, 3)))
     clean = await lifecycle.shutdown(max(deadline - time.monotonic(), 0.1))
     try:
         remaining = max(deadline - time.monotonic(), 0.1)

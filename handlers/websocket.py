@@ -21,7 +21,7 @@ a socket that is not JSON messages (``handlers/echo.py``).
 import asyncio
 import inspect
 import logging
-from typing import Any, Awaitable, Callable, ClassVar, Optional, Union
+from typing import Any, Awaitable, Callable, ClassVar, Iterable, Optional, Union
 
 import tornado.websocket
 
@@ -39,6 +39,9 @@ from realtime.wire.messages import ClientError, Message
 log = logging.getLogger("realtime.handlers")
 
 Frame = Union[str, bytes]
+
+# Every WebSocket's close at shutdown, built once for all of them.
+GOING_AWAY_FRAME = tornado_internals.close_frame(*CLOSE_FOR_REASON[CloseReason.SHUTDOWN])
 
 
 def _retrieve(written: "asyncio.Future[Any]") -> None:
@@ -186,8 +189,21 @@ class SocketHandler(tornado.websocket.WebSocketHandler):
         super().close(code, reason)
 
     def close_for(self, reason: CloseReason) -> None:
-        """How the hub closes this connection: with the code and text of ``reason``."""
+        """How the hub closes this connection: with the code and text of ``reason``.
+
+        At shutdown the close frame joins this turn's batch of writes and no timer waits
+        for the client's reply: ``abort_closing`` ends the connections still open once the
+        kernel has taken the frames."""
+        if reason is CloseReason.SHUTDOWN and self._close_sent is None:
+            if tornado_internals.send_close_unwaited(self, GOING_AWAY_FRAME):
+                self._close_sent = CloseCode.GOING_AWAY
+                return
         self.close(*CLOSE_FOR_REASON[reason])
+
+    def abort(self) -> None:
+        """Close the socket now, without waiting any longer for the client's close reply
+        (``tornado_internals.abort``); ``on_close`` follows as for any close."""
+        tornado_internals.abort(self)
 
     # The handshake: admission, before any await.
 
@@ -425,3 +441,15 @@ class JsonSocketHandler(SocketHandler):
         name, message = self.resolve(frame)
         handler: Callable[[Message], Optional[Awaitable[None]]] = getattr(self, name)
         return handler(message)
+
+
+def abort_closing(connections: Iterable[object]) -> int:
+    """Close at once every WebSocket among ``connections`` that was sent its close frame
+    and is still open (the client has not replied yet, or never will); how many. The
+    shutdown calls it once the kernel has taken the close frames, instead of a timer per
+    connection waiting for each reply."""
+    closing = [c for c in connections
+               if isinstance(c, SocketHandler) and c._close_sent is not None]
+    for handler in closing:
+        handler.abort()
+    return len(closing)

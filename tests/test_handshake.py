@@ -3,6 +3,7 @@
 import pytest
 from tornado.httpclient import HTTPClientError
 
+from handlers.websocket import SocketHandler
 from realtime.pubsub.hub import Hub
 from server import Config
 from tests.support import closed, connect, poll_until, port_of, raw_handshake, receive
@@ -97,3 +98,15 @@ async def test_refused_handshakes_hold_no_slot(ws_connect, http_server_client):
             await connect(http_server_client, "/ws/echo", {"Origin": "https://evil.example"})
     conns = [await ws_connect("/ws/echo") for _ in range(CAP)]
     await assert_echoes(conns[-1])
+
+
+async def test_socket_paths_reach_only_socket_routes(app):
+    """Every WebSocket route lives under /ws/ and no page or API route matches a path there,
+    so trying the socket routes first (``server.sockets_first``) changes no path's route."""
+    rules = [(rule.matcher.regex, rule.target) for rule in app.wildcard_router.rules]
+    sockets = [regex for regex, target in rules
+               if isinstance(target, type) and issubclass(target, SocketHandler)]
+    assert sockets and all(regex.pattern.startswith("/ws/") for regex in sockets)
+    paths = ["/ws/echo", "/ws/chat/lobby", "/ws/vote/demo", "/ws/counter/c1", "/ws/x/y"]
+    assert not [(regex.pattern, path) for regex, target in rules for path in paths
+                if regex not in sockets and regex.match(path)]

@@ -3,6 +3,7 @@ run after the server stopped accepting, pending votes are committed, exit 0 with
 
 import json
 import signal
+import struct
 import time
 from pathlib import Path
 
@@ -11,12 +12,15 @@ from tornado.httpclient import AsyncHTTPClient
 
 from realtime.wire.closecodes import CloseCode
 from tests.support import (
-    accepts, closed, free_port, poll_until, raw_handshake, receive, receive_type,
-    send_json, wait_listening,
+    OP_CLOSE, accepts, closed, eof, free_port, poll_until, raw_handshake, read_frame,
+    receive, receive_type, send_json, wait_listening,
 )
 
 DEADLINE = 5.0  # seconds from the signal to the exit, as the deployment promises
 BURST = 50  # votes sent at once, none waiting for its tally
+# Sockets open at once whose clients never answer the close: within the default per-address
+# connection cap and handshake burst (100), since every test client is 127.0.0.1.
+SILENT = 60
 
 
 def server_argv(python: str, port: int, tmp_path: Path) -> list[str]:
@@ -111,6 +115,26 @@ async def test_client_that_never_answers_the_close_does_not_delay_exit(
     process.send_signal(signal.SIGTERM)
     assert await exit_status(process) == 0
     writer.close()
+
+
+async def test_clients_that_never_answer_the_close_are_closed_before_the_closers_run(
+    spawn, python, tmp_path
+):
+    """Many clients that never answer the close each get 1001 and the end of the connection,
+    and the closers then find no socket open: nobody waits for their replies."""
+    port = free_port()
+    process = await start(spawn, [python, "tests/closer_server.py", str(port)], port)
+    clients = [await raw_handshake(port, "/ws/echo") for _ in range(SILENT)]
+    assert all(head.startswith(b"HTTP/1.1 101") for _, _, head in clients)
+    process.send_signal(signal.SIGTERM)
+    for reader, transport, _ in clients:
+        assert await read_frame(reader) == (OP_CLOSE, struct.pack("!H", CloseCode.GOING_AWAY)
+                                            + b"server shutting down")
+        assert await eof(reader)
+        transport.close()
+    assert await exit_status(process) == 0
+    output = (tmp_path / "server.log").read_text()
+    assert "closer ran: accepting=no open_sockets=0" in output
 
 
 async def test_hanging_closer_is_cut_at_the_deadline(spawn, python, tmp_path):

@@ -89,6 +89,7 @@ that changes them fails there loudly instead of silently switching something off
 import asyncio
 import inspect
 import socket
+import struct
 import sys
 import weakref
 from contextlib import contextmanager
@@ -141,6 +142,8 @@ READ_SIZE = 256 * 1024  # the most bytes one read takes from the stream's buffer
 # counting as 1 KB besides its bytes.
 YIELD_THRESHOLD = 256 * 1024
 FRAME_YIELD_COST = 1024
+# Reads of what a client sent that ``abort`` drops before closing its socket, at most.
+UNREAD_READS = 4
 
 
 # What a stream still holds.
@@ -321,6 +324,63 @@ def append(stream: IOStream, data: bytes) -> int:
         buffer.append(memoryview(data)[sent:])
         stream._add_io_state(IOLoop.WRITE)
     return WRITTEN
+
+
+# Closing every connection at once (server shutdown).
+
+
+def close_frame(code: int, reason: str) -> bytes:
+    """The unmasked close frame a server sends with ``code`` and ``reason`` (at most 123
+    bytes of UTF-8, as for any control frame)."""
+    payload = struct.pack(">H", code) + reason.encode()
+    if len(payload) > 125:
+        raise ValueError("a close frame's reason is at most 123 bytes")
+    return bytes((0x88, len(payload))) + payload
+
+
+def send_close_unwaited(handler: Any, frame: bytes) -> bool:
+    """Queue ``frame`` (``close_frame``) on ``handler``'s connection as its close, sent
+    with this turn's other frames (``WriteBatch``), and mark the close as sent
+    (``server_terminated``), without Tornado's 5 s timer per connection for the client's
+    reply: the caller ends what is still open with ``abort`` once the kernel has taken
+    the frames. A client's reply arriving meanwhile closes the stream as usual.
+
+    False, with nothing done, where this does not apply (the fast path's conditions, or a
+    close already sent): the caller closes through Tornado instead.
+    """
+    protocol = handler.ws_connection
+    stream = fast_stream(handler)
+    if stream is None or protocol.server_terminated or protocol.client_terminated:
+        return False
+    buffer = stream._write_buffer
+    if not len(buffer) and stream not in corked_streams:
+        write_batch().add(stream)  # else a send is due already (batched, corked or writable)
+    buffer.append(frame)
+    stream._total_write_index += len(frame)
+    protocol.server_terminated = True
+    return True
+
+
+def abort(handler: Any) -> None:
+    """Close ``handler``'s WebSocket now, its close frame sent or not, as Tornado's close
+    timer would at its end (``_abort``): the stream closes and ``on_close`` follows.
+
+    What the client sent and nobody read (its close reply, above all) is read and dropped
+    first: a socket closed with unread bytes ends in a reset, which may discard our close
+    frame still in flight; without them the kernel sends what it holds, then a FIN.
+    """
+    protocol = handler.ws_connection
+    if protocol is None or protocol.stream is None:
+        return
+    stream = protocol.stream
+    if not stream.closed():
+        try:
+            for _ in range(UNREAD_READS):  # bounded: a client may still be sending
+                if not stream.socket.recv(READ_SIZE):
+                    break
+        except OSError:  # nothing more to read (EAGAIN), or a reset: close all the same
+            pass
+    protocol._abort()
 
 
 # Streams whose writes are held back while the frames of one read are answered (corked),
