@@ -18,10 +18,12 @@ that changes them fails there loudly instead of silently switching something off
   frame built once per publish, written to each stream with no Task, no Future and no
   header or copy per subscriber. It keeps the stream's write indices agreeing with its
   buffer (Tornado resolves its own write futures by them) and asks the loop, through
-  ``_add_io_state``, to call back when the socket can take more. A WebSocket's frames
-  wait for the end of the loop's turn (``WriteBatch``) and leave through Tornado's own
-  ``_handle_write``, so the frames one connection gets in a turn (the ``joined`` frames
-  of a reconnect storm) cost one ``send()``; the bound of a slow consumer is judged only
+  ``_add_io_state``, to call back when the socket can take more. A WebSocket's first
+  frame in a turn of the loop is sent at once; later ones in the same turn wait for its
+  end (``WriteBatch``) and leave through Tornado's own ``_handle_write``, so the frames
+  one connection gets in a turn (the ``joined`` frames of a reconnect storm) cost two
+  ``send()`` calls at most, and a fan-out (one frame a connection a turn) keeps the
+  direct send; the bound of a slow consumer is judged only
   after that send, so what counts is still what the kernel refused. A WebSocket qualifies
   without compression (``WebSocketProtocol13._compressor``); an event stream must know
   whether Tornado chunks its body (``HTTP1Connection._chunking_output``). Only on a
@@ -193,31 +195,46 @@ def fast_stream(handler: Any) -> Optional[IOStream]:
 
 
 class WriteBatch:
-    """The streams written to in this turn of the loop, sent to at the start of the next.
+    """The streams written to in this turn of the loop: the first frame a connection gets in
+    a turn is sent at once, any later ones wait for the start of the next turn.
 
     Frames for one connection within a turn (a room's ``joined`` frames while a reconnect
     storm welcomes many of its members, a burst of messages read at once) then leave in
-    one ``send()`` instead of one each: on loopback a send costs more than building the
-    frame. The wait is the rest of the current turn; the batch's callback is queued before
-    anything the next turn's poll brings, so it is the next turn's first work.
+    one ``send()`` after the first instead of one each: on loopback a send costs more than
+    building the frame. A fan-out, whose slices give each connection one frame a turn,
+    keeps the direct send (``append``), cheaper than a deferred one through Tornado's
+    ``_handle_write``. The batch's callback is queued before anything the next turn's poll
+    brings, so it is the next turn's first work.
     """
 
-    __slots__ = ("_loop", "_streams")
+    __slots__ = ("_loop", "_streams", "_touched")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._streams: list[IOStream] = []
+        self._touched: set[IOStream] = set()
+
+    def first(self, stream: IOStream) -> bool:
+        """Whether this is ``stream``'s first frame in this turn (remembered until the next)."""
+        touched = self._touched
+        if stream in touched:
+            return False
+        if not touched and not self._streams:
+            self._loop.call_soon(self.flush)
+        touched.add(stream)
+        return True
 
     def add(self, stream: IOStream) -> None:
         """Send what ``stream`` holds at the start of the next turn."""
-        if not self._streams:
+        if not self._streams and not self._touched:
             self._loop.call_soon(self.flush)
         self._streams.append(stream)
 
     def flush(self) -> None:
         """Hand every batched stream's bytes to the kernel now (what it refuses waits for
-        the socket to be writable, as after any write of Tornado's)."""
+        the socket to be writable, as after any write of Tornado's); a new turn begins."""
         streams, self._streams = self._streams, []
+        self._touched.clear()
         for stream in streams:
             send_held(stream)
 
@@ -251,9 +268,9 @@ class FrameWriter:
 
     Frames are appended whole to the stream Tornado writes its own frames (pings, pongs,
     closes) to, on the loop's one thread, so they never interleave and keep their order.
-    They are sent at the start of the next turn of the loop (``WriteBatch``), several to
-    one connection in one ``send()``; Tornado writing to the stream meanwhile sends them
-    first.
+    A connection's first frame in a turn of the loop is sent at once; later ones are sent
+    at the start of the next turn (``WriteBatch``), together in one ``send()``; Tornado
+    writing to the stream meanwhile sends them first.
     """
 
     __slots__ = ("_connection", "_stream", "_buffer", "_batch")
@@ -283,6 +300,8 @@ class FrameWriter:
                 # The frames of one read are being answered: they go out together at the
                 # end of corked(), as append's do.
                 corked_streams[stream] = stream._total_write_done_index
+            elif self._batch.first(stream):
+                return append(stream, data)  # its first frame this turn: at once
             else:
                 self._batch.add(stream)  # else a send is due already (batched, or writable)
         buffer.append(data)
