@@ -363,18 +363,26 @@ class SlowConnection(FakeConnection):
         return super().write_envelope(envelope, max_pending)
 
 
-async def test_a_fan_out_yields_the_loop_once_its_time_budget_is_spent():
-    """A fan-out whose writes take longer than a slice's time budget yields the loop before
-    its count allows: another callback runs between its writes, and everyone gets it."""
+async def fan_out_beside_a_callback(cost: float) -> tuple[list[str], list[SlowConnection]]:
+    """Publish to 200 subscribers whose writes cost ``cost`` seconds each (slices of 150
+    writes or 0.5 s) and queue another callback right after; the log of writes and that
+    callback, once the fan-out is done."""
     clock, log = Clock(), []
     hub = make_hub(slice_size=150, slice_seconds=0.5, clock=clock)
-    subscribers = [SlowConnection(clock, 0.01, log) for _ in range(200)]
+    subscribers = [SlowConnection(clock, cost, log) for _ in range(200)]
     for subscriber in subscribers:
         hub.subscribe("chat.lobby", subscriber)
 
     hub.publish("chat.lobby", "hello")
     asyncio.get_running_loop().call_soon(log.append, "other")
     await until_drained(hub)
+    return log, subscribers
+
+
+async def test_a_fan_out_yields_the_loop_once_its_time_budget_is_spent():
+    """A fan-out whose writes take longer than a slice's time budget yields the loop before
+    its count allows: another callback runs between its writes, and everyone gets it."""
+    log, subscribers = await fan_out_beside_a_callback(0.01)
 
     assert 0 < log.index("other") < 150  # the budget, not the count, ended the first slice
     assert all(s.frames == [b"hello"] for s in subscribers)
@@ -383,15 +391,7 @@ async def test_a_fan_out_yields_the_loop_once_its_time_budget_is_spent():
 async def test_a_fan_out_within_its_time_budget_fills_its_slice():
     """When writes are cheap, the time budget does not cut a slice short: a turn writes a
     whole slice before another callback runs."""
-    clock, log = Clock(), []
-    hub = make_hub(slice_size=150, slice_seconds=0.5, clock=clock)
-    subscribers = [SlowConnection(clock, 0.0, log) for _ in range(200)]
-    for subscriber in subscribers:
-        hub.subscribe("chat.lobby", subscriber)
-
-    hub.publish("chat.lobby", "hello")
-    asyncio.get_running_loop().call_soon(log.append, "other")
-    await until_drained(hub)
+    log, subscribers = await fan_out_beside_a_callback(0.0)
 
     assert log.index("other") == 150
     assert all(s.frames == [b"hello"] for s in subscribers)
