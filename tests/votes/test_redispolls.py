@@ -299,15 +299,16 @@ async def test_multiple_choice_counts_each_choice_once_up_to_the_limit(store):
 
 async def test_votes_of_one_turn_are_each_counted_once_in_one_pipeline(redis_server,
                                                                        redis_stores):
-    """100 votes made in one loop turn (one voter each on a one-vote poll) go to Redis in one
-    pipeline, are each counted once, and come back with totals 1 to 100 in the order made."""
+    """100 votes made in one loop turn (one voter each on a one-vote poll) go to Redis
+    together (one pipeline, sent as two halves when nothing else is on its way), are each
+    counted once, and come back with totals 1 to 100 in the order made."""
     store = redis_stores(redis_server.url)
     await store.start()
     poll, _ = await store.create(ONE_VOTE)
     await store.vote(poll.id, "1", "warm-up")  # loads the script into Redis
     pipelines = store.batcher.pipelines
     tallies = await asyncio.gather(*(store.vote(poll.id, "2", f"voter{n}") for n in range(100)))
-    assert store.batcher.pipelines - pipelines == 1
+    assert store.batcher.pipelines - pipelines <= 2
     assert [tally.total for tally in tallies] == list(range(2, 102))
     stored = await store.get(poll.id)
     assert [option.votes for option in stored.options] == [1, 100]
