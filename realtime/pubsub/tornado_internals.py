@@ -263,6 +263,17 @@ def send_held(stream: IOStream) -> None:
         stream._add_io_state(IOLoop.WRITE)
 
 
+def hold(stream: IOStream, data: bytes, batch: WriteBatch) -> None:
+    """Queue ``data`` behind what ``stream`` holds, with no send now: it leaves with the
+    turn's ``batch``, or with the send already due (batched, corked, or the socket
+    writable)."""
+    buffer = stream._write_buffer
+    if not len(buffer) and stream not in corked_streams:
+        batch.add(stream)
+    buffer.append(data)
+    stream._total_write_index += len(data)
+
+
 class FrameWriter:
     """Writes an envelope's prebuilt WebSocket frame to one uncompressed connection.
 
@@ -295,17 +306,11 @@ class FrameWriter:
             if len(buffer) > max_pending:
                 return STALLED
         data = envelope.ws_frame
-        if not len(buffer):
-            if stream in corked_streams:
-                # The frames of one read are being answered: they go out together at the
-                # end of corked(), as append's do.
-                corked_streams[stream] = stream._total_write_done_index
-            elif self._batch.first(stream):
-                return append(stream, data)  # its first frame this turn: at once
-            else:
-                self._batch.add(stream)  # else a send is due already (batched, or writable)
-        buffer.append(data)
-        stream._total_write_index += len(data)
+        if len(buffer) or stream in corked_streams or self._batch.first(stream):
+            # Queued behind what waits, held by corked(), or its first frame this turn
+            # (sent at once): append's cases.
+            return append(stream, data)
+        hold(stream, data, self._batch)
         return WRITTEN
 
     def unflushed(self) -> int:
@@ -371,11 +376,7 @@ def send_close_unwaited(handler: Any, frame: bytes) -> bool:
     stream = fast_stream(handler)
     if stream is None or protocol.server_terminated or protocol.client_terminated:
         return False
-    buffer = stream._write_buffer
-    if not len(buffer) and stream not in corked_streams:
-        write_batch().add(stream)  # else a send is due already (batched, corked or writable)
-    buffer.append(frame)
-    stream._total_write_index += len(frame)
+    hold(stream, frame, write_batch())
     protocol.server_terminated = True
     return True
 
