@@ -635,13 +635,18 @@ def rows_of(plan: Plan) -> list[tuple[str, Any]]:
 
     rows: list[tuple[str, Any]] = []
     fanout = plan.fanout if "fanout" in plan.steps else []
-    for subscribers, burst in fanout:
-        key = f"fanout {subscribers}"
-        median = f", median of {plan.repeats}" if plan.repeats > 1 else ""
-        rows.append((f"fan-out deliveries/s, {subscribers:,} subscribers, burst of {burst}"
-                     f"{median}", get(key, "burst", "deliveries_per_s")))
-        rows.append((f"server CPU µs per delivery, {subscribers:,} subscribers",
-                     get(key, "burst", "server_cpu_us")))
+    median = f", median of {plan.repeats}" if plan.repeats > 1 else ""
+
+    def burst_rows(sizes: list[tuple[int, int]], kind: str, cpu: str) -> None:
+        # The fan-out bursts' rows, through WebSockets (kind "") or raw TCP lines.
+        for subscribers, burst in sizes:
+            key = f"{'tcp ' if kind else ''}fanout {subscribers}"
+            rows.append((f"{kind}fan-out deliveries/s, {subscribers:,} subscribers, burst of "
+                         f"{burst}{median}", get(key, "burst", "deliveries_per_s")))
+            rows.append((f"server CPU µs per {cpu}, {subscribers:,} subscribers",
+                         get(key, "burst", "server_cpu_us")))
+
+    burst_rows(fanout, "", "delivery")
     for subscribers, burst in fanout:
         if subscribers in plan.latency_seconds:
             key = f"fanout {subscribers}"
@@ -669,13 +674,8 @@ def rows_of(plan: Plan) -> list[tuple[str, Any]]:
                      get("lag", "burst", "probe_worst_ms")))
         rows.append(("worst loop lag ms during that burst, as the server measures it (at "
                      "most; histogram bucket bound)", get("lag", "burst", "server_lag_ms")))
-    for subscribers, burst in (plan.fanout if "tcp" in plan.steps else []):
-        key = f"tcp fanout {subscribers}"
-        median = f", median of {plan.repeats}" if plan.repeats > 1 else ""
-        rows.append((f"raw TCP fan-out deliveries/s, {subscribers:,} subscribers, burst of "
-                     f"{burst}{median}", get(key, "burst", "deliveries_per_s")))
-        rows.append((f"server CPU µs per raw TCP delivery, {subscribers:,} subscribers",
-                     get(key, "burst", "server_cpu_us")))
+    if "tcp" in plan.steps:
+        burst_rows(plan.fanout, "raw TCP ", "raw TCP delivery")
     if "held" in plan.steps:
         rows.extend(held_rows(plan, get))
     if "storm" in plan.steps:
